@@ -1,0 +1,25 @@
+//! `triage`: an OpenTelemetry-native anomaly-detection collector.
+//!
+//! Module map (data flows top to bottom):
+//!
+//! - [`config`]: YAML config, validated into typed settings; precedence
+//!   flag > environment > file > default.
+//! - [`receiver`]: OTLP/gRPC and OTLP/HTTP receivers. Protobuf types stop here:
+//!   `receiver::ingest` turns decoded requests into store records.
+//! - [`store`]: lock-free-on-the-hot-path RED series (per service, operation,
+//!   dependency edge, metric and log severity) in event-time windows of HDR
+//!   histograms and counters, with bounded cardinality; and the in-process read
+//!   API used by detection and queries.
+//! - [`telemetry`]: self-metric names, the Prometheus recorder, and logging.
+//! - [`admin`]: admin HTTP (`/metrics`, `/healthz`, `/readyz`).
+//! - [`server`]: binds the listeners, runs the background tasks, drains on
+//!   shutdown.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod receiver;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,677 @@
+//! Turns decoded OTLP export requests into store records.
+//!
+//! This is the ingest hot path. It borrows every string it needs from the
+//! request (service, operation, callee), looks series up by `&str`, and reuses
+//! one key buffer per request for metric series, so recording a span or point
+//! of a known series allocates nothing.
+//!
+//! What becomes what:
+//! - SERVER, CONSUMER and INTERNAL spans: the operation series of their
+//!   service (HTTP server spans are named by `http.route`).
+//! - CLIENT and PRODUCER spans: the edge series caller -> callee. The callee
+//!   is the service of the server-side child span when it arrives (see
+//!   `store::pairing`); else `peer.service`, `server.address`, the database
+//!   (`db.namespace`, `db.system.name`/`db.system`) or
+//!   `messaging.destination.name`; else `unknown`.
+//! - Gauges and sums: value series (cumulative sums become deltas);
+//!   histograms and exponential histograms: distribution series.
+//! - Log records: counts per severity class, and an `all` series whose errors
+//!   are the records at ERROR (severity number 17) and above.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    exponential_histogram_data_point::Buckets, metric::Data, number_data_point, HistogramDataPoint,
+    NumberDataPoint,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
+
+use super::{Outcome, Signal, Sink};
+use crate::store::pairing::{ClientOutcome, PairKey};
+use crate::store::{Sample, ServiceEntry, Store, UNKNOWN_PEER, UNKNOWN_SERVICE};
+use crate::telemetry;
+
+/// Aggregation temporality values from the OTLP metrics proto.
+const TEMPORALITY_DELTA: i32 = 1;
+const TEMPORALITY_CUMULATIVE: i32 = 2;
+
+/// `DataPointFlags.NO_RECORDED_VALUE`: a staleness marker, not a value.
+const FLAG_NO_RECORDED_VALUE: u32 = 1;
+
+/// Records decoded requests into a [`Store`].
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    store: Arc<Store>,
+}
+
+impl Ingest {
+    pub fn new(store: Arc<Store>) -> Self {
+        Ingest { store }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+/// Counts rejected items and keeps the first reason, for partial success.
+#[derive(Default)]
+struct Tally {
+    accepted: u64,
+    rejected: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn reject(&mut self, reason: impl FnOnce() -> String) {
+        self.rejected += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(reason());
+        }
+    }
+
+    fn into_outcome(self) -> Outcome {
+        let error_message = match (self.rejected, self.first_error) {
+            (0, _) | (_, None) => String::new(),
+            (1, Some(reason)) => reason,
+            (n, Some(reason)) => format!("{n} items rejected; first: {reason}"),
+        };
+        Outcome {
+            accepted: self.accepted,
+            rejected: self.rejected,
+            error_message,
+        }
+    }
+}
+
+fn string_value(attribute: &KeyValue) -> Option<&str> {
+    match attribute.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(value) => Some(value),
+        _ => None,
+    }
+}
+
+fn int_value(attribute: &KeyValue) -> Option<i64> {
+    match attribute.value.as_ref()?.value.as_ref()? {
+        Value::IntValue(value) => Some(*value),
+        Value::StringValue(value) => value.parse().ok(),
+        Value::DoubleValue(value) => Some(*value as i64),
+        _ => None,
+    }
+}
+
+/// `service.name` of a resource, `unknown_service` when missing or empty.
+pub fn service_name(resource: Option<&Resource>) -> &str {
+    resource
+        .and_then(|resource| {
+            resource
+                .attributes
+                .iter()
+                .find(|attribute| attribute.key == "service.name")
+        })
+        .and_then(string_value)
+        .filter(|name| !name.is_empty())
+        .unwrap_or(UNKNOWN_SERVICE)
+}
+
+/// The span attributes the recorder reads, found in one pass.
+#[derive(Default)]
+struct SpanAttributes<'a> {
+    http_route: Option<&'a str>,
+    http_status: Option<i64>,
+    peer_service: Option<&'a str>,
+    server_address: Option<&'a str>,
+    db_system: Option<&'a str>,
+    db_namespace: Option<&'a str>,
+    messaging_destination: Option<&'a str>,
+}
+
+impl<'a> SpanAttributes<'a> {
+    fn of(span: &'a Span) -> Self {
+        let mut found = SpanAttributes::default();
+        for attribute in &span.attributes {
+            match attribute.key.as_str() {
+                "http.route" => found.http_route = string_value(attribute),
+                "http.response.status_code" | "http.status_code" => found.http_status = int_value(attribute),
+                "peer.service" => found.peer_service = string_value(attribute),
+                "server.address" | "net.peer.name" => {
+                    found.server_address = found.server_address.or(string_value(attribute))
+                }
+                "db.system.name" | "db.system" => found.db_system = found.db_system.or(string_value(attribute)),
+                "db.namespace" | "db.name" => found.db_namespace = found.db_namespace.or(string_value(attribute)),
+                "messaging.destination.name" => found.messaging_destination = string_value(attribute),
+                _ => {}
+            }
+        }
+        found
+    }
+
+    /// The callee named by the span itself.
+    fn peer(&self) -> &'a str {
+        self.peer_service
+            .or(self.db_namespace.filter(|_| self.db_system.is_some()))
+            .or(self.db_system)
+            .or(self.messaging_destination)
+            .or(self.server_address)
+            .filter(|name| !name.is_empty())
+            .unwrap_or(UNKNOWN_PEER)
+    }
+}
+
+/// Why a span cannot be used, or `None` if it can.
+fn invalid_span(span: &Span) -> Option<String> {
+    if span.trace_id.len() != 16 || span.trace_id.iter().all(|byte| *byte == 0) {
+        return Some(format!("span {:?}: invalid trace_id (must be 16 bytes, not all zero)", span.name));
+    }
+    if span.span_id.len() != 8 || span.span_id.iter().all(|byte| *byte == 0) {
+        return Some(format!("span {:?}: invalid span_id (must be 8 bytes, not all zero)", span.name));
+    }
+    if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
+        return Some(format!("span {:?}: invalid parent_span_id (must be empty or 8 bytes)", span.name));
+    }
+    if span.end_time_unix_nano == 0 {
+        return Some(format!("span {:?}: end_time_unix_nano is missing", span.name));
+    }
+    if span.end_time_unix_nano < span.start_time_unix_nano {
+        return Some(format!("span {:?}: end_time_unix_nano is before start_time_unix_nano", span.name));
+    }
+    None
+}
+
+fn trace_id(span: &Span) -> u128 {
+    let bytes: [u8; 16] = span.trace_id.as_slice().try_into().unwrap_or_default();
+    u128::from_be_bytes(bytes)
+}
+
+fn span_id(bytes: &[u8]) -> u64 {
+    let bytes: [u8; 8] = bytes.try_into().unwrap_or_default();
+    u64::from_be_bytes(bytes)
+}
+
+impl Ingest {
+    fn record_span(&self, service: &ServiceEntry, span: &Span, now: u64) {
+        let attributes = SpanAttributes::of(span);
+        let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
+        let status_error = span
+            .status
+            .as_ref()
+            .is_some_and(|status| status.code == StatusCode::Error as i32);
+        let server_error = kind == SpanKind::Server && attributes.http_status.is_some_and(|code| code >= 500);
+        let sample = Sample {
+            end_unix_nanos: span.end_time_unix_nano,
+            duration_nanos: span.end_time_unix_nano - span.start_time_unix_nano,
+            error: status_error || server_error,
+        };
+        let store = &self.store;
+        match kind {
+            SpanKind::Client | SpanKind::Producer => {
+                let fallback = attributes.peer();
+                // Databases and brokers are rarely traced themselves: name the
+                // edge from the span at once instead of waiting for a child.
+                if attributes.db_system.is_some() || attributes.messaging_destination.is_some() {
+                    store.record_edge(service, fallback, sample);
+                    return;
+                }
+                let key = PairKey {
+                    trace_id: trace_id(span),
+                    span_id: span_id(&span.span_id),
+                };
+                let fallback = store.intern(fallback);
+                match store.pairing.client(key, &service.name, sample, Arc::clone(&fallback), now) {
+                    ClientOutcome::Paired(callee) => store.record_edge(service, &callee, sample),
+                    ClientOutcome::Full => store.record_edge(service, &fallback, sample),
+                    ClientOutcome::Waiting => {}
+                }
+            }
+            _ => {
+                let operation = match (kind, attributes.http_route) {
+                    // "GET /users/{id}" already names the route and keeps the
+                    // method; a span named after the raw path does not.
+                    (SpanKind::Server, Some(route)) if !route.is_empty() && !span.name.ends_with(route) => route,
+                    _ => span.name.as_str(),
+                };
+                store.record_operation(service, operation, sample);
+                if matches!(kind, SpanKind::Server | SpanKind::Consumer) && span.parent_span_id.len() == 8 {
+                    let key = PairKey {
+                        trace_id: trace_id(span),
+                        span_id: span_id(&span.parent_span_id),
+                    };
+                    if let Some(resolved) = store.pairing.child(key, &service.name, now) {
+                        let caller = store.service(&resolved.caller);
+                        store.record_edge(&caller, &resolved.callee, resolved.sample);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Identifies a metric stream (metric name + every attribute) for
+/// cumulative-to-delta. Attribute order does not matter.
+fn stream_id(service: &str, metric: &str, attributes: &[KeyValue]) -> u64 {
+    let mut combined: u64 = 0;
+    for attribute in attributes {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        attribute.key.hash(&mut hasher);
+        if let Some(value) = attribute.value.as_ref().and_then(|value| value.value.as_ref()) {
+            format_value(value, &mut HashWriter(&mut hasher));
+        }
+        combined = combined.wrapping_add(hasher.finish());
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    service.hash(&mut hasher);
+    metric.hash(&mut hasher);
+    combined.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Lets attribute values be hashed through `fmt::Write` without a String.
+struct HashWriter<'a, H: Hasher>(&'a mut H);
+
+impl<H: Hasher> std::fmt::Write for HashWriter<'_, H> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0.write(text.as_bytes());
+        Ok(())
+    }
+}
+
+fn format_value(value: &Value, out: &mut impl std::fmt::Write) {
+    let _ = match value {
+        Value::StringValue(text) => out.write_str(text),
+        Value::StringValueStrindex(index) => write!(out, "<string {index}>"),
+        Value::BoolValue(flag) => write!(out, "{flag}"),
+        Value::IntValue(number) => write!(out, "{number}"),
+        Value::DoubleValue(number) => write!(out, "{number}"),
+        Value::BytesValue(bytes) => write!(out, "<{} bytes>", bytes.len()),
+        Value::ArrayValue(_) | Value::KvlistValue(_) => out.write_str("<complex>"),
+    };
+}
+
+/// Longest attribute value kept in a metric series key.
+const MAX_KEY_VALUE_LEN: usize = 128;
+
+/// Writes `name{key=value,...}` with the kept attribute keys, in config order.
+fn metric_key(buffer: &mut String, name: &str, attributes: &[KeyValue], kept: &[String]) {
+    buffer.clear();
+    buffer.push_str(name);
+    let mut first = true;
+    for key in kept {
+        let Some(value) = attributes
+            .iter()
+            .find(|attribute| &attribute.key == key)
+            .and_then(|attribute| attribute.value.as_ref())
+            .and_then(|value| value.value.as_ref())
+        else {
+            continue;
+        };
+        buffer.push(if first { '{' } else { ',' });
+        first = false;
+        buffer.push_str(key);
+        buffer.push('=');
+        let start = buffer.len();
+        format_value(value, buffer);
+        if buffer.len() - start > MAX_KEY_VALUE_LEN {
+            let mut cut = start + MAX_KEY_VALUE_LEN;
+            while !buffer.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            buffer.truncate(cut);
+        }
+    }
+    if !first {
+        buffer.push('}');
+    }
+}
+
+fn number(point: &NumberDataPoint) -> Option<f64> {
+    match point.value? {
+        number_data_point::Value::AsDouble(value) => Some(value),
+        number_data_point::Value::AsInt(value) => Some(value as f64),
+    }
+}
+
+/// Representative values of explicit-bounds buckets: the middle of each
+/// bounded bucket; the open ends use the point's min/max when present.
+fn explicit_buckets(point: &HistogramDataPoint, counts: &[u64], out: &mut Vec<(f64, u64)>) {
+    out.clear();
+    let bounds = &point.explicit_bounds;
+    for (i, count) in counts.iter().enumerate() {
+        let value = match (i.checked_sub(1).and_then(|j| bounds.get(j)), bounds.get(i)) {
+            (Some(low), Some(high)) => (low + high) / 2.0,
+            (None, Some(high)) => point.min.map_or(*high / 2.0, |min| (min + high) / 2.0),
+            (Some(low), None) => point.max.map_or(*low, |max| (low + max) / 2.0),
+            (None, None) => point.sum.map_or(0.0, |sum| sum / point.count.max(1) as f64),
+        };
+        out.push((value, *count));
+    }
+}
+
+impl Ingest {
+    fn record_number_point(
+        &self,
+        service: &ServiceEntry,
+        key: &str,
+        stream: u64,
+        point: &NumberDataPoint,
+        cumulative: Option<bool>,
+        now: u64,
+        tally: &mut Tally,
+    ) {
+        if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
+            tally.accepted += 1;
+            return;
+        }
+        let Some(value) = number(point).filter(|value| value.is_finite()) else {
+            tally.reject(|| format!("metric {key:?}: data point without a finite value"));
+            return;
+        };
+        let time = point.time_unix_nano;
+        let value = match cumulative {
+            Some(monotonic) => {
+                match self
+                    .store
+                    .cumulative
+                    .sum_delta(stream, point.start_time_unix_nano, time, value, monotonic, now)
+                {
+                    Some(delta) => delta,
+                    None => {
+                        // First point of a stream (or out of order): it is the
+                        // baseline for the next delta, not a value itself.
+                        tally.accepted += 1;
+                        return;
+                    }
+                }
+            }
+            None => value,
+        };
+        self.store.record_value(service, key, time, value);
+        tally.accepted += 1;
+    }
+}
+
+impl Sink for Ingest {
+    fn traces(&self, request: &ExportTraceServiceRequest) -> Outcome {
+        let started = Instant::now();
+        let now = self.store.now_unix_nanos();
+        let mut tally = Tally::default();
+        for resource_spans in &request.resource_spans {
+            let service = self.store.service(service_name(resource_spans.resource.as_ref()));
+            for scope_spans in &resource_spans.scope_spans {
+                for span in &scope_spans.spans {
+                    if let Some(reason) = invalid_span(span) {
+                        tally.reject(|| reason);
+                        continue;
+                    }
+                    self.record_span(&service, span, now);
+                    tally.accepted += 1;
+                }
+            }
+        }
+        telemetry::record_ingest_batch(Signal::Traces, started.elapsed());
+        tally.into_outcome()
+    }
+
+    fn metrics(&self, request: &ExportMetricsServiceRequest) -> Outcome {
+        let started = Instant::now();
+        let now = self.store.now_unix_nanos();
+        let kept = &self.store.config().metric_attributes;
+        let mut tally = Tally::default();
+        let mut key = String::new();
+        let mut buckets: Vec<(f64, u64)> = Vec::new();
+        let mut counts: Vec<u64> = Vec::new();
+        for resource_metrics in &request.resource_metrics {
+            let service_name = service_name(resource_metrics.resource.as_ref());
+            let service = self.store.service(service_name);
+            for scope_metrics in &resource_metrics.scope_metrics {
+                for metric in &scope_metrics.metrics {
+                    let name = metric.name.as_str();
+                    let Some(data) = metric.data.as_ref() else {
+                        tally.reject(|| format!("metric {name:?} has no data"));
+                        continue;
+                    };
+                    match data {
+                        Data::Gauge(gauge) => {
+                            for point in &gauge.data_points {
+                                if name.is_empty() {
+                                    tally.reject(|| "metric without a name".to_string());
+                                    continue;
+                                }
+                                metric_key(&mut key, name, &point.attributes, kept);
+                                self.record_number_point(&service, &key, 0, point, None, now, &mut tally);
+                            }
+                        }
+                        Data::Sum(sum) => {
+                            for point in &sum.data_points {
+                                if name.is_empty() {
+                                    tally.reject(|| "metric without a name".to_string());
+                                    continue;
+                                }
+                                let cumulative = match sum.aggregation_temporality {
+                                    TEMPORALITY_CUMULATIVE => Some(sum.is_monotonic),
+                                    TEMPORALITY_DELTA => None,
+                                    _ => {
+                                        tally.reject(|| format!("metric {name:?}: aggregation temporality is unspecified"));
+                                        continue;
+                                    }
+                                };
+                                metric_key(&mut key, name, &point.attributes, kept);
+                                let stream = stream_id(service_name, name, &point.attributes);
+                                self.record_number_point(&service, &key, stream, point, cumulative, now, &mut tally);
+                            }
+                        }
+                        Data::Histogram(histogram) => {
+                            for point in &histogram.data_points {
+                                if name.is_empty() {
+                                    tally.reject(|| "metric without a name".to_string());
+                                    continue;
+                                }
+                                if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
+                                    tally.accepted += 1;
+                                    continue;
+                                }
+                                if !point.bucket_counts.is_empty()
+                                    && point.bucket_counts.len() != point.explicit_bounds.len() + 1
+                                {
+                                    tally.reject(|| format!("metric {name:?}: bucket_counts must have one more entry than explicit_bounds"));
+                                    continue;
+                                }
+                                let (count, sum) = match histogram.aggregation_temporality {
+                                    TEMPORALITY_DELTA => {
+                                        counts.clear();
+                                        counts.extend_from_slice(&point.bucket_counts);
+                                        (point.count, point.sum.unwrap_or(0.0))
+                                    }
+                                    TEMPORALITY_CUMULATIVE => {
+                                        let stream = stream_id(service_name, name, &point.attributes);
+                                        match self.store.cumulative.histogram_delta(
+                                            stream,
+                                            point.start_time_unix_nano,
+                                            point.time_unix_nano,
+                                            point.count,
+                                            point.sum.unwrap_or(0.0),
+                                            &point.bucket_counts,
+                                            now,
+                                        ) {
+                                            Some(delta) => {
+                                                counts.clear();
+                                                counts.extend_from_slice(&delta.buckets);
+                                                (delta.count, delta.sum)
+                                            }
+                                            None => {
+                                                tally.accepted += 1;
+                                                continue;
+                                            }
+                                        }
+                                    }
+                                    _ => {
+                                        tally.reject(|| format!("metric {name:?}: aggregation temporality is unspecified"));
+                                        continue;
+                                    }
+                                };
+                                explicit_buckets(point, &counts, &mut buckets);
+                                metric_key(&mut key, name, &point.attributes, kept);
+                                self.store
+                                    .record_distribution(&service, &key, point.time_unix_nano, count, sum, &buckets);
+                                tally.accepted += 1;
+                            }
+                        }
+                        Data::ExponentialHistogram(histogram) => {
+                            for point in &histogram.data_points {
+                                if name.is_empty() {
+                                    tally.reject(|| "metric without a name".to_string());
+                                    continue;
+                                }
+                                if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
+                                    tally.accepted += 1;
+                                    continue;
+                                }
+                                // Representative values: zero bucket, then the
+                                // middle of each positive bucket; negative
+                                // values are clamped to zero by the store.
+                                let base = 2f64.powf(2f64.powi(-point.scale));
+                                let positive = point.positive.as_ref();
+                                let negative_total: u64 =
+                                    point.negative.as_ref().map_or(0, |b: &Buckets| b.bucket_counts.iter().sum());
+                                counts.clear();
+                                counts.push(point.zero_count + negative_total);
+                                if let Some(positive) = positive {
+                                    counts.extend_from_slice(&positive.bucket_counts);
+                                }
+                                let (count, sum) = match histogram.aggregation_temporality {
+                                    TEMPORALITY_DELTA => (point.count, point.sum.unwrap_or(0.0)),
+                                    TEMPORALITY_CUMULATIVE => {
+                                        let mut stream = stream_id(service_name, name, &point.attributes);
+                                        // A new scale or offset is a new bucket
+                                        // layout: deltas across it would be wrong.
+                                        stream ^= (point.scale as u64).rotate_left(32)
+                                            ^ positive.map_or(0, |b| b.offset as u64);
+                                        match self.store.cumulative.histogram_delta(
+                                            stream,
+                                            point.start_time_unix_nano,
+                                            point.time_unix_nano,
+                                            point.count,
+                                            point.sum.unwrap_or(0.0),
+                                            &counts,
+                                            now,
+                                        ) {
+                                            Some(delta) => {
+                                                counts.clear();
+                                                counts.extend_from_slice(&delta.buckets);
+                                                (delta.count, delta.sum)
+                                            }
+                                            None => {
+                                                tally.accepted += 1;
+                                                continue;
+                                            }
+                                        }
+                                    }
+                                    _ => {
+                                        tally.reject(|| format!("metric {name:?}: aggregation temporality is unspecified"));
+                                        continue;
+                                    }
+                                };
+                                let offset = positive.map_or(0, |b| b.offset);
+                                buckets.clear();
+                                for (i, count) in counts.iter().enumerate() {
+                                    let value = if i == 0 {
+                                        0.0
+                                    } else {
+                                        let index = offset + i as i32 - 1;
+                                        let lower = base.powi(index);
+                                        (lower + lower * base) / 2.0
+                                    };
+                                    buckets.push((value, *count));
+                                }
+                                metric_key(&mut key, name, &point.attributes, kept);
+                                self.store
+                                    .record_distribution(&service, &key, point.time_unix_nano, count, sum, &buckets);
+                                tally.accepted += 1;
+                            }
+                        }
+                        Data::Summary(summary) => {
+                            for point in &summary.data_points {
+                                if name.is_empty() {
+                                    tally.reject(|| "metric without a name".to_string());
+                                    continue;
+                                }
+                                // Quantiles of a summary cannot be merged; keep
+                                // its count and sum as a value series.
+                                metric_key(&mut key, name, &point.attributes, kept);
+                                self.store.record_value(&service, &key, point.time_unix_nano, point.sum);
+                                tally.accepted += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        telemetry::record_ingest_batch(Signal::Metrics, started.elapsed());
+        tally.into_outcome()
+    }
+
+    fn logs(&self, request: &ExportLogsServiceRequest) -> Outcome {
+        let started = Instant::now();
+        let now = self.store.now_unix_nanos();
+        let mut tally = Tally::default();
+        for resource_logs in &request.resource_logs {
+            let service = self.store.service(service_name(resource_logs.resource.as_ref()));
+            for scope_logs in &resource_logs.scope_logs {
+                for record in &scope_logs.log_records {
+                    let time = [record.time_unix_nano, record.observed_time_unix_nano]
+                        .into_iter()
+                        .find(|time| *time > 0)
+                        .unwrap_or(now);
+                    let class = severity_class(record.severity_number, &record.severity_text);
+                    let error = u64::from(record.severity_number >= 17 || matches!(class, "ERROR" | "FATAL"));
+                    self.store.record_logs(&service, class, time, 1, error);
+                    self.store.record_logs(&service, "all", time, 1, error);
+                    tally.accepted += 1;
+                }
+            }
+        }
+        telemetry::record_ingest_batch(Signal::Logs, started.elapsed());
+        tally.into_outcome()
+    }
+}
+
+/// The severity class of a log record: from its number, else its text.
+pub fn severity_class(number: i32, text: &str) -> &'static str {
+    match number {
+        1..=4 => "TRACE",
+        5..=8 => "DEBUG",
+        9..=12 => "INFO",
+        13..=16 => "WARN",
+        17..=20 => "ERROR",
+        21..=24 => "FATAL",
+        _ => {
+            let text = text.trim();
+            let prefix = |p: &str| text.len() >= p.len() && text[..p.len()].eq_ignore_ascii_case(p);
+            if prefix("fatal") || prefix("crit") || prefix("emerg") || prefix("alert") {
+                "FATAL"
+            } else if prefix("err") {
+                "ERROR"
+            } else if prefix("warn") {
+                "WARN"
+            } else if prefix("info") || prefix("notice") {
+                "INFO"
+            } else if prefix("debug") {
+                "DEBUG"
+            } else if prefix("trace") {
+                "TRACE"
+            } else {
+                "UNSPECIFIED"
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! Wires the collector together: binds the listeners, serves OTLP/gRPC,
+//! OTLP/HTTP and admin HTTP, runs the store's background upkeep, and drains
+//! on shutdown.
+//!
+//! [`Server::bind`] and [`Server::run`] are separate so that callers (the CLI,
+//! tests) learn the bound addresses (port 0 in tests) before serving, and
+//! pass their own shutdown signal.
+//!
+//! Shutdown: the token is cancelled -> `/readyz` turns 503 -> the OTLP
+//! listeners stop accepting and in-flight requests finish (bounded by the
+//! shutdown timeout) -> client spans still waiting for a pair are resolved ->
+//! the admin listener closes last.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Health};
+use crate::config::Settings;
+use crate::receiver::grpc::{self, GrpcConfig, OtlpStatusLayer};
+use crate::receiver::http::{self as otlp_http, HttpConfig};
+use crate::receiver::ingest::Ingest;
+use crate::receiver::Sink;
+use crate::store::Store;
+use crate::telemetry;
+
+/// How often client spans waiting for a pair are checked for expiry.
+const PAIRING_TICK: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot listen on {address} for {what}: {source}")]
+    Bind {
+        what: &'static str,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{what} server failed: {message}")]
+    Serve { what: &'static str, message: String },
+}
+
+/// The addresses actually bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// A collector with its listeners bound, not yet serving.
+pub struct Server {
+    settings: Settings,
+    store: Arc<Store>,
+    health: Arc<Health>,
+    grpc: TcpListener,
+    http: TcpListener,
+    admin: TcpListener,
+    addresses: Addresses,
+}
+
+async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind { what, address, source })
+}
+
+impl Server {
+    /// Binds the three listeners; fails naming the address that could not be bound.
+    pub async fn bind(settings: Settings) -> Result<Server, ServerError> {
+        let store = Arc::new(Store::new(settings.store.clone()));
+        Self::bind_with_store(settings, store).await
+    }
+
+    /// As [`Server::bind`], recording into a store the caller made (tests use
+    /// a store with a manual clock).
+    pub async fn bind_with_store(settings: Settings, store: Arc<Store>) -> Result<Server, ServerError> {
+        let grpc = bind("OTLP/gRPC", settings.grpc.endpoint).await?;
+        let http = bind("OTLP/HTTP", settings.http.endpoint).await?;
+        let admin = bind("admin HTTP", settings.admin.endpoint).await?;
+        let local = |listener: &TcpListener, what, address| {
+            listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { what, address, source })
+        };
+        let addresses = Addresses {
+            grpc: local(&grpc, "OTLP/gRPC", settings.grpc.endpoint)?,
+            http: local(&http, "OTLP/HTTP", settings.http.endpoint)?,
+            admin: local(&admin, "admin HTTP", settings.admin.endpoint)?,
+        };
+        Ok(Server {
+            settings,
+            store,
+            health: Arc::new(Health::default()),
+            grpc,
+            http,
+            admin,
+            addresses,
+        })
+    }
+
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
+    }
+
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.store)
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains. Returns once every
+    /// listener is closed (or the shutdown timeout ran out).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let Server {
+            settings,
+            store,
+            health,
+            grpc,
+            http,
+            admin,
+            addresses,
+        } = self;
+        let sink: Arc<dyn Sink> = Arc::new(Ingest::new(Arc::clone(&store)));
+
+        let (traces, metrics, logs) = grpc::services(
+            Arc::clone(&sink),
+            &GrpcConfig {
+                max_recv_msg_size: settings.grpc.max_recv_msg_size,
+            },
+        );
+        let grpc_shutdown = shutdown.clone();
+        let grpc_task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(OtlpStatusLayer)
+                .add_service(traces)
+                .add_service(metrics)
+                .add_service(logs)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), grpc_shutdown.cancelled_owned()),
+        );
+
+        let http_router = otlp_http::router(
+            Arc::clone(&sink),
+            HttpConfig {
+                max_request_body_size: settings.http.max_request_body_size,
+            },
+        );
+        let http_shutdown = shutdown.clone();
+        let http_task = tokio::spawn(async move {
+            axum::serve(http, http_router)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await
+        });
+
+        let admin_stop = CancellationToken::new();
+        let admin_router = admin::router(telemetry::recorder(), Arc::clone(&store), Arc::clone(&health));
+        let admin_shutdown = admin_stop.clone();
+        let admin_task = tokio::spawn(async move {
+            axum::serve(admin, admin_router)
+                .with_graceful_shutdown(admin_shutdown.cancelled_owned())
+                .await
+        });
+
+        let upkeep = tokio::spawn(upkeep(Arc::clone(&store), shutdown.clone()));
+
+        health.set_ready();
+        tracing::info!(
+            grpc = %addresses.grpc,
+            http = %addresses.http,
+            admin = %addresses.admin,
+            "triage is ready"
+        );
+
+        shutdown.cancelled().await;
+        health.set_draining();
+        tracing::info!(timeout = ?settings.shutdown_timeout, "shutting down: draining in-flight requests");
+        let drained = tokio::time::timeout(settings.shutdown_timeout, async {
+            let grpc_result = grpc_task.await;
+            let http_result = http_task.await;
+            (grpc_result, http_result)
+        })
+        .await;
+        let _ = upkeep.await;
+        let resolved = store.flush_pairs();
+        tracing::debug!(resolved, "resolved waiting client spans");
+        admin_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+
+        match drained {
+            Err(_) => {
+                tracing::warn!("shutdown timeout reached with requests still in flight");
+                Ok(())
+            }
+            Ok((grpc_result, http_result)) => {
+                if let Ok(Err(error)) = grpc_result {
+                    return Err(ServerError::Serve {
+                        what: "OTLP/gRPC",
+                        message: error.to_string(),
+                    });
+                }
+                if let Ok(Err(error)) = http_result {
+                    return Err(ServerError::Serve {
+                        what: "OTLP/HTTP",
+                        message: error.to_string(),
+                    });
+                }
+                tracing::info!("shutdown complete");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Periodic store upkeep: resolve expired pairings, drop idle series.
+async fn upkeep(store: Arc<Store>, shutdown: CancellationToken) {
+    let sweep_every = (store.config().series_ttl / 10).max(Duration::from_secs(1));
+    let mut pairing = tokio::time::interval(PAIRING_TICK);
+    let mut sweep = tokio::time::interval(sweep_every);
+    pairing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = pairing.tick() => {
+                store.expire_pairs();
+            }
+            _ = sweep.tick() => {
+                let dropped = store.sweep();
+                if dropped > 0 {
+                    tracing::debug!(dropped, "dropped idle series");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Cumulative-to-delta conversion for metric streams.
+//!
+//! Cumulative sums and histograms carry totals since a start time; detection
+//! needs what happened in each window. Each stream (metric name plus its full
+//! attribute set, hashed by the receiver) keeps its last point here. A point
+//! becomes the difference from the previous one; a reset (a new start time, or
+//! a monotonic total going down, as after a process restart) starts a new run
+//! whose first delta is the point's own value. The first point of a stream has
+//! no predecessor and yields no delta. Points older than the last one seen
+//! (out of order) are ignored and counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+
+/// Last point of one cumulative stream.
+#[derive(Debug, Clone, Default)]
+struct StreamState {
+    start: u64,
+    time: u64,
+    value: f64,
+    count: u64,
+    buckets: Vec<u64>,
+    /// Store-clock time of the last point, for the idle TTL.
+    seen: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct CumulativeCounters {
+    pub resets: AtomicU64,
+    pub out_of_order: AtomicU64,
+}
+
+/// Cumulative streams by stream id.
+#[derive(Debug, Default)]
+pub struct CumulativeTracker {
+    streams: DashMap<u64, StreamState>,
+    pub counters: CumulativeCounters,
+}
+
+/// A histogram point's delta.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramDelta {
+    pub count: u64,
+    pub sum: f64,
+    pub buckets: Vec<u64>,
+}
+
+impl CumulativeTracker {
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// The delta of a cumulative sum point; `monotonic` sums also reset when
+    /// their value goes down.
+    pub fn sum_delta(&self, stream: u64, start: u64, time: u64, value: f64, monotonic: bool, now: u64) -> Option<f64> {
+        let mut state = match self.streams.entry(stream) {
+            dashmap::Entry::Vacant(vacant) => {
+                vacant.insert(StreamState {
+                    start,
+                    time,
+                    value,
+                    seen: now,
+                    ..StreamState::default()
+                });
+                return None;
+            }
+            dashmap::Entry::Occupied(occupied) => occupied.into_ref(),
+        };
+        if time <= state.time && start == state.start {
+            self.counters.out_of_order.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let reset = (start != state.start && start > state.start) || (monotonic && value < state.value);
+        let delta = if reset {
+            self.counters.resets.fetch_add(1, Ordering::Relaxed);
+            value
+        } else {
+            value - state.value
+        };
+        state.start = start;
+        state.time = time;
+        state.value = value;
+        state.seen = now;
+        Some(delta)
+    }
+
+    /// The delta of a cumulative histogram point (count, sum and bucket
+    /// counts). A changed bucket layout counts as a reset.
+    pub fn histogram_delta(
+        &self,
+        stream: u64,
+        start: u64,
+        time: u64,
+        count: u64,
+        sum: f64,
+        buckets: &[u64],
+        now: u64,
+    ) -> Option<HistogramDelta> {
+        let mut state = match self.streams.entry(stream) {
+            dashmap::Entry::Vacant(vacant) => {
+                vacant.insert(StreamState {
+                    start,
+                    time,
+                    value: sum,
+                    count,
+                    buckets: buckets.to_vec(),
+                    seen: now,
+                });
+                return None;
+            }
+            dashmap::Entry::Occupied(occupied) => occupied.into_ref(),
+        };
+        if time <= state.time && start == state.start {
+            self.counters.out_of_order.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let reset = (start != state.start && start > state.start)
+            || count < state.count
+            || buckets.len() != state.buckets.len()
+            || buckets.iter().zip(&state.buckets).any(|(now, before)| now < before);
+        let delta = if reset {
+            self.counters.resets.fetch_add(1, Ordering::Relaxed);
+            HistogramDelta {
+                count,
+                sum,
+                buckets: buckets.to_vec(),
+            }
+        } else {
+            HistogramDelta {
+                count: count - state.count,
+                sum: sum - state.value,
+                buckets: buckets.iter().zip(&state.buckets).map(|(now, before)| now - before).collect(),
+            }
+        };
+        state.start = start;
+        state.time = time;
+        state.value = sum;
+        state.count = count;
+        state.buckets.clear();
+        state.buckets.extend_from_slice(buckets);
+        state.seen = now;
+        Some(delta)
+    }
+
+    /// Forgets streams not seen since `cutoff`.
+    pub fn sweep(&self, cutoff: u64) -> usize {
+        let before = self.streams.len();
+        self.streams.retain(|_, state| state.seen >= cutoff);
+        before - self.streams.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn first_point_has_no_delta_then_differences() {
+        let tracker = CumulativeTracker::default();
+        assert_eq!(tracker.sum_delta(1, 100, 200, 10.0, true, 0), None);
+        assert_eq!(tracker.sum_delta(1, 100, 300, 15.0, true, 0), Some(5.0));
+        assert_eq!(tracker.sum_delta(1, 100, 400, 15.0, true, 0), Some(0.0));
+    }
+
+    #[test]
+    fn reset_by_value_drop_and_by_start_time() {
+        let tracker = CumulativeTracker::default();
+        tracker.sum_delta(1, 100, 200, 50.0, true, 0);
+        // The process restarted and its counter went back to 3.
+        assert_eq!(tracker.sum_delta(1, 100, 300, 3.0, true, 0), Some(3.0));
+        // A new start time is a reset even when the value went up.
+        assert_eq!(tracker.sum_delta(1, 250, 400, 80.0, true, 0), Some(80.0));
+        assert_eq!(tracker.counters.resets.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn non_monotonic_sums_go_down_without_reset() {
+        let tracker = CumulativeTracker::default();
+        tracker.sum_delta(9, 1, 2, 10.0, false, 0);
+        assert_eq!(tracker.sum_delta(9, 1, 3, 4.0, false, 0), Some(-6.0));
+    }
+
+    #[test]
+    fn out_of_order_points_are_ignored() {
+        let tracker = CumulativeTracker::default();
+        tracker.sum_delta(1, 1, 300, 10.0, true, 0);
+        assert_eq!(tracker.sum_delta(1, 1, 200, 8.0, true, 0), None);
+        assert_eq!(tracker.counters.out_of_order.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn histogram_deltas_and_layout_change() {
+        let tracker = CumulativeTracker::default();
+        assert!(tracker.histogram_delta(1, 1, 10, 4, 8.0, &[1, 3], 0).is_none());
+        let delta = tracker.histogram_delta(1, 1, 20, 10, 20.0, &[2, 8], 0).expect("delta");
+        assert_eq!(delta, HistogramDelta { count: 6, sum: 12.0, buckets: vec![1, 5] });
+        let delta = tracker.histogram_delta(1, 1, 30, 3, 2.0, &[1, 1, 1], 0).expect("reset");
+        assert_eq!(delta.count, 3);
+    }
+
+    proptest! {
+        /// A monotonic counter that restarts at random points: the deltas add
+        /// up to everything counted after the first point.
+        #[test]
+        fn deltas_conserve_increments(increments in proptest::collection::vec((0u32..1000, proptest::bool::weighted(0.1)), 1..200)) {
+            let tracker = CumulativeTracker::default();
+            let mut value = 0.0;
+            let mut start = 1u64;
+            let mut expected = 0.0;
+            let mut total = 0.0;
+            tracker.sum_delta(7, start, 1, value, true, 0);
+            for (step, (increment, restart)) in increments.iter().enumerate() {
+                let time = step as u64 + 2;
+                if *restart {
+                    start = time;
+                    value = 0.0;
+                }
+                value += f64::from(*increment);
+                expected += f64::from(*increment);
+                total += tracker.sum_delta(7, start, time, value, true, 0).expect("delta after first point");
+            }
+            prop_assert_eq!(total, expected);
+        }
+    }
+}

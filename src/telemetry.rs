@@ -1,0 +1,142 @@
+//! Self-observability: metric names, the Prometheus recorder, and logging.
+//!
+//! Every self-metric name is a constant here, so dashboards and docs have one
+//! place to look. Counters are updated once per request (batch), never per
+//! item. Gauges that mirror store state (series, pairing buffer) are set when
+//! `/metrics` is scraped, by [`refresh_store_gauges`].
+
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::config::LogFormat;
+use crate::receiver::Signal;
+use crate::store::Store;
+
+/// Items (spans, data points, log records) accepted, by transport and signal.
+pub const RECEIVER_ACCEPTED: &str = "triage_receiver_accepted_items_total";
+/// Items refused, by transport, signal and reason (`invalid` for items
+/// rejected in a partial success; whole-request reasons are counted in
+/// `triage_receiver_refused_requests_total`).
+pub const RECEIVER_REFUSED: &str = "triage_receiver_refused_items_total";
+/// Whole requests refused, by transport, signal and reason (`decode`,
+/// `too_large`, `unsupported_media_type`, `unsupported_encoding`).
+pub const RECEIVER_REFUSED_REQUESTS: &str = "triage_receiver_refused_requests_total";
+/// Time spent recording one decoded request into the store.
+pub const INGEST_BATCH_DURATION: &str = "triage_ingest_batch_duration_seconds";
+/// Series currently held.
+pub const STORE_SERIES: &str = "triage_store_series";
+/// Services currently held.
+pub const STORE_SERVICES: &str = "triage_store_services";
+/// Samples folded into an overflow series because a cardinality cap was hit.
+pub const STORE_OVERFLOW: &str = "triage_store_overflow_samples_total";
+/// Samples older than their series' window ring (kept in totals only).
+pub const STORE_LATE: &str = "triage_store_late_samples_total";
+/// Samples with event times ahead of the clock, recorded in the current window.
+pub const STORE_FUTURE: &str = "triage_store_future_samples_total";
+/// Series dropped after the idle TTL.
+pub const STORE_EXPIRED: &str = "triage_store_expired_series_total";
+/// Bytes held by window histograms.
+pub const STORE_HISTOGRAM_BYTES: &str = "triage_store_histogram_bytes";
+/// Spans waiting in the pairing buffer.
+pub const PAIRING_SIZE: &str = "triage_pairing_buffer_spans";
+/// Pairing results: `paired`, `expired_client`, `expired_child`, `full`.
+pub const PAIRING_RESULTS: &str = "triage_pairing_spans_total";
+
+static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use, with every
+/// metric described. Several servers in one process (tests) share it.
+pub fn recorder() -> PrometheusHandle {
+    RECORDER
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(INGEST_BATCH_DURATION.to_string()),
+                    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics will be incomplete");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(RECEIVER_ACCEPTED, "Items (spans, data points, log records) accepted.");
+    describe_counter!(RECEIVER_REFUSED, "Items rejected in partial successes.");
+    describe_counter!(RECEIVER_REFUSED_REQUESTS, "Whole export requests refused.");
+    describe_histogram!(INGEST_BATCH_DURATION, Unit::Seconds, "Time to record one export request.");
+    describe_gauge!(STORE_SERIES, "Series held in the store.");
+    describe_gauge!(STORE_SERVICES, "Services held in the store.");
+    describe_counter!(STORE_OVERFLOW, "Samples folded into overflow series (cardinality caps).");
+    describe_counter!(STORE_LATE, "Samples older than their window ring.");
+    describe_counter!(STORE_FUTURE, "Samples dated ahead of the clock.");
+    describe_counter!(STORE_EXPIRED, "Series dropped after the idle TTL.");
+    describe_gauge!(STORE_HISTOGRAM_BYTES, Unit::Bytes, "Bytes held by window histograms.");
+    describe_gauge!(PAIRING_SIZE, "Spans waiting in the pairing buffer.");
+    describe_counter!(PAIRING_RESULTS, "Client/server span pairing results.");
+}
+
+/// Counts one request's outcome for a transport.
+pub fn record_outcome(transport: &'static str, signal: Signal, accepted: u64, rejected: u64) {
+    counter!(RECEIVER_ACCEPTED, "transport" => transport, "signal" => signal.as_str()).increment(accepted);
+    if rejected > 0 {
+        counter!(RECEIVER_REFUSED, "transport" => transport, "signal" => signal.as_str(), "reason" => "invalid")
+            .increment(rejected);
+    }
+}
+
+/// Counts a refused request.
+pub fn record_refused_request(transport: &'static str, signal: Signal, reason: &'static str) {
+    counter!(RECEIVER_REFUSED_REQUESTS, "transport" => transport, "signal" => signal.as_str(), "reason" => reason)
+        .increment(1);
+}
+
+pub fn record_ingest_batch(signal: Signal, elapsed: Duration) {
+    histogram!(INGEST_BATCH_DURATION, "signal" => signal.as_str()).record(elapsed.as_secs_f64());
+}
+
+/// Mirrors the store's own counters into metrics; called on each scrape.
+pub fn refresh_store_gauges(store: &Store) {
+    gauge!(STORE_SERIES).set(store.n_series() as f64);
+    gauge!(STORE_SERVICES).set(store.services().len() as f64);
+    gauge!(STORE_HISTOGRAM_BYTES).set(store.histogram_bytes() as f64);
+    gauge!(PAIRING_SIZE).set(store.pairing_len() as f64);
+    let counters = &store.counters;
+    counter!(STORE_OVERFLOW).absolute(counters.overflow_samples.load(Ordering::Relaxed));
+    counter!(STORE_LATE).absolute(counters.late_samples.load(Ordering::Relaxed));
+    counter!(STORE_FUTURE).absolute(counters.future_samples.load(Ordering::Relaxed));
+    counter!(STORE_EXPIRED).absolute(counters.expired_series.load(Ordering::Relaxed));
+    let pairing = store.pairing_counters();
+    for (result, value) in [
+        ("paired", &pairing.paired),
+        ("expired_client", &pairing.expired_clients),
+        ("expired_child", &pairing.expired_children),
+        ("full", &pairing.full),
+    ] {
+        counter!(PAIRING_RESULTS, "result" => result).absolute(value.load(Ordering::Relaxed));
+    }
+}
+
+/// Sets up `tracing` logs to stderr, as text or JSON, filtered by `level`
+/// (an `EnvFilter` directive such as `info` or `triage=debug,info`).
+pub fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|error| error.to_string())?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|error| error.to_string())
+}
