@@ -62,7 +62,10 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
     telemetry::refresh_store_gauges(&state.store);
     state.metrics.run_upkeep();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

@@ -77,16 +77,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Validate { config } => match Settings::load(Some(&config), &Overrides::default()) {
-            Ok(_) => {
-                println!("{}: valid", config.display());
-                ExitCode::SUCCESS
+        Command::Validate { config } => {
+            match Settings::load(Some(&config), &Overrides::default()) {
+                Ok(_) => {
+                    println!("{}: valid", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{}: invalid\n{error}", config.display());
+                    ExitCode::FAILURE
+                }
             }
-            Err(error) => {
-                eprintln!("{}: invalid\n{error}", config.display());
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::ExampleConfig => {
             print!("{}", triage::config::example_yaml());
             ExitCode::SUCCESS
@@ -102,8 +104,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         log_level: args.log_level,
         log_format: args.log_format,
     };
-    let settings = Settings::load(args.config.as_deref(), &overrides)
-        .map_err(|error| anyhow::anyhow!("invalid configuration:\n{error}\n(check it with `triage validate -c FILE`)"))?;
+    let settings = Settings::load(args.config.as_deref(), &overrides).map_err(|error| {
+        anyhow::anyhow!(
+            "invalid configuration:\n{error}\n(check it with `triage validate -c FILE`)"
+        )
+    })?;
     telemetry::init_logging(&settings.log.level, settings.log.format)
         .map_err(|error| anyhow::anyhow!("cannot set up logging: {error}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -121,15 +126,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Cancels `shutdown` on SIGINT or SIGTERM. A second signal exits at once.
 async fn wait_for_signal(shutdown: CancellationToken) {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM; use SIGINT to stop");
-            let _ = tokio::signal::ctrl_c().await;
-            shutdown.cancel();
-            return;
-        }
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; use SIGINT to stop");
+                let _ = tokio::signal::ctrl_c().await;
+                shutdown.cancel();
+                return;
+            }
+        };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = terminate.recv() => tracing::info!("SIGTERM received"),

@@ -66,7 +66,11 @@ pub struct Server {
 async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(address)
         .await
-        .map_err(|source| ServerError::Bind { what, address, source })
+        .map_err(|source| ServerError::Bind {
+            what,
+            address,
+            source,
+        })
 }
 
 impl Server {
@@ -78,14 +82,19 @@ impl Server {
 
     /// As [`Server::bind`], recording into a store the caller made (tests use
     /// a store with a manual clock).
-    pub async fn bind_with_store(settings: Settings, store: Arc<Store>) -> Result<Server, ServerError> {
+    pub async fn bind_with_store(
+        settings: Settings,
+        store: Arc<Store>,
+    ) -> Result<Server, ServerError> {
         let grpc = bind("OTLP/gRPC", settings.grpc.endpoint).await?;
         let http = bind("OTLP/HTTP", settings.http.endpoint).await?;
         let admin = bind("admin HTTP", settings.admin.endpoint).await?;
         let local = |listener: &TcpListener, what, address| {
-            listener
-                .local_addr()
-                .map_err(|source| ServerError::Bind { what, address, source })
+            listener.local_addr().map_err(|source| ServerError::Bind {
+                what,
+                address,
+                source,
+            })
         };
         let addresses = Addresses {
             grpc: local(&grpc, "OTLP/gRPC", settings.grpc.endpoint)?,
@@ -142,7 +151,10 @@ impl Server {
                 .add_service(traces)
                 .add_service(metrics)
                 .add_service(logs)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), grpc_shutdown.cancelled_owned()),
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(grpc),
+                    grpc_shutdown.cancelled_owned(),
+                ),
         );
 
         let http_router = otlp_http::router(
@@ -159,7 +171,11 @@ impl Server {
         });
 
         let admin_stop = CancellationToken::new();
-        let admin_router = admin::router(telemetry::recorder(), Arc::clone(&store), Arc::clone(&health));
+        let admin_router = admin::router(
+            telemetry::recorder(),
+            Arc::clone(&store),
+            Arc::clone(&health),
+        );
         let admin_shutdown = admin_stop.clone();
         let admin_task = tokio::spawn(async move {
             axum::serve(admin, admin_router)

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::config::LogFormat;
@@ -56,13 +58,18 @@ pub fn recorder() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full(INGEST_BATCH_DURATION.to_string()),
-                    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+                    &[
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 1.0,
+                    ],
                 )
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("another metrics recorder is installed; /metrics will be incomplete");
+                tracing::warn!(
+                    "another metrics recorder is installed; /metrics will be incomplete"
+                );
             }
             describe();
             handle
@@ -71,24 +78,39 @@ pub fn recorder() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_counter!(RECEIVER_ACCEPTED, "Items (spans, data points, log records) accepted.");
+    describe_counter!(
+        RECEIVER_ACCEPTED,
+        "Items (spans, data points, log records) accepted."
+    );
     describe_counter!(RECEIVER_REFUSED, "Items rejected in partial successes.");
     describe_counter!(RECEIVER_REFUSED_REQUESTS, "Whole export requests refused.");
-    describe_histogram!(INGEST_BATCH_DURATION, Unit::Seconds, "Time to record one export request.");
+    describe_histogram!(
+        INGEST_BATCH_DURATION,
+        Unit::Seconds,
+        "Time to record one export request."
+    );
     describe_gauge!(STORE_SERIES, "Series held in the store.");
     describe_gauge!(STORE_SERVICES, "Services held in the store.");
-    describe_counter!(STORE_OVERFLOW, "Samples folded into overflow series (cardinality caps).");
+    describe_counter!(
+        STORE_OVERFLOW,
+        "Samples folded into overflow series (cardinality caps)."
+    );
     describe_counter!(STORE_LATE, "Samples older than their window ring.");
     describe_counter!(STORE_FUTURE, "Samples dated ahead of the clock.");
     describe_counter!(STORE_EXPIRED, "Series dropped after the idle TTL.");
-    describe_gauge!(STORE_HISTOGRAM_BYTES, Unit::Bytes, "Bytes held by window histograms.");
+    describe_gauge!(
+        STORE_HISTOGRAM_BYTES,
+        Unit::Bytes,
+        "Bytes held by window histograms."
+    );
     describe_gauge!(PAIRING_SIZE, "Spans waiting in the pairing buffer.");
     describe_counter!(PAIRING_RESULTS, "Client/server span pairing results.");
 }
 
 /// Counts one request's outcome for a transport.
 pub fn record_outcome(transport: &'static str, signal: Signal, accepted: u64, rejected: u64) {
-    counter!(RECEIVER_ACCEPTED, "transport" => transport, "signal" => signal.as_str()).increment(accepted);
+    counter!(RECEIVER_ACCEPTED, "transport" => transport, "signal" => signal.as_str())
+        .increment(accepted);
     if rejected > 0 {
         counter!(RECEIVER_REFUSED, "transport" => transport, "signal" => signal.as_str(), "reason" => "invalid")
             .increment(rejected);
@@ -130,7 +152,8 @@ pub fn refresh_store_gauges(store: &Store) {
 /// Sets up `tracing` logs to stderr, as text or JSON, filtered by `level`
 /// (an `EnvFilter` directive such as `info` or `triage=debug,info`).
 pub fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|error| error.to_string())?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).map_err(|error| error.to_string())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -70,11 +70,18 @@ impl TraceService for GrpcReceiver {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let outcome = self.sink.traces(request.get_ref());
-        telemetry::record_outcome(TRANSPORT, Signal::Traces, outcome.accepted, outcome.rejected);
+        telemetry::record_outcome(
+            TRANSPORT,
+            Signal::Traces,
+            outcome.accepted,
+            outcome.rejected,
+        );
         Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: rejected(&outcome).map(|(rejected_spans, error_message)| ExportTracePartialSuccess {
-                rejected_spans,
-                error_message,
+            partial_success: rejected(&outcome).map(|(rejected_spans, error_message)| {
+                ExportTracePartialSuccess {
+                    rejected_spans,
+                    error_message,
+                }
             }),
         }))
     }
@@ -87,7 +94,12 @@ impl MetricsService for GrpcReceiver {
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let outcome = self.sink.metrics(request.get_ref());
-        telemetry::record_outcome(TRANSPORT, Signal::Metrics, outcome.accepted, outcome.rejected);
+        telemetry::record_outcome(
+            TRANSPORT,
+            Signal::Metrics,
+            outcome.accepted,
+            outcome.rejected,
+        );
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: rejected(&outcome).map(|(rejected_data_points, error_message)| {
                 ExportMetricsPartialSuccess {
@@ -169,7 +181,11 @@ fn otlp_code(status: &Status) -> Option<(Code, &'static str)> {
         Code::ResourceExhausted if status.message().contains("size limit") => {
             Some((Code::ResourceExhausted, "too_large"))
         }
-        Code::Internal if status.message().starts_with("failed to decode Protobuf message") => {
+        Code::Internal
+            if status
+                .message()
+                .starts_with("failed to decode Protobuf message") =>
+        {
             Some((Code::InvalidArgument, "decode"))
         }
         Code::Internal if status.message().starts_with("Error decompressing") => {
@@ -225,7 +241,11 @@ where
                     if let Some(signal) = signal {
                         telemetry::record_refused_request(TRANSPORT, signal, reason);
                     }
-                    tracing::debug!(reason, message = status.message(), "refused OTLP/gRPC request");
+                    tracing::debug!(
+                        reason,
+                        message = status.message(),
+                        "refused OTLP/gRPC request"
+                    );
                     let _ = Status::new(code, status.message().to_string()).add_header(headers);
                 }
             }

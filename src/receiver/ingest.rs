@@ -140,14 +140,22 @@ impl<'a> SpanAttributes<'a> {
         for attribute in &span.attributes {
             match attribute.key.as_str() {
                 "http.route" => found.http_route = string_value(attribute),
-                "http.response.status_code" | "http.status_code" => found.http_status = int_value(attribute),
+                "http.response.status_code" | "http.status_code" => {
+                    found.http_status = int_value(attribute)
+                }
                 "peer.service" => found.peer_service = string_value(attribute),
                 "server.address" | "net.peer.name" => {
                     found.server_address = found.server_address.or(string_value(attribute))
                 }
-                "db.system.name" | "db.system" => found.db_system = found.db_system.or(string_value(attribute)),
-                "db.namespace" | "db.name" => found.db_namespace = found.db_namespace.or(string_value(attribute)),
-                "messaging.destination.name" => found.messaging_destination = string_value(attribute),
+                "db.system.name" | "db.system" => {
+                    found.db_system = found.db_system.or(string_value(attribute))
+                }
+                "db.namespace" | "db.name" => {
+                    found.db_namespace = found.db_namespace.or(string_value(attribute))
+                }
+                "messaging.destination.name" => {
+                    found.messaging_destination = string_value(attribute)
+                }
                 _ => {}
             }
         }
@@ -169,19 +177,34 @@ impl<'a> SpanAttributes<'a> {
 /// Why a span cannot be used, or `None` if it can.
 fn invalid_span(span: &Span) -> Option<String> {
     if span.trace_id.len() != 16 || span.trace_id.iter().all(|byte| *byte == 0) {
-        return Some(format!("span {:?}: invalid trace_id (must be 16 bytes, not all zero)", span.name));
+        return Some(format!(
+            "span {:?}: invalid trace_id (must be 16 bytes, not all zero)",
+            span.name
+        ));
     }
     if span.span_id.len() != 8 || span.span_id.iter().all(|byte| *byte == 0) {
-        return Some(format!("span {:?}: invalid span_id (must be 8 bytes, not all zero)", span.name));
+        return Some(format!(
+            "span {:?}: invalid span_id (must be 8 bytes, not all zero)",
+            span.name
+        ));
     }
     if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
-        return Some(format!("span {:?}: invalid parent_span_id (must be empty or 8 bytes)", span.name));
+        return Some(format!(
+            "span {:?}: invalid parent_span_id (must be empty or 8 bytes)",
+            span.name
+        ));
     }
     if span.end_time_unix_nano == 0 {
-        return Some(format!("span {:?}: end_time_unix_nano is missing", span.name));
+        return Some(format!(
+            "span {:?}: end_time_unix_nano is missing",
+            span.name
+        ));
     }
     if span.end_time_unix_nano < span.start_time_unix_nano {
-        return Some(format!("span {:?}: end_time_unix_nano is before start_time_unix_nano", span.name));
+        return Some(format!(
+            "span {:?}: end_time_unix_nano is before start_time_unix_nano",
+            span.name
+        ));
     }
     None
 }
@@ -204,7 +227,8 @@ impl Ingest {
             .status
             .as_ref()
             .is_some_and(|status| status.code == StatusCode::Error as i32);
-        let server_error = kind == SpanKind::Server && attributes.http_status.is_some_and(|code| code >= 500);
+        let server_error =
+            kind == SpanKind::Server && attributes.http_status.is_some_and(|code| code >= 500);
         let sample = Sample {
             end_unix_nanos: span.end_time_unix_nano,
             duration_nanos: span.end_time_unix_nano - span.start_time_unix_nano,
@@ -225,7 +249,10 @@ impl Ingest {
                     span_id: span_id(&span.span_id),
                 };
                 let fallback = store.intern(fallback);
-                match store.pairing.client(key, &service.name, sample, Arc::clone(&fallback), now) {
+                match store
+                    .pairing
+                    .client(key, &service.name, sample, Arc::clone(&fallback), now)
+                {
                     ClientOutcome::Paired(callee) => store.record_edge(service, &callee, sample),
                     ClientOutcome::Full => store.record_edge(service, &fallback, sample),
                     ClientOutcome::Waiting => {}
@@ -235,11 +262,17 @@ impl Ingest {
                 let operation = match (kind, attributes.http_route) {
                     // "GET /users/{id}" already names the route and keeps the
                     // method; a span named after the raw path does not.
-                    (SpanKind::Server, Some(route)) if !route.is_empty() && !span.name.ends_with(route) => route,
+                    (SpanKind::Server, Some(route))
+                        if !route.is_empty() && !span.name.ends_with(route) =>
+                    {
+                        route
+                    }
                     _ => span.name.as_str(),
                 };
                 store.record_operation(service, operation, sample);
-                if matches!(kind, SpanKind::Server | SpanKind::Consumer) && span.parent_span_id.len() == 8 {
+                if matches!(kind, SpanKind::Server | SpanKind::Consumer)
+                    && span.parent_span_id.len() == 8
+                {
                     let key = PairKey {
                         trace_id: trace_id(span),
                         span_id: span_id(&span.parent_span_id),
@@ -261,7 +294,11 @@ fn stream_id(service: &str, metric: &str, attributes: &[KeyValue]) -> u64 {
     for attribute in attributes {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         attribute.key.hash(&mut hasher);
-        if let Some(value) = attribute.value.as_ref().and_then(|value| value.value.as_ref()) {
+        if let Some(value) = attribute
+            .value
+            .as_ref()
+            .and_then(|value| value.value.as_ref())
+        {
             format_value(value, &mut HashWriter(&mut hasher));
         }
         combined = combined.wrapping_add(hasher.finish());
@@ -376,11 +413,14 @@ impl Ingest {
         let time = point.time_unix_nano;
         let value = match cumulative {
             Some(monotonic) => {
-                match self
-                    .store
-                    .cumulative
-                    .sum_delta(stream, point.start_time_unix_nano, time, value, monotonic, now)
-                {
+                match self.store.cumulative.sum_delta(
+                    stream,
+                    point.start_time_unix_nano,
+                    time,
+                    value,
+                    monotonic,
+                    now,
+                ) {
                     Some(delta) => delta,
                     None => {
                         // First point of a stream (or out of order): it is the
@@ -403,7 +443,9 @@ impl Sink for Ingest {
         let now = self.store.now_unix_nanos();
         let mut tally = Tally::default();
         for resource_spans in &request.resource_spans {
-            let service = self.store.service(service_name(resource_spans.resource.as_ref()));
+            let service = self
+                .store
+                .service(service_name(resource_spans.resource.as_ref()));
             for scope_spans in &resource_spans.scope_spans {
                 for span in &scope_spans.spans {
                     if let Some(reason) = invalid_span(span) {
@@ -445,7 +487,9 @@ impl Sink for Ingest {
                                     continue;
                                 }
                                 metric_key(&mut key, name, &point.attributes, kept);
-                                self.record_number_point(&service, &key, 0, point, None, now, &mut tally);
+                                self.record_number_point(
+                                    &service, &key, 0, point, None, now, &mut tally,
+                                );
                             }
                         }
                         Data::Sum(sum) => {
@@ -464,7 +508,9 @@ impl Sink for Ingest {
                                 };
                                 metric_key(&mut key, name, &point.attributes, kept);
                                 let stream = stream_id(service_name, name, &point.attributes);
-                                self.record_number_point(&service, &key, stream, point, cumulative, now, &mut tally);
+                                self.record_number_point(
+                                    &service, &key, stream, point, cumulative, now, &mut tally,
+                                );
                             }
                         }
                         Data::Histogram(histogram) => {
@@ -490,7 +536,8 @@ impl Sink for Ingest {
                                         (point.count, point.sum.unwrap_or(0.0))
                                     }
                                     TEMPORALITY_CUMULATIVE => {
-                                        let stream = stream_id(service_name, name, &point.attributes);
+                                        let stream =
+                                            stream_id(service_name, name, &point.attributes);
                                         match self.store.cumulative.histogram_delta(
                                             stream,
                                             point.start_time_unix_nano,
@@ -518,8 +565,14 @@ impl Sink for Ingest {
                                 };
                                 explicit_buckets(point, &counts, &mut buckets);
                                 metric_key(&mut key, name, &point.attributes, kept);
-                                self.store
-                                    .record_distribution(&service, &key, point.time_unix_nano, count, sum, &buckets);
+                                self.store.record_distribution(
+                                    &service,
+                                    &key,
+                                    point.time_unix_nano,
+                                    count,
+                                    sum,
+                                    &buckets,
+                                );
                                 tally.accepted += 1;
                             }
                         }
@@ -538,8 +591,10 @@ impl Sink for Ingest {
                                 // values are clamped to zero by the store.
                                 let base = 2f64.powf(2f64.powi(-point.scale));
                                 let positive = point.positive.as_ref();
-                                let negative_total: u64 =
-                                    point.negative.as_ref().map_or(0, |b: &Buckets| b.bucket_counts.iter().sum());
+                                let negative_total: u64 = point
+                                    .negative
+                                    .as_ref()
+                                    .map_or(0, |b: &Buckets| b.bucket_counts.iter().sum());
                                 counts.clear();
                                 counts.push(point.zero_count + negative_total);
                                 if let Some(positive) = positive {
@@ -548,7 +603,8 @@ impl Sink for Ingest {
                                 let (count, sum) = match histogram.aggregation_temporality {
                                     TEMPORALITY_DELTA => (point.count, point.sum.unwrap_or(0.0)),
                                     TEMPORALITY_CUMULATIVE => {
-                                        let mut stream = stream_id(service_name, name, &point.attributes);
+                                        let mut stream =
+                                            stream_id(service_name, name, &point.attributes);
                                         // A new scale or offset is a new bucket
                                         // layout: deltas across it would be wrong.
                                         stream ^= (point.scale as u64).rotate_left(32)
@@ -591,8 +647,14 @@ impl Sink for Ingest {
                                     buckets.push((value, *count));
                                 }
                                 metric_key(&mut key, name, &point.attributes, kept);
-                                self.store
-                                    .record_distribution(&service, &key, point.time_unix_nano, count, sum, &buckets);
+                                self.store.record_distribution(
+                                    &service,
+                                    &key,
+                                    point.time_unix_nano,
+                                    count,
+                                    sum,
+                                    &buckets,
+                                );
                                 tally.accepted += 1;
                             }
                         }
@@ -605,7 +667,12 @@ impl Sink for Ingest {
                                 // Quantiles of a summary cannot be merged; keep
                                 // its count and sum as a value series.
                                 metric_key(&mut key, name, &point.attributes, kept);
-                                self.store.record_value(&service, &key, point.time_unix_nano, point.sum);
+                                self.store.record_value(
+                                    &service,
+                                    &key,
+                                    point.time_unix_nano,
+                                    point.sum,
+                                );
                                 tally.accepted += 1;
                             }
                         }
@@ -622,7 +689,9 @@ impl Sink for Ingest {
         let now = self.store.now_unix_nanos();
         let mut tally = Tally::default();
         for resource_logs in &request.resource_logs {
-            let service = self.store.service(service_name(resource_logs.resource.as_ref()));
+            let service = self
+                .store
+                .service(service_name(resource_logs.resource.as_ref()));
             for scope_logs in &resource_logs.scope_logs {
                 for record in &scope_logs.log_records {
                     let time = [record.time_unix_nano, record.observed_time_unix_nano]
@@ -630,7 +699,9 @@ impl Sink for Ingest {
                         .find(|time| *time > 0)
                         .unwrap_or(now);
                     let class = severity_class(record.severity_number, &record.severity_text);
-                    let error = u64::from(record.severity_number >= 17 || matches!(class, "ERROR" | "FATAL"));
+                    let error = u64::from(
+                        record.severity_number >= 17 || matches!(class, "ERROR" | "FATAL"),
+                    );
                     self.store.record_logs(&service, class, time, 1, error);
                     self.store.record_logs(&service, "all", time, 1, error);
                     tally.accepted += 1;

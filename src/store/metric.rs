@@ -57,7 +57,15 @@ impl CumulativeTracker {
 
     /// The delta of a cumulative sum point; `monotonic` sums also reset when
     /// their value goes down.
-    pub fn sum_delta(&self, stream: u64, start: u64, time: u64, value: f64, monotonic: bool, now: u64) -> Option<f64> {
+    pub fn sum_delta(
+        &self,
+        stream: u64,
+        start: u64,
+        time: u64,
+        value: f64,
+        monotonic: bool,
+        now: u64,
+    ) -> Option<f64> {
         let mut state = match self.streams.entry(stream) {
             dashmap::Entry::Vacant(vacant) => {
                 vacant.insert(StreamState {
@@ -75,7 +83,8 @@ impl CumulativeTracker {
             self.counters.out_of_order.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let reset = (start != state.start && start > state.start) || (monotonic && value < state.value);
+        let reset =
+            (start != state.start && start > state.start) || (monotonic && value < state.value);
         let delta = if reset {
             self.counters.resets.fetch_add(1, Ordering::Relaxed);
             value
@@ -122,7 +131,10 @@ impl CumulativeTracker {
         let reset = (start != state.start && start > state.start)
             || count < state.count
             || buckets.len() != state.buckets.len()
-            || buckets.iter().zip(&state.buckets).any(|(now, before)| now < before);
+            || buckets
+                .iter()
+                .zip(&state.buckets)
+                .any(|(now, before)| now < before);
         let delta = if reset {
             self.counters.resets.fetch_add(1, Ordering::Relaxed);
             HistogramDelta {
@@ -134,7 +146,11 @@ impl CumulativeTracker {
             HistogramDelta {
                 count: count - state.count,
                 sum: sum - state.value,
-                buckets: buckets.iter().zip(&state.buckets).map(|(now, before)| now - before).collect(),
+                buckets: buckets
+                    .iter()
+                    .zip(&state.buckets)
+                    .map(|(now, before)| now - before)
+                    .collect(),
             }
         };
         state.start = start;
@@ -197,10 +213,23 @@ mod tests {
     #[test]
     fn histogram_deltas_and_layout_change() {
         let tracker = CumulativeTracker::default();
-        assert!(tracker.histogram_delta(1, 1, 10, 4, 8.0, &[1, 3], 0).is_none());
-        let delta = tracker.histogram_delta(1, 1, 20, 10, 20.0, &[2, 8], 0).expect("delta");
-        assert_eq!(delta, HistogramDelta { count: 6, sum: 12.0, buckets: vec![1, 5] });
-        let delta = tracker.histogram_delta(1, 1, 30, 3, 2.0, &[1, 1, 1], 0).expect("reset");
+        assert!(tracker
+            .histogram_delta(1, 1, 10, 4, 8.0, &[1, 3], 0)
+            .is_none());
+        let delta = tracker
+            .histogram_delta(1, 1, 20, 10, 20.0, &[2, 8], 0)
+            .expect("delta");
+        assert_eq!(
+            delta,
+            HistogramDelta {
+                count: 6,
+                sum: 12.0,
+                buckets: vec![1, 5]
+            }
+        );
+        let delta = tracker
+            .histogram_delta(1, 1, 30, 3, 2.0, &[1, 1, 1], 0)
+            .expect("reset");
         assert_eq!(delta.count, 3);
     }
 

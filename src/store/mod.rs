@@ -353,7 +353,14 @@ impl Store {
 
     /// Records `count` log records (`errors` of them at ERROR or above) at
     /// `time` on the log series `name` of `service`.
-    pub fn record_logs(&self, service: &ServiceEntry, name: &str, time: u64, count: u64, errors: u64) {
+    pub fn record_logs(
+        &self,
+        service: &ServiceEntry,
+        name: &str,
+        time: u64,
+        count: u64,
+        errors: u64,
+    ) {
         let index = self.event_window(time);
         self.with_series(service, SeriesKind::Log, name, |ring| {
             ring.record(index, count, errors, None)
@@ -435,7 +442,9 @@ impl Store {
         let name = if within_caps {
             name
         } else {
-            self.counters.overflow_samples.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .overflow_samples
+                .fetch_add(1, Ordering::Relaxed);
             OVERFLOW
         };
         match map.entry(Arc::from(name)) {
@@ -602,7 +611,12 @@ impl Store {
 
     /// Statistics of a series over the windows whose start lies in
     /// `[from_unix_nanos, to_unix_nanos)`.
-    pub fn stats(&self, key: &SeriesKey, from_unix_nanos: u64, to_unix_nanos: u64) -> Option<SeriesStats> {
+    pub fn stats(
+        &self,
+        key: &SeriesKey,
+        from_unix_nanos: u64,
+        to_unix_nanos: u64,
+    ) -> Option<SeriesStats> {
         let from = self.window_index(from_unix_nanos);
         let to = self.window_index(to_unix_nanos.saturating_sub(1));
         self.stats_windows(key, from, to)

@@ -149,7 +149,14 @@ impl PairingBuffer {
 
     /// A client span: pairs it with a waiting child or leaves it waiting.
     /// `fallback` is the callee to use if no child comes.
-    pub fn client(&self, key: PairKey, caller: &Arc<str>, sample: Sample, fallback: Arc<str>, now: u64) -> ClientOutcome {
+    pub fn client(
+        &self,
+        key: PairKey,
+        caller: &Arc<str>,
+        sample: Sample,
+        fallback: Arc<str>,
+        now: u64,
+    ) -> ClientOutcome {
         let mut shard = self.shards[key.shard()].lock();
         match shard.remove(&key) {
             Some(Pending::Child { callee, .. }) => {
@@ -245,10 +252,14 @@ impl PairingBuffer {
                             callee: Arc::clone(fallback),
                             sample: *sample,
                         });
-                        self.counters.expired_clients.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .expired_clients
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                     Pending::Child { .. } => {
-                        self.counters.expired_children.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .expired_children
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 self.len.fetch_sub(1, Ordering::Relaxed);
@@ -296,7 +307,9 @@ mod tests {
         let caller: Arc<str> = Arc::from("checkout");
         let outcome = buffer.client(key(7), &caller, sample(), Arc::from("x"), 0);
         assert_eq!(outcome, ClientOutcome::Waiting);
-        let resolved = buffer.child(key(7), &Arc::from("payment"), 1).expect("paired");
+        let resolved = buffer
+            .child(key(7), &Arc::from("payment"), 1)
+            .expect("paired");
         assert_eq!(&*resolved.caller, "checkout");
         assert_eq!(&*resolved.callee, "payment");
         assert!(buffer.is_empty());
@@ -322,7 +335,9 @@ mod tests {
         let caller: Arc<str> = Arc::from("a");
         let mut full = 0;
         for span_id in 0..(SHARDS as u64 * 4) {
-            if buffer.client(key(span_id), &caller, sample(), Arc::from("b"), 0) == ClientOutcome::Full {
+            if buffer.client(key(span_id), &caller, sample(), Arc::from("b"), 0)
+                == ClientOutcome::Full
+            {
                 full += 1;
             }
         }

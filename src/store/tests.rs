@@ -1,7 +1,339 @@
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
 use super::*;
 
+const SECOND: u64 = 1_000_000_000;
+
+/// A store whose clock stands at `now` seconds, with 10 s windows.
+fn store_at(now_secs: u64, config: StoreConfig) -> (Store, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(now_secs * SECOND));
+    let store = Store::with_clock(config, clock.clone());
+    (store, clock)
+}
+
+fn sample(end_secs: u64, millis: u64, error: bool) -> Sample {
+    Sample {
+        end_unix_nanos: end_secs * SECOND,
+        duration_nanos: millis * 1_000_000,
+        error,
+    }
+}
+
+fn op_key(service: &str, name: &str) -> SeriesKey {
+    SeriesKey::new(SeriesKind::Operation, service, name)
+}
+
 #[test]
-fn placeholder_store_builds() {
-    let store = Store::new(StoreConfig::default());
+fn records_counts_errors_and_quantiles() {
+    let (store, _) = store_at(1_000, StoreConfig::default());
+    let service = store.service("checkout");
+    for millis in 1..=100 {
+        store.record_operation(&service, "GET /cart", sample(995, millis, millis % 10 == 0));
+    }
+    let stats = store
+        .stats(&op_key("checkout", "GET /cart"), 0, u64::MAX)
+        .expect("series");
+    assert_eq!(stats.requests, 100);
+    assert_eq!(stats.errors, 10);
+    assert!((stats.error_rate - 0.1).abs() < 1e-12);
+    for (quantile, exact) in [
+        (stats.p50, 50.0),
+        (stats.p90, 90.0),
+        (stats.p99, 99.0),
+        (stats.max, 100.0),
+    ] {
+        let value = quantile.expect("latency recorded");
+        assert!((value - exact).abs() <= exact * 0.01, "{value} vs {exact}");
+    }
+}
+
+#[test]
+fn time_ranges_select_windows() {
+    let (store, _) = store_at(1_000, StoreConfig::default());
+    let service = store.service("a");
+    store.record_operation(&service, "op", sample(905, 10, false));
+    store.record_operation(&service, "op", sample(915, 20, true));
+    store.record_operation(&service, "op", sample(925, 30, false));
+    let key = op_key("a", "op");
+    let middle = store
+        .stats(&key, 910 * SECOND, 920 * SECOND)
+        .expect("series");
+    assert_eq!((middle.requests, middle.errors), (1, 1));
+    assert_eq!(middle.windows, Some((91, 91)));
+    let all = store
+        .stats(&key, 900 * SECOND, 930 * SECOND)
+        .expect("series");
+    assert_eq!(all.requests, 3);
+    assert_eq!(all.windows, Some((90, 92)));
+    assert!(store
+        .stats(&key, 0, 10 * SECOND)
+        .expect("series")
+        .p50
+        .is_none());
+}
+
+#[test]
+fn late_samples_are_counted_not_lost() {
+    let config = StoreConfig {
+        windows: NonZeroUsize::new(3).expect("non-zero"),
+        ..StoreConfig::default()
+    };
+    let (store, _) = store_at(1_000, config);
+    let service = store.service("a");
+    store.record_operation(&service, "op", sample(995, 1, false)); // window 99
+    store.record_operation(&service, "op", sample(965, 1, false)); // window 96 shares slot 0 with 99
+    let key = op_key("a", "op");
+    let totals = store.totals(&key).expect("series");
+    assert_eq!(
+        totals,
+        Totals {
+            requests: 2,
+            errors: 0,
+            late: 1,
+            rotated_out: 0
+        }
+    );
+    assert_eq!(store.counters.late_samples.load(Ordering::Relaxed), 1);
+    assert_eq!(store.stats(&key, 0, u64::MAX).expect("series").requests, 1);
+}
+
+#[test]
+fn future_samples_land_in_the_current_window() {
+    let (store, _) = store_at(1_000, StoreConfig::default());
+    let service = store.service("a");
+    store.record_operation(&service, "op", sample(1_000 + 86_400, 5, false));
+    let stats = store
+        .stats(&op_key("a", "op"), 0, u64::MAX)
+        .expect("series");
+    assert_eq!(stats.windows, Some((100, 100)));
+    assert_eq!(store.counters.future_samples.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn caps_fold_into_overflow_and_conserve_totals() {
+    let config = StoreConfig {
+        max_series: NonZeroUsize::new(10).expect("non-zero"),
+        max_series_per_service: NonZeroUsize::new(3).expect("non-zero"),
+        ..StoreConfig::default()
+    };
+    let (store, _) = store_at(1_000, config);
+    let service = store.service("a");
+    for i in 0..20 {
+        store.record_operation(&service, &format!("op-{i}"), sample(995, 1, i % 2 == 0));
+    }
+    let names = store.operations("a");
+    assert_eq!(names.len(), 4, "3 series + overflow: {names:?}");
+    let total: u64 = names
+        .iter()
+        .map(|name| {
+            store
+                .stats(&op_key("a", name), 0, u64::MAX)
+                .expect("series")
+                .requests
+        })
+        .sum();
+    assert_eq!(total, 20);
+    let overflow = store
+        .stats(&op_key("a", OVERFLOW), 0, u64::MAX)
+        .expect("overflow series");
+    assert_eq!((overflow.requests, overflow.errors), (17, 8));
+    assert_eq!(store.counters.overflow_samples.load(Ordering::Relaxed), 17);
+
+    // Past the total cap, new services fold into the overflow service.
+    for i in 0..10 {
+        let service = store.service(&format!("svc-{i}"));
+        store.record_operation(&service, "op", sample(995, 1, false));
+    }
+    assert!(
+        store.n_series() <= 10 + 1 + 2,
+        "bounded: {}",
+        store.n_series()
+    );
+    assert!(store.services().iter().any(|name| &**name == OVERFLOW));
+}
+
+#[test]
+fn idle_series_expire() {
+    let config = StoreConfig {
+        series_ttl: Duration::from_secs(60),
+        ..StoreConfig::default()
+    };
+    let (store, clock) = store_at(1_000, config);
+    let service = store.service("a");
+    store.record_operation(&service, "old", sample(995, 1, false));
+    clock.set(1_050 * SECOND);
+    store.record_operation(&service, "fresh", sample(1_045, 1, false));
+    clock.set(1_090 * SECOND);
+    assert_eq!(store.sweep(), 1);
+    assert_eq!(store.operations("a"), vec![Arc::<str>::from("fresh")]);
+    assert_eq!(store.n_series(), 1);
+    clock.set(1_200 * SECOND);
+    assert_eq!(store.sweep(), 1);
+    assert!(store.services().is_empty());
     assert_eq!(store.n_series(), 0);
+}
+
+#[test]
+fn edges_and_pairing_through_the_store() {
+    let (store, clock) = store_at(1_000, StoreConfig::default());
+    let checkout = store.service("checkout");
+    let payment = store.service("payment");
+    let key = pairing::PairKey {
+        trace_id: 1,
+        span_id: 2,
+    };
+    let outcome = store.pairing.client(
+        key,
+        &checkout.name,
+        sample(995, 30, true),
+        store.intern("payment.svc"),
+        store.now_unix_nanos(),
+    );
+    assert_eq!(outcome, pairing::ClientOutcome::Waiting);
+    let resolved = store
+        .pairing
+        .child(key, &payment.name, store.now_unix_nanos())
+        .expect("paired");
+    store.record_edge(
+        &store.service(&resolved.caller),
+        &resolved.callee,
+        resolved.sample,
+    );
+
+    // A client whose child never comes is resolved to its own peer name.
+    let lonely = pairing::PairKey {
+        trace_id: 1,
+        span_id: 3,
+    };
+    store.pairing.client(
+        lonely,
+        &checkout.name,
+        sample(995, 5, false),
+        store.intern("cache"),
+        store.now_unix_nanos(),
+    );
+    assert_eq!(store.expire_pairs(), 0, "not due yet");
+    clock.set(1_010 * SECOND);
+    assert_eq!(store.expire_pairs(), 1);
+
+    let edges: Vec<(String, String)> = store
+        .edges()
+        .into_iter()
+        .map(|edge| (edge.caller.to_string(), edge.callee.to_string()))
+        .collect();
+    assert_eq!(
+        edges,
+        vec![
+            ("checkout".to_string(), "cache".to_string()),
+            ("checkout".to_string(), "payment".to_string())
+        ]
+    );
+    let stats = store
+        .stats(
+            &SeriesKey::new(SeriesKind::Edge, "checkout", "payment"),
+            0,
+            u64::MAX,
+        )
+        .expect("edge");
+    assert_eq!((stats.requests, stats.errors), (1, 1));
+}
+
+#[test]
+fn distributions_and_values() {
+    let (store, _) = store_at(1_000, StoreConfig::default());
+    let service = store.service("db");
+    store.record_value(&service, "pool.used", 995 * SECOND, 4.0);
+    store.record_value(&service, "pool.used", 996 * SECOND, 9.0);
+    store.record_distribution(
+        &service,
+        "latency",
+        995 * SECOND,
+        10,
+        2.5,
+        &[(0.1, 5), (0.4, 5)],
+    );
+    let values = store
+        .stats(
+            &SeriesKey::new(SeriesKind::Metric, "db", "pool.used"),
+            0,
+            u64::MAX,
+        )
+        .expect("series")
+        .values;
+    assert_eq!(
+        (
+            values.points,
+            values.sum,
+            values.min,
+            values.max,
+            values.last
+        ),
+        (2, 13.0, 4.0, 9.0, 9.0)
+    );
+    let distribution = store
+        .stats(
+            &SeriesKey::new(SeriesKind::Metric, "db", "latency"),
+            0,
+            u64::MAX,
+        )
+        .expect("series");
+    assert_eq!(distribution.requests, 10);
+    let p90 = distribution.p90.expect("quantile");
+    assert!((p90 - 0.4).abs() <= 0.4 * 0.01, "{p90}");
+}
+
+proptest! {
+    /// Whatever the order and spread of event times, every sample is in a
+    /// window the ring holds, or counted late, or in a window rotated out; and the windows' merged
+    /// histogram count equals their request count.
+    #[test]
+    fn rotation_conserves_counts(
+        n_windows in 2usize..8,
+        samples in proptest::collection::vec((0u64..40, 1u64..5_000, proptest::bool::ANY), 1..300),
+    ) {
+        let config = StoreConfig { windows: NonZeroUsize::new(n_windows).expect("non-zero"), ..StoreConfig::default() };
+        let (store, _) = store_at(10_000, config);
+        let service = store.service("s");
+        for &(window, millis, error) in &samples {
+            store.record_operation(&service, "op", sample(window * 10 + 5, millis, error));
+        }
+        let key = op_key("s", "op");
+        let totals = store.totals(&key).expect("series");
+        let in_windows = store.stats(&key, 0, u64::MAX).expect("series");
+        prop_assert_eq!(totals.requests, samples.len() as u64);
+        prop_assert_eq!(totals.errors, samples.iter().filter(|s| s.2).count() as u64);
+        prop_assert_eq!(in_windows.requests + totals.late + totals.rotated_out, totals.requests);
+        let histogram = store.histogram(&key, 0, i64::MAX).expect("histogram");
+        prop_assert_eq!(histogram.len(), in_windows.requests);
+        // The ring never holds more distinct windows than it has slots.
+        let (first, last) = in_windows.windows.expect("some window");
+        prop_assert!(last >= first);
+        // The newest window written is always kept.
+        let newest = samples.iter().map(|s| s.0 as i64).max().expect("non-empty");
+        prop_assert_eq!(last, newest);
+    }
+
+    /// Merging windows gives the same quantiles as one histogram of all the
+    /// samples, within HDR precision (2 significant digits).
+    #[test]
+    fn merged_quantiles_within_precision(values in proptest::collection::vec(1u64..10_000_000, 1..500)) {
+        let (store, _) = store_at(10_000, StoreConfig::default());
+        let service = store.service("s");
+        for (i, micros) in values.iter().enumerate() {
+            let window = 9_900 + (i as u64 % 5) * 10;
+            store.record_operation(&service, "op", Sample { end_unix_nanos: window * SECOND, duration_nanos: micros * 1_000, error: false });
+        }
+        let stats = store.stats(&op_key("s", "op"), 0, u64::MAX).expect("series");
+        let mut sorted = values.clone();
+        sorted.sort_unstable();
+        for (q, got) in [(0.5, stats.p50), (0.9, stats.p90), (0.99, stats.p99), (1.0, stats.max)] {
+            let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            let exact_ms = sorted[rank - 1] as f64 / 1000.0;
+            let got = got.expect("quantile");
+            prop_assert!((got - exact_ms).abs() <= exact_ms * 0.01 + 0.001, "q{}: {} vs {}", q, got, exact_ms);
+        }
+    }
 }

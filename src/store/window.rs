@@ -121,6 +121,8 @@ pub struct Totals {
     pub errors: u64,
     /// Samples that arrived after their window's slot was reused.
     pub late: u64,
+    /// Samples in windows the ring has since reused for newer ones.
+    pub rotated_out: u64,
 }
 
 /// The ring of windows of one series.
@@ -147,6 +149,7 @@ impl Ring {
             Some(current) if current == index => Some(window),
             Some(current) if current > index => None,
             _ => {
+                self.totals.rotated_out += window.requests;
                 window.reset(index);
                 Some(window)
             }
@@ -165,9 +168,7 @@ impl Ring {
         window.requests += count;
         window.errors += errors;
         if let Some(value) = latency {
-            window
-                .histogram_mut()
-                .saturating_record_n(value, saturate_u32(count));
+            record_n(window.histogram_mut(), value, count);
         }
         true
     }
@@ -203,7 +204,7 @@ impl Ring {
         let histogram = window.histogram_mut();
         for (value, n) in buckets {
             if n > 0 {
-                histogram.saturating_record_n(value, saturate_u32(n));
+                record_n(histogram, value, n);
             }
         }
         true
@@ -235,6 +236,11 @@ impl Ring {
     }
 }
 
-fn saturate_u32(count: u64) -> u32 {
-    u32::try_from(count).unwrap_or(u32::MAX)
+/// Records `count` values, growing the histogram as needed; a count that
+/// would overflow a bucket's counter saturates it instead.
+fn record_n(histogram: &mut Histogram<u32>, value: u64, count: u64) {
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
+    if histogram.record_n(value, count).is_err() {
+        histogram.saturating_record_n(value, count);
+    }
 }
