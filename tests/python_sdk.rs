@@ -1,0 +1,277 @@
+//! The collector fed by the real OpenTelemetry Python SDK, over OTLP/gRPC and
+//! OTLP/HTTP (protobuf).
+//!
+//! `tests/python/send_spans.py` sends a small deterministic topology (a
+//! frontend calling a backend that queries a database) and prints what it
+//! sent; this test checks that the collector turned it into the right RED
+//! series: request and error counts, latency quantiles within HDR precision,
+//! and edges named after the service that answered, not the address called.
+//!
+//! The interpreter is the project's venv (`.ci/run` creates it), or
+//! `TRIAGE_TEST_PYTHON`. Without it the test is skipped on a developer's
+//! machine and fails under CI.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::process::Command;
+
+use common::TestServer;
+use triage::store::{SeriesKey, SeriesKind, SeriesStats, Store};
+
+/// Bound on one run of the script: start-up, sending, and the exporters'
+/// own retries (10 s) if the collector does not answer.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bound on waiting for the collector to have recorded what was sent. Edges
+/// can wait for the pairing timeout (5 s) when a client span's child is late.
+const DATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the script reports it sent (see `send_spans.py`).
+#[derive(Debug, Deserialize)]
+struct Summary {
+    protocol: String,
+    frontend: String,
+    backend: String,
+    checkout: Checkout,
+    pay: Pay,
+    db: Db,
+    /// Spans each service's exporter delivered.
+    exported: BTreeMap<String, u64>,
+}
+
+/// The frontend's `GET /checkout` SERVER spans.
+#[derive(Debug, Deserialize)]
+struct Checkout {
+    name: String,
+    route: String,
+    count: u64,
+    errors: u64,
+    durations_ns: Vec<u64>,
+}
+
+/// Frontend CLIENT spans to `server_address`, each the parent of a backend
+/// SERVER span.
+#[derive(Debug, Deserialize)]
+struct Pay {
+    name: String,
+    route: String,
+    calls: u64,
+    server_address: String,
+}
+
+/// Backend CLIENT spans to a database.
+#[derive(Debug, Deserialize)]
+struct Db {
+    calls: u64,
+    system: String,
+    namespace: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_spans_become_red_series_and_paired_edges() {
+    let Some(python) = python_interpreter() else {
+        return;
+    };
+    let server = TestServer::start().await;
+
+    let grpc = send_spans(&python, "grpc", server.addresses.grpc, "grpc").await;
+    check_recorded(&server, &grpc).await;
+
+    let http = send_spans(&python, "http/protobuf", server.addresses.http, "http").await;
+    check_recorded(&server, &http).await;
+
+    server.stop().await;
+}
+
+/// The venv's interpreter, or `None` (test skipped) outside CI when there is
+/// none.
+fn python_interpreter() -> Option<PathBuf> {
+    let python = std::env::var_os("TRIAGE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    if python.exists() {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no Python interpreter at {}: .ci/run should have created the venv \
+         (python3 -m venv .venv && .venv/bin/pip install -r .ci/requirements.txt) \
+         and exported TRIAGE_TEST_PYTHON",
+        python.display()
+    );
+    eprintln!(
+        "skipped python_sdk: no Python interpreter at {} (create it with \
+         `python3 -m venv .venv && .venv/bin/pip install -r .ci/requirements.txt`, \
+         or set TRIAGE_TEST_PYTHON)",
+        python.display()
+    );
+    None
+}
+
+/// Runs `send_spans.py` against `endpoint` and returns what it sent; panics
+/// with the script's output if it fails or hangs.
+async fn send_spans(python: &Path, protocol: &str, endpoint: SocketAddr, suffix: &str) -> Summary {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/send_spans.py");
+    let mut command = Command::new(python);
+    command
+        .arg(&script)
+        .args(["--protocol", protocol, "--suffix", suffix])
+        .arg("--endpoint")
+        .arg(endpoint.to_string())
+        // Loopback is never proxied, and the developer's own OTEL_* settings
+        // must not redirect or disable the exporters.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+
+    let output = tokio::time::timeout(SCRIPT_TIMEOUT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("send_spans.py --protocol {protocol} did not finish within {SCRIPT_TIMEOUT:?}"))
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", python.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "send_spans.py --protocol {protocol} to {endpoint} failed ({})\n--- stderr ---\n{stderr}\n--- stdout ---\n{stdout}",
+        output.status
+    );
+    let summary: Summary = serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
+        panic!("send_spans.py printed no valid summary: {error}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
+    });
+    assert_eq!(summary.protocol, protocol);
+    summary
+}
+
+/// Waits until the collector has recorded everything `summary` says was
+/// sent, then checks counts, quantiles and edges.
+async fn check_recorded(server: &TestServer, summary: &Summary) {
+    let protocol = &summary.protocol;
+    let frontend = summary.frontend.as_str();
+    let backend = summary.backend.as_str();
+    assert_eq!(
+        summary.exported.values().sum::<u64>(),
+        summary.checkout.count + 2 * summary.pay.calls + summary.db.calls,
+        "{protocol}: the script's own totals disagree: {summary:?}"
+    );
+
+    // HTTP SERVER spans are named by route unless the name already ends
+    // with it, as `GET /checkout` and `POST /pay` do.
+    assert!(summary.checkout.name.ends_with(&summary.checkout.route));
+    assert!(summary.pay.name.ends_with(&summary.pay.route));
+    let checkout = (SeriesKind::Operation, frontend, summary.checkout.name.as_str());
+    let pay = (SeriesKind::Operation, backend, summary.pay.name.as_str());
+    // Paired with its child, a client span names the child's service; a
+    // database call names the database.
+    let pay_edge = (SeriesKind::Edge, frontend, backend);
+    let db_edge = (SeriesKind::Edge, backend, summary.db.namespace.as_str());
+    let expected = [
+        (checkout, summary.checkout.count),
+        (pay, summary.pay.calls),
+        (pay_edge, summary.pay.calls),
+        (db_edge, summary.db.calls),
+    ];
+
+    eprintln!("{protocol}: waiting for {expected:?}");
+    let stats = server
+        .wait_for(DATA_TIMEOUT, |store| {
+            let stats: Vec<SeriesStats> = expected
+                .iter()
+                .map(|&((kind, service, name), _)| series_stats(store, kind, service, name))
+                .collect::<Option<_>>()?;
+            let complete = stats
+                .iter()
+                .zip(&expected)
+                .all(|(stats, (_, count))| stats.requests >= *count);
+            complete.then_some(stats)
+        })
+        .await;
+    for (stats, ((kind, service, name), count)) in stats.iter().zip(&expected) {
+        assert_eq!(
+            stats.requests,
+            *count,
+            "{protocol}: requests of {} series {service}/{name}",
+            kind.as_str()
+        );
+    }
+    let [checkout_stats, pay_stats, pay_edge_stats, db_edge_stats] = &stats[..] else {
+        unreachable!("one stats per expected series");
+    };
+    assert_eq!(checkout_stats.errors, summary.checkout.errors, "{protocol}: checkout errors");
+    assert_eq!(pay_stats.errors, 0, "{protocol}: pay errors");
+    assert_eq!(pay_edge_stats.errors, 0, "{protocol}: pay edge errors");
+    assert_eq!(db_edge_stats.errors, 0, "{protocol}: db edge errors");
+    check_quantiles(protocol, checkout_stats, &summary.checkout.durations_ns);
+
+    // Every client span was paired or resolved from its attributes: no call
+    // may be left under the address the client named, nor under `unknown`.
+    let edges = server.store.edges();
+    let callees = |caller: &str| -> Vec<Arc<str>> {
+        edges
+            .iter()
+            .filter(|edge| &*edge.caller == caller)
+            .map(|edge| Arc::clone(&edge.callee))
+            .collect()
+    };
+    assert_eq!(callees(frontend), [Arc::from(backend)], "{protocol}: edges of {frontend}");
+    assert_eq!(
+        callees(backend),
+        [Arc::from(summary.db.namespace.as_str())],
+        "{protocol}: edges of {backend} (database {})",
+        summary.db.system
+    );
+    assert!(
+        edges.iter().all(|edge| *edge.callee != *summary.pay.server_address),
+        "{protocol}: an edge names the client's address instead of the service that answered: {edges:?}"
+    );
+}
+
+fn series_stats(store: &Store, kind: SeriesKind, service: &str, name: &str) -> Option<SeriesStats> {
+    store.stats(&SeriesKey::new(kind, service, name), 0, u64::MAX)
+}
+
+/// Checks the series' quantiles (milliseconds) against the exact ones of the
+/// durations sent, within HDR precision: 2 significant digits is under 1%,
+/// plus 1 µs because the store records whole microseconds.
+fn check_quantiles(protocol: &str, stats: &SeriesStats, durations_ns: &[u64]) {
+    let mut sorted = durations_ns.to_vec();
+    sorted.sort_unstable();
+    let quantiles = [
+        ("p50", stats.p50, exact_quantile(&sorted, 0.50)),
+        ("p90", stats.p90, exact_quantile(&sorted, 0.90)),
+        ("p95", stats.p95, exact_quantile(&sorted, 0.95)),
+        ("p99", stats.p99, exact_quantile(&sorted, 0.99)),
+        ("max", stats.max, exact_quantile(&sorted, 1.0)),
+    ];
+    for (label, recorded, exact_ns) in quantiles {
+        let recorded = recorded.unwrap_or_else(|| panic!("{protocol}: checkout has no {label}"));
+        let exact = exact_ns as f64 / 1e6;
+        let tolerance = exact * 0.01 + 0.001;
+        assert!(
+            (recorded - exact).abs() <= tolerance,
+            "{protocol}: checkout {label} is {recorded} ms, exact {exact} ms (tolerance {tolerance} ms)"
+        );
+    }
+}
+
+/// The nearest-rank quantile HDR histograms report: the value at rank
+/// `ceil(q * n)` (at least 1) of the sorted values.
+fn exact_quantile(sorted: &[u64], quantile: f64) -> u64 {
+    let rank = ((quantile * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
