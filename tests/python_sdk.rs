@@ -14,14 +14,15 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::process::Command;
+use tokio::task::JoinHandle;
 
 use common::TestServer;
 use triage::store::{SeriesKey, SeriesKind, SeriesStats, Store};
@@ -132,30 +133,87 @@ async fn send_spans(python: &Path, protocol: &str, endpoint: SocketAddr, suffix:
         .env("no_proxy", "127.0.0.1,localhost")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("OTEL_") {
             command.env_remove(name);
         }
     }
 
-    let output = tokio::time::timeout(SCRIPT_TIMEOUT, command.output())
+    let run = run_with_timeout(command, SCRIPT_TIMEOUT)
         .await
-        .unwrap_or_else(|_| panic!("send_spans.py --protocol {protocol} did not finish within {SCRIPT_TIMEOUT:?}"))
         .unwrap_or_else(|error| panic!("cannot run {}: {error}", python.display()));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
+    let status = run.status.unwrap_or_else(|| {
+        panic!(
+            "send_spans.py --protocol {protocol} did not finish within {SCRIPT_TIMEOUT:?}\n\
+             --- stderr ---\n{stderr}\n--- stdout ---\n{stdout}"
+        )
+    });
     assert!(
-        output.status.success(),
-        "send_spans.py --protocol {protocol} to {endpoint} failed ({})\n--- stderr ---\n{stderr}\n--- stdout ---\n{stdout}",
-        output.status
+        status.success(),
+        "send_spans.py --protocol {protocol} to {endpoint} failed ({status})\n\
+         --- stderr ---\n{stderr}\n--- stdout ---\n{stdout}"
     );
     let summary: Summary = serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
         panic!("send_spans.py printed no valid summary: {error}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
     });
     assert_eq!(summary.protocol, protocol);
     summary
+}
+
+/// What a child process printed, and how it exited (`None`: killed at the
+/// timeout).
+struct Run {
+    status: Option<ExitStatus>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `command` to completion or kills it after `timeout`.
+///
+/// Tokio's `process` feature is not enabled in this crate, so this uses
+/// `std::process`: the pipes are drained on blocking threads (a child that
+/// fills a pipe would otherwise stall) and the exit is polled, which keeps
+/// the runtime's two workers free for the collector under test.
+async fn run_with_timeout(
+    mut command: std::process::Command,
+    timeout: Duration,
+) -> std::io::Result<Run> {
+    let mut child = command.spawn()?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            // Killing closes the pipes, so the readers below still finish
+            // and show what the child printed before it hung.
+            child.kill()?;
+            child.wait()?;
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    Ok(Run {
+        status,
+        stdout: stdout.await.unwrap_or_default(),
+        stderr: stderr.await.unwrap_or_default(),
+    })
+}
+
+/// Reads a pipe to its end on a blocking thread.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
+    tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            // A read error only shortens the diagnostic output.
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
 
 /// Waits until the collector has recorded everything `summary` says was
@@ -174,7 +232,11 @@ async fn check_recorded(server: &TestServer, summary: &Summary) {
     // with it, as `GET /checkout` and `POST /pay` do.
     assert!(summary.checkout.name.ends_with(&summary.checkout.route));
     assert!(summary.pay.name.ends_with(&summary.pay.route));
-    let checkout = (SeriesKind::Operation, frontend, summary.checkout.name.as_str());
+    let checkout = (
+        SeriesKind::Operation,
+        frontend,
+        summary.checkout.name.as_str(),
+    );
     let pay = (SeriesKind::Operation, backend, summary.pay.name.as_str());
     // Paired with its child, a client span names the child's service; a
     // database call names the database.
@@ -212,7 +274,10 @@ async fn check_recorded(server: &TestServer, summary: &Summary) {
     let [checkout_stats, pay_stats, pay_edge_stats, db_edge_stats] = &stats[..] else {
         unreachable!("one stats per expected series");
     };
-    assert_eq!(checkout_stats.errors, summary.checkout.errors, "{protocol}: checkout errors");
+    assert_eq!(
+        checkout_stats.errors, summary.checkout.errors,
+        "{protocol}: checkout errors"
+    );
     assert_eq!(pay_stats.errors, 0, "{protocol}: pay errors");
     assert_eq!(pay_edge_stats.errors, 0, "{protocol}: pay edge errors");
     assert_eq!(db_edge_stats.errors, 0, "{protocol}: db edge errors");
@@ -228,7 +293,11 @@ async fn check_recorded(server: &TestServer, summary: &Summary) {
             .map(|edge| Arc::clone(&edge.callee))
             .collect()
     };
-    assert_eq!(callees(frontend), [Arc::from(backend)], "{protocol}: edges of {frontend}");
+    assert_eq!(
+        callees(frontend),
+        [Arc::from(backend)],
+        "{protocol}: edges of {frontend}"
+    );
     assert_eq!(
         callees(backend),
         [Arc::from(summary.db.namespace.as_str())],

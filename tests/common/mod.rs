@@ -83,13 +83,20 @@ impl TestServer {
 
     /// Polls `check` until it returns `Some`, or panics after `timeout`.
     /// Exporters deliver asynchronously; this waits for the data, not for time.
-    pub async fn wait_for<T>(&self, timeout: Duration, mut check: impl FnMut(&Store) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&Store) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(value) = check(&self.store) {
                 return value;
             }
-            assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

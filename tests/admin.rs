@@ -1,0 +1,279 @@
+//! The admin listener (`/healthz`, `/readyz`, `/metrics`) and shutdown, against
+//! the real collector.
+
+mod common;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use common::{test_settings, TestServer};
+use triage::store::SeriesKind;
+
+const WAIT: Duration = Duration::from_secs(5);
+const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+fn trace_request(service: &str, operation: &str) -> ExportTraceServiceRequest {
+    let end = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+        - 1_000_000_000;
+    let span = Span {
+        trace_id: vec![7; 16],
+        span_id: vec![7; 8],
+        name: operation.to_string(),
+        kind: SpanKind::Server as i32,
+        start_time_unix_nano: end - 5_000_000,
+        end_time_unix_nano: end,
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".to_string(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(service.to_string())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+async fn channel(server: &TestServer) -> Channel {
+    Channel::from_shared(server.grpc_url())
+        .expect("gRPC URL")
+        .connect()
+        .await
+        .expect("connect to the OTLP/gRPC receiver")
+}
+
+async fn get(url: String) -> reqwest::Response {
+    reqwest::get(&url).await.unwrap_or_else(|error| panic!("GET {url}: {error}"))
+}
+
+/// Polls `/readyz` until it answers `expected`, or panics after `WAIT`.
+async fn wait_readyz(server: &TestServer, expected: reqwest::StatusCode) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = get(format!("{}/readyz", server.admin_url())).await.status();
+        if status == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/readyz answered {status}, not {expected}, within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let server = TestServer::start().await;
+
+    let healthz = get(format!("{}/healthz", server.admin_url())).await;
+    assert_eq!(healthz.status(), reqwest::StatusCode::OK);
+    wait_readyz(&server, reqwest::StatusCode::OK).await;
+
+    TraceServiceClient::new(channel(&server).await)
+        .export(trace_request("admin-metrics", "GET /metrics-test"))
+        .await
+        .expect("export accepted");
+    server
+        .wait_for(WAIT, |_| {
+            server.stats(SeriesKind::Operation, "admin-metrics", "GET /metrics-test")
+        })
+        .await;
+
+    let metrics = get(format!("{}/metrics", server.admin_url())).await;
+    assert_eq!(metrics.status(), reqwest::StatusCode::OK);
+    let content_type = metrics
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(content_type.starts_with("text/plain"), "content type {content_type:?}");
+    let body = metrics.text().await.expect("/metrics body");
+    for name in ["triage_store_series", "triage_receiver_accepted_items_total"] {
+        assert!(
+            body.lines().any(|line| line.starts_with(name)),
+            "{name} missing from /metrics:\n{body}"
+        );
+    }
+    assert!(
+        body.lines().any(|line| line.starts_with("triage_receiver_accepted_items_total{")
+            && line.contains(r#"transport="grpc""#)
+            && line.contains(r#"signal="traces""#)),
+        "accepted spans over gRPC are counted:\n{body}"
+    );
+
+    stop_within_timeout(server).await;
+}
+
+#[tokio::test]
+async fn unknown_admin_path_is_not_found() {
+    let server = TestServer::start().await;
+    let response = get(format!("{}/nope", server.admin_url())).await;
+    assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND);
+    stop_within_timeout(server).await;
+}
+
+/// Cancels the shutdown token and checks `run` returns Ok within the
+/// configured shutdown timeout.
+async fn stop_within_timeout(server: TestServer) {
+    let timeout = test_settings().shutdown_timeout;
+    let started = Instant::now();
+    server.stop().await;
+    assert!(
+        started.elapsed() < timeout,
+        "shutdown took {:?}, the timeout is {timeout:?}",
+        started.elapsed()
+    );
+}
+
+// === graceful shutdown with a request in flight ===
+
+/// Sends an already-encoded message as it is; decodes the trace response.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        let bytes = src.copy_to_bytes(src.remaining());
+        prost::Message::decode(bytes)
+            .map(Some)
+            .map_err(|error| Status::internal(format!("undecodable response: {error}")))
+    }
+}
+
+/// A request body that reports when the transport first asks it for data,
+/// which happens only after the request's HTTP/2 stream has been opened.
+struct ReportingBody {
+    messages: ReceiverStream<Vec<u8>>,
+    polled: Option<oneshot::Sender<()>>,
+}
+
+impl Stream for ReportingBody {
+    type Item = Vec<u8>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
+        if let Some(polled) = self.polled.take() {
+            let _ = polled.send(());
+        }
+        Pin::new(&mut self.messages).poll_next(cx)
+    }
+}
+
+/// A request whose headers reached the collector before shutdown began, but
+/// whose body arrives after, is still answered and recorded, and `run`
+/// returns Ok once it is done.
+#[tokio::test]
+async fn shutdown_drains_a_request_in_flight() {
+    let server = TestServer::start().await;
+    wait_readyz(&server, reqwest::StatusCode::OK).await;
+    let channel = channel(&server).await;
+
+    let (body_tx, body_rx) = mpsc::channel::<Vec<u8>>(1);
+    let (polled_tx, polled_rx) = oneshot::channel();
+    let body = ReportingBody {
+        messages: ReceiverStream::new(body_rx),
+        polled: Some(polled_tx),
+    };
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    let in_flight = tokio::spawn(async move {
+        grpc.ready().await.expect("channel ready");
+        grpc.client_streaming(
+            tonic::Request::new(body),
+            PathAndQuery::from_static(TRACE_EXPORT),
+            RawCodec,
+        )
+        .await
+    });
+    polled_rx.await.expect("the request body is polled");
+
+    // A second request on the same HTTP/2 connection, opened after the first:
+    // once it is answered, the collector has read the first one's headers
+    // too (frames on a connection are handled in order), so the first one is
+    // in flight, not merely queued in the client.
+    TraceServiceClient::new(channel)
+        .export(trace_request("admin-drain", "GET /before"))
+        .await
+        .expect("request before shutdown accepted");
+
+    server.shutdown.cancel();
+    wait_readyz_draining(&server).await;
+
+    let message = prost::Message::encode_to_vec(&trace_request("admin-drain", "GET /in-flight"));
+    body_tx.send(message).await.expect("the request body is still wanted");
+    drop(body_tx);
+    let response = tokio::time::timeout(WAIT, in_flight)
+        .await
+        .expect("the in-flight request is answered")
+        .expect("request task does not panic")
+        .expect("the in-flight request succeeds")
+        .into_inner();
+    assert_eq!(response.partial_success, None);
+
+    let store = std::sync::Arc::clone(&server.store);
+    stop_within_timeout(server).await;
+    let key = triage::store::SeriesKey::new(SeriesKind::Operation, "admin-drain", "GET /in-flight");
+    let stats = store.stats(&key, 0, u64::MAX).expect("the in-flight span is recorded");
+    assert_eq!(stats.requests, 1);
+}
+
+/// Waits until `/readyz` reports the collector as draining (503), which it
+/// does as soon as shutdown begins. The admin listener stays up until the
+/// OTLP listeners have drained, so this is observable.
+async fn wait_readyz_draining(server: &TestServer) {
+    wait_readyz(server, reqwest::StatusCode::SERVICE_UNAVAILABLE).await;
+}
