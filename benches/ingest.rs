@@ -12,7 +12,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span::SpanKind, ResourceSpans, ScopeSpans, Span, Status,
+};
 use prost::Message;
 
 use triage::receiver::ingest::Ingest;
@@ -60,8 +62,8 @@ fn request(number: usize, rng: &mut Rng, now: u64) -> ExportTraceServiceRequest 
                     let operation = rng.next() as usize % OPERATIONS;
                     let millis = 1 + rng.next() % 500;
                     let end = now - rng.next() % 5_000_000_000;
-                    let database = rng.next() % 10 == 0;
-                    let failed = rng.next() % 50 == 0;
+                    let database = rng.next().is_multiple_of(10);
+                    let failed = rng.next().is_multiple_of(50);
                     let attributes = if database {
                         vec![
                             text("db.system.name", "postgresql"),
@@ -74,8 +76,14 @@ fn request(number: usize, rng: &mut Rng, now: u64) -> ExportTraceServiceRequest 
                     } else {
                         vec![
                             text("http.request.method", "GET"),
-                            text("http.route", &format!("/api/v1/resource-{operation}/{{id}}")),
-                            attribute("http.response.status_code", Value::IntValue(if failed { 500 } else { 200 })),
+                            text(
+                                "http.route",
+                                &format!("/api/v1/resource-{operation}/{{id}}"),
+                            ),
+                            attribute(
+                                "http.response.status_code",
+                                Value::IntValue(if failed { 500 } else { 200 }),
+                            ),
                             text("url.scheme", "https"),
                             text("server.address", "api.example.internal"),
                             text("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64)"),
@@ -90,7 +98,11 @@ fn request(number: usize, rng: &mut Rng, now: u64) -> ExportTraceServiceRequest 
                         } else {
                             format!("GET /api/v1/resource-{operation}/{{id}}")
                         },
-                        kind: if database { SpanKind::Client } else { SpanKind::Server } as i32,
+                        kind: if database {
+                            SpanKind::Client
+                        } else {
+                            SpanKind::Server
+                        } as i32,
                         start_time_unix_nano: end - millis * 1_000_000,
                         end_time_unix_nano: end,
                         attributes,
@@ -107,7 +119,10 @@ fn request(number: usize, rng: &mut Rng, now: u64) -> ExportTraceServiceRequest 
                     attributes: vec![
                         text("service.name", &format!("service-{service:02}")),
                         text("service.version", "1.4.2"),
-                        text("k8s.pod.name", &format!("service-{service:02}-7d9f8b6c5-x2x4q")),
+                        text(
+                            "k8s.pod.name",
+                            &format!("service-{service:02}-7d9f8b6c5-x2x4q"),
+                        ),
                     ],
                     ..Default::default()
                 }),
@@ -128,7 +143,9 @@ fn encoded_requests() -> Vec<Vec<u8>> {
         .expect("clock after 1970")
         .as_nanos() as u64;
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
-    (0..REQUESTS).map(|number| request(number, &mut rng, now).encode_to_vec()).collect()
+    (0..REQUESTS)
+        .map(|number| request(number, &mut rng, now).encode_to_vec())
+        .collect()
 }
 
 fn bench(criterion: &mut Criterion) {
@@ -153,7 +170,8 @@ fn bench(criterion: &mut Criterion) {
     group.bench_function("bare_prost_decode", |bencher| {
         bencher.iter(|| {
             for encoded in &requests {
-                let request = ExportTraceServiceRequest::decode(encoded.as_slice()).expect("valid request");
+                let request =
+                    ExportTraceServiceRequest::decode(encoded.as_slice()).expect("valid request");
                 criterion::black_box(&request);
             }
         })
@@ -161,7 +179,8 @@ fn bench(criterion: &mut Criterion) {
     group.bench_function("decode_and_record", |bencher| {
         bencher.iter(|| {
             for encoded in &requests {
-                let request = ExportTraceServiceRequest::decode(encoded.as_slice()).expect("valid request");
+                let request =
+                    ExportTraceServiceRequest::decode(encoded.as_slice()).expect("valid request");
                 let outcome = ingest.traces(&request);
                 criterion::black_box(outcome);
             }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
@@ -72,7 +74,9 @@ async fn channel(server: &TestServer) -> Channel {
 }
 
 async fn get(url: String) -> reqwest::Response {
-    reqwest::get(&url).await.unwrap_or_else(|error| panic!("GET {url}: {error}"))
+    reqwest::get(&url)
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
 }
 
 /// Polls `/readyz` until it answers `expected`, or panics after `WAIT`.
@@ -83,7 +87,10 @@ async fn wait_readyz(server: &TestServer, expected: reqwest::StatusCode) {
         if status == expected {
             return;
         }
-        assert!(Instant::now() < deadline, "/readyz answered {status}, not {expected}, within {WAIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "/readyz answered {status}, not {expected}, within {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -114,18 +121,26 @@ async fn health_readiness_and_metrics() {
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    assert!(content_type.starts_with("text/plain"), "content type {content_type:?}");
+    assert!(
+        content_type.starts_with("text/plain"),
+        "content type {content_type:?}"
+    );
     let body = metrics.text().await.expect("/metrics body");
-    for name in ["triage_store_series", "triage_receiver_accepted_items_total"] {
+    for name in [
+        "triage_store_series",
+        "triage_receiver_accepted_items_total",
+    ] {
         assert!(
             body.lines().any(|line| line.starts_with(name)),
             "{name} missing from /metrics:\n{body}"
         );
     }
     assert!(
-        body.lines().any(|line| line.starts_with("triage_receiver_accepted_items_total{")
-            && line.contains(r#"transport="grpc""#)
-            && line.contains(r#"signal="traces""#)),
+        body.lines().any(
+            |line| line.starts_with("triage_receiver_accepted_items_total{")
+                && line.contains(r#"transport="grpc""#)
+                && line.contains(r#"signal="traces""#)
+        ),
         "accepted spans over gRPC are counted:\n{body}"
     );
 
@@ -254,7 +269,10 @@ async fn shutdown_drains_a_request_in_flight() {
     wait_readyz_draining(&server).await;
 
     let message = prost::Message::encode_to_vec(&trace_request("admin-drain", "GET /in-flight"));
-    body_tx.send(message).await.expect("the request body is still wanted");
+    body_tx
+        .send(message)
+        .await
+        .expect("the request body is still wanted");
     drop(body_tx);
     let response = tokio::time::timeout(WAIT, in_flight)
         .await
@@ -267,7 +285,9 @@ async fn shutdown_drains_a_request_in_flight() {
     let store = std::sync::Arc::clone(&server.store);
     stop_within_timeout(server).await;
     let key = triage::store::SeriesKey::new(SeriesKind::Operation, "admin-drain", "GET /in-flight");
-    let stats = store.stats(&key, 0, u64::MAX).expect("the in-flight span is recorded");
+    let stats = store
+        .stats(&key, 0, u64::MAX)
+        .expect("the in-flight span is recorded");
     assert_eq!(stats.requests, 1);
 }
 

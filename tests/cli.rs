@@ -50,16 +50,24 @@ fn help_explains_every_run_flag() {
         "--log-format",
         "TRIAGE_GRPC_ENDPOINT",
     ] {
-        assert!(stdout.contains(flag), "run --help mentions {flag}:\n{stdout}");
+        assert!(
+            stdout.contains(flag),
+            "run --help mentions {flag}:\n{stdout}"
+        );
     }
 }
 
 #[test]
 fn every_config_in_deploy_validates() {
     let mut checked = 0;
-    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")).expect("deploy/") {
+    for entry in
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")).expect("deploy/")
+    {
         let path = entry.expect("entry").path();
-        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default();
         if !name.starts_with("triage") || !name.ends_with(".yaml") {
             continue;
         }
@@ -72,7 +80,8 @@ fn every_config_in_deploy_validates() {
 
 #[test]
 fn validate_reports_every_problem_with_its_path() {
-    let (code, _, stderr) = output(triage().args(["validate", "-c", "tests/fixtures/config/invalid.yaml"]));
+    let (code, _, stderr) =
+        output(triage().args(["validate", "-c", "tests/fixtures/config/invalid.yaml"]));
     assert_eq!(code, 1);
     let problems: Vec<&str> = stderr.lines().filter(|line| line.contains(": ")).collect();
     assert!(problems.len() >= 3, "several problems reported:\n{stderr}");
@@ -90,11 +99,20 @@ fn validate_names_a_missing_file() {
 fn example_config_is_the_documented_one_and_valid() {
     let (code, stdout, _) = output(triage().arg("example-config"));
     assert_eq!(code, 0);
-    let documented = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-example.yaml"))
-        .expect("docs/config-example.yaml");
-    assert_eq!(stdout, documented, "regenerate with: triage example-config > docs/config-example.yaml");
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
-    assert!(readme.contains(&documented), "README's config reference is the example config");
+    let documented = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-example.yaml"),
+    )
+    .expect("docs/config-example.yaml");
+    assert_eq!(
+        stdout, documented,
+        "regenerate with: triage example-config > docs/config-example.yaml"
+    );
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README");
+    assert!(
+        readme.contains(&documented),
+        "README's config reference is the example config"
+    );
 }
 
 #[test]
@@ -170,7 +188,12 @@ fn sigterm_drains_and_exits_zero() {
         .expect("spawn");
     let ready = wait_for_line(&mut child, "triage is ready").expect("ready line");
     let line: serde_json::Value = serde_json::from_str(&ready).expect("JSON log line");
-    assert!(line["grpc"].as_str().is_some_and(|address| address.starts_with("127.0.0.1:")), "{ready}");
+    assert!(
+        line["grpc"]
+            .as_str()
+            .is_some_and(|address| address.starts_with("127.0.0.1:")),
+        "{ready}"
+    );
     let started = Instant::now();
     terminate(&child);
     let status = child.wait().expect("wait");

@@ -17,15 +17,19 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{
+    span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span,
+};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
@@ -173,7 +177,10 @@ impl Decoder for RawCodec {
     }
 }
 
-async fn export_raw(server: &TestServer, body: Vec<u8>) -> Result<ExportTraceServiceResponse, Status> {
+async fn export_raw(
+    server: &TestServer,
+    body: Vec<u8>,
+) -> Result<ExportTraceServiceResponse, Status> {
     let mut grpc = tonic::client::Grpc::new(channel(server).await);
     grpc.ready().await.expect("channel ready");
     grpc.unary(
@@ -190,7 +197,9 @@ async fn export_raw(server: &TestServer, body: Vec<u8>) -> Result<ExportTraceSer
 #[tokio::test]
 async fn gzip_request_is_accepted_and_recorded() {
     let server = TestServer::start().await;
-    let mut client = trace_client(&server).await.send_compressed(CompressionEncoding::Gzip);
+    let mut client = trace_client(&server)
+        .await
+        .send_compressed(CompressionEncoding::Gzip);
     let spans = (0..10).map(|n| server_span("GET /gzip", n, 5)).collect();
     let response = client
         .export(trace_request("grpc-gzip", spans))
@@ -199,7 +208,9 @@ async fn gzip_request_is_accepted_and_recorded() {
         .into_inner();
     assert_eq!(response.partial_success, None);
     let stats = server
-        .wait_for(WAIT, |_| server.stats(SeriesKind::Operation, "grpc-gzip", "GET /gzip"))
+        .wait_for(WAIT, |_| {
+            server.stats(SeriesKind::Operation, "grpc-gzip", "GET /gzip")
+        })
         .await;
     assert_eq!(stats.requests, 10);
     assert_eq!(stats.errors, 0);
@@ -232,14 +243,20 @@ async fn oversized_messages_are_resource_exhausted() {
         .expect_err("a message that inflates past the limit is refused");
     assert_eq!(status.code(), Code::ResourceExhausted, "gzip: {status:?}");
     assert!(
-        server.store.series("grpc-limits", SeriesKind::Operation).is_empty(),
+        server
+            .store
+            .series("grpc-limits", SeriesKind::Operation)
+            .is_empty(),
         "nothing of a refused request is recorded"
     );
 
     // A refused request does not take the listener down.
     let response = trace_client(&server)
         .await
-        .export(trace_request("grpc-limits", vec![server_span("small", 1, 1)]))
+        .export(trace_request(
+            "grpc-limits",
+            vec![server_span("small", 1, 1)],
+        ))
         .await
         .expect("a request within the limit is accepted");
     assert_eq!(response.into_inner().partial_success, None);
@@ -248,7 +265,11 @@ async fn oversized_messages_are_resource_exhausted() {
     let refused = sample_value(
         &exposition,
         "triage_receiver_refused_requests_total",
-        &[r#"reason="too_large""#, r#"transport="grpc""#, r#"signal="traces""#],
+        &[
+            r#"reason="too_large""#,
+            r#"transport="grpc""#,
+            r#"signal="traces""#,
+        ],
     );
     assert!(
         refused.is_some_and(|count| count >= 2.0),
@@ -268,11 +289,16 @@ async fn malformed_protobuf_is_invalid_argument() {
 
     // The same codec with a valid message works, so the refusal was about
     // the bytes and not the client.
-    let valid = prost::Message::encode_to_vec(&trace_request("grpc-raw", vec![server_span("raw", 1, 1)]));
-    let response = export_raw(&server, valid).await.expect("a valid raw message is accepted");
+    let valid =
+        prost::Message::encode_to_vec(&trace_request("grpc-raw", vec![server_span("raw", 1, 1)]));
+    let response = export_raw(&server, valid)
+        .await
+        .expect("a valid raw message is accepted");
     assert_eq!(response.partial_success, None);
     server
-        .wait_for(WAIT, |_| server.stats(SeriesKind::Operation, "grpc-raw", "raw"))
+        .wait_for(WAIT, |_| {
+            server.stats(SeriesKind::Operation, "grpc-raw", "raw")
+        })
         .await;
 
     let exposition = admin_metrics(&server).await;
@@ -308,15 +334,22 @@ async fn invalid_spans_are_a_partial_success() {
         .into_inner();
     let partial = response.partial_success.expect("partial_success is set");
     assert_eq!(partial.rejected_spans, 2);
-    assert!(!partial.error_message.is_empty(), "the rejection is explained");
+    assert!(
+        !partial.error_message.is_empty(),
+        "the rejection is explained"
+    );
 
     let stats = server
-        .wait_for(WAIT, |_| server.stats(SeriesKind::Operation, "grpc-partial", "GET /partial"))
+        .wait_for(WAIT, |_| {
+            server.stats(SeriesKind::Operation, "grpc-partial", "GET /partial")
+        })
         .await;
     assert_eq!(stats.requests, 3, "the valid spans are recorded");
 
     // A fully valid request leaves partial_success unset.
-    let spans = (20..25).map(|n| server_span("GET /partial", n, 2)).collect();
+    let spans = (20..25)
+        .map(|n| server_span("GET /partial", n, 2))
+        .collect();
     let response = client
         .export(trace_request("grpc-partial", spans))
         .await
@@ -353,7 +386,10 @@ async fn empty_request_is_ok() {
         .expect("a request without spans is a success")
         .into_inner();
     assert_eq!(response.partial_success, None);
-    assert!(server.store.series("grpc-empty", SeriesKind::Operation).is_empty());
+    assert!(server
+        .store
+        .series("grpc-empty", SeriesKind::Operation)
+        .is_empty());
     server.stop().await;
 }
 
@@ -444,12 +480,18 @@ async fn metrics_are_recorded() {
     );
     requests.push(metrics_request(service, histogram));
     for request in requests {
-        let response = client.export(request).await.expect("metrics export accepted").into_inner();
+        let response = client
+            .export(request)
+            .await
+            .expect("metrics export accepted")
+            .into_inner();
         assert_eq!(response.partial_success, None);
     }
 
     let gauge = server
-        .wait_for(WAIT, |_| server.stats(SeriesKind::Metric, service, "queue.depth"))
+        .wait_for(WAIT, |_| {
+            server.stats(SeriesKind::Metric, service, "queue.depth")
+        })
         .await;
     assert_eq!(gauge.values.points, 1);
     assert_eq!(gauge.values.last, 42.0);
@@ -461,7 +503,10 @@ async fn metrics_are_recorded() {
                 .filter(|stats| stats.values.points >= 2)
         })
         .await;
-    assert_eq!(counter.values.points, 2, "the baseline point yields no delta");
+    assert_eq!(
+        counter.values.points, 2,
+        "the baseline point yields no delta"
+    );
     assert_eq!(counter.values.sum, 8.0, "deltas 5 and, after the reset, 3");
     assert_eq!(counter.values.min, 3.0);
     assert_eq!(counter.values.max, 5.0);
@@ -504,7 +549,11 @@ async fn logs_are_counted_by_severity() {
             ..Default::default()
         }],
     };
-    let response = client.export(request).await.expect("logs export accepted").into_inner();
+    let response = client
+        .export(request)
+        .await
+        .expect("logs export accepted")
+        .into_inner();
     assert_eq!(response.partial_success, None);
 
     let all = server
@@ -516,7 +565,11 @@ async fn logs_are_counted_by_severity() {
         let stats = server
             .stats(SeriesKind::Log, service, class)
             .unwrap_or_else(|| panic!("log series {class} exists"));
-        assert_eq!((stats.requests, stats.errors), (1, errors), "log series {class}");
+        assert_eq!(
+            (stats.requests, stats.errors),
+            (1, errors),
+            "log series {class}"
+        );
     }
     server.stop().await;
 }
@@ -536,7 +589,9 @@ async fn error_status_spans_are_counted_as_errors() {
         .await
         .expect("export accepted");
     let stats = server
-        .wait_for(WAIT, |_| server.stats(SeriesKind::Operation, "grpc-status", "GET /status"))
+        .wait_for(WAIT, |_| {
+            server.stats(SeriesKind::Operation, "grpc-status", "GET /status")
+        })
         .await;
     assert_eq!((stats.requests, stats.errors), (4, 1));
     server.stop().await;

@@ -12,9 +12,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{Compression, Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{
+    Compression, Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
@@ -50,7 +54,10 @@ impl SpanExporter for CheckedExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let result = self.inner.export(batch).await;
         if let Err(error) = &result {
-            self.errors.lock().expect("errors lock").push(error.to_string());
+            self.errors
+                .lock()
+                .expect("errors lock")
+                .push(error.to_string());
         }
         result
     }
@@ -103,13 +110,22 @@ fn build_exporter(server: &TestServer, transport: Transport) -> opentelemetry_ot
     built.expect("build OTLP span exporter")
 }
 
-fn provider(server: &TestServer, transport: Transport, service: &str, errors: &Arc<Mutex<Vec<String>>>) -> SdkTracerProvider {
+fn provider(
+    server: &TestServer,
+    transport: Transport,
+    service: &str,
+    errors: &Arc<Mutex<Vec<String>>>,
+) -> SdkTracerProvider {
     let exporter = CheckedExporter {
         inner: build_exporter(server, transport),
         errors: Arc::clone(errors),
     };
     SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
         .with_simple_exporter(exporter)
         .build()
 }
@@ -179,7 +195,8 @@ fn emit_spans(service_provider: SdkTracerProvider, caller_provider: SdkTracerPro
             .with_start_time(start + Duration::from_millis(1));
         let mut child = service_tracer.build_with_context(child_builder, &cx);
         child.end_with_timestamp(start + Duration::from_millis(4));
-        cx.span().end_with_timestamp(start + Duration::from_millis(5));
+        cx.span()
+            .end_with_timestamp(start + Duration::from_millis(5));
     }
 
     // A database call: recorded as an edge named after the database at once.
@@ -263,7 +280,10 @@ async fn check_transport(server: &TestServer, transport: Transport, service: &st
                 .filter(|stats| stats.requests >= N_CALLS)
         })
         .await;
-    assert_eq!(children.requests, N_CALLS, "{transport:?}: child span count");
+    assert_eq!(
+        children.requests, N_CALLS,
+        "{transport:?}: child span count"
+    );
     assert_eq!(children.errors, 0);
     assert_latency("child max", children.max, 3.0);
 
@@ -290,7 +310,10 @@ async fn check_transport(server: &TestServer, transport: Transport, service: &st
         callee: Arc::from(callee),
     };
     for expected in [edge(&caller, service), edge(service, DATABASE)] {
-        assert!(edges.contains(&expected), "{transport:?}: edge {expected:?} missing from {edges:?}");
+        assert!(
+            edges.contains(&expected),
+            "{transport:?}: edge {expected:?} missing from {edges:?}"
+        );
     }
     assert!(
         !edges.contains(&edge(&caller, "10.0.0.7")),
@@ -307,20 +330,35 @@ async fn check_transport(server: &TestServer, transport: Transport, service: &st
 async fn grpc_exporter_with_and_without_gzip() {
     let server = TestServer::start().await;
     check_transport(&server, Transport::Grpc { gzip: false }, "rust-sdk-grpc").await;
-    check_transport(&server, Transport::Grpc { gzip: true }, "rust-sdk-grpc-gzip").await;
+    check_transport(
+        &server,
+        Transport::Grpc { gzip: true },
+        "rust-sdk-grpc-gzip",
+    )
+    .await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_protobuf_exporter() {
     let server = TestServer::start().await;
-    check_transport(&server, Transport::Http(Protocol::HttpBinary), "rust-sdk-http-protobuf").await;
+    check_transport(
+        &server,
+        Transport::Http(Protocol::HttpBinary),
+        "rust-sdk-http-protobuf",
+    )
+    .await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_json_exporter() {
     let server = TestServer::start().await;
-    check_transport(&server, Transport::Http(Protocol::HttpJson), "rust-sdk-http-json").await;
+    check_transport(
+        &server,
+        Transport::Http(Protocol::HttpJson),
+        "rust-sdk-http-json",
+    )
+    .await;
     server.stop().await;
 }

@@ -73,8 +73,8 @@ const JSON: &str = "application/json";
 const CODE_INVALID_ARGUMENT: i32 = 3;
 const CODE_RESOURCE_EXHAUSTED: i32 = 8;
 
-/// How much compressed input is inflated per step. Small enough that the
-/// output buffer overshoots nothing: the limit is checked before each copy.
+/// Size of the steps in which gzip output is produced; the limit is checked
+/// before each step is copied into the output buffer.
 const INFLATE_CHUNK: usize = 32 * 1024;
 
 /// Settings of the OTLP/HTTP receiver.

@@ -35,6 +35,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
 
 use super::{Outcome, Signal, Sink};
+use crate::store::metric::HistogramPoint;
 use crate::store::pairing::{ClientOutcome, PairKey};
 use crate::store::{Sample, ServiceEntry, Store, UNKNOWN_PEER, UNKNOWN_SERVICE};
 use crate::telemetry;
@@ -391,14 +392,20 @@ fn explicit_buckets(point: &HistogramDataPoint, counts: &[u64], out: &mut Vec<(f
     }
 }
 
+/// A cumulative sum stream: its id and whether its total only goes up.
+#[derive(Debug, Clone, Copy)]
+struct Cumulative {
+    stream: u64,
+    monotonic: bool,
+}
+
 impl Ingest {
     fn record_number_point(
         &self,
         service: &ServiceEntry,
         key: &str,
-        stream: u64,
         point: &NumberDataPoint,
-        cumulative: Option<bool>,
+        cumulative: Option<Cumulative>,
         now: u64,
         tally: &mut Tally,
     ) {
@@ -412,7 +419,7 @@ impl Ingest {
         };
         let time = point.time_unix_nano;
         let value = match cumulative {
-            Some(monotonic) => {
+            Some(Cumulative { stream, monotonic }) => {
                 match self.store.cumulative.sum_delta(
                     stream,
                     point.start_time_unix_nano,
@@ -488,7 +495,7 @@ impl Sink for Ingest {
                                 }
                                 metric_key(&mut key, name, &point.attributes, kept);
                                 self.record_number_point(
-                                    &service, &key, 0, point, None, now, &mut tally,
+                                    &service, &key, point, None, now, &mut tally,
                                 );
                             }
                         }
@@ -499,7 +506,10 @@ impl Sink for Ingest {
                                     continue;
                                 }
                                 let cumulative = match sum.aggregation_temporality {
-                                    TEMPORALITY_CUMULATIVE => Some(sum.is_monotonic),
+                                    TEMPORALITY_CUMULATIVE => Some(Cumulative {
+                                        stream: stream_id(service_name, name, &point.attributes),
+                                        monotonic: sum.is_monotonic,
+                                    }),
                                     TEMPORALITY_DELTA => None,
                                     _ => {
                                         tally.reject(|| format!("metric {name:?}: aggregation temporality is unspecified"));
@@ -507,9 +517,8 @@ impl Sink for Ingest {
                                     }
                                 };
                                 metric_key(&mut key, name, &point.attributes, kept);
-                                let stream = stream_id(service_name, name, &point.attributes);
                                 self.record_number_point(
-                                    &service, &key, stream, point, cumulative, now, &mut tally,
+                                    &service, &key, point, cumulative, now, &mut tally,
                                 );
                             }
                         }
@@ -540,11 +549,13 @@ impl Sink for Ingest {
                                             stream_id(service_name, name, &point.attributes);
                                         match self.store.cumulative.histogram_delta(
                                             stream,
-                                            point.start_time_unix_nano,
-                                            point.time_unix_nano,
-                                            point.count,
-                                            point.sum.unwrap_or(0.0),
-                                            &point.bucket_counts,
+                                            HistogramPoint {
+                                                start: point.start_time_unix_nano,
+                                                time: point.time_unix_nano,
+                                                count: point.count,
+                                                sum: point.sum.unwrap_or(0.0),
+                                                buckets: &point.bucket_counts,
+                                            },
                                             now,
                                         ) {
                                             Some(delta) => {
@@ -611,11 +622,13 @@ impl Sink for Ingest {
                                             ^ positive.map_or(0, |b| b.offset as u64);
                                         match self.store.cumulative.histogram_delta(
                                             stream,
-                                            point.start_time_unix_nano,
-                                            point.time_unix_nano,
-                                            point.count,
-                                            point.sum.unwrap_or(0.0),
-                                            &counts,
+                                            HistogramPoint {
+                                                start: point.start_time_unix_nano,
+                                                time: point.time_unix_nano,
+                                                count: point.count,
+                                                sum: point.sum.unwrap_or(0.0),
+                                                buckets: &counts,
+                                            },
                                             now,
                                         ) {
                                             Some(delta) => {

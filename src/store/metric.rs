@@ -38,6 +38,19 @@ pub struct CumulativeTracker {
     pub counters: CumulativeCounters,
 }
 
+/// A cumulative histogram point, as handed to
+/// [`CumulativeTracker::histogram_delta`].
+#[derive(Debug, Clone, Copy)]
+pub struct HistogramPoint<'a> {
+    /// Start of the cumulative run, Unix nanoseconds.
+    pub start: u64,
+    /// Time of the point, Unix nanoseconds.
+    pub time: u64,
+    pub count: u64,
+    pub sum: f64,
+    pub buckets: &'a [u64],
+}
+
 /// A histogram point's delta.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramDelta {
@@ -103,13 +116,16 @@ impl CumulativeTracker {
     pub fn histogram_delta(
         &self,
         stream: u64,
-        start: u64,
-        time: u64,
-        count: u64,
-        sum: f64,
-        buckets: &[u64],
+        point: HistogramPoint<'_>,
         now: u64,
     ) -> Option<HistogramDelta> {
+        let HistogramPoint {
+            start,
+            time,
+            count,
+            sum,
+            buckets,
+        } = point;
         let mut state = match self.streams.entry(stream) {
             dashmap::Entry::Vacant(vacant) => {
                 vacant.insert(StreamState {
@@ -214,10 +230,30 @@ mod tests {
     fn histogram_deltas_and_layout_change() {
         let tracker = CumulativeTracker::default();
         assert!(tracker
-            .histogram_delta(1, 1, 10, 4, 8.0, &[1, 3], 0)
+            .histogram_delta(
+                1,
+                HistogramPoint {
+                    start: 1,
+                    time: 10,
+                    count: 4,
+                    sum: 8.0,
+                    buckets: &[1, 3]
+                },
+                0
+            )
             .is_none());
         let delta = tracker
-            .histogram_delta(1, 1, 20, 10, 20.0, &[2, 8], 0)
+            .histogram_delta(
+                1,
+                HistogramPoint {
+                    start: 1,
+                    time: 20,
+                    count: 10,
+                    sum: 20.0,
+                    buckets: &[2, 8],
+                },
+                0,
+            )
             .expect("delta");
         assert_eq!(
             delta,
@@ -228,7 +264,17 @@ mod tests {
             }
         );
         let delta = tracker
-            .histogram_delta(1, 1, 30, 3, 2.0, &[1, 1, 1], 0)
+            .histogram_delta(
+                1,
+                HistogramPoint {
+                    start: 1,
+                    time: 30,
+                    count: 3,
+                    sum: 2.0,
+                    buckets: &[1, 1, 1],
+                },
+                0,
+            )
             .expect("reset");
         assert_eq!(delta.count, 3);
     }

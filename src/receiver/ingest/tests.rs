@@ -1,7 +1,8 @@
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, Metric, ResourceMetrics, ScopeMetrics, Sum,
+    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, Metric, ResourceMetrics,
+    ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
@@ -37,7 +38,10 @@ fn int_attribute(key: &str, value: i64) -> KeyValue {
 
 fn resource(service: Option<&str>) -> Option<Resource> {
     Some(Resource {
-        attributes: service.map(|name| string_attribute("service.name", name)).into_iter().collect(),
+        attributes: service
+            .map(|name| string_attribute("service.name", name))
+            .into_iter()
+            .collect(),
         ..Default::default()
     })
 }
@@ -69,7 +73,9 @@ fn traces(service: Option<&str>, spans: Vec<Span>) -> ExportTraceServiceRequest 
 }
 
 fn stats(ingest: &Ingest, kind: SeriesKind, service: &str, name: &str) -> Option<SeriesStats> {
-    ingest.store().stats(&SeriesKey::new(kind, service, name), 0, u64::MAX)
+    ingest
+        .store()
+        .stats(&SeriesKey::new(kind, service, name), 0, u64::MAX)
 }
 
 fn edges(ingest: &Ingest) -> Vec<(String, String)> {
@@ -85,14 +91,29 @@ fn edges(ingest: &Ingest) -> Vec<(String, String)> {
 fn server_spans_are_named_by_route_and_5xx_is_an_error() {
     let ingest = ingest();
     let mut raw_path = span(1, 1, None, "GET", SpanKind::Server, 10);
-    raw_path.attributes = vec![string_attribute("http.route", "/users/{id}"), int_attribute("http.response.status_code", 503)];
+    raw_path.attributes = vec![
+        string_attribute("http.route", "/users/{id}"),
+        int_attribute("http.response.status_code", 503),
+    ];
     let mut named = span(1, 2, None, "GET /users/{id}", SpanKind::Server, 20);
-    named.attributes = vec![string_attribute("http.route", "/users/{id}"), int_attribute("http.response.status_code", 200)];
+    named.attributes = vec![
+        string_attribute("http.route", "/users/{id}"),
+        int_attribute("http.response.status_code", 200),
+    ];
     let outcome = ingest.traces(&traces(Some("users"), vec![raw_path, named]));
-    assert_eq!(outcome, Outcome { accepted: 2, rejected: 0, error_message: String::new() });
-    let by_route = stats(&ingest, SeriesKind::Operation, "users", "/users/{id}").expect("route series");
+    assert_eq!(
+        outcome,
+        Outcome {
+            accepted: 2,
+            rejected: 0,
+            error_message: String::new()
+        }
+    );
+    let by_route =
+        stats(&ingest, SeriesKind::Operation, "users", "/users/{id}").expect("route series");
     assert_eq!((by_route.requests, by_route.errors), (1, 1));
-    let by_name = stats(&ingest, SeriesKind::Operation, "users", "GET /users/{id}").expect("name series");
+    let by_name =
+        stats(&ingest, SeriesKind::Operation, "users", "GET /users/{id}").expect("name series");
     assert_eq!((by_name.requests, by_name.errors), (1, 0));
 }
 
@@ -104,7 +125,10 @@ fn status_error_counts_and_missing_service_is_unknown() {
         code: StatusCode::Error as i32,
         ..Default::default()
     });
-    ingest.traces(&traces(None, vec![failed, span(1, 2, None, "work", SpanKind::Internal, 5)]));
+    ingest.traces(&traces(
+        None,
+        vec![failed, span(1, 2, None, "work", SpanKind::Internal, 5)],
+    ));
     let work = stats(&ingest, SeriesKind::Operation, UNKNOWN_SERVICE, "work").expect("series");
     assert_eq!((work.requests, work.errors), (2, 1));
 }
@@ -119,11 +143,23 @@ fn invalid_spans_are_rejected_and_the_rest_kept() {
     let mut backwards = span(1, 3, None, "backwards", SpanKind::Server, 1);
     backwards.end_time_unix_nano = backwards.start_time_unix_nano - 1;
     let good = span(1, 4, None, "good", SpanKind::Server, 1);
-    let outcome = ingest.traces(&traces(Some("s"), vec![zero_trace, short_span_id, backwards, good]));
+    let outcome = ingest.traces(&traces(
+        Some("s"),
+        vec![zero_trace, short_span_id, backwards, good],
+    ));
     assert_eq!(outcome.accepted, 1);
     assert_eq!(outcome.rejected, 3);
-    assert!(outcome.error_message.starts_with("3 items rejected; first: span \"zero-trace\": invalid trace_id"), "{}", outcome.error_message);
-    assert_eq!(ingest.store().operations("s"), vec![Arc::<str>::from("good")]);
+    assert!(
+        outcome
+            .error_message
+            .starts_with("3 items rejected; first: span \"zero-trace\": invalid trace_id"),
+        "{}",
+        outcome.error_message
+    );
+    assert_eq!(
+        ingest.store().operations("s"),
+        vec![Arc::<str>::from("good")]
+    );
 }
 
 #[test]
@@ -139,9 +175,15 @@ fn client_spans_pair_with_their_server_child_in_either_order() {
     let mut client = span(2, 1, None, "POST", SpanKind::Client, 12);
     client.attributes = vec![string_attribute("server.address", "payment.internal")];
     ingest.traces(&traces(Some("checkout"), vec![client]));
-    ingest.traces(&traces(Some("payment"), vec![span(2, 2, Some(1), "POST /pay", SpanKind::Server, 8)]));
+    ingest.traces(&traces(
+        Some("payment"),
+        vec![span(2, 2, Some(1), "POST /pay", SpanKind::Server, 8)],
+    ));
 
-    assert_eq!(edges(&ingest), vec![("checkout".to_string(), "payment".to_string())]);
+    assert_eq!(
+        edges(&ingest),
+        vec![("checkout".to_string(), "payment".to_string())]
+    );
     let edge = stats(&ingest, SeriesKind::Edge, "checkout", "payment").expect("edge");
     assert_eq!(edge.requests, 2);
     // Client spans are calls, not operations of the caller.
@@ -153,17 +195,26 @@ fn client_spans_pair_with_their_server_child_in_either_order() {
 fn unpaired_clients_fall_back_to_their_attributes() {
     let ingest = ingest();
     let mut database = span(1, 1, None, "SELECT orders", SpanKind::Client, 3);
-    database.attributes = vec![string_attribute("db.system.name", "postgresql"), string_attribute("db.namespace", "orders")];
+    database.attributes = vec![
+        string_attribute("db.system.name", "postgresql"),
+        string_attribute("db.namespace", "orders"),
+    ];
     let mut queue = span(1, 2, None, "publish", SpanKind::Producer, 1);
     queue.attributes = vec![string_attribute("messaging.destination.name", "events")];
     let mut peer = span(1, 3, None, "GET", SpanKind::Client, 4);
-    peer.attributes = vec![string_attribute("peer.service", "inventory"), string_attribute("server.address", "10.0.0.1")];
+    peer.attributes = vec![
+        string_attribute("peer.service", "inventory"),
+        string_attribute("server.address", "10.0.0.1"),
+    ];
     let anonymous = span(1, 4, None, "GET", SpanKind::Client, 4);
     ingest.traces(&traces(Some("api"), vec![database, queue, peer, anonymous]));
     // Database and queue edges are named at once; the others wait for a child.
     assert_eq!(ingest.store().pairing_len(), 2);
     assert_eq!(ingest.store().flush_pairs(), 2);
-    let callees: Vec<String> = edges(&ingest).into_iter().map(|(_, callee)| callee).collect();
+    let callees: Vec<String> = edges(&ingest)
+        .into_iter()
+        .map(|(_, callee)| callee)
+        .collect();
     assert_eq!(callees, vec!["events", "inventory", "orders", UNKNOWN_PEER]);
 }
 
@@ -193,11 +244,17 @@ fn number_point(seconds_ago: u64, value: f64, attributes: Vec<KeyValue>) -> Numb
 #[test]
 fn gauges_and_cumulative_sums() {
     let ingest = ingest();
-    let used = vec![string_attribute("db.client.connection.state", "used"), string_attribute("pod", "a-1")];
+    let used = vec![
+        string_attribute("db.client.connection.state", "used"),
+        string_attribute("pod", "a-1"),
+    ];
     let gauge = Metric {
         name: "db.client.connection.count".to_string(),
         data: Some(Data::Gauge(Gauge {
-            data_points: vec![number_point(3, 7.0, used.clone()), number_point(2, 9.0, used)],
+            data_points: vec![
+                number_point(3, 7.0, used.clone()),
+                number_point(2, 9.0, used),
+            ],
         })),
         ..Default::default()
     };
@@ -213,12 +270,23 @@ fn gauges_and_cumulative_sums() {
     ingest.metrics(&metrics_request("db", vec![gauge]));
     // 10 -> 15 -> (restart) 3: deltas 5 and 3; the first point is the baseline.
     for (seconds_ago, value) in [(5, 10.0), (4, 15.0), (3, 3.0)] {
-        let outcome = ingest.metrics(&metrics_request("db", vec![counter(vec![number_point(seconds_ago, value, vec![])])]));
+        let outcome = ingest.metrics(&metrics_request(
+            "db",
+            vec![counter(vec![number_point(seconds_ago, value, vec![])])],
+        ));
         assert_eq!(outcome.rejected, 0);
     }
-    let pool = stats(&ingest, SeriesKind::Metric, "db", "db.client.connection.count{db.client.connection.state=used}")
-        .expect("attributes outside the kept set are folded away");
-    assert_eq!((pool.values.points, pool.values.last, pool.values.max), (2, 9.0, 9.0));
+    let pool = stats(
+        &ingest,
+        SeriesKind::Metric,
+        "db",
+        "db.client.connection.count{db.client.connection.state=used}",
+    )
+    .expect("attributes outside the kept set are folded away");
+    assert_eq!(
+        (pool.values.points, pool.values.last, pool.values.max),
+        (2, 9.0, 9.0)
+    );
     let requests = stats(&ingest, SeriesKind::Metric, "db", "requests").expect("sum series");
     assert_eq!((requests.values.points, requests.values.sum), (2, 8.0));
 }
@@ -262,7 +330,13 @@ fn histograms_record_counts_and_quantile_estimates() {
     };
     let outcome = ingest.metrics(&metrics_request("web", vec![histogram, exponential]));
     assert_eq!(outcome.accepted, 2);
-    let duration = stats(&ingest, SeriesKind::Metric, "web", "http.server.request.duration").expect("series");
+    let duration = stats(
+        &ingest,
+        SeriesKind::Metric,
+        "web",
+        "http.server.request.duration",
+    )
+    .expect("series");
     assert_eq!(duration.requests, 100);
     let p50 = duration.p50.expect("estimate");
     assert!((p50 - 0.075).abs() < 0.001, "middle of (0.05, 0.1]: {p50}");
@@ -305,7 +379,13 @@ fn logs_are_counted_by_severity() {
         resource_logs: vec![ResourceLogs {
             resource: resource(Some("api")),
             scope_logs: vec![ScopeLogs {
-                log_records: vec![record(9, "INFO"), record(13, "WARN"), record(17, "ERROR"), record(0, "fatal"), record(0, "")],
+                log_records: vec![
+                    record(9, "INFO"),
+                    record(13, "WARN"),
+                    record(17, "ERROR"),
+                    record(0, "fatal"),
+                    record(0, ""),
+                ],
                 ..Default::default()
             }],
             ..Default::default()
@@ -314,6 +394,16 @@ fn logs_are_counted_by_severity() {
     assert_eq!(ingest.logs(&request).accepted, 5);
     let all = stats(&ingest, SeriesKind::Log, "api", "all").expect("all");
     assert_eq!((all.requests, all.errors), (5, 2));
-    assert_eq!(stats(&ingest, SeriesKind::Log, "api", "FATAL").expect("fatal").requests, 1);
-    assert_eq!(stats(&ingest, SeriesKind::Log, "api", "UNSPECIFIED").expect("unspecified").requests, 1);
+    assert_eq!(
+        stats(&ingest, SeriesKind::Log, "api", "FATAL")
+            .expect("fatal")
+            .requests,
+        1
+    );
+    assert_eq!(
+        stats(&ingest, SeriesKind::Log, "api", "UNSPECIFIED")
+            .expect("unspecified")
+            .requests,
+        1
+    );
 }
