@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     logs_service_server::{LogsService, LogsServiceServer},
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -21,10 +22,11 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    trace_service_server::{TraceService, TraceServiceServer},
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
-use tonic::codec::CompressionEncoding;
+use prost::Message;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 
 use super::{Outcome, Signal, Sink};
@@ -47,7 +49,7 @@ impl Default for GrpcConfig {
     }
 }
 
-/// Implements the three OTLP export services over one sink.
+/// Implements the OTLP metrics and logs export services over one sink.
 #[derive(Clone)]
 pub struct GrpcReceiver {
     sink: Arc<dyn Sink>,
@@ -61,30 +63,6 @@ impl GrpcReceiver {
 
 fn rejected(outcome: &Outcome) -> Option<(i64, String)> {
     (outcome.rejected > 0).then(|| (outcome.rejected as i64, outcome.error_message.clone()))
-}
-
-#[tonic::async_trait]
-impl TraceService for GrpcReceiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let outcome = self.sink.traces(request.get_ref());
-        telemetry::record_outcome(
-            TRANSPORT,
-            Signal::Traces,
-            outcome.accepted,
-            outcome.rejected,
-        );
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: rejected(&outcome).map(|(rejected_spans, error_message)| {
-                ExportTracePartialSuccess {
-                    rejected_spans,
-                    error_message,
-                }
-            }),
-        }))
-    }
 }
 
 #[tonic::async_trait]
@@ -131,22 +109,23 @@ impl LogsService for GrpcReceiver {
 }
 
 /// The three services, configured (gzip, size limit), ready to be added to a
-/// `tonic::transport::Server`.
+/// `tonic::transport::Server`. Traces are served by [`RawTraceService`], which
+/// hands the request bytes to the sink's zero-copy reader.
 pub fn services(
     sink: Arc<dyn Sink>,
     config: &GrpcConfig,
 ) -> (
-    TraceServiceServer<GrpcReceiver>,
+    RawTraceService,
     MetricsServiceServer<GrpcReceiver>,
     LogsServiceServer<GrpcReceiver>,
 ) {
-    let receiver = GrpcReceiver::new(sink);
+    let receiver = GrpcReceiver::new(Arc::clone(&sink));
     let limit = config.max_recv_msg_size;
     (
-        TraceServiceServer::new(receiver.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(limit),
+        RawTraceService {
+            sink,
+            max_recv_msg_size: limit,
+        },
         MetricsServiceServer::new(receiver.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip)
@@ -156,6 +135,134 @@ pub fn services(
             .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(limit),
     )
+}
+
+// === RawTraceService ===
+
+/// gRPC path of the OTLP trace export method.
+const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// `TraceService/Export` that passes the request's protobuf bytes to
+/// [`Sink::traces_protobuf`] instead of decoding them into prost types first.
+/// Compression and the size limit are tonic's, as for the other services.
+#[derive(Clone)]
+pub struct RawTraceService {
+    sink: Arc<dyn Sink>,
+    max_recv_msg_size: usize,
+}
+
+impl NamedService for RawTraceService {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+/// Reads a request message as raw bytes; writes the response with prost.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawTraceCodec;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RawDecoder;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ResponseEncoder;
+
+impl Codec for RawTraceCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ResponseEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ResponseEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl Encoder for ResponseEncoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: ExportTraceServiceResponse,
+        dst: &mut EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|error| Status::internal(format!("cannot encode response: {error}")))
+    }
+}
+
+/// The unary handler: bytes in, response out.
+struct ExportRaw(Arc<dyn Sink>);
+
+impl UnaryService<Bytes> for ExportRaw {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<Result<Response<ExportTraceServiceResponse>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let sink = Arc::clone(&self.0);
+        Box::pin(async move {
+            let outcome = sink.traces_protobuf(request.get_ref()).map_err(|error| {
+                telemetry::record_refused_request(TRANSPORT, Signal::Traces, "decode");
+                tracing::debug!(%error, "refused OTLP/gRPC trace request");
+                Status::invalid_argument(error.0)
+            })?;
+            telemetry::record_outcome(
+                TRANSPORT,
+                Signal::Traces,
+                outcome.accepted,
+                outcome.rejected,
+            );
+            Ok(Response::new(ExportTraceServiceResponse {
+                partial_success: rejected(&outcome).map(|(rejected_spans, error_message)| {
+                    ExportTracePartialSuccess {
+                        rejected_spans,
+                        error_message,
+                    }
+                }),
+            }))
+        })
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for RawTraceService
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != TRACE_EXPORT_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
+        }
+        let handler = ExportRaw(Arc::clone(&self.sink));
+        let limit = self.max_recv_msg_size;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(RawTraceCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(limit);
+            Ok(grpc.unary(handler, request).await)
+        })
+    }
 }
 
 /// The signal of an OTLP gRPC path, for metric labels.

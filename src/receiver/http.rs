@@ -151,11 +151,8 @@ enum Refusal {
     Read(axum::BoxError),
     #[error("cannot decompress gzip body: {0}")]
     Gzip(io::Error),
-    #[error("cannot decode {name} as protobuf: {source}")]
-    Protobuf {
-        name: &'static str,
-        source: prost::DecodeError,
-    },
+    #[error("cannot decode {name} as protobuf: {detail}")]
+    Protobuf { name: &'static str, detail: String },
     #[error("cannot decode {name} as JSON: {detail}")]
     Json { name: &'static str, detail: String },
 }
@@ -169,6 +166,13 @@ trait Export: Message + Default + DeserializeOwned + 'static {
     const REJECTED_FIELD: &'static str;
 
     fn export(&self, sink: &dyn Sink) -> Outcome;
+
+    /// Decodes a protobuf body and hands it to the sink. Traces override this
+    /// to use the sink's zero-copy path.
+    fn export_protobuf(body: &[u8], sink: &dyn Sink) -> Result<Outcome, String> {
+        let request = Self::decode(body).map_err(|error| error.to_string())?;
+        Ok(request.export(sink))
+    }
 
     /// The protobuf response; `partial` is `(rejected, error_message)`.
     fn encode_response(partial: Option<(i64, String)>) -> Vec<u8>;
@@ -189,7 +193,7 @@ impl Receiver {
         &self,
         format: Format,
         request: Request,
-    ) -> Result<R, Refusal> {
+    ) -> Result<Outcome, Refusal> {
         let limit = self.config.max_request_body_size;
         let gzip = content_gzip(request.headers())?;
         let body = read_body(request.into_body(), limit).await?;
@@ -198,15 +202,20 @@ impl Receiver {
         } else {
             body
         };
+        let sink = self.sink.as_ref();
         match format {
-            Format::Protobuf => R::decode(body).map_err(|source| Refusal::Protobuf {
-                name: R::NAME,
-                source,
-            }),
-            Format::Json => decode_json(&body).map_err(|detail| Refusal::Json {
-                name: R::NAME,
-                detail,
-            }),
+            Format::Protobuf => {
+                R::export_protobuf(&body, sink).map_err(|detail| Refusal::Protobuf {
+                    name: R::NAME,
+                    detail,
+                })
+            }
+            Format::Json => decode_json::<R>(&body)
+                .map(|request| request.export(sink))
+                .map_err(|detail| Refusal::Json {
+                    name: R::NAME,
+                    detail,
+                }),
         }
     }
 }
@@ -220,13 +229,13 @@ async fn handle<R: Export>(State(receiver): State<Arc<Receiver>>, request: Reque
         Ok(format) => receiver
             .read_request::<R>(format, request)
             .await
-            .map(|decoded| (format, decoded))
+            .map(|outcome| (format, outcome))
             .map_err(|refusal| (format, refusal)),
         Err(refusal) => Err((Format::Protobuf, refusal)),
     };
     let response = match result {
-        Ok((format, decoded)) => {
-            let outcome = decoded.export(receiver.sink.as_ref());
+        Ok((format, outcome)) => {
+            crate::telemetry::record_outcome("http", signal, outcome.accepted, outcome.rejected);
             success::<R>(format, outcome)
         }
         Err((format, refusal)) => {
@@ -594,6 +603,11 @@ impl Export for ExportTraceServiceRequest {
 
     fn export(&self, sink: &dyn Sink) -> Outcome {
         sink.traces(self)
+    }
+
+    fn export_protobuf(body: &[u8], sink: &dyn Sink) -> Result<Outcome, String> {
+        sink.traces_protobuf(body)
+            .map_err(|error| error.to_string())
     }
 
     fn encode_response(partial: Option<(i64, String)>) -> Vec<u8> {

@@ -34,7 +34,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
 
-use super::{Outcome, Signal, Sink};
+use super::wire::{SpanAttributes, SpanView, TraceBatch, ValueRef};
+use super::{DecodeError, Outcome, Signal, Sink};
 use crate::store::metric::HistogramPoint;
 use crate::store::pairing::{ClientOutcome, PairKey};
 use crate::store::{Sample, ServiceEntry, Store, UNKNOWN_PEER, UNKNOWN_SERVICE};
@@ -100,15 +101,6 @@ fn string_value(attribute: &KeyValue) -> Option<&str> {
     }
 }
 
-fn int_value(attribute: &KeyValue) -> Option<i64> {
-    match attribute.value.as_ref()?.value.as_ref()? {
-        Value::IntValue(value) => Some(*value),
-        Value::StringValue(value) => value.parse().ok(),
-        Value::DoubleValue(value) => Some(*value as i64),
-        _ => None,
-    }
-}
-
 /// `service.name` of a resource, `unknown_service` when missing or empty.
 pub fn service_name(resource: Option<&Resource>) -> &str {
     resource
@@ -123,60 +115,57 @@ pub fn service_name(resource: Option<&Resource>) -> &str {
         .unwrap_or(UNKNOWN_SERVICE)
 }
 
-/// The span attributes the recorder reads, found in one pass.
-#[derive(Default)]
-struct SpanAttributes<'a> {
-    http_route: Option<&'a str>,
-    http_status: Option<i64>,
-    peer_service: Option<&'a str>,
-    server_address: Option<&'a str>,
-    db_system: Option<&'a str>,
-    db_namespace: Option<&'a str>,
-    messaging_destination: Option<&'a str>,
+/// A prost attribute value as the borrowed form recording reads.
+fn value_ref(attribute: &KeyValue) -> ValueRef<'_> {
+    match attribute
+        .value
+        .as_ref()
+        .and_then(|value| value.value.as_ref())
+    {
+        Some(Value::StringValue(text)) => ValueRef::Str(text),
+        Some(Value::IntValue(number)) => ValueRef::Int(*number),
+        Some(Value::DoubleValue(number)) => ValueRef::Double(*number),
+        Some(Value::BoolValue(flag)) => ValueRef::Bool(*flag),
+        _ => ValueRef::Other,
+    }
 }
 
-impl<'a> SpanAttributes<'a> {
-    fn of(span: &'a Span) -> Self {
-        let mut found = SpanAttributes::default();
-        for attribute in &span.attributes {
-            match attribute.key.as_str() {
-                "http.route" => found.http_route = string_value(attribute),
-                "http.response.status_code" | "http.status_code" => {
-                    found.http_status = int_value(attribute)
-                }
-                "peer.service" => found.peer_service = string_value(attribute),
-                "server.address" | "net.peer.name" => {
-                    found.server_address = found.server_address.or(string_value(attribute))
-                }
-                "db.system.name" | "db.system" => {
-                    found.db_system = found.db_system.or(string_value(attribute))
-                }
-                "db.namespace" | "db.name" => {
-                    found.db_namespace = found.db_namespace.or(string_value(attribute))
-                }
-                "messaging.destination.name" => {
-                    found.messaging_destination = string_value(attribute)
-                }
-                _ => {}
-            }
-        }
-        found
+/// The fields of a decoded (JSON) span that recording reads; protobuf
+/// requests get the same view from `wire` without decoding into prost types.
+pub fn span_view(span: &Span) -> SpanView<'_> {
+    let mut attributes = SpanAttributes::default();
+    for attribute in &span.attributes {
+        attributes.note(attribute.key.as_bytes(), value_ref(attribute));
     }
+    SpanView {
+        trace_id: &span.trace_id,
+        span_id: &span.span_id,
+        parent_span_id: &span.parent_span_id,
+        name: &span.name,
+        kind: span.kind,
+        start_time_unix_nano: span.start_time_unix_nano,
+        end_time_unix_nano: span.end_time_unix_nano,
+        status_code: span.status.as_ref().map_or(0, |status| status.code),
+        attributes,
+    }
+}
 
-    /// The callee named by the span itself.
-    fn peer(&self) -> &'a str {
-        self.peer_service
-            .or(self.db_namespace.filter(|_| self.db_system.is_some()))
-            .or(self.db_system)
-            .or(self.messaging_destination)
-            .or(self.server_address)
-            .filter(|name| !name.is_empty())
-            .unwrap_or(UNKNOWN_PEER)
-    }
+/// The callee a client span names itself.
+fn peer<'a>(attributes: &SpanAttributes<'a>) -> &'a str {
+    attributes
+        .peer_service
+        .or(attributes
+            .db_namespace
+            .filter(|_| attributes.db_system.is_some()))
+        .or(attributes.db_system)
+        .or(attributes.messaging_destination)
+        .or(attributes.server_address)
+        .filter(|name| !name.is_empty())
+        .unwrap_or(UNKNOWN_PEER)
 }
 
 /// Why a span cannot be used, or `None` if it can.
-fn invalid_span(span: &Span) -> Option<String> {
+fn invalid_span(span: &SpanView<'_>) -> Option<String> {
     if span.trace_id.len() != 16 || span.trace_id.iter().all(|byte| *byte == 0) {
         return Some(format!(
             "span {:?}: invalid trace_id (must be 16 bytes, not all zero)",
@@ -210,8 +199,8 @@ fn invalid_span(span: &Span) -> Option<String> {
     None
 }
 
-fn trace_id(span: &Span) -> u128 {
-    let bytes: [u8; 16] = span.trace_id.as_slice().try_into().unwrap_or_default();
+fn trace_id(span: &SpanView<'_>) -> u128 {
+    let bytes: [u8; 16] = span.trace_id.try_into().unwrap_or_default();
     u128::from_be_bytes(bytes)
 }
 
@@ -221,13 +210,10 @@ fn span_id(bytes: &[u8]) -> u64 {
 }
 
 impl Ingest {
-    fn record_span(&self, service: &ServiceEntry, span: &Span, now: u64) {
-        let attributes = SpanAttributes::of(span);
+    fn record_span(&self, service: &ServiceEntry, span: &SpanView<'_>, now: u64) {
+        let attributes = &span.attributes;
         let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
-        let status_error = span
-            .status
-            .as_ref()
-            .is_some_and(|status| status.code == StatusCode::Error as i32);
+        let status_error = span.status_code == StatusCode::Error as i32;
         let server_error =
             kind == SpanKind::Server && attributes.http_status.is_some_and(|code| code >= 500);
         let sample = Sample {
@@ -238,7 +224,7 @@ impl Ingest {
         let store = &self.store;
         match kind {
             SpanKind::Client | SpanKind::Producer => {
-                let fallback = attributes.peer();
+                let fallback = peer(attributes);
                 // Databases and brokers are rarely traced themselves: name the
                 // edge from the span at once instead of waiting for a child.
                 if attributes.db_system.is_some() || attributes.messaging_destination.is_some() {
@@ -247,7 +233,7 @@ impl Ingest {
                 }
                 let key = PairKey {
                     trace_id: trace_id(span),
-                    span_id: span_id(&span.span_id),
+                    span_id: span_id(span.span_id),
                 };
                 let fallback = store.intern(fallback);
                 match store
@@ -268,7 +254,7 @@ impl Ingest {
                     {
                         route
                     }
-                    _ => span.name.as_str(),
+                    _ => span.name,
                 };
                 store.record_operation(service, operation, sample);
                 if matches!(kind, SpanKind::Server | SpanKind::Consumer)
@@ -276,7 +262,7 @@ impl Ingest {
                 {
                     let key = PairKey {
                         trace_id: trace_id(span),
-                        span_id: span_id(&span.parent_span_id),
+                        span_id: span_id(span.parent_span_id),
                     };
                     if let Some(resolved) = store.pairing.child(key, &service.name, now) {
                         let caller = store.service(&resolved.caller);
@@ -444,7 +430,43 @@ impl Ingest {
     }
 }
 
+impl Ingest {
+    fn record_checked(
+        &self,
+        service: &ServiceEntry,
+        span: &SpanView<'_>,
+        now: u64,
+        tally: &mut Tally,
+    ) {
+        if let Some(reason) = invalid_span(span) {
+            tally.reject(|| reason);
+            return;
+        }
+        self.record_span(service, span, now);
+        tally.accepted += 1;
+    }
+}
+
 impl Sink for Ingest {
+    fn traces_protobuf(&self, bytes: &[u8]) -> Result<Outcome, DecodeError> {
+        let batch = TraceBatch::read(bytes).map_err(|error| DecodeError(error.to_string()))?;
+        let started = Instant::now();
+        let now = self.store.now_unix_nanos();
+        let mut tally = Tally::default();
+        for resource in &batch.resources {
+            let name = resource
+                .service_name
+                .filter(|name| !name.is_empty())
+                .unwrap_or(UNKNOWN_SERVICE);
+            let service = self.store.service(name);
+            for span in &batch.spans[resource.spans.clone()] {
+                self.record_checked(&service, span, now, &mut tally);
+            }
+        }
+        telemetry::record_ingest_batch(Signal::Traces, started.elapsed());
+        Ok(tally.into_outcome())
+    }
+
     fn traces(&self, request: &ExportTraceServiceRequest) -> Outcome {
         let started = Instant::now();
         let now = self.store.now_unix_nanos();
@@ -455,12 +477,7 @@ impl Sink for Ingest {
                 .service(service_name(resource_spans.resource.as_ref()));
             for scope_spans in &resource_spans.scope_spans {
                 for span in &scope_spans.spans {
-                    if let Some(reason) = invalid_span(span) {
-                        tally.reject(|| reason);
-                        continue;
-                    }
-                    self.record_span(&service, span, now);
-                    tally.accepted += 1;
+                    self.record_checked(&service, &span_view(span), now, &mut tally);
                 }
             }
         }

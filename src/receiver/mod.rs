@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::collector::{
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod wire;
 
 /// The signal a request carries; used in self-metric labels and messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +47,25 @@ pub struct Outcome {
     pub error_message: String,
 }
 
+/// A request body that is not a valid protobuf message of the expected type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
 /// Where decoded export requests go. Implementations must be cheap to call
 /// from many tasks at once and must never panic on any input.
 pub trait Sink: Send + Sync + 'static {
     fn traces(&self, request: &ExportTraceServiceRequest) -> Outcome;
+
+    /// A protobuf-encoded `ExportTraceServiceRequest`. The default decodes it
+    /// with prost; the production sink reads it without copying.
+    fn traces_protobuf(&self, bytes: &[u8]) -> Result<Outcome, DecodeError> {
+        let request =
+            <ExportTraceServiceRequest as prost::Message>::decode(bytes).map_err(|error| {
+                DecodeError(format!("cannot decode ExportTraceServiceRequest: {error}"))
+            })?;
+        Ok(self.traces(&request))
+    }
     fn metrics(&self, request: &ExportMetricsServiceRequest) -> Outcome;
     fn logs(&self, request: &ExportLogsServiceRequest) -> Outcome;
 }

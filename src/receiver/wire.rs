@@ -1,0 +1,397 @@
+//! A zero-copy reader for `ExportTraceServiceRequest` protobuf bytes.
+//!
+//! Decoding a request into owned prost types allocates a `String` or `Vec`
+//! for every id, name, attribute key and value: most of the cost of ingest.
+//! Recording needs only a few fields of each span, so this reader walks the
+//! protobuf wire format and borrows them (`&str`, `&[u8]`) from the request
+//! buffer. Nothing is allocated per span.
+//!
+//! The whole request is read and checked first, into a [`TraceBatch`], before
+//! anything is recorded, so a malformed request is refused whole, as a prost
+//! decode would refuse it. Every field's wire structure is checked (tags,
+//! wire types, lengths within bounds); strings are checked to be UTF-8 where
+//! triage reads them (names, attribute keys it compares, the values it
+//! keeps). Fields triage does not read are skipped by their wire type.
+
+use std::ops::Range;
+
+use thiserror::Error;
+
+/// A protobuf wire-format error, with what was being read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid protobuf: {message} (in {context})")]
+pub struct WireError {
+    message: &'static str,
+    context: &'static str,
+}
+
+fn error(message: &'static str, context: &'static str) -> WireError {
+    WireError { message, context }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WireType {
+    Varint,
+    Fixed64,
+    Len,
+    Fixed32,
+}
+
+/// A cursor over one message's bytes.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    context: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8], context: &'static str) -> Self {
+        Reader { bytes, context }
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut value: u64 = 0;
+        for (i, byte) in self.bytes.iter().enumerate().take(10) {
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                if i == 9 && *byte > 1 {
+                    return Err(error("varint overflows 64 bits", self.context));
+                }
+                self.bytes = &self.bytes[i + 1..];
+                return Ok(value);
+            }
+        }
+        Err(error("truncated or overlong varint", self.context))
+    }
+
+    /// The next field's number and wire type, or `None` at the end.
+    fn field(&mut self) -> Result<Option<(u64, WireType)>, WireError> {
+        if self.bytes.is_empty() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let number = key >> 3;
+        if number == 0 {
+            return Err(error("field number 0", self.context));
+        }
+        let wire_type = match key & 7 {
+            0 => WireType::Varint,
+            1 => WireType::Fixed64,
+            2 => WireType::Len,
+            5 => WireType::Fixed32,
+            _ => {
+                return Err(error(
+                    "unsupported wire type (groups are not allowed)",
+                    self.context,
+                ))
+            }
+        };
+        Ok(Some((number, wire_type)))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if n > self.bytes.len() {
+            return Err(error(
+                "field runs past the end of its message",
+                self.context,
+            ));
+        }
+        let (taken, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    fn len_delimited(&mut self) -> Result<&'a [u8], WireError> {
+        let len = self.varint()?;
+        let len = usize::try_from(len).map_err(|_| error("length too large", self.context))?;
+        self.take(len)
+    }
+
+    fn fixed64(&mut self) -> Result<u64, WireError> {
+        let bytes = self.take(8)?;
+        Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    }
+
+    fn skip(&mut self, wire_type: WireType) -> Result<(), WireError> {
+        match wire_type {
+            WireType::Varint => self.varint().map(drop),
+            WireType::Fixed64 => self.take(8).map(drop),
+            WireType::Fixed32 => self.take(4).map(drop),
+            WireType::Len => self.len_delimited().map(drop),
+        }
+    }
+
+    /// Reads a field of the expected wire type with `read`, or fails.
+    fn expect(&self, actual: WireType, expected: WireType) -> Result<(), WireError> {
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(error("field has the wrong wire type", self.context))
+        }
+    }
+
+    fn string(&mut self) -> Result<&'a str, WireError> {
+        let bytes = self.len_delimited()?;
+        std::str::from_utf8(bytes).map_err(|_| error("string is not valid UTF-8", self.context))
+    }
+}
+
+/// A borrowed attribute value, for the few types recording reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    Str(&'a str),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    /// Bytes, arrays, key-value lists, string-table references: not read.
+    Other,
+}
+
+/// Reads an `AnyValue`.
+fn any_value(bytes: &[u8]) -> Result<ValueRef<'_>, WireError> {
+    let mut reader = Reader::new(bytes, "AnyValue");
+    let mut value = ValueRef::Other;
+    while let Some((number, wire_type)) = reader.field()? {
+        value = match (number, wire_type) {
+            (1, WireType::Len) => ValueRef::Str(reader.string()?),
+            (2, WireType::Varint) => ValueRef::Bool(reader.varint()? != 0),
+            (3, WireType::Varint) => ValueRef::Int(reader.varint()? as i64),
+            (4, WireType::Fixed64) => ValueRef::Double(f64::from_bits(reader.fixed64()?)),
+            (1..=4, _) => return Err(error("field has the wrong wire type", "AnyValue")),
+            _ => {
+                reader.skip(wire_type)?;
+                ValueRef::Other
+            }
+        };
+    }
+    Ok(value)
+}
+
+/// Reads a `KeyValue`: its key bytes and its value.
+fn key_value(bytes: &[u8]) -> Result<(&[u8], ValueRef<'_>), WireError> {
+    let mut reader = Reader::new(bytes, "KeyValue");
+    let mut key: &[u8] = &[];
+    let mut value = ValueRef::Other;
+    while let Some((number, wire_type)) = reader.field()? {
+        match number {
+            1 => {
+                reader.expect(wire_type, WireType::Len)?;
+                key = reader.len_delimited()?;
+            }
+            2 => {
+                reader.expect(wire_type, WireType::Len)?;
+                value = any_value(reader.len_delimited()?)?;
+            }
+            _ => reader.skip(wire_type)?,
+        }
+    }
+    Ok((key, value))
+}
+
+/// The span attributes recording reads, borrowed from the request.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct SpanAttributes<'a> {
+    pub http_route: Option<&'a str>,
+    pub http_status: Option<i64>,
+    pub peer_service: Option<&'a str>,
+    pub server_address: Option<&'a str>,
+    pub db_system: Option<&'a str>,
+    pub db_namespace: Option<&'a str>,
+    pub messaging_destination: Option<&'a str>,
+}
+
+impl<'a> SpanAttributes<'a> {
+    /// Takes note of one attribute if recording reads it.
+    pub fn note(&mut self, key: &[u8], value: ValueRef<'a>) {
+        let text = match value {
+            ValueRef::Str(text) => Some(text),
+            _ => None,
+        };
+        match key {
+            b"http.route" => self.http_route = text,
+            b"http.response.status_code" | b"http.status_code" => {
+                self.http_status = match value {
+                    ValueRef::Int(code) => Some(code),
+                    ValueRef::Str(text) => text.parse().ok(),
+                    ValueRef::Double(code) => Some(code as i64),
+                    _ => None,
+                }
+            }
+            b"peer.service" => self.peer_service = text,
+            b"server.address" | b"net.peer.name" => {
+                self.server_address = self.server_address.or(text)
+            }
+            b"db.system.name" | b"db.system" => self.db_system = self.db_system.or(text),
+            b"db.namespace" | b"db.name" => self.db_namespace = self.db_namespace.or(text),
+            b"messaging.destination.name" => self.messaging_destination = text,
+            _ => {}
+        }
+    }
+}
+
+/// The fields of one span that recording reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct SpanView<'a> {
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub parent_span_id: &'a [u8],
+    pub name: &'a str,
+    pub kind: i32,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub status_code: i32,
+    pub attributes: SpanAttributes<'a>,
+}
+
+/// Spans of one resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceView<'a> {
+    /// `service.name`, if the resource has one.
+    pub service_name: Option<&'a str>,
+    /// This resource's spans in [`TraceBatch::spans`].
+    pub spans: Range<usize>,
+}
+
+/// A whole trace request, read and checked, borrowing from its bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceBatch<'a> {
+    pub resources: Vec<ResourceView<'a>>,
+    pub spans: Vec<SpanView<'a>>,
+}
+
+impl<'a> TraceBatch<'a> {
+    /// Reads an `ExportTraceServiceRequest`.
+    pub fn read(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let mut batch = TraceBatch::default();
+        let mut reader = Reader::new(bytes, "ExportTraceServiceRequest");
+        while let Some((number, wire_type)) = reader.field()? {
+            if number == 1 {
+                reader.expect(wire_type, WireType::Len)?;
+                batch.resource_spans(reader.len_delimited()?)?;
+            } else {
+                reader.skip(wire_type)?;
+            }
+        }
+        Ok(batch)
+    }
+
+    fn resource_spans(&mut self, bytes: &'a [u8]) -> Result<(), WireError> {
+        let first = self.spans.len();
+        let mut service_name = None;
+        let mut reader = Reader::new(bytes, "ResourceSpans");
+        while let Some((number, wire_type)) = reader.field()? {
+            match number {
+                1 => {
+                    reader.expect(wire_type, WireType::Len)?;
+                    service_name = resource_service_name(reader.len_delimited()?)?.or(service_name);
+                }
+                2 => {
+                    reader.expect(wire_type, WireType::Len)?;
+                    self.scope_spans(reader.len_delimited()?)?;
+                }
+                _ => reader.skip(wire_type)?,
+            }
+        }
+        self.resources.push(ResourceView {
+            service_name,
+            spans: first..self.spans.len(),
+        });
+        Ok(())
+    }
+
+    fn scope_spans(&mut self, bytes: &'a [u8]) -> Result<(), WireError> {
+        let mut reader = Reader::new(bytes, "ScopeSpans");
+        while let Some((number, wire_type)) = reader.field()? {
+            if number == 2 {
+                reader.expect(wire_type, WireType::Len)?;
+                self.spans.push(span(reader.len_delimited()?)?);
+            } else {
+                reader.skip(wire_type)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn resource_service_name(bytes: &[u8]) -> Result<Option<&str>, WireError> {
+    let mut reader = Reader::new(bytes, "Resource");
+    let mut service_name = None;
+    while let Some((number, wire_type)) = reader.field()? {
+        if number == 1 {
+            reader.expect(wire_type, WireType::Len)?;
+            let (key, value) = key_value(reader.len_delimited()?)?;
+            if key == b"service.name" {
+                if let ValueRef::Str(name) = value {
+                    service_name = Some(name);
+                }
+            }
+        } else {
+            reader.skip(wire_type)?;
+        }
+    }
+    Ok(service_name)
+}
+
+fn span(bytes: &[u8]) -> Result<SpanView<'_>, WireError> {
+    let mut reader = Reader::new(bytes, "Span");
+    let mut span = SpanView::default();
+    while let Some((number, wire_type)) = reader.field()? {
+        match number {
+            1 => {
+                reader.expect(wire_type, WireType::Len)?;
+                span.trace_id = reader.len_delimited()?;
+            }
+            2 => {
+                reader.expect(wire_type, WireType::Len)?;
+                span.span_id = reader.len_delimited()?;
+            }
+            4 => {
+                reader.expect(wire_type, WireType::Len)?;
+                span.parent_span_id = reader.len_delimited()?;
+            }
+            5 => {
+                reader.expect(wire_type, WireType::Len)?;
+                span.name = reader.string()?;
+            }
+            6 => {
+                reader.expect(wire_type, WireType::Varint)?;
+                span.kind = reader.varint()? as i32;
+            }
+            7 => {
+                reader.expect(wire_type, WireType::Fixed64)?;
+                span.start_time_unix_nano = reader.fixed64()?;
+            }
+            8 => {
+                reader.expect(wire_type, WireType::Fixed64)?;
+                span.end_time_unix_nano = reader.fixed64()?;
+            }
+            9 => {
+                reader.expect(wire_type, WireType::Len)?;
+                let (key, value) = key_value(reader.len_delimited()?)?;
+                span.attributes.note(key, value);
+            }
+            15 => {
+                reader.expect(wire_type, WireType::Len)?;
+                span.status_code = status_code(reader.len_delimited()?)?;
+            }
+            _ => reader.skip(wire_type)?,
+        }
+    }
+    Ok(span)
+}
+
+fn status_code(bytes: &[u8]) -> Result<i32, WireError> {
+    let mut reader = Reader::new(bytes, "Status");
+    let mut code = 0;
+    while let Some((number, wire_type)) = reader.field()? {
+        if number == 3 {
+            reader.expect(wire_type, WireType::Varint)?;
+            code = reader.varint()? as i32;
+        } else {
+            reader.skip(wire_type)?;
+        }
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests;
