@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 use prost::Message;
 
 use triage::receiver::ingest::Ingest;
+use triage::receiver::wire::TraceBatch;
 use triage::receiver::Sink;
 use triage::store::{Store, StoreConfig};
 
@@ -177,12 +178,18 @@ fn bench(criterion: &mut Criterion) {
             }
         })
     });
+    group.bench_function("zero_copy_read", |bencher| {
+        bencher.iter(|| {
+            for encoded in &requests {
+                let batch = TraceBatch::read(encoded).expect("valid request");
+                criterion::black_box(&batch);
+            }
+        })
+    });
     group.bench_function("decode_and_record", |bencher| {
         bencher.iter(|| {
             for encoded in &requests {
-                let request =
-                    ExportTraceServiceRequest::decode(encoded.as_slice()).expect("valid request");
-                let outcome = ingest.traces(&request);
+                let outcome = ingest.traces_protobuf(encoded).expect("valid request");
                 criterion::black_box(outcome);
             }
         })

@@ -38,7 +38,7 @@ use super::wire::{SpanAttributes, SpanView, TraceBatch, ValueRef};
 use super::{DecodeError, Outcome, Signal, Sink};
 use crate::store::metric::HistogramPoint;
 use crate::store::pairing::{ClientOutcome, PairKey};
-use crate::store::{Sample, ServiceEntry, Store, UNKNOWN_PEER, UNKNOWN_SERVICE};
+use crate::store::{Sample, SeriesKind, ServiceEntry, Store, UNKNOWN_PEER, UNKNOWN_SERVICE};
 use crate::telemetry;
 
 /// Aggregation temporality values from the OTLP metrics proto.
@@ -228,7 +228,7 @@ impl Ingest {
                 // Databases and brokers are rarely traced themselves: name the
                 // edge from the span at once instead of waiting for a child.
                 if attributes.db_system.is_some() || attributes.messaging_destination.is_some() {
-                    store.record_edge(service, fallback, sample);
+                    store.record_span(service, SeriesKind::Edge, fallback, sample, now);
                     return;
                 }
                 let key = PairKey {
@@ -240,8 +240,12 @@ impl Ingest {
                     .pairing
                     .client(key, &service.name, sample, Arc::clone(&fallback), now)
                 {
-                    ClientOutcome::Paired(callee) => store.record_edge(service, &callee, sample),
-                    ClientOutcome::Full => store.record_edge(service, &fallback, sample),
+                    ClientOutcome::Paired(callee) => {
+                        store.record_span(service, SeriesKind::Edge, &callee, sample, now)
+                    }
+                    ClientOutcome::Full => {
+                        store.record_span(service, SeriesKind::Edge, &fallback, sample, now)
+                    }
                     ClientOutcome::Waiting => {}
                 }
             }
@@ -256,7 +260,7 @@ impl Ingest {
                     }
                     _ => span.name,
                 };
-                store.record_operation(service, operation, sample);
+                store.record_span(service, SeriesKind::Operation, operation, sample, now);
                 if matches!(kind, SpanKind::Server | SpanKind::Consumer)
                     && span.parent_span_id.len() == 8
                 {
@@ -266,7 +270,13 @@ impl Ingest {
                     };
                     if let Some(resolved) = store.pairing.child(key, &service.name, now) {
                         let caller = store.service(&resolved.caller);
-                        store.record_edge(&caller, &resolved.callee, resolved.sample);
+                        store.record_span(
+                            &caller,
+                            SeriesKind::Edge,
+                            &resolved.callee,
+                            resolved.sample,
+                            now,
+                        );
                     }
                 }
             }

@@ -334,19 +334,31 @@ impl Store {
 
     /// Records one span of `service` on its operation series.
     pub fn record_operation(&self, service: &ServiceEntry, operation: &str, sample: Sample) {
-        self.record_span(service, SeriesKind::Operation, operation, sample);
+        let now = self.clock.now_unix_nanos();
+        self.record_span(service, SeriesKind::Operation, operation, sample, now);
     }
 
     /// Records one call from `service` to `callee` on the edge series.
     pub fn record_edge(&self, service: &ServiceEntry, callee: &str, sample: Sample) {
-        self.record_span(service, SeriesKind::Edge, callee, sample);
+        let now = self.clock.now_unix_nanos();
+        self.record_span(service, SeriesKind::Edge, callee, sample, now);
     }
 
-    fn record_span(&self, service: &ServiceEntry, kind: SeriesKind, name: &str, sample: Sample) {
-        let index = self.event_window(sample.end_unix_nanos);
+    /// Records one span on a series of `kind` (operation or edge), with the
+    /// store-clock time `now` read once per request by the caller: the
+    /// batch form of [`Store::record_operation`] and [`Store::record_edge`].
+    pub fn record_span(
+        &self,
+        service: &ServiceEntry,
+        kind: SeriesKind,
+        name: &str,
+        sample: Sample,
+        now: u64,
+    ) {
+        let index = self.event_window(sample.end_unix_nanos, now);
         let latency = sample.duration_nanos / 1_000;
         let errors = u64::from(sample.error);
-        self.with_series(service, kind, name, |ring| {
+        self.with_series(service, kind, name, now, |ring| {
             ring.record(index, 1, errors, Some(latency))
         });
     }
@@ -361,16 +373,18 @@ impl Store {
         count: u64,
         errors: u64,
     ) {
-        let index = self.event_window(time);
-        self.with_series(service, SeriesKind::Log, name, |ring| {
+        let now = self.clock.now_unix_nanos();
+        let index = self.event_window(time, now);
+        self.with_series(service, SeriesKind::Log, name, now, |ring| {
             ring.record(index, count, errors, None)
         });
     }
 
     /// Records a gauge value or a sum delta on the metric series `name`.
     pub fn record_value(&self, service: &ServiceEntry, name: &str, time: u64, value: f64) {
-        let index = self.event_window(time);
-        self.with_series(service, SeriesKind::Metric, name, |ring| {
+        let now = self.clock.now_unix_nanos();
+        let index = self.event_window(time, now);
+        self.with_series(service, SeriesKind::Metric, name, now, |ring| {
             ring.record_value(index, value, time)
         });
     }
@@ -386,11 +400,12 @@ impl Store {
         sum: f64,
         buckets: &[(f64, u64)],
     ) {
-        let index = self.event_window(time);
+        let now = self.clock.now_unix_nanos();
+        let index = self.event_window(time, now);
         let scaled = buckets
             .iter()
             .map(|&(value, n)| ((value.max(0.0) * VALUE_SCALE).round() as u64, n));
-        self.with_series(service, SeriesKind::Metric, name, |ring| {
+        self.with_series(service, SeriesKind::Metric, name, now, |ring| {
             ring.record_distribution(index, count, sum, time, scaled)
         });
     }
@@ -398,8 +413,7 @@ impl Store {
     /// The window for an event time. Times more than one window ahead of the
     /// clock (skewed clocks, bad data) are recorded in the current window
     /// rather than wiping a slot of the ring, and counted.
-    fn event_window(&self, unix_nanos: u64) -> i64 {
-        let now = self.clock.now_unix_nanos();
+    fn event_window(&self, unix_nanos: u64, now: u64) -> i64 {
         if unix_nanos > now.saturating_add(self.window_nanos) {
             self.counters.future_samples.fetch_add(1, Ordering::Relaxed);
             return self.window_index(now);
@@ -414,9 +428,9 @@ impl Store {
         service: &ServiceEntry,
         kind: SeriesKind,
         name: &str,
+        now: u64,
         apply: impl FnOnce(&mut Ring) -> bool,
     ) {
-        let now = self.clock.now_unix_nanos();
         let map = &service.series[kind.index()];
         let recorded = if let Some(series) = map.get(name) {
             series.last_seen.store(now, Ordering::Relaxed);
