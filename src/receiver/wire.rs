@@ -10,8 +10,9 @@
 //! anything is recorded, so a malformed request is refused whole, as a prost
 //! decode would refuse it. Every field's wire structure is checked (tags,
 //! wire types, lengths within bounds); strings are checked to be UTF-8 where
-//! triage reads them (names, attribute keys it compares, the values it
-//! keeps). Fields triage does not read are skipped by their wire type.
+//! triage reads them (span names, `service.name`, the attribute values it
+//! keeps). Other fields are skipped by their wire type, so a request whose
+//! only fault is invalid UTF-8 in a field triage ignores is accepted.
 
 use std::ops::Range;
 
@@ -146,20 +147,41 @@ pub enum ValueRef<'a> {
     Other,
 }
 
+/// An `AnyValue` as read from the wire: strings are checked for UTF-8 only
+/// when recording reads them (see [`SpanAttributes::reads`]).
+#[derive(Debug, Clone, Copy)]
+enum RawValue<'a> {
+    Str(&'a [u8]),
+    Other(ValueRef<'a>),
+}
+
+impl<'a> RawValue<'a> {
+    fn checked(self) -> Result<ValueRef<'a>, WireError> {
+        match self {
+            RawValue::Str(bytes) => std::str::from_utf8(bytes)
+                .map(ValueRef::Str)
+                .map_err(|_| error("string is not valid UTF-8", "AnyValue")),
+            RawValue::Other(value) => Ok(value),
+        }
+    }
+}
+
 /// Reads an `AnyValue`.
-fn any_value(bytes: &[u8]) -> Result<ValueRef<'_>, WireError> {
+fn any_value(bytes: &[u8]) -> Result<RawValue<'_>, WireError> {
     let mut reader = Reader::new(bytes, "AnyValue");
-    let mut value = ValueRef::Other;
+    let mut value = RawValue::Other(ValueRef::Other);
     while let Some((number, wire_type)) = reader.field()? {
         value = match (number, wire_type) {
-            (1, WireType::Len) => ValueRef::Str(reader.string()?),
-            (2, WireType::Varint) => ValueRef::Bool(reader.varint()? != 0),
-            (3, WireType::Varint) => ValueRef::Int(reader.varint()? as i64),
-            (4, WireType::Fixed64) => ValueRef::Double(f64::from_bits(reader.fixed64()?)),
+            (1, WireType::Len) => RawValue::Str(reader.len_delimited()?),
+            (2, WireType::Varint) => RawValue::Other(ValueRef::Bool(reader.varint()? != 0)),
+            (3, WireType::Varint) => RawValue::Other(ValueRef::Int(reader.varint()? as i64)),
+            (4, WireType::Fixed64) => {
+                RawValue::Other(ValueRef::Double(f64::from_bits(reader.fixed64()?)))
+            }
             (1..=4, _) => return Err(error("field has the wrong wire type", "AnyValue")),
             _ => {
                 reader.skip(wire_type)?;
-                ValueRef::Other
+                RawValue::Other(ValueRef::Other)
             }
         };
     }
@@ -167,10 +189,10 @@ fn any_value(bytes: &[u8]) -> Result<ValueRef<'_>, WireError> {
 }
 
 /// Reads a `KeyValue`: its key bytes and its value.
-fn key_value(bytes: &[u8]) -> Result<(&[u8], ValueRef<'_>), WireError> {
+fn key_value(bytes: &[u8]) -> Result<(&[u8], RawValue<'_>), WireError> {
     let mut reader = Reader::new(bytes, "KeyValue");
     let mut key: &[u8] = &[];
-    let mut value = ValueRef::Other;
+    let mut value = RawValue::Other(ValueRef::Other);
     while let Some((number, wire_type)) = reader.field()? {
         match number {
             1 => {
@@ -200,6 +222,24 @@ pub struct SpanAttributes<'a> {
 }
 
 impl<'a> SpanAttributes<'a> {
+    /// Whether recording reads the attribute `key`.
+    pub fn reads(key: &[u8]) -> bool {
+        matches!(
+            key,
+            b"http.route"
+                | b"http.response.status_code"
+                | b"http.status_code"
+                | b"peer.service"
+                | b"server.address"
+                | b"net.peer.name"
+                | b"db.system.name"
+                | b"db.system"
+                | b"db.namespace"
+                | b"db.name"
+                | b"messaging.destination.name"
+        )
+    }
+
     /// Takes note of one attribute if recording reads it.
     pub fn note(&mut self, key: &[u8], value: ValueRef<'a>) {
         let text = match value {
@@ -320,7 +360,7 @@ fn resource_service_name(bytes: &[u8]) -> Result<Option<&str>, WireError> {
             reader.expect(wire_type, WireType::Len)?;
             let (key, value) = key_value(reader.len_delimited()?)?;
             if key == b"service.name" {
-                if let ValueRef::Str(name) = value {
+                if let ValueRef::Str(name) = value.checked()? {
                     service_name = Some(name);
                 }
             }
@@ -367,7 +407,9 @@ fn span(bytes: &[u8]) -> Result<SpanView<'_>, WireError> {
             9 => {
                 reader.expect(wire_type, WireType::Len)?;
                 let (key, value) = key_value(reader.len_delimited()?)?;
-                span.attributes.note(key, value);
+                if SpanAttributes::reads(key) {
+                    span.attributes.note(key, value.checked()?);
+                }
             }
             15 => {
                 reader.expect(wire_type, WireType::Len)?;

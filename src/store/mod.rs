@@ -158,6 +158,11 @@ impl Clock for ManualClock {
     }
 }
 
+/// A concurrent map keyed by names taken from telemetry. foldhash is several
+/// times faster than the default SipHash on short keys and is seeded per
+/// process, so crafted names cannot be aimed at one shard.
+type NameMap<V> = DashMap<Arc<str>, V, foldhash::fast::RandomState>;
+
 /// One series: its key, its windows and when it last saw a sample.
 #[derive(Debug)]
 pub struct Series {
@@ -172,7 +177,7 @@ pub struct Series {
 #[derive(Debug)]
 pub struct ServiceEntry {
     pub name: Arc<str>,
-    series: [DashMap<Arc<str>, Arc<Series>>; 4],
+    series: [NameMap<Arc<Series>>; 4],
     /// Series of this service, for the per-service cap.
     n_series: AtomicUsize,
     /// Store-clock time of the last lookup, so the sweep never removes a
@@ -237,7 +242,7 @@ pub struct Store {
     config: StoreConfig,
     window_nanos: u64,
     clock: Arc<dyn Clock>,
-    services: DashMap<Arc<str>, Arc<ServiceEntry>>,
+    services: NameMap<Arc<ServiceEntry>>,
     /// Series across all services, for the total cap.
     n_series: AtomicUsize,
     pub counters: StoreCounters,
@@ -245,7 +250,7 @@ pub struct Store {
     pub(crate) cumulative: CumulativeTracker,
     /// Interned peer names of client spans waiting in the pairing buffer,
     /// so that buffering a span does not allocate its fallback callee name.
-    names: DashMap<Arc<str>, ()>,
+    names: NameMap<()>,
     unknown_peer: Arc<str>,
 }
 
@@ -273,12 +278,12 @@ impl Store {
         Store {
             window_nanos,
             clock,
-            services: DashMap::new(),
+            services: NameMap::default(),
             n_series: AtomicUsize::new(0),
             counters: StoreCounters::default(),
             pairing,
             cumulative: CumulativeTracker::default(),
-            names: DashMap::new(),
+            names: NameMap::default(),
             unknown_peer: Arc::from(UNKNOWN_PEER),
             config,
         }
