@@ -196,12 +196,19 @@ impl Server {
         shutdown.cancelled().await;
         health.set_draining();
         tracing::info!(timeout = ?settings.shutdown_timeout, "shutting down: draining in-flight requests");
+        let (grpc_abort, http_abort) = (grpc_task.abort_handle(), http_task.abort_handle());
         let drained = tokio::time::timeout(settings.shutdown_timeout, async {
             let grpc_result = grpc_task.await;
             let http_result = http_task.await;
             (grpc_result, http_result)
         })
         .await;
+        if drained.is_err() {
+            // Past the deadline: stop serving the stragglers so nothing is
+            // recorded after the pairing buffer is flushed below.
+            grpc_abort.abort();
+            http_abort.abort();
+        }
         let _ = upkeep.await;
         let resolved = store.flush_pairs();
         tracing::debug!(resolved, "resolved waiting client spans");
