@@ -1,0 +1,635 @@
+
+use super::*;
+use std::collections::BTreeSet;
+
+/// The problems `yaml` has, with no overrides.
+fn problems(yaml: &str) -> Vec<Problem> {
+    problems_with(yaml, &Overrides::default())
+}
+
+/// The problems `yaml` has under `overrides`.
+fn problems_with(yaml: &str, overrides: &Overrides) -> Vec<Problem> {
+    match Settings::from_yaml(yaml, overrides) {
+        Err(ConfigError::Invalid(problems)) => problems,
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+/// The paths of the problems `yaml` has.
+fn paths(yaml: &str) -> BTreeSet<String> {
+    problems(yaml)
+        .into_iter()
+        .map(|problem| problem.path)
+        .collect()
+}
+
+/// The one problem `yaml` has.
+fn only_problem(yaml: &str) -> Problem {
+    let mut found = problems(yaml);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    found.remove(0)
+}
+
+/// Settings from `yaml`, which must be valid.
+fn settings(yaml: &str) -> Settings {
+    Settings::from_yaml(yaml, &Overrides::default()).expect("valid config")
+}
+
+fn set(paths: &[&str]) -> BTreeSet<String> {
+    paths.iter().map(|path| path.to_string()).collect()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(name)
+}
+
+#[test]
+fn no_file_gives_the_defaults() {
+    let loaded = Settings::load(None, &Overrides::default()).expect("defaults are valid");
+    assert_eq!(loaded, Settings::default());
+    assert_eq!(
+        loaded.grpc.endpoint,
+        "127.0.0.1:4317".parse().expect("addr")
+    );
+    assert_eq!(loaded.grpc.max_recv_msg_size, 4 * 1024 * 1024);
+    assert_eq!(
+        loaded.http.endpoint,
+        "127.0.0.1:4318".parse().expect("addr")
+    );
+    assert_eq!(loaded.http.max_request_body_size, 20 * 1024 * 1024);
+    assert_eq!(
+        loaded.admin.endpoint,
+        "127.0.0.1:8888".parse().expect("addr")
+    );
+    assert_eq!(loaded.log.level, "info");
+    assert_eq!(loaded.log.format, LogFormat::Text);
+    assert_eq!(loaded.shutdown_timeout, Duration::from_secs(10));
+    assert_eq!(loaded.store, StoreConfig::default());
+}
+
+#[test]
+fn empty_and_comment_only_files_give_the_defaults() {
+    for yaml in [
+        "",
+        "\n\n",
+        "# nothing here\n  # at all\n",
+        "---\n",
+        "receivers:\nstore:\n",
+    ] {
+        assert_eq!(settings(yaml), Settings::default(), "{yaml:?}");
+    }
+}
+
+#[test]
+fn full_valid_file() {
+    let loaded = settings(
+        r#"
+receivers:
+  otlp:
+    grpc:
+      endpoint: "0.0.0.0:14317"
+      max_recv_msg_size_mib: 0.5
+    http:
+      endpoint: "[::]:14318"
+      max_request_body_size_mib: 64
+admin:
+  endpoint: localhost:0
+store:
+  window: 1m30s
+  windows: 2
+  max_series: 500
+  max_series_per_service: 500
+  series_ttl: 1h
+  pairing_timeout: 250ms
+  pairing_capacity: 7
+  metric_attributes: [http.route, state]
+log:
+  level: "triage=debug,info"
+  format: json
+shutdown_timeout: 5m
+"#,
+    );
+    let expected = Settings {
+        grpc: GrpcSettings {
+            endpoint: "0.0.0.0:14317".parse().expect("addr"),
+            max_recv_msg_size: 512 * 1024,
+        },
+        http: HttpSettings {
+            endpoint: "[::]:14318".parse().expect("addr"),
+            max_request_body_size: 64 * 1024 * 1024,
+        },
+        admin: AdminSettings {
+            endpoint: "127.0.0.1:0".parse().expect("addr"),
+        },
+        store: StoreConfig {
+            window: Duration::from_secs(90),
+            windows: NonZeroUsize::new(2).expect("non-zero"),
+            max_series: NonZeroUsize::new(500).expect("non-zero"),
+            max_series_per_service: NonZeroUsize::new(500).expect("non-zero"),
+            series_ttl: Duration::from_secs(3600),
+            pairing_timeout: Duration::from_millis(250),
+            pairing_capacity: NonZeroUsize::new(7).expect("non-zero"),
+            metric_attributes: vec!["http.route".to_owned(), "state".to_owned()],
+        },
+        log: LogSettings {
+            level: "triage=debug,info".to_owned(),
+            format: LogFormat::Json,
+        },
+        shutdown_timeout: Duration::from_secs(300),
+    };
+    assert_eq!(loaded, expected);
+}
+
+#[test]
+fn every_field_wrong_reports_one_problem_per_field() {
+    let yaml = r#"
+receivers:
+  otlp:
+    grpc:
+      endpoint: "somewhere"
+      max_recv_msg_size_mib: 0
+    http:
+      endpoint: 4318
+      max_request_body_size_mib: "20MiB"
+admin:
+  endpoint: "127.0.0.1"
+store:
+  window: 10
+  windows: 1
+  max_series: 0
+  max_series_per_service: -3
+  series_ttl: soon
+  pairing_timeout: 0s
+  pairing_capacity: 1.5
+  metric_attributes: http.route
+log:
+  level: "info debug"
+  format: xml
+shutdown_timeout: 1h
+"#;
+    let found = problems(yaml);
+    let expected = set(&[
+        "receivers.otlp.grpc.endpoint",
+        "receivers.otlp.grpc.max_recv_msg_size_mib",
+        "receivers.otlp.http.endpoint",
+        "receivers.otlp.http.max_request_body_size_mib",
+        "admin.endpoint",
+        "store.window",
+        "store.windows",
+        "store.max_series",
+        "store.max_series_per_service",
+        "store.series_ttl",
+        "store.pairing_timeout",
+        "store.pairing_capacity",
+        "store.metric_attributes",
+        "log.level",
+        "log.format",
+        "shutdown_timeout",
+    ]);
+    let found_paths: BTreeSet<String> = found.iter().map(|problem| problem.path.clone()).collect();
+    assert_eq!(found_paths, expected);
+    // One problem per field: cross-field rules stay quiet when a side
+    // is already wrong.
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+
+    let message = |path: &str| {
+        found
+            .iter()
+            .find(|problem| problem.path == path)
+            .map(|problem| problem.message.clone())
+            .expect("problem at path")
+    };
+    assert_eq!(
+        message("store.window"),
+        "\"10\" is not a duration; write it with a unit, e.g. \"10s\""
+    );
+    assert!(message("admin.endpoint").contains("\"0.0.0.0:8888\""));
+    assert!(message("receivers.otlp.http.endpoint").contains("got 4318"));
+    assert!(message("store.windows").contains("from 2 to 10000"));
+    assert!(message("log.format").contains("`text` or `json`"));
+    assert!(message("shutdown_timeout").contains("at most 5m"));
+}
+
+#[test]
+fn unknown_keys_are_reported_with_their_full_path() {
+    let found = problems(
+        r#"
+foo: 1
+receivers:
+  otlp:
+    grpc:
+      endpoint: "0.0.0.0:4317"
+      max_msg: 3
+    zipkin: {}
+store:
+  windos: 3
+  window: 5s
+log:
+  colour: true
+"#,
+    );
+    let found_paths: BTreeSet<String> = found.iter().map(|problem| problem.path.clone()).collect();
+    assert_eq!(
+        found_paths,
+        set(&[
+            "foo",
+            "receivers.otlp.grpc.max_msg",
+            "receivers.otlp.zipkin",
+            "store.windos",
+            "log.colour",
+        ])
+    );
+    let windos = found
+        .iter()
+        .find(|problem| problem.path == "store.windos")
+        .expect("store.windos reported");
+    assert!(
+        windos
+            .message
+            .starts_with("unknown field `windos`, expected one of `window`, `windows`,"),
+        "{}",
+        windos.message
+    );
+}
+
+#[test]
+fn a_non_mapping_section_is_a_problem_at_its_path() {
+    assert_eq!(
+        paths("receivers:\n  otlp: [grpc]\nadmin: 8888\nstore: 10s\n"),
+        set(&["receivers.otlp", "admin", "store"])
+    );
+    let problem = only_problem("- receivers\n");
+    assert_eq!(problem.path, "(top level)");
+    assert!(
+        problem.message.contains("got a list"),
+        "{}",
+        problem.message
+    );
+}
+
+#[test]
+fn a_key_without_a_value_is_a_problem() {
+    assert_eq!(only_problem("store:\n  window:\n").path, "store.window");
+}
+
+#[test]
+fn cross_field_rules() {
+    let problem = only_problem("store:\n  max_series: 100\n");
+    assert_eq!(problem.path, "store.max_series_per_service");
+    assert_eq!(
+        problem.message,
+        "2000 (the default) is more than store.max_series (100); \
+             lower it or raise store.max_series"
+    );
+
+    let problem = only_problem("store:\n  window: 10m\n  series_ttl: 5m\n");
+    assert_eq!(problem.path, "store.series_ttl");
+    assert!(
+        problem
+            .message
+            .starts_with("5m is shorter than store.window (10m)"),
+        "{}",
+        problem.message
+    );
+
+    // Equal is allowed on both.
+    settings("store:\n  max_series: 10\n  max_series_per_service: 10\n");
+    settings("store:\n  window: 1m\n  series_ttl: 1m\n");
+}
+
+#[test]
+fn durations() {
+    let ok: &[(&str, Duration)] = &[
+        ("500ms", Duration::from_millis(500)),
+        ("10s", Duration::from_secs(10)),
+        ("5m", Duration::from_secs(300)),
+        ("1h", Duration::from_secs(3600)),
+        ("1d", Duration::from_secs(86_400)),
+        ("1m30s", Duration::from_secs(90)),
+        ("1h2m3s4ms", Duration::from_millis(3_723_004)),
+        ("1.5s", Duration::from_millis(1500)),
+        ("0.5m", Duration::from_secs(30)),
+        (".25s", Duration::from_millis(250)),
+        ("2.s", Duration::from_secs(2)),
+        ("0.0001ms", Duration::from_nanos(100)),
+        ("0s", Duration::ZERO),
+        (" 10s ", Duration::from_secs(10)),
+    ];
+    for (text, expected) in ok {
+        assert_eq!(parse_duration(text), Ok(*expected), "{text:?}");
+    }
+
+    let bad: &[(&str, &str)] = &[
+        ("10", "write it with a unit, e.g. \"10s\""),
+        ("1.5", "write it with a unit, e.g. \"1.5s\""),
+        ("", "is not a duration"),
+        ("s", "is not a duration"),
+        ("10 s", "is not a duration"),
+        ("1m 30s", "is not a duration"),
+        ("10sec", "is not a duration"),
+        ("10S", "is not a duration"),
+        ("-5s", "is not a duration"),
+        ("1m30", "is not a duration"),
+        ("1..5s", "is not a duration"),
+        (".s", "is not a duration"),
+        ("1e3s", "is not a duration"),
+        ("99999999999999999999999d", "too long"),
+        ("999999999999999999999999999999999999999999s", "too long"),
+    ];
+    for (text, expected) in bad {
+        let message = parse_duration(text).expect_err(text);
+        assert!(message.contains(expected), "{text:?}: {message}");
+    }
+}
+
+#[test]
+fn duration_limits() {
+    assert!(only_problem("store:\n  window: 50ms\n")
+        .message
+        .contains("at least 100ms, got 50ms"));
+    settings("store:\n  window: 100ms\n  series_ttl: 100ms\n");
+    assert_eq!(
+        only_problem("shutdown_timeout: 0s\n").path,
+        "shutdown_timeout"
+    );
+    settings("shutdown_timeout: 5m\n");
+    assert_eq!(
+        only_problem("store:\n  pairing_timeout: 0ms\n").path,
+        "store.pairing_timeout"
+    );
+}
+
+#[test]
+fn socket_addresses() {
+    let loaded = settings(
+        r#"
+receivers:
+  otlp:
+    grpc: { endpoint: "localhost:0" }
+    http: { endpoint: "[::1]:4318" }
+admin: { endpoint: 10.1.2.3:9 }
+"#,
+    );
+    assert_eq!(loaded.grpc.endpoint, "127.0.0.1:0".parse().expect("addr"));
+    assert_eq!(loaded.http.endpoint, "[::1]:4318".parse().expect("addr"));
+    assert_eq!(loaded.admin.endpoint, "10.1.2.3:9".parse().expect("addr"));
+
+    for bad in [
+        "example.com:80",
+        "localhost",
+        "localhost:99999",
+        "1.2.3.4:",
+        "::1:80",
+    ] {
+        let yaml = format!("admin:\n  endpoint: \"{bad}\"\n");
+        let problem = only_problem(&yaml);
+        assert_eq!(problem.path, "admin.endpoint");
+        assert!(
+            problem.message.contains("is not a socket address"),
+            "{bad}: {}",
+            problem.message
+        );
+    }
+}
+
+#[test]
+fn sizes() {
+    let loaded = settings(
+        "receivers:\n  otlp:\n    grpc:\n      max_recv_msg_size_mib: 1024\n    \
+             http:\n      max_request_body_size_mib: 0.25\n",
+    );
+    assert_eq!(loaded.grpc.max_recv_msg_size, 1024 * 1024 * 1024);
+    assert_eq!(loaded.http.max_request_body_size, 256 * 1024);
+
+    for bad in ["0", "-1", "1024.5", ".nan", ".inf", "0.0000000001"] {
+        let yaml = format!("receivers:\n  otlp:\n    grpc:\n      max_recv_msg_size_mib: {bad}\n");
+        assert_eq!(
+            only_problem(&yaml).path,
+            "receivers.otlp.grpc.max_recv_msg_size_mib",
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn metric_attributes_report_each_bad_entry() {
+    assert_eq!(
+        paths("store:\n  metric_attributes: [ok, 3, \"\", [x]]\n"),
+        set(&[
+            "store.metric_attributes[1]",
+            "store.metric_attributes[2]",
+            "store.metric_attributes[3]",
+        ])
+    );
+    // An empty list is a choice: keep no metric attributes at all.
+    assert!(settings("store:\n  metric_attributes: []\n")
+        .store
+        .metric_attributes
+        .is_empty());
+}
+
+#[test]
+fn log_levels() {
+    for good in [
+        "trace",
+        "debug",
+        "info",
+        "warn",
+        "error",
+        "off",
+        "WARN",
+        "triage=debug,info",
+        "triage::store=trace",
+        "info,h2=warn,tower.http=off",
+    ] {
+        assert_eq!(
+            settings(&format!("log:\n  level: \"{good}\"\n")).log.level,
+            good
+        );
+    }
+    for bad in [
+        "",
+        "info debug",
+        "triage=verbose",
+        "info;rm",
+        "[span]",
+        "warning",
+        "triage=debug,verbose",
+    ] {
+        let yaml = format!("log:\n  level: \"{bad}\"\n");
+        assert_eq!(only_problem(&yaml).path, "log.level", "{bad:?}");
+    }
+}
+
+#[test]
+fn overrides_beat_the_file() {
+    let yaml = r#"
+receivers:
+  otlp:
+    grpc: { endpoint: "0.0.0.0:4317" }
+    http: { endpoint: "0.0.0.0:4318" }
+admin: { endpoint: "0.0.0.0:8888" }
+log: { level: info, format: text }
+"#;
+    let overrides = Overrides {
+        grpc_endpoint: Some("127.0.0.1:1".to_owned()),
+        http_endpoint: Some("localhost:2".to_owned()),
+        admin_endpoint: Some("[::1]:3".to_owned()),
+        log_level: Some("debug".to_owned()),
+        log_format: Some(LogFormat::Json),
+    };
+    let loaded = Settings::from_yaml(yaml, &overrides).expect("valid");
+    assert_eq!(loaded.grpc.endpoint, "127.0.0.1:1".parse().expect("addr"));
+    assert_eq!(loaded.http.endpoint, "127.0.0.1:2".parse().expect("addr"));
+    assert_eq!(loaded.admin.endpoint, "[::1]:3".parse().expect("addr"));
+    assert_eq!(loaded.log.level, "debug");
+    assert_eq!(loaded.log.format, LogFormat::Json);
+
+    // Unset overrides leave the file's values alone.
+    let loaded = Settings::from_yaml(yaml, &Overrides::default()).expect("valid");
+    assert_eq!(loaded.grpc.endpoint, "0.0.0.0:4317".parse().expect("addr"));
+    assert_eq!(loaded.log.format, LogFormat::Text);
+}
+
+#[test]
+fn overrides_beat_the_defaults() {
+    let overrides = Overrides {
+        grpc_endpoint: Some("0.0.0.0:0".to_owned()),
+        ..Overrides::default()
+    };
+    let loaded = Settings::load(None, &overrides).expect("valid");
+    assert_eq!(loaded.grpc.endpoint, "0.0.0.0:0".parse().expect("addr"));
+    assert_eq!(loaded.http, Settings::default().http);
+}
+
+#[test]
+fn bad_overrides_are_problems_named_by_the_override() {
+    let overrides = Overrides {
+        grpc_endpoint: Some("nowhere".to_owned()),
+        log_level: Some("loud".to_owned()),
+        ..Overrides::default()
+    };
+    // A bad file value is still reported even though an override
+    // replaces it: the file is wrong and will bite once the flag goes.
+    let found = problems_with("admin:\n  endpoint: bad\n", &overrides);
+    let found_paths: BTreeSet<String> = found.iter().map(|problem| problem.path.clone()).collect();
+    assert_eq!(
+        found_paths,
+        set(&["admin.endpoint", GRPC_ENDPOINT_OVERRIDE, LOG_LEVEL_OVERRIDE])
+    );
+}
+
+#[test]
+fn syntax_errors_give_the_position() {
+    match Settings::from_yaml("store:\n  window: [10s\n", &Overrides::default()) {
+        Err(ConfigError::Syntax { message }) => {
+            assert!(message.starts_with("config text: "), "{message}");
+            assert!(message.contains("line"), "{message}");
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[test]
+fn merge_keys_are_applied() {
+    let loaded = settings(
+        r#"
+receivers:
+  otlp:
+    grpc: &listen
+      endpoint: "0.0.0.0:4317"
+    http:
+      <<: *listen
+      endpoint: "0.0.0.0:4318"
+"#,
+    );
+    assert_eq!(loaded.http.endpoint, "0.0.0.0:4318".parse().expect("addr"));
+}
+
+#[test]
+fn invalid_displays_one_line_per_problem() {
+    let error = Settings::from_yaml(
+        "store:\n  windos: 1\nshutdown_timeout: 0s\n",
+        &Overrides::default(),
+    )
+    .expect_err("invalid");
+    let text = error.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("store.windos: unknown field `windos`"),
+        "{text}"
+    );
+    assert_eq!(lines[1], "shutdown_timeout: must be more than 0s");
+}
+
+#[test]
+fn the_example_parses_to_the_defaults() {
+    assert_eq!(settings(example_yaml()), Settings::default());
+}
+
+#[test]
+fn the_example_lists_every_key() {
+    let document: Value = serde_yaml::from_str(example_yaml()).expect("example is YAML");
+    let sections: &[(&[&str], &[&str])] = &[
+        (&[], TOP_KEYS),
+        (&["receivers"], RECEIVERS_KEYS),
+        (&["receivers", "otlp"], OTLP_KEYS),
+        (&["receivers", "otlp", "grpc"], GRPC_KEYS),
+        (&["receivers", "otlp", "http"], HTTP_KEYS),
+        (&["admin"], ADMIN_KEYS),
+        (&["store"], STORE_KEYS),
+        (&["log"], LOG_KEYS),
+    ];
+    for (path, keys) in sections {
+        let section = path
+            .iter()
+            .try_fold(&document, |value, key| value.get(key))
+            .expect("section in example");
+        for key in *keys {
+            assert!(section.get(key).is_some(), "{path:?} lacks {key}");
+        }
+    }
+}
+
+#[test]
+fn fixtures_load() {
+    let loaded = Settings::load(Some(&fixture("valid.yaml")), &Overrides::default())
+        .expect("valid.yaml is valid");
+    assert_eq!(loaded.grpc.endpoint, "0.0.0.0:4317".parse().expect("addr"));
+    assert_eq!(loaded.http.endpoint, "0.0.0.0:4318".parse().expect("addr"));
+    assert_eq!(loaded.admin.endpoint, "0.0.0.0:8888".parse().expect("addr"));
+    assert_eq!(loaded.log.format, LogFormat::Json);
+
+    match Settings::load(Some(&fixture("invalid.yaml")), &Overrides::default()) {
+        Err(ConfigError::Invalid(found)) => {
+            let found_paths: BTreeSet<String> =
+                found.into_iter().map(|problem| problem.path).collect();
+            assert_eq!(
+                found_paths,
+                set(&[
+                    "receivers.otlp.grpc.endpoint",
+                    "receivers.otlp.http.max_request_body_size_mib",
+                    "store.window",
+                    "store.windos",
+                    "store.max_series_per_service",
+                    "log.format",
+                ])
+            );
+        }
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_file_is_a_read_error() {
+    let path = fixture("does-not-exist.yaml");
+    match Settings::load(Some(&path), &Overrides::default()) {
+        Err(error @ ConfigError::Read { .. }) => {
+            assert!(error.to_string().starts_with("cannot read config file "));
+        }
+        other => panic!("expected a read error, got {other:?}"),
+    }
+}
