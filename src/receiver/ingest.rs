@@ -29,7 +29,7 @@ use opentelemetry_proto::tonic::collector::{
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point::Buckets, metric::Data, number_data_point, HistogramDataPoint,
-    NumberDataPoint,
+    Metric, NumberDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
@@ -374,17 +374,247 @@ fn number(point: &NumberDataPoint) -> Option<f64> {
 
 /// Representative values of explicit-bounds buckets: the middle of each
 /// bounded bucket; the open ends use the point's min/max when present.
-fn explicit_buckets(point: &HistogramDataPoint, counts: &[u64], out: &mut Vec<(f64, u64)>) {
-    out.clear();
+fn explicit_bucket_value(point: &HistogramDataPoint, i: usize) -> f64 {
     let bounds = &point.explicit_bounds;
-    for (i, count) in counts.iter().enumerate() {
-        let value = match (i.checked_sub(1).and_then(|j| bounds.get(j)), bounds.get(i)) {
-            (Some(low), Some(high)) => (low + high) / 2.0,
-            (None, Some(high)) => point.min.map_or(*high / 2.0, |min| (min + high) / 2.0),
-            (Some(low), None) => point.max.map_or(*low, |max| (low + max) / 2.0),
-            (None, None) => point.sum.map_or(0.0, |sum| sum / point.count.max(1) as f64),
+    match (i.checked_sub(1).and_then(|j| bounds.get(j)), bounds.get(i)) {
+        (Some(low), Some(high)) => (low + high) / 2.0,
+        (None, Some(high)) => point.min.map_or(*high / 2.0, |min| (min + high) / 2.0),
+        (Some(low), None) => point.max.map_or(*low, |max| (low + max) / 2.0),
+        (None, None) => point.sum.map_or(0.0, |sum| sum / point.count.max(1) as f64),
+    }
+}
+
+/// Per-request state for recording metric points: the clock, the kept
+/// attribute keys, the tally, and buffers reused from point to point so a
+/// point of a known series allocates nothing.
+struct MetricContext<'a> {
+    now: u64,
+    kept: &'a [String],
+    tally: Tally,
+    key: String,
+    buckets: Vec<(f64, u64)>,
+    counts: Vec<u64>,
+}
+
+/// Whether points of this temporality are cumulative; `None` when it is
+/// unspecified, which OTLP does not allow for sums and histograms.
+fn is_cumulative(temporality: i32) -> Option<bool> {
+    match temporality {
+        TEMPORALITY_DELTA => Some(false),
+        TEMPORALITY_CUMULATIVE => Some(true),
+        _ => None,
+    }
+}
+
+fn n_points(data: &Data) -> usize {
+    match data {
+        Data::Gauge(gauge) => gauge.data_points.len(),
+        Data::Sum(sum) => sum.data_points.len(),
+        Data::Histogram(histogram) => histogram.data_points.len(),
+        Data::ExponentialHistogram(histogram) => histogram.data_points.len(),
+        Data::Summary(summary) => summary.data_points.len(),
+    }
+}
+
+impl Ingest {
+    fn record_metric(
+        &self,
+        service: &ServiceEntry,
+        service_name: &str,
+        metric: &Metric,
+        context: &mut MetricContext<'_>,
+    ) {
+        let name = metric.name.as_str();
+        let Some(data) = metric.data.as_ref() else {
+            context
+                .tally
+                .reject(|| format!("metric {name:?} has no data"));
+            return;
         };
-        out.push((value, *count));
+        if name.is_empty() {
+            for _ in 0..n_points(data) {
+                context.tally.reject(|| "metric without a name".to_string());
+            }
+            return;
+        }
+        let temporality_error =
+            || format!("metric {name:?}: aggregation temporality is unspecified");
+        match data {
+            Data::Gauge(gauge) => {
+                for point in &gauge.data_points {
+                    self.record_number_point(service, name, point, None, context);
+                }
+            }
+            Data::Sum(sum) => {
+                for point in &sum.data_points {
+                    let Some(cumulative) = is_cumulative(sum.aggregation_temporality) else {
+                        context.tally.reject(temporality_error);
+                        continue;
+                    };
+                    let cumulative = cumulative.then(|| Cumulative {
+                        stream: stream_id(service_name, name, &point.attributes),
+                        monotonic: sum.is_monotonic,
+                    });
+                    self.record_number_point(service, name, point, cumulative, context);
+                }
+            }
+            Data::Histogram(histogram) => {
+                for point in &histogram.data_points {
+                    if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
+                        context.tally.accepted += 1;
+                        continue;
+                    }
+                    if !point.bucket_counts.is_empty()
+                        && point.bucket_counts.len() != point.explicit_bounds.len() + 1
+                    {
+                        context.tally.reject(|| {
+                            format!("metric {name:?}: bucket_counts must have one more entry than explicit_bounds")
+                        });
+                        continue;
+                    }
+                    let Some(cumulative) = is_cumulative(histogram.aggregation_temporality) else {
+                        context.tally.reject(temporality_error);
+                        continue;
+                    };
+                    let stream =
+                        cumulative.then(|| stream_id(service_name, name, &point.attributes));
+                    context.counts.clear();
+                    context.counts.extend_from_slice(&point.bucket_counts);
+                    let time = (point.start_time_unix_nano, point.time_unix_nano);
+                    let totals = (point.count, point.sum.unwrap_or(0.0));
+                    self.record_distribution_point(
+                        service,
+                        name,
+                        &point.attributes,
+                        stream,
+                        time,
+                        totals,
+                        context,
+                        |i| explicit_bucket_value(point, i),
+                    );
+                }
+            }
+            Data::ExponentialHistogram(histogram) => {
+                for point in &histogram.data_points {
+                    if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
+                        context.tally.accepted += 1;
+                        continue;
+                    }
+                    let Some(cumulative) = is_cumulative(histogram.aggregation_temporality) else {
+                        context.tally.reject(temporality_error);
+                        continue;
+                    };
+                    let positive = point.positive.as_ref();
+                    let offset = positive.map_or(0, |buckets| buckets.offset);
+                    // A new scale or offset is a new bucket layout: deltas
+                    // across it would be wrong, so it is a new stream.
+                    let stream = cumulative.then(|| {
+                        stream_id(service_name, name, &point.attributes)
+                            ^ (point.scale as u64).rotate_left(32)
+                            ^ offset as u64
+                    });
+                    // Buckets: the zero bucket (negative values are clamped to
+                    // zero), then each positive bucket.
+                    let negative: u64 = point
+                        .negative
+                        .as_ref()
+                        .map_or(0, |b: &Buckets| b.bucket_counts.iter().sum());
+                    context.counts.clear();
+                    context.counts.push(point.zero_count + negative);
+                    if let Some(positive) = positive {
+                        context.counts.extend_from_slice(&positive.bucket_counts);
+                    }
+                    let base = 2f64.powf(2f64.powi(-point.scale));
+                    let time = (point.start_time_unix_nano, point.time_unix_nano);
+                    let totals = (point.count, point.sum.unwrap_or(0.0));
+                    self.record_distribution_point(
+                        service,
+                        name,
+                        &point.attributes,
+                        stream,
+                        time,
+                        totals,
+                        context,
+                        |i| {
+                            if i == 0 {
+                                0.0
+                            } else {
+                                // The middle of bucket (base^k, base^(k+1)].
+                                let lower = base.powi(offset + i as i32 - 1);
+                                (lower + lower * base) / 2.0
+                            }
+                        },
+                    );
+                }
+            }
+            Data::Summary(summary) => {
+                for point in &summary.data_points {
+                    // Quantiles of a summary cannot be merged; keep its sum as
+                    // a value series.
+                    metric_key(&mut context.key, name, &point.attributes, context.kept);
+                    self.store
+                        .record_value(service, &context.key, point.time_unix_nano, point.sum);
+                    context.tally.accepted += 1;
+                }
+            }
+        }
+    }
+
+    /// Records one histogram point whose bucket counts are in
+    /// `context.counts`; `stream` is set for cumulative points, which become
+    /// deltas first. `bucket_value(i)` is the representative value of bucket i.
+    #[allow(clippy::too_many_arguments)] // each is one plain fact of the point
+    fn record_distribution_point(
+        &self,
+        service: &ServiceEntry,
+        name: &str,
+        attributes: &[KeyValue],
+        stream: Option<u64>,
+        (start, time): (u64, u64),
+        (count, sum): (u64, f64),
+        context: &mut MetricContext<'_>,
+        bucket_value: impl Fn(usize) -> f64,
+    ) {
+        let (count, sum) = match stream {
+            None => (count, sum),
+            Some(stream) => {
+                let point = HistogramPoint {
+                    start,
+                    time,
+                    count,
+                    sum,
+                    buckets: &context.counts,
+                };
+                match self
+                    .store
+                    .cumulative
+                    .histogram_delta(stream, point, context.now)
+                {
+                    Some(delta) => {
+                        context.counts.clear();
+                        context.counts.extend_from_slice(&delta.buckets);
+                        (delta.count, delta.sum)
+                    }
+                    None => {
+                        // The first point of a stream is the baseline.
+                        context.tally.accepted += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        context.buckets.clear();
+        context.buckets.extend(
+            context
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (bucket_value(i), *n)),
+        );
+        metric_key(&mut context.key, name, attributes, context.kept);
+        self.store
+            .record_distribution(service, &context.key, time, count, sum, &context.buckets);
+        context.tally.accepted += 1;
     }
 }
 
@@ -396,47 +626,51 @@ struct Cumulative {
 }
 
 impl Ingest {
+    /// Records a gauge value or a sum point (as a delta when cumulative).
     fn record_number_point(
         &self,
         service: &ServiceEntry,
-        key: &str,
+        name: &str,
         point: &NumberDataPoint,
         cumulative: Option<Cumulative>,
-        now: u64,
-        tally: &mut Tally,
+        context: &mut MetricContext<'_>,
     ) {
         if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
-            tally.accepted += 1;
+            context.tally.accepted += 1;
             return;
         }
         let Some(value) = number(point).filter(|value| value.is_finite()) else {
-            tally.reject(|| format!("metric {key:?}: data point without a finite value"));
+            context
+                .tally
+                .reject(|| format!("metric {name:?}: data point without a finite value"));
             return;
         };
         let time = point.time_unix_nano;
         let value = match cumulative {
             Some(Cumulative { stream, monotonic }) => {
+                let start = point.start_time_unix_nano;
                 match self.store.cumulative.sum_delta(
                     stream,
-                    point.start_time_unix_nano,
+                    start,
                     time,
                     value,
                     monotonic,
-                    now,
+                    context.now,
                 ) {
                     Some(delta) => delta,
                     None => {
                         // First point of a stream (or out of order): it is the
                         // baseline for the next delta, not a value itself.
-                        tally.accepted += 1;
+                        context.tally.accepted += 1;
                         return;
                     }
                 }
             }
             None => value,
         };
-        self.store.record_value(service, key, time, value);
-        tally.accepted += 1;
+        metric_key(&mut context.key, name, &point.attributes, context.kept);
+        self.store.record_value(service, &context.key, time, value);
+        context.tally.accepted += 1;
     }
 }
 
@@ -497,231 +731,25 @@ impl Sink for Ingest {
 
     fn metrics(&self, request: &ExportMetricsServiceRequest) -> Outcome {
         let started = Instant::now();
-        let now = self.store.now_unix_nanos();
-        let kept = &self.store.config().metric_attributes;
-        let mut tally = Tally::default();
-        let mut key = String::new();
-        let mut buckets: Vec<(f64, u64)> = Vec::new();
-        let mut counts: Vec<u64> = Vec::new();
+        let mut context = MetricContext {
+            now: self.store.now_unix_nanos(),
+            kept: &self.store.config().metric_attributes,
+            tally: Tally::default(),
+            key: String::new(),
+            buckets: Vec::new(),
+            counts: Vec::new(),
+        };
         for resource_metrics in &request.resource_metrics {
             let service_name = service_name(resource_metrics.resource.as_ref());
             let service = self.store.service(service_name);
             for scope_metrics in &resource_metrics.scope_metrics {
                 for metric in &scope_metrics.metrics {
-                    let name = metric.name.as_str();
-                    let Some(data) = metric.data.as_ref() else {
-                        tally.reject(|| format!("metric {name:?} has no data"));
-                        continue;
-                    };
-                    match data {
-                        Data::Gauge(gauge) => {
-                            for point in &gauge.data_points {
-                                if name.is_empty() {
-                                    tally.reject(|| "metric without a name".to_string());
-                                    continue;
-                                }
-                                metric_key(&mut key, name, &point.attributes, kept);
-                                self.record_number_point(
-                                    &service, &key, point, None, now, &mut tally,
-                                );
-                            }
-                        }
-                        Data::Sum(sum) => {
-                            for point in &sum.data_points {
-                                if name.is_empty() {
-                                    tally.reject(|| "metric without a name".to_string());
-                                    continue;
-                                }
-                                let cumulative = match sum.aggregation_temporality {
-                                    TEMPORALITY_CUMULATIVE => Some(Cumulative {
-                                        stream: stream_id(service_name, name, &point.attributes),
-                                        monotonic: sum.is_monotonic,
-                                    }),
-                                    TEMPORALITY_DELTA => None,
-                                    _ => {
-                                        tally.reject(|| format!("metric {name:?}: aggregation temporality is unspecified"));
-                                        continue;
-                                    }
-                                };
-                                metric_key(&mut key, name, &point.attributes, kept);
-                                self.record_number_point(
-                                    &service, &key, point, cumulative, now, &mut tally,
-                                );
-                            }
-                        }
-                        Data::Histogram(histogram) => {
-                            for point in &histogram.data_points {
-                                if name.is_empty() {
-                                    tally.reject(|| "metric without a name".to_string());
-                                    continue;
-                                }
-                                if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
-                                    tally.accepted += 1;
-                                    continue;
-                                }
-                                if !point.bucket_counts.is_empty()
-                                    && point.bucket_counts.len() != point.explicit_bounds.len() + 1
-                                {
-                                    tally.reject(|| format!("metric {name:?}: bucket_counts must have one more entry than explicit_bounds"));
-                                    continue;
-                                }
-                                let (count, sum) = match histogram.aggregation_temporality {
-                                    TEMPORALITY_DELTA => {
-                                        counts.clear();
-                                        counts.extend_from_slice(&point.bucket_counts);
-                                        (point.count, point.sum.unwrap_or(0.0))
-                                    }
-                                    TEMPORALITY_CUMULATIVE => {
-                                        let stream =
-                                            stream_id(service_name, name, &point.attributes);
-                                        match self.store.cumulative.histogram_delta(
-                                            stream,
-                                            HistogramPoint {
-                                                start: point.start_time_unix_nano,
-                                                time: point.time_unix_nano,
-                                                count: point.count,
-                                                sum: point.sum.unwrap_or(0.0),
-                                                buckets: &point.bucket_counts,
-                                            },
-                                            now,
-                                        ) {
-                                            Some(delta) => {
-                                                counts.clear();
-                                                counts.extend_from_slice(&delta.buckets);
-                                                (delta.count, delta.sum)
-                                            }
-                                            None => {
-                                                tally.accepted += 1;
-                                                continue;
-                                            }
-                                        }
-                                    }
-                                    _ => {
-                                        tally.reject(|| format!("metric {name:?}: aggregation temporality is unspecified"));
-                                        continue;
-                                    }
-                                };
-                                explicit_buckets(point, &counts, &mut buckets);
-                                metric_key(&mut key, name, &point.attributes, kept);
-                                self.store.record_distribution(
-                                    &service,
-                                    &key,
-                                    point.time_unix_nano,
-                                    count,
-                                    sum,
-                                    &buckets,
-                                );
-                                tally.accepted += 1;
-                            }
-                        }
-                        Data::ExponentialHistogram(histogram) => {
-                            for point in &histogram.data_points {
-                                if name.is_empty() {
-                                    tally.reject(|| "metric without a name".to_string());
-                                    continue;
-                                }
-                                if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
-                                    tally.accepted += 1;
-                                    continue;
-                                }
-                                // Representative values: zero bucket, then the
-                                // middle of each positive bucket; negative
-                                // values are clamped to zero by the store.
-                                let base = 2f64.powf(2f64.powi(-point.scale));
-                                let positive = point.positive.as_ref();
-                                let negative_total: u64 = point
-                                    .negative
-                                    .as_ref()
-                                    .map_or(0, |b: &Buckets| b.bucket_counts.iter().sum());
-                                counts.clear();
-                                counts.push(point.zero_count + negative_total);
-                                if let Some(positive) = positive {
-                                    counts.extend_from_slice(&positive.bucket_counts);
-                                }
-                                let (count, sum) = match histogram.aggregation_temporality {
-                                    TEMPORALITY_DELTA => (point.count, point.sum.unwrap_or(0.0)),
-                                    TEMPORALITY_CUMULATIVE => {
-                                        let mut stream =
-                                            stream_id(service_name, name, &point.attributes);
-                                        // A new scale or offset is a new bucket
-                                        // layout: deltas across it would be wrong.
-                                        stream ^= (point.scale as u64).rotate_left(32)
-                                            ^ positive.map_or(0, |b| b.offset as u64);
-                                        match self.store.cumulative.histogram_delta(
-                                            stream,
-                                            HistogramPoint {
-                                                start: point.start_time_unix_nano,
-                                                time: point.time_unix_nano,
-                                                count: point.count,
-                                                sum: point.sum.unwrap_or(0.0),
-                                                buckets: &counts,
-                                            },
-                                            now,
-                                        ) {
-                                            Some(delta) => {
-                                                counts.clear();
-                                                counts.extend_from_slice(&delta.buckets);
-                                                (delta.count, delta.sum)
-                                            }
-                                            None => {
-                                                tally.accepted += 1;
-                                                continue;
-                                            }
-                                        }
-                                    }
-                                    _ => {
-                                        tally.reject(|| format!("metric {name:?}: aggregation temporality is unspecified"));
-                                        continue;
-                                    }
-                                };
-                                let offset = positive.map_or(0, |b| b.offset);
-                                buckets.clear();
-                                for (i, count) in counts.iter().enumerate() {
-                                    let value = if i == 0 {
-                                        0.0
-                                    } else {
-                                        let index = offset + i as i32 - 1;
-                                        let lower = base.powi(index);
-                                        (lower + lower * base) / 2.0
-                                    };
-                                    buckets.push((value, *count));
-                                }
-                                metric_key(&mut key, name, &point.attributes, kept);
-                                self.store.record_distribution(
-                                    &service,
-                                    &key,
-                                    point.time_unix_nano,
-                                    count,
-                                    sum,
-                                    &buckets,
-                                );
-                                tally.accepted += 1;
-                            }
-                        }
-                        Data::Summary(summary) => {
-                            for point in &summary.data_points {
-                                if name.is_empty() {
-                                    tally.reject(|| "metric without a name".to_string());
-                                    continue;
-                                }
-                                // Quantiles of a summary cannot be merged; keep
-                                // its count and sum as a value series.
-                                metric_key(&mut key, name, &point.attributes, kept);
-                                self.store.record_value(
-                                    &service,
-                                    &key,
-                                    point.time_unix_nano,
-                                    point.sum,
-                                );
-                                tally.accepted += 1;
-                            }
-                        }
-                    }
+                    self.record_metric(&service, service_name, metric, &mut context);
                 }
             }
         }
         telemetry::record_ingest_batch(Signal::Metrics, started.elapsed());
-        tally.into_outcome()
+        context.tally.into_outcome()
     }
 
     fn logs(&self, request: &ExportLogsServiceRequest) -> Outcome {
