@@ -19,7 +19,9 @@
 
 pub mod admin;
 pub mod config;
+pub mod detect;
 pub mod receiver;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod telemetry;

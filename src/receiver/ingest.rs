@@ -220,6 +220,7 @@ impl Ingest {
             end_unix_nanos: span.end_time_unix_nano,
             duration_nanos: span.end_time_unix_nano - span.start_time_unix_nano,
             error: status_error || server_error,
+            trace_id: trace_id(span),
         };
         let store = &self.store;
         match kind {

@@ -31,7 +31,7 @@ pub mod window;
 pub use config::*;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -117,6 +117,9 @@ pub struct Sample {
     pub end_unix_nanos: u64,
     pub duration_nanos: u64,
     pub error: bool,
+    /// The span's trace id (0 when unknown), kept as an exemplar when the
+    /// span is the slowest or a failing one of its window.
+    pub trace_id: u128,
 }
 
 /// Where "now" comes from. Live mode uses the wall clock; tests and replay
@@ -208,6 +211,9 @@ pub struct StoreCounters {
     pub future_samples: AtomicU64,
     /// Series dropped after being idle longer than the TTL.
     pub expired_series: AtomicU64,
+    /// Samples that arrived for a window detection had already closed. They
+    /// are recorded (totals stay exact) but detection did not see them.
+    pub after_close_samples: AtomicU64,
 }
 
 /// Statistics of one series over a time range (merged windows).
@@ -228,6 +234,40 @@ pub struct SeriesStats {
     pub max: Option<f64>,
     /// Gauge/sum points in the range.
     pub values: ValueStats,
+}
+
+/// One series' window, as handed to detection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSnapshot {
+    pub key: SeriesKey,
+    pub stats: SeriesStats,
+    /// Trace ids of the slowest and of failing spans of the window.
+    pub exemplars: Vec<u128>,
+}
+
+fn window_stats(window: &window::Window, index: i64) -> SeriesStats {
+    let histogram = window
+        .histogram
+        .as_ref()
+        .filter(|histogram| !histogram.is_empty());
+    let quantile =
+        |q: f64| histogram.map(|histogram| histogram.value_at_quantile(q) as f64 / VALUE_SCALE);
+    SeriesStats {
+        windows: Some((index, index)),
+        requests: window.requests,
+        errors: window.errors,
+        error_rate: if window.requests == 0 {
+            0.0
+        } else {
+            window.errors as f64 / window.requests as f64
+        },
+        p50: quantile(0.50),
+        p90: quantile(0.90),
+        p95: quantile(0.95),
+        p99: quantile(0.99),
+        max: histogram.map(|histogram| histogram.max() as f64 / VALUE_SCALE),
+        values: window.values,
+    }
 }
 
 /// A dependency edge as listed by [`Store::edges`].
@@ -252,6 +292,8 @@ pub struct Store {
     /// so that buffering a span does not allocate its fallback callee name.
     names: NameMap<()>,
     unknown_peer: Arc<str>,
+    /// The newest window detection has closed (`i64::MIN` before the first).
+    closed_through: AtomicI64,
 }
 
 /// Bound on interned peer names; past it new names resolve to `unknown`.
@@ -285,6 +327,7 @@ impl Store {
             cumulative: CumulativeTracker::default(),
             names: NameMap::default(),
             unknown_peer: Arc::from(UNKNOWN_PEER),
+            closed_through: AtomicI64::new(i64::MIN),
             config,
         }
     }
@@ -362,9 +405,8 @@ impl Store {
     ) {
         let index = self.event_window(sample.end_unix_nanos, now);
         let latency = sample.duration_nanos / 1_000;
-        let errors = u64::from(sample.error);
         self.with_series(service, kind, name, now, |ring| {
-            ring.record(index, 1, errors, Some(latency))
+            ring.record_span(index, latency, sample.error, sample.trace_id)
         });
     }
 
@@ -419,11 +461,30 @@ impl Store {
     /// clock (skewed clocks, bad data) are recorded in the current window
     /// rather than wiping a slot of the ring, and counted.
     fn event_window(&self, unix_nanos: u64, now: u64) -> i64 {
-        if unix_nanos > now.saturating_add(self.window_nanos) {
+        let index = if unix_nanos > now.saturating_add(self.window_nanos) {
             self.counters.future_samples.fetch_add(1, Ordering::Relaxed);
-            return self.window_index(now);
+            self.window_index(now)
+        } else {
+            self.window_index(unix_nanos)
+        };
+        if index <= self.closed_through.load(Ordering::Relaxed) {
+            self.counters
+                .after_close_samples
+                .fetch_add(1, Ordering::Relaxed);
         }
-        self.window_index(unix_nanos)
+        index
+    }
+
+    /// Marks windows up to `index` as closed by detection: samples for them
+    /// from now on are counted in `after_close_samples`.
+    pub fn mark_closed(&self, index: i64) {
+        self.closed_through.fetch_max(index, Ordering::Relaxed);
+    }
+
+    /// The newest window marked closed, if any.
+    pub fn closed_through(&self) -> Option<i64> {
+        let index = self.closed_through.load(Ordering::Relaxed);
+        (index != i64::MIN).then_some(index)
     }
 
     /// Finds (or creates, within the caps) the series and applies `apply` to
@@ -696,6 +757,28 @@ impl Store {
                 .map(|histogram| histogram.max() as f64 / VALUE_SCALE),
             values,
         })
+    }
+
+    /// Every series with data in window `index`, with its statistics and
+    /// exemplar trace ids, sorted by key (so that replays are deterministic).
+    pub fn snapshot(&self, index: i64) -> Vec<WindowSnapshot> {
+        let mut found = Vec::new();
+        for service in self.services.iter() {
+            for map in &service.series {
+                for series in map.iter() {
+                    let ring = series.ring.lock();
+                    if let Some(window) = ring.window(index) {
+                        found.push(WindowSnapshot {
+                            key: series.key.clone(),
+                            stats: window_stats(window, index),
+                            exemplars: window.exemplars.trace_ids(),
+                        });
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        found
     }
 
     /// Merged latency histogram of a series over windows `from..=to`, in

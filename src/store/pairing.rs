@@ -279,6 +279,7 @@ mod tests {
             end_unix_nanos: 1_000,
             duration_nanos: 5_000_000,
             error: false,
+            trace_id: 1,
         }
     }
 

@@ -19,6 +19,7 @@ fn sample(end_secs: u64, millis: u64, error: bool) -> Sample {
         end_unix_nanos: end_secs * SECOND,
         duration_nanos: millis * 1_000_000,
         error,
+        trace_id: 1,
     }
 }
 
@@ -324,7 +325,7 @@ proptest! {
         let service = store.service("s");
         for (i, micros) in values.iter().enumerate() {
             let window = 9_900 + (i as u64 % 5) * 10;
-            store.record_operation(&service, "op", Sample { end_unix_nanos: window * SECOND, duration_nanos: micros * 1_000, error: false });
+            store.record_operation(&service, "op", Sample { end_unix_nanos: window * SECOND, duration_nanos: micros * 1_000, error: false, trace_id: 0 });
         }
         let stats = store.stats(&op_key("s", "op"), 0, u64::MAX).expect("series");
         let mut sorted = values.clone();

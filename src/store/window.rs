@@ -79,6 +79,44 @@ pub struct Window {
     /// Latency (or distribution values) in scaled units; `None` until needed.
     pub histogram: Option<Histogram<u32>>,
     pub values: ValueStats,
+    pub exemplars: Exemplars,
+}
+
+/// Trace ids worth opening for a window: its slowest span and its latest
+/// failing spans. Fixed size, so recording never allocates for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exemplars {
+    /// (latency in scaled units, trace id) of the slowest span seen.
+    pub slowest: Option<(u64, u128)>,
+    /// The latest failing spans' trace ids, newest in `errors[next - 1]`.
+    pub errors: [u128; 2],
+    next: usize,
+}
+
+impl Exemplars {
+    fn offer(&mut self, latency: u64, error: bool, trace_id: u128) {
+        if trace_id == 0 {
+            return;
+        }
+        if self.slowest.is_none_or(|(slowest, _)| latency > slowest) {
+            self.slowest = Some((latency, trace_id));
+        }
+        if error {
+            self.errors[self.next % self.errors.len()] = trace_id;
+            self.next += 1;
+        }
+    }
+
+    /// The distinct trace ids held: failing ones first, then the slowest.
+    pub fn trace_ids(&self) -> Vec<u128> {
+        let mut ids: Vec<u128> = self.errors.iter().copied().filter(|id| *id != 0).collect();
+        if let Some((_, id)) = self.slowest {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
 }
 
 impl Window {
@@ -89,6 +127,7 @@ impl Window {
             errors: 0,
             histogram: None,
             values: ValueStats::default(),
+            exemplars: Exemplars::default(),
         }
     }
 
@@ -100,6 +139,7 @@ impl Window {
             histogram.reset();
         }
         self.values = ValueStats::default();
+        self.exemplars = Exemplars::default();
     }
 
     fn histogram_mut(&mut self) -> &mut Histogram<u32> {
@@ -171,6 +211,29 @@ impl Ring {
             record_n(window.histogram_mut(), value, count);
         }
         true
+    }
+
+    /// Records one span: its latency in scaled units, whether it failed, and
+    /// its trace id for the window's exemplars. Returns false if late.
+    pub fn record_span(&mut self, index: i64, latency: u64, error: bool, trace_id: u128) -> bool {
+        self.totals.requests += 1;
+        self.totals.errors += u64::from(error);
+        let Some(window) = self.slot(index) else {
+            self.totals.late += 1;
+            return false;
+        };
+        window.requests += 1;
+        window.errors += u64::from(error);
+        record_n(window.histogram_mut(), latency, 1);
+        window.exemplars.offer(latency, error, trace_id);
+        true
+    }
+
+    /// The window with number `index`, if the ring holds it.
+    pub fn window(&self, index: i64) -> Option<&Window> {
+        let n = self.slots.len() as i64;
+        let window = &self.slots[index.rem_euclid(n) as usize];
+        (window.index == Some(index)).then_some(window)
     }
 
     /// Records a gauge value or a sum delta. Returns false if late.

@@ -1,0 +1,3 @@
+//! (being written)
+#[derive(Debug, Clone, Default)]
+pub struct DetectConfig {}
