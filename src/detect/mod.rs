@@ -15,6 +15,8 @@ use crate::store::window::ValueStats;
 use crate::store::SeriesKind;
 
 pub mod config;
+// pub mod engine; (enabled once the series detectors land)
+pub mod incident;
 pub mod rules;
 pub mod series;
 pub mod stats;

@@ -1,0 +1,215 @@
+//! The detection engine: closes event-time windows in order and turns them
+//! into incident events.
+//!
+//! For each closed window it takes the store's snapshot, feeds every series'
+//! [`SeriesDetector`] (series that got no data in the window are fed an empty
+//! window, so a service that stops answering is seen), runs the per-service
+//! saturation rules over metric series, and passes the results through the
+//! incident tracker's hysteresis.
+//!
+//! Windows close when the watermark passes their end: in live mode the
+//! watermark is the wall clock minus the allowed lateness; in replay it is the
+//! newest event time seen minus the same lateness, so a replay depends only on
+//! its input. Windows are closed strictly in order, each exactly once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::incident::{Hysteresis, IncidentEvent, IncidentTracker, SeriesResult};
+use super::series::Trend;
+use super::{service_rules, DetectConfig, SeriesDetector, SeriesInfo, WindowStats};
+use crate::store::{SeriesKey, SeriesKind, SeriesStats, Store, WindowSnapshot};
+
+/// Default allowed lateness: how long after a window's end spans for it are
+/// still waited for before it is judged.
+pub const DEFAULT_LATENESS: Duration = Duration::from_secs(10);
+
+struct Tracked {
+    detector: SeriesDetector,
+    /// The last window in which the series had data.
+    last_data: i64,
+}
+
+/// Detection state across windows.
+pub struct Engine {
+    config: DetectConfig,
+    lateness_nanos: u64,
+    series: BTreeMap<SeriesKey, Tracked>,
+    incidents: IncidentTracker,
+    /// The next window to close; `None` until the first call.
+    next_window: Option<i64>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("n_series", &self.series.len())
+            .field("next_window", &self.next_window)
+            .finish()
+    }
+}
+
+fn window_stats(stats: &SeriesStats) -> WindowStats {
+    WindowStats {
+        requests: stats.requests,
+        errors: stats.errors,
+        p50: stats.p50,
+        p95: stats.p95,
+        p99: stats.p99,
+        max: stats.max,
+        values: stats.values,
+    }
+}
+
+impl Engine {
+    pub fn new(config: DetectConfig, hysteresis: Hysteresis, lateness: Duration) -> Self {
+        Engine {
+            config,
+            lateness_nanos: lateness.as_nanos() as u64,
+            series: BTreeMap::new(),
+            incidents: IncidentTracker::new(hysteresis),
+            next_window: None,
+        }
+    }
+
+    /// Open incidents right now.
+    pub fn incidents(&self) -> &IncidentTracker {
+        &self.incidents
+    }
+
+    /// Closes every window that ended at least the allowed lateness before
+    /// `now_unix_nanos` (wall clock live, newest event time in replay).
+    pub fn advance(&mut self, store: &Store, now_unix_nanos: u64) -> Vec<IncidentEvent> {
+        let watermark = now_unix_nanos.saturating_sub(self.lateness_nanos);
+        // Window `w` ends at the start of `w + 1`: closed once that is <= watermark.
+        let last = store.window_index(watermark) - 1;
+        self.close_through(store, last)
+    }
+
+    /// Closes every window up to and including `last`, in order. Older
+    /// windows than the store's ring holds are skipped.
+    pub fn close_through(&mut self, store: &Store, last: i64) -> Vec<IncidentEvent> {
+        let ring = store.config().windows.get() as i64;
+        let first = match self.next_window {
+            Some(next) => next.max(last - ring + 1),
+            None => last,
+        };
+        let mut events = Vec::new();
+        for window in first..=last {
+            events.extend(self.close_window(store, window));
+        }
+        if last >= first {
+            store.mark_closed(last);
+            self.next_window = Some(last + 1);
+        }
+        events
+    }
+
+    fn close_window(&mut self, store: &Store, window: i64) -> Vec<IncidentEvent> {
+        let start = store.window_start(window);
+        let end = store.window_start(window + 1);
+        let window_secs = (end - start) as f64 / 1e9;
+        let snapshot: BTreeMap<SeriesKey, WindowSnapshot> = store
+            .snapshot(window)
+            .into_iter()
+            .map(|entry| (entry.key.clone(), entry))
+            .collect();
+        for key in snapshot.keys() {
+            self.series.entry(key.clone()).or_insert_with(|| Tracked {
+                detector: SeriesDetector::new(SeriesInfo {
+                    kind: key.kind,
+                    name: key.name.to_string(),
+                }),
+                last_data: window,
+            });
+        }
+        // Series silent for longer than the store keeps idle series are gone.
+        let ttl_windows = (store.config().series_ttl.as_nanos() as u64 / (end - start).max(1)) as i64;
+        let expired: Vec<SeriesKey> = self
+            .series
+            .iter()
+            .filter(|(_, tracked)| window - tracked.last_data > ttl_windows)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            self.series.remove(&key);
+            self.incidents.forget(&key);
+        }
+
+        let empty = WindowStats::default();
+        let mut results = Vec::with_capacity(self.series.len());
+        let mut metrics: BTreeMap<Arc<str>, Vec<(SeriesKey, WindowStats)>> = BTreeMap::new();
+        for (key, tracked) in self.series.iter_mut() {
+            let entry = snapshot.get(key);
+            let stats = match entry {
+                Some(entry) => {
+                    tracked.last_data = window;
+                    window_stats(&entry.stats)
+                }
+                // A metric that did not report is unknown, not zero.
+                None if key.kind == SeriesKind::Metric => continue,
+                None => empty.clone(),
+            };
+            let anomalies = tracked.detector.observe(&self.config, start, window_secs, &stats);
+            if key.kind == SeriesKind::Metric {
+                metrics
+                    .entry(Arc::clone(&key.service))
+                    .or_default()
+                    .push((key.clone(), stats));
+            }
+            results.push(SeriesResult {
+                key: key.clone(),
+                anomalies,
+                exemplars: entry.map(|entry| entry.exemplars.clone()).unwrap_or_default(),
+            });
+        }
+
+        for (service, series) in &metrics {
+            let trends: Vec<Option<Trend>> = series
+                .iter()
+                .map(|(key, _)| self.series.get(key).and_then(|tracked| tracked.detector.trend()))
+                .collect();
+            let inputs: Vec<(&str, &WindowStats, Option<&Trend>)> = series
+                .iter()
+                .zip(&trends)
+                .map(|((key, stats), trend)| (&*key.name, stats, trend.as_ref()))
+                .collect();
+            let anomalies = service_rules(&self.config, service, &inputs);
+            if !anomalies.is_empty() {
+                results.push(SeriesResult {
+                    key: SeriesKey::new(SeriesKind::Metric, service, "saturation"),
+                    anomalies,
+                    exemplars: Vec::new(),
+                });
+            }
+        }
+        // A service whose rules stopped firing reports a normal window.
+        for service in self.saturation_services() {
+            if !results
+                .iter()
+                .any(|result| result.key.service == service && &*result.key.name == "saturation")
+            {
+                results.push(SeriesResult {
+                    key: SeriesKey::new(SeriesKind::Metric, &service, "saturation"),
+                    anomalies: Vec::new(),
+                    exemplars: Vec::new(),
+                });
+            }
+        }
+        self.incidents.window(window, start, end, results)
+    }
+
+    /// Services that have had a saturation result (tracked by the incident
+    /// tracker under the pseudo-series `saturation`).
+    fn saturation_services(&self) -> Vec<Arc<str>> {
+        self.incidents
+            .tracked_keys()
+            .filter(|key| key.kind == SeriesKind::Metric && &*key.name == "saturation")
+            .map(|key| Arc::clone(&key.service))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

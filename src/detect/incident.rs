@@ -1,0 +1,360 @@
+//! Incidents: hysteresis over per-series anomalies, and grouping per service.
+//!
+//! A series *fires* after `open_after` consecutive anomalous windows (one
+//! window when an anomaly is severe) and stops firing after `resolve_after`
+//! consecutive normal windows. All firing series of one service belong to one
+//! open incident: anomalies of several kinds on the same service at the same
+//! time are one incident, not one per kind. The incident resolves when none
+//! of its series fires any more.
+//!
+//! The tracker is a pure state machine over closed windows: it emits
+//! [`IncidentEvent`]s (opened, updated, resolved) and never reads a clock, so
+//! a replay of the same data gives the same events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Anomaly, AnomalyKind, Severity};
+use crate::store::{SeriesKey, SeriesKind};
+
+/// Most exemplar trace ids an incident carries.
+const MAX_EXEMPLARS: usize = 8;
+
+/// When series start and stop counting as firing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hysteresis {
+    /// Consecutive anomalous windows before a series fires (severe
+    /// anomalies fire on their first window).
+    pub open_after: usize,
+    /// Consecutive normal windows before a firing series stops.
+    pub resolve_after: usize,
+}
+
+impl Default for Hysteresis {
+    fn default() -> Self {
+        Hysteresis {
+            open_after: 2,
+            resolve_after: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    Open,
+    Resolved,
+}
+
+/// An anomaly as carried by an incident: which series, and what was found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesAnomaly {
+    pub series_kind: &'static str,
+    pub series: String,
+    #[serde(flatten)]
+    pub anomaly: Anomaly,
+}
+
+/// One incident, as delivered to consumers (alerts, API, storage).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Incident {
+    /// Stable id: the service and the onset time, e.g. `payment@1733011390`.
+    pub id: String,
+    pub state: IncidentState,
+    pub service: String,
+    /// Operations and edges (`-> callee`) of the service that are anomalous.
+    pub operations: Vec<String>,
+    pub kinds: Vec<AnomalyKind>,
+    pub severity: Severity,
+    /// Start of the first anomalous window, Unix nanoseconds and RFC 3339.
+    pub onset_unix_nanos: u64,
+    pub onset: String,
+    /// End of the window in which the incident opened.
+    pub opened_unix_nanos: u64,
+    /// End of the window in which it resolved.
+    pub resolved_unix_nanos: Option<u64>,
+    pub resolved: Option<String>,
+    /// The latest anomaly of each series involved, most severe first.
+    pub anomalies: Vec<SeriesAnomaly>,
+    /// Trace ids (hex) of slow or failing spans of the anomalous series.
+    pub exemplar_trace_ids: Vec<String>,
+    /// One line for people.
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", content = "incident", rename_all = "snake_case")]
+pub enum IncidentEvent {
+    Opened(Incident),
+    Updated(Incident),
+    Resolved(Incident),
+}
+
+impl IncidentEvent {
+    pub fn incident(&self) -> &Incident {
+        match self {
+            IncidentEvent::Opened(incident) | IncidentEvent::Updated(incident) | IncidentEvent::Resolved(incident) => {
+                incident
+            }
+        }
+    }
+}
+
+/// What one series found in one closed window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesResult {
+    pub key: SeriesKey,
+    pub anomalies: Vec<Anomaly>,
+    pub exemplars: Vec<u128>,
+}
+
+#[derive(Debug, Default)]
+struct SeriesTrack {
+    anomalous_run: usize,
+    normal_run: usize,
+    firing: bool,
+    /// Window index of the first window of the current anomalous run.
+    run_start: i64,
+}
+
+/// An open incident and what it is made of.
+#[derive(Debug)]
+struct OpenIncident {
+    incident: Incident,
+    series: BTreeMap<SeriesKey, SeriesAnomaly>,
+    exemplars: Vec<u128>,
+}
+
+/// The hysteresis and grouping state machine.
+#[derive(Debug, Default)]
+pub struct IncidentTracker {
+    hysteresis: Hysteresis,
+    tracks: BTreeMap<SeriesKey, SeriesTrack>,
+    open: BTreeMap<Arc<str>, OpenIncident>,
+}
+
+impl IncidentTracker {
+    pub fn new(hysteresis: Hysteresis) -> Self {
+        IncidentTracker {
+            hysteresis,
+            ..IncidentTracker::default()
+        }
+    }
+
+    /// Open incidents, by service.
+    pub fn open_incidents(&self) -> Vec<&Incident> {
+        self.open.values().map(|open| &open.incident).collect()
+    }
+
+    /// Series the tracker has seen.
+    pub fn tracked_keys(&self) -> impl Iterator<Item = &SeriesKey> {
+        self.tracks.keys()
+    }
+
+    /// Forgets a series (it expired from the store).
+    pub fn forget(&mut self, key: &SeriesKey) {
+        self.tracks.remove(key);
+    }
+
+    /// Takes the results of window `index` (covering `[start, end)` in Unix
+    /// nanoseconds) for every evaluated series, and returns the events.
+    pub fn window(&mut self, index: i64, start: u64, end: u64, results: Vec<SeriesResult>) -> Vec<IncidentEvent> {
+        let window_nanos = end.saturating_sub(start);
+        let mut touched: BTreeSet<Arc<str>> = BTreeSet::new();
+        let mut opened: BTreeSet<Arc<str>> = BTreeSet::new();
+        for result in results {
+            let track = self.tracks.entry(result.key.clone()).or_default();
+            if result.anomalies.is_empty() {
+                track.anomalous_run = 0;
+                if track.firing {
+                    track.normal_run += 1;
+                    if track.normal_run >= self.hysteresis.resolve_after {
+                        track.firing = false;
+                        touched.insert(Arc::clone(&result.key.service));
+                    }
+                }
+                continue;
+            }
+            if track.anomalous_run == 0 {
+                track.run_start = index;
+            }
+            track.anomalous_run += 1;
+            track.normal_run = 0;
+            let severe = result.anomalies.iter().any(|anomaly| anomaly.severe);
+            if !track.firing && (severe || track.anomalous_run >= self.hysteresis.open_after) {
+                track.firing = true;
+            }
+            if !track.firing {
+                continue;
+            }
+            let onset = (track.run_start.max(0) as u64).saturating_mul(window_nanos);
+            let service = Arc::clone(&result.key.service);
+            let entry = self.open.entry(Arc::clone(&service)).or_insert_with(|| {
+                opened.insert(Arc::clone(&service));
+                OpenIncident {
+                    incident: new_incident(&service, onset, end),
+                    series: BTreeMap::new(),
+                    exemplars: Vec::new(),
+                }
+            });
+            entry.incident.onset_unix_nanos = entry.incident.onset_unix_nanos.min(onset);
+            for anomaly in result.anomalies {
+                entry.series.insert(
+                    result.key.clone(),
+                    SeriesAnomaly {
+                        series_kind: result.key.kind.as_str(),
+                        series: result.key.name.to_string(),
+                        anomaly,
+                    },
+                );
+            }
+            for id in result.exemplars {
+                if !entry.exemplars.contains(&id) {
+                    entry.exemplars.push(id);
+                }
+            }
+            if entry.exemplars.len() > MAX_EXEMPLARS {
+                let excess = entry.exemplars.len() - MAX_EXEMPLARS;
+                entry.exemplars.drain(..excess);
+            }
+            touched.insert(service);
+        }
+
+        let mut events = Vec::new();
+        for service in touched {
+            let still_firing = self
+                .tracks
+                .iter()
+                .any(|(key, track)| track.firing && key.service == service);
+            let Some(mut open) = self.open.remove(&service) else {
+                continue;
+            };
+            let before = open.incident.clone();
+            refresh(&mut open);
+            if !still_firing {
+                open.incident.state = IncidentState::Resolved;
+                open.incident.resolved_unix_nanos = Some(end);
+                open.incident.resolved = Some(rfc3339(end));
+                events.push(IncidentEvent::Resolved(open.incident));
+                continue;
+            }
+            if opened.contains(&service) {
+                events.push(IncidentEvent::Opened(open.incident.clone()));
+            } else if changed(&before, &open.incident) {
+                events.push(IncidentEvent::Updated(open.incident.clone()));
+            }
+            self.open.insert(service, open);
+        }
+        events
+    }
+}
+
+fn new_incident(service: &str, onset: u64, opened: u64) -> Incident {
+    Incident {
+        id: format!("{service}@{}", onset / 1_000_000_000),
+        state: IncidentState::Open,
+        service: service.to_string(),
+        operations: Vec::new(),
+        kinds: Vec::new(),
+        severity: Severity::Warning,
+        onset_unix_nanos: onset,
+        onset: rfc3339(onset),
+        opened_unix_nanos: opened,
+        resolved_unix_nanos: None,
+        resolved: None,
+        anomalies: Vec::new(),
+        exemplar_trace_ids: Vec::new(),
+        summary: String::new(),
+    }
+}
+
+/// Recomputes the derived fields of an incident from its series.
+fn refresh(open: &mut OpenIncident) {
+    let incident = &mut open.incident;
+    incident.onset = rfc3339(incident.onset_unix_nanos);
+    let mut anomalies: Vec<SeriesAnomaly> = open.series.values().cloned().collect();
+    anomalies.sort_by(|a, b| {
+        b.anomaly
+            .severity
+            .cmp(&a.anomaly.severity)
+            .then_with(|| a.anomaly.kind.cmp(&b.anomaly.kind))
+            .then_with(|| a.series.cmp(&b.series))
+    });
+    incident.kinds = anomalies
+        .iter()
+        .map(|anomaly| anomaly.anomaly.kind)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    incident.severity = anomalies
+        .iter()
+        .map(|anomaly| anomaly.anomaly.severity)
+        .max()
+        .unwrap_or(Severity::Warning);
+    incident.operations = open
+        .series
+        .keys()
+        .filter_map(|key| match key.kind {
+            SeriesKind::Operation => Some(key.name.to_string()),
+            SeriesKind::Edge => Some(format!("-> {}", key.name)),
+            _ => None,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    incident.exemplar_trace_ids = open.exemplars.iter().map(|id| format!("{id:032x}")).collect();
+    incident.summary = match anomalies.first() {
+        Some(first) => {
+            let more = anomalies.len() - 1;
+            let subject = if first.series_kind == "operation" || first.series_kind == "edge" {
+                format!("{} {}", incident.service, first.series)
+            } else {
+                incident.service.clone()
+            };
+            if more == 0 {
+                format!("{subject}: {}", first.anomaly.summary)
+            } else {
+                format!("{subject}: {} (+{more} more)", first.anomaly.summary)
+            }
+        }
+        None => format!("{}: anomalous", incident.service),
+    };
+    incident.anomalies = anomalies;
+}
+
+/// Whether an update is worth an event: new kinds, series or severity (not
+/// every change of a number, which would flood consumers every window).
+fn changed(before: &Incident, after: &Incident) -> bool {
+    before.kinds != after.kinds
+        || before.severity != after.severity
+        || before.operations != after.operations
+        || before.anomalies.len() != after.anomalies.len()
+}
+
+/// Formats Unix nanoseconds as RFC 3339 UTC with second precision.
+pub fn rfc3339(unix_nanos: u64) -> String {
+    let seconds = unix_nanos / 1_000_000_000;
+    let days = (seconds / 86_400) as i64;
+    let in_day = seconds % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        in_day / 3_600,
+        in_day % 3_600 / 60,
+        in_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests;
