@@ -21,6 +21,7 @@ pub mod admin;
 pub mod config;
 pub mod detect;
 pub mod receiver;
+pub mod replay;
 pub mod server;
 pub mod sim;
 pub mod store;

@@ -63,7 +63,12 @@ fn window_stats(stats: &SeriesStats) -> WindowStats {
 }
 
 impl Engine {
-    pub fn new(config: DetectConfig, hysteresis: Hysteresis, lateness: Duration) -> Self {
+    pub fn new(config: DetectConfig, lateness: Duration) -> Self {
+        let hysteresis = Hysteresis {
+            open_after: config.open_after,
+            open_after_severe: config.open_after_severe,
+            resolve_after: config.resolve_after,
+        };
         Engine {
             config,
             lateness_nanos: lateness.as_nanos() as u64,
@@ -125,7 +130,8 @@ impl Engine {
             });
         }
         // Series silent for longer than the store keeps idle series are gone.
-        let ttl_windows = (store.config().series_ttl.as_nanos() as u64 / (end - start).max(1)) as i64;
+        let ttl_windows =
+            (store.config().series_ttl.as_nanos() as u64 / (end - start).max(1)) as i64;
         let expired: Vec<SeriesKey> = self
             .series
             .iter()
@@ -151,7 +157,9 @@ impl Engine {
                 None if key.kind == SeriesKind::Metric => continue,
                 None => empty.clone(),
             };
-            let anomalies = tracked.detector.observe(&self.config, start, window_secs, &stats);
+            let anomalies = tracked
+                .detector
+                .observe(&self.config, start, window_secs, &stats);
             if key.kind == SeriesKind::Metric {
                 metrics
                     .entry(Arc::clone(&key.service))
@@ -161,14 +169,20 @@ impl Engine {
             results.push(SeriesResult {
                 key: key.clone(),
                 anomalies,
-                exemplars: entry.map(|entry| entry.exemplars.clone()).unwrap_or_default(),
+                exemplars: entry
+                    .map(|entry| entry.exemplars.clone())
+                    .unwrap_or_default(),
             });
         }
 
         for (service, series) in &metrics {
             let trends: Vec<Option<Trend>> = series
                 .iter()
-                .map(|(key, _)| self.series.get(key).and_then(|tracked| tracked.detector.trend()))
+                .map(|(key, _)| {
+                    self.series
+                        .get(key)
+                        .and_then(|tracked| tracked.detector.trend())
+                })
                 .collect();
             let inputs: Vec<(&str, &WindowStats, Option<&Trend>)> = series
                 .iter()

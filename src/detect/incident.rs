@@ -25,9 +25,10 @@ const MAX_EXEMPLARS: usize = 8;
 /// When series start and stop counting as firing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hysteresis {
-    /// Consecutive anomalous windows before a series fires (severe
-    /// anomalies fire on their first window).
+    /// Consecutive anomalous windows before a series fires.
     pub open_after: usize,
+    /// The same when the window's anomaly is severe.
+    pub open_after_severe: usize,
     /// Consecutive normal windows before a firing series stops.
     pub resolve_after: usize,
 }
@@ -36,6 +37,7 @@ impl Default for Hysteresis {
     fn default() -> Self {
         Hysteresis {
             open_after: 2,
+            open_after_severe: 1,
             resolve_after: 3,
         }
     }
@@ -95,9 +97,9 @@ pub enum IncidentEvent {
 impl IncidentEvent {
     pub fn incident(&self) -> &Incident {
         match self {
-            IncidentEvent::Opened(incident) | IncidentEvent::Updated(incident) | IncidentEvent::Resolved(incident) => {
-                incident
-            }
+            IncidentEvent::Opened(incident)
+            | IncidentEvent::Updated(incident)
+            | IncidentEvent::Resolved(incident) => incident,
         }
     }
 }
@@ -160,7 +162,13 @@ impl IncidentTracker {
 
     /// Takes the results of window `index` (covering `[start, end)` in Unix
     /// nanoseconds) for every evaluated series, and returns the events.
-    pub fn window(&mut self, index: i64, start: u64, end: u64, results: Vec<SeriesResult>) -> Vec<IncidentEvent> {
+    pub fn window(
+        &mut self,
+        index: i64,
+        start: u64,
+        end: u64,
+        results: Vec<SeriesResult>,
+    ) -> Vec<IncidentEvent> {
         let window_nanos = end.saturating_sub(start);
         let mut touched: BTreeSet<Arc<str>> = BTreeSet::new();
         let mut opened: BTreeSet<Arc<str>> = BTreeSet::new();
@@ -183,7 +191,12 @@ impl IncidentTracker {
             track.anomalous_run += 1;
             track.normal_run = 0;
             let severe = result.anomalies.iter().any(|anomaly| anomaly.severe);
-            if !track.firing && (severe || track.anomalous_run >= self.hysteresis.open_after) {
+            let needed = if severe {
+                self.hysteresis.open_after_severe
+            } else {
+                self.hysteresis.open_after
+            };
+            if !track.firing && track.anomalous_run >= needed {
                 track.firing = true;
             }
             if !track.firing {
@@ -304,7 +317,11 @@ fn refresh(open: &mut OpenIncident) {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    incident.exemplar_trace_ids = open.exemplars.iter().map(|id| format!("{id:032x}")).collect();
+    incident.exemplar_trace_ids = open
+        .exemplars
+        .iter()
+        .map(|id| format!("{id:032x}"))
+        .collect();
     incident.summary = match anomalies.first() {
         Some(first) => {
             let more = anomalies.len() - 1;
@@ -342,11 +359,16 @@ pub fn rfc3339(unix_nanos: u64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",

@@ -15,7 +15,7 @@ use crate::store::window::ValueStats;
 use crate::store::SeriesKind;
 
 pub mod config;
-// pub mod engine; (enabled once the series detectors land)
+pub mod engine;
 pub mod incident;
 pub mod rules;
 pub mod series;

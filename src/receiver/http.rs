@@ -393,6 +393,44 @@ fn decode_json<R: Export>(body: &[u8]) -> Result<R, String> {
     Ok(request)
 }
 
+/// One decoded OTLP/JSON export request of any signal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonRequest {
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+/// Decodes one OTLP/JSON export request, telling the signal by its top-level
+/// key (`resourceSpans`, `resourceMetrics`, `resourceLogs`): the lines the
+/// OTel Collector's file exporter writes. Used by `triage replay`.
+pub fn decode_json_any(line: &[u8]) -> Result<JsonRequest, String> {
+    let mut json: Value = serde_json::from_slice(line).map_err(|error| error.to_string())?;
+    let key = json
+        .as_object()
+        .and_then(|object| {
+            ["resourceSpans", "resourceMetrics", "resourceLogs"]
+                .into_iter()
+                .find(|key| object.contains_key(*key))
+        })
+        .ok_or_else(|| {
+            "not an OTLP export request: no resourceSpans, resourceMetrics or resourceLogs"
+                .to_string()
+        })?;
+    normalize_json(&mut json);
+    fn typed<R: Export>(json: &Value) -> Result<R, String> {
+        let request: R =
+            serde_path_to_error::deserialize(json).map_err(|error| error.to_string())?;
+        request.check_json(json)?;
+        Ok(request)
+    }
+    Ok(match key {
+        "resourceSpans" => JsonRequest::Traces(typed(&json)?),
+        "resourceMetrics" => JsonRequest::Metrics(typed(&json)?),
+        _ => JsonRequest::Logs(typed(&json)?),
+    })
+}
+
 /// OTLP fields of 32-bit integer types (enums included). The derive reads
 /// them with plain `i32`/`u32`, which refuse the string form that the
 /// protobuf JSON mapping allows for every integer.

@@ -1,1 +1,147 @@
 use super::*;
+use crate::detect::incident::IncidentState;
+use crate::store::{ManualClock, Sample, StoreConfig};
+
+const SECOND: u64 = 1_000_000_000;
+const START: u64 = 1_700_000_000 * SECOND;
+
+/// A store on a manual clock and an engine over it.
+fn setup() -> (Store, Arc<ManualClock>, Engine) {
+    let clock = Arc::new(ManualClock::new(START));
+    let store = Store::with_clock(StoreConfig::default(), clock.clone());
+    let engine = Engine::new(DetectConfig::default(), DEFAULT_LATENESS);
+    (store, clock, engine)
+}
+
+/// Records one second of traffic on checkout -> payment ending at `second`:
+/// `rate` requests with latency `millis` (+ a little deterministic jitter),
+/// `errors` of them failing.
+fn second_of_traffic(store: &Store, second: u64, rate: u64, millis: u64, errors: u64) {
+    let payment = store.service("payment");
+    for i in 0..rate {
+        let jitter = (i * 7 + second * 13) % 5;
+        let sample = Sample {
+            end_unix_nanos: START + second * SECOND + i * (SECOND / rate.max(1)),
+            duration_nanos: (millis + jitter) * 1_000_000,
+            error: i < errors,
+            trace_id: u128::from(second * 1_000 + i + 1),
+        };
+        store.record_operation(&payment, "POST /pay", sample);
+    }
+}
+
+/// Runs `seconds` of traffic shaped by `shape(second) -> (rate, millis,
+/// errors)`, advancing the engine each second; returns all events with the
+/// second they came out at.
+fn run(seconds: u64, shape: impl Fn(u64) -> (u64, u64, u64)) -> Vec<(u64, IncidentEvent)> {
+    let (store, clock, mut engine) = setup();
+    let mut events = Vec::new();
+    for second in 0..seconds {
+        let (rate, millis, errors) = shape(second);
+        clock.set(START + (second + 1) * SECOND);
+        second_of_traffic(&store, second, rate, millis, errors);
+        for event in engine.advance(&store, START + (second + 1) * SECOND) {
+            events.push((second, event));
+        }
+    }
+    events
+}
+
+#[test]
+fn steady_traffic_opens_nothing() {
+    let events = run(1_200, |_| (20, 40, 0));
+    assert!(events.is_empty(), "{events:#?}");
+}
+
+#[test]
+fn latency_shift_opens_then_resolves_an_incident() {
+    // 15 minutes healthy, 3 minutes at 8x latency, then healthy again.
+    let fault = 900..1_080;
+    let events = run(1_500, |second| {
+        if fault.contains(&second) {
+            (20, 320, 0)
+        } else {
+            (20, 40, 0)
+        }
+    });
+    let (opened_at, opened) = events.first().expect("an incident opened");
+    let IncidentEvent::Opened(incident) = opened else {
+        panic!("first event is an open: {opened:?}")
+    };
+    assert_eq!(incident.service, "payment");
+    assert!(
+        incident
+            .kinds
+            .contains(&crate::detect::AnomalyKind::Latency),
+        "{incident:#?}"
+    );
+    assert!(!incident.exemplar_trace_ids.is_empty());
+    // Detected within the window, lateness and hysteresis: under a minute.
+    let delay = opened_at - fault.start;
+    assert!(delay <= 60, "opened {delay} s after the fault");
+    assert!(incident.onset_unix_nanos >= START + fault.start * SECOND - 10 * SECOND);
+    let resolved = events
+        .iter()
+        .find(|(_, event)| matches!(event, IncidentEvent::Resolved(_)))
+        .expect("resolved after the fault stopped");
+    assert!(resolved.0 >= fault.end);
+    assert_eq!(resolved.1.incident().state, IncidentState::Resolved);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(_, event)| matches!(event, IncidentEvent::Opened(_)))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_service_that_goes_silent_is_a_traffic_drop() {
+    let events = run(1_200, |second| {
+        if second >= 900 {
+            (0, 0, 0)
+        } else {
+            (20, 40, 0)
+        }
+    });
+    let (_, opened) = events.first().expect("an incident opened");
+    assert!(
+        opened
+            .incident()
+            .kinds
+            .contains(&crate::detect::AnomalyKind::TrafficDrop),
+        "{:#?}",
+        opened.incident()
+    );
+}
+
+#[test]
+fn windows_close_once_in_order_and_mark_the_store() {
+    let (store, clock, mut engine) = setup();
+    clock.set(START + 100 * SECOND);
+    assert!(engine.advance(&store, START + 100 * SECOND).is_empty());
+    let closed = store.closed_through().expect("closed a window");
+    // Watermark = now - 10 s lateness; the window ending at it is closed.
+    assert_eq!(closed, store.window_index(START + 90 * SECOND) - 1);
+    engine.advance(&store, START + 100 * SECOND);
+    assert_eq!(store.closed_through(), Some(closed), "nothing closes twice");
+    // A span for a closed window is recorded and counted as after-close.
+    let payment = store.service("payment");
+    store.record_operation(
+        &payment,
+        "op",
+        Sample {
+            end_unix_nanos: START + 20 * SECOND,
+            duration_nanos: SECOND / 100,
+            error: false,
+            trace_id: 1,
+        },
+    );
+    assert_eq!(
+        store
+            .counters
+            .after_close_samples
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

@@ -5,7 +5,11 @@ const WINDOW: u64 = 10_000_000_000;
 fn anomaly(kind: AnomalyKind, severe: bool) -> Anomaly {
     Anomaly {
         kind,
-        severity: if severe { Severity::Critical } else { Severity::Warning },
+        severity: if severe {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
         severe,
         measure: "p95".to_string(),
         current: 840.0,
@@ -25,7 +29,11 @@ fn result(service: &str, name: &str, anomalies: Vec<Anomaly>) -> SeriesResult {
 }
 
 /// Feeds one window and returns the event names with their incident ids.
-fn step(tracker: &mut IncidentTracker, index: i64, results: Vec<SeriesResult>) -> Vec<(String, String)> {
+fn step(
+    tracker: &mut IncidentTracker,
+    index: i64,
+    results: Vec<SeriesResult>,
+) -> Vec<(String, String)> {
     let start = index as u64 * WINDOW;
     tracker
         .window(index, start, start + WINDOW, results)
@@ -44,26 +52,71 @@ fn step(tracker: &mut IncidentTracker, index: i64, results: Vec<SeriesResult>) -
 #[test]
 fn opens_after_two_windows_and_resolves_after_three_normal() {
     let mut tracker = IncidentTracker::new(Hysteresis::default());
-    let latency = || vec![result("pay", "POST /pay", vec![anomaly(AnomalyKind::Latency, false)])];
+    let latency = || {
+        vec![result(
+            "pay",
+            "POST /pay",
+            vec![anomaly(AnomalyKind::Latency, false)],
+        )]
+    };
     let normal = || vec![result("pay", "POST /pay", vec![])];
-    assert!(step(&mut tracker, 100, latency()).is_empty(), "one window is not enough");
+    assert!(
+        step(&mut tracker, 100, latency()).is_empty(),
+        "one window is not enough"
+    );
     let opened = step(&mut tracker, 101, latency());
-    assert_eq!(opened, vec![("opened".to_string(), "pay@1000".to_string())], "onset is the first anomalous window");
-    assert!(step(&mut tracker, 102, latency()).is_empty(), "same anomaly: no update event");
+    assert_eq!(
+        opened,
+        vec![("opened".to_string(), "pay@1000".to_string())],
+        "onset is the first anomalous window"
+    );
+    assert!(
+        step(&mut tracker, 102, latency()).is_empty(),
+        "same anomaly: no update event"
+    );
     assert!(step(&mut tracker, 103, normal()).is_empty());
     assert!(step(&mut tracker, 104, normal()).is_empty());
     let resolved = step(&mut tracker, 105, normal());
-    assert_eq!(resolved, vec![("resolved".to_string(), "pay@1000".to_string())]);
+    assert_eq!(
+        resolved,
+        vec![("resolved".to_string(), "pay@1000".to_string())]
+    );
     assert!(tracker.open_incidents().is_empty());
 }
 
 #[test]
 fn a_single_blip_never_opens_and_a_severe_one_opens_at_once() {
     let mut tracker = IncidentTracker::new(Hysteresis::default());
-    assert!(step(&mut tracker, 1, vec![result("a", "op", vec![anomaly(AnomalyKind::Latency, false)])]).is_empty());
+    assert!(step(
+        &mut tracker,
+        1,
+        vec![result(
+            "a",
+            "op",
+            vec![anomaly(AnomalyKind::Latency, false)]
+        )]
+    )
+    .is_empty());
     assert!(step(&mut tracker, 2, vec![result("a", "op", vec![])]).is_empty());
-    assert!(step(&mut tracker, 3, vec![result("a", "op", vec![anomaly(AnomalyKind::Latency, false)])]).is_empty());
-    let severe = step(&mut tracker, 10, vec![result("b", "op", vec![anomaly(AnomalyKind::ErrorRate, true)])]);
+    assert!(step(
+        &mut tracker,
+        3,
+        vec![result(
+            "a",
+            "op",
+            vec![anomaly(AnomalyKind::Latency, false)]
+        )]
+    )
+    .is_empty());
+    let severe = step(
+        &mut tracker,
+        10,
+        vec![result(
+            "b",
+            "op",
+            vec![anomaly(AnomalyKind::ErrorRate, true)],
+        )],
+    );
     assert_eq!(severe, vec![("opened".to_string(), "b@100".to_string())]);
 }
 
@@ -72,15 +125,29 @@ fn kinds_on_one_service_are_one_incident() {
     let mut tracker = IncidentTracker::new(Hysteresis::default());
     let both = || {
         vec![
-            result("pay", "POST /pay", vec![anomaly(AnomalyKind::Latency, true)]),
-            result("pay", "GET /status", vec![anomaly(AnomalyKind::ErrorRate, true)]),
+            result(
+                "pay",
+                "POST /pay",
+                vec![anomaly(AnomalyKind::Latency, true)],
+            ),
+            result(
+                "pay",
+                "GET /status",
+                vec![anomaly(AnomalyKind::ErrorRate, true)],
+            ),
         ]
     };
     let events = tracker.window(7, 70 * WINDOW / 10 * 10, 80 * WINDOW, both());
     assert_eq!(events.len(), 1);
     let incident = events[0].incident();
-    assert_eq!(incident.kinds, vec![AnomalyKind::Latency, AnomalyKind::ErrorRate]);
-    assert_eq!(incident.operations, vec!["GET /status".to_string(), "POST /pay".to_string()]);
+    assert_eq!(
+        incident.kinds,
+        vec![AnomalyKind::Latency, AnomalyKind::ErrorRate]
+    );
+    assert_eq!(
+        incident.operations,
+        vec!["GET /status".to_string(), "POST /pay".to_string()]
+    );
     assert_eq!(incident.severity, Severity::Critical);
     assert_eq!(incident.exemplar_trace_ids, vec![format!("{:032x}", 0xabc)]);
     assert!(incident.summary.starts_with("pay "), "{}", incident.summary);
@@ -94,7 +161,15 @@ fn kinds_on_one_service_are_one_incident() {
     let events = step(&mut tracker, 8, more);
     assert_eq!(events[0].0, "updated");
     // Another service is another incident.
-    let other = step(&mut tracker, 9, vec![result("cart", "GET /cart", vec![anomaly(AnomalyKind::Latency, true)])]);
+    let other = step(
+        &mut tracker,
+        9,
+        vec![result(
+            "cart",
+            "GET /cart",
+            vec![anomaly(AnomalyKind::Latency, true)],
+        )],
+    );
     assert_eq!(other[0].0, "opened");
     assert_eq!(tracker.open_incidents().len(), 2);
 }
@@ -102,13 +177,21 @@ fn kinds_on_one_service_are_one_incident() {
 #[test]
 fn events_serialize_as_tagged_json() {
     let mut tracker = IncidentTracker::new(Hysteresis::default());
-    let events = tracker.window(1, WINDOW, 2 * WINDOW, vec![result("a", "op", vec![anomaly(AnomalyKind::Latency, true)])]);
+    let events = tracker.window(
+        1,
+        WINDOW,
+        2 * WINDOW,
+        vec![result("a", "op", vec![anomaly(AnomalyKind::Latency, true)])],
+    );
     let json = serde_json::to_value(&events[0]).expect("serializes");
     assert_eq!(json["event"], "opened");
     assert_eq!(json["incident"]["service"], "a");
     assert_eq!(json["incident"]["state"], "open");
     assert_eq!(json["incident"]["kinds"][0], "latency");
-    assert_eq!(json["incident"]["anomalies"][0]["summary"], "p95 840 ms vs 95 ms baseline, 312 requests");
+    assert_eq!(
+        json["incident"]["anomalies"][0]["summary"],
+        "p95 840 ms vs 95 ms baseline, 312 requests"
+    );
 }
 
 #[test]

@@ -1,0 +1,131 @@
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+
+use super::*;
+
+const SECOND: u64 = 1_000_000_000;
+const START: u64 = 1_700_000_000 * SECOND;
+
+fn request(second: u64, millis: u64) -> ExportTraceServiceRequest {
+    let spans = (0..20u64)
+        .map(|i| {
+            let end = START + second * SECOND + i * SECOND / 20;
+            let jitter = (i * 7 + second * 3) % 5;
+            Span {
+                trace_id: (u128::from(second) << 32 | u128::from(i + 1))
+                    .to_be_bytes()
+                    .to_vec(),
+                span_id: (second << 8 | (i + 1)).to_be_bytes().to_vec(),
+                name: "POST /pay".to_string(),
+                kind: SpanKind::Server as i32,
+                start_time_unix_nano: end - (millis + jitter) * 1_000_000,
+                end_time_unix_nano: end,
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".to_string(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue("payment".to_string())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// JSON lines: 20 minutes of payment traffic, 8x slower from minute 15 to 18.
+fn json_lines() -> String {
+    let mut lines = String::new();
+    for second in 0..1_200 {
+        let millis = if (900..1_080).contains(&second) {
+            320
+        } else {
+            40
+        };
+        lines.push_str(&serde_json::to_string(&request(second, millis)).expect("serializes"));
+        lines.push('\n');
+    }
+    lines
+}
+
+fn replay(input: &str) -> (Vec<String>, ReplayStats) {
+    let mut replay = Replay::new(
+        StoreConfig::default(),
+        DetectConfig::default(),
+        Duration::from_secs(10),
+    );
+    let mut out = Vec::new();
+    replay_lines(
+        &mut replay,
+        Path::new("test.jsonl"),
+        input.as_bytes(),
+        |events| {
+            out.extend(
+                events
+                    .iter()
+                    .map(|event| serde_json::to_string(event).expect("serializes")),
+            )
+        },
+    )
+    .expect("valid input");
+    out.extend(
+        replay
+            .finish()
+            .iter()
+            .map(|event| serde_json::to_string(event).expect("serializes")),
+    );
+    (out, replay.stats)
+}
+
+#[test]
+fn replay_detects_and_is_deterministic() {
+    let input = json_lines();
+    let (first, stats) = replay(&input);
+    let (second, _) = replay(&input);
+    assert_eq!(first, second, "same input, same output");
+    assert_eq!(stats.lines, 1_200);
+    assert_eq!(stats.spans, 24_000);
+    assert!(first.len() >= 2, "opened and resolved: {first:#?}");
+    let opened: serde_json::Value = serde_json::from_str(&first[0]).expect("JSON");
+    assert_eq!(opened["event"], "opened");
+    assert_eq!(opened["incident"]["service"], "payment");
+    let onset = opened["incident"]["onset_unix_nanos"]
+        .as_u64()
+        .expect("onset");
+    assert!(
+        onset >= START + 890 * SECOND && onset <= START + 930 * SECOND,
+        "onset {onset}"
+    );
+    let last: serde_json::Value =
+        serde_json::from_str(first.last().expect("events")).expect("JSON");
+    assert_eq!(last["event"], "resolved");
+}
+
+#[test]
+fn a_bad_line_names_its_number() {
+    let input = format!(
+        "{}\nnot json\n",
+        serde_json::to_string(&request(0, 5)).expect("serializes")
+    );
+    let mut replay = Replay::new(
+        StoreConfig::default(),
+        DetectConfig::default(),
+        Duration::from_secs(10),
+    );
+    let error = replay_lines(&mut replay, Path::new("in.jsonl"), input.as_bytes(), |_| {})
+        .expect_err("bad line");
+    assert!(error.to_string().starts_with("in.jsonl:2: "), "{error}");
+}
