@@ -25,6 +25,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde_yaml::{Mapping, Value};
 
+use crate::detect::DetectConfig;
 use crate::store::StoreConfig;
 
 /// Default port of the OTLP/gRPC receiver (the OTLP standard port).
@@ -47,12 +48,28 @@ const MIN_WINDOW: Duration = Duration::from_millis(100);
 const MIN_WINDOWS: usize = 2;
 /// Most windows a series keeps, bounding the memory of one series.
 const MAX_WINDOWS: usize = 10_000;
+/// Fewest windows of detection history: a median of fewer is one outlier
+/// away from wrong.
+const MIN_HISTORY_WINDOWS: usize = 10;
+/// Most windows of detection history. A window costs 32 bytes per series,
+/// so this bounds a series' history at 320 KB (28 hours at 10 s).
+const MAX_HISTORY_WINDOWS: usize = 10_000;
+/// Most consecutive windows the hysteresis counts: beyond this an incident
+/// would open or resolve too late to be useful.
+const MAX_HYSTERESIS_WINDOWS: usize = 1_000;
 /// Longest shutdown drain. Orchestrators kill a process that takes longer
 /// than a few minutes to stop anyway.
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Keys of the document's top level.
-const TOP_KEYS: &[&str] = &["receivers", "admin", "store", "log", "shutdown_timeout"];
+const TOP_KEYS: &[&str] = &[
+    "receivers",
+    "admin",
+    "store",
+    "detect",
+    "log",
+    "shutdown_timeout",
+];
 /// Keys of `receivers`.
 const RECEIVERS_KEYS: &[&str] = &["otlp"];
 /// Keys of `receivers.otlp`.
@@ -74,6 +91,66 @@ const STORE_KEYS: &[&str] = &[
     "pairing_capacity",
     "metric_attributes",
 ];
+/// Keys of `detect`.
+const DETECT_KEYS: &[&str] = &[
+    "warmup_windows",
+    "history_windows",
+    "relearn_after",
+    "seasonality",
+    "hysteresis",
+    "latency",
+    "errors",
+    "traffic",
+    "metrics",
+    "trend",
+    "saturation",
+    "severe_significance",
+];
+/// Keys of `detect.hysteresis`.
+const HYSTERESIS_KEYS: &[&str] = &["open_after", "open_after_severe", "resolve_after"];
+/// Keys of `detect.latency`.
+const LATENCY_KEYS: &[&str] = &[
+    "ratio",
+    "p50_min_ms",
+    "p95_min_ms",
+    "p99_min_ms",
+    "min_requests",
+    "p99_min_requests",
+    "min_z",
+    "severe_ratio",
+];
+/// Keys of `detect.errors`.
+const ERRORS_KEYS: &[&str] = &[
+    "significance",
+    "min_increase",
+    "min_requests",
+    "rate_floor",
+    "min_z",
+    "severe_ratio",
+];
+/// Keys of `detect.traffic`.
+const TRAFFIC_KEYS: &[&str] = &[
+    "significance",
+    "min_rate",
+    "drop_ratio",
+    "spike_ratio",
+    "min_z",
+    "severe_drop_ratio",
+    "severe_spike_ratio",
+];
+/// Keys of `detect.metrics`.
+const METRICS_KEYS: &[&str] = &["watch", "min_z", "min_change"];
+/// Keys of `detect.trend`.
+const TREND_KEYS: &[&str] = &[
+    "watch",
+    "min_duration",
+    "min_r2",
+    "min_rise",
+    "horizon",
+    "limits",
+];
+/// Keys of `detect.saturation`.
+const SATURATION_KEYS: &[&str] = &["pool_usage", "cpu_throttled"];
 /// Keys of `log`.
 const LOG_KEYS: &[&str] = &["level", "format"];
 
@@ -100,6 +177,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// Windowing, cardinality bounds and span pairing of the store.
     pub store: StoreConfig,
+    /// Detection thresholds, baselines and hysteresis.
+    pub detect: DetectConfig,
     /// Logging.
     pub log: LogSettings,
     /// How long shutdown waits for in-flight work to drain before giving up.
@@ -236,6 +315,7 @@ impl Default for Settings {
                 endpoint: localhost(ADMIN_PORT),
             },
             store: StoreConfig::default(),
+            detect: DetectConfig::default(),
             log: LogSettings {
                 level: "info".to_owned(),
                 format: LogFormat::Text,
@@ -319,6 +399,7 @@ impl Settings {
         });
 
         check.store(&top, &mut settings.store);
+        check.detect(&top, &mut settings.detect);
 
         let log = check.section(&top, "log", LOG_KEYS);
         check.field(&log, "level", &mut settings.log.level, |value| {
@@ -444,6 +525,144 @@ store:
     - rpc.method
     - k8s.container.name
     - container.name
+
+# Anomaly detection. Each closed window of each series is compared with the
+# series' own robust baseline (median and MAD of its trailing windows, log
+# space for latency) and, once a day of history exists, with the same time
+# of day on previous days. Window counts below assume store.window = 10s.
+detect:
+  # Windows a series must be seen for before it may alert (reported as
+  # warming up): a median of 30 windows is stable, and a restarted collector
+  # is useful again within 5 minutes.
+  warmup_windows: 30
+  # Windows of history each series keeps as its baseline (32 bytes each), from
+  # 10 to 10000. One hour: a half-hour incident cannot drag the median, and a
+  # 30-minute trend fits in it.
+  history_windows: 360
+  # Anomalous windows stay out of the baseline so an incident cannot hide
+  # itself; a change that persists this long is taken as intended and learned.
+  relearn_after: 30m
+  # Also compare with the same time of day on the last 3 days, so a daily
+  # peak is not an incident.
+  seasonality: true
+  hysteresis:
+    # Consecutive anomalous windows before an incident opens: one odd window
+    # is common, two in a row rarely are.
+    open_after: 2
+    # The same for severe deviations (at most open_after): waiting costs time.
+    open_after_severe: 1
+    # Consecutive normal windows before an incident resolves; more than
+    # open_after, so a flapping series keeps one incident.
+    resolve_after: 3
+  latency:
+    # Alert only at this multiple of the baseline quantile (above 1) AND a
+    # rise of at least the absolute amounts below: 1.5x of 2 ms hurts nobody.
+    ratio: 1.5
+    p50_min_ms: 10
+    p95_min_ms: 20
+    # The p99 of a window is noisy, so it needs a larger move.
+    p99_min_ms: 50
+    # Fewer requests than this in a window: p50/p95 are not judged or learned
+    # (the p95 of 19 requests is the second-largest one).
+    min_requests: 20
+    # The same for p99, which needs 100 samples to be more than the maximum.
+    p99_min_requests: 100
+    # The shift must also stand out from the series' own noise (robust z in
+    # log space); this only bites on series noisy enough that 1.5x is normal.
+    min_z: 3.5
+    # This multiple of the baseline or more is severe (opens after
+    # open_after_severe windows); at least `ratio`.
+    severe_ratio: 3
+  errors:
+    # Binomial p-value below which errors are more than the baseline rate
+    # explains; thousands of series judged every 10s need a strict value.
+    significance: 1.0e-4
+    # And the error rate must rise by at least 2 percentage points.
+    min_increase: 0.02
+    # Fewer requests than this in a window are not judged: "3 of 4 failed"
+    # is not an incident, "10 of 10 failed" is.
+    min_requests: 10
+    # Smallest baseline rate assumed, so a series that never failed does not
+    # alert on its first error (1 of 3 failing then has p = 0.003).
+    rate_floor: 0.001
+    # Robust z against the per-window rates, for naturally bursty errors.
+    min_z: 3
+    # This multiple of the baseline rate, with p below severe_significance,
+    # is severe.
+    severe_ratio: 10
+  traffic:
+    # Poisson p-value below which a request count is a drop or a spike.
+    significance: 1.0e-4
+    # Requests per second a series' baseline needs to be judged at all:
+    # below it a series is idle and its silences and bursts mean nothing.
+    min_rate: 1
+    # A drop is this fraction of the baseline or less (0 to 1); traffic
+    # wobbles by tens of percent, losing half is an outage of something.
+    drop_ratio: 0.5
+    # A spike is this multiple of the baseline or more (above 1).
+    spike_ratio: 2
+    # Robust z against the per-window counts: traffic is burstier than Poisson.
+    min_z: 3
+    # Severe: at most this fraction of the baseline (service down)...
+    severe_drop_ratio: 0.1
+    # ...or at least this multiple (at least spike_ratio).
+    severe_spike_ratio: 5
+  metrics:
+    # Metric names watched for level shifts; `*` matches any characters, and
+    # {attr=value} suffixes are ignored. Defaults: semantic-convention memory,
+    # CPU and throttling, connection pools, runtime/GC and request duration.
+    watch:
+      - process.memory.usage
+      - container.memory.usage
+      - container.memory.working_set
+      - process.cpu.time
+      - process.cpu.utilization
+      - container.cpu.*
+      - container_cpu_cfs_*
+      - db.client.connection.*
+      - db.client.connections.*
+      - jvm.gc.duration
+      - jvm.memory.used
+      - process.runtime.*
+      - http.server.request.duration
+      - http.client.request.duration
+      - rpc.server.duration
+      - rpc.client.duration
+    # A level shift must be this many robust standard deviations out
+    # (metrics have heavy tails)...
+    min_z: 6
+    # ...and move by at least this fraction of the baseline level.
+    min_change: 0.5
+  trend:
+    # Metric names checked for sustained rises (memory leaks).
+    watch:
+      - process.memory.usage
+      - container.memory.usage
+      - container.memory.working_set
+      - jvm.memory.used
+      - process.runtime.*.memory.usage
+    # A rise shorter than this is warm-up or a batch job, not a trend.
+    min_duration: 30m
+    # The linear fit must be this good (0 to 1): steady, not one jump.
+    min_r2: 0.8
+    # And rise by at least this fraction of its starting level.
+    min_rise: 0.1
+    # A trend projected to reach its limit within this time is a saturation.
+    horizon: 6h
+    # Limits for metrics without a limit metric, by name pattern, in the
+    # metric's unit; the longest matching pattern wins. For example:
+    #   limits:
+    #     process.memory.usage: 2147483648
+    limits: {}
+  saturation:
+    # Connection-pool usage (used / max, 0 to 1) that, with requests waiting,
+    # is saturation.
+    pool_usage: 0.9
+    # Share of CPU periods throttled (0 to 1) that is saturation.
+    cpu_throttled: 0.25
+  # p-value below which a large deviation is severe: chance alone gives one
+  # such window per thousands of series-years.
+  severe_significance: 1.0e-9
 
 log:
   # A tracing filter: trace, debug, info, warn or error, or directives such
@@ -625,6 +844,375 @@ impl Checker {
         }
     }
 
+    /// Reads the `detect` section into `detect`, including the rules between
+    /// its fields.
+    fn detect(&mut self, top: &Section<'_>, detect: &mut DetectConfig) {
+        let section = self.section(top, "detect", DETECT_KEYS);
+        let warmup_ok = self.field(
+            &section,
+            "warmup_windows",
+            &mut detect.warmup_windows,
+            |value| Ok(count(value, 1, MAX_HISTORY_WINDOWS)?.get()),
+        );
+        let history_ok = self.field(
+            &section,
+            "history_windows",
+            &mut detect.history_windows,
+            |value| Ok(count(value, MIN_HISTORY_WINDOWS, MAX_HISTORY_WINDOWS)?.get()),
+        );
+        self.field(
+            &section,
+            "relearn_after",
+            &mut detect.relearn_after,
+            |value| positive(duration(value)?),
+        );
+        self.field(&section, "seasonality", &mut detect.seasonality, flag);
+        self.field(
+            &section,
+            "severe_significance",
+            &mut detect.severe_significance,
+            probability,
+        );
+        if warmup_ok && history_ok && detect.warmup_windows > detect.history_windows {
+            self.report(
+                section.key_path("warmup_windows"),
+                format!(
+                    "{}{} is more than detect.history_windows ({}); \
+                     a series could never keep enough history to finish warming up",
+                    detect.warmup_windows,
+                    default_note(&section, "warmup_windows"),
+                    detect.history_windows,
+                ),
+            );
+        }
+
+        let hysteresis = self.section(&section, "hysteresis", HYSTERESIS_KEYS);
+        let windows = |value: &Value| Ok(count(value, 1, MAX_HYSTERESIS_WINDOWS)?.get());
+        let open_ok = self.field(&hysteresis, "open_after", &mut detect.open_after, windows);
+        let severe_ok = self.field(
+            &hysteresis,
+            "open_after_severe",
+            &mut detect.open_after_severe,
+            windows,
+        );
+        self.field(
+            &hysteresis,
+            "resolve_after",
+            &mut detect.resolve_after,
+            windows,
+        );
+        if open_ok && severe_ok && detect.open_after_severe > detect.open_after {
+            self.report(
+                hysteresis.key_path("open_after_severe"),
+                format!(
+                    "{}{} is more than detect.hysteresis.open_after ({}); \
+                     severe deviations should open incidents sooner, not later",
+                    detect.open_after_severe,
+                    default_note(&hysteresis, "open_after_severe"),
+                    detect.open_after,
+                ),
+            );
+        }
+
+        let latency = self.section(&section, "latency", LATENCY_KEYS);
+        let ratio_ok = self.field(&latency, "ratio", &mut detect.latency_ratio, above_one);
+        self.field(
+            &latency,
+            "p50_min_ms",
+            &mut detect.latency_p50_min_ms,
+            non_negative,
+        );
+        self.field(
+            &latency,
+            "p95_min_ms",
+            &mut detect.latency_p95_min_ms,
+            non_negative,
+        );
+        self.field(
+            &latency,
+            "p99_min_ms",
+            &mut detect.latency_p99_min_ms,
+            non_negative,
+        );
+        self.field(
+            &latency,
+            "min_requests",
+            &mut detect.latency_min_requests,
+            whole,
+        );
+        self.field(
+            &latency,
+            "p99_min_requests",
+            &mut detect.latency_p99_min_requests,
+            whole,
+        );
+        self.field(&latency, "min_z", &mut detect.latency_min_z, non_negative);
+        let severe_ok = self.field(
+            &latency,
+            "severe_ratio",
+            &mut detect.severe_latency_ratio,
+            above_one,
+        );
+        if ratio_ok && severe_ok && detect.severe_latency_ratio < detect.latency_ratio {
+            self.report_below(
+                &latency,
+                "severe_ratio",
+                detect.severe_latency_ratio,
+                "ratio",
+                detect.latency_ratio,
+            );
+        }
+
+        let errors = self.section(&section, "errors", ERRORS_KEYS);
+        self.field(
+            &errors,
+            "significance",
+            &mut detect.error_significance,
+            probability,
+        );
+        self.field(
+            &errors,
+            "min_increase",
+            &mut detect.error_min_increase,
+            |value| real(value, Bound::Closed(0.0), Bound::Open(1.0)),
+        );
+        self.field(
+            &errors,
+            "min_requests",
+            &mut detect.error_min_requests,
+            whole,
+        );
+        self.field(
+            &errors,
+            "rate_floor",
+            &mut detect.error_rate_floor,
+            probability,
+        );
+        self.field(&errors, "min_z", &mut detect.error_min_z, non_negative);
+        self.field(
+            &errors,
+            "severe_ratio",
+            &mut detect.severe_error_ratio,
+            above_one,
+        );
+
+        let traffic = self.section(&section, "traffic", TRAFFIC_KEYS);
+        self.field(
+            &traffic,
+            "significance",
+            &mut detect.traffic_significance,
+            probability,
+        );
+        self.field(
+            &traffic,
+            "min_rate",
+            &mut detect.traffic_min_rate,
+            non_negative,
+        );
+        let drop_ok = self.field(
+            &traffic,
+            "drop_ratio",
+            &mut detect.traffic_drop_ratio,
+            probability,
+        );
+        let spike_ok = self.field(
+            &traffic,
+            "spike_ratio",
+            &mut detect.traffic_spike_ratio,
+            above_one,
+        );
+        self.field(&traffic, "min_z", &mut detect.traffic_min_z, non_negative);
+        let severe_drop_ok = self.field(
+            &traffic,
+            "severe_drop_ratio",
+            &mut detect.severe_traffic_drop_ratio,
+            |value| real(value, Bound::Closed(0.0), Bound::Open(1.0)),
+        );
+        let severe_spike_ok = self.field(
+            &traffic,
+            "severe_spike_ratio",
+            &mut detect.severe_traffic_spike_ratio,
+            above_one,
+        );
+        if drop_ok && severe_drop_ok && detect.severe_traffic_drop_ratio > detect.traffic_drop_ratio
+        {
+            self.report(
+                traffic.key_path("severe_drop_ratio"),
+                format!(
+                    "{}{} is more than detect.traffic.drop_ratio ({}); \
+                     a severe drop must lose at least as much traffic as a drop",
+                    detect.severe_traffic_drop_ratio,
+                    default_note(&traffic, "severe_drop_ratio"),
+                    detect.traffic_drop_ratio,
+                ),
+            );
+        }
+        if spike_ok
+            && severe_spike_ok
+            && detect.severe_traffic_spike_ratio < detect.traffic_spike_ratio
+        {
+            self.report_below(
+                &traffic,
+                "severe_spike_ratio",
+                detect.severe_traffic_spike_ratio,
+                "spike_ratio",
+                detect.traffic_spike_ratio,
+            );
+        }
+
+        let metrics = self.section(&section, "metrics", METRICS_KEYS);
+        self.patterns(&metrics, "watch", &mut detect.metric_patterns);
+        self.field(&metrics, "min_z", &mut detect.metric_min_z, non_negative);
+        self.field(
+            &metrics,
+            "min_change",
+            &mut detect.metric_min_change,
+            non_negative,
+        );
+
+        let trend = self.section(&section, "trend", TREND_KEYS);
+        self.patterns(&trend, "watch", &mut detect.trend_patterns);
+        self.field(
+            &trend,
+            "min_duration",
+            &mut detect.trend_min_duration,
+            |value| positive(duration(value)?),
+        );
+        self.field(&trend, "min_r2", &mut detect.trend_min_r2, |value| {
+            real(value, Bound::Closed(0.0), Bound::Closed(1.0))
+        });
+        self.field(&trend, "min_rise", &mut detect.trend_min_rise, non_negative);
+        self.field(&trend, "horizon", &mut detect.trend_horizon, |value| {
+            positive(duration(value)?)
+        });
+        self.limits(&trend, &mut detect.limits);
+
+        let saturation = self.section(&section, "saturation", SATURATION_KEYS);
+        self.field(
+            &saturation,
+            "pool_usage",
+            &mut detect.pool_usage_ratio,
+            share,
+        );
+        self.field(
+            &saturation,
+            "cpu_throttled",
+            &mut detect.cpu_throttled_ratio,
+            share,
+        );
+    }
+
+    /// Reports that `key` of `section` (a severe threshold) is below `other`
+    /// (the ordinary one), which would make severe easier than ordinary.
+    fn report_below(
+        &mut self,
+        section: &Section<'_>,
+        key: &str,
+        value: f64,
+        other: &str,
+        bound: f64,
+    ) {
+        let other_path = section.key_path(other);
+        self.report(
+            section.key_path(key),
+            format!(
+                "{value}{} is less than {other_path} ({bound}); \
+                 a severe deviation must be at least as large as an ordinary one",
+                default_note(section, key),
+            ),
+        );
+    }
+
+    /// Reads a list of metric name patterns, reporting each bad entry at its
+    /// own index.
+    fn patterns(&mut self, section: &Section<'_>, key: &str, target: &mut Vec<String>) {
+        let path = section.key_path(key);
+        match section.get(key) {
+            None => {}
+            Some(Value::Sequence(items)) => {
+                let mut patterns = Vec::with_capacity(items.len());
+                let mut all_ok = true;
+                for (index, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(pattern) if !pattern.is_empty() => {
+                            patterns.push(pattern.clone())
+                        }
+                        other => {
+                            all_ok = false;
+                            self.report(
+                                format!("{path}[{index}]"),
+                                format!(
+                                    "expected a metric name pattern such as \"db.client.*\", got {}",
+                                    describe(other)
+                                ),
+                            );
+                        }
+                    }
+                }
+                if all_ok {
+                    *target = patterns;
+                }
+            }
+            Some(other) => self.report(
+                path,
+                format!(
+                    "expected a list of metric name patterns such as [\"process.memory.usage\"], got {}",
+                    describe(other)
+                ),
+            ),
+        }
+    }
+
+    /// Reads `limits` (metric name pattern -> positive number), reporting
+    /// each bad entry at its own key.
+    fn limits(
+        &mut self,
+        section: &Section<'_>,
+        target: &mut std::collections::BTreeMap<String, f64>,
+    ) {
+        let path = section.key_path("limits");
+        match section.get("limits") {
+            // `limits:` with nothing after it: no limits, like `{}`.
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(entries)) => {
+                let mut limits = std::collections::BTreeMap::new();
+                let mut all_ok = true;
+                for (key, value) in entries {
+                    let name = key_name(key);
+                    let entry_path = format!("{path}.{name}");
+                    if !matches!(key, Value::String(pattern) if !pattern.is_empty()) {
+                        all_ok = false;
+                        self.report(
+                            entry_path,
+                            "expected a metric name pattern such as \"process.memory.usage\" as the key",
+                        );
+                        continue;
+                    }
+                    match real(value, Bound::Open(0.0), Bound::Unbounded) {
+                        Ok(limit) => {
+                            limits.insert(name, limit);
+                        }
+                        Err(message) => {
+                            all_ok = false;
+                            self.report(entry_path, message);
+                        }
+                    }
+                }
+                if all_ok {
+                    *target = limits;
+                }
+            }
+            Some(other) => self.report(
+                path,
+                format!(
+                    "expected a mapping of metric name pattern to limit, \
+                     such as {{process.memory.usage: 2147483648}}, got {}",
+                    describe(other)
+                ),
+            ),
+        }
+    }
+
     /// Reads `metric_attributes`, reporting each bad entry at its own index.
     fn metric_attributes(&mut self, section: &Section<'_>, target: &mut Vec<String>) {
         let path = section.key_path("metric_attributes");
@@ -737,6 +1325,92 @@ fn size_mib(value: &Value) -> Result<usize, String> {
         return Err(format!("{number} MiB is less than one byte"));
     }
     Ok(bytes)
+}
+
+/// One end of the range a number must lie in.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// The end itself is allowed.
+    Closed(f64),
+    /// Only values strictly inside are allowed.
+    Open(f64),
+    /// No limit on this side.
+    Unbounded,
+}
+
+/// A finite number between `low` and `high`.
+fn real(value: &Value, low: Bound, high: Bound) -> Result<f64, String> {
+    let Value::Number(number) = value else {
+        return Err(format!("expected a number, got {}", describe(value)));
+    };
+    let amount = number.as_f64().unwrap_or(f64::NAN);
+    let above = match low {
+        Bound::Closed(min) => amount >= min,
+        Bound::Open(min) => amount > min,
+        Bound::Unbounded => true,
+    };
+    let below = match high {
+        Bound::Closed(max) => amount <= max,
+        Bound::Open(max) => amount < max,
+        Bound::Unbounded => true,
+    };
+    // NaN fails every comparison above; infinities are refused here.
+    if above && below && amount.is_finite() {
+        return Ok(amount);
+    }
+    let low_text = match low {
+        Bound::Closed(min) => Some(format!("at least {min}")),
+        Bound::Open(min) => Some(format!("more than {min}")),
+        Bound::Unbounded => None,
+    };
+    let high_text = match high {
+        Bound::Closed(max) => Some(format!("at most {max}")),
+        Bound::Open(max) => Some(format!("less than {max}")),
+        Bound::Unbounded => None,
+    };
+    let range = match (low_text, high_text) {
+        (Some(low), Some(high)) => format!("{low} and {high}"),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => "a finite number".to_owned(),
+    };
+    Err(format!("must be {range}, got {number}"))
+}
+
+/// A probability or significance level, strictly between 0 and 1.
+fn probability(value: &Value) -> Result<f64, String> {
+    real(value, Bound::Open(0.0), Bound::Open(1.0))
+}
+
+/// A share of a whole, more than 0 and at most 1.
+fn share(value: &Value) -> Result<f64, String> {
+    real(value, Bound::Open(0.0), Bound::Closed(1.0))
+}
+
+/// A multiple that means "more than usual": above 1.
+fn above_one(value: &Value) -> Result<f64, String> {
+    real(value, Bound::Open(1.0), Bound::Unbounded)
+}
+
+/// A threshold that may be 0 (off) but not negative.
+fn non_negative(value: &Value) -> Result<f64, String> {
+    real(value, Bound::Closed(0.0), Bound::Unbounded)
+}
+
+/// A whole number of at least 1, as a count of requests.
+fn whole(value: &Value) -> Result<u64, String> {
+    // usize is at most 64 bits on every target Rust supports.
+    Ok(count(value, 1, usize::MAX)?.get() as u64)
+}
+
+/// `true` or `false`.
+fn flag(value: &Value) -> Result<bool, String> {
+    match value {
+        Value::Bool(flag) => Ok(*flag),
+        other => Err(format!(
+            "expected `true` or `false`, got {}",
+            describe(other)
+        )),
+    }
 }
 
 /// A whole number from `min` to `max`; `min` is at least 1.

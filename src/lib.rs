@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod config;
 pub mod detect;
+pub mod eval;
 pub mod receiver;
 pub mod replay;
 pub mod server;

@@ -17,17 +17,23 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
 use crate::config::Settings;
+use crate::detect::engine::Engine;
+use crate::detect::incident::IncidentEvent;
 use crate::receiver::grpc::{self, GrpcConfig, OtlpStatusLayer};
 use crate::receiver::http::{self as otlp_http, HttpConfig};
 use crate::receiver::ingest::Ingest;
 use crate::receiver::Sink;
 use crate::store::Store;
 use crate::telemetry;
+
+/// How often detection checks for windows to close.
+const DETECT_TICK: Duration = Duration::from_secs(1);
 
 /// How often client spans waiting for a pair are checked for expiry.
 const PAIRING_TICK: Duration = Duration::from_millis(500);
@@ -61,7 +67,14 @@ pub struct Server {
     http: TcpListener,
     admin: TcpListener,
     addresses: Addresses,
+    /// Incident events (opened, updated, resolved) for whoever subscribes:
+    /// alerting, the query API, storage. Slow subscribers lag and are told
+    /// how many events they missed; detection never waits for them.
+    events: broadcast::Sender<IncidentEvent>,
 }
+
+/// Incident events buffered per subscriber before it lags.
+const EVENT_BUFFER: usize = 1024;
 
 async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(address)
@@ -109,7 +122,13 @@ impl Server {
             http,
             admin,
             addresses,
+            events: broadcast::channel(EVENT_BUFFER).0,
         })
+    }
+
+    /// Subscribes to incident events.
+    pub fn subscribe(&self) -> broadcast::Receiver<IncidentEvent> {
+        self.events.subscribe()
     }
 
     pub fn addresses(&self) -> Addresses {
@@ -135,6 +154,7 @@ impl Server {
             http,
             admin,
             addresses,
+            events,
         } = self;
         let sink: Arc<dyn Sink> = Arc::new(Ingest::new(Arc::clone(&store)));
 
@@ -184,6 +204,11 @@ impl Server {
         });
 
         let upkeep = tokio::spawn(upkeep(Arc::clone(&store), shutdown.clone()));
+        let engine = Engine::new(
+            settings.detect.clone(),
+            crate::detect::engine::DEFAULT_LATENESS,
+        );
+        let detection = tokio::spawn(detect(Arc::clone(&store), engine, events, shutdown.clone()));
 
         health.set_ready();
         tracing::info!(
@@ -210,6 +235,7 @@ impl Server {
             http_abort.abort();
         }
         let _ = upkeep.await;
+        let _ = detection.await;
         let resolved = store.flush_pairs();
         tracing::debug!(resolved, "resolved waiting client spans");
         admin_stop.cancel();
@@ -236,6 +262,53 @@ impl Server {
                 tracing::info!("shutdown complete");
                 Ok(())
             }
+        }
+    }
+}
+
+/// Closes windows as the wall clock passes them (plus the allowed lateness)
+/// and publishes incident events. Detection runs on a blocking thread: it
+/// walks every series, which must not stall the receivers' tasks.
+async fn detect(
+    store: Arc<Store>,
+    mut engine: Engine,
+    events: broadcast::Sender<IncidentEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(DETECT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let store = Arc::clone(&store);
+        let result = tokio::task::spawn_blocking(move || {
+            let now = store.now_unix_nanos();
+            let found = engine.advance(&store, now);
+            (engine, found)
+        })
+        .await;
+        let Ok((returned, found)) = result else {
+            tracing::error!("detection task failed; detection stops");
+            return;
+        };
+        engine = returned;
+        for event in found {
+            let incident = event.incident();
+            match &event {
+                IncidentEvent::Opened(_) => {
+                    tracing::warn!(id = %incident.id, service = %incident.service, summary = %incident.summary, "incident opened")
+                }
+                IncidentEvent::Updated(_) => {
+                    tracing::info!(id = %incident.id, summary = %incident.summary, "incident updated")
+                }
+                IncidentEvent::Resolved(_) => {
+                    tracing::info!(id = %incident.id, "incident resolved")
+                }
+            }
+            // No subscriber is fine: incidents are also logged.
+            let _ = events.send(event);
         }
     }
 }

@@ -66,6 +66,7 @@ fn no_file_gives_the_defaults() {
     assert_eq!(loaded.log.format, LogFormat::Text);
     assert_eq!(loaded.shutdown_timeout, Duration::from_secs(10));
     assert_eq!(loaded.store, StoreConfig::default());
+    assert_eq!(loaded.detect, DetectConfig::default());
 }
 
 #[test]
@@ -104,6 +105,49 @@ store:
   pairing_timeout: 250ms
   pairing_capacity: 7
   metric_attributes: [http.route, state]
+detect:
+  warmup_windows: 60
+  history_windows: 720
+  relearn_after: 1h
+  seasonality: false
+  hysteresis: { open_after: 3, open_after_severe: 2, resolve_after: 6 }
+  latency:
+    ratio: 2
+    p50_min_ms: 5
+    p95_min_ms: 50
+    p99_min_ms: 100
+    min_requests: 50
+    p99_min_requests: 500
+    min_z: 4
+    severe_ratio: 4
+  errors:
+    significance: 1e-6
+    min_increase: 0.05
+    min_requests: 20
+    rate_floor: 0.01
+    min_z: 0
+    severe_ratio: 20
+  traffic:
+    significance: 0.001
+    min_rate: 0
+    drop_ratio: 0.25
+    spike_ratio: 3
+    min_z: 2
+    severe_drop_ratio: 0
+    severe_spike_ratio: 10
+  metrics:
+    watch: ["my.queue.*"]
+    min_z: 8
+    min_change: 1
+  trend:
+    watch: []
+    min_duration: 1h
+    min_r2: 0.9
+    min_rise: 0.2
+    horizon: 1d
+    limits: { process.memory.usage: 2147483648, "*.heap": 1.5 }
+  saturation: { pool_usage: 1, cpu_throttled: 0.5 }
+  severe_significance: 1.0e-12
 log:
   level: "triage=debug,info"
   format: json
@@ -131,6 +175,53 @@ shutdown_timeout: 5m
             pairing_timeout: Duration::from_millis(250),
             pairing_capacity: NonZeroUsize::new(7).expect("non-zero"),
             metric_attributes: vec!["http.route".to_owned(), "state".to_owned()],
+        },
+        detect: DetectConfig {
+            warmup_windows: 60,
+            history_windows: 720,
+            relearn_after: Duration::from_secs(3600),
+            seasonality: false,
+            open_after: 3,
+            open_after_severe: 2,
+            resolve_after: 6,
+            latency_ratio: 2.0,
+            latency_p50_min_ms: 5.0,
+            latency_p95_min_ms: 50.0,
+            latency_p99_min_ms: 100.0,
+            latency_min_requests: 50,
+            latency_p99_min_requests: 500,
+            latency_min_z: 4.0,
+            error_significance: 1e-6,
+            error_min_increase: 0.05,
+            error_min_requests: 20,
+            error_rate_floor: 0.01,
+            error_min_z: 0.0,
+            traffic_significance: 0.001,
+            traffic_min_rate: 0.0,
+            traffic_drop_ratio: 0.25,
+            traffic_spike_ratio: 3.0,
+            traffic_min_z: 2.0,
+            metric_patterns: vec!["my.queue.*".to_owned()],
+            metric_min_z: 8.0,
+            metric_min_change: 1.0,
+            trend_patterns: Vec::new(),
+            trend_min_duration: Duration::from_secs(3600),
+            trend_min_r2: 0.9,
+            trend_min_rise: 0.2,
+            trend_horizon: Duration::from_secs(86_400),
+            limits: [
+                ("process.memory.usage".to_owned(), 2_147_483_648.0),
+                ("*.heap".to_owned(), 1.5),
+            ]
+            .into_iter()
+            .collect(),
+            pool_usage_ratio: 1.0,
+            cpu_throttled_ratio: 0.5,
+            severe_latency_ratio: 4.0,
+            severe_error_ratio: 20.0,
+            severe_traffic_drop_ratio: 0.0,
+            severe_traffic_spike_ratio: 10.0,
+            severe_significance: 1e-12,
         },
         log: LogSettings {
             level: "triage=debug,info".to_owned(),
@@ -580,6 +671,14 @@ fn the_example_lists_every_key() {
         (&["receivers", "otlp", "http"], HTTP_KEYS),
         (&["admin"], ADMIN_KEYS),
         (&["store"], STORE_KEYS),
+        (&["detect"], DETECT_KEYS),
+        (&["detect", "hysteresis"], HYSTERESIS_KEYS),
+        (&["detect", "latency"], LATENCY_KEYS),
+        (&["detect", "errors"], ERRORS_KEYS),
+        (&["detect", "traffic"], TRAFFIC_KEYS),
+        (&["detect", "metrics"], METRICS_KEYS),
+        (&["detect", "trend"], TREND_KEYS),
+        (&["detect", "saturation"], SATURATION_KEYS),
         (&["log"], LOG_KEYS),
     ];
     for (path, keys) in sections {
@@ -591,6 +690,199 @@ fn the_example_lists_every_key() {
             assert!(section.get(key).is_some(), "{path:?} lacks {key}");
         }
     }
+}
+
+#[test]
+fn every_detect_field_wrong_reports_one_problem_per_field() {
+    let yaml = r#"
+detect:
+  warmup_windows: 0
+  history_windows: 5
+  relearn_after: 0s
+  seasonality: "yes"
+  hysteresis: { open_after: 0, open_after_severe: -1, resolve_after: 1001 }
+  latency:
+    ratio: 1
+    p50_min_ms: -1
+    p95_min_ms: "20ms"
+    p99_min_ms: .nan
+    min_requests: 0
+    p99_min_requests: 2.5
+    min_z: -3
+    severe_ratio: 0.5
+  errors:
+    significance: 0
+    min_increase: 1
+    min_requests: -10
+    rate_floor: 1
+    min_z: .inf
+    severe_ratio: 1
+  traffic:
+    significance: 1.5
+    min_rate: -1
+    drop_ratio: 1
+    spike_ratio: 0.5
+    min_z: "3"
+    severe_drop_ratio: -0.1
+    severe_spike_ratio: 1
+  metrics: { watch: "process.*", min_z: -1, min_change: [] }
+  trend:
+    watch: [ok, 3]
+    min_duration: 30
+    min_r2: 1.5
+    min_rise: -0.1
+    horizon: 0m
+    limits: { process.memory.usage: 0, "": 5, jvm.heap: big }
+  saturation: { pool_usage: 0, cpu_throttled: 1.1 }
+  severe_significance: 1
+"#;
+    let found = problems(yaml);
+    let expected = set(&[
+        "detect.warmup_windows",
+        "detect.history_windows",
+        "detect.relearn_after",
+        "detect.seasonality",
+        "detect.hysteresis.open_after",
+        "detect.hysteresis.open_after_severe",
+        "detect.hysteresis.resolve_after",
+        "detect.latency.ratio",
+        "detect.latency.p50_min_ms",
+        "detect.latency.p95_min_ms",
+        "detect.latency.p99_min_ms",
+        "detect.latency.min_requests",
+        "detect.latency.p99_min_requests",
+        "detect.latency.min_z",
+        "detect.latency.severe_ratio",
+        "detect.errors.significance",
+        "detect.errors.min_increase",
+        "detect.errors.min_requests",
+        "detect.errors.rate_floor",
+        "detect.errors.min_z",
+        "detect.errors.severe_ratio",
+        "detect.traffic.significance",
+        "detect.traffic.min_rate",
+        "detect.traffic.drop_ratio",
+        "detect.traffic.spike_ratio",
+        "detect.traffic.min_z",
+        "detect.traffic.severe_drop_ratio",
+        "detect.traffic.severe_spike_ratio",
+        "detect.metrics.watch",
+        "detect.metrics.min_z",
+        "detect.metrics.min_change",
+        "detect.trend.watch[1]",
+        "detect.trend.min_duration",
+        "detect.trend.min_r2",
+        "detect.trend.min_rise",
+        "detect.trend.horizon",
+        "detect.trend.limits.process.memory.usage",
+        "detect.trend.limits.",
+        "detect.trend.limits.jvm.heap",
+        "detect.saturation.pool_usage",
+        "detect.saturation.cpu_throttled",
+        "detect.severe_significance",
+    ]);
+    let found_paths: BTreeSet<String> = found.iter().map(|problem| problem.path.clone()).collect();
+    assert_eq!(found_paths, expected);
+    // One problem per field: cross-field rules stay quiet when a side is
+    // already wrong.
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+
+    let message = |path: &str| {
+        found
+            .iter()
+            .find(|problem| problem.path == path)
+            .map(|problem| problem.message.clone())
+            .expect("problem at path")
+    };
+    assert_eq!(
+        message("detect.errors.significance"),
+        "must be more than 0 and less than 1, got 0"
+    );
+    assert_eq!(
+        message("detect.latency.ratio"),
+        "must be more than 1, got 1"
+    );
+    assert_eq!(
+        message("detect.saturation.cpu_throttled"),
+        "must be more than 0 and at most 1, got 1.1"
+    );
+    assert!(message("detect.history_windows").contains("from 10 to 10000"));
+    assert!(message("detect.trend.min_duration").contains("\"30s\""));
+    assert!(message("detect.seasonality").contains("`true` or `false`"));
+    assert!(
+        message("detect.errors.min_z").contains("got .inf"),
+        "{}",
+        message("detect.errors.min_z")
+    );
+}
+
+#[test]
+fn detect_cross_field_rules() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "detect:\n  warmup_windows: 400\n",
+            "detect.warmup_windows",
+            "400 is more than detect.history_windows (360); \
+             a series could never keep enough history to finish warming up",
+        ),
+        (
+            "detect:\n  history_windows: 20\n",
+            "detect.warmup_windows",
+            "30 (the default) is more than detect.history_windows (20); \
+             a series could never keep enough history to finish warming up",
+        ),
+        (
+            "detect:\n  hysteresis: { open_after: 1, open_after_severe: 2 }\n",
+            "detect.hysteresis.open_after_severe",
+            "2 is more than detect.hysteresis.open_after (1); \
+             severe deviations should open incidents sooner, not later",
+        ),
+        (
+            "detect:\n  latency: { ratio: 4 }\n",
+            "detect.latency.severe_ratio",
+            "3 (the default) is less than detect.latency.ratio (4); \
+             a severe deviation must be at least as large as an ordinary one",
+        ),
+        (
+            "detect:\n  traffic: { spike_ratio: 6 }\n",
+            "detect.traffic.severe_spike_ratio",
+            "5 (the default) is less than detect.traffic.spike_ratio (6); \
+             a severe deviation must be at least as large as an ordinary one",
+        ),
+        (
+            "detect:\n  traffic: { drop_ratio: 0.05 }\n",
+            "detect.traffic.severe_drop_ratio",
+            "0.1 (the default) is more than detect.traffic.drop_ratio (0.05); \
+             a severe drop must lose at least as much traffic as a drop",
+        ),
+    ];
+    for (yaml, path, message) in cases {
+        let problem = only_problem(yaml);
+        assert_eq!(problem.path, *path, "{yaml}");
+        assert_eq!(problem.message, *message, "{yaml}");
+    }
+    // Equal is allowed.
+    settings("detect:\n  warmup_windows: 360\n");
+    settings("detect:\n  hysteresis: { open_after: 1, open_after_severe: 1 }\n");
+    settings("detect:\n  latency: { ratio: 3 }\n  traffic: { spike_ratio: 5, drop_ratio: 0.1 }\n");
+}
+
+#[test]
+fn detect_sections_may_be_partial_or_empty() {
+    let loaded =
+        settings("detect:\n  latency:\n  trend:\n    limits:\n  errors: { significance: 0.001 }\n");
+    assert_eq!(
+        loaded.detect,
+        DetectConfig {
+            error_significance: 0.001,
+            ..DetectConfig::default()
+        }
+    );
+    // An empty watch list is a choice: watch no metrics.
+    assert!(settings("detect:\n  metrics: { watch: [] }\n")
+        .detect
+        .metric_patterns
+        .is_empty());
 }
 
 #[test]

@@ -137,7 +137,8 @@ fn pool_saturation(config: &DetectConfig, series: &[Series<'_>]) -> Vec<Anomaly>
             ) else {
                 continue;
             };
-            if !(size > 0.0) || waiting <= 0.0 {
+            // NaN sizes fail `> 0.0` too, so they are skipped.
+            if size.is_nan() || size <= 0.0 || waiting <= 0.0 {
                 continue;
             }
             let usage = in_use / size;
@@ -228,7 +229,8 @@ fn memory_exhaustion(config: &DetectConfig, series: &[Series<'_>]) -> Vec<Anomal
         let Some(trend) = usage.trend else {
             continue;
         };
-        if !(trend.slope_per_sec > 0.0)
+        if trend.slope_per_sec.is_nan()
+            || trend.slope_per_sec <= 0.0
             || trend.r2 < config.trend_min_r2
             || trend.duration_secs < config.trend_min_duration.as_secs_f64()
         {

@@ -67,6 +67,8 @@ const SLOTS_PER_DAY: u64 = 86_400 / SLOT_SECS;
 /// Days of the time-of-day profile. Three gives a median that one odd day
 /// (an incident yesterday at this time) cannot move.
 const PROFILE_DAYS: usize = 3;
+/// Fewest values a time-of-day slot summarizes: fewer are an anecdote.
+const MIN_SLOT_VALUES: usize = 3;
 /// Fewest baseline windows a measure is judged against: a median of fewer is
 /// one outlier away from wrong.
 const MIN_BASELINE_WINDOWS: usize = 10;
@@ -543,16 +545,19 @@ impl SeriesDetector {
             .take_while(|window| window.start / 1_000_000_000 / SLOT_SECS >= slot)
             .filter(|window| window.start / 1_000_000_000 / SLOT_SECS == slot)
             .collect();
-        // Half the slot's windows: a slot the series mostly missed (it
-        // started mid-slot, the collector was down) says little about the
-        // time of day.
-        let expected = SLOT_SECS as f64 / self.window_secs;
-        let needed = ((expected / 2.0).floor() as usize).max(3);
-        if in_slot.len() < needed {
+        // The windows must cover half the slot: a slot the series mostly
+        // missed (it started mid-slot, the collector was down) says little
+        // about the time of day. Measured in time rather than windows, so
+        // a metric exported once a minute still builds a profile.
+        let (Some(newest), Some(oldest)) = (in_slot.first(), in_slot.last()) else {
+            return;
+        };
+        let covered = (newest.start - oldest.start) as f64 / 1e9 + self.window_secs;
+        if in_slot.len() < MIN_SLOT_VALUES || covered < SLOT_SECS as f64 / 2.0 {
             return;
         }
         let median_of = |values: &mut Vec<f64>| -> f32 {
-            if values.len() < needed / 2 {
+            if values.len() < MIN_SLOT_VALUES {
                 return f32::NAN;
             }
             stats::median(values).map_or(f32::NAN, |median| median as f32)
@@ -697,7 +702,8 @@ impl SeriesDetector {
     /// A [`AnomalyKind::Trend`] when the latest fit is a sustained rise.
     fn trend_anomaly(&self, config: &DetectConfig) -> Option<Anomaly> {
         let trend = self.trend?;
-        if !(trend.slope_per_sec > 0.0)
+        if trend.slope_per_sec.is_nan()
+            || trend.slope_per_sec <= 0.0
             || trend.r2 < config.trend_min_r2
             || trend.duration_secs < config.trend_min_duration.as_secs_f64()
         {
@@ -707,7 +713,7 @@ impl SeriesDetector {
         let rise = trend.slope_per_sec * fitted_secs;
         let start = trend.last - rise;
         let scale = start.abs().max(trend.last.abs());
-        if !(scale > 0.0) || rise / scale < config.trend_min_rise {
+        if scale.is_nan() || scale <= 0.0 || rise / scale < config.trend_min_rise {
             return None;
         }
         let time_to_limit = config

@@ -11,7 +11,7 @@ use flate2::Compression;
 
 use super::{
     named_scenarios, parse_duration, parse_fault, send_otlp, write_json_lines, Fault, Scenario,
-    SimError, Simulator, FAULT_SPECS,
+    Signals, SimError, Simulator, FAULT_SPECS,
 };
 
 /// Generate OTLP traffic for a simulated microservice shop (12 services),
@@ -61,6 +61,10 @@ pub struct SimulateArgs {
     /// Do not roll out new versions at random times.
     #[arg(long)]
     pub no_benign_deploys: bool,
+    /// Signals to emit, comma-separated: traces, metrics, logs (default
+    /// all).
+    #[arg(long, value_delimiter = ',', value_name = "SIGNALS")]
+    pub signals: Vec<String>,
     /// Write OTLP JSON lines here ("-" for stdout, the default; a name
     /// ending in .gz is gzipped). Read it back with `triage replay`.
     #[arg(long, value_name = "FILE", conflicts_with = "otlp_endpoint")]
@@ -174,6 +178,34 @@ impl SimulateArgs {
     }
 }
 
+impl SimulateArgs {
+    /// The signals these arguments ask for.
+    pub fn to_signals(&self) -> Result<Signals, SimError> {
+        if self.signals.is_empty() {
+            return Ok(Signals::ALL);
+        }
+        let mut signals = Signals {
+            traces: false,
+            metrics: false,
+            logs: false,
+        };
+        for name in &self.signals {
+            match name.trim() {
+                "traces" => signals.traces = true,
+                "metrics" => signals.metrics = true,
+                "logs" => signals.logs = true,
+                other => {
+                    return Err(SimError::Args(format!(
+                        "--signals: unknown signal {other:?}; use traces, metrics and/or logs, \
+                         e.g. --signals traces,metrics"
+                    )))
+                }
+            }
+        }
+        Ok(signals)
+    }
+}
+
 fn scenario_names() -> String {
     named_scenarios()
         .iter()
@@ -221,7 +253,7 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
         ));
     }
     let scenario = args.to_scenario()?;
-    let simulator = Simulator::try_new(scenario)?;
+    let simulator = Simulator::try_new(scenario)?.with_signals(args.to_signals()?);
 
     if let Some(endpoint) = &args.otlp_endpoint {
         if args.out.is_some() {

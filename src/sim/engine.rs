@@ -9,7 +9,8 @@
 //!
 //! Invariants:
 //! - Output depends only on the scenario: one seeded generator per concern
-//!   (traffic, requests, ids, telemetry, deploys), no hash maps, no clock.
+//!   (traffic, requests, ids, metrics, logs, deploys), no hash maps, no
+//!   clock; so turning a signal off changes nothing in the others.
 //! - A span is emitted in the batch of the second its end time falls in.
 //!   Spans that end after the run are dropped, as in-flight requests are when
 //!   a recording stops. Every span of a trace starts at or after its arrival,
@@ -22,7 +23,7 @@ use std::collections::VecDeque;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
@@ -37,7 +38,7 @@ use super::model::{
     kv_int, kv_str, model, DbSystem, Model, OpId, OpKind, ServiceId, Target, REGIONS,
 };
 use super::rng::Rng;
-use super::{Batch, Scenario};
+use super::{Batch, Scenario, Signals};
 
 const SECOND: u64 = 1_000_000_000;
 const MS: f64 = 1e6;
@@ -279,7 +280,9 @@ pub struct Engine {
     traffic: Rng,
     requests: Rng,
     ids: Rng,
-    telemetry: Rng,
+    metrics_rng: Rng,
+    logs_rng: Rng,
+    signals: Signals,
     deploys: Rng,
     burst: Option<Burst>,
     pub(crate) pods: Vec<Pod>,
@@ -304,6 +307,14 @@ fn str_value(text: &str) -> Option<AnyValue> {
     Some(AnyValue {
         value: Some(any_value::Value::StringValue(text.to_owned())),
     })
+}
+
+/// A copy of an attribute template with room for the per-span attributes,
+/// so that adding them does not reallocate.
+fn with_room(template: &[KeyValue]) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(template.len() + 4);
+    attributes.extend_from_slice(template);
+    attributes
 }
 
 fn ms_to_ns(ms: f64) -> u64 {
@@ -362,7 +373,9 @@ impl Engine {
             traffic: Rng::new(seed, 1),
             requests: Rng::new(seed, 2),
             ids: Rng::new(seed, 3),
-            telemetry: Rng::new(seed, 4),
+            metrics_rng: Rng::new(seed, 4),
+            logs_rng: Rng::new(seed, 6),
+            signals: Signals::ALL,
             deploys: Rng::new(seed, 5),
             burst: None,
             pods: Vec::new(),
@@ -672,6 +685,9 @@ impl Engine {
     }
 
     fn push_span(&mut self, pod: usize, span: Span) {
+        if !self.signals.traces {
+            return;
+        }
         let end = span.end_time_unix_nano;
         self.bucket(end).group(pod).spans.push(span);
     }
@@ -685,6 +701,9 @@ impl Engine {
         body: &str,
         context: Option<(&[u8; 16], u64)>,
     ) {
+        if !self.signals.logs {
+            return;
+        }
         let (trace_id, span_id, flags) = match context {
             Some((trace, span)) => (trace.to_vec(), span.to_be_bytes().to_vec(), FLAG_SAMPLED),
             None => (Vec::new(), Vec::new(), 0),
@@ -801,7 +820,7 @@ impl Engine {
         let end = time;
 
         // The server span.
-        let mut attributes = op.server_attrs.clone();
+        let mut attributes = with_room(&op.server_attrs);
         let mut status = Status::default();
         let mut events = Vec::new();
         match op.kind {
@@ -893,7 +912,7 @@ impl Engine {
                 self.log(pod, end, 17, "ERROR", body, Some((&trace.id, span_id)));
             }
             _ => {
-                if self.telemetry.chance(ACCESS_LOG_SHARE) {
+                if self.signals.logs && self.logs_rng.chance(ACCESS_LOG_SHARE) {
                     self.log(
                         pod,
                         end,
@@ -970,7 +989,7 @@ impl Engine {
                 }
             };
 
-            let mut attributes = op.client_attrs.clone();
+            let mut attributes = with_room(&op.client_attrs);
             let mut status = Status::default();
             match op.kind {
                 OpKind::Http { .. } => {
@@ -1103,7 +1122,7 @@ impl Engine {
                 .pooled_query(wait_ms * MS, use_ms * MS);
         }
         let end = start + duration;
-        let mut attributes = def.attrs.clone();
+        let mut attributes = with_room(&def.attrs);
         let mut status = Status::default();
         if let Outcome::Failed(failure) = outcome {
             let error_type = match failure {
@@ -1225,6 +1244,9 @@ impl Engine {
 
     /// Background logs of every live pod (not tied to a request).
     fn background_logs(&mut self, now: u64) {
+        if !self.signals.logs {
+            return;
+        }
         const MESSAGES: [(i32, &str, &str); 6] = [
             (5, "DEBUG", "cache stats refreshed"),
             (5, "DEBUG", "connection keep-alive sent"),
@@ -1237,9 +1259,9 @@ impl Engine {
             if !self.pods[pod].live || self.effects[self.pods[pod].service].down {
                 continue;
             }
-            let count = self.telemetry.poisson(BACKGROUND_LOGS_PER_POD);
+            let count = self.logs_rng.poisson(BACKGROUND_LOGS_PER_POD);
             for _ in 0..count {
-                let pick = self.telemetry.uniform();
+                let pick = self.logs_rng.uniform();
                 // WARN is rare: 5% of background logs.
                 let index = if pick < 0.05 {
                     5
@@ -1247,7 +1269,7 @@ impl Engine {
                     (pick * 100.0) as usize % 5
                 };
                 let (severity, text, body) = MESSAGES[index];
-                let time = now + self.telemetry.below(SECOND);
+                let time = now + self.logs_rng.below(SECOND);
                 self.log(pod, time, severity, text, body, None);
             }
         }
@@ -1308,18 +1330,21 @@ impl Engine {
             return None;
         }
         let now = self.start_ns + self.second * SECOND;
+        // The interval that closes now saw the effects of the second before,
+        // so metrics are taken before faults and deploys move on.
+        let metrics =
+            if self.signals.metrics && self.second > 0 && self.second % INTERVAL_SECONDS == 0 {
+                metrics::tick(
+                    self.model,
+                    &mut self.pods,
+                    &self.effects,
+                    now,
+                    &mut self.metrics_rng,
+                )
+            } else {
+                None
+            };
         self.advance(now);
-        let metrics = if self.second > 0 && self.second % INTERVAL_SECONDS == 0 {
-            metrics::tick(
-                self.model,
-                &mut self.pods,
-                &self.effects,
-                now,
-                &mut self.telemetry,
-            )
-        } else {
-            None
-        };
         self.generate_traffic(now);
         self.background_logs(now);
         let (traces, logs) = self.emit();
@@ -1330,6 +1355,11 @@ impl Engine {
             metrics,
             logs,
         })
+    }
+
+    /// Chooses the signals to generate.
+    pub fn set_signals(&mut self, signals: Signals) {
+        self.signals = signals;
     }
 
     /// Batches left, for `Iterator::size_hint`.

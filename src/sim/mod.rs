@@ -94,6 +94,34 @@ pub struct Batch {
     pub logs: Option<ExportLogsServiceRequest>,
 }
 
+/// Which signals a [`Simulator`] emits. Each signal draws from its own
+/// random stream, so leaving one out changes nothing in the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signals {
+    pub traces: bool,
+    pub metrics: bool,
+    pub logs: bool,
+}
+
+impl Signals {
+    pub const ALL: Signals = Signals {
+        traces: true,
+        metrics: true,
+        logs: true,
+    };
+    pub const TRACES: Signals = Signals {
+        traces: true,
+        metrics: false,
+        logs: false,
+    };
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals::ALL
+    }
+}
+
 /// Why simulating failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -160,6 +188,13 @@ impl Simulator {
     /// The simulated services and who calls whom.
     pub fn topology(&self) -> &Topology {
         self.engine.topology()
+    }
+
+    /// Emits only the chosen signals (all by default). Leaving out metrics
+    /// and logs makes long runs much cheaper when only traces matter.
+    pub fn with_signals(mut self, signals: Signals) -> Self {
+        self.engine.set_signals(signals);
+        self
     }
 
     pub fn scenario(&self) -> &Scenario {
