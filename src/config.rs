@@ -878,7 +878,7 @@ impl Checker {
                 section.key_path("warmup_windows"),
                 format!(
                     "{}{} is more than detect.history_windows ({}); \
-                     a series could never keep enough history to finish warming up",
+                     a series would warm up for longer than the history it keeps",
                     detect.warmup_windows,
                     default_note(&section, "warmup_windows"),
                     detect.history_windows,

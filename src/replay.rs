@@ -26,6 +26,7 @@ use crate::detect::incident::IncidentEvent;
 use crate::detect::DetectConfig;
 use crate::receiver::http::{decode_json_any, JsonRequest};
 use crate::receiver::ingest::Ingest;
+use crate::receiver::json::JsonTraces;
 use crate::receiver::Sink;
 use crate::store::{ManualClock, Store, StoreConfig};
 
@@ -166,6 +167,32 @@ impl Replay {
             }
         };
         self.stats.rejected += outcome.rejected;
+        self.after_feed()
+    }
+
+    /// Records one line of OTLP JSON. Trace lines take the fast borrowing
+    /// reader; anything else (and anything it cannot read) the general one.
+    pub fn feed_line(&mut self, line: &[u8]) -> Result<Vec<IncidentEvent>, String> {
+        if let Some(traces) = JsonTraces::read(line) {
+            let batch = traces.batch();
+            let newest = batch
+                .spans
+                .iter()
+                .map(|span| span.end_time_unix_nano)
+                .max()
+                .unwrap_or(0);
+            self.stats.lines += 1;
+            self.advance_clock(newest);
+            let outcome = self.ingest.record_batch(&batch);
+            self.stats.spans += outcome.accepted + outcome.rejected;
+            self.stats.rejected += outcome.rejected;
+            return Ok(self.after_feed());
+        }
+        let request = decode_json_any(line)?;
+        Ok(self.feed(request))
+    }
+
+    fn after_feed(&mut self) -> Vec<IncidentEvent> {
         self.store.expire_pairs();
         let events = self.engine.advance(&self.store, self.newest);
         self.stats.events += events.len() as u64;
@@ -215,12 +242,13 @@ pub fn replay_lines(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let request = decode_json_any(&line).map_err(|message| ReplayError::Decode {
-            path: path.to_path_buf(),
-            line: number + 1,
-            message,
-        })?;
-        let events = replay.feed(request);
+        let events = replay
+            .feed_line(&line)
+            .map_err(|message| ReplayError::Decode {
+                path: path.to_path_buf(),
+                line: number + 1,
+                message,
+            })?;
         if !events.is_empty() {
             emit(&events);
         }

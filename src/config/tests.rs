@@ -823,13 +823,13 @@ fn detect_cross_field_rules() {
             "detect:\n  warmup_windows: 400\n",
             "detect.warmup_windows",
             "400 is more than detect.history_windows (360); \
-             a series could never keep enough history to finish warming up",
+             a series would warm up for longer than the history it keeps",
         ),
         (
             "detect:\n  history_windows: 20\n",
             "detect.warmup_windows",
             "30 (the default) is more than detect.history_windows (20); \
-             a series could never keep enough history to finish warming up",
+             a series would warm up for longer than the history it keeps",
         ),
         (
             "detect:\n  hysteresis: { open_after: 1, open_after_severe: 2 }\n",

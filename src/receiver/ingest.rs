@@ -676,6 +676,26 @@ impl Ingest {
 }
 
 impl Ingest {
+    /// Records spans already read by one of the zero-copy readers
+    /// (`receiver::wire` for protobuf, `receiver::json` for JSON).
+    pub fn record_batch(&self, batch: &TraceBatch<'_>) -> Outcome {
+        let started = Instant::now();
+        let now = self.store.now_unix_nanos();
+        let mut tally = Tally::default();
+        for resource in &batch.resources {
+            let name = resource
+                .service_name
+                .filter(|name| !name.is_empty())
+                .unwrap_or(UNKNOWN_SERVICE);
+            let service = self.store.service(name);
+            for span in &batch.spans[resource.spans.clone()] {
+                self.record_checked(&service, span, now, &mut tally);
+            }
+        }
+        telemetry::record_ingest_batch(Signal::Traces, started.elapsed());
+        tally.into_outcome()
+    }
+
     fn record_checked(
         &self,
         service: &ServiceEntry,
@@ -695,21 +715,7 @@ impl Ingest {
 impl Sink for Ingest {
     fn traces_protobuf(&self, bytes: &[u8]) -> Result<Outcome, DecodeError> {
         let batch = TraceBatch::read(bytes).map_err(|error| DecodeError(error.to_string()))?;
-        let started = Instant::now();
-        let now = self.store.now_unix_nanos();
-        let mut tally = Tally::default();
-        for resource in &batch.resources {
-            let name = resource
-                .service_name
-                .filter(|name| !name.is_empty())
-                .unwrap_or(UNKNOWN_SERVICE);
-            let service = self.store.service(name);
-            for span in &batch.spans[resource.spans.clone()] {
-                self.record_checked(&service, span, now, &mut tally);
-            }
-        }
-        telemetry::record_ingest_batch(Signal::Traces, started.elapsed());
-        Ok(tally.into_outcome())
+        Ok(self.record_batch(&batch))
     }
 
     fn traces(&self, request: &ExportTraceServiceRequest) -> Outcome {

@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::collector::{
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod json;
 pub mod wire;
 
 /// The signal a request carries; used in self-metric labels and messages.

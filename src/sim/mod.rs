@@ -160,11 +160,8 @@ impl Simulator {
     /// routes are skipped with a warning; use [`Simulator::try_new`] to have
     /// them rejected.
     pub fn new(scenario: Scenario) -> Self {
-        let faults = match engine::Engine::schedule(&scenario, false) {
-            Ok(faults) => faults,
-            // Lenient scheduling skips what does not resolve instead.
-            Err(_) => Vec::new(),
-        };
+        // Lenient scheduling skips what does not resolve; it cannot fail.
+        let faults = engine::Engine::schedule(&scenario, false).unwrap_or_default();
         let engine = engine::Engine::new(&scenario, faults);
         Simulator { engine, scenario }
     }

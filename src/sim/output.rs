@@ -64,7 +64,7 @@ impl std::fmt::Display for SimSummary {
     }
 }
 
-fn span_count(request: &ExportTraceServiceRequest) -> u64 {
+pub(super) fn span_count(request: &ExportTraceServiceRequest) -> u64 {
     request
         .resource_spans
         .iter()
@@ -73,7 +73,7 @@ fn span_count(request: &ExportTraceServiceRequest) -> u64 {
         .sum()
 }
 
-fn point_count(request: &ExportMetricsServiceRequest) -> u64 {
+pub(super) fn point_count(request: &ExportMetricsServiceRequest) -> u64 {
     request
         .resource_metrics
         .iter()
@@ -92,7 +92,7 @@ fn point_count(request: &ExportMetricsServiceRequest) -> u64 {
         .sum()
 }
 
-fn log_count(request: &ExportLogsServiceRequest) -> u64 {
+pub(super) fn log_count(request: &ExportLogsServiceRequest) -> u64 {
     request
         .resource_logs
         .iter()
@@ -201,7 +201,7 @@ fn retryable(code: tonic::Code) -> bool {
 impl Exporter<'_> {
     async fn export(&mut self, batch: Batch) -> Result<(), SimError> {
         if let Some(traces) = batch.traces {
-            for request in split(traces.resource_spans, |resource_spans| {
+            for request in split(traces.resource_spans, MAX_REQUEST_BYTES, |resource_spans| {
                 ExportTraceServiceRequest { resource_spans }
             }) {
                 let mut attempt = 0;
@@ -219,9 +219,11 @@ impl Exporter<'_> {
             }
         }
         if let Some(metrics) = batch.metrics {
-            for request in split(metrics.resource_metrics, |resource_metrics| {
-                ExportMetricsServiceRequest { resource_metrics }
-            }) {
+            for request in split(
+                metrics.resource_metrics,
+                MAX_REQUEST_BYTES,
+                |resource_metrics| ExportMetricsServiceRequest { resource_metrics },
+            ) {
                 let mut attempt = 0;
                 let response = loop {
                     attempt += 1;
@@ -237,7 +239,7 @@ impl Exporter<'_> {
             }
         }
         if let Some(logs) = batch.logs {
-            for request in split(logs.resource_logs, |resource_logs| {
+            for request in split(logs.resource_logs, MAX_REQUEST_BYTES, |resource_logs| {
                 ExportLogsServiceRequest { resource_logs }
             }) {
                 let mut attempt = 0;
@@ -278,15 +280,19 @@ impl Exporter<'_> {
     }
 }
 
-/// Splits a request's resources into requests of at most
-/// [`MAX_REQUEST_BYTES`] (a single larger resource goes alone).
-fn split<T: Message, R>(resources: Vec<T>, wrap: impl Fn(Vec<T>) -> R) -> Vec<R> {
+/// Splits a request's resources into requests of at most `limit` bytes (a
+/// single larger resource goes alone).
+pub(super) fn split<T: Message, R>(
+    resources: Vec<T>,
+    limit: usize,
+    wrap: impl Fn(Vec<T>) -> R,
+) -> Vec<R> {
     let mut requests = Vec::new();
     let mut chunk = Vec::new();
     let mut size = 0;
     for resource in resources {
         let length = resource.encoded_len() + 8;
-        if !chunk.is_empty() && size + length > MAX_REQUEST_BYTES {
+        if !chunk.is_empty() && size + length > limit {
             requests.push(wrap(std::mem::take(&mut chunk)));
             size = 0;
         }

@@ -3,16 +3,30 @@
 //! it should, and nothing before it starts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
-    trace::v1::ExportTraceServiceRequest,
+    logs::v1::{
+        logs_service_server::{LogsService, LogsServiceServer},
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    },
+    metrics::v1::{
+        metrics_service_server::{MetricsService, MetricsServiceServer},
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    },
+    trace::v1::{
+        trace_service_server::{TraceService, TraceServiceServer},
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    },
 };
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, AggregationTemporality};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::Value;
+
+use crate::receiver::http::JsonRequest;
 
 use super::*;
 
@@ -74,7 +88,6 @@ fn attr_int(attributes: &[KeyValue], key: &str) -> Option<i64> {
 struct Row {
     service: String,
     version: String,
-    pod: String,
     trace: Vec<u8>,
     id: Vec<u8>,
     parent: Vec<u8>,
@@ -110,12 +123,10 @@ fn rows(batches: &[Batch]) -> Vec<Row> {
             let resource = &resource_spans.resource.as_ref().unwrap().attributes;
             let service = attr_str(resource, "service.name").unwrap().to_owned();
             let version = attr_str(resource, "service.version").unwrap().to_owned();
-            let pod = attr_str(resource, "k8s.pod.name").unwrap().to_owned();
             for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
                 rows.push(Row {
                     service: service.clone(),
                     version: version.clone(),
-                    pod: pod.clone(),
                     trace: span.trace_id.clone(),
                     id: span.span_id.clone(),
                     parent: span.parent_span_id.clone(),
@@ -628,12 +639,20 @@ fn json_lines_are_valid_otlp_and_round_trip() {
     for line in text.lines() {
         let value: Value = serde_json::from_str(line).unwrap();
         check_otlp_json(&value, "");
+        // The collector's own JSON path (replay) reads it back identically.
+        let decoded = crate::receiver::http::decode_json_any(line.as_bytes()).unwrap();
         if value.get("resourceSpans").is_some() {
-            traces.push(serde_json::from_str::<ExportTraceServiceRequest>(line).unwrap());
+            let request = serde_json::from_str::<ExportTraceServiceRequest>(line).unwrap();
+            assert!(matches!(&decoded, JsonRequest::Traces(same) if *same == request));
+            traces.push(request);
         } else if value.get("resourceMetrics").is_some() {
-            metrics.push(serde_json::from_str::<ExportMetricsServiceRequest>(line).unwrap());
+            let request = serde_json::from_str::<ExportMetricsServiceRequest>(line).unwrap();
+            assert!(matches!(&decoded, JsonRequest::Metrics(same) if *same == request));
+            metrics.push(request);
         } else if value.get("resourceLogs").is_some() {
-            logs.push(serde_json::from_str::<ExportLogsServiceRequest>(line).unwrap());
+            let request = serde_json::from_str::<ExportLogsServiceRequest>(line).unwrap();
+            assert!(matches!(&decoded, JsonRequest::Logs(same) if *same == request));
+            logs.push(request);
         } else {
             panic!("unknown line {line}");
         }
@@ -970,6 +989,56 @@ fn pool_exhaustion_saturates_the_pool_and_slows_the_db_edge() {
     assert!(rows
         .iter()
         .any(|r| r.str("error.type") == Some("ConnectionPoolTimeout")));
+    // The query time itself (connection use time) stays flat; the wait for
+    // a connection is what grew.
+    let mean_between = |name: &str, from: u64, to: u64| {
+        let (mut count, mut sum) = (0.0, 0.0);
+        for metrics in batches.iter().filter_map(|batch| batch.metrics.as_ref()) {
+            for resource_metrics in &metrics.resource_metrics {
+                let resource = &resource_metrics.resource.as_ref().unwrap().attributes;
+                if attr_str(resource, "service.name") != Some("catalog") {
+                    continue;
+                }
+                for metric in resource_metrics
+                    .scope_metrics
+                    .iter()
+                    .flat_map(|s| &s.metrics)
+                {
+                    let Some(metric::Data::Histogram(histogram)) = &metric.data else {
+                        continue;
+                    };
+                    if metric.name != name {
+                        continue;
+                    }
+                    for point in &histogram.data_points {
+                        let sign = if point.time_unix_nano == from {
+                            -1.0
+                        } else if point.time_unix_nano == to {
+                            1.0
+                        } else {
+                            continue;
+                        };
+                        count += sign * point.count as f64;
+                        sum += sign * point.sum.unwrap();
+                    }
+                }
+            }
+        }
+        sum / count
+    };
+    let (first, last) = (start + 10 * SECOND, start + 170 * SECOND);
+    let use_before = mean_between("db.client.connection.use_time", first, cut);
+    let use_after = mean_between("db.client.connection.use_time", cut + 10 * SECOND, last);
+    assert!(
+        use_after < 1.3 * use_before && use_before < 1.3 * use_after,
+        "use time {use_before} -> {use_after}"
+    );
+    let wait_before = mean_between("db.client.connection.wait_time", first, cut);
+    let wait_after = mean_between("db.client.connection.wait_time", cut + 10 * SECOND, last);
+    assert!(
+        wait_after > 0.05 && wait_before < 0.001,
+        "wait {wait_before} -> {wait_after}"
+    );
 }
 
 #[test]
@@ -1374,5 +1443,150 @@ fn speed() {
     eprintln!(
         "one simulated hour: {batches} batches, {spans} spans, generated in {generate:?}; \
          generated and written as JSON lines in {json:?}: {summary}"
+    );
+}
+
+// === live OTLP ===
+
+/// An OTLP/gRPC collector that counts what it receives.
+#[derive(Debug, Clone, Default)]
+struct Counting {
+    spans: Arc<AtomicU64>,
+    points: Arc<AtomicU64>,
+    logs: Arc<AtomicU64>,
+    /// End time of the last span received.
+    last_end: Arc<AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Counting {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let request = request.into_inner();
+        self.spans
+            .fetch_add(output::span_count(&request), Ordering::Relaxed);
+        for span in request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            self.last_end
+                .store(span.end_time_unix_nano, Ordering::Relaxed);
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Counting {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.points.fetch_add(
+            output::point_count(&request.into_inner()),
+            Ordering::Relaxed,
+        );
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Counting {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.logs
+            .fetch_add(output::log_count(&request.into_inner()), Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+#[tokio::test]
+async fn send_otlp_delivers_every_item_and_paces_realtime() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let collector = Counting::default();
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(collector.clone()))
+        .add_service(MetricsServiceServer::new(collector.clone()))
+        .add_service(LogsServiceServer::new(collector.clone()))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    let server = tokio::spawn(server);
+
+    let summary = send_otlp(Simulator::new(scenario(21, 5.0, &[])), &endpoint, false)
+        .await
+        .unwrap();
+    assert!(summary.spans > 500 && summary.data_points > 0 && summary.log_records > 0);
+    assert_eq!(collector.spans.load(Ordering::Relaxed), summary.spans);
+    assert_eq!(
+        collector.points.load(Ordering::Relaxed),
+        summary.data_points
+    );
+    assert_eq!(collector.logs.load(Ordering::Relaxed), summary.log_records);
+    let simulated = collector.last_end.load(Ordering::Relaxed);
+    assert!(
+        simulated < DEFAULT_START_UNIX_NANOS + 21 * SECOND,
+        "simulated times kept"
+    );
+
+    // Realtime: one batch per wall-clock second, stamped with the present.
+    let started = Instant::now();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    send_otlp(Simulator::new(scenario(2, 5.0, &[])), &endpoint, true)
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let last = collector.last_end.load(Ordering::Relaxed);
+    assert!(
+        last >= wall && last < wall + 3 * SECOND,
+        "re-stamped to now"
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn send_otlp_says_where_it_could_not_connect() {
+    // A port that was just free: nothing listens there.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let error = send_otlp(Simulator::new(scenario(1, 1.0, &[])), &endpoint, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&endpoint) && error.contains("collector"),
+        "{error}"
+    );
+    let error = send_otlp(Simulator::new(scenario(1, 1.0, &[])), "not a url", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, SimError::Connect { .. }), "{error}");
+}
+
+#[test]
+fn large_requests_are_split_by_resource() {
+    let batch = Simulator::new(scenario(3, 50.0, &[])).nth(2).unwrap();
+    let resources = batch.traces.unwrap().resource_spans;
+    let total: usize = resources.iter().map(prost::Message::encoded_len).sum();
+    let count = resources.len();
+    let requests = output::split(resources, total / 3, |resource_spans| {
+        ExportTraceServiceRequest { resource_spans }
+    });
+    assert!(requests.len() >= 3, "{} requests", requests.len());
+    assert_eq!(
+        requests
+            .iter()
+            .map(|r| r.resource_spans.len())
+            .sum::<usize>(),
+        count
     );
 }
