@@ -12,13 +12,32 @@
 //!   carry no latency, so they never enter a latency baseline.
 //! - **Not poisoned by the anomaly it measures**: a window that produced an
 //!   anomaly is kept in the ring but flagged and skipped by the trailing
-//!   baselines, so an incident cannot become its own baseline. When
+//!   baselines, so an incident cannot become its own baseline. An isolated
+//!   anomalous window (normal windows on both sides) is taken back once the
+//!   next window turns out normal: a series whose tail reaches that far now
+//!   and then has to learn that it does. When
 //!   anomalous windows have followed each other for `relearn_after` (default
 //!   30 minutes), the change is taken to be intended: the run becomes the
 //!   baseline and every older window is marked stale (still used for the
 //!   trend fit and the time-of-day profile, no longer for the trailing
 //!   baselines). A permanent change therefore alerts for half an hour and
 //!   then stops.
+//! - **Beyond its own range**: besides the relative, absolute, significance
+//!   and robust-z thresholds, a latency rise, traffic spike or level shift
+//!   must fall outside the range the usable baseline windows spanned (above
+//!   their largest p95, their largest count, ...). Median and
+//!   MAD misread a series that routinely swings between two levels (a cache
+//!   whose miss rate sits near 5% has a p95 that jumps between the hit and
+//!   the miss latency from one window to the next): the minority level
+//!   looks like an outlier every time it appears. Requiring a value no
+//!   normal window of the last hour reached bounds the false-alarm rate of
+//!   any stationary series, whatever its shape, at about one window in
+//!   `history_windows`; hysteresis then needs that twice in a row. Runs of
+//!   anomalous windows are not in the baseline, so an incident cannot raise
+//!   the bar for the next one. Traffic drops are exempt: a busy series does
+//!   not routinely lose half its traffic, and Poisson, ratio and noise
+//!   thresholds already guard them, so a short outage that entered the
+//!   baseline does not hide the next.
 //! - **Same time of day** (when `seasonality` is on): per 10-minute slot of
 //!   the day (UTC), the medians of the slot's windows on each of the last
 //!   three days, including anomalous windows (the profile records what
@@ -42,9 +61,10 @@
 //!
 //! # Invariants
 //!
-//! - Windows are fed in order, one per window length; a window that starts
-//!   no later than the newest one folded in is ignored, so a replayed or
-//!   duplicated window cannot corrupt the ring.
+//! - Windows are fed in order (gaps allowed: a metric that did not report
+//!   is simply not fed); a window that starts no later than the newest one
+//!   folded in is ignored, so a replayed or duplicated window cannot corrupt
+//!   the ring.
 //! - The window length is part of the baseline: if it changes, the history
 //!   and profile are dropped and the series warms up again.
 //! - Nothing here panics on input: non-finite or non-positive values are
@@ -140,6 +160,13 @@ pub struct SeriesDetector {
     open_slot: Option<u64>,
     /// The latest fit of the level history (metric series only).
     trend: Option<Trend>,
+    /// Whether this metric has shown itself to be a distribution (it had
+    /// observations or quantiles). The store also puts a distribution's sum
+    /// of observations into `values`, which is not a level: a rare route's
+    /// first request would look like a jump from 0. Once set, levels are
+    /// neither kept nor judged.
+    #[serde(default)]
+    distribution: bool,
 }
 
 /// What one window left behind: 32 bytes.
@@ -228,8 +255,10 @@ enum Role {
 /// (not anomalous, not stale) windows.
 #[derive(Debug, Default)]
 struct Baseline {
+    /// Usable windows the baseline was computed from.
+    windows: usize,
     /// Per-window request counts.
-    requests: Option<Spread>,
+    requests: Option<Envelope>,
     /// Errors summed over the baseline windows.
     errors_total: u64,
     /// Requests summed over the baseline windows.
@@ -237,9 +266,21 @@ struct Baseline {
     /// Per-window error rates of the windows with enough requests.
     error_rates: Option<Spread>,
     /// ln p50, p95, p99.
-    ln_quantiles: [Option<Spread>; 3],
+    ln_quantiles: [Option<Envelope>; 3],
     /// Metric levels.
-    level: Option<Spread>,
+    level: Option<Envelope>,
+}
+
+/// A baseline measure: its median and MAD, and the range its windows
+/// spanned.
+#[derive(Debug, Clone, Copy)]
+struct Envelope {
+    /// Median and MAD.
+    spread: Spread,
+    /// Smallest value of the baseline windows.
+    min: f64,
+    /// Largest value of the baseline windows.
+    max: f64,
 }
 
 /// The same-time-of-day baseline: medians over the previous days' slot.
@@ -297,6 +338,7 @@ impl SeriesDetector {
             profile: Vec::new(),
             open_slot: None,
             trend: None,
+            distribution: false,
         }
     }
 
@@ -365,14 +407,33 @@ impl SeriesDetector {
             return Vec::new();
         }
 
+        if self.info.kind == SeriesKind::Metric
+            && !self.distribution
+            && (stats.requests > 0
+                || stats.p50.is_some()
+                || stats.p95.is_some()
+                || stats.p99.is_some())
+        {
+            self.distribution = true;
+            // What was kept as levels so far were sums of observations.
+            for window in self.history.iter_mut() {
+                window.level = f32::NAN;
+            }
+            self.trend = None;
+        }
+
         if config.seasonality {
             self.close_slot(window_start_unix_nanos);
         } else if !self.profile.is_empty() {
             self.profile = Vec::new();
         }
 
+        // Windows are judged during warm-up too, as soon as a baseline
+        // exists, but silently: what is found only keeps those windows out
+        // of the baseline, so an odd window early on (a restart, an empty
+        // window) does not widen the baseline's range for the next hour.
         let mut anomalies = Vec::new();
-        if ready {
+        {
             let baseline = self.baseline(config);
             let judge = Judge {
                 config,
@@ -392,23 +453,37 @@ impl SeriesDetector {
                 Role::Metric { levels: true, .. } => {
                     let scale = QuantileScale::metric(&self.info.name);
                     anomalies.extend(judge.latency(&scale));
-                    anomalies.extend(judge.level(&self.info.name));
+                    if !self.distribution {
+                        anomalies.extend(judge.level(&self.info.name));
+                    }
                 }
                 Role::Metric { levels: false, .. } | Role::Ignored => {}
             }
         }
 
-        let summary = WindowSummary::new(
+        let flags = if anomalies.is_empty() {
+            0
+        } else {
+            FLAG_ANOMALOUS
+        };
+        if !ready {
+            anomalies.clear();
+        }
+        let mut summary = WindowSummary::new(
             window_start_unix_nanos,
             stats,
             config,
             QuantileScale::factor_for(&self.info),
-            !anomalies.is_empty(),
+            flags,
         );
+        if self.distribution {
+            summary.level = f32::NAN;
+        }
         self.history.push_back(summary);
         while self.history.len() > config.history_windows.max(1) {
             self.history.pop_front();
         }
+        self.forgive_blip();
         self.relearn(config);
 
         if let Role::Metric { trend, .. } = role {
@@ -422,6 +497,7 @@ impl SeriesDetector {
 
     /// Forgets all history (the window length changed).
     fn reset(&mut self) {
+        // `distribution` is about the metric, not the window length: kept.
         self.seen = 0;
         self.history = VecDeque::new();
         self.profile = Vec::new();
@@ -451,11 +527,14 @@ impl SeriesDetector {
     fn baseline(&self, config: &DetectConfig) -> Baseline {
         let usable = || self.history.iter().filter(|window| window.usable());
         let n_usable = usable().count();
-        let mut baseline = Baseline::default();
+        let mut baseline = Baseline {
+            windows: n_usable,
+            ..Baseline::default()
+        };
         let mut scratch: Vec<f64> = Vec::with_capacity(n_usable);
 
         scratch.extend(usable().map(|window| window.requests() as f64));
-        baseline.requests = robust(&mut scratch);
+        baseline.requests = envelope(&mut scratch);
 
         for window in usable() {
             baseline.errors_total += u64::from(window.errors);
@@ -477,7 +556,7 @@ impl SeriesDetector {
                     .filter(|value| value.is_finite())
                     .map(f64::from),
             );
-            *slot = robust(&mut scratch);
+            *slot = envelope(&mut scratch);
         }
 
         scratch.clear();
@@ -487,8 +566,28 @@ impl SeriesDetector {
                 .filter(|value| value.is_finite())
                 .map(f64::from),
         );
-        baseline.level = robust(&mut scratch);
+        baseline.level = envelope(&mut scratch);
         baseline
+    }
+
+    /// Takes back into the baseline the window before the newest when it was
+    /// an isolated anomaly (the windows on both sides of it were normal): a
+    /// series whose tail reaches that far now and then must learn that it
+    /// does, or the range rule would flag the same kind of window forever.
+    /// The price: after a one-window latency blip, a rise smaller than the
+    /// blip goes unflagged until the blip leaves the history (an hour by
+    /// default). Traffic drops do not use the range, so a short outage never
+    /// hides the next one.
+    fn forgive_blip(&mut self) {
+        let n = self.history.len();
+        if n < 2 || self.history[n - 1].anomalous() {
+            return;
+        }
+        let before_blip_normal = n < 3 || !self.history[n - 3].anomalous();
+        let blip = &mut self.history[n - 2];
+        if blip.anomalous() && before_blip_normal {
+            blip.requests_flags &= !FLAG_ANOMALOUS;
+        }
     }
 
     /// When a trailing run of anomalous windows has lasted `relearn_after`
@@ -776,7 +875,12 @@ impl Judge<'_> {
             {
                 continue;
             }
-            let Some(trailing) = self.baseline.ln_quantiles[index] else {
+            let Some(Envelope {
+                spread: trailing,
+                max: highest,
+                ..
+            }) = self.baseline.ln_quantiles[index]
+            else {
                 continue;
             };
             let min_rise = if scale.absolute {
@@ -790,6 +894,7 @@ impl Judge<'_> {
             };
             if !exceeds(trailing.median)
                 || stats::robust_z(value.ln(), trailing, LOG_MAD_FLOOR) < config.latency_min_z
+                || value.ln() <= highest
             {
                 continue;
             }
@@ -800,7 +905,12 @@ impl Judge<'_> {
                 }
                 baseline = baseline.max(same_time.exp());
             }
-            let severe = value >= config.severe_latency_ratio * baseline;
+            // Severe (opening on one window) also needs the value well above
+            // anything the baseline windows reached: for a series whose p95
+            // swings between two levels, the upper level is "3x the median"
+            // every time it appears, and one such window is no evidence.
+            let severe = value >= config.severe_latency_ratio * baseline
+                && value.ln() >= highest + config.latency_ratio.ln();
             let name = QUANTILE_NAMES[index];
             let measure = if scale.prefix.is_empty() {
                 name.to_owned()
@@ -843,7 +953,10 @@ impl Judge<'_> {
         let config = self.config;
         let requests = self.stats.requests;
         let errors = self.stats.errors.min(requests);
-        if requests == 0 || requests < config.error_min_requests {
+        if requests == 0
+            || requests < config.error_min_requests
+            || self.baseline.windows < MIN_BASELINE_WINDOWS
+        {
             return None;
         }
         let rate = errors as f64 / requests as f64;
@@ -894,7 +1007,11 @@ impl Judge<'_> {
     /// `traffic_min_rate`) are not judged.
     fn traffic(&self) -> Option<Anomaly> {
         let config = self.config;
-        let trailing = self.baseline.requests?;
+        let Envelope {
+            spread: trailing,
+            max: highest,
+            ..
+        } = self.baseline.requests?;
         let expected = trailing.median;
         if expected / self.window_secs < config.traffic_min_rate {
             return None;
@@ -912,29 +1029,34 @@ impl Judge<'_> {
             current >= config.traffic_spike_ratio * expected
                 && stats::poisson_upper_tail(count, expected) < config.traffic_significance
         };
-        let (kind, baseline) = if expected - current >= noise
-            && dropped(expected)
-            && same_time.is_none_or(dropped)
-        {
-            (
-                AnomalyKind::TrafficDrop,
-                same_time.map_or(expected, |same| same.min(expected)),
-            )
-        } else if current - expected >= noise && spiked(expected) && same_time.is_none_or(spiked) {
-            (
-                AnomalyKind::TrafficSpike,
-                same_time.map_or(expected, |same| same.max(expected)),
-            )
-        } else {
-            return None;
-        };
+        let (kind, baseline) =
+            if expected - current >= noise && dropped(expected) && same_time.is_none_or(dropped) {
+                (
+                    AnomalyKind::TrafficDrop,
+                    same_time.map_or(expected, |same| same.min(expected)),
+                )
+            } else if current > highest
+                && current - expected >= noise
+                && spiked(expected)
+                && same_time.is_none_or(spiked)
+            {
+                (
+                    AnomalyKind::TrafficSpike,
+                    same_time.map_or(expected, |same| same.max(expected)),
+                )
+            } else {
+                return None;
+            };
         let severe = match kind {
             AnomalyKind::TrafficDrop => {
                 current <= config.severe_traffic_drop_ratio * baseline
                     && stats::poisson_lower_tail(count, baseline) < config.severe_significance
             }
             _ => {
+                // As for latency: severe only well beyond the largest
+                // baseline window too, so bursty traffic needs two windows.
                 current >= config.severe_traffic_spike_ratio * baseline
+                    && current >= config.traffic_spike_ratio * highest
                     && stats::poisson_upper_tail(count, baseline) < config.severe_significance
             }
         };
@@ -972,7 +1094,11 @@ impl Judge<'_> {
         if !level.is_finite() {
             return None;
         }
-        let trailing = self.baseline.level?;
+        let Envelope {
+            spread: trailing,
+            min: lowest,
+            max: highest,
+        } = self.baseline.level?;
         let moved = |center: f64| {
             let change = level - center;
             change != 0.0 && change.abs() >= config.metric_min_change * center.abs()
@@ -980,6 +1106,7 @@ impl Judge<'_> {
         let floor = LEVEL_MAD_FLOOR * trailing.median.abs();
         if !moved(trailing.median)
             || stats::robust_z(level, trailing, floor).abs() < config.metric_min_z
+            || (lowest..=highest).contains(&level)
         {
             return None;
         }
@@ -1064,9 +1191,12 @@ impl QuantileScale {
     }
 }
 
-/// Whether a metric name is a semantic-convention duration (seconds).
+/// Whether a distribution metric is a semantic-convention duration, which
+/// is in seconds: `*.duration` (`http.server.request.duration`,
+/// `jvm.gc.duration`) and the `*_time` histograms of connection pools
+/// (`db.client.connection.use_time`, `.wait_time`, `.create_time`).
 fn is_duration(base: &str) -> bool {
-    base.ends_with(".duration")
+    base.ends_with(".duration") || base.ends_with("_time")
 }
 
 // === impl WindowSummary ===
@@ -1079,7 +1209,7 @@ impl WindowSummary {
         stats: &WindowStats,
         config: &DetectConfig,
         factor: f64,
-        anomalous: bool,
+        flags: u32,
     ) -> Self {
         let requests = u32::try_from(stats.requests)
             .unwrap_or(u32::MAX)
@@ -1107,7 +1237,7 @@ impl WindowSummary {
         };
         WindowSummary {
             start,
-            requests_flags: requests | if anomalous { FLAG_ANOMALOUS } else { 0 },
+            requests_flags: requests | flags,
             errors,
             ln_quantiles: [
                 quantile(0, stats.p50),
@@ -1238,6 +1368,17 @@ fn robust(values: &mut [f64]) -> Option<Spread> {
         return None;
     }
     stats::spread(values)
+}
+
+/// Median, MAD and range of `values` when there are enough of them.
+fn envelope(values: &mut [f64]) -> Option<Envelope> {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some(Envelope {
+        spread: robust(values)?,
+        min,
+        max,
+    })
 }
 
 // === formatting for summaries ===

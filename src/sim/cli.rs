@@ -48,7 +48,7 @@ pub struct SimulateArgs {
     /// Random seed; the same seed and scenario give identical output.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Mean entry requests per second (default 20; about 15 spans each).
+    /// Mean entry requests per second (default 20; about 13 spans each).
     #[arg(long, value_name = "PER_SECOND")]
     pub rate: Option<f64>,
     /// Event time of the start: Unix seconds, or "now" (default

@@ -23,20 +23,14 @@ use std::collections::VecDeque;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    span::{Event, SpanKind},
-    status::StatusCode,
-    ResourceSpans, ScopeSpans, Span, Status,
-};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use super::fault::{self, Resolved};
 use super::metrics::{self, PodMetrics, INTERVAL_SECONDS, SCHEMA_URL};
-use super::model::{
-    kv_int, kv_str, model, DbSystem, Model, OpId, OpKind, ServiceId, Target, REGIONS,
-};
+use super::model::{kv_str, model, Model, OpId, ServiceId, REGIONS};
 use super::rng::Rng;
 use super::{Batch, Scenario, Signals};
 
@@ -53,8 +47,12 @@ const BENIGN_DEPLOY_MEAN_GAP_SECONDS: f64 = 30.0 * 60.0;
 /// `BEFORE` seconds before it nor `AFTER` seconds after it.
 const DEPLOY_QUIET_BEFORE_SECONDS: u64 = 15 * 60;
 const DEPLOY_QUIET_AFTER_SECONDS: u64 = 5 * 60;
-/// Mean time between traffic bursts, their length and size.
-const BURST_MEAN_GAP_SECONDS: f64 = 15.0 * 60.0;
+/// Traffic bursts (users arriving together: a campaign e-mail, a retrying
+/// client): mean time between them, their length and their size. They are
+/// noise a detector should tolerate, so they stay short and moderate.
+const BURST_MEAN_GAP_SECONDS: f64 = 20.0 * 60.0;
+const BURST_SECONDS: (u64, u64) = (5, 20);
+const BURST_FACTOR: (f64, f64) = (1.2, 1.6);
 /// Background log records per pod per second.
 const BACKGROUND_LOGS_PER_POD: f64 = 0.8;
 /// Share of served requests that write an access log.
@@ -104,6 +102,7 @@ pub struct Pod {
     pub resource: Resource,
     /// False once a rollout replaced it.
     pub live: bool,
+    /// Container restarts (OOM kills).
     pub restarts: u32,
     pub metrics: PodMetrics,
 }
@@ -199,7 +198,7 @@ pub struct Engine {
     signals: Signals,
     deploys: Rng,
     burst: Option<Burst>,
-    pub(crate) pods: Vec<Pod>,
+    pods: Vec<Pod>,
     /// `[service][region][replica]` -> the pod currently in that slot.
     slots: Vec<Vec<Vec<usize>>>,
     versions: Vec<Vec<Version>>,
@@ -328,12 +327,18 @@ impl Engine {
         &self.model.topology
     }
 
+    /// Draws the benign deploys of the run. They keep clear of faults: none
+    /// lands within `DEPLOY_QUIET_BEFORE_SECONDS` before or
+    /// `DEPLOY_QUIET_AFTER_SECONDS` after a fault starts, and a faulty
+    /// service is not redeployed from shortly before its fault on (a new
+    /// version would end a bad deploy, a restart would reset a leak).
     fn plan_benign_deploys(&mut self) {
-        let quiet = |second: u64, faults: &[Scheduled], start_ns: u64| {
+        let conflicts = |second: u64, service: ServiceId, faults: &[Scheduled], start_ns: u64| {
             faults.iter().any(|fault| {
                 let fault_second = (fault.start - start_ns) / SECOND;
-                second + DEPLOY_QUIET_BEFORE_SECONDS >= fault_second
-                    && second <= fault_second + DEPLOY_QUIET_AFTER_SECONDS
+                let near = second + DEPLOY_QUIET_BEFORE_SECONDS >= fault_second;
+                near && (second <= fault_second + DEPLOY_QUIET_AFTER_SECONDS
+                    || fault.fault.services().contains(&Some(service)))
             })
         };
         let mut at = 0.0;
@@ -344,7 +349,7 @@ impl Engine {
                 break;
             }
             let service = self.deploys.below(self.model.services.len() as u64) as usize;
-            if !quiet(second, &self.faults, self.start_ns) {
+            if !conflicts(second, service, &self.faults, self.start_ns) {
                 self.benign.push_back((second, service));
             }
         }
@@ -566,8 +571,9 @@ impl Engine {
             _ => {
                 self.burst = None;
                 if self.traffic.chance(1.0 / BURST_MEAN_GAP_SECONDS) {
-                    let length = 5 + self.traffic.below(26);
-                    let factor = self.traffic.range(1.3, 2.0);
+                    let (shortest, longest) = BURST_SECONDS;
+                    let length = shortest + self.traffic.below(longest - shortest + 1);
+                    let factor = self.traffic.range(BURST_FACTOR.0, BURST_FACTOR.1);
                     self.burst = Some(Burst {
                         until: self.second + length,
                         factor,

@@ -1,8 +1,8 @@
 //! Injectable faults: what they are ([`FaultKind`], [`Fault`]), how they are
 //! written on the command line ([`parse_fault`], [`parse_duration`]), and the
-//! numbers that say how strongly each one bites.
+//! numbers that say how strongly each one bites (the constants below).
 //!
-//! A fault names services by their `service.name`; [`resolve`] checks those
+//! A fault names services by their `service.name`; `resolve` checks those
 //! names against the model once, so the engine only handles ids that exist.
 
 use std::fmt;
@@ -238,7 +238,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, SimError> {
 
 /// A fault with its names resolved to model ids.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Resolved {
+pub(crate) enum Resolved {
     Latency(ServiceId),
     Errors(ServiceId, Option<OpId>),
     Down(ServiceId),
@@ -254,7 +254,7 @@ pub enum Resolved {
 }
 
 /// Checks a fault's names against the model; the error says what exists.
-pub fn resolve(model: &Model, fault: &FaultKind) -> Result<Resolved, String> {
+pub(crate) fn resolve(model: &Model, fault: &FaultKind) -> Result<Resolved, String> {
     let service = |name: &str| {
         model.service_id(name).ok_or_else(|| {
             format!(
@@ -354,4 +354,21 @@ pub fn resolve(model: &Model, fault: &FaultKind) -> Result<Resolved, String> {
         FaultKind::CpuThrottling { service: name } => Resolved::CpuThrottling(service(name)?),
         FaultKind::BadDeploy { service: name } => Resolved::BadDeploy(service(name)?),
     })
+}
+
+impl Resolved {
+    /// The services the fault changes directly.
+    pub(crate) fn services(&self) -> [Option<ServiceId>; 2] {
+        match *self {
+            Resolved::Latency(id)
+            | Resolved::Errors(id, _)
+            | Resolved::Down(id)
+            | Resolved::SlowDependency(id)
+            | Resolved::MemoryLeak(id)
+            | Resolved::PoolExhaustion(id)
+            | Resolved::CpuThrottling(id)
+            | Resolved::BadDeploy(id) => [Some(id), None],
+            Resolved::RetryStorm { caller, callee } => [Some(caller), Some(callee)],
+        }
+    }
 }

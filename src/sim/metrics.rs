@@ -171,6 +171,14 @@ impl PodMetrics {
         }
     }
 
+    /// Starts a new interval.
+    fn end_interval(&mut self) {
+        self.requests = 0;
+        self.cpu_ns = 0.0;
+        self.db_use_ns = 0.0;
+        self.db_calls = 0;
+    }
+
     /// The container restarts (OOM kill): memory and cumulative streams
     /// start over.
     fn restart(&mut self, now_ns: u64) {
@@ -273,12 +281,7 @@ pub fn tick(
         let effect = &effects[pod.service];
         if effect.down {
             // A service that is down reports nothing; its interval is lost.
-            let started = pod.metrics.started_ns;
-            pod.metrics.requests = 0;
-            pod.metrics.cpu_ns = 0.0;
-            pod.metrics.db_use_ns = 0.0;
-            pod.metrics.db_calls = 0;
-            pod.metrics.started_ns = started;
+            pod.metrics.end_interval();
             continue;
         }
         let m = &mut pod.metrics;
@@ -321,6 +324,8 @@ pub fn tick(
         m.throttled += (periods as f64 * ratio).round() as u64;
 
         let start = m.started_ns;
+        let restarts = pod.restarts;
+        let m = &mut pod.metrics;
         let mut metrics = vec![
             gauge(
                 "process.memory.usage",
@@ -350,6 +355,12 @@ pub fn tick(
                 "{period}",
                 "Number of CFS enforcement periods in which the container was runnable.",
                 int_point(Vec::new(), start, now_ns, m.periods as i64),
+            ),
+            gauge(
+                "k8s.container.restart.count",
+                "{restart}",
+                "Number of times the container has restarted (OOM kills here).",
+                vec![int_point(Vec::new(), 0, now_ns, i64::from(restarts))],
             ),
             counter(
                 "container.cpu.throttling_data.throttled_periods",
@@ -446,10 +457,7 @@ pub fn tick(
             ));
         }
 
-        m.requests = 0;
-        m.cpu_ns = 0.0;
-        m.db_use_ns = 0.0;
-        m.db_calls = 0;
+        m.end_interval();
 
         resource_metrics.push(ResourceMetrics {
             resource: Some(pod.resource.clone()),

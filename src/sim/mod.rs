@@ -7,10 +7,17 @@
 //!
 //! - [`Scenario`] says what to simulate (seed, start, duration, rate, faults);
 //!   [`Simulator`] is an iterator of one [`Batch`] per simulated second.
-//! - [`Topology`] tells who calls whom (12 services, up to 5 deep).
+//! - [`Topology`] tells who calls whom (12 services, 4 deep; 5 counting
+//!   databases and external APIs).
 //! - [`FaultKind`] lists the faults; [`parse_fault`] reads their spec form.
 //! - [`write_json_lines`] and [`send_otlp`] are the two outputs;
 //!   [`SimulateArgs`] and [`run_simulate`] the command line.
+//!
+//! Inside: `model` defines the shop (services, operations, calls, span
+//! attribute templates); `engine` runs it second by second (deploys, faults,
+//! traffic, buffering by end time), with `engine/request` generating each
+//! trace; `metrics` keeps per-pod state and builds the metrics; `rng` is the
+//! seeded generator; `output` and `cli` are the edges.
 //!
 //! Invariants: the same scenario always produces byte-identical output (no
 //! clock, no hash-map order, seeded generators only); batches come in event
@@ -28,7 +35,7 @@ use opentelemetry_proto::tonic::collector::{
 
 mod cli;
 mod engine;
-mod fault;
+pub mod fault;
 mod metrics;
 mod model;
 mod output;
@@ -54,7 +61,7 @@ pub struct Scenario {
     /// Length of the run (whole seconds are simulated).
     pub duration: Duration,
     /// Mean entry (user) requests per second, before the daily shape and
-    /// bursts. Each request is a trace of about 15 spans.
+    /// bursts. Each request is a trace of about 13 spans.
     pub entry_rate_per_sec: f64,
     pub faults: Vec<Fault>,
     /// Roll new versions of random services at random times (about one every

@@ -102,20 +102,21 @@ pub(super) fn log_count(request: &ExportLogsServiceRequest) -> u64 {
 }
 
 /// Writes every batch as OTLP JSON lines: one `Export*ServiceRequest` object
-/// per line, traces then metrics then logs within a second. Ids are
-/// lower-case hex, 64-bit integers decimal strings, enums integers.
+/// per line. Within a second, metrics (stamped at its start) come first,
+/// then traces and logs (which end within it). Ids are lower-case hex,
+/// 64-bit integers decimal strings, enums integers.
 pub fn write_json_lines(sim: Simulator, out: &mut impl Write) -> std::io::Result<SimSummary> {
     let mut out = BufWriter::with_capacity(1 << 16, out);
     let mut summary = SimSummary::default();
     for batch in sim {
         summary.count(&batch);
-        if let Some(traces) = &batch.traces {
-            serde_json::to_writer(&mut out, traces)?;
+        if let Some(metrics) = &batch.metrics {
+            serde_json::to_writer(&mut out, metrics)?;
             out.write_all(b"\n")?;
             summary.requests += 1;
         }
-        if let Some(metrics) = &batch.metrics {
-            serde_json::to_writer(&mut out, metrics)?;
+        if let Some(traces) = &batch.traces {
+            serde_json::to_writer(&mut out, traces)?;
             out.write_all(b"\n")?;
             summary.requests += 1;
         }

@@ -279,6 +279,11 @@ fn topology_is_wide_and_deep() {
         topology.services.len()
     );
     assert!(topology.depth() >= 3, "depth {}", topology.depth());
+    assert_eq!(
+        topology.depth(),
+        4,
+        "frontend -> checkout -> pricing -> currency"
+    );
     assert_eq!(topology.entry, "frontend");
     let kinds: BTreeSet<_> = topology
         .edges
@@ -630,7 +635,7 @@ fn check_otlp_json(value: &Value, key: &str) {
 
 #[test]
 fn json_lines_are_valid_otlp_and_round_trip() {
-    let base = scenario(25, 10.0, &[("errors:cart", 5)]);
+    let base = scenario(25, 5.0, &[("errors:cart", 5)]);
     let text = String::from_utf8(json_lines(base.clone())).unwrap();
     let batches: Vec<Batch> = Simulator::new(base).collect();
     let mut traces = Vec::new();
@@ -950,6 +955,38 @@ fn memory_leak_grows_memory_towards_the_limit() {
 }
 
 #[test]
+fn memory_leak_ends_in_oom_restarts() {
+    let scenario = scenario(2 * 3600 + 1200, 0.0, &[("memory-leak:cart", 0)]);
+    let metrics_only = Signals {
+        traces: false,
+        metrics: true,
+        logs: false,
+    };
+    let batches: Vec<Batch> = Simulator::new(scenario)
+        .with_signals(metrics_only)
+        .collect();
+    let points = points(&batches);
+    let cart = |name: &str| -> Vec<f64> {
+        points
+            .iter()
+            .filter(|p| p.0 == "cart" && p.2 == name)
+            .map(|p| p.5)
+            .collect()
+    };
+    let limit = cart("k8s.container.memory.limit")[0];
+    let memory = cart("process.memory.usage");
+    assert!(memory.iter().all(|value| *value < limit));
+    assert!(
+        memory.iter().any(|value| *value > 0.9 * limit),
+        "gets close to the limit"
+    );
+    let restarts = cart("k8s.container.restart.count");
+    assert_eq!(restarts.first(), Some(&0.0));
+    assert!(restarts.iter().all(|count| *count <= 1.0));
+    assert!(restarts.last() == Some(&1.0), "OOM-killed within 2h20m");
+}
+
+#[test]
 fn pool_exhaustion_saturates_the_pool_and_slows_the_db_edge() {
     let (batches, start) = run(scenario(180, 20.0, &[("pool-exhaustion:catalog", 90)]));
     let points = points(&batches);
@@ -1191,6 +1228,71 @@ fn daily_shape_shows_in_entry_rates_and_benign_deploys_change_versions() {
         deployed >= 10,
         "only {deployed} benign deploys in a day: {versions:?}"
     );
+}
+
+#[test]
+fn benign_deploys_keep_clear_of_faults() {
+    let faulty = [
+        "memory-leak:cart",
+        "bad-deploy:payment",
+        "latency:catalog",
+        "cpu-throttling:pricing",
+        "errors:user",
+        "slow-dependency:inventory",
+    ];
+    let scenario = Scenario {
+        seed: 5,
+        duration: Duration::from_secs(4 * 3600),
+        entry_rate_per_sec: 0.5,
+        faults: faulty
+            .iter()
+            .map(|spec| Fault {
+                kind: parse_fault(spec).unwrap(),
+                start: Duration::from_secs(3600),
+                duration: None,
+            })
+            .collect(),
+        ..Scenario::default()
+    };
+    let start = scenario.start_unix_nanos;
+    let metrics_only = Signals {
+        traces: false,
+        metrics: true,
+        logs: false,
+    };
+    // First time each (service, version) reports.
+    let mut first_seen: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for batch in Simulator::new(scenario).with_signals(metrics_only) {
+        for resource_metrics in batch.metrics.iter().flat_map(|m| &m.resource_metrics) {
+            let resource = &resource_metrics.resource.as_ref().unwrap().attributes;
+            let service = attr_str(resource, "service.name").unwrap().to_owned();
+            let version = attr_str(resource, "service.version").unwrap().to_owned();
+            first_seen
+                .entry((service, version))
+                .or_insert(batch.time_unix_nanos);
+        }
+    }
+    let deploys: Vec<(&String, u64)> = first_seen
+        .iter()
+        .filter(|(_, time)| **time > start + 10 * SECOND)
+        // The bad deploy's own version is the fault, not a benign deploy.
+        .filter(|((service, version), _)| !(service == "payment" && version == "1.5.0"))
+        .map(|((service, _), time)| (service, (time - start) / SECOND))
+        .collect();
+    assert!(deploys.len() >= 3, "{deploys:?}");
+    for (service, second) in deploys {
+        assert!(
+            !faulty
+                .iter()
+                .any(|spec| spec.ends_with(&format!(":{service}")))
+                || second < 2700,
+            "{service} redeployed at {second}s while faulty"
+        );
+        assert!(
+            !(2700..=3900).contains(&second),
+            "{service} deployed at {second}s, next to the fault"
+        );
+    }
 }
 
 // === parsing and scenarios ===
@@ -1589,4 +1691,35 @@ fn large_requests_are_split_by_resource() {
             .sum::<usize>(),
         count
     );
+}
+
+#[test]
+#[ignore = "prints per-service statistics"]
+fn stats() {
+    let (batches, _) = run(scenario(300, 20.0, &[]));
+    let rows = rows(&batches);
+    let mut by: BTreeMap<(String, i32, String), Vec<&Row>> = BTreeMap::new();
+    for row in &rows {
+        by.entry((row.service.clone(), row.kind, row.name.clone()))
+            .or_default()
+            .push(row);
+    }
+    for ((service, kind, name), rows) in by {
+        let durations: Vec<f64> = rows.iter().map(|r| r.duration_ms()).collect();
+        let mut sorted = durations.clone();
+        sorted.sort_by(f64::total_cmp);
+        eprintln!(
+            "{service:>14} {kind} {name:<45} {:>7.2}/s err {:>6.3}% p50 {:>7.2} p99 {:>7.2}",
+            rows.len() as f64 / 300.0,
+            100.0 * error_ratio(&rows),
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() * 99 / 100]
+        );
+    }
+    let logs: usize = batches
+        .iter()
+        .filter_map(|b| b.logs.as_ref())
+        .map(|l| output::log_count(l) as usize)
+        .sum();
+    eprintln!("{} spans/s, {} logs/s", rows.len() / 300, logs / 300);
 }

@@ -648,6 +648,18 @@ fn metric_table() {
             expected: &[(AnomalyKind::Latency, true)],
         },
         Case {
+            name: "pool use time (seconds) 3 ms -> 8 ms: under 20 ms",
+            info: metric("db.client.connection.use_time{db.client.connection.pool.name=db}"),
+            config: defaults(),
+            baseline: |rng| {
+                let mut stats = noisy_spans(rng, 40.0, 0.0, [0.002, 0.003, 0.004]);
+                stats.errors = 0;
+                stats
+            },
+            window: spans(40, 0, 0.005, 0.008, 0.01),
+            expected: &[],
+        },
+        Case {
             name: "request duration histogram: 2x but under 20 ms",
             info: metric("http.server.request.duration"),
             config: defaults(),
@@ -720,6 +732,127 @@ fn warm_up_is_reported_and_silent() {
     let found = detector.observe(&config, start(30), WINDOW, &spans(0, 0, 0.0, 0.0, 0.0));
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].kind, AnomalyKind::TrafficDrop);
+}
+
+#[test]
+fn a_p95_that_swings_between_two_levels_is_not_an_anomaly() {
+    // A cache whose miss rate sits near 5%: in about 45% of windows the p95
+    // is a miss (~60 ms), otherwise a hit (~5 ms). Median and MAD call every
+    // miss window an outlier; the range rule does not.
+    let config = DetectConfig::default();
+    let mut rng = Rng(41);
+    let mut detector = SeriesDetector::new(operation());
+    let swinging = |rng: &mut Rng| {
+        let requests = rng.poisson(80.0);
+        let p95 = if rng.uniform() < 0.45 {
+            rng.jitter(60.0, 0.4)
+        } else {
+            rng.jitter(5.0, 0.1)
+        };
+        spans(
+            requests,
+            0,
+            rng.jitter(1.6, 0.05),
+            p95,
+            rng.jitter(150.0, 0.2),
+        )
+    };
+    let found = feed(&mut detector, &config, 0, 2_000, |_| swinging(&mut rng));
+    let mut windows: Vec<u64> = found.iter().map(|(index, _)| *index).collect();
+    windows.dedup();
+    // About one window in 360 beats the hour's maximum by chance; what must
+    // not happen is two in a row, which would open an incident.
+    assert!(windows.len() <= 12, "{found:#?}");
+    assert!(
+        windows.windows(2).all(|pair| pair[1] > pair[0] + 1),
+        "{found:#?}"
+    );
+    // Nor is one such window severe, which would open an incident at once:
+    // the upper level is always "3x the median".
+    assert!(
+        found.iter().all(|(_, anomaly)| !anomaly.severe),
+        "{found:#?}"
+    );
+    // A real slowdown still stands out.
+    let found = detector.observe(
+        &config,
+        start(2_000),
+        WINDOW,
+        &spans(80, 0, 10.0, 400.0, 900.0),
+    );
+    assert!(
+        found
+            .iter()
+            .any(|anomaly| anomaly.kind == AnomalyKind::Latency),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn small_flickering_counts_are_not_level_shifts() {
+    // Connections in use of a quiet pool: mostly 0, sometimes 1 or 2, and
+    // averaged over the window's points.
+    let config = DetectConfig::default();
+    let mut rng = Rng(43);
+    let mut detector = SeriesDetector::new(metric(
+        "db.client.connection.count{db.client.connection.state=used}",
+    ));
+    let found = feed(&mut detector, &config, 0, 2_000, |_| {
+        let mut values = ValueStats::default();
+        for time in 0..2 {
+            let used = match rng.uniform() {
+                roll if roll < 0.8 => 0.0,
+                roll if roll < 0.97 => 1.0,
+                _ => 2.0,
+            };
+            values.add(used, time);
+        }
+        WindowStats {
+            values,
+            ..WindowStats::default()
+        }
+    });
+    assert!(found.len() <= 10, "{found:#?}");
+    let found = detector.observe(&config, start(2_000), WINDOW, &gauge(8.0));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].kind, AnomalyKind::LevelShift);
+}
+
+#[test]
+fn a_distribution_sum_is_not_a_level() {
+    // A rare route's request duration: most windows have no observations
+    // (count 0, sum 0), some have one. The sum is not a level, so the first
+    // request is not a jump from zero.
+    let config = DetectConfig::default();
+    let mut rng = Rng(47);
+    let mut detector = SeriesDetector::new(metric(
+        "http.server.request.duration{http.route=/users/login,http.response.status_code=401}",
+    ));
+    let found = feed(&mut detector, &config, 0, 500, |index| {
+        let mut values = ValueStats::default();
+        if index > 100 && rng.uniform() < 0.2 {
+            let seconds = rng.jitter(0.03, 0.3);
+            values.add(seconds, 1);
+            WindowStats {
+                requests: 1,
+                p50: Some(seconds),
+                p95: Some(seconds),
+                p99: Some(seconds),
+                max: Some(seconds),
+                values,
+                ..WindowStats::default()
+            }
+        } else {
+            values.add(0.0, 1);
+            WindowStats {
+                values,
+                ..WindowStats::default()
+            }
+        }
+    });
+    assert!(found.is_empty(), "{found:#?}");
+    assert!(detector.distribution);
+    assert!(detector.history.iter().all(|window| window.level.is_nan()));
 }
 
 #[test]

@@ -182,7 +182,12 @@ impl Engine {
                         outcome = match served.outcome {
                             Outcome::Ok => Outcome::Ok,
                             Outcome::ClientError(code) => Outcome::ClientError(code),
-                            Outcome::Failed(Failure::PoolTimeout) => {
+                            // Waiting for its own pool is this service's
+                            // failure; anything a callee returns is a
+                            // dependency's.
+                            Outcome::Failed(Failure::PoolTimeout)
+                                if matches!(call.target, Target::Db(_)) =>
+                            {
                                 Outcome::Failed(Failure::PoolTimeout)
                             }
                             Outcome::Failed(_) => Outcome::Failed(Failure::Dependency),
