@@ -203,7 +203,6 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     }
     let last = replay.finish();
     emit(&last);
-    drop(emit);
     if let Some(error) = write_error {
         return Err(error).context("cannot write incident events");
     }

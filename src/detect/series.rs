@@ -37,7 +37,12 @@
 //!   the bar for the next one. Traffic drops are exempt: a busy series does
 //!   not routinely lose half its traffic, and Poisson, ratio and noise
 //!   thresholds already guard them, so a short outage that entered the
-//!   baseline does not hide the next.
+//!   baseline does not hide the next. A latency rise must moreover clear
+//!   the relative threshold over the baseline's 90th-percentile window as
+//!   well as over its median, so a series whose p95 flips to its upper level
+//!   in more than one window in ten alerts only above that level. A severe
+//!   deviation (which opens an incident on its own) must also clear the
+//!   relative threshold over the largest baseline window.
 //! - **Same time of day** (when `seasonality` is on): per 10-minute slot of
 //!   the day (UTC), the medians of the slot's windows on each of the last
 //!   three days, including anomalous windows (the profile records what
@@ -99,6 +104,12 @@ const LOG_MAD_FLOOR: f64 = 0.05;
 /// Floor of the MAD of a metric level, as a fraction of its median, for the
 /// same reason (a gauge that sat perfectly still has a MAD of 0).
 const LEVEL_MAD_FLOOR: f64 = 0.01;
+/// Quantile of the baseline windows a latency rise must also clear by the
+/// relative threshold. For most series it sits just above the median (a
+/// 1.5x rise then needs about 1.6-1.7x the median); for a series whose p95
+/// flips between two levels in more than one window in ten, it is the upper
+/// level, so only a rise above that counts.
+const UPPER_QUANTILE: f64 = 0.9;
 /// Flag on a window that produced an anomaly: skipped by the trailing
 /// baselines unless re-learned.
 const FLAG_ANOMALOUS: u32 = 1 << 31;
@@ -279,6 +290,9 @@ struct Envelope {
     spread: Spread,
     /// Smallest value of the baseline windows.
     min: f64,
+    /// The [`UPPER_QUANTILE`] of the baseline windows: where the series
+    /// usually tops out.
+    upper: f64,
     /// Largest value of the baseline windows.
     max: f64,
 }
@@ -877,6 +891,7 @@ impl Judge<'_> {
             }
             let Some(Envelope {
                 spread: trailing,
+                upper,
                 max: highest,
                 ..
             }) = self.baseline.ln_quantiles[index]
@@ -895,6 +910,7 @@ impl Judge<'_> {
             if !exceeds(trailing.median)
                 || stats::robust_z(value.ln(), trailing, LOG_MAD_FLOOR) < config.latency_min_z
                 || value.ln() <= highest
+                || value < config.latency_ratio * upper.exp()
             {
                 continue;
             }
@@ -1098,6 +1114,7 @@ impl Judge<'_> {
             spread: trailing,
             min: lowest,
             max: highest,
+            ..
         } = self.baseline.level?;
         let moved = |center: f64| {
             let change = level - center;
@@ -1372,11 +1389,19 @@ fn robust(values: &mut [f64]) -> Option<Spread> {
 
 /// Median, MAD and range of `values` when there are enough of them.
 fn envelope(values: &mut [f64]) -> Option<Envelope> {
+    if values.len() < MIN_BASELINE_WINDOWS {
+        return None;
+    }
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // Nearest rank; `values` is reordered, which `robust` does anyway.
+    let rank = ((values.len() as f64 * UPPER_QUANTILE).ceil() as usize).clamp(1, values.len()) - 1;
+    let (_, upper, _) = values.select_nth_unstable_by(rank, f64::total_cmp);
+    let upper = *upper;
     Some(Envelope {
         spread: robust(values)?,
         min,
+        upper,
         max,
     })
 }

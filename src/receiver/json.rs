@@ -68,7 +68,7 @@ impl<'de> Deserialize<'de> for HexId {
             }
             fn visit_str<E: de::Error>(self, value: &str) -> Result<HexId, E> {
                 let mut id = HexId::default();
-                if value.len() % 2 != 0 || value.len() > 32 {
+                if !value.len().is_multiple_of(2) || value.len() > 32 {
                     return Err(E::custom("invalid hex id length"));
                 }
                 id.len = value.len() / 2;

@@ -106,7 +106,7 @@ fn replay_detects_and_is_deterministic() {
         .as_u64()
         .expect("onset");
     assert!(
-        onset >= START + 890 * SECOND && onset <= START + 930 * SECOND,
+        (START + 890 * SECOND..=START + 930 * SECOND).contains(&onset),
         "onset {onset}"
     );
     let last: serde_json::Value =

@@ -1520,34 +1520,6 @@ fn realtime_shift_moves_every_timestamp() {
     assert!(metrics.iter().all(|p| p.4 == batch.time_unix_nanos));
 }
 
-#[test]
-#[ignore = "measures generation speed; run with --release -- --ignored --nocapture"]
-fn speed() {
-    let started = Instant::now();
-    let mut spans = 0;
-    let mut batches = 0;
-    for batch in Simulator::new(Scenario::default()) {
-        batches += 1;
-        if let Some(traces) = &batch.traces {
-            spans += traces
-                .resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len())
-                .sum::<usize>();
-        }
-    }
-    let generate = started.elapsed();
-    let started = Instant::now();
-    let summary =
-        write_json_lines(Simulator::new(Scenario::default()), &mut std::io::sink()).unwrap();
-    let json = started.elapsed();
-    eprintln!(
-        "one simulated hour: {batches} batches, {spans} spans, generated in {generate:?}; \
-         generated and written as JSON lines in {json:?}: {summary}"
-    );
-}
-
 // === live OTLP ===
 
 /// An OTLP/gRPC collector that counts what it receives.
@@ -1691,35 +1663,4 @@ fn large_requests_are_split_by_resource() {
             .sum::<usize>(),
         count
     );
-}
-
-#[test]
-#[ignore = "prints per-service statistics"]
-fn stats() {
-    let (batches, _) = run(scenario(300, 20.0, &[]));
-    let rows = rows(&batches);
-    let mut by: BTreeMap<(String, i32, String), Vec<&Row>> = BTreeMap::new();
-    for row in &rows {
-        by.entry((row.service.clone(), row.kind, row.name.clone()))
-            .or_default()
-            .push(row);
-    }
-    for ((service, kind, name), rows) in by {
-        let durations: Vec<f64> = rows.iter().map(|r| r.duration_ms()).collect();
-        let mut sorted = durations.clone();
-        sorted.sort_by(f64::total_cmp);
-        eprintln!(
-            "{service:>14} {kind} {name:<45} {:>7.2}/s err {:>6.3}% p50 {:>7.2} p99 {:>7.2}",
-            rows.len() as f64 / 300.0,
-            100.0 * error_ratio(&rows),
-            sorted[sorted.len() / 2],
-            sorted[sorted.len() * 99 / 100]
-        );
-    }
-    let logs: usize = batches
-        .iter()
-        .filter_map(|b| b.logs.as_ref())
-        .map(|l| output::log_count(l) as usize)
-        .sum();
-    eprintln!("{} spans/s, {} logs/s", rows.len() / 300, logs / 300);
 }
