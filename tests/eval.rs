@@ -1,0 +1,78 @@
+//! A small, fast version of the detection evaluation (`triage eval`): a few
+//! simulated faults at a low rate, through the real recording and detection.
+//! The full suite and its figures are in docs/EVALUATION.md.
+
+use std::time::Duration;
+
+use triage::detect::DetectConfig;
+use triage::eval::{run_scenario, Outcome};
+use triage::sim::{parse_fault, Fault, Scenario};
+use triage::store::StoreConfig;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// 15 minutes at 6 entry requests/s, the fault (if any) from minute 11.
+fn scenario(fault: Option<&str>) -> Scenario {
+    Scenario {
+        duration: 15 * MINUTE,
+        entry_rate_per_sec: 6.0,
+        faults: fault
+            .map(|spec| Fault {
+                kind: parse_fault(spec).expect("valid fault spec"),
+                start: 11 * MINUTE,
+                duration: None,
+            })
+            .into_iter()
+            .collect(),
+        ..Scenario::default()
+    }
+}
+
+fn run(name: &str, fault: Option<&str>) -> Outcome {
+    run_scenario(
+        name,
+        scenario(fault),
+        &DetectConfig::default(),
+        &StoreConfig::default(),
+    )
+}
+
+#[test]
+fn errors_on_a_service_are_detected_within_a_minute() {
+    let outcome = run("errors", Some("errors:cart"));
+    assert!(outcome.detected, "{outcome:#?}");
+    assert!(
+        outcome.time_to_detect_secs.expect("detected") <= 60.0,
+        "{outcome:#?}"
+    );
+}
+
+#[test]
+fn a_service_going_down_is_detected_within_a_minute() {
+    let outcome = run("down", Some("down:inventory"));
+    assert!(outcome.detected, "{outcome:#?}");
+    assert!(
+        outcome.time_to_detect_secs.expect("detected") <= 60.0,
+        "{outcome:#?}"
+    );
+}
+
+#[test]
+fn latency_on_a_service_is_detected_within_a_minute() {
+    let outcome = run("latency", Some("latency:payment"));
+    assert!(outcome.detected, "{outcome:#?}");
+    assert!(
+        outcome.time_to_detect_secs.expect("detected") <= 60.0,
+        "{outcome:#?}"
+    );
+}
+
+#[test]
+fn healthy_traffic_opens_no_incident() {
+    let outcome = run("healthy", None);
+    assert!(
+        outcome.false_incidents.is_empty(),
+        "{:#?}",
+        outcome.false_incidents
+    );
+}
