@@ -610,15 +610,17 @@ detect:
   metrics:
     # Metric names watched for level shifts; `*` matches any characters, and
     # {attr=value} suffixes are ignored. Defaults: semantic-convention memory,
-    # CPU and throttling, connection pools, runtime/GC and request duration.
+    # CPU, connection pools, runtime/GC and request duration. (CPU throttling
+    # is judged by its saturation rule, which needs no watching.)
     watch:
       - process.memory.usage
       - container.memory.usage
       - container.memory.working_set
       - process.cpu.time
       - process.cpu.utilization
-      - container.cpu.*
-      - container_cpu_cfs_*
+      - container.cpu.time
+      - container.cpu.usage
+      - container.cpu.utilization
       - db.client.connection.*
       - db.client.connections.*
       - jvm.gc.duration

@@ -17,17 +17,23 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Metric name patterns watched for level shifts by default: the OpenTelemetry
-/// semantic-convention metrics for memory, CPU and CPU throttling, connection
-/// pools, runtime GC, and request rate/latency. Patterns match the name
-/// before any `{attr=value}` suffix; `*` matches any run of characters.
+/// semantic-convention metrics for memory, CPU, connection pools, runtime GC,
+/// and request rate/latency. Patterns match the name before any
+/// `{attr=value}` suffix; `*` matches any run of characters.
+///
+/// CPU throttling is judged by the saturation rule (the throttled share of
+/// CFS periods), which reads its counters whether or not they are watched;
+/// level shifts of the raw period counts only follow load, and jump on
+/// every counter reset.
 pub const DEFAULT_METRIC_PATTERNS: &[&str] = &[
     "process.memory.usage",
     "container.memory.usage",
     "container.memory.working_set",
     "process.cpu.time",
     "process.cpu.utilization",
-    "container.cpu.*",
-    "container_cpu_cfs_*",
+    "container.cpu.time",
+    "container.cpu.usage",
+    "container.cpu.utilization",
     "db.client.connection.*",
     "db.client.connections.*",
     "jvm.gc.duration",

@@ -41,8 +41,10 @@
 //!   the relative threshold over the baseline's 90th-percentile window as
 //!   well as over its median, so a series whose p95 flips to its upper level
 //!   in more than one window in ten alerts only above that level. A severe
-//!   deviation (which opens an incident on its own) must also clear the
-//!   relative threshold over the largest baseline window.
+//!   latency deviation (which opens an incident on its own) must also clear
+//!   the relative threshold over the largest baseline window, and the p50
+//!   must have risen by it too: a p95 or p99 is a handful of requests, and
+//!   one window of a handful of slow requests is no evidence on its own.
 //! - **Same time of day** (when `seasonality` is on): per 10-minute slot of
 //!   the day (UTC), the medians of the slot's windows on each of the last
 //!   three days, including anomalous windows (the profile records what
@@ -54,6 +56,13 @@
 //!   spread. Error rates are not compared by time of day: they rarely
 //!   follow the clock, and the pooled rate already adapts. Trends are not
 //!   either: a leak does not follow the clock.
+//!
+//! # Warm-up
+//!
+//! A series reports [`Readiness::WarmingUp`] and raises nothing until it has
+//! been observed for `warmup_windows`. Its windows are judged silently as
+//! soon as ten of them exist, so that odd early windows (a restart, an empty
+//! window) are kept out of the baseline just like later anomalies.
 //!
 //! # Memory
 //!
@@ -336,6 +345,14 @@ struct QuantileScale {
     absolute: bool,
     /// What one observation is called in summaries.
     noun: &'static str,
+    /// The quantiles judged, by index, in reporting order.
+    order: &'static [usize],
+    /// Whether every anomaly (not only a severe one) needs the p50 to have
+    /// risen too. Quantiles of bucketed histograms move in bucket steps,
+    /// often 2x or more apart: one quantile near a bucket bound flips
+    /// between two values as load drifts. Two quantiles flipping at once is
+    /// much rarer than one, and a real slowdown moves both.
+    broad: bool,
 }
 
 // === impl SeriesDetector ===
@@ -875,7 +892,7 @@ impl Judge<'_> {
     /// baseline) also rose against the same time on previous days.
     fn latency(&self, scale: &QuantileScale) -> Option<Anomaly> {
         let config = self.config;
-        for index in QUANTILE_ORDER {
+        for &index in scale.order {
             let raw = match index {
                 0 => self.stats.p50,
                 1 => self.stats.p95,
@@ -922,10 +939,18 @@ impl Judge<'_> {
                 baseline = baseline.max(same_time.exp());
             }
             // Severe (opening on one window) also needs the value well above
-            // anything the baseline windows reached: for a series whose p95
-            // swings between two levels, the upper level is "3x the median"
-            // every time it appears, and one such window is no evidence.
-            let severe = value >= config.severe_latency_ratio * baseline
+            // anything the baseline windows reached, and the typical request
+            // (p50) slower by the relative threshold too. The p95 of 50
+            // requests is their third-slowest: three slow requests make it
+            // "3x the median", and a series whose p95 swings between two
+            // levels is "3x" every time it swings up. One window of that is
+            // no evidence; a whole distribution that moved is.
+            let broad = index == 0 || self.p50_rose(scale);
+            if scale.broad && !broad {
+                continue;
+            }
+            let severe = broad
+                && value >= config.severe_latency_ratio * baseline
                 && value.ln() >= highest + config.latency_ratio.ln();
             let name = QUANTILE_NAMES[index];
             let measure = if scale.prefix.is_empty() {
@@ -959,6 +984,23 @@ impl Judge<'_> {
             });
         }
         None
+    }
+
+    /// Whether the window's p50 rose by the relative threshold over its
+    /// baseline median and above every baseline window (false when either
+    /// is unknown).
+    fn p50_rose(&self, scale: &QuantileScale) -> bool {
+        let Some(p50) = self.stats.p50.map(|raw| raw * scale.factor) else {
+            return false;
+        };
+        let Some(baseline) = self.baseline.ln_quantiles[0] else {
+            return false;
+        };
+        p50.is_finite()
+            && p50 > 0.0
+            && self.stats.requests >= min_requests(self.config, 0)
+            && p50 >= self.config.latency_ratio * baseline.spread.median.exp()
+            && p50.ln() > baseline.max
     }
 
     /// An error-rate (or error-log) anomaly: the window's errors are
@@ -1168,13 +1210,16 @@ impl QuantileScale {
             unit: "ms",
             absolute: true,
             noun: "requests",
+            order: &QUANTILE_ORDER,
+            broad: false,
         }
     }
 
     /// A distribution metric. Semantic-convention durations (`*.duration`)
     /// are in seconds, so they are read as latency in ms with the absolute
     /// thresholds; any other distribution has an unknown unit and gets the
-    /// relative and noise thresholds only.
+    /// relative and noise thresholds only. Only the p95 is judged, and only
+    /// when the p50 rose too (see [`QuantileScale::broad`]).
     fn metric(name: &str) -> Self {
         let base = base_name(name);
         if is_duration(base) {
@@ -1185,6 +1230,8 @@ impl QuantileScale {
                 unit: "ms",
                 absolute: true,
                 noun: "observations",
+                order: &[1],
+                broad: true,
             }
         } else {
             QuantileScale {
@@ -1194,6 +1241,8 @@ impl QuantileScale {
                 unit: "",
                 absolute: false,
                 noun: "observations",
+                order: &[1],
+                broad: true,
             }
         }
     }

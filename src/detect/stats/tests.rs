@@ -241,7 +241,7 @@ fn linear_fit_cases() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn binomial_tail_is_a_probability_and_falls_with_k(
