@@ -290,31 +290,37 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let server = Server::bind(settings).await?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
+        // The handlers are installed before serving starts (not inside the
+        // spawned task), so a SIGTERM that arrives as soon as the collector
+        // says it is ready still drains instead of killing the process.
+        let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+        tokio::spawn(wait_for_signal(terminate, interrupt, shutdown.clone()));
         server.run(shutdown).await?;
         Ok(())
     })
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM. A second signal exits at once.
-async fn wait_for_signal(shutdown: CancellationToken) {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM; use SIGINT to stop");
-                let _ = tokio::signal::ctrl_c().await;
-                shutdown.cancel();
-                return;
-            }
-        };
+async fn wait_for_signal(
+    terminate: std::io::Result<tokio::signal::unix::Signal>,
+    interrupt: std::io::Result<tokio::signal::unix::Signal>,
+    shutdown: CancellationToken,
+) {
+    let (mut terminate, mut interrupt) = match (terminate, interrupt) {
+        (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::error!(%error, "cannot listen for SIGTERM/SIGINT; stop triage with SIGKILL");
+            return;
+        }
+    };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
     }
     shutdown.cancel();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
     tracing::warn!("second signal: exiting without draining");

@@ -100,8 +100,10 @@ pub struct DetectConfig {
 
     // --- latency ---
     /// A latency quantile is anomalous only at this multiple of its baseline
-    /// or more. Default 1.5: people notice half again the usual latency;
-    /// smaller changes happen all the time (cache warm-up, GC, neighbours).
+    /// median or more (and of the baseline's 90th-percentile window, and
+    /// above every baseline window; see `detect::series`). Default 1.5:
+    /// people notice half again the usual latency; smaller changes happen
+    /// all the time (cache warm-up, GC, neighbours).
     pub latency_ratio: f64,
     /// Least absolute p50 rise, in ms. Default 10 ms: 1.5x of a 2 ms median
     /// is real but harmless; 10 ms on the typical request is felt.

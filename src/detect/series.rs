@@ -886,10 +886,13 @@ impl SeriesDetector {
 // === impl Judge ===
 
 impl Judge<'_> {
-    /// At most one latency anomaly: the first quantile, in
-    /// [`QUANTILE_ORDER`], that rose by both the relative and the absolute
-    /// threshold, stands out from the series' noise, and (with a time-of-day
-    /// baseline) also rose against the same time on previous days.
+    /// At most one latency anomaly: the first quantile, in the scale's order
+    /// ([`QUANTILE_ORDER`] for spans), that rose by both the relative and the
+    /// absolute threshold over the baseline median, stands out from the
+    /// series' noise (robust z), clears every baseline window and, by the
+    /// relative threshold, the baseline's [`UPPER_QUANTILE`] window, and
+    /// (with a time-of-day baseline) also rose against the same time on
+    /// previous days.
     fn latency(&self, scale: &QuantileScale) -> Option<Anomaly> {
         let config = self.config;
         for &index in scale.order {
