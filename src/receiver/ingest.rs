@@ -390,6 +390,9 @@ fn explicit_bucket_value(point: &HistogramDataPoint, i: usize) -> f64 {
 /// point of a known series allocates nothing.
 struct MetricContext<'a> {
     now: u64,
+    /// Identifies the current resource (all its attributes): two pods'
+    /// counters of the same name are separate cumulative streams.
+    resource: u64,
     kept: &'a [String],
     tally: Tally,
     key: String,
@@ -452,9 +455,12 @@ impl Ingest {
                         context.tally.reject(temporality_error);
                         continue;
                     };
-                    let cumulative = cumulative.then(|| Cumulative {
-                        stream: stream_id(service_name, name, &point.attributes),
-                        monotonic: sum.is_monotonic,
+                    // A cumulative up-down counter (pool connections in use,
+                    // memory in bytes) *is* a level: keep its value, as for a
+                    // gauge. Only monotonic totals become deltas.
+                    let cumulative = (cumulative && sum.is_monotonic).then(|| Cumulative {
+                        stream: stream_id(service_name, name, &point.attributes) ^ context.resource,
+                        monotonic: true,
                     });
                     self.record_number_point(service, name, point, cumulative, context);
                 }
@@ -477,8 +483,9 @@ impl Ingest {
                         context.tally.reject(temporality_error);
                         continue;
                     };
-                    let stream =
-                        cumulative.then(|| stream_id(service_name, name, &point.attributes));
+                    let stream = cumulative.then(|| {
+                        stream_id(service_name, name, &point.attributes) ^ context.resource
+                    });
                     context.counts.clear();
                     context.counts.extend_from_slice(&point.bucket_counts);
                     let time = (point.start_time_unix_nano, point.time_unix_nano);
@@ -511,6 +518,7 @@ impl Ingest {
                     // across it would be wrong, so it is a new stream.
                     let stream = cumulative.then(|| {
                         stream_id(service_name, name, &point.attributes)
+                            ^ context.resource
                             ^ (point.scale as u64).rotate_left(32)
                             ^ offset as u64
                     });
@@ -740,6 +748,7 @@ impl Sink for Ingest {
         let started = Instant::now();
         let mut context = MetricContext {
             now: self.store.now_unix_nanos(),
+            resource: 0,
             kept: &self.store.config().metric_attributes,
             tally: Tally::default(),
             key: String::new(),
@@ -749,6 +758,9 @@ impl Sink for Ingest {
         for resource_metrics in &request.resource_metrics {
             let service_name = service_name(resource_metrics.resource.as_ref());
             let service = self.store.service(service_name);
+            context.resource = resource_metrics.resource.as_ref().map_or(0, |resource| {
+                stream_id("", "", &resource.attributes).rotate_left(17)
+            });
             for scope_metrics in &resource_metrics.scope_metrics {
                 for metric in &scope_metrics.metrics {
                     self.record_metric(&service, service_name, metric, &mut context);

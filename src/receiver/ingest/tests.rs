@@ -407,3 +407,68 @@ fn logs_are_counted_by_severity() {
         1
     );
 }
+
+#[test]
+fn up_down_counters_are_levels_and_pods_are_separate_streams() {
+    let ingest = ingest();
+    let pod = |name: &str, value: f64| ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![
+                    string_attribute("service.name", "db"),
+                    string_attribute("k8s.pod.name", name),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    Metric {
+                        name: "requests".to_string(),
+                        data: Some(Data::Sum(Sum {
+                            data_points: vec![number_point(2, value, vec![])],
+                            aggregation_temporality: TEMPORALITY_CUMULATIVE,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "in_use".to_string(),
+                        data: Some(Data::Sum(Sum {
+                            data_points: vec![number_point(2, value / 100.0, vec![])],
+                            aggregation_temporality: TEMPORALITY_CUMULATIVE,
+                            is_monotonic: false,
+                        })),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    // Two pods with very different totals, interleaved: neither looks like a
+    // reset of the other.
+    for request in [pod("a", 1_000.0), pod("b", 10.0)] {
+        ingest.metrics(&request);
+    }
+    let mut later = pod("a", 1_005.0);
+    let mut later_b = pod("b", 12.0);
+    for request in [&mut later, &mut later_b] {
+        for metric in &mut request.resource_metrics[0].scope_metrics[0].metrics {
+            if let Some(Data::Sum(sum)) = metric.data.as_mut() {
+                sum.data_points[0].time_unix_nano += 1_000_000_000;
+            }
+        }
+    }
+    ingest.metrics(&later);
+    ingest.metrics(&later_b);
+    let requests = stats(&ingest, SeriesKind::Metric, "db", "requests").expect("series");
+    assert_eq!(
+        (requests.values.points, requests.values.sum),
+        (2, 7.0),
+        "deltas 5 and 2"
+    );
+    let in_use = stats(&ingest, SeriesKind::Metric, "db", "in_use").expect("series");
+    assert_eq!(in_use.values.points, 4, "every up-down point is a level");
+    assert_eq!(in_use.values.max, 10.05);
+}
