@@ -400,6 +400,14 @@ struct MetricContext<'a> {
     counts: Vec<u64>,
 }
 
+impl MetricContext<'_> {
+    /// The cumulative stream of a point: its metric and attributes within the
+    /// current resource.
+    fn stream(&self, service_name: &str, name: &str, attributes: &[KeyValue]) -> u64 {
+        stream_id(service_name, name, attributes) ^ self.resource
+    }
+}
+
 /// Whether points of this temporality are cumulative; `None` when it is
 /// unspecified, which OTLP does not allow for sums and histograms.
 fn is_cumulative(temporality: i32) -> Option<bool> {
@@ -459,7 +467,7 @@ impl Ingest {
                     // memory in bytes) *is* a level: keep its value, as for a
                     // gauge. Only monotonic totals become deltas.
                     let cumulative = (cumulative && sum.is_monotonic).then(|| Cumulative {
-                        stream: stream_id(service_name, name, &point.attributes) ^ context.resource,
+                        stream: context.stream(service_name, name, &point.attributes),
                         monotonic: true,
                     });
                     self.record_number_point(service, name, point, cumulative, context);
@@ -483,9 +491,8 @@ impl Ingest {
                         context.tally.reject(temporality_error);
                         continue;
                     };
-                    let stream = cumulative.then(|| {
-                        stream_id(service_name, name, &point.attributes) ^ context.resource
-                    });
+                    let stream =
+                        cumulative.then(|| context.stream(service_name, name, &point.attributes));
                     context.counts.clear();
                     context.counts.extend_from_slice(&point.bucket_counts);
                     let time = (point.start_time_unix_nano, point.time_unix_nano);
@@ -517,8 +524,7 @@ impl Ingest {
                     // A new scale or offset is a new bucket layout: deltas
                     // across it would be wrong, so it is a new stream.
                     let stream = cumulative.then(|| {
-                        stream_id(service_name, name, &point.attributes)
-                            ^ context.resource
+                        context.stream(service_name, name, &point.attributes)
                             ^ (point.scale as u64).rotate_left(32)
                             ^ offset as u64
                     });
