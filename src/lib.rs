@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod analyze;
+pub mod changes;
 pub mod config;
 pub mod detect;
 pub mod eval;

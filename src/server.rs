@@ -22,6 +22,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
+use crate::changes::ChangeLog;
 use crate::config::Settings;
 use crate::detect::engine::Engine;
 use crate::detect::incident::IncidentEvent;
@@ -63,6 +64,8 @@ pub struct Server {
     settings: Settings,
     store: Arc<Store>,
     health: Arc<Health>,
+    /// Change events, posted by tools or seen in the telemetry.
+    changes: Arc<ChangeLog>,
     grpc: TcpListener,
     http: TcpListener,
     admin: TcpListener,
@@ -118,6 +121,7 @@ impl Server {
             settings,
             store,
             health: Arc::new(Health::default()),
+            changes: Arc::new(ChangeLog::default()),
             grpc,
             http,
             admin,
@@ -143,6 +147,10 @@ impl Server {
         Arc::clone(&self.health)
     }
 
+    pub fn changes(&self) -> Arc<ChangeLog> {
+        Arc::clone(&self.changes)
+    }
+
     /// Serves until `shutdown` is cancelled, then drains. Returns once every
     /// listener is closed (or the shutdown timeout ran out).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
@@ -150,12 +158,14 @@ impl Server {
             settings,
             store,
             health,
+            changes,
             grpc,
             http,
             admin,
             addresses,
             events,
         } = self;
+        let _ = &changes;
         let sink: Arc<dyn Sink> = Arc::new(Ingest::new(Arc::clone(&store)));
 
         let (traces, metrics, logs) = grpc::services(

@@ -14,9 +14,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Anomaly, AnomalyKind, Severity};
+use crate::analyze::{BlastRadius, CorrelatedChange, Hypothesis, Pattern, RootCause};
 use crate::store::{SeriesKey, SeriesKind};
 
 /// Most exemplar trace ids an incident carries.
@@ -43,7 +44,7 @@ impl Default for Hysteresis {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentState {
     Open,
@@ -51,16 +52,17 @@ pub enum IncidentState {
 }
 
 /// An anomaly as carried by an incident: which series, and what was found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesAnomaly {
-    pub series_kind: &'static str,
+    /// `operation`, `edge`, `metric` or `log`.
+    pub series_kind: String,
     pub series: String,
     #[serde(flatten)]
     pub anomaly: Anomaly,
 }
 
 /// One incident, as delivered to consumers (alerts, API, storage).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     /// Stable id: the service and the onset time, e.g. `payment@1733011390`.
     pub id: String,
@@ -84,9 +86,27 @@ pub struct Incident {
     pub exemplar_trace_ids: Vec<String>,
     /// One line for people.
     pub summary: String,
+    /// Every service the incident covers (more than one for a cascade),
+    /// origin candidates first.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Ranked candidate origins.
+    #[serde(default)]
+    pub root_causes: Vec<RootCause>,
+    /// Named production patterns found (retry storm, pool wait, ...).
+    #[serde(default)]
+    pub patterns: Vec<Pattern>,
+    /// Change events before the onset, most likely cause first.
+    #[serde(default)]
+    pub changes: Vec<CorrelatedChange>,
+    #[serde(default)]
+    pub blast_radius: Option<BlastRadius>,
+    /// One to three ranked explanations with evidence and an action.
+    #[serde(default)]
+    pub hypotheses: Vec<Hypothesis>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", content = "incident", rename_all = "snake_case")]
 pub enum IncidentEvent {
     Opened(Incident),
@@ -217,7 +237,7 @@ impl IncidentTracker {
                 entry.series.insert(
                     result.key.clone(),
                     SeriesAnomaly {
-                        series_kind: result.key.kind.as_str(),
+                        series_kind: result.key.kind.as_str().to_string(),
                         series: result.key.name.to_string(),
                         anomaly,
                     },
@@ -280,6 +300,12 @@ fn new_incident(service: &str, onset: u64, opened: u64) -> Incident {
         anomalies: Vec::new(),
         exemplar_trace_ids: Vec::new(),
         summary: String::new(),
+        services: vec![service.to_string()],
+        root_causes: Vec::new(),
+        patterns: Vec::new(),
+        changes: Vec::new(),
+        blast_radius: None,
+        hypotheses: Vec::new(),
     }
 }
 

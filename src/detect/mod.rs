@@ -42,7 +42,7 @@ pub struct WindowStats {
 }
 
 /// What kind of deviation an anomaly is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyKind {
     Latency,
@@ -58,7 +58,7 @@ pub enum AnomalyKind {
     ErrorLogs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Warning,
@@ -66,7 +66,7 @@ pub enum Severity {
 }
 
 /// One detector's finding on one window of one series.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Anomaly {
     pub kind: AnomalyKind,
     pub severity: Severity,
@@ -87,7 +87,7 @@ pub struct Anomaly {
 }
 
 /// Whether a series can be judged yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum Readiness {
     /// Not enough history: `have` of `need` windows.

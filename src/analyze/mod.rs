@@ -1,0 +1,9 @@
+//! Root-cause analysis: topology, cascades, origin ranking, blast radius,
+//! change correlation and hypotheses.
+
+pub mod model;
+
+pub use model::{
+    AttributeLift, BlastRadius, CorrelatedChange, Evidence, Hypothesis, HypothesisKind, Pattern,
+    PatternKind, RootCause,
+};
