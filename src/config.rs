@@ -96,6 +96,7 @@ const DETECT_KEYS: &[&str] = &[
     "warmup_windows",
     "history_windows",
     "relearn_after",
+    "lateness",
     "seasonality",
     "hysteresis",
     "latency",
@@ -542,6 +543,10 @@ detect:
   # Anomalous windows stay out of the baseline so an incident cannot hide
   # itself; a change that persists this long is taken as intended and learned.
   relearn_after: 30m
+  # A window is judged this long after it ends (wall clock). SDK batch
+  # exporters flush every 5 s and pipelines add a few more; spans arriving
+  # later still count in the totals, as late.
+  lateness: 10s
   # Also compare with the same time of day on the last 3 days, so a daily
   # peak is not an incident.
   seasonality: true
@@ -868,6 +873,7 @@ impl Checker {
             &mut detect.relearn_after,
             |value| positive(duration(value)?),
         );
+        self.field(&section, "lateness", &mut detect.lateness, duration);
         self.field(&section, "seasonality", &mut detect.seasonality, flag);
         self.field(
             &section,

@@ -62,7 +62,7 @@ pub fn run_scenario(
     detect: &DetectConfig,
     store: &StoreConfig,
 ) -> Outcome {
-    let lateness = crate::detect::engine::DEFAULT_LATENESS;
+    let lateness = detect.lateness;
     let warmup = Duration::from_secs_f64(detect.warmup_windows as f64 * store.window.as_secs_f64());
     let start = scenario.start_unix_nanos;
     let end = start + scenario.duration.as_nanos() as u64;

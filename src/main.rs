@@ -174,7 +174,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let mut replay = triage::replay::Replay::new(
         settings.store.clone(),
         settings.detect.clone(),
-        triage::detect::engine::DEFAULT_LATENESS,
+        settings.detect.lateness,
     );
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(

@@ -214,10 +214,7 @@ impl Server {
         });
 
         let upkeep = tokio::spawn(upkeep(Arc::clone(&store), shutdown.clone()));
-        let engine = Engine::new(
-            settings.detect.clone(),
-            crate::detect::engine::DEFAULT_LATENESS,
-        );
+        let engine = Engine::new(settings.detect.clone(), settings.detect.lateness);
         let detection = tokio::spawn(detect(Arc::clone(&store), engine, events, shutdown.clone()));
 
         health.set_ready();

@@ -109,6 +109,7 @@ detect:
   warmup_windows: 60
   history_windows: 720
   relearn_after: 1h
+  lateness: 3s
   seasonality: false
   hysteresis: { open_after: 3, open_after_severe: 2, resolve_after: 6 }
   latency:
@@ -180,6 +181,7 @@ shutdown_timeout: 5m
             warmup_windows: 60,
             history_windows: 720,
             relearn_after: Duration::from_secs(3600),
+            lateness: Duration::from_secs(3),
             seasonality: false,
             open_after: 3,
             open_after_severe: 2,

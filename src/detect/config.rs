@@ -78,6 +78,11 @@ pub struct DetectConfig {
     /// that resolves by itself, short enough that an accepted change does
     /// not page all night.
     pub relearn_after: Duration,
+    /// Live mode: how long after a window ends (on the wall clock) it is
+    /// closed and judged. Spans arriving later are counted as late, not
+    /// lost. Default 10 s: SDK batch exporters flush every 5 s, and a
+    /// collector pipeline in front adds a few seconds more.
+    pub lateness: Duration,
     /// Whether to compare each window with the same time of day on previous
     /// days as well, once at least a day of history exists. Default on:
     /// daily peaks are the most common source of false alarms for any
@@ -250,6 +255,7 @@ impl Default for DetectConfig {
             warmup_windows: 30,
             history_windows: 360,
             relearn_after: Duration::from_secs(30 * 60),
+            lateness: Duration::from_secs(10),
             seasonality: true,
             open_after: 2,
             open_after_severe: 1,
