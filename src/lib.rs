@@ -19,7 +19,6 @@
 
 pub mod admin;
 pub mod analyze;
-pub mod changes;
 pub mod config;
 pub mod detect;
 pub mod eval;

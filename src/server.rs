@@ -22,7 +22,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
-use crate::changes::ChangeLog;
+use crate::analyze::changes::ChangeLog;
 use crate::config::Settings;
 use crate::detect::engine::Engine;
 use crate::detect::incident::IncidentEvent;

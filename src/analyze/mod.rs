@@ -1,6 +1,7 @@
 //! Root-cause analysis: topology, cascades, origin ranking, blast radius,
 //! change correlation and hypotheses.
 
+pub mod changes;
 pub mod model;
 
 pub use model::{
