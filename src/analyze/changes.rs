@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 use crate::detect::incident::rfc3339;
 
@@ -131,7 +132,13 @@ struct Inner {
 pub struct ChangeLog {
     capacity: usize,
     inner: Mutex<Inner>,
+    /// Every recorded change (with its id), for whoever persists or streams
+    /// them. Sending never blocks; without subscribers it is a no-op.
+    recorded: broadcast::Sender<Change>,
 }
+
+/// Recorded changes buffered per subscriber before it lags.
+const RECORDED_BUFFER: usize = 1024;
 
 impl Default for ChangeLog {
     fn default() -> Self {
@@ -147,7 +154,13 @@ impl ChangeLog {
                 next_id: 1,
                 ..Inner::default()
             }),
+            recorded: broadcast::channel(RECORDED_BUFFER).0,
         }
+    }
+
+    /// Changes as they are recorded (not restored ones).
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.recorded.subscribe()
     }
 
     /// Records a change, assigns and returns its id. The oldest change is
@@ -161,7 +174,9 @@ impl ChangeLog {
             inner.changes.pop_front();
             inner.dropped += 1;
         }
-        inner.changes.push_back(change);
+        inner.changes.push_back(change.clone());
+        drop(inner);
+        let _ = self.recorded.send(change);
         id
     }
 
