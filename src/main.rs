@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -43,9 +45,10 @@ enum Command {
     /// Generate realistic OTLP traffic for a simulated microservice system,
     /// optionally with a fault, as OTLP JSON lines or sent live over gRPC.
     Simulate(triage::sim::SimulateArgs),
-    /// Run recorded OTLP JSON lines (the OTel Collector file exporter's
-    /// format; .gz accepted) through recording and detection, with time taken
-    /// only from the data. Prints incident events as JSON lines.
+    /// Run recorded OTLP (JSON lines or length-delimited protobuf, as the
+    /// OTel Collector file exporter writes them; .gz accepted) through
+    /// recording and detection, with time taken only from the data. Prints
+    /// incident events as JSON lines.
     Replay(ReplayArgs),
     /// Score detection on simulated faults: recall, time to detect, false
     /// incidents. Build with --release; the full suite takes minutes.
@@ -54,7 +57,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ReplayArgs {
-    /// OTLP JSON lines files, replayed in the order given.
+    /// Files replayed in the order given: OTLP JSON lines, or
+    /// length-delimited OTLP protobuf (the Collector file exporter's
+    /// `format: proto`), told apart by content; `.gz` is inflated.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
     /// Config file: the same store and detection settings as live mode.
@@ -197,9 +202,21 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     };
     for path in &args.files {
         let size = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
-        eprintln!("replaying {} ({:.1} MB)", path.display(), size as f64 / 1e6);
-        let input = triage::replay::open(path)?;
-        triage::replay::replay_lines(&mut replay, path, input, &mut emit)?;
+        let read = Arc::new(AtomicU64::new(0));
+        let input = triage::replay::open_counted(path, Arc::clone(&read))?;
+        let progress = Progress::start(path, size, read);
+        let format = triage::replay::replay_input(&mut replay, path, input, &mut emit);
+        progress.finish();
+        let format = format?;
+        eprintln!(
+            "replayed {} ({:.1} MB, {})",
+            path.display(),
+            size as f64 / 1e6,
+            match format {
+                triage::replay::Format::JsonLines => "OTLP JSON lines",
+                triage::replay::Format::Protobuf => "length-delimited OTLP protobuf",
+            }
+        );
     }
     let last = replay.finish();
     emit(&last);
@@ -221,6 +238,58 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         stats.spans as f64 / elapsed.max(1e-9)
     );
     Ok(())
+}
+
+/// A progress bar on stderr while a large file replays: shown only when
+/// stderr is a terminal, so logs and CI output stay clean.
+struct Progress {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Files smaller than this finish before a bar would help.
+    const MIN_BYTES: u64 = 64 << 20;
+
+    fn start(path: &std::path::Path, size: u64, read: Arc<AtomicU64>) -> Progress {
+        use std::io::IsTerminal;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if size < Self::MIN_BYTES || !std::io::stderr().is_terminal() {
+            return Progress { stop, thread: None };
+        }
+        let name = path.display().to_string();
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let done = read.load(Ordering::Relaxed).min(size);
+                let share = done as f64 / size.max(1) as f64;
+                let width = 30;
+                let filled = (share * width as f64) as usize;
+                let rate = done as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3);
+                eprint!(
+                    "\r{name} [{}{}] {:>5.1}% {:.0} MB/s ",
+                    "#".repeat(filled),
+                    "-".repeat(width - filled),
+                    share * 100.0,
+                    rate
+                );
+            }
+            eprint!("\r\x1b[2K");
+        });
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {

@@ -27,8 +27,13 @@ use crate::detect::DetectConfig;
 use crate::receiver::http::{decode_json_any, JsonRequest};
 use crate::receiver::ingest::Ingest;
 use crate::receiver::json::JsonTraces;
+use crate::receiver::wire::TraceBatch;
 use crate::receiver::Sink;
 use crate::store::{ManualClock, Store, StoreConfig};
+
+pub mod input;
+
+pub use input::{Format, Signal};
 
 #[derive(Debug, Error)]
 pub enum ReplayError {
@@ -41,6 +46,13 @@ pub enum ReplayError {
     Decode {
         path: PathBuf,
         line: usize,
+        message: String,
+    },
+    /// A length-delimited protobuf message (numbered from 1) is unreadable.
+    #[error("{path}: message {number}: {message}")]
+    Message {
+        path: PathBuf,
+        number: usize,
         message: String,
     },
 }
@@ -192,6 +204,61 @@ impl Replay {
         Ok(self.feed(request))
     }
 
+    /// Records one length-delimited protobuf message (an
+    /// `Export*ServiceRequest`; its signal is read from its fields). Trace
+    /// messages take the zero-copy wire reader.
+    pub fn feed_protobuf(&mut self, message: &[u8]) -> Result<Vec<IncidentEvent>, String> {
+        use prost::Message;
+        let decode = |error: prost::DecodeError| format!("not an OTLP export request: {error}");
+        match input::sniff_signal(message) {
+            Some(Signal::Traces) => {
+                let batch = TraceBatch::read(message)
+                    .map_err(|error| format!("not an OTLP trace export request: {error}"))?;
+                let newest = batch
+                    .spans
+                    .iter()
+                    .map(|span| span.end_time_unix_nano)
+                    .max()
+                    .unwrap_or(0);
+                self.stats.lines += 1;
+                self.advance_clock(newest);
+                let outcome = self.ingest.record_batch(&batch);
+                self.stats.spans += outcome.accepted + outcome.rejected;
+                self.stats.rejected += outcome.rejected;
+                Ok(self.after_feed())
+            }
+            Some(Signal::Metrics) => Ok(self.feed(JsonRequest::Metrics(
+                ExportMetricsServiceRequest::decode(message).map_err(decode)?,
+            ))),
+            Some(Signal::Logs) => Ok(self.feed(JsonRequest::Logs(
+                ExportLogsServiceRequest::decode(message).map_err(decode)?,
+            ))),
+            None => {
+                // No span, metric or log record: nothing to record, but the
+                // message must still be well-formed.
+                ExportTraceServiceRequest::decode(message).map_err(decode)?;
+                self.stats.lines += 1;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Records an item prepared by the reader thread of [`replay_input`].
+    pub fn feed_prepared(&mut self, prepared: Prepared) -> Result<Vec<IncidentEvent>, ReplayError> {
+        let Prepared { at, item } = prepared;
+        let result = match item {
+            PreparedItem::TraceProto(message) => self.feed_protobuf(&message),
+            PreparedItem::TraceJson(line) => self.feed_line(&line),
+            PreparedItem::Request(request) => Ok(self.feed(request)),
+            PreparedItem::Empty => {
+                self.stats.lines += 1;
+                Ok(Vec::new())
+            }
+            PreparedItem::Invalid(message) => Err(message),
+        };
+        result.map_err(|message| at.error(message))
+    }
+
     fn after_feed(&mut self) -> Vec<IncidentEvent> {
         self.store.expire_pairs();
         let events = self.engine.advance(&self.store, self.newest);
@@ -211,17 +278,236 @@ impl Replay {
 }
 
 /// Opens a file, inflating it when its name ends in `.gz`.
-pub fn open(path: &Path) -> Result<Box<dyn BufRead>, ReplayError> {
+pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, ReplayError> {
+    open_counted(path, Arc::default())
+}
+
+/// As [`open`], counting the file's bytes (compressed, for `.gz`) as they
+/// are read, for a progress report.
+pub fn open_counted(
+    path: &Path,
+    count: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<Box<dyn BufRead + Send>, ReplayError> {
     let file = std::fs::File::open(path).map_err(|source| ReplayError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|extension| extension == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
+    let file = input::Counting::new(file, count);
+    let reader: Box<dyn Read + Send> =
+        if path.extension().is_some_and(|extension| extension == "gz") {
+            Box::new(flate2::read::MultiGzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
     Ok(Box::new(BufReader::with_capacity(1 << 20, reader)))
+}
+
+/// Replays `input` (named `path` in errors) in whichever format it is
+/// (JSON lines or length-delimited protobuf, told from its first byte),
+/// handing each batch of events to `emit`.
+///
+/// Reading, and decoding of everything but spans, runs on a second thread
+/// ahead of recording; recording and detection stay on this thread in input
+/// order, so the output is the same as a sequential replay's.
+pub fn replay_input(
+    replay: &mut Replay,
+    path: &Path,
+    mut input: Box<dyn BufRead + Send>,
+    mut emit: impl FnMut(&[IncidentEvent]),
+) -> Result<Format, ReplayError> {
+    let format = input::sniff_format(&mut input).map_err(|source| ReplayError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (sender, receiver) =
+        std::sync::mpsc::sync_channel::<Result<Prepared, ReplayError>>(PREPARED_AHEAD);
+    std::thread::scope(|scope| {
+        scope.spawn(move || prepare(path, format, input, sender));
+        for prepared in receiver {
+            let events = replay.feed_prepared(prepared?)?;
+            if !events.is_empty() {
+                emit(&events);
+            }
+        }
+        Ok(format)
+    })
+}
+
+/// Items the reader thread may be ahead of recording.
+const PREPARED_AHEAD: usize = 256;
+
+/// One input item, read and (except spans) decoded, with its position for
+/// error messages.
+pub struct Prepared {
+    at: Position,
+    item: PreparedItem,
+}
+
+/// Where an item is in its input.
+struct Position {
+    path: PathBuf,
+    /// Line (JSON) or message (protobuf) number, from 1.
+    number: usize,
+    format: Format,
+}
+
+enum PreparedItem {
+    /// Read on the recording thread by the zero-copy wire reader.
+    TraceProto(Vec<u8>),
+    /// A line that looks like traces: the borrowing JSON reader first.
+    TraceJson(Vec<u8>),
+    Request(JsonRequest),
+    /// A protobuf message with no span, metric or log record in it.
+    Empty,
+    Invalid(String),
+}
+
+impl Position {
+    fn error(self, message: String) -> ReplayError {
+        match self.format {
+            Format::JsonLines => ReplayError::Decode {
+                path: self.path,
+                line: self.number,
+                message,
+            },
+            Format::Protobuf => ReplayError::Message {
+                path: self.path,
+                number: self.number,
+                message,
+            },
+        }
+    }
+}
+
+/// Whether a JSON line starts like a trace export request, so it goes to
+/// the borrowing trace reader instead of the general decoder.
+fn looks_like_traces(line: &[u8]) -> bool {
+    let start = line
+        .iter()
+        .position(|byte| !byte.is_ascii_whitespace() && *byte != b'{')
+        .unwrap_or(line.len());
+    line[start..].starts_with(b"\"resourceSpans\"")
+}
+
+/// The reader thread: reads items, decodes metric and log requests, and
+/// sends everything in input order. Stops at the first read error or when
+/// the recording side hangs up.
+fn prepare(
+    path: &Path,
+    format: Format,
+    mut input: Box<dyn BufRead + Send>,
+    sender: std::sync::mpsc::SyncSender<Result<Prepared, ReplayError>>,
+) {
+    let wrap = |number, item| {
+        Ok(Prepared {
+            at: Position {
+                path: path.to_path_buf(),
+                number,
+                format,
+            },
+            item,
+        })
+    };
+    let mut number = 0;
+    loop {
+        number += 1;
+        let item = match format {
+            Format::JsonLines => {
+                let mut line = Vec::new();
+                match input.read_until(b'\n', &mut line) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(source) => {
+                        let _ = sender.send(Err(ReplayError::Read {
+                            path: path.to_path_buf(),
+                            source,
+                        }));
+                        return;
+                    }
+                }
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if looks_like_traces(&line) {
+                    PreparedItem::TraceJson(line)
+                } else {
+                    match decode_json_any(&line) {
+                        Ok(request) => PreparedItem::Request(request),
+                        Err(message) => PreparedItem::Invalid(message),
+                    }
+                }
+            }
+            Format::Protobuf => {
+                let mut message = Vec::new();
+                match input::read_message(&mut input, &mut message) {
+                    Ok(false) => return,
+                    Ok(true) => prepare_protobuf(message),
+                    Err(error) => PreparedItem::Invalid(error.to_string()),
+                }
+            }
+        };
+        let stop = matches!(item, PreparedItem::Invalid(_));
+        if sender.send(wrap(number, item)).is_err() || stop {
+            return;
+        }
+    }
+}
+
+fn prepare_protobuf(message: Vec<u8>) -> PreparedItem {
+    use prost::Message;
+    let decode = |error: prost::DecodeError| {
+        PreparedItem::Invalid(format!("not an OTLP export request: {error}"))
+    };
+    match input::sniff_signal(&message) {
+        Some(Signal::Traces) => PreparedItem::TraceProto(message),
+        Some(Signal::Metrics) => match ExportMetricsServiceRequest::decode(&message[..]) {
+            Ok(request) => PreparedItem::Request(JsonRequest::Metrics(request)),
+            Err(error) => decode(error),
+        },
+        Some(Signal::Logs) => match ExportLogsServiceRequest::decode(&message[..]) {
+            Ok(request) => PreparedItem::Request(JsonRequest::Logs(request)),
+            Err(error) => decode(error),
+        },
+        None => match ExportTraceServiceRequest::decode(&message[..]) {
+            Ok(_) => PreparedItem::Empty,
+            Err(error) => decode(error),
+        },
+    }
+}
+
+/// Replays length-delimited OTLP protobuf messages. Errors name the
+/// message's number (from 1), like line numbers for JSON.
+pub fn replay_protobuf(
+    replay: &mut Replay,
+    path: &Path,
+    mut input: impl BufRead,
+    mut emit: impl FnMut(&[IncidentEvent]),
+) -> Result<(), ReplayError> {
+    let mut message = Vec::new();
+    let mut number = 0;
+    loop {
+        number += 1;
+        let more = input::read_message(&mut input, &mut message).map_err(|source| {
+            ReplayError::Message {
+                path: path.to_path_buf(),
+                number,
+                message: source.to_string(),
+            }
+        })?;
+        if !more {
+            return Ok(());
+        }
+        let events = replay
+            .feed_protobuf(&message)
+            .map_err(|message| ReplayError::Message {
+                path: path.to_path_buf(),
+                number,
+                message,
+            })?;
+        if !events.is_empty() {
+            emit(&events);
+        }
+    }
 }
 
 /// Replays the lines of `input` (named `path` in errors), handing each

@@ -129,3 +129,81 @@ fn a_bad_line_names_its_number() {
         .expect_err("bad line");
     assert!(error.to_string().starts_with("in.jsonl:2: "), "{error}");
 }
+
+/// The same 20 minutes as length-delimited protobuf.
+fn protobuf() -> Vec<u8> {
+    use prost::Message;
+    let mut bytes = Vec::new();
+    for second in 0..1_200 {
+        let millis = if (900..1_080).contains(&second) {
+            320
+        } else {
+            40
+        };
+        let message = request(second, millis).encode_to_vec();
+        bytes.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&message);
+    }
+    bytes
+}
+
+/// Replays through [`replay_input`] (format sniffing, the reader thread).
+fn replay_any(input: Vec<u8>, path: &str) -> Result<(Vec<String>, ReplayStats, Format), String> {
+    let mut replay = Replay::new(
+        StoreConfig::default(),
+        DetectConfig::default(),
+        Duration::from_secs(10),
+    );
+    let mut out = Vec::new();
+    let reader: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(input));
+    let format = replay_input(&mut replay, Path::new(path), reader, |events| {
+        out.extend(
+            events
+                .iter()
+                .map(|event| serde_json::to_string(event).expect("serializes")),
+        )
+    })
+    .map_err(|error| error.to_string())?;
+    out.extend(
+        replay
+            .finish()
+            .iter()
+            .map(|event| serde_json::to_string(event).expect("serializes")),
+    );
+    Ok((out, replay.stats, format))
+}
+
+#[test]
+fn protobuf_and_json_lines_give_the_same_events() {
+    let (from_json, json_stats) = replay(&json_lines());
+    let (threaded, threaded_stats, format) =
+        replay_any(json_lines().into_bytes(), "in.jsonl").expect("valid JSON lines");
+    assert_eq!(format, Format::JsonLines);
+    assert_eq!(threaded, from_json, "the reader thread changes nothing");
+    assert_eq!(threaded_stats, json_stats);
+    let (from_protobuf, protobuf_stats, format) =
+        replay_any(protobuf(), "in.binpb").expect("valid protobuf");
+    assert_eq!(format, Format::Protobuf);
+    assert!(!from_protobuf.is_empty());
+    assert_eq!(from_protobuf, from_json);
+    assert_eq!(protobuf_stats, json_stats);
+}
+
+#[test]
+fn bad_protobuf_names_the_message_and_bad_json_the_line() {
+    let mut input = protobuf();
+    input.truncate(input.len() - 3);
+    let error = replay_any(input, "in.binpb").expect_err("truncated");
+    assert!(error.starts_with("in.binpb: message 1200: "), "{error}");
+    let mut garbage = Vec::new();
+    garbage.extend_from_slice(&5u32.to_be_bytes());
+    garbage.extend_from_slice(&[0xff; 5]);
+    let error = replay_any(garbage, "bad.binpb").expect_err("garbage");
+    assert!(error.starts_with("bad.binpb: message 1: "), "{error}");
+    let input = format!(
+        "{}\n\n{{\"resourceSpans\": 3}}\n",
+        serde_json::to_string(&request(0, 5)).expect("serializes")
+    );
+    let error = replay_any(input.into_bytes(), "in.jsonl").expect_err("bad line");
+    assert!(error.starts_with("in.jsonl:3: "), "{error}");
+}

@@ -66,7 +66,9 @@ pub struct SimulateArgs {
     #[arg(long, value_delimiter = ',', value_name = "SIGNALS")]
     pub signals: Vec<String>,
     /// Write OTLP JSON lines here ("-" for stdout, the default; a name
-    /// ending in .gz is gzipped). Read it back with `triage replay`.
+    /// ending in .gz is gzipped; .binpb or .pb (before any .gz) writes
+    /// length-delimited OTLP protobuf instead). Read it back with `triage
+    /// replay`.
     #[arg(long, value_name = "FILE", conflicts_with = "otlp_endpoint")]
     pub out: Option<PathBuf>,
     /// Send live OTLP/gRPC to this collector instead, e.g.
@@ -280,7 +282,21 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
     Ok(())
 }
 
-/// Writes JSON lines to `path` (gzipped for `.gz`) or stdout.
+/// `&mut dyn Write` as a sized writer.
+struct WriteRef<'a>(&'a mut dyn Write);
+
+impl Write for WriteRef<'_> {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buffer)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Writes JSON lines (length-delimited protobuf for a name ending in
+/// `.binpb` or `.pb`) to `path` (gzipped for `.gz`) or stdout.
 fn write_file(simulator: Simulator, path: Option<PathBuf>) -> Result<super::SimSummary, SimError> {
     let path = path.filter(|path| path.as_os_str() != "-");
     let Some(path) = path else {
@@ -296,9 +312,25 @@ fn write_file(simulator: Simulator, path: Option<PathBuf>) -> Result<super::SimS
         source,
     };
     let file = File::create(&path).map_err(io_error)?;
-    if path.extension().is_some_and(|extension| extension == "gz") {
+    let gzip = path.extension().is_some_and(|extension| extension == "gz");
+    let stem = if gzip {
+        path.file_stem().map(std::path::Path::new)
+    } else {
+        Some(path.as_path())
+    };
+    let protobuf = stem
+        .and_then(|stem| stem.extension())
+        .is_some_and(|extension| extension == "binpb" || extension == "pb");
+    let write = |simulator, out: &mut dyn Write| {
+        if protobuf {
+            super::output::write_protobuf(simulator, &mut WriteRef(out))
+        } else {
+            write_json_lines(simulator, &mut WriteRef(out))
+        }
+    };
+    if gzip {
         let mut encoder = GzEncoder::new(file, Compression::fast());
-        let summary = write_json_lines(simulator, &mut encoder).map_err(io_error)?;
+        let summary = write(simulator, &mut encoder).map_err(io_error)?;
         encoder
             .finish()
             .map_err(io_error)?
@@ -307,7 +339,7 @@ fn write_file(simulator: Simulator, path: Option<PathBuf>) -> Result<super::SimS
         Ok(summary)
     } else {
         let mut file = file;
-        let summary = write_json_lines(simulator, &mut file).map_err(io_error)?;
+        let summary = write(simulator, &mut file).map_err(io_error)?;
         file.sync_all().map_err(io_error)?;
         Ok(summary)
     }

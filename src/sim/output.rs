@@ -130,6 +130,39 @@ pub fn write_json_lines(sim: Simulator, out: &mut impl Write) -> std::io::Result
     Ok(summary)
 }
 
+/// Writes every batch as length-delimited OTLP protobuf (a big-endian `u32`
+/// byte count, then an `Export*ServiceRequest`), in the same order as
+/// [`write_json_lines`]: the Collector file exporter's `format: proto`.
+pub fn write_protobuf(sim: Simulator, out: &mut impl Write) -> std::io::Result<SimSummary> {
+    use prost::Message;
+    let mut out = BufWriter::with_capacity(1 << 16, out);
+    let mut summary = SimSummary::default();
+    let mut buffer = Vec::new();
+    let mut write = |out: &mut BufWriter<_>, message: &dyn Fn(&mut Vec<u8>)| {
+        buffer.clear();
+        message(&mut buffer);
+        out.write_all(&(buffer.len() as u32).to_be_bytes())?;
+        out.write_all(&buffer)
+    };
+    for batch in sim {
+        summary.count(&batch);
+        if let Some(metrics) = &batch.metrics {
+            write(&mut out, &|buffer| metrics.encode_raw(buffer))?;
+            summary.requests += 1;
+        }
+        if let Some(traces) = &batch.traces {
+            write(&mut out, &|buffer| traces.encode_raw(buffer))?;
+            summary.requests += 1;
+        }
+        if let Some(logs) = &batch.logs {
+            write(&mut out, &|buffer| logs.encode_raw(buffer))?;
+            summary.requests += 1;
+        }
+    }
+    out.flush()?;
+    Ok(summary)
+}
+
 /// Sends every batch to an OTLP/gRPC endpoint such as
 /// `http://127.0.0.1:4317`. With `realtime`, batch `i` is sent when second
 /// `i` of the run has passed on the wall clock, with every timestamp moved
