@@ -34,7 +34,10 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
 
-use super::wire::{SpanAttributes, SpanView, TraceBatch, ValueRef};
+use super::wire::{
+    ExtraKeys, ExtraValue, ResourceAttributes, SpanAttributes, SpanView, TraceBatch, ValueRef,
+    FLAG_EVENT,
+};
 use super::{DecodeError, Outcome, Signal, Sink};
 use crate::store::metric::HistogramPoint;
 use crate::store::pairing::{ClientOutcome, PairKey};
@@ -137,6 +140,17 @@ pub fn span_view(span: &Span) -> SpanView<'_> {
     for attribute in &span.attributes {
         attributes.note(attribute.key.as_bytes(), value_ref(attribute));
     }
+    for event in span.events.iter().filter(|event| event.name == FLAG_EVENT) {
+        let text = |key: &str| {
+            event
+                .attributes
+                .iter()
+                .find(|attribute| attribute.key == key)
+                .and_then(string_value)
+        };
+        let variant = text("feature_flag.result.variant").or_else(|| text("feature_flag.variant"));
+        attributes.note_flag_event(text("feature_flag.key"), variant);
+    }
     SpanView {
         trace_id: &span.trace_id,
         span_id: &span.span_id,
@@ -147,6 +161,44 @@ pub fn span_view(span: &Span) -> SpanView<'_> {
         end_time_unix_nano: span.end_time_unix_nano,
         status_code: span.status.as_ref().map_or(0, |status| status.code),
         attributes,
+    }
+}
+
+/// The resource attributes a decoded (JSON) resource carries, as the
+/// zero-copy reader borrows them.
+pub fn resource_attributes(resource: Option<&Resource>) -> ResourceAttributes<'_> {
+    let mut attributes = ResourceAttributes::default();
+    for attribute in resource.iter().flat_map(|resource| &resource.attributes) {
+        if ResourceAttributes::reads(attribute.key.as_bytes()) {
+            attributes.note(attribute.key.as_bytes(), value_ref(attribute));
+        }
+    }
+    attributes
+}
+
+/// Collects the values of the `extra` keys on a decoded span (the
+/// counterpart of what the zero-copy readers do), as span `index`.
+pub fn span_extras<'a>(
+    span: &'a Span,
+    extra: &ExtraKeys,
+    index: u32,
+    extras: &mut Vec<ExtraValue<'a>>,
+) {
+    if extra.is_empty() {
+        return;
+    }
+    for attribute in &span.attributes {
+        let key = attribute.key.as_bytes();
+        if SpanAttributes::reads(key) {
+            continue;
+        }
+        if let Some(slot) = extra.slot(key) {
+            extras.push(ExtraValue {
+                span: index,
+                slot,
+                value: value_ref(attribute),
+            });
+        }
     }
 }
 
