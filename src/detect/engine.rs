@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::incident::{Hysteresis, IncidentEvent, IncidentTracker, SeriesResult};
 use super::series::Trend;
-use super::{service_rules, DetectConfig, SeriesDetector, SeriesInfo, WindowStats};
+use super::{service_rules, Anomaly, DetectConfig, SeriesDetector, SeriesInfo, WindowStats};
 use crate::store::{SeriesKey, SeriesKind, SeriesStats, Store, WindowSnapshot};
 
 /// Default allowed lateness: how long after a window's end spans for it are
@@ -39,6 +39,11 @@ pub struct Engine {
     incidents: IncidentTracker,
     /// The next window to close; `None` until the first call.
     next_window: Option<i64>,
+    /// Anomalies of the last closed window for every evaluated own-time
+    /// series (`SeriesKind::Own`): evidence for root-cause analysis, never
+    /// passed to the incident tracker, so incidents do not depend on
+    /// whether span analysis runs.
+    evidence: BTreeMap<SeriesKey, Vec<Anomaly>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -75,7 +80,19 @@ impl Engine {
             series: BTreeMap::new(),
             incidents: IncidentTracker::new(hysteresis),
             next_window: None,
+            evidence: BTreeMap::new(),
         }
+    }
+
+    /// Anomalies of the last closed window for every own-time series
+    /// evaluated in it (empty lists included).
+    pub fn evidence(&self) -> &BTreeMap<SeriesKey, Vec<Anomaly>> {
+        &self.evidence
+    }
+
+    /// The detector (and so the baseline) of a tracked series.
+    pub fn detector(&self, key: &SeriesKey) -> Option<&SeriesDetector> {
+        self.series.get(key).map(|tracked| &tracked.detector)
     }
 
     /// Open incidents right now.
@@ -145,6 +162,7 @@ impl Engine {
 
         let empty = WindowStats::default();
         let mut results = Vec::with_capacity(self.series.len());
+        self.evidence.clear();
         let mut metrics: BTreeMap<Arc<str>, Vec<(SeriesKey, WindowStats)>> = BTreeMap::new();
         for (key, tracked) in self.series.iter_mut() {
             let entry = snapshot.get(key);
@@ -160,6 +178,10 @@ impl Engine {
             let anomalies = tracked
                 .detector
                 .observe(&self.config, start, window_secs, &stats);
+            if key.kind == SeriesKind::Own {
+                self.evidence.insert(key.clone(), anomalies);
+                continue;
+            }
             if key.kind == SeriesKind::Metric {
                 metrics
                     .entry(Arc::clone(&key.service))
