@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
 use crate::analyze::changes::ChangeLog;
+use crate::analyze::spans::SpanAnalyzer;
 use crate::config::Settings;
 use crate::detect::engine::Engine;
 use crate::detect::incident::IncidentEvent;
@@ -71,6 +72,9 @@ pub struct Server {
     health: Arc<Health>,
     /// Change events, posted by tools or seen in the telemetry.
     changes: Arc<ChangeLog>,
+    /// Span analysis (own time, local errors, retries, drill-down), fed by
+    /// ingest and read by root-cause analysis.
+    spans: Arc<SpanAnalyzer>,
     grpc: TcpListener,
     http: TcpListener,
     admin: TcpListener,
@@ -125,6 +129,7 @@ impl Server {
             http: local(&http, "OTLP/HTTP", settings.http.endpoint)?,
             admin: local(&admin, "admin HTTP", settings.admin.endpoint)?,
         };
+        let spans = Arc::new(SpanAnalyzer::new(settings.analyze.clone(), store.config()));
         // Opened at bind so that an unusable data directory fails start-up
         // with its path, like an unusable address. Opening is brief file
         // I/O; the heavy restore (baselines) happens in `run`.
@@ -136,6 +141,7 @@ impl Server {
         }
         Ok(Server {
             settings,
+            spans,
             store,
             health: Arc::new(Health::default()),
             changes,
@@ -174,6 +180,11 @@ impl Server {
         Arc::clone(&self.history)
     }
 
+    /// The span analyzer (own time, local errors, retries, drill-down).
+    pub fn spans(&self) -> Arc<SpanAnalyzer> {
+        Arc::clone(&self.spans)
+    }
+
     /// Serves until `shutdown` is cancelled, then drains. Returns once every
     /// listener is closed (or the shutdown timeout ran out).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
@@ -182,6 +193,7 @@ impl Server {
             store,
             health,
             changes,
+            spans,
             grpc,
             http,
             admin,
@@ -190,7 +202,8 @@ impl Server {
             history,
         } = self;
         let _ = &changes;
-        let sink: Arc<dyn Sink> = Arc::new(Ingest::new(Arc::clone(&store)));
+        let sink: Arc<dyn Sink> =
+            Arc::new(Ingest::new(Arc::clone(&store)).with_spans(Arc::clone(&spans)));
 
         let (traces, metrics, logs) = grpc::services(
             Arc::clone(&sink),
@@ -238,6 +251,11 @@ impl Server {
         });
 
         let upkeep = tokio::spawn(upkeep(Arc::clone(&store), shutdown.clone()));
+        let span_upkeep = tokio::spawn(span_upkeep(
+            Arc::clone(&spans),
+            Arc::clone(&store),
+            shutdown.clone(),
+        ));
         let mut engine = Engine::new(settings.detect.clone(), settings.detect.lateness);
         // Recorders subscribe before restoring, which may publish catch-up
         // events; the incident recorder ends when detection drops `events`.
@@ -306,7 +324,9 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(5), incident_recorder).await;
         let _ = change_recorder.await;
         let _ = history_upkeep.await;
+        let _ = span_upkeep.await;
         let resolved = store.flush_pairs();
+        spans.flush(&store);
         tracing::debug!(resolved, "resolved waiting client spans");
         admin_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
@@ -396,6 +416,19 @@ async fn detect(
             }
             // No subscriber is fine: incidents are also logged.
             let _ = events.send(event);
+        }
+    }
+}
+
+/// Span analysis upkeep: judges parents whose wait for a callee is over and
+/// expires the trace buffer, on the pairing buffer's tick.
+async fn span_upkeep(spans: Arc<SpanAnalyzer>, store: Arc<Store>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PAIRING_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => spans.expire(&store),
         }
     }
 }
