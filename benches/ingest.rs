@@ -1,6 +1,7 @@
 //! Decode + record throughput of OTLP trace requests (the zero-copy reader the
 //! receivers use, then recording), next to a bare prost decode of the same
-//! bytes (the reference), and prost decode + record.
+//! bytes (the reference), prost decode + record, and decode + record with
+//! the span analysis on.
 //!
 //! Requests: 512 spans each, ~300 bytes and 6 attributes per span, spread over
 //! 20 services x 50 operations; 90% SERVER spans, 10% database CLIENT spans.
@@ -18,6 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 use prost::Message;
 
+use triage::analyze::spans::{SpanAnalyzer, SpanConfig};
 use triage::receiver::ingest::Ingest;
 use triage::receiver::wire::TraceBatch;
 use triage::receiver::Sink;
@@ -190,6 +192,26 @@ fn bench(criterion: &mut Criterion) {
         bencher.iter(|| {
             for encoded in &requests {
                 let outcome = ingest.traces_protobuf(encoded).expect("valid request");
+                criterion::black_box(outcome);
+            }
+        })
+    });
+    // With the span analysis on (own time, local errors, retries,
+    // drill-down). The spans' parents never arrive here, so the trace buffer
+    // fills up and stays full: every span pays a buffer lookup.
+    let analyzed_store = Arc::new(Store::new(StoreConfig::default()));
+    let analyzer = Arc::new(SpanAnalyzer::new(
+        SpanConfig::default(),
+        analyzed_store.config(),
+    ));
+    let analyzed = Ingest::new(Arc::clone(&analyzed_store)).with_spans(Arc::clone(&analyzer));
+    for encoded in &requests {
+        analyzed.traces_protobuf(encoded).expect("valid request");
+    }
+    group.bench_function("decode_and_record_with_analysis", |bencher| {
+        bencher.iter(|| {
+            for encoded in &requests {
+                let outcome = analyzed.traces_protobuf(encoded).expect("valid request");
                 criterion::black_box(outcome);
             }
         })

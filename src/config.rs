@@ -25,7 +25,10 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde_yaml::{Mapping, Value};
 
+use crate::analyze::spans::SpanConfig;
 use crate::detect::DetectConfig;
+use crate::history::StorageConfig;
+use crate::receiver::wire::{SpanAttributes, MAX_EXTRA_KEYS};
 use crate::store::StoreConfig;
 
 /// Default port of the OTLP/gRPC receiver (the OTLP standard port).
@@ -61,12 +64,18 @@ const MAX_HYSTERESIS_WINDOWS: usize = 1_000;
 /// than a few minutes to stop anyway.
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
+/// Most counters per heavy-hitter sketch: each costs about 100 bytes per
+/// attribute key, service and window.
+const MAX_SKETCH_SIZE: usize = 1_024;
+
 /// Keys of the document's top level.
 const TOP_KEYS: &[&str] = &[
     "receivers",
     "admin",
     "store",
     "detect",
+    "storage",
+    "analyze",
     "log",
     "shutdown_timeout",
 ];
@@ -91,6 +100,16 @@ const STORE_KEYS: &[&str] = &[
     "pairing_capacity",
     "metric_attributes",
 ];
+/// Keys of `analyze`.
+const ANALYZE_KEYS: &[&str] = &[
+    "attributes",
+    "trace_buffer",
+    "sketch_size",
+    "min_bad_spans",
+    "min_bad_share",
+];
+/// Keys of `analyze.trace_buffer`.
+const TRACE_BUFFER_KEYS: &[&str] = &["capacity", "ttl"];
 /// Keys of `detect`.
 const DETECT_KEYS: &[&str] = &[
     "warmup_windows",
@@ -152,6 +171,14 @@ const TREND_KEYS: &[&str] = &[
 ];
 /// Keys of `detect.saturation`.
 const SATURATION_KEYS: &[&str] = &["pool_usage", "cpu_throttled"];
+/// Keys of `storage`.
+const STORAGE_KEYS: &[&str] = &["enabled", "data_dir", "retention", "snapshot_interval"];
+/// Shortest history retention: keeping less than an hour of incidents is
+/// more likely a typo than a wish.
+const MIN_RETENTION: Duration = Duration::from_secs(3600);
+/// Shortest snapshot interval: a snapshot of thousands of series takes tens
+/// of milliseconds to write, so more often than every second is churn.
+const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 /// Keys of `log`.
 const LOG_KEYS: &[&str] = &["level", "format"];
 
@@ -180,6 +207,10 @@ pub struct Settings {
     pub store: StoreConfig,
     /// Detection thresholds, baselines and hysteresis.
     pub detect: DetectConfig,
+    /// Where the incident history and detection snapshots are kept.
+    pub storage: StorageConfig,
+    /// Span analysis: own time, local errors, retries, attribute drill-down.
+    pub analyze: SpanConfig,
     /// Logging.
     pub log: LogSettings,
     /// How long shutdown waits for in-flight work to drain before giving up.
@@ -317,6 +348,8 @@ impl Default for Settings {
             },
             store: StoreConfig::default(),
             detect: DetectConfig::default(),
+            storage: StorageConfig::default(),
+            analyze: SpanConfig::default(),
             log: LogSettings {
                 level: "info".to_owned(),
                 format: LogFormat::Text,
@@ -401,6 +434,8 @@ impl Settings {
 
         check.store(&top, &mut settings.store);
         check.detect(&top, &mut settings.detect);
+        check.storage(&top, &mut settings.storage);
+        check.analyze(&top, &mut settings.analyze);
 
         let log = check.section(&top, "log", LOG_KEYS);
         check.field(&log, "level", &mut settings.log.level, |value| {
@@ -526,6 +561,29 @@ store:
     - rpc.method
     - k8s.container.name
     - container.name
+
+# Span analysis, for root cause: each span's own (exclusive) time and
+# whether its error started in its own service (kept as `own` series beside
+# the operations), repeated calls per edge, and which attribute values the
+# failing or slow spans share (service.version, pod, host, region, zone,
+# environment, http.route, rpc.method, feature flags, plus the keys below).
+analyze:
+  # Extra span attribute keys for the drill-down (at most 8); `*.tenant`
+  # matches every key ending in `.tenant`.
+  attributes: []
+  # Spans wait here for their parent span.
+  trace_buffer:
+    # Most spans waiting at once; more are dropped and counted.
+    capacity: 100000
+    # How long a span waits (event time) before it is dropped.
+    ttl: 30s
+  # Counters per attribute key, service and window: values beyond the most
+  # frequent ones share the remaining counts (bounded memory).
+  sketch_size: 32
+  # A value is reported only when at least this many bad spans carry it...
+  min_bad_spans: 5
+  # ...making up at least this share of all bad spans.
+  min_bad_share: 0.2
 
 # Anomaly detection. Each closed window of each series is compared with the
 # series' own robust baseline (median and MAD of its trailing windows, log
@@ -670,6 +728,23 @@ detect:
   # p-value below which a large deviation is severe: chance alone gives one
   # such window per thousands of series-years.
   severe_significance: 1.0e-9
+
+# The incident history (incidents, their events, change events) and
+# snapshots of the detection baselines, in SQLite at <data_dir>/triage.db, so
+# they survive restarts. See docs/HISTORY.md.
+storage:
+  # false keeps the history in memory only (nothing is written to disk) and
+  # a restarted collector warms up again.
+  enabled: true
+  # Created if missing; must be writable. Mount a volume here in containers.
+  data_dir: ./data
+  # Resolved incidents, changes and snapshots older than this are pruned
+  # (at least 1h; 14d is 336h).
+  retention: 14d
+  # How often the detection baselines and open incidents are snapshotted
+  # (also at a graceful shutdown); a restart loses at most this much
+  # learning. At least 1s.
+  snapshot_interval: 60s
 
 log:
   # A tracing filter: trace, debug, info, warn or error, or directives such
@@ -1221,7 +1296,114 @@ impl Checker {
         }
     }
 
+    /// Reads the `storage` section into `storage`. The directory is only
+    /// named here; it is created and checked when the server starts.
+    fn storage(&mut self, top: &Section<'_>, storage: &mut StorageConfig) {
+        let section = self.section(top, "storage", STORAGE_KEYS);
+        self.field(&section, "enabled", &mut storage.enabled, flag);
+        self.field(&section, "data_dir", &mut storage.data_dir, |value| {
+            let name = text(value, "a directory path such as ./data")?;
+            if name.trim().is_empty() {
+                return Err("expected a directory path, got an empty string".to_owned());
+            }
+            Ok(PathBuf::from(name))
+        });
+        self.field(&section, "retention", &mut storage.retention, |value| {
+            at_least(duration(value)?, MIN_RETENTION)
+        });
+        self.field(
+            &section,
+            "snapshot_interval",
+            &mut storage.snapshot_interval,
+            |value| at_least(duration(value)?, MIN_SNAPSHOT_INTERVAL),
+        );
+    }
+
     /// Reads `metric_attributes`, reporting each bad entry at its own index.
+    /// Reads the `analyze` section into `analyze`.
+    fn analyze(&mut self, top: &Section<'_>, analyze: &mut SpanConfig) {
+        let section = self.section(top, "analyze", ANALYZE_KEYS);
+        self.analyze_attributes(&section, &mut analyze.attributes);
+        let buffer = self.section(&section, "trace_buffer", TRACE_BUFFER_KEYS);
+        self.field(
+            &buffer,
+            "capacity",
+            &mut analyze.trace_buffer_capacity,
+            |value| count(value, 1, usize::MAX),
+        );
+        self.field(&buffer, "ttl", &mut analyze.trace_buffer_ttl, |value| {
+            positive(duration(value)?)
+        });
+        self.field(&section, "sketch_size", &mut analyze.sketch_size, |value| {
+            count(value, 1, MAX_SKETCH_SIZE)
+        });
+        self.field(&section, "min_bad_spans", &mut analyze.min_bad_spans, whole);
+        self.field(&section, "min_bad_share", &mut analyze.min_bad_share, share);
+    }
+
+    /// `analyze.attributes`: at most `MAX_EXTRA_KEYS` span attribute keys,
+    /// exact or `*.suffix`, none of them one the drill-down reads anyway.
+    fn analyze_attributes(&mut self, section: &Section<'_>, target: &mut Vec<String>) {
+        let path = section.key_path("attributes");
+        let items = match section.get("attributes") {
+            None => return,
+            Some(Value::Sequence(items)) => items,
+            Some(other) => {
+                self.report(
+                    path,
+                    format!(
+                        "expected a list of span attribute keys such as [\"app.tenant\"], got {}",
+                        describe(other)
+                    ),
+                );
+                return;
+            }
+        };
+        let mut keys: Vec<String> = Vec::with_capacity(items.len());
+        let mut all_ok = true;
+        for (index, item) in items.iter().enumerate() {
+            let problem = match item {
+                Value::String(key) if key.is_empty() || key == "*" => {
+                    Some("an empty key matches nothing".to_string())
+                }
+                Value::String(key) if key.strip_prefix('*').unwrap_or(key).contains('*') => {
+                    Some(format!("{key:?}: `*` may only start a key (`*.tenant`)"))
+                }
+                Value::String(key) if SpanAttributes::reads(key.as_bytes()) => Some(format!(
+                    "{key:?} is read already; the drill-down covers it without listing it"
+                )),
+                Value::String(key) if keys.contains(key) => {
+                    Some(format!("{key:?} is listed twice"))
+                }
+                Value::String(key) => {
+                    keys.push(key.clone());
+                    None
+                }
+                other => Some(format!(
+                    "expected an attribute key such as \"app.tenant\", got {}",
+                    describe(other)
+                )),
+            };
+            if let Some(problem) = problem {
+                all_ok = false;
+                self.report(format!("{path}[{index}]"), problem);
+            }
+        }
+        if keys.len() > MAX_EXTRA_KEYS {
+            all_ok = false;
+            self.report(
+                path,
+                format!(
+                    "{} keys listed; at most {MAX_EXTRA_KEYS} are looked up per span",
+                    keys.len()
+                ),
+            );
+        }
+        if all_ok {
+            *target = keys;
+        }
+    }
+
     fn metric_attributes(&mut self, section: &Section<'_>, target: &mut Vec<String>) {
         let path = section.key_path("metric_attributes");
         match section.get("metric_attributes") {

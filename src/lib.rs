@@ -10,6 +10,8 @@
 //!   dependency edge, metric and log severity) in event-time windows of HDR
 //!   histograms and counters, with bounded cardinality; and the in-process read
 //!   API used by detection and queries.
+//! - [`history`]: incidents, incident events, changes and detection-state
+//!   snapshots in embedded SQLite, so they survive restarts.
 //! - [`telemetry`]: self-metric names, the Prometheus recorder, and logging.
 //! - [`admin`]: admin HTTP (`/metrics`, `/healthz`, `/readyz`).
 //! - [`server`]: binds the listeners, runs the background tasks, drains on
@@ -22,6 +24,7 @@ pub mod analyze;
 pub mod config;
 pub mod detect;
 pub mod eval;
+pub mod history;
 pub mod receiver;
 pub mod replay;
 pub mod server;

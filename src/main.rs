@@ -180,7 +180,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         settings.store.clone(),
         settings.detect.clone(),
         settings.detect.lateness,
-    );
+    )
+    .with_span_config(settings.analyze.clone());
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path)

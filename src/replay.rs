@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::collector::{
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use thiserror::Error;
 
+use crate::analyze::spans::{SpanAnalyzer, SpanConfig};
 use crate::detect::engine::Engine;
 use crate::detect::incident::IncidentEvent;
 use crate::detect::DetectConfig;
@@ -74,6 +75,8 @@ pub struct Replay {
     store: Arc<Store>,
     clock: Arc<ManualClock>,
     ingest: Ingest,
+    /// Span analysis, fed by `ingest`; read by root-cause analysis.
+    spans: Arc<SpanAnalyzer>,
     engine: Engine,
     newest: u64,
     pub stats: ReplayStats,
@@ -131,9 +134,11 @@ fn newest_log_time(request: &ExportLogsServiceRequest) -> u64 {
 impl Replay {
     pub fn new(store: StoreConfig, detect: DetectConfig, lateness: Duration) -> Self {
         let clock = Arc::new(ManualClock::new(0));
+        let spans = Arc::new(SpanAnalyzer::new(SpanConfig::default(), &store));
         let store = Arc::new(Store::with_clock(store, clock.clone()));
         Replay {
-            ingest: Ingest::new(Arc::clone(&store)),
+            ingest: Ingest::new(Arc::clone(&store)).with_spans(Arc::clone(&spans)),
+            spans,
             engine: Engine::new(detect, lateness),
             store,
             clock,
@@ -144,6 +149,19 @@ impl Replay {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Uses `config` for the span analysis instead of the defaults (call
+    /// before feeding anything).
+    pub fn with_span_config(mut self, config: SpanConfig) -> Self {
+        self.spans = Arc::new(SpanAnalyzer::new(config, self.store.config()));
+        self.ingest = Ingest::new(Arc::clone(&self.store)).with_spans(Arc::clone(&self.spans));
+        self
+    }
+
+    /// The span analyzer (own time, local errors, retries, drill-down).
+    pub fn spans(&self) -> &Arc<SpanAnalyzer> {
+        &self.spans
     }
 
     /// Moves the data clock forward to `time` (never back).
@@ -186,7 +204,7 @@ impl Replay {
     /// reader; anything else (and anything it cannot read) the general one.
     pub fn feed_line(&mut self, line: &[u8]) -> Result<Vec<IncidentEvent>, String> {
         if let Some(traces) = JsonTraces::read(line) {
-            let batch = traces.batch();
+            let batch = traces.batch_with(self.spans.extra_keys());
             let newest = batch
                 .spans
                 .iter()
@@ -261,6 +279,7 @@ impl Replay {
 
     fn after_feed(&mut self) -> Vec<IncidentEvent> {
         self.store.expire_pairs();
+        self.spans.expire(&self.store);
         let events = self.engine.advance(&self.store, self.newest);
         self.stats.events += events.len() as u64;
         events
@@ -270,6 +289,7 @@ impl Replay {
     /// event time, as if the allowed lateness had passed.
     pub fn finish(&mut self) -> Vec<IncidentEvent> {
         self.store.flush_pairs();
+        self.spans.flush(&self.store);
         let last = self.store.window_index(self.newest);
         let events = self.engine.close_through(&self.store, last);
         self.stats.events += events.len() as u64;

@@ -23,9 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
 use crate::analyze::changes::ChangeLog;
+use crate::analyze::spans::SpanAnalyzer;
 use crate::config::Settings;
 use crate::detect::engine::Engine;
 use crate::detect::incident::IncidentEvent;
+use crate::history::tasks::{self as history_tasks, Snapshotter};
+use crate::history::{History, HistoryError};
 use crate::receiver::grpc::{self, GrpcConfig, OtlpStatusLayer};
 use crate::receiver::http::{self as otlp_http, HttpConfig};
 use crate::receiver::ingest::Ingest;
@@ -49,6 +52,9 @@ pub enum ServerError {
     },
     #[error("{what} server failed: {message}")]
     Serve { what: &'static str, message: String },
+    /// The history database cannot be opened (names the path).
+    #[error(transparent)]
+    History(#[from] HistoryError),
 }
 
 /// The addresses actually bound.
@@ -66,6 +72,9 @@ pub struct Server {
     health: Arc<Health>,
     /// Change events, posted by tools or seen in the telemetry.
     changes: Arc<ChangeLog>,
+    /// Span analysis (own time, local errors, retries, drill-down), fed by
+    /// ingest and read by root-cause analysis.
+    spans: Arc<SpanAnalyzer>,
     grpc: TcpListener,
     http: TcpListener,
     admin: TcpListener,
@@ -74,6 +83,9 @@ pub struct Server {
     /// alerting, the query API, storage. Slow subscribers lag and are told
     /// how many events they missed; detection never waits for them.
     events: broadcast::Sender<IncidentEvent>,
+    /// Incidents, their events, changes and detection snapshots, on disk
+    /// unless storage is disabled.
+    history: Arc<History>,
 }
 
 /// Incident events buffered per subscriber before it lags.
@@ -117,11 +129,23 @@ impl Server {
             http: local(&http, "OTLP/HTTP", settings.http.endpoint)?,
             admin: local(&admin, "admin HTTP", settings.admin.endpoint)?,
         };
+        let spans = Arc::new(SpanAnalyzer::new(settings.analyze.clone(), store.config()));
+        // Opened at bind so that an unusable data directory fails start-up
+        // with its path, like an unusable address. Opening is brief file
+        // I/O; the heavy restore (baselines) happens in `run`.
+        let history = Arc::new(History::open(&settings.storage)?);
+        let changes = Arc::new(ChangeLog::default());
+        let restored = history_tasks::restore_changes(&history, &changes, store.now_unix_nanos())?;
+        if restored > 0 {
+            tracing::info!(restored, "restored change events");
+        }
         Ok(Server {
             settings,
+            spans,
             store,
             health: Arc::new(Health::default()),
-            changes: Arc::new(ChangeLog::default()),
+            changes,
+            history,
             grpc,
             http,
             admin,
@@ -151,6 +175,16 @@ impl Server {
         Arc::clone(&self.changes)
     }
 
+    /// The incident and change history (for the query API and alerting).
+    pub fn history(&self) -> Arc<History> {
+        Arc::clone(&self.history)
+    }
+
+    /// The span analyzer (own time, local errors, retries, drill-down).
+    pub fn spans(&self) -> Arc<SpanAnalyzer> {
+        Arc::clone(&self.spans)
+    }
+
     /// Serves until `shutdown` is cancelled, then drains. Returns once every
     /// listener is closed (or the shutdown timeout ran out).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
@@ -159,14 +193,17 @@ impl Server {
             store,
             health,
             changes,
+            spans,
             grpc,
             http,
             admin,
             addresses,
             events,
+            history,
         } = self;
         let _ = &changes;
-        let sink: Arc<dyn Sink> = Arc::new(Ingest::new(Arc::clone(&store)));
+        let sink: Arc<dyn Sink> =
+            Arc::new(Ingest::new(Arc::clone(&store)).with_spans(Arc::clone(&spans)));
 
         let (traces, metrics, logs) = grpc::services(
             Arc::clone(&sink),
@@ -214,8 +251,48 @@ impl Server {
         });
 
         let upkeep = tokio::spawn(upkeep(Arc::clone(&store), shutdown.clone()));
-        let engine = Engine::new(settings.detect.clone(), settings.detect.lateness);
-        let detection = tokio::spawn(detect(Arc::clone(&store), engine, events, shutdown.clone()));
+        let span_upkeep = tokio::spawn(span_upkeep(
+            Arc::clone(&spans),
+            Arc::clone(&store),
+            shutdown.clone(),
+        ));
+        let mut engine = Engine::new(settings.detect.clone(), settings.detect.lateness);
+        // Recorders subscribe before restoring, which may publish catch-up
+        // events; the incident recorder ends when detection drops `events`.
+        let incident_recorder = tokio::spawn(history_tasks::record_incidents(
+            Arc::clone(&history),
+            events.subscribe(),
+        ));
+        let change_recorder = tokio::spawn(history_tasks::record_changes(
+            Arc::clone(&history),
+            changes.subscribe(),
+            shutdown.clone(),
+        ));
+        let history_upkeep =
+            tokio::spawn(history_tasks::prune(Arc::clone(&history), shutdown.clone()));
+        // Baselines and open incidents from the last run, before detection
+        // starts; events that bring the record up to date go to every
+        // subscriber.
+        let caught_up =
+            history_tasks::restore_engine(Arc::clone(&history), &store, &mut engine).await;
+        for event in caught_up {
+            let _ = events.send(event);
+        }
+        // Without storage a snapshot would only be lost at exit.
+        let snapshots = settings.storage.enabled.then(|| {
+            Snapshotter::new(
+                Arc::clone(&history),
+                settings.storage.snapshot_interval,
+                settings.store.window,
+            )
+        });
+        let detection = tokio::spawn(detect(
+            Arc::clone(&store),
+            engine,
+            events,
+            snapshots,
+            shutdown.clone(),
+        ));
 
         health.set_ready();
         tracing::info!(
@@ -243,7 +320,13 @@ impl Server {
         }
         let _ = upkeep.await;
         let _ = detection.await;
+        // Detection has stopped, so the incident recorder drains and ends.
+        let _ = tokio::time::timeout(Duration::from_secs(5), incident_recorder).await;
+        let _ = change_recorder.await;
+        let _ = history_upkeep.await;
+        let _ = span_upkeep.await;
         let resolved = store.flush_pairs();
+        spans.flush(&store);
         tracing::debug!(resolved, "resolved waiting client spans");
         admin_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
@@ -280,27 +363,44 @@ async fn detect(
     store: Arc<Store>,
     mut engine: Engine,
     events: broadcast::Sender<IncidentEvent>,
+    mut snapshots: Option<Snapshotter>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(DETECT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                // The state at shutdown, so a graceful restart loses nothing.
+                if let Some(snapshots) = snapshots {
+                    let snapshot = engine.snapshot(snapshots.window());
+                    snapshots.finish(snapshot).await;
+                }
+                return;
+            }
             _ = tick.tick() => {}
         }
         let store = Arc::clone(&store);
+        let snapshot_window = snapshots
+            .as_ref()
+            .filter(|snapshots| snapshots.due())
+            .map(Snapshotter::window);
         let result = tokio::task::spawn_blocking(move || {
             let now = store.now_unix_nanos();
             let found = engine.advance(&store, now);
-            (engine, found)
+            // Copied here, off the runtime; written by the snapshotter.
+            let snapshot = snapshot_window.map(|window| engine.snapshot(window));
+            (engine, found, snapshot)
         })
         .await;
-        let Ok((returned, found)) = result else {
+        let Ok((returned, found, snapshot)) = result else {
             tracing::error!("detection task failed; detection stops");
             return;
         };
         engine = returned;
+        if let (Some(snapshots), Some(snapshot)) = (snapshots.as_mut(), snapshot) {
+            snapshots.save(snapshot);
+        }
         for event in found {
             let incident = event.incident();
             match &event {
@@ -316,6 +416,19 @@ async fn detect(
             }
             // No subscriber is fine: incidents are also logged.
             let _ = events.send(event);
+        }
+    }
+}
+
+/// Span analysis upkeep: judges parents whose wait for a callee is over and
+/// expires the trace buffer, on the pairing buffer's tick.
+async fn span_upkeep(spans: Arc<SpanAnalyzer>, store: Arc<Store>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PAIRING_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => spans.expire(&store),
         }
     }
 }

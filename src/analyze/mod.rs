@@ -3,6 +3,7 @@
 
 pub mod changes;
 pub mod model;
+pub mod spans;
 
 pub use model::{
     AttributeLift, BlastRadius, CorrelatedChange, Evidence, Hypothesis, HypothesisKind, Pattern,

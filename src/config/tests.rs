@@ -1,4 +1,5 @@
 use super::*;
+use crate::analyze::spans::SpanConfig;
 use std::collections::BTreeSet;
 
 /// The problems `yaml` has, with no overrides.
@@ -105,6 +106,12 @@ store:
   pairing_timeout: 250ms
   pairing_capacity: 7
   metric_attributes: [http.route, state]
+analyze:
+  attributes: [app.tenant, "*.region_code"]
+  trace_buffer: { capacity: 5000, ttl: 1m }
+  sketch_size: 64
+  min_bad_spans: 3
+  min_bad_share: 0.1
 detect:
   warmup_windows: 60
   history_windows: 720
@@ -149,6 +156,11 @@ detect:
     limits: { process.memory.usage: 2147483648, "*.heap": 1.5 }
   saturation: { pool_usage: 1, cpu_throttled: 0.5 }
   severe_significance: 1.0e-12
+storage:
+  enabled: false
+  data_dir: /var/lib/triage
+  retention: 2d
+  snapshot_interval: 30s
 log:
   level: "triage=debug,info"
   format: json
@@ -176,6 +188,14 @@ shutdown_timeout: 5m
             pairing_timeout: Duration::from_millis(250),
             pairing_capacity: NonZeroUsize::new(7).expect("non-zero"),
             metric_attributes: vec!["http.route".to_owned(), "state".to_owned()],
+        },
+        analyze: SpanConfig {
+            attributes: vec!["app.tenant".to_owned(), "*.region_code".to_owned()],
+            trace_buffer_capacity: NonZeroUsize::new(5000).expect("non-zero"),
+            trace_buffer_ttl: Duration::from_secs(60),
+            sketch_size: NonZeroUsize::new(64).expect("non-zero"),
+            min_bad_spans: 3,
+            min_bad_share: 0.1,
         },
         detect: DetectConfig {
             warmup_windows: 60,
@@ -224,6 +244,12 @@ shutdown_timeout: 5m
             severe_traffic_drop_ratio: 0.0,
             severe_traffic_spike_ratio: 10.0,
             severe_significance: 1e-12,
+        },
+        storage: StorageConfig {
+            enabled: false,
+            data_dir: "/var/lib/triage".into(),
+            retention: Duration::from_secs(2 * 86_400),
+            snapshot_interval: Duration::from_secs(30),
         },
         log: LogSettings {
             level: "triage=debug,info".to_owned(),
@@ -364,6 +390,54 @@ fn a_non_mapping_section_is_a_problem_at_its_path() {
 #[test]
 fn a_key_without_a_value_is_a_problem() {
     assert_eq!(only_problem("store:\n  window:\n").path, "store.window");
+}
+
+#[test]
+fn analyze_problems_name_their_field() {
+    let yaml = r#"
+analyze:
+  attributes: [app.tenant, "", "a*b", http.route, app.tenant, 7]
+  trace_buffer: { capacity: 0, ttl: -1s, size: 3 }
+  sketch_size: 100000
+  min_bad_spans: -2
+  min_bad_share: 1.5
+"#;
+    assert_eq!(
+        paths(yaml),
+        set(&[
+            "analyze.attributes[1]",
+            "analyze.attributes[2]",
+            "analyze.attributes[3]",
+            "analyze.attributes[4]",
+            "analyze.attributes[5]",
+            "analyze.trace_buffer.capacity",
+            "analyze.trace_buffer.ttl",
+            "analyze.trace_buffer.size",
+            "analyze.sketch_size",
+            "analyze.min_bad_spans",
+            "analyze.min_bad_share",
+        ])
+    );
+    let found = problems(yaml);
+    let message = |path: &str| {
+        found
+            .iter()
+            .find(|problem| problem.path == path)
+            .map(|problem| problem.message.clone())
+            .unwrap_or_default()
+    };
+    assert!(message("analyze.attributes[3]").contains("read already"));
+    assert!(message("analyze.attributes[4]").contains("twice"));
+    let many: Vec<String> = (0..9).map(|n| format!("k{n}")).collect();
+    let problem = only_problem(&format!("analyze:\n  attributes: [{}]\n", many.join(", ")));
+    assert_eq!(problem.path, "analyze.attributes");
+    assert!(problem.message.contains("at most 8"), "{}", problem.message);
+    assert_eq!(
+        settings("analyze:\n  attributes: [\"*.tenant\"]\n")
+            .analyze
+            .attributes,
+        vec!["*.tenant".to_string()]
+    );
 }
 
 #[test]
@@ -681,6 +755,7 @@ fn the_example_lists_every_key() {
         (&["detect", "metrics"], METRICS_KEYS),
         (&["detect", "trend"], TREND_KEYS),
         (&["detect", "saturation"], SATURATION_KEYS),
+        (&["storage"], STORAGE_KEYS),
         (&["log"], LOG_KEYS),
     ];
     for (path, keys) in sections {
@@ -925,4 +1000,38 @@ fn a_missing_file_is_a_read_error() {
         }
         other => panic!("expected a read error, got {other:?}"),
     }
+}
+
+#[test]
+fn storage_values_and_errors_name_the_field() {
+    let loaded = settings(
+        "storage:\n  enabled: false\n  data_dir: /var/lib/triage\n  retention: 30d\n  \
+         snapshot_interval: 5m\n",
+    );
+    assert!(!loaded.storage.enabled);
+    assert_eq!(loaded.storage.data_dir, PathBuf::from("/var/lib/triage"));
+    assert_eq!(loaded.storage.retention, Duration::from_secs(30 * 86_400));
+    assert_eq!(loaded.storage.snapshot_interval, Duration::from_secs(300));
+
+    let yaml = r#"
+storage:
+  enabled: sometimes
+  data_dir: ""
+  retention: 10m
+  snapshot_interval: 100ms
+  keep: forever
+"#;
+    assert_eq!(
+        paths(yaml),
+        set(&[
+            "storage.enabled",
+            "storage.data_dir",
+            "storage.retention",
+            "storage.snapshot_interval",
+            "storage.keep",
+        ])
+    );
+    let problem = only_problem("storage:\n  retention: 14\n");
+    assert_eq!(problem.path, "storage.retention");
+    assert!(problem.message.contains("unit"), "{problem}");
 }

@@ -12,14 +12,17 @@
 //! newest event time seen minus the same lateness, so a replay depends only on
 //! its input. Windows are closed strictly in order, each exactly once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::incident::{Hysteresis, IncidentEvent, IncidentTracker, SeriesResult};
+use super::incident::{Incident, KeyRecord, Reconciled, TrackerSnapshot};
 use super::series::Trend;
-use super::{service_rules, DetectConfig, SeriesDetector, SeriesInfo, WindowStats};
+use super::Readiness;
+use super::{service_rules, Anomaly, DetectConfig, SeriesDetector, SeriesInfo, WindowStats};
 use crate::store::{SeriesKey, SeriesKind, SeriesStats, Store, WindowSnapshot};
+use serde::{Deserialize, Serialize};
 
 /// Default allowed lateness: how long after a window's end spans for it are
 /// still waited for before it is judged.
@@ -39,6 +42,11 @@ pub struct Engine {
     incidents: IncidentTracker,
     /// The next window to close; `None` until the first call.
     next_window: Option<i64>,
+    /// Anomalies of the last closed window for every evaluated own-time
+    /// series (`SeriesKind::Own`): evidence for root-cause analysis, never
+    /// passed to the incident tracker, so incidents do not depend on
+    /// whether span analysis runs.
+    evidence: BTreeMap<SeriesKey, Vec<Anomaly>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -75,7 +83,19 @@ impl Engine {
             series: BTreeMap::new(),
             incidents: IncidentTracker::new(hysteresis),
             next_window: None,
+            evidence: BTreeMap::new(),
         }
+    }
+
+    /// Anomalies of the last closed window for every own-time series
+    /// evaluated in it (empty lists included).
+    pub fn evidence(&self) -> &BTreeMap<SeriesKey, Vec<Anomaly>> {
+        &self.evidence
+    }
+
+    /// The detector (and so the baseline) of a tracked series.
+    pub fn detector(&self, key: &SeriesKey) -> Option<&SeriesDetector> {
+        self.series.get(key).map(|tracked| &tracked.detector)
     }
 
     /// Open incidents right now.
@@ -145,6 +165,7 @@ impl Engine {
 
         let empty = WindowStats::default();
         let mut results = Vec::with_capacity(self.series.len());
+        self.evidence.clear();
         let mut metrics: BTreeMap<Arc<str>, Vec<(SeriesKey, WindowStats)>> = BTreeMap::new();
         for (key, tracked) in self.series.iter_mut() {
             let entry = snapshot.get(key);
@@ -160,6 +181,10 @@ impl Engine {
             let anomalies = tracked
                 .detector
                 .observe(&self.config, start, window_secs, &stats);
+            if key.kind == SeriesKind::Own {
+                self.evidence.insert(key.clone(), anomalies);
+                continue;
+            }
             if key.kind == SeriesKind::Metric {
                 metrics
                     .entry(Arc::clone(&key.service))
@@ -222,6 +247,161 @@ impl Engine {
             .filter(|key| key.kind == SeriesKind::Metric && &*key.name == "saturation")
             .map(|key| Arc::clone(&key.service))
             .collect()
+    }
+}
+
+// === snapshots ===
+
+/// The detection state worth keeping across a restart: every series'
+/// baseline and the incident tracker's state. Restored with
+/// [`Engine::restore`], a collector judges its next window as it would have
+/// without the restart, with no new warm-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineSnapshot {
+    /// The store's window length when the snapshot was taken, nanoseconds.
+    pub window_nanos: u64,
+    /// Start of the next window the engine would have closed, Unix
+    /// nanoseconds; `None` before the first.
+    pub next_window_unix_nanos: Option<u64>,
+    /// Every tracked series with its baseline.
+    pub series: Vec<SeriesSnapshot>,
+    /// Hysteresis state and open incidents.
+    pub incidents: TrackerSnapshot,
+}
+
+/// One series' baseline, as saved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeriesSnapshot {
+    /// Which series.
+    pub series: KeyRecord,
+    /// Start of the last window in which the series had data, Unix
+    /// nanoseconds (for the idle expiry).
+    pub last_data_unix_nanos: u64,
+    /// The baseline and detector state.
+    pub detector: SeriesDetector,
+}
+
+/// What [`Engine::restore`] took back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Series whose baselines were restored.
+    pub series: usize,
+    /// Series or tracks skipped (a kind this build does not know).
+    pub skipped: usize,
+    /// Open incidents restored.
+    pub open_incidents: usize,
+}
+
+impl Engine {
+    /// Copies the state to save. `window` is the store's window length.
+    pub fn snapshot(&self, window: Duration) -> EngineSnapshot {
+        let window_nanos = (window.as_nanos() as u64).max(1);
+        let start = |index: i64| (index.max(0) as u64).saturating_mul(window_nanos);
+        EngineSnapshot {
+            window_nanos,
+            next_window_unix_nanos: self.next_window.map(start),
+            series: self
+                .series
+                .iter()
+                .map(|(key, tracked)| SeriesSnapshot {
+                    series: KeyRecord::of(key),
+                    last_data_unix_nanos: start(tracked.last_data),
+                    detector: tracked.detector.clone(),
+                })
+                .collect(),
+            incidents: self.incidents.snapshot(window_nanos),
+        }
+    }
+
+    /// Replaces the state with a saved one. `window` is the store's window
+    /// length now; `resume_window` the first window to judge, normally the
+    /// first one that starts after this process started.
+    ///
+    /// Windows between the snapshot and `resume_window` are never judged:
+    /// nothing was listening then, so an empty window there says nothing
+    /// about the traffic, and judging it would open a false traffic-drop
+    /// incident for every series. For the same reason the downtime does not
+    /// count as idle time: every series' idle clock restarts at
+    /// `resume_window`.
+    pub fn restore(
+        &mut self,
+        snapshot: EngineSnapshot,
+        window: Duration,
+        resume_window: i64,
+    ) -> Restored {
+        let window_nanos = (window.as_nanos() as u64).max(1);
+        let index = |unix_nanos: u64| i64::try_from(unix_nanos / window_nanos).unwrap_or(i64::MAX);
+        let mut restored = Restored::default();
+        self.series.clear();
+        for saved in snapshot.series {
+            let Some(key) = saved.series.key() else {
+                restored.skipped += 1;
+                continue;
+            };
+            let last_data = index(saved.last_data_unix_nanos).max(resume_window - 1);
+            self.series.insert(
+                key,
+                Tracked {
+                    detector: saved.detector,
+                    last_data,
+                },
+            );
+            restored.series += 1;
+        }
+        restored.open_incidents = snapshot.incidents.open.len();
+        restored.skipped += self.incidents.restore(snapshot.incidents, window_nanos);
+        // Never close a window twice: the tracker has already counted every
+        // window before the saved `next_window`.
+        let saved_next = snapshot.next_window_unix_nanos.map(index);
+        self.next_window = Some(saved_next.map_or(resume_window, |next| next.max(resume_window)));
+        restored
+    }
+
+    /// Makes the open incidents agree with the recorded history (see
+    /// [`IncidentTracker::reconcile`]). Series of adopted incidents that have
+    /// no detector get a fresh one, so they are fed windows and can resolve.
+    pub fn reconcile(
+        &mut self,
+        recorded_open: &[Incident],
+        resolved_ids: &BTreeSet<String>,
+        resume_window: i64,
+    ) -> Reconciled {
+        let reconciled = self.incidents.reconcile(recorded_open, resolved_ids);
+        let keys: Vec<SeriesKey> = self
+            .incidents
+            .tracked_keys()
+            .filter(|key| !self.series.contains_key(*key))
+            // The saturation pseudo-series has no detector of its own.
+            .filter(|key| !(key.kind == SeriesKind::Metric && &*key.name == "saturation"))
+            .cloned()
+            .collect();
+        for key in keys {
+            let detector = SeriesDetector::new(SeriesInfo {
+                kind: key.kind,
+                name: key.name.to_string(),
+            });
+            self.series.insert(
+                key,
+                Tracked {
+                    detector,
+                    last_data: resume_window - 1,
+                },
+            );
+        }
+        if self.next_window.is_none() {
+            self.next_window = Some(resume_window);
+        }
+        reconciled
+    }
+
+    /// Series tracked, and how many of them have enough history to alert.
+    pub fn readiness(&self) -> (usize, usize) {
+        let ready = self
+            .series
+            .values()
+            .filter(|tracked| tracked.detector.readiness(&self.config) == Readiness::Ready)
+            .count();
+        (self.series.len(), ready)
     }
 }
 

@@ -284,6 +284,291 @@ impl IncidentTracker {
     }
 }
 
+// === snapshots ===
+
+/// A series key in a form storage can hold: the kind as its stable name
+/// (`SeriesKind::as_str`), the service and the series name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// `operation`, `edge`, `metric`, `log`, ...
+    pub kind: String,
+    /// The service the series belongs to.
+    pub service: String,
+    /// The operation, callee, metric or log class.
+    pub name: String,
+}
+
+impl KeyRecord {
+    /// The record of `key`.
+    pub fn of(key: &SeriesKey) -> Self {
+        KeyRecord {
+            kind: key.kind.as_str().to_string(),
+            service: key.service.to_string(),
+            name: key.name.to_string(),
+        }
+    }
+
+    /// The key again; `None` when the kind is not one this build knows
+    /// (a snapshot written by a newer version).
+    pub fn key(&self) -> Option<SeriesKey> {
+        let kind = SeriesKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == self.kind)?;
+        Some(SeriesKey::new(kind, &self.service, &self.name))
+    }
+}
+
+/// The hysteresis state of one series, as saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackSnapshot {
+    /// Which series.
+    pub series: KeyRecord,
+    /// Consecutive anomalous windows so far.
+    pub anomalous_run: usize,
+    /// Consecutive normal windows since the series last fired.
+    pub normal_run: usize,
+    /// Whether the series counts as firing.
+    pub firing: bool,
+    /// Start of the first window of the current anomalous run, Unix
+    /// nanoseconds. Saved as a time, not a window index, so a snapshot
+    /// stays meaningful if the window length changes.
+    pub run_start_unix_nanos: u64,
+}
+
+/// One anomalous series of an open incident, as saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenSeriesSnapshot {
+    /// Which series.
+    pub series: KeyRecord,
+    /// Its latest anomaly.
+    pub anomaly: SeriesAnomaly,
+}
+
+/// An open incident with what it is made of, as saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenSnapshot {
+    /// The incident as last published.
+    pub incident: Incident,
+    /// The latest anomaly of each series involved.
+    pub series: Vec<OpenSeriesSnapshot>,
+    /// Exemplar trace ids (32 hex digits), oldest first.
+    pub exemplars: Vec<String>,
+}
+
+/// Everything the tracker needs to carry on after a restart: the
+/// hysteresis runs and firing flags of every series, and the open incidents.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrackerSnapshot {
+    /// Per-series hysteresis state.
+    pub tracks: Vec<TrackSnapshot>,
+    /// Open incidents, one per service.
+    pub open: Vec<OpenSnapshot>,
+}
+
+/// What [`IncidentTracker::reconcile`] changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reconciled {
+    /// Incidents recorded as open that the tracker did not have: taken back
+    /// in, their series firing again.
+    pub adopted: Vec<String>,
+    /// Incidents the tracker had open but the record says resolved: dropped.
+    pub dropped: Vec<String>,
+    /// Incidents the tracker has open that the record never heard of (the
+    /// process stopped before the event was written): kept; the caller
+    /// should record them.
+    pub unrecorded: Vec<Incident>,
+    /// Incidents recorded as open that cannot be taken back (another open
+    /// incident holds their service, or none of their series is one this
+    /// build can track): the caller should record them as resolved so they
+    /// do not stay open forever.
+    pub superseded: Vec<Incident>,
+}
+
+impl IncidentTracker {
+    /// The state to save, with window indices turned into times using the
+    /// window length `window_nanos`.
+    pub fn snapshot(&self, window_nanos: u64) -> TrackerSnapshot {
+        TrackerSnapshot {
+            tracks: self
+                .tracks
+                .iter()
+                .map(|(key, track)| TrackSnapshot {
+                    series: KeyRecord::of(key),
+                    anomalous_run: track.anomalous_run,
+                    normal_run: track.normal_run,
+                    firing: track.firing,
+                    run_start_unix_nanos: (track.run_start.max(0) as u64)
+                        .saturating_mul(window_nanos),
+                })
+                .collect(),
+            open: self
+                .open
+                .values()
+                .map(|open| OpenSnapshot {
+                    incident: open.incident.clone(),
+                    series: open
+                        .series
+                        .iter()
+                        .map(|(key, anomaly)| OpenSeriesSnapshot {
+                            series: KeyRecord::of(key),
+                            anomaly: anomaly.clone(),
+                        })
+                        .collect(),
+                    exemplars: open
+                        .exemplars
+                        .iter()
+                        .map(|id| format!("{id:032x}"))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Replaces the state with a saved one (the hysteresis settings stay the
+    /// configured ones). Series of a kind this build does not know are
+    /// skipped; returns how many were.
+    pub fn restore(&mut self, snapshot: TrackerSnapshot, window_nanos: u64) -> usize {
+        let window_nanos = window_nanos.max(1);
+        let mut skipped = 0;
+        self.tracks.clear();
+        self.open.clear();
+        for track in snapshot.tracks {
+            let Some(key) = track.series.key() else {
+                skipped += 1;
+                continue;
+            };
+            let run_start = i64::try_from(track.run_start_unix_nanos / window_nanos).unwrap_or(0);
+            self.tracks.insert(
+                key,
+                SeriesTrack {
+                    anomalous_run: track.anomalous_run,
+                    normal_run: track.normal_run,
+                    firing: track.firing,
+                    run_start,
+                },
+            );
+        }
+        for open in snapshot.open {
+            let mut series = BTreeMap::new();
+            for entry in open.series {
+                match entry.series.key() {
+                    Some(key) => {
+                        series.insert(key, entry.anomaly);
+                    }
+                    None => skipped += 1,
+                }
+            }
+            let exemplars = open
+                .exemplars
+                .iter()
+                .filter_map(|hex| u128::from_str_radix(hex, 16).ok())
+                .collect();
+            let service: Arc<str> = Arc::from(open.incident.service.as_str());
+            self.open.insert(
+                service,
+                OpenIncident {
+                    incident: open.incident,
+                    series,
+                    exemplars,
+                },
+            );
+        }
+        skipped
+    }
+
+    /// Makes the open incidents agree with what was recorded (delivered to
+    /// alerting, the API and storage), which is the authority after a
+    /// restart: the saved state may be older than the last events.
+    ///
+    /// - Open here, recorded as resolved (`resolved_ids`): dropped, and the
+    ///   service's series stop firing, so a fault that lasts opens a new
+    ///   incident after the usual hysteresis.
+    /// - Recorded as open (`recorded_open`), unknown here: taken back in with
+    ///   the series of its anomalies firing, so it resolves after
+    ///   `resolve_after` normal windows like any other.
+    /// - Open here, never recorded: kept, and returned so the caller records
+    ///   it.
+    pub fn reconcile(
+        &mut self,
+        recorded_open: &[Incident],
+        resolved_ids: &BTreeSet<String>,
+    ) -> Reconciled {
+        let mut reconciled = Reconciled::default();
+        let dropped: Vec<Arc<str>> = self
+            .open
+            .iter()
+            .filter(|(_, open)| resolved_ids.contains(&open.incident.id))
+            .map(|(service, _)| Arc::clone(service))
+            .collect();
+        for service in dropped {
+            if let Some(open) = self.open.remove(&service) {
+                reconciled.dropped.push(open.incident.id);
+            }
+            for (_, track) in self
+                .tracks
+                .iter_mut()
+                .filter(|(key, _)| key.service == service)
+            {
+                *track = SeriesTrack::default();
+            }
+        }
+        for incident in recorded_open {
+            let service: Arc<str> = Arc::from(incident.service.as_str());
+            match self.open.get(&service) {
+                Some(open) if open.incident.id == incident.id => continue,
+                Some(_) => {
+                    reconciled.superseded.push(incident.clone());
+                    continue;
+                }
+                None => {}
+            }
+            let mut series = BTreeMap::new();
+            for anomaly in &incident.anomalies {
+                let record = KeyRecord {
+                    kind: anomaly.series_kind.clone(),
+                    service: incident.service.clone(),
+                    name: anomaly.series.clone(),
+                };
+                if let Some(key) = record.key() {
+                    series.insert(key, anomaly.clone());
+                }
+            }
+            // Without a series to watch, nothing would ever resolve it.
+            if series.is_empty() {
+                reconciled.superseded.push(incident.clone());
+                continue;
+            }
+            for key in series.keys() {
+                let track = self.tracks.entry(key.clone()).or_default();
+                track.firing = true;
+                track.normal_run = 0;
+            }
+            let exemplars = incident
+                .exemplar_trace_ids
+                .iter()
+                .filter_map(|hex| u128::from_str_radix(hex, 16).ok())
+                .collect();
+            reconciled.adopted.push(incident.id.clone());
+            self.open.insert(
+                service,
+                OpenIncident {
+                    incident: incident.clone(),
+                    series,
+                    exemplars,
+                },
+            );
+        }
+        let recorded: BTreeSet<&str> = recorded_open.iter().map(|i| i.id.as_str()).collect();
+        reconciled.unrecorded = self
+            .open
+            .values()
+            .filter(|open| !recorded.contains(open.incident.id.as_str()))
+            .map(|open| open.incident.clone())
+            .collect();
+        reconciled
+    }
+}
+
 fn new_incident(service: &str, onset: u64, opened: u64) -> Incident {
     Incident {
         id: format!("{service}@{}", onset / 1_000_000_000),

@@ -539,7 +539,7 @@ impl SeriesDetector {
     /// Which detectors apply, under `config`.
     fn role(&self, config: &DetectConfig) -> Role {
         match self.info.kind {
-            SeriesKind::Operation | SeriesKind::Edge => Role::Requests,
+            SeriesKind::Operation | SeriesKind::Edge | SeriesKind::Own => Role::Requests,
             SeriesKind::Log if self.info.name == "all" => Role::ErrorLogs,
             SeriesKind::Log => Role::Ignored,
             SeriesKind::Metric => {

@@ -34,8 +34,12 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
 
-use super::wire::{SpanAttributes, SpanView, TraceBatch, ValueRef};
+use super::wire::{
+    ExtraKeys, ExtraValue, ResourceAttributes, ResourceView, SpanAttributes, SpanView, TraceBatch,
+    ValueRef, FLAG_EVENT,
+};
 use super::{DecodeError, Outcome, Signal, Sink};
+use crate::analyze::spans::SpanAnalyzer;
 use crate::store::metric::HistogramPoint;
 use crate::store::pairing::{ClientOutcome, PairKey};
 use crate::store::{Sample, SeriesKind, ServiceEntry, Store, UNKNOWN_PEER, UNKNOWN_SERVICE};
@@ -52,15 +56,29 @@ const FLAG_NO_RECORDED_VALUE: u32 = 1;
 #[derive(Debug, Clone)]
 pub struct Ingest {
     store: Arc<Store>,
+    /// Span analysis (own time, local errors, retries, drill-down), when
+    /// enabled with [`Ingest::with_spans`]; without it nothing extra runs.
+    spans: Option<Arc<SpanAnalyzer>>,
 }
 
 impl Ingest {
     pub fn new(store: Arc<Store>) -> Self {
-        Ingest { store }
+        Ingest { store, spans: None }
     }
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Also runs the span analysis on every trace request.
+    pub fn with_spans(mut self, spans: Arc<SpanAnalyzer>) -> Self {
+        self.spans = Some(spans);
+        self
+    }
+
+    /// The span analyzer, when enabled.
+    pub fn spans(&self) -> Option<&Arc<SpanAnalyzer>> {
+        self.spans.as_ref()
     }
 }
 
@@ -137,6 +155,17 @@ pub fn span_view(span: &Span) -> SpanView<'_> {
     for attribute in &span.attributes {
         attributes.note(attribute.key.as_bytes(), value_ref(attribute));
     }
+    for event in span.events.iter().filter(|event| event.name == FLAG_EVENT) {
+        let text = |key: &str| {
+            event
+                .attributes
+                .iter()
+                .find(|attribute| attribute.key == key)
+                .and_then(string_value)
+        };
+        let variant = text("feature_flag.result.variant").or_else(|| text("feature_flag.variant"));
+        attributes.note_flag_event(text("feature_flag.key"), variant);
+    }
     SpanView {
         trace_id: &span.trace_id,
         span_id: &span.span_id,
@@ -150,8 +179,73 @@ pub fn span_view(span: &Span) -> SpanView<'_> {
     }
 }
 
+/// The resource attributes a decoded (JSON) resource carries, as the
+/// zero-copy reader borrows them.
+pub fn resource_attributes(resource: Option<&Resource>) -> ResourceAttributes<'_> {
+    let mut attributes = ResourceAttributes::default();
+    for attribute in resource.iter().flat_map(|resource| &resource.attributes) {
+        if ResourceAttributes::reads(attribute.key.as_bytes()) {
+            attributes.note(attribute.key.as_bytes(), value_ref(attribute));
+        }
+    }
+    attributes
+}
+
+/// Collects the values of the `extra` keys on a decoded span (the
+/// counterpart of what the zero-copy readers do), as span `index`.
+pub fn span_extras<'a>(
+    span: &'a Span,
+    extra: &ExtraKeys,
+    index: u32,
+    extras: &mut Vec<ExtraValue<'a>>,
+) {
+    if extra.is_empty() {
+        return;
+    }
+    for attribute in &span.attributes {
+        let key = attribute.key.as_bytes();
+        if SpanAttributes::reads(key) {
+            continue;
+        }
+        if let Some(slot) = extra.slot(key) {
+            extras.push(ExtraValue {
+                span: index,
+                slot,
+                value: value_ref(attribute),
+            });
+        }
+    }
+}
+
+/// A decoded request as the zero-copy readers would have read it (for the
+/// span analysis on the JSON path).
+pub fn decoded_batch<'a>(
+    request: &'a ExportTraceServiceRequest,
+    extra: &ExtraKeys,
+) -> TraceBatch<'a> {
+    let mut batch = TraceBatch::default();
+    for resource_spans in &request.resource_spans {
+        let resource = resource_spans.resource.as_ref();
+        let first = batch.spans.len();
+        for span in resource_spans
+            .scope_spans
+            .iter()
+            .flat_map(|scope| &scope.spans)
+        {
+            span_extras(span, extra, batch.spans.len() as u32, &mut batch.extras);
+            batch.spans.push(span_view(span));
+        }
+        batch.resources.push(ResourceView {
+            service_name: Some(service_name(resource)),
+            attributes: resource_attributes(resource),
+            spans: first..batch.spans.len(),
+        });
+    }
+    batch
+}
+
 /// The callee a client span names itself.
-fn peer<'a>(attributes: &SpanAttributes<'a>) -> &'a str {
+pub(crate) fn peer<'a>(attributes: &SpanAttributes<'a>) -> &'a str {
     attributes
         .peer_service
         .or(attributes
@@ -165,7 +259,7 @@ fn peer<'a>(attributes: &SpanAttributes<'a>) -> &'a str {
 }
 
 /// Why a span cannot be used, or `None` if it can.
-fn invalid_span(span: &SpanView<'_>) -> Option<String> {
+pub(crate) fn invalid_span(span: &SpanView<'_>) -> Option<String> {
     if span.trace_id.len() != 16 || span.trace_id.iter().all(|byte| *byte == 0) {
         return Some(format!(
             "span {:?}: invalid trace_id (must be 16 bytes, not all zero)",
@@ -207,6 +301,23 @@ fn trace_id(span: &SpanView<'_>) -> u128 {
 fn span_id(bytes: &[u8]) -> u64 {
     let bytes: [u8; 8] = bytes.try_into().unwrap_or_default();
     u64::from_be_bytes(bytes)
+}
+
+/// The operation a handled span is recorded under: HTTP server spans by
+/// `http.route`, others by name.
+pub(crate) fn operation_name<'a>(span: &SpanView<'a>) -> &'a str {
+    match (span.kind, span.attributes.http_route) {
+        // "GET /users/{id}" already names the route and keeps the method; a
+        // span named after the raw path does not.
+        (kind, Some(route))
+            if kind == SpanKind::Server as i32
+                && !route.is_empty()
+                && !span.name.ends_with(route) =>
+        {
+            route
+        }
+        _ => span.name,
+    }
 }
 
 impl Ingest {
@@ -251,16 +362,7 @@ impl Ingest {
                 }
             }
             _ => {
-                let operation = match (kind, attributes.http_route) {
-                    // "GET /users/{id}" already names the route and keeps the
-                    // method; a span named after the raw path does not.
-                    (SpanKind::Server, Some(route))
-                        if !route.is_empty() && !span.name.ends_with(route) =>
-                    {
-                        route
-                    }
-                    _ => span.name,
-                };
+                let operation = operation_name(span);
                 store.record_span(service, SeriesKind::Operation, operation, sample, now);
                 if matches!(kind, SpanKind::Server | SpanKind::Consumer)
                     && span.parent_span_id.len() == 8
@@ -706,6 +808,9 @@ impl Ingest {
                 self.record_checked(&service, span, now, &mut tally);
             }
         }
+        if let Some(spans) = &self.spans {
+            spans.observe(&self.store, batch, now);
+        }
         telemetry::record_ingest_batch(Signal::Traces, started.elapsed());
         tally.into_outcome()
     }
@@ -728,7 +833,13 @@ impl Ingest {
 
 impl Sink for Ingest {
     fn traces_protobuf(&self, bytes: &[u8]) -> Result<Outcome, DecodeError> {
-        let batch = TraceBatch::read(bytes).map_err(|error| DecodeError(error.to_string()))?;
+        let none = ExtraKeys::none();
+        let extra = self
+            .spans
+            .as_ref()
+            .map_or(&none, |spans| spans.extra_keys());
+        let batch =
+            TraceBatch::read_with(bytes, extra).map_err(|error| DecodeError(error.to_string()))?;
         Ok(self.record_batch(&batch))
     }
 
@@ -745,6 +856,13 @@ impl Sink for Ingest {
                     self.record_checked(&service, &span_view(span), now, &mut tally);
                 }
             }
+        }
+        if let Some(spans) = &self.spans {
+            spans.observe(
+                &self.store,
+                &decoded_batch(request, spans.extra_keys()),
+                now,
+            );
         }
         telemetry::record_ingest_batch(Signal::Traces, started.elapsed());
         tally.into_outcome()

@@ -16,7 +16,10 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
 
-use super::wire::{ResourceView, SpanAttributes, SpanView, TraceBatch, ValueRef};
+use super::wire::{
+    is_flag_key, ExtraKeys, ExtraValue, ResourceAttributes, ResourceView, SpanAttributes, SpanView,
+    TraceBatch, ValueRef, FLAG_EVENT,
+};
 
 /// A 64-bit integer written as a JSON number or a decimal string.
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,6 +111,16 @@ struct StatusJson {
     code: Option<i32>,
 }
 
+/// A span event: only flag evaluations are looked into.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct EventJson<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    attributes: Option<Vec<KeyValueJson<'a>>>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct SpanJson<'a> {
@@ -122,6 +135,8 @@ struct SpanJson<'a> {
     #[serde(borrow)]
     attributes: Option<Vec<KeyValueJson<'a>>>,
     status: Option<StatusJson>,
+    #[serde(borrow)]
+    events: Option<Vec<EventJson<'a>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -197,22 +212,31 @@ impl<'a> JsonTraces<'a> {
 
     /// The spans as the recorder reads them.
     pub fn batch(&self) -> TraceBatch<'_> {
+        self.batch_with(&ExtraKeys::none())
+    }
+
+    /// The spans as the recorder reads them, with the values of the `extra`
+    /// attribute keys in [`TraceBatch::extras`].
+    pub fn batch_with(&self, extra: &ExtraKeys) -> TraceBatch<'_> {
         let mut batch = TraceBatch::default();
         for resource in self.parsed.resource_spans.iter().flatten() {
             let first = batch.spans.len();
-            let service_name = resource
+            let mut service_name = None;
+            let mut resource_attributes = ResourceAttributes::default();
+            for attribute in resource
                 .resource
-                .as_ref()
-                .and_then(|resource| resource.attributes.as_ref())
-                .and_then(|attributes| {
-                    attributes
-                        .iter()
-                        .find(|attribute| attribute.key == "service.name")
-                })
-                .and_then(|attribute| match value_ref(&attribute.value) {
-                    ValueRef::Str(name) => Some(name),
-                    _ => None,
-                });
+                .iter()
+                .flat_map(|resource| resource.attributes.iter().flatten())
+            {
+                let key = attribute.key.as_bytes();
+                if key == b"service.name" {
+                    if let ValueRef::Str(name) = value_ref(&attribute.value) {
+                        service_name = Some(name);
+                    }
+                } else if ResourceAttributes::reads(key) {
+                    resource_attributes.note(key, value_ref(&attribute.value));
+                }
+            }
             for span in resource
                 .scope_spans
                 .iter()
@@ -220,10 +244,42 @@ impl<'a> JsonTraces<'a> {
                 .flat_map(|scope| scope.spans.iter().flatten())
             {
                 let mut attributes = SpanAttributes::default();
+                let index = batch.spans.len() as u32;
                 for attribute in span.attributes.iter().flatten() {
-                    if SpanAttributes::reads(attribute.key.as_bytes()) {
-                        attributes.note(attribute.key.as_bytes(), value_ref(&attribute.value));
+                    let key = attribute.key.as_bytes();
+                    if SpanAttributes::reads(key) {
+                        attributes.note(key, value_ref(&attribute.value));
+                    } else if let Some(slot) = extra.slot(key) {
+                        batch.extras.push(ExtraValue {
+                            span: index,
+                            slot,
+                            value: value_ref(&attribute.value),
+                        });
                     }
+                }
+                for event in span
+                    .events
+                    .iter()
+                    .flatten()
+                    .filter(|event| event.name.as_deref() == Some(FLAG_EVENT))
+                {
+                    let (mut key, mut variant, mut older) = (None, None, None);
+                    for attribute in event.attributes.iter().flatten() {
+                        let name = attribute.key.as_bytes();
+                        if !is_flag_key(name) {
+                            continue;
+                        }
+                        let text = match value_ref(&attribute.value) {
+                            ValueRef::Str(text) => Some(text),
+                            _ => None,
+                        };
+                        match name {
+                            b"feature_flag.key" => key = text,
+                            b"feature_flag.result.variant" => variant = text,
+                            _ => older = text,
+                        }
+                    }
+                    attributes.note_flag_event(key, variant.or(older));
                 }
                 batch.spans.push(SpanView {
                     trace_id: id_bytes(&span.trace_id),
@@ -243,6 +299,7 @@ impl<'a> JsonTraces<'a> {
             }
             batch.resources.push(ResourceView {
                 service_name,
+                attributes: resource_attributes,
                 spans: first..batch.spans.len(),
             });
         }

@@ -10,8 +10,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use super::{
-    named_scenarios, parse_duration, parse_fault, send_otlp, write_json_lines, Fault, Scenario,
-    Signals, SimError, Simulator, FAULT_SPECS,
+    find_scenario, named_scenarios, parse_duration, parse_fault, rca_scenarios, send_otlp,
+    write_json_lines, Fault, Scenario, ScenarioTruth, Signals, SimError, Simulator, FAULT_SPECS,
 };
 
 /// Generate OTLP traffic for a simulated microservice shop (12 services),
@@ -19,20 +19,30 @@ use super::{
 ///
 /// Examples:
 ///   triage simulate latency --out latency.jsonl.gz
+///   triage simulate --scenario rca-bad-deploy --out bad.jsonl.gz --truth bad.truth.json
 ///   triage simulate --fault down:inventory --fault-at 30m --duration 40m --out down.jsonl
+///   triage simulate --fault 'errors:inventory@cloud.region=eu-west-1' --fault-at 10m --duration 16m
 ///   triage simulate healthy --otlp-endpoint http://127.0.0.1:4317 --realtime
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SimulateArgs {
-    /// A named scenario (see --list). Without one: one healthy hour, plus
-    /// any --fault given.
+    /// A named scenario (see --list): a detection scenario or a root-cause
+    /// one (rca-*). Without one: one healthy hour, plus any --fault given.
     #[arg(value_name = "SCENARIO")]
     pub scenario: Option<String>,
+    /// The named scenario, as an option (the same as the positional
+    /// SCENARIO).
+    #[arg(long = "scenario", value_name = "NAME", conflicts_with = "scenario")]
+    pub scenario_option: Option<String>,
     /// List the named scenarios and fault specs, then exit.
     #[arg(long)]
     pub list: bool,
     /// Inject a fault, e.g. latency:payment, errors:checkout:/api/checkout,
-    /// down:inventory, retry-storm:checkout:payment, bad-deploy:payment.
-    /// Repeatable; each needs a --fault-at.
+    /// down:inventory, retry-storm:checkout:payment, bad-deploy:payment,
+    /// slow:inventory:250, timeouts:checkout:payment,
+    /// flag-flip:checkout:new-checkout-flow, canary:catalog, or a scoped one:
+    /// errors:inventory@cloud.region=eu-west-1, slow:cart:400@pod=1,
+    /// errors:catalog@app.tenant=initech. Repeatable; each needs a
+    /// --fault-at.
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
     /// When the matching --fault starts, from the start of the run (e.g.
@@ -79,6 +89,12 @@ pub struct SimulateArgs {
     /// on the wall clock, with timestamps moved to now.
     #[arg(long, requires = "otlp_endpoint")]
     pub realtime: bool,
+    /// Also write the run's ground truth (per fault: origin, affected
+    /// services, causing change, scope, pattern) and the change events a
+    /// CI/CD tool would post, as JSON. Not with --realtime, whose
+    /// timestamps move.
+    #[arg(long, value_name = "FILE", conflicts_with = "realtime")]
+    pub truth: Option<PathBuf>,
 }
 
 // === impl SimulateArgs ===
@@ -86,16 +102,12 @@ pub struct SimulateArgs {
 impl SimulateArgs {
     /// The scenario these arguments describe.
     pub fn to_scenario(&self) -> Result<Scenario, SimError> {
-        let mut scenario = match &self.scenario {
+        let mut scenario = match self.scenario.as_ref().or(self.scenario_option.as_ref()) {
             None => Scenario::default(),
-            Some(name) => named_scenarios()
-                .into_iter()
-                .find(|(known, _)| known == name)
-                .map(|(_, scenario)| scenario)
-                .ok_or_else(|| SimError::UnknownScenario {
-                    name: name.clone(),
-                    known: scenario_names(),
-                })?,
+            Some(name) => find_scenario(name).ok_or_else(|| SimError::UnknownScenario {
+                name: name.clone(),
+                known: scenario_names(),
+            })?,
         };
         if let Some(duration) = &self.duration {
             scenario.duration = parse_duration(duration)?;
@@ -211,29 +223,50 @@ impl SimulateArgs {
 fn scenario_names() -> String {
     named_scenarios()
         .iter()
+        .chain(rca_scenarios().iter())
         .map(|(name, _)| *name)
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 fn describe_scenarios() -> String {
-    let mut text = String::from("Named scenarios:\n");
-    for (name, scenario) in named_scenarios() {
-        let faults: Vec<String> = scenario
+    let mut text = String::from("Detection scenarios (triage eval):\n");
+    let describe = |text: &mut String, name: &str, scenario: &Scenario| {
+        let mut items: Vec<String> = scenario
             .faults
             .iter()
             .map(|fault| format!("{} from {}s", fault.kind, fault.start.as_secs()))
             .collect();
+        for change in &scenario.benign_changes {
+            let what = match &change.kind {
+                super::BenignChangeKind::Deploy { service } => {
+                    format!("benign deploy of {service}")
+                }
+                super::BenignChangeKind::FlagFlip { service, flag } => {
+                    format!("benign flag {flag} on {service}")
+                }
+            };
+            items.push(format!("{what} at {}s", change.at.as_secs()));
+        }
+        let detail = if scenario.faults.is_empty() && items.is_empty() {
+            ", no fault".to_owned()
+        } else if scenario.faults.is_empty() {
+            format!(", no fault; {}", items.join(", "))
+        } else {
+            format!(", {}", items.join(", "))
+        };
         text.push_str(&format!(
-            "  {name:<16} {} min, {} req/s{}\n",
+            "  {name:<22} {} min, {} req/s{detail}\n",
             scenario.duration.as_secs() / 60,
             scenario.entry_rate_per_sec,
-            if faults.is_empty() {
-                ", no fault".to_owned()
-            } else {
-                format!(", {}", faults.join(", "))
-            }
         ));
+    };
+    for (name, scenario) in named_scenarios() {
+        describe(&mut text, name, &scenario);
+    }
+    text.push_str("Root-cause scenarios (ground truth with --truth):\n");
+    for (name, scenario) in rca_scenarios() {
+        describe(&mut text, name, &scenario);
     }
     text.push_str(&format!("Fault specs: {FAULT_SPECS}\nServices: "));
     let topology = super::topology();
@@ -256,6 +289,9 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
     }
     let scenario = args.to_scenario()?;
     let simulator = Simulator::try_new(scenario)?.with_signals(args.to_signals()?);
+    if let Some(path) = &args.truth {
+        write_truth(&simulator, path)?;
+    }
 
     if let Some(endpoint) = &args.otlp_endpoint {
         if args.out.is_some() {
@@ -279,6 +315,23 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
         _ => "stdout".to_owned(),
     };
     eprintln!("wrote {target}: {summary}");
+    Ok(())
+}
+
+/// Writes the run's ground truth and posted changes as pretty JSON.
+fn write_truth(simulator: &Simulator, path: &std::path::Path) -> Result<(), SimError> {
+    let truth = ScenarioTruth {
+        ground_truth: simulator.ground_truth().to_vec(),
+        changes: simulator.changes().to_vec(),
+    };
+    let io_error = |source| SimError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = File::create(path).map_err(io_error)?;
+    serde_json::to_writer_pretty(&mut file, &truth)
+        .map_err(|error| io_error(std::io::Error::other(error)))?;
+    file.write_all(b"\n").map_err(io_error)?;
     Ok(())
 }
 

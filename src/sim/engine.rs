@@ -18,6 +18,11 @@
 //! - Every call between services is a CLIENT span in the caller and, unless
 //!   the callee is down, a SERVER (or CONSUMER) span in the callee whose
 //!   parent is that CLIENT (or PRODUCER) span.
+//! - What a scenario without the newer features (scopes, flags, hangs,
+//!   planned changes) generates does not depend on them: they draw random
+//!   numbers only when present, so older scenarios keep their exact output.
+//! - The posted changes and the ground truth are worked out when the engine
+//!   is built, from the same plan the run follows (see `plan_changes`).
 
 use std::collections::VecDeque;
 
@@ -28,11 +33,13 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
-use super::fault::{self, Resolved};
+use super::fault::{self, FaultKind, Resolved, ResolvedScope};
 use super::metrics::{self, PodMetrics, INTERVAL_SECONDS, SCHEMA_URL};
 use super::model::{kv_str, model, Model, OpId, ServiceId, REGIONS};
 use super::rng::Rng;
-use super::{Batch, Scenario, Signals};
+use super::truth::{self, GroundTruth, ScopeAttribute, TruthEdge};
+use super::{Batch, BenignChangeKind, Scenario, Signals};
+use crate::analyze::changes::{Change, ChangeKind, ChangeSource};
 
 mod request;
 
@@ -77,6 +84,37 @@ pub struct Effects {
     pub pool_exhausted: bool,
     pub throttled: bool,
     pub leaking: bool,
+    /// Fixed extra own time, in ms (a `Slow` fault).
+    pub added_ms: f64,
+    /// The service hangs: each request holds on for a heavy-tailed extra
+    /// time (`Timeouts`, `MissingTimeout`).
+    pub hang: bool,
+    /// Effects that apply only to requests in a scope.
+    pub scoped: Vec<ScopedEffect>,
+}
+
+/// What a scoped fault does to the requests in its scope.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopedEffect {
+    pub scope: EngineScope,
+    pub latency: f64,
+    pub added_ms: f64,
+    pub error_rate: f64,
+    pub error_op: Option<OpId>,
+    /// Failures are bad data (the scope is a tenant), not a crash.
+    pub data: bool,
+}
+
+/// A scope in the engine's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineScope {
+    /// Traces served in this region (index into `REGIONS`).
+    Region(usize),
+    /// Requests served by this pod (index into `Engine::pods`).
+    Pod(usize),
+    /// Traces whose trace attribute `key` (index into
+    /// `Engine::trace_keys`) has value `value` (index into `TENANTS`).
+    Attribute { key: usize, value: usize },
 }
 
 impl Default for Effects {
@@ -90,6 +128,9 @@ impl Default for Effects {
             pool_exhausted: false,
             throttled: false,
             leaking: false,
+            added_ms: 0.0,
+            hang: false,
+            scoped: Vec::new(),
         }
     }
 }
@@ -129,11 +170,43 @@ struct Replacement {
 /// A fault with its absolute times.
 #[derive(Debug)]
 pub struct Scheduled {
+    kind: FaultKind,
     fault: Resolved,
     start: u64,
     end: Option<u64>,
     started: bool,
     ended: bool,
+    /// The scope in engine terms, once the engine is built.
+    scope: Option<EngineScope>,
+    /// The flag a `FlagFlip` flips (index into `Engine::flags`).
+    flag: Option<usize>,
+}
+
+/// A harmless change planned by the scenario, resolved.
+#[derive(Debug, Clone)]
+pub enum Planned {
+    Deploy(ServiceId),
+    /// Flag key on a service.
+    Flag(ServiceId, String),
+}
+
+/// What the scenario asks for, resolved against the model.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    faults: Vec<Scheduled>,
+    /// Planned harmless changes: (time, change), in time order.
+    changes: Vec<(u64, Planned)>,
+}
+
+/// A feature flag evaluated on every request of one service.
+#[derive(Debug)]
+struct Flag {
+    service: ServiceId,
+    key: String,
+    /// Serving the new variant (`on`) to a share of the requests.
+    flipped: bool,
+    /// The new variant fails requests (a `FlagFlip` fault).
+    harmful: bool,
 }
 
 /// Spans and log records waiting for the second they end in, grouped by
@@ -208,6 +281,19 @@ pub struct Engine {
     benign: VecDeque<(u64, ServiceId)>,
     effects: Vec<Effects>,
     storms: Vec<(ServiceId, ServiceId)>,
+    /// Caller timeouts overridden this second: (caller, callee, ms).
+    timeouts: Vec<(ServiceId, ServiceId, f64)>,
+    /// Feature flags evaluated in the run (none unless the scenario flips
+    /// one).
+    flags: Vec<Flag>,
+    /// Trace attributes drawn at the entry and copied onto every SERVER
+    /// span (none unless a fault is scoped to one).
+    trace_keys: Vec<String>,
+    /// Planned harmless changes still to apply: (second, change).
+    planned: VecDeque<(u64, Planned)>,
+    /// What a CI/CD tool would post, and the ground truth per fault.
+    changes: Vec<Change>,
+    truth: Vec<GroundTruth>,
     /// `pending[i]` holds what ends in second `pending_base + i`.
     pending: VecDeque<Bucket>,
     pending_base: u64,
@@ -226,13 +312,36 @@ fn ms_to_ns(ms: f64) -> u64 {
     (ms * MS).max(1_000.0) as u64
 }
 
+/// The version after `latest`: a feature release (minor) for a bad one,
+/// a patch otherwise.
+fn next_version(latest: &str, bad: bool) -> String {
+    let mut parts: Vec<u32> = latest
+        .split('.')
+        .map(|part| part.parse().unwrap_or(0))
+        .collect();
+    parts.resize(3, 0);
+    if bad {
+        parts[1] += 1;
+        parts[2] = 0;
+    } else {
+        parts[2] += 1;
+    }
+    format!("{}.{}.{}", parts[0], parts[1], parts[2])
+}
+
+/// The first simulated second at or after `time` (faults and planned
+/// changes take effect at the start of a second).
+fn second_at(time: u64, start_ns: u64) -> u64 {
+    time.saturating_sub(start_ns).div_ceil(SECOND)
+}
+
 // === impl Engine ===
 
 impl Engine {
     /// Resolves the scenario's faults to absolute times and model ids. A
     /// fault whose names do not resolve is an error when `strict`, and is
     /// skipped with a warning otherwise.
-    pub fn schedule(scenario: &Scenario, strict: bool) -> Result<Vec<Scheduled>, String> {
+    pub fn schedule(scenario: &Scenario, strict: bool) -> Result<Schedule, String> {
         let mut faults = Vec::new();
         for fault in &scenario.faults {
             let resolved = match fault::resolve(model(), &fault.kind) {
@@ -249,6 +358,7 @@ impl Engine {
             };
             let start = scenario.start_unix_nanos + fault.start.as_nanos() as u64;
             faults.push(Scheduled {
+                kind: fault.kind.clone(),
                 fault: resolved,
                 start,
                 end: fault
@@ -256,13 +366,41 @@ impl Engine {
                     .map(|duration| start + duration.as_nanos() as u64),
                 started: false,
                 ended: false,
+                scope: None,
+                flag: None,
             });
         }
-        Ok(faults)
+        let mut changes = Vec::new();
+        for change in &scenario.benign_changes {
+            let (name, flag) = match &change.kind {
+                BenignChangeKind::Deploy { service } => (service, None),
+                BenignChangeKind::FlagFlip { service, flag } => (service, Some(flag)),
+            };
+            let Some(service) = model().service_id(name) else {
+                let reason = format!(
+                    "benign change on unknown service {name:?}; the simulated services are {}",
+                    model().service_names()
+                );
+                if strict {
+                    return Err(reason);
+                }
+                tracing::warn!(%reason, "skipping a planned change");
+                continue;
+            };
+            let at = scenario.start_unix_nanos + change.at.as_nanos() as u64;
+            let planned = match flag {
+                None => Planned::Deploy(service),
+                Some(flag) => Planned::Flag(service, flag.clone()),
+            };
+            changes.push((at, planned));
+        }
+        changes.sort_by_key(|(at, _)| *at);
+        Ok(Schedule { faults, changes })
     }
 
     /// A generator for `scenario` with its faults already scheduled.
-    pub fn new(scenario: &Scenario, faults: Vec<Scheduled>) -> Self {
+    pub fn new(scenario: &Scenario, schedule: Schedule) -> Self {
+        let Schedule { faults, changes } = schedule;
         let model = model();
         let seed = scenario.seed;
         let seconds = scenario.duration.as_secs();
@@ -290,6 +428,15 @@ impl Engine {
             benign: VecDeque::new(),
             effects: vec![Effects::default(); model.services.len()],
             storms: Vec::new(),
+            timeouts: Vec::new(),
+            flags: Vec::new(),
+            trace_keys: Vec::new(),
+            planned: changes
+                .into_iter()
+                .map(|(at, change)| (second_at(at, start_ns), change))
+                .collect(),
+            changes: Vec::new(),
+            truth: Vec::new(),
             pending: VecDeque::new(),
             pending_base: 0,
             spare: Vec::new(),
@@ -320,7 +467,339 @@ impl Engine {
         if scenario.benign_deploys {
             engine.plan_benign_deploys();
         }
+        engine.bind_faults();
+        let (changes, fault_changes) = engine.plan_changes();
+        engine.truth = engine.ground_truth(fault_changes);
+        engine.changes = changes;
         engine
+    }
+
+    /// Binds what the faults and planned changes refer to: scopes to pods
+    /// and trace attributes, flag flips to flags.
+    fn bind_faults(&mut self) {
+        for index in 0..self.faults.len() {
+            let scope = match &self.faults[index].fault {
+                Resolved::Latency(service, scope)
+                | Resolved::Errors(service, _, scope)
+                | Resolved::Slow(service, _, scope) => scope.clone().map(|scope| (*service, scope)),
+                _ => None,
+            };
+            self.faults[index].scope = scope.map(|(service, scope)| match scope {
+                ResolvedScope::Region(region) => EngineScope::Region(region),
+                ResolvedScope::Pod(index) => {
+                    let replicas = self.model.services[service].replicas;
+                    EngineScope::Pod(self.slots[service][index / replicas][index % replicas])
+                }
+                ResolvedScope::Attribute { key, value } => {
+                    let key = match self.trace_keys.iter().position(|known| *known == key) {
+                        Some(position) => position,
+                        None => {
+                            self.trace_keys.push(key);
+                            self.trace_keys.len() - 1
+                        }
+                    };
+                    EngineScope::Attribute { key, value }
+                }
+            });
+            if let Resolved::FlagFlip(service, key) = &self.faults[index].fault {
+                let (service, key) = (*service, key.clone());
+                self.faults[index].flag = Some(self.flag(service, &key, true));
+            }
+        }
+        for index in 0..self.planned.len() {
+            if let (_, Planned::Flag(service, key)) = &self.planned[index] {
+                let (service, key) = (*service, key.clone());
+                self.flag(service, &key, false);
+            }
+        }
+    }
+
+    /// The index of flag `key` of `service`, added if new. A flag flipped
+    /// by a fault is harmful whatever else flips it.
+    fn flag(&mut self, service: ServiceId, key: &str, harmful: bool) -> usize {
+        match self
+            .flags
+            .iter()
+            .position(|flag| flag.service == service && flag.key == key)
+        {
+            Some(index) => {
+                self.flags[index].harmful |= harmful;
+                index
+            }
+            None => {
+                self.flags.push(Flag {
+                    service,
+                    key: key.to_owned(),
+                    flipped: false,
+                    harmful,
+                });
+                self.flags.len() - 1
+            }
+        }
+    }
+
+    /// The change events a CI/CD pipeline and a flag service would post for
+    /// this run (every deploy, rollback and flag change, in time order), and
+    /// for each fault the change that starts it, if any. Versions are
+    /// numbered exactly as `advance` numbers them: it takes benign deploys,
+    /// then planned changes, then fault starts and ends, each in order,
+    /// within a second.
+    fn plan_changes(&self) -> (Vec<Change>, Vec<Option<Change>>) {
+        #[derive(Clone, Copy)]
+        enum Step {
+            Benign(ServiceId),
+            Planned(usize),
+            FaultStart(usize),
+            FaultEnd(usize),
+        }
+        let mut steps: Vec<(u64, u8, usize, Step)> = Vec::new();
+        for (order, &(second, service)) in self.benign.iter().enumerate() {
+            steps.push((second, 0, order, Step::Benign(service)));
+        }
+        for (order, (second, _)) in self.planned.iter().enumerate() {
+            steps.push((*second, 1, order, Step::Planned(order)));
+        }
+        for (index, fault) in self.faults.iter().enumerate() {
+            steps.push((
+                second_at(fault.start, self.start_ns),
+                2,
+                2 * index,
+                Step::FaultStart(index),
+            ));
+            if let Some(end) = fault.end {
+                steps.push((
+                    second_at(end.max(fault.start), self.start_ns),
+                    2,
+                    2 * index + 1,
+                    Step::FaultEnd(index),
+                ));
+            }
+        }
+        steps.sort_by_key(|(second, phase, order, _)| (*second, *phase, *order));
+
+        // (text, bad) of every version of every service, as `new_version`
+        // will push them.
+        let mut versions: Vec<Vec<(String, bool)>> = self
+            .versions
+            .iter()
+            .map(|list| list.iter().map(|v| (v.text.clone(), v.bad)).collect())
+            .collect();
+        let push = |versions: &mut Vec<Vec<(String, bool)>>, service: ServiceId, bad: bool| {
+            let latest = versions[service].last().map_or("1.0.0", |(text, _)| text);
+            let text = next_version(latest, bad);
+            versions[service].push((text.clone(), bad));
+            text
+        };
+        let mut changes = Vec::new();
+        let mut fault_changes = vec![None; self.faults.len()];
+        let mut pipeline = 0u64;
+        for (second, _, _, step) in steps {
+            if second >= self.seconds {
+                continue;
+            }
+            let time = self.start_ns + second * SECOND;
+            let mut deploy = |service: ServiceId, version: String, description: String| {
+                pipeline += 1;
+                let name = self.model.services[service].name;
+                Change {
+                    id: 0,
+                    service: name.to_owned(),
+                    kind: ChangeKind::Deploy,
+                    version: Some(version),
+                    key: None,
+                    value: None,
+                    description,
+                    time_unix_nanos: time,
+                    link: Some(format!(
+                        "https://ci.example.com/shop/{name}/pipelines/{}",
+                        1000 + pipeline
+                    )),
+                    source: ChangeSource::Api,
+                }
+            };
+            let flag_change = |service: ServiceId, key: &str, on: bool| {
+                let name = self.model.services[service].name;
+                Change {
+                    id: 0,
+                    service: name.to_owned(),
+                    kind: ChangeKind::FeatureFlag,
+                    version: None,
+                    key: Some(key.to_owned()),
+                    value: Some(if on { "on" } else { "off" }.to_owned()),
+                    description: if on {
+                        format!(
+                            "feature flag {key} on {name}: variant on for {:.0}% of requests",
+                            fault::FLAG_ROLLOUT_SHARE * 100.0
+                        )
+                    } else {
+                        format!("feature flag {key} on {name}: turned off (variant off for all)")
+                    },
+                    time_unix_nanos: time,
+                    link: Some(format!("https://flags.example.com/shop/{key}")),
+                    source: ChangeSource::Api,
+                }
+            };
+            let good = match step {
+                Step::Benign(service) => Some(service),
+                Step::Planned(index) => match &self.planned[index].1 {
+                    Planned::Deploy(service) => Some(*service),
+                    Planned::Flag(..) => None,
+                },
+                _ => None,
+            };
+            if let Some(service) = good {
+                let version = push(&mut versions, service, false);
+                let name = self.model.services[service].name;
+                let description = format!("deploy {name} {version} (rolling update)");
+                changes.push(deploy(service, version, description));
+                continue;
+            }
+            match step {
+                Step::Benign(_) => {}
+                Step::Planned(index) => {
+                    if let Planned::Flag(service, key) = &self.planned[index].1 {
+                        changes.push(flag_change(*service, key, true));
+                    }
+                }
+                Step::FaultStart(index) => match &self.faults[index].fault {
+                    Resolved::BadDeploy(service) | Resolved::Canary(service) => {
+                        let canary = matches!(self.faults[index].fault, Resolved::Canary(_));
+                        let version = push(&mut versions, *service, true);
+                        let name = self.model.services[*service].name;
+                        let description = if canary {
+                            format!("deploy {name} {version} to one pod (canary)")
+                        } else {
+                            format!("deploy {name} {version} (rolling update)")
+                        };
+                        let change = deploy(*service, version, description);
+                        fault_changes[index] = Some(change.clone());
+                        changes.push(change);
+                    }
+                    Resolved::FlagFlip(service, key) => {
+                        let change = flag_change(*service, key, true);
+                        fault_changes[index] = Some(change.clone());
+                        changes.push(change);
+                    }
+                    _ => {}
+                },
+                Step::FaultEnd(index) => match &self.faults[index].fault {
+                    Resolved::BadDeploy(service) | Resolved::Canary(service) => {
+                        if let Some((good, _)) =
+                            versions[*service].iter().rev().find(|(_, bad)| !bad)
+                        {
+                            let name = self.model.services[*service].name;
+                            let description = format!("roll back {name} to {good}");
+                            changes.push(deploy(*service, good.clone(), description));
+                        }
+                    }
+                    Resolved::FlagFlip(service, key) => {
+                        changes.push(flag_change(*service, key, false));
+                    }
+                    _ => {}
+                },
+            }
+        }
+        (changes, fault_changes)
+    }
+
+    /// The ground truth of every fault.
+    fn ground_truth(&self, fault_changes: Vec<Option<Change>>) -> Vec<GroundTruth> {
+        let model = self.model;
+        self.faults
+            .iter()
+            .zip(fault_changes)
+            .map(|(fault, change)| {
+                let scope = match (&fault.fault, fault.scope) {
+                    (_, Some(EngineScope::Region(region))) => Some(ScopeAttribute {
+                        key: "cloud.region".to_owned(),
+                        value: REGIONS[region].0.to_owned(),
+                    }),
+                    (_, Some(EngineScope::Pod(pod))) => Some(ScopeAttribute {
+                        key: "k8s.pod.name".to_owned(),
+                        value: self.pod_name(pod).to_owned(),
+                    }),
+                    (_, Some(EngineScope::Attribute { key, value })) => Some(ScopeAttribute {
+                        key: self.trace_keys[key].clone(),
+                        value: fault::TENANTS[value].0.to_owned(),
+                    }),
+                    (Resolved::BadDeploy(_) | Resolved::Canary(_), None) => {
+                        change.as_ref().and_then(|change| {
+                            change.version.as_ref().map(|version| ScopeAttribute {
+                                key: "service.version".to_owned(),
+                                value: version.clone(),
+                            })
+                        })
+                    }
+                    (Resolved::FlagFlip(_, key), None) => Some(ScopeAttribute {
+                        key: format!("feature_flag.{key}"),
+                        value: "on".to_owned(),
+                    }),
+                    _ => None,
+                };
+                let name = |service: ServiceId| model.services[service].name.to_owned();
+                let edge = match &fault.fault {
+                    Resolved::RetryStorm { caller, callee }
+                    | Resolved::Hang { caller, callee, .. } => Some(TruthEdge {
+                        caller: name(*caller),
+                        callee: name(*callee),
+                    }),
+                    Resolved::PoolExhaustion(service) => model.services[*service]
+                        .dbs
+                        .iter()
+                        .map(|&db| &model.dbs[db])
+                        .find(|db| db.system == super::model::DbSystem::Postgresql)
+                        .map(|db| TruthEdge {
+                            caller: name(*service),
+                            callee: db.address.to_owned(),
+                        }),
+                    _ => None,
+                };
+                let operation = match &fault.fault {
+                    Resolved::Errors(_, Some(op), _) => Some(model.ops[*op].server_name.clone()),
+                    _ => None,
+                };
+                GroundTruth {
+                    fault: fault.kind.to_string(),
+                    start_unix_nanos: self.start_ns
+                        + second_at(fault.start, self.start_ns) * SECOND,
+                    end_unix_nanos: fault
+                        .end
+                        .map(|end| self.start_ns + second_at(end, self.start_ns) * SECOND),
+                    origin: fault.kind.service().to_owned(),
+                    operation,
+                    edge,
+                    affected: truth::affected(model, &fault.fault),
+                    change,
+                    scope,
+                    pattern: truth::pattern(&fault.fault),
+                }
+            })
+            .collect()
+    }
+
+    /// The `k8s.pod.name` of a pod.
+    fn pod_name(&self, pod: usize) -> &str {
+        self.pods[pod]
+            .resource
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "k8s.pod.name")
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|value| match &value.value {
+                Some(any_value::Value::StringValue(text)) => Some(text.as_str()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    /// The posted change events of the run, in time order.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// The ground truth of each fault, in the scenario's order.
+    pub fn truth(&self) -> &[GroundTruth] {
+        &self.truth
     }
 
     pub fn topology(&self) -> &'static super::Topology {
@@ -337,8 +816,13 @@ impl Engine {
             faults.iter().any(|fault| {
                 let fault_second = (fault.start - start_ns) / SECOND;
                 let near = second + DEPLOY_QUIET_BEFORE_SECONDS >= fault_second;
-                near && (second <= fault_second + DEPLOY_QUIET_AFTER_SECONDS
-                    || fault.fault.services().contains(&Some(service)))
+                let faulty = fault.fault.services().contains(&Some(service));
+                // A fault bound to a pod must find it there: no deploy of
+                // its service until the fault is over.
+                let pinned = faulty
+                    && fault.fault.pins_pods()
+                    && fault.end.is_none_or(|end| start_ns + second * SECOND < end);
+                pinned || near && (second <= fault_second + DEPLOY_QUIET_AFTER_SECONDS || faulty)
             })
         };
         let mut at = 0.0;
@@ -445,27 +929,12 @@ impl Engine {
 
     /// A new version of `service`, derived from its newest one.
     fn new_version(&mut self, service: ServiceId, bad: bool) -> usize {
-        let latest = &self.versions[service].last().map(|v| v.text.clone());
-        let mut parts: Vec<u32> = latest
-            .as_deref()
-            .unwrap_or("1.0.0")
-            .split('.')
-            .map(|part| part.parse().unwrap_or(0))
-            .collect();
-        parts.resize(3, 0);
-        if bad {
-            // A feature release.
-            parts[1] += 1;
-            parts[2] = 0;
-        } else {
-            parts[2] += 1;
-        }
+        let latest = self.versions[service]
+            .last()
+            .map_or("1.0.0", |version| version.text.as_str());
+        let text = next_version(latest, bad);
         let hash = self.replica_set_hash();
-        self.versions[service].push(Version {
-            text: format!("{}.{}.{}", parts[0], parts[1], parts[2]),
-            bad,
-            hash,
-        });
+        self.versions[service].push(Version { text, bad, hash });
         self.versions[service].len() - 1
     }
 
@@ -480,23 +949,71 @@ impl Engine {
             let version = self.new_version(service, false);
             self.roll_out(service, version, now);
         }
+        while let Some((second, _)) = self.planned.front() {
+            if *second > self.second {
+                break;
+            }
+            let Some((_, change)) = self.planned.pop_front() else {
+                break;
+            };
+            match change {
+                Planned::Deploy(service) => {
+                    let version = self.new_version(service, false);
+                    self.roll_out(service, version, now);
+                }
+                Planned::Flag(service, key) => {
+                    if let Some(flag) = self
+                        .flags
+                        .iter_mut()
+                        .find(|flag| flag.service == service && flag.key == key)
+                    {
+                        flag.flipped = true;
+                    }
+                }
+            }
+        }
         for index in 0..self.faults.len() {
             let fault = &self.faults[index];
             if !fault.started && fault.start <= now {
                 self.faults[index].started = true;
-                if let Resolved::BadDeploy(service) = self.faults[index].fault {
-                    let version = self.new_version(service, true);
-                    self.roll_out(service, version, now);
+                match self.faults[index].fault {
+                    Resolved::BadDeploy(service) => {
+                        let version = self.new_version(service, true);
+                        self.roll_out(service, version, now);
+                    }
+                    Resolved::Canary(service) => {
+                        // The first pod of the first region only.
+                        let version = self.new_version(service, true);
+                        self.rollouts.push_back(Replacement {
+                            at: now,
+                            service,
+                            region: 0,
+                            replica: 0,
+                            version,
+                        });
+                        self.rollouts
+                            .make_contiguous()
+                            .sort_by_key(|replacement| replacement.at);
+                    }
+                    _ => {}
+                }
+                if let Some(flag) = self.faults[index].flag {
+                    self.flags[flag].flipped = true;
                 }
             }
             let fault = &self.faults[index];
             if fault.started && !fault.ended && fault.end.is_some_and(|end| end <= now) {
                 self.faults[index].ended = true;
-                if let Resolved::BadDeploy(service) = self.faults[index].fault {
+                if let Resolved::BadDeploy(service) | Resolved::Canary(service) =
+                    self.faults[index].fault
+                {
                     // Roll back to the newest good version.
                     if let Some(good) = self.versions[service].iter().rposition(|v| !v.bad) {
                         self.roll_out(service, good, now);
                     }
+                }
+                if let Some(flag) = self.faults[index].flag {
+                    self.flags[flag].flipped = false;
                 }
             }
         }
@@ -526,17 +1043,61 @@ impl Engine {
             *effect = Effects::default();
         }
         self.storms.clear();
+        self.timeouts.clear();
         for fault in &self.faults {
             if !fault.started || fault.ended {
                 continue;
             }
+            let scoped = |effect: ScopedEffect| ScopedEffect {
+                scope: fault.scope.unwrap_or(effect.scope),
+                ..effect
+            };
+            let nothing = ScopedEffect {
+                scope: EngineScope::Region(0),
+                latency: 1.0,
+                added_ms: 0.0,
+                error_rate: 0.0,
+                error_op: None,
+                data: false,
+            };
             match fault.fault {
-                Resolved::Latency(service) => {
+                Resolved::Latency(service, None) => {
                     self.effects[service].latency *= fault::LATENCY_FACTOR
                 }
-                Resolved::Errors(service, op) => {
+                Resolved::Latency(service, Some(_)) => {
+                    self.effects[service].scoped.push(scoped(ScopedEffect {
+                        latency: fault::LATENCY_FACTOR,
+                        ..nothing
+                    }))
+                }
+                Resolved::Errors(service, op, None) => {
                     self.effects[service].error_rate = fault::ERROR_RATE;
                     self.effects[service].error_op = op;
+                }
+                Resolved::Errors(service, op, Some(ref scope)) => {
+                    self.effects[service].scoped.push(scoped(ScopedEffect {
+                        error_rate: fault::SCOPED_ERROR_RATE,
+                        error_op: op,
+                        data: matches!(scope, ResolvedScope::Attribute { .. }),
+                        ..nothing
+                    }))
+                }
+                Resolved::Slow(service, added_ms, None) => {
+                    self.effects[service].added_ms += added_ms
+                }
+                Resolved::Slow(service, added_ms, Some(_)) => {
+                    self.effects[service].scoped.push(scoped(ScopedEffect {
+                        added_ms,
+                        ..nothing
+                    }))
+                }
+                Resolved::Hang {
+                    caller,
+                    callee,
+                    timeout_ms,
+                } => {
+                    self.effects[callee].hang = true;
+                    self.timeouts.push((caller, callee, timeout_ms));
                 }
                 Resolved::Down(service) => self.effects[service].down = true,
                 Resolved::SlowDependency(service) => {
@@ -552,8 +1113,8 @@ impl Engine {
                     self.effects[service].throttled = true;
                     self.effects[service].latency *= fault::THROTTLING_LATENCY_FACTOR;
                 }
-                // Works through the bad version's pods.
-                Resolved::BadDeploy(_) => {}
+                // Work through the bad version's pods and the flags.
+                Resolved::BadDeploy(_) | Resolved::Canary(_) | Resolved::FlagFlip(..) => {}
             }
         }
     }

@@ -4,11 +4,15 @@
 //!
 //! A fault names services by their `service.name`; `resolve` checks those
 //! names against the model once, so the engine only handles ids that exist.
+//!
+//! Some faults can be narrowed to a [`Scope`]: one region, one pod, or the
+//! requests of one tenant (a trace attribute set at the entry). Only the
+//! spans in the scope change; the spec form appends it as `@KEY=VALUE`.
 
 use std::fmt;
 use std::time::Duration;
 
-use super::model::{model, Model, OpId, ServiceId};
+use super::model::{model, Model, OpId, ServiceId, REGIONS};
 use super::SimError;
 
 /// Own time multiplier of a `Latency` fault.
@@ -37,18 +41,56 @@ pub const MEMORY_LEAK_TIME_TO_LIMIT: Duration = Duration::from_secs(2 * 3600);
 /// pool's acquire timeout (a wait that reaches it fails the query).
 pub const POOL_WAIT_MEAN_MS: f64 = 200.0;
 pub const POOL_ACQUIRE_TIMEOUT_MS: f64 = 800.0;
+/// Extra own time of a `Slow` fault when the spec gives none.
+pub const SLOW_DEFAULT_MS: u64 = 250;
+/// Probability that a request in scope fails under a scoped `Errors` fault:
+/// higher than [`ERROR_RATE`], because a narrow fault that bit as softly
+/// would hide in the service's totals.
+pub const SCOPED_ERROR_RATE: f64 = 0.5;
+/// A hanging service (under `Timeouts` or `MissingTimeout`) holds each
+/// request this long more: log-normal with this median and log-space
+/// spread, so that most calls outlast a 2 s timeout and a few last 10 s.
+pub const HANG_MEDIAN_MS: f64 = 3_000.0;
+pub const HANG_SIGMA: f64 = 0.5;
+/// The caller's timeout on the hanging edge under `Timeouts`: its CLIENT
+/// spans pile up at this ceiling.
+pub const TIMEOUT_CEILING_MS: f64 = 2_000.0;
+/// Under `MissingTimeout` the caller waits as long as it takes; an hour
+/// stands for "no timeout".
+pub const NO_TIMEOUT_MS: f64 = 3_600_000.0;
+/// Share of a flag's evaluations that serve the new variant (`on`) once it
+/// is flipped: a percentage rollout.
+pub const FLAG_ROLLOUT_SHARE: f64 = 0.5;
+/// Probability that a request served the new variant of a harmful flag
+/// fails.
+pub const FLAG_ERROR_RATE: f64 = 0.3;
+/// The values of a tenant-like trace attribute (`app.tenant` in the specs),
+/// with their shares of the traffic.
+pub const TENANTS: [(&str, f64); 5] = [
+    ("acme", 0.35),
+    ("globex", 0.25),
+    ("initech", 0.2),
+    ("umbrella", 0.12),
+    ("hooli", 0.08),
+];
 
 /// What goes wrong. Services are named by `service.name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FaultKind {
     /// The service's own time is multiplied by [`LATENCY_FACTOR`]; callers
-    /// inherit it.
-    Latency { service: String },
+    /// inherit it. With a scope, only requests in it.
+    Latency {
+        service: String,
+        scope: Option<Scope>,
+    },
     /// The service (or one route/method of it) fails [`ERROR_RATE`] of its
-    /// requests; callers propagate the failures.
+    /// requests; callers propagate the failures. With a scope, only requests
+    /// in it fail, [`SCOPED_ERROR_RATE`] of them; scoped to a tenant it is a
+    /// data issue (one customer's records are bad).
     Errors {
         service: String,
         route: Option<String>,
+        scope: Option<Scope>,
     },
     /// The service emits nothing; callers' CLIENT spans end at their timeout
     /// (1 s, or 5 s for slow calls) with errors.
@@ -71,6 +113,86 @@ pub enum FaultKind {
     /// A new `service.version` rolls out; it is slower and fails more. When
     /// the fault has a duration, the old version is rolled back at its end.
     BadDeploy { service: String },
+    /// The service's own time gains a fixed `added_ms` (a lock, a slow
+    /// untraced call); callers inherit it in their CLIENT spans while their
+    /// own time stays flat. With a scope, only requests in it.
+    Slow {
+        service: String,
+        added_ms: u64,
+        scope: Option<Scope>,
+    },
+    /// The callee hangs ([`HANG_MEDIAN_MS`]) and the caller's calls to it
+    /// time out at [`TIMEOUT_CEILING_MS`]: CLIENT spans pile up at the
+    /// ceiling and fail with a timeout.
+    Timeouts { caller: String, callee: String },
+    /// The callee hangs and the caller has no timeout on its calls to it:
+    /// the caller's CLIENT spans follow the callee's unbounded tail.
+    MissingTimeout { caller: String, callee: String },
+    /// A feature flag of the service, evaluated on every request from the
+    /// start of the run (variant `off`), is flipped: [`FLAG_ROLLOUT_SHARE`]
+    /// of requests get variant `on`, and [`FLAG_ERROR_RATE`] of those fail.
+    /// With a duration, the flag is turned off again at its end.
+    FlagFlip { service: String, flag: String },
+    /// A bad new version goes to one pod only (a canary), so both versions
+    /// serve side by side and only the canary's spans are slower and fail.
+    Canary { service: String },
+}
+
+/// Where a scoped fault bites.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Pods in this region (`cloud.region`).
+    Region(String),
+    /// One pod of the service, by index: region by region, replica by
+    /// replica (`k8s.pod.name` of the pod running there when the run
+    /// starts).
+    Pod(usize),
+    /// Requests whose trace carries `key` = `value`: an attribute set at the
+    /// entry and copied onto every SERVER span of the trace (as a baggage
+    /// span processor does), with values from [`TENANTS`].
+    Attribute { key: String, value: String },
+}
+
+// === impl Scope ===
+
+impl Scope {
+    /// Reads `region=eu-west-1`, `cloud.region=eu-west-1`, `pod=1`,
+    /// `k8s.pod.name=1` or `KEY=VALUE` (a trace attribute such as
+    /// `app.tenant=acme`).
+    fn parse(text: &str) -> Result<Scope, String> {
+        let Some((key, value)) = text.split_once('=') else {
+            return Err(format!(
+                "scope {text:?}: expected KEY=VALUE, e.g. @cloud.region=eu-west-1, @pod=1 or @app.tenant=acme"
+            ));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() || value.is_empty() {
+            return Err(format!(
+                "scope {text:?}: both the key and the value are needed"
+            ));
+        }
+        Ok(match key {
+            "region" | "cloud.region" => Scope::Region(value.to_owned()),
+            "pod" | "k8s.pod.name" => Scope::Pod(value.parse().map_err(|_| {
+                format!("scope {text:?}: give the pod as an index (0 for the service's first pod)")
+            })?),
+            _ => Scope::Attribute {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            },
+        })
+    }
+}
+
+/// The spec form, after the `@`.
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Region(region) => write!(f, "cloud.region={region}"),
+            Scope::Pod(index) => write!(f, "pod={index}"),
+            Scope::Attribute { key, value } => write!(f, "{key}={value}"),
+        }
+    }
 }
 
 /// A fault with its timing.
@@ -98,22 +220,43 @@ impl FaultKind {
             FaultKind::PoolExhaustion { .. } => "pool-exhaustion",
             FaultKind::CpuThrottling { .. } => "cpu-throttling",
             FaultKind::BadDeploy { .. } => "bad-deploy",
+            FaultKind::Slow { .. } => "slow",
+            FaultKind::Timeouts { .. } => "timeouts",
+            FaultKind::MissingTimeout { .. } => "missing-timeout",
+            FaultKind::FlagFlip { .. } => "flag-flip",
+            FaultKind::Canary { .. } => "canary",
+        }
+    }
+
+    /// The fault's scope, if it has one.
+    pub fn scope(&self) -> Option<&Scope> {
+        match self {
+            FaultKind::Latency { scope, .. }
+            | FaultKind::Errors { scope, .. }
+            | FaultKind::Slow { scope, .. } => scope.as_ref(),
+            _ => None,
         }
     }
 
     /// The service where the fault shows first: the faulty service itself,
-    /// or for a retry storm the callee whose traffic it multiplies.
+    /// for a retry storm the callee whose traffic it multiplies, and for
+    /// timeouts the callee that hangs.
     pub fn service(&self) -> &str {
         match self {
-            FaultKind::Latency { service }
+            FaultKind::Latency { service, .. }
             | FaultKind::Errors { service, .. }
             | FaultKind::Down { service }
             | FaultKind::SlowDependency { service }
             | FaultKind::MemoryLeak { service }
             | FaultKind::PoolExhaustion { service }
             | FaultKind::CpuThrottling { service }
-            | FaultKind::BadDeploy { service } => service,
-            FaultKind::RetryStorm { callee, .. } => callee,
+            | FaultKind::BadDeploy { service }
+            | FaultKind::Slow { service, .. }
+            | FaultKind::FlagFlip { service, .. }
+            | FaultKind::Canary { service } => service,
+            FaultKind::RetryStorm { callee, .. }
+            | FaultKind::Timeouts { callee, .. }
+            | FaultKind::MissingTimeout { callee, .. } => callee,
         }
     }
 }
@@ -125,11 +268,22 @@ impl fmt::Display for FaultKind {
             FaultKind::Errors {
                 service,
                 route: Some(route),
-            } => write!(f, "errors:{service}:{route}"),
-            FaultKind::RetryStorm { caller, callee } => {
-                write!(f, "retry-storm:{caller}:{callee}")
+                ..
+            } => write!(f, "errors:{service}:{route}")?,
+            FaultKind::RetryStorm { caller, callee }
+            | FaultKind::Timeouts { caller, callee }
+            | FaultKind::MissingTimeout { caller, callee } => {
+                write!(f, "{}:{caller}:{callee}", self.name())?
             }
-            other => write!(f, "{}:{}", other.name(), other.service()),
+            FaultKind::Slow {
+                service, added_ms, ..
+            } => write!(f, "slow:{service}:{added_ms}")?,
+            FaultKind::FlagFlip { service, flag } => write!(f, "flag-flip:{service}:{flag}")?,
+            other => write!(f, "{}:{}", other.name(), other.service())?,
+        }
+        match self.scope() {
+            Some(scope) => write!(f, "@{scope}"),
+            None => Ok(()),
         }
     }
 }
@@ -137,46 +291,109 @@ impl fmt::Display for FaultKind {
 /// Fault specs accepted by [`parse_fault`], for help and error messages.
 pub const FAULT_SPECS: &str = "latency:SERVICE, errors:SERVICE[:ROUTE], down:SERVICE, \
      slow-dependency:SERVICE, retry-storm:CALLER:CALLEE, memory-leak:SERVICE, \
-     pool-exhaustion:SERVICE, cpu-throttling:SERVICE, bad-deploy:SERVICE";
+     pool-exhaustion:SERVICE, cpu-throttling:SERVICE, bad-deploy:SERVICE, \
+     slow:SERVICE[:MS], timeouts:CALLER:CALLEE, missing-timeout:CALLER:CALLEE, \
+     flag-flip:SERVICE:FLAG, canary:SERVICE; latency, errors and slow take a scope: \
+     @cloud.region=REGION, @pod=INDEX or @KEY=TENANT (e.g. @app.tenant=acme)";
 
 /// Reads a fault spec such as `latency:payment`,
 /// `errors:checkout:/api/checkout`, `down:inventory`,
-/// `retry-storm:checkout:payment` or `bad-deploy:payment`, and checks it
-/// against the simulated topology.
+/// `retry-storm:checkout:payment`, `bad-deploy:payment`, `slow:inventory:300`,
+/// `flag-flip:checkout:new-checkout-flow` or a scoped one such as
+/// `errors:inventory@cloud.region=eu-west-1`, and checks it against the
+/// simulated topology.
 pub fn parse_fault(spec: &str) -> Result<FaultKind, SimError> {
     let bad = |reason: String| SimError::Fault {
         spec: spec.to_owned(),
         reason,
     };
-    let mut parts = spec.trim().splitn(3, ':');
+    // Routes never contain '@', so the last one starts the scope.
+    let (body, scope) = match spec.trim().rsplit_once('@') {
+        Some((body, scope)) => (body, Some(Scope::parse(scope).map_err(bad)?)),
+        None => (spec.trim(), None),
+    };
+    let mut parts = body.splitn(3, ':');
     let kind = parts.next().unwrap_or_default().to_ascii_lowercase();
     let first = parts.next().map(str::trim).filter(|part| !part.is_empty());
     let second = parts.next().map(str::trim).filter(|part| !part.is_empty());
     let Some(service) = first.map(str::to_owned) else {
         return Err(bad(format!("expected KIND:SERVICE, one of {FAULT_SPECS}")));
     };
-    let takes_two = matches!(kind.as_str(), "errors" | "retry-storm" | "retry_storm");
+    let takes_two = matches!(
+        kind.as_str(),
+        "errors"
+            | "retry-storm"
+            | "retry_storm"
+            | "slow"
+            | "timeouts"
+            | "missing-timeout"
+            | "missing_timeout"
+            | "flag-flip"
+            | "flag_flip"
+    );
     if second.is_some() && !takes_two {
         return Err(bad(format!(
             "{kind} takes one service; expected one of {FAULT_SPECS}"
         )));
     }
+    if scope.is_some() && !matches!(kind.as_str(), "latency" | "errors" | "slow") {
+        return Err(bad(format!(
+            "{kind} takes no scope; only latency, errors and slow do"
+        )));
+    }
+    let edge = |name: &str| -> Result<(String, String), SimError> {
+        let Some(callee) = second else {
+            return Err(bad(format!("expected {name}:CALLER:CALLEE")));
+        };
+        Ok((service.clone(), callee.to_owned()))
+    };
     let fault = match kind.as_str() {
-        "latency" => FaultKind::Latency { service },
+        "latency" => FaultKind::Latency {
+            service: service.clone(),
+            scope,
+        },
         "errors" => FaultKind::Errors {
-            service,
+            service: service.clone(),
             route: second.map(str::to_owned),
+            scope,
+        },
+        "slow" => FaultKind::Slow {
+            service: service.clone(),
+            added_ms: match second {
+                None => SLOW_DEFAULT_MS,
+                Some(ms) => ms.parse().map_err(|_| {
+                    bad(format!(
+                        "slow takes the added milliseconds as a whole number, e.g. slow:{service}:300"
+                    ))
+                })?,
+            },
+            scope,
+        },
+        "timeouts" => {
+            let (caller, callee) = edge("timeouts")?;
+            FaultKind::Timeouts { caller, callee }
+        }
+        "missing-timeout" | "missing_timeout" => {
+            let (caller, callee) = edge("missing-timeout")?;
+            FaultKind::MissingTimeout { caller, callee }
+        }
+        "flag-flip" | "flag_flip" => {
+            let Some(flag) = second else {
+                return Err(bad("expected flag-flip:SERVICE:FLAG".to_owned()));
+            };
+            FaultKind::FlagFlip {
+                service: service.clone(),
+                flag: flag.to_owned(),
+            }
+        }
+        "canary" => FaultKind::Canary {
+            service: service.clone(),
         },
         "down" => FaultKind::Down { service },
         "slow-dependency" | "slow-dep" | "slow_dependency" => FaultKind::SlowDependency { service },
         "retry-storm" | "retry_storm" => {
-            let Some(callee) = second else {
-                return Err(bad("expected retry-storm:CALLER:CALLEE".to_owned()));
-            };
-            FaultKind::RetryStorm {
-                caller: service,
-                callee: callee.to_owned(),
-            }
+            let (caller, callee) = edge("retry-storm")?;
+            FaultKind::RetryStorm { caller, callee }
         }
         "memory-leak" | "memory_leak" => FaultKind::MemoryLeak { service },
         "pool-exhaustion" | "pool_exhaustion" => FaultKind::PoolExhaustion { service },
@@ -237,10 +454,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, SimError> {
 }
 
 /// A fault with its names resolved to model ids.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Resolved {
-    Latency(ServiceId),
-    Errors(ServiceId, Option<OpId>),
+    Latency(ServiceId, Option<ResolvedScope>),
+    Errors(ServiceId, Option<OpId>, Option<ResolvedScope>),
     Down(ServiceId),
     SlowDependency(ServiceId),
     RetryStorm {
@@ -251,6 +468,28 @@ pub(crate) enum Resolved {
     PoolExhaustion(ServiceId),
     CpuThrottling(ServiceId),
     BadDeploy(ServiceId),
+    /// Extra own time in ms.
+    Slow(ServiceId, f64, Option<ResolvedScope>),
+    /// The callee hangs; the caller's timeout on the edge is `timeout_ms`.
+    Hang {
+        caller: ServiceId,
+        callee: ServiceId,
+        timeout_ms: f64,
+    },
+    FlagFlip(ServiceId, String),
+    Canary(ServiceId),
+}
+
+/// A scope with its names resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ResolvedScope {
+    /// Index into `REGIONS`.
+    Region(usize),
+    /// Index of the pod among the service's pods: `region * replicas +
+    /// replica`.
+    Pod(usize),
+    /// A trace attribute and the index of its value in [`TENANTS`].
+    Attribute { key: String, value: usize },
 }
 
 /// Checks a fault's names against the model; the error says what exists.
@@ -282,11 +521,96 @@ pub(crate) fn resolve(model: &Model, fault: &FaultKind) -> Result<Resolved, Stri
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let edge = |caller: &str, callee: &str| -> Result<(ServiceId, ServiceId), String> {
+        let (caller_id, callee_id) = (service(caller)?, service(callee)?);
+        if !model.calls(caller_id, callee_id) {
+            let callees: Vec<&str> = model
+                .services
+                .iter()
+                .enumerate()
+                .filter(|(id, _)| model.calls(caller_id, *id))
+                .map(|(_, service)| service.name)
+                .collect();
+            return Err(format!(
+                "{caller} does not call {callee}; it calls {}",
+                if callees.is_empty() {
+                    "no other service".to_owned()
+                } else {
+                    callees.join(", ")
+                }
+            ));
+        }
+        Ok((caller_id, callee_id))
+    };
+    let scope = |id: ServiceId, scope: &Option<Scope>| -> Result<Option<ResolvedScope>, String> {
+        let Some(scope) = scope else {
+            return Ok(None);
+        };
+        Ok(Some(match scope {
+            Scope::Region(name) => {
+                let index = REGIONS
+                    .iter()
+                    .position(|(region, _)| region == name)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = REGIONS.iter().map(|(region, _)| *region).collect();
+                        format!(
+                            "unknown region {name:?}; the regions are {}",
+                            names.join(", ")
+                        )
+                    })?;
+                ResolvedScope::Region(index)
+            }
+            Scope::Pod(index) => {
+                let pods = model.services[id].replicas * REGIONS.len();
+                if *index >= pods {
+                    return Err(format!(
+                        "{} has {pods} pods: give an index from 0 to {}",
+                        model.services[id].name,
+                        pods - 1
+                    ));
+                }
+                ResolvedScope::Pod(*index)
+            }
+            Scope::Attribute { key, value } => {
+                if key.starts_with("service.")
+                    || key.starts_with("k8s.")
+                    || key.starts_with("cloud.")
+                    || key.starts_with("feature_flag.")
+                {
+                    return Err(format!(
+                        "{key:?} is not a trace attribute the simulator sets; scope by \
+                         cloud.region=REGION, pod=INDEX, or a tenant key such as app.tenant"
+                    ));
+                }
+                let index = TENANTS
+                    .iter()
+                    .position(|(tenant, _)| tenant == value)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = TENANTS.iter().map(|(tenant, _)| *tenant).collect();
+                        format!(
+                            "unknown {key} value {value:?}; the values are {}",
+                            names.join(", ")
+                        )
+                    })?;
+                ResolvedScope::Attribute {
+                    key: key.clone(),
+                    value: index,
+                }
+            }
+        }))
+    };
     Ok(match fault {
-        FaultKind::Latency { service: name } => Resolved::Latency(service(name)?),
+        FaultKind::Latency {
+            service: name,
+            scope: within,
+        } => {
+            let id = service(name)?;
+            Resolved::Latency(id, scope(id, within)?)
+        }
         FaultKind::Errors {
             service: name,
             route,
+            scope: within,
         } => {
             let id = service(name)?;
             let op = match route {
@@ -303,7 +627,7 @@ pub(crate) fn resolve(model: &Model, fault: &FaultKind) -> Result<Resolved, Stri
                     )
                 })?),
             };
-            Resolved::Errors(id, op)
+            Resolved::Errors(id, op, scope(id, within)?)
         }
         FaultKind::Down { service: name } => Resolved::Down(service(name)?),
         FaultKind::SlowDependency { service: name } => {
@@ -317,28 +641,8 @@ pub(crate) fn resolve(model: &Model, fault: &FaultKind) -> Result<Resolved, Stri
             Resolved::SlowDependency(id)
         }
         FaultKind::RetryStorm { caller, callee } => {
-            let (caller_id, callee_id) = (service(caller)?, service(callee)?);
-            if !model.calls(caller_id, callee_id) {
-                let callees: Vec<&str> = model
-                    .services
-                    .iter()
-                    .enumerate()
-                    .filter(|(id, _)| model.calls(caller_id, *id))
-                    .map(|(_, service)| service.name)
-                    .collect();
-                return Err(format!(
-                    "{caller} does not call {callee}; it calls {}",
-                    if callees.is_empty() {
-                        "no other service".to_owned()
-                    } else {
-                        callees.join(", ")
-                    }
-                ));
-            }
-            Resolved::RetryStorm {
-                caller: caller_id,
-                callee: callee_id,
-            }
+            let (caller, callee) = edge(caller, callee)?;
+            Resolved::RetryStorm { caller, callee }
         }
         FaultKind::MemoryLeak { service: name } => Resolved::MemoryLeak(service(name)?),
         FaultKind::PoolExhaustion { service: name } => {
@@ -353,6 +657,47 @@ pub(crate) fn resolve(model: &Model, fault: &FaultKind) -> Result<Resolved, Stri
         }
         FaultKind::CpuThrottling { service: name } => Resolved::CpuThrottling(service(name)?),
         FaultKind::BadDeploy { service: name } => Resolved::BadDeploy(service(name)?),
+        FaultKind::Slow {
+            service: name,
+            added_ms,
+            scope: within,
+        } => {
+            let id = service(name)?;
+            Resolved::Slow(id, *added_ms as f64, scope(id, within)?)
+        }
+        FaultKind::Timeouts { caller, callee } => {
+            let (caller, callee) = edge(caller, callee)?;
+            Resolved::Hang {
+                caller,
+                callee,
+                timeout_ms: TIMEOUT_CEILING_MS,
+            }
+        }
+        FaultKind::MissingTimeout { caller, callee } => {
+            let (caller, callee) = edge(caller, callee)?;
+            Resolved::Hang {
+                caller,
+                callee,
+                timeout_ms: NO_TIMEOUT_MS,
+            }
+        }
+        FaultKind::FlagFlip {
+            service: name,
+            flag,
+        } => {
+            let id = service(name)?;
+            let valid = !flag.is_empty()
+                && flag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err(format!(
+                    "flag key {flag:?}: use letters, digits, '-', '_' or '.', e.g. new-checkout-flow"
+                ));
+            }
+            Resolved::FlagFlip(id, flag.clone())
+        }
+        FaultKind::Canary { service: name } => Resolved::Canary(service(name)?),
     })
 }
 
@@ -360,15 +705,31 @@ impl Resolved {
     /// The services the fault changes directly.
     pub(crate) fn services(&self) -> [Option<ServiceId>; 2] {
         match *self {
-            Resolved::Latency(id)
-            | Resolved::Errors(id, _)
+            Resolved::Latency(id, _)
+            | Resolved::Errors(id, _, _)
             | Resolved::Down(id)
             | Resolved::SlowDependency(id)
             | Resolved::MemoryLeak(id)
             | Resolved::PoolExhaustion(id)
             | Resolved::CpuThrottling(id)
-            | Resolved::BadDeploy(id) => [Some(id), None],
-            Resolved::RetryStorm { caller, callee } => [Some(caller), Some(callee)],
+            | Resolved::BadDeploy(id)
+            | Resolved::Slow(id, _, _)
+            | Resolved::FlagFlip(id, _)
+            | Resolved::Canary(id) => [Some(id), None],
+            Resolved::RetryStorm { caller, callee } | Resolved::Hang { caller, callee, .. } => {
+                [Some(caller), Some(callee)]
+            }
         }
+    }
+
+    /// Whether the fault is bound to pods that exist when the run starts
+    /// (a pod scope), so that no deploy may replace them before it ends.
+    pub(crate) fn pins_pods(&self) -> bool {
+        matches!(
+            self,
+            Resolved::Latency(_, Some(ResolvedScope::Pod(_)))
+                | Resolved::Errors(_, _, Some(ResolvedScope::Pod(_)))
+                | Resolved::Slow(_, _, Some(ResolvedScope::Pod(_)))
+        )
     }
 }

@@ -10,6 +10,11 @@
 //! - [`Topology`] tells who calls whom (12 services, 4 deep; 5 counting
 //!   databases and external APIs).
 //! - [`FaultKind`] lists the faults; [`parse_fault`] reads their spec form.
+//!   [`BenignChange`]s are harmless deploys and flag flips (distractors).
+//! - [`GroundTruth`] says, per fault, where it starts, who inherits it, the
+//!   change behind it, its scope and its pattern; [`Simulator::changes`]
+//!   lists the change events a CI/CD tool would post. [`rca_scenarios`] is
+//!   the root-cause evaluation's set.
 //! - [`write_json_lines`] and [`send_otlp`] are the two outputs;
 //!   [`SimulateArgs`] and [`run_simulate`] the command line.
 //!
@@ -17,7 +22,8 @@
 //! attribute templates); `engine` runs it second by second (deploys, faults,
 //! traffic, buffering by end time), with `engine/request` generating each
 //! trace; `metrics` keeps per-pod state and builds the metrics; `rng` is the
-//! seeded generator; `output` and `cli` are the edges.
+//! seeded generator; `truth` derives the ground truth; `output` and `cli`
+//! are the edges.
 //!
 //! Invariants: the same scenario always produces byte-identical output (no
 //! clock, no hash-map order, seeded generators only); batches come in event
@@ -41,11 +47,15 @@ mod model;
 mod output;
 mod rng;
 mod topology;
+mod truth;
 
 pub use cli::{run_simulate, SimulateArgs};
-pub use fault::{parse_duration, parse_fault, Fault, FaultKind, FAULT_SPECS};
+pub use fault::{parse_duration, parse_fault, Fault, FaultKind, Scope, FAULT_SPECS};
 pub use output::{send_otlp, write_json_lines, SimSummary};
 pub use topology::{Edge, EdgeKind, ServiceInfo, Topology};
+pub use truth::{GroundTruth, ScenarioTruth, ScopeAttribute, TruthEdge};
+
+use crate::analyze::changes::Change;
 
 /// 2025-01-06T09:00:00Z, a Monday morning: the default start, so that runs
 /// are reproducible unless a start is chosen.
@@ -71,6 +81,28 @@ pub struct Scenario {
     /// Modulate the entry rate over the day (UTC): trough at 04:00 (0.5x),
     /// peak at 16:00 (1.5x).
     pub daily_shape: bool,
+    /// Harmless changes at set times, posted like the harmful ones:
+    /// distractors for change correlation.
+    pub benign_changes: Vec<BenignChange>,
+}
+
+/// A harmless change at a set time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenignChange {
+    /// Offset from the scenario start.
+    pub at: Duration,
+    pub kind: BenignChangeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BenignChangeKind {
+    /// A new patch version of the service rolls out pod by pod and behaves
+    /// exactly like the old one.
+    Deploy { service: String },
+    /// A feature flag of the service (evaluated on its requests from the
+    /// start of the run, variant `off`) starts serving variant `on` to part
+    /// of them; both variants behave alike.
+    FlagFlip { service: String, flag: String },
 }
 
 impl Default for Scenario {
@@ -85,6 +117,22 @@ impl Default for Scenario {
             faults: Vec::new(),
             benign_deploys: true,
             daily_shape: true,
+            benign_changes: Vec::new(),
+        }
+    }
+}
+
+// === impl Scenario ===
+
+impl Scenario {
+    /// The ground truth of the scenario's faults and the change events of
+    /// its run (what [`Simulator::ground_truth`] and [`Simulator::changes`]
+    /// give, without keeping a simulator).
+    pub fn truth(&self) -> ScenarioTruth {
+        let simulator = Simulator::new(self.clone());
+        ScenarioTruth {
+            ground_truth: simulator.ground_truth().to_vec(),
+            changes: simulator.changes().to_vec(),
         }
     }
 }
@@ -168,24 +216,24 @@ impl Simulator {
     /// them rejected.
     pub fn new(scenario: Scenario) -> Self {
         // Lenient scheduling skips what does not resolve; it cannot fail.
-        let faults = engine::Engine::schedule(&scenario, false).unwrap_or_default();
-        let engine = engine::Engine::new(&scenario, faults);
+        let schedule = engine::Engine::schedule(&scenario, false).unwrap_or_default();
+        let engine = engine::Engine::new(&scenario, schedule);
         Simulator { engine, scenario }
     }
 
     /// A simulator for `scenario`, or why one of its faults does not fit the
     /// simulated topology.
     pub fn try_new(scenario: Scenario) -> Result<Self, SimError> {
-        let faults = engine::Engine::schedule(&scenario, true).map_err(|reason| {
+        let schedule = engine::Engine::schedule(&scenario, true).map_err(|reason| {
             let spec = scenario
                 .faults
                 .iter()
                 .find(|fault| fault::resolve(model::model(), &fault.kind).is_err())
                 .map(|fault| fault.kind.to_string())
-                .unwrap_or_default();
+                .unwrap_or_else(|| "benign change".to_owned());
             SimError::Fault { spec, reason }
         })?;
-        let engine = engine::Engine::new(&scenario, faults);
+        let engine = engine::Engine::new(&scenario, schedule);
         Ok(Simulator { engine, scenario })
     }
 
@@ -203,6 +251,19 @@ impl Simulator {
 
     pub fn scenario(&self) -> &Scenario {
         &self.scenario
+    }
+
+    /// The ground truth of each fault, in the scenario's order (faults that
+    /// did not resolve are left out, as they are from the run).
+    pub fn ground_truth(&self) -> &[GroundTruth] {
+        self.engine.truth()
+    }
+
+    /// The change events a CI/CD pipeline and a flag service would post
+    /// during the run, in time order: every deploy (benign, bad, canary,
+    /// rollback) and every flag change, `source: api`.
+    pub fn changes(&self) -> &[Change] {
+        self.engine.changes()
     }
 }
 
@@ -262,6 +323,159 @@ pub fn named_scenarios() -> Vec<(&'static str, Scenario)> {
         ("cpu-throttling", with("cpu-throttling:pricing", 40)),
         ("bad-deploy", with("bad-deploy:payment", 40)),
     ]
+}
+
+/// The scenarios the root-cause evaluation runs, each with a ground truth
+/// ([`Scenario::truth`]). Each is 16 minutes at 10 entry requests per
+/// second: ten minutes of healthy traffic (the detectors' 5-minute warm-up
+/// and then some), the fault at minute 10, and six minutes to detect and
+/// explain it. Benign changes on other services shortly before the fault
+/// act as distractors; random benign deploys are off so that every change
+/// is a planned one. Change the seed for more runs of the same set.
+///
+/// Covered: cascades through two and three levels (a slow, a failing and a
+/// down leaf), a bad deploy, a canary (both versions serving), a feature
+/// flag flip, a retry storm, timeouts firing against a missing timeout,
+/// connection-pool exhaustion, CPU throttling, region-, pod- and
+/// tenant-scoped faults, two simultaneous independent faults, and changes
+/// with no fault at all.
+pub fn rca_scenarios() -> Vec<(&'static str, Scenario)> {
+    let minutes = |m: u64| Duration::from_secs(m * 60);
+    let seconds = Duration::from_secs;
+    let fault = |spec: &str| Fault {
+        kind: parse_fault(spec).expect("built-in fault specs are valid"),
+        start: minutes(10),
+        duration: None,
+    };
+    let deploy = |service: &str, at: Duration| BenignChange {
+        at,
+        kind: BenignChangeKind::Deploy {
+            service: service.to_owned(),
+        },
+    };
+    let flag = |service: &str, key: &str, at: Duration| BenignChange {
+        at,
+        kind: BenignChangeKind::FlagFlip {
+            service: service.to_owned(),
+            flag: key.to_owned(),
+        },
+    };
+    let with = |specs: &[&str], benign_changes: Vec<BenignChange>| Scenario {
+        duration: minutes(16),
+        entry_rate_per_sec: 10.0,
+        faults: specs.iter().map(|spec| fault(spec)).collect(),
+        benign_deploys: false,
+        benign_changes,
+        ..Scenario::default()
+    };
+    vec![
+        // inventory -> catalog, cart, checkout -> frontend.
+        (
+            "rca-cascade-slow",
+            with(
+                &["slow:inventory:250"],
+                vec![deploy("recommendation", minutes(8))],
+            ),
+        ),
+        // currency -> pricing -> checkout -> frontend.
+        (
+            "rca-cascade-errors",
+            with(
+                &["errors:currency"],
+                vec![flag("frontend", "product-page-v2", seconds(9 * 60 + 15))],
+            ),
+        ),
+        ("rca-cascade-down", with(&["down:shipping"], Vec::new())),
+        (
+            "rca-bad-deploy",
+            with(&["bad-deploy:payment"], vec![deploy("cart", minutes(9))]),
+        ),
+        (
+            "rca-canary",
+            with(
+                &["canary:catalog"],
+                vec![flag("checkout", "express-shipping", minutes(9))],
+            ),
+        ),
+        (
+            "rca-flag-flip",
+            with(
+                &["flag-flip:checkout:new-checkout-flow"],
+                vec![
+                    deploy("frontend", minutes(8)),
+                    flag("cart", "cart-recommendations", seconds(9 * 60 + 30)),
+                ],
+            ),
+        ),
+        (
+            "rca-retry-storm",
+            with(&["retry-storm:checkout:payment"], Vec::new()),
+        ),
+        (
+            "rca-timeouts",
+            with(
+                &["timeouts:checkout:payment"],
+                vec![deploy("checkout", minutes(8))],
+            ),
+        ),
+        (
+            "rca-missing-timeout",
+            with(&["missing-timeout:checkout:payment"], Vec::new()),
+        ),
+        (
+            "rca-pool-exhaustion",
+            with(
+                &["pool-exhaustion:catalog"],
+                vec![deploy("inventory", minutes(9))],
+            ),
+        ),
+        (
+            "rca-cpu-throttling",
+            with(&["cpu-throttling:pricing"], Vec::new()),
+        ),
+        (
+            "rca-region",
+            with(&["errors:inventory@cloud.region=eu-west-1"], Vec::new()),
+        ),
+        (
+            "rca-pod",
+            with(&["slow:cart:400@pod=1"], vec![deploy("user", minutes(9))]),
+        ),
+        (
+            "rca-data-issue",
+            with(
+                &["errors:catalog:/products/{id}@app.tenant=initech"],
+                vec![deploy("frontend", minutes(8))],
+            ),
+        ),
+        (
+            "rca-two-faults",
+            with(
+                &["pool-exhaustion:user", "errors:recommendation"],
+                Vec::new(),
+            ),
+        ),
+        (
+            "rca-changes-only",
+            with(
+                &[],
+                vec![
+                    deploy("payment", minutes(9)),
+                    flag("checkout", "new-checkout-flow", seconds(9 * 60 + 30)),
+                ],
+            ),
+        ),
+    ]
+}
+
+/// A named scenario from either set ([`named_scenarios`] or
+/// [`rca_scenarios`]).
+pub fn find_scenario(name: &str) -> Option<Scenario> {
+    named_scenarios()
+        .into_iter()
+        .chain(rca_scenarios())
+        .find(|(known, _)| *known == name)
+        .map(|(_, scenario)| scenario)
 }
 
 #[cfg(test)]

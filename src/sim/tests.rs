@@ -88,6 +88,8 @@ fn attr_int(attributes: &[KeyValue], key: &str) -> Option<i64> {
 struct Row {
     service: String,
     version: String,
+    pod: String,
+    region: String,
     trace: Vec<u8>,
     id: Vec<u8>,
     parent: Vec<u8>,
@@ -97,6 +99,7 @@ struct Row {
     end: u64,
     error: bool,
     attributes: Vec<KeyValue>,
+    events: Vec<opentelemetry_proto::tonic::trace::v1::span::Event>,
 }
 
 impl Row {
@@ -123,10 +126,14 @@ fn rows(batches: &[Batch]) -> Vec<Row> {
             let resource = &resource_spans.resource.as_ref().unwrap().attributes;
             let service = attr_str(resource, "service.name").unwrap().to_owned();
             let version = attr_str(resource, "service.version").unwrap().to_owned();
+            let pod = attr_str(resource, "k8s.pod.name").unwrap().to_owned();
+            let region = attr_str(resource, "cloud.region").unwrap().to_owned();
             for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
                 rows.push(Row {
                     service: service.clone(),
                     version: version.clone(),
+                    pod: pod.clone(),
+                    region: region.clone(),
                     trace: span.trace_id.clone(),
                     id: span.span_id.clone(),
                     parent: span.parent_span_id.clone(),
@@ -136,6 +143,7 @@ fn rows(batches: &[Batch]) -> Vec<Row> {
                     end: span.end_time_unix_nano,
                     error: span.status.as_ref().is_some_and(|status| status.code == 2),
                     attributes: span.attributes.clone(),
+                    events: span.events.clone(),
                 });
             }
         }
@@ -1304,6 +1312,7 @@ fn fault_specs_parse_and_explain_mistakes() {
             "latency:payment",
             FaultKind::Latency {
                 service: "payment".into(),
+                scope: None,
             },
         ),
         (
@@ -1311,6 +1320,7 @@ fn fault_specs_parse_and_explain_mistakes() {
             FaultKind::Errors {
                 service: "checkout".into(),
                 route: Some("/api/checkout".into()),
+                scope: None,
             },
         ),
         (
@@ -1318,6 +1328,7 @@ fn fault_specs_parse_and_explain_mistakes() {
             FaultKind::Errors {
                 service: "cart".into(),
                 route: None,
+                scope: None,
             },
         ),
         (
@@ -1363,6 +1374,75 @@ fn fault_specs_parse_and_explain_mistakes() {
                 service: "payment".into(),
             },
         ),
+        (
+            "slow:inventory:300",
+            FaultKind::Slow {
+                service: "inventory".into(),
+                added_ms: 300,
+                scope: None,
+            },
+        ),
+        (
+            "timeouts:checkout:payment",
+            FaultKind::Timeouts {
+                caller: "checkout".into(),
+                callee: "payment".into(),
+            },
+        ),
+        (
+            "missing-timeout:checkout:payment",
+            FaultKind::MissingTimeout {
+                caller: "checkout".into(),
+                callee: "payment".into(),
+            },
+        ),
+        (
+            "flag-flip:checkout:new-checkout-flow",
+            FaultKind::FlagFlip {
+                service: "checkout".into(),
+                flag: "new-checkout-flow".into(),
+            },
+        ),
+        (
+            "canary:catalog",
+            FaultKind::Canary {
+                service: "catalog".into(),
+            },
+        ),
+        (
+            "errors:inventory@cloud.region=eu-west-1",
+            FaultKind::Errors {
+                service: "inventory".into(),
+                route: None,
+                scope: Some(Scope::Region("eu-west-1".into())),
+            },
+        ),
+        (
+            "slow:cart:400@pod=1",
+            FaultKind::Slow {
+                service: "cart".into(),
+                added_ms: 400,
+                scope: Some(Scope::Pod(1)),
+            },
+        ),
+        (
+            "errors:catalog:/products/{id}@app.tenant=initech",
+            FaultKind::Errors {
+                service: "catalog".into(),
+                route: Some("/products/{id}".into()),
+                scope: Some(Scope::Attribute {
+                    key: "app.tenant".into(),
+                    value: "initech".into(),
+                }),
+            },
+        ),
+        (
+            "latency:payment@pod=0",
+            FaultKind::Latency {
+                service: "payment".into(),
+                scope: Some(Scope::Pod(0)),
+            },
+        ),
     ];
     for (spec, expected) in cases {
         let parsed = parse_fault(spec).unwrap();
@@ -1390,6 +1470,28 @@ fn fault_specs_parse_and_explain_mistakes() {
     assert!(message("slow-dependency:frontend").contains("user"));
     assert!(message("explode:cart").contains("latency:SERVICE"));
     assert!(message("latency").contains("KIND:SERVICE"));
+    // The short scope keys read as the long ones.
+    assert_eq!(
+        parse_fault("errors:cart@region=eu-west-1")
+            .unwrap()
+            .to_string(),
+        "errors:cart@cloud.region=eu-west-1"
+    );
+    assert_eq!(
+        parse_fault("slow:cart").unwrap().to_string(),
+        format!("slow:cart:{}", fault::SLOW_DEFAULT_MS)
+    );
+    assert!(message("errors:cart@cloud.region=mars").contains("eu-west-1"));
+    assert!(message("errors:payment@pod=2").contains("0 to 1"));
+    assert!(message("errors:cart@app.tenant=nobody").contains("initech"));
+    assert!(message("errors:cart@service.version=9").contains("not a trace attribute"));
+    assert!(message("errors:cart@tenant").contains("KEY=VALUE"));
+    assert!(message("down:cart@pod=1").contains("takes no scope"));
+    assert!(message("timeouts:payment:checkout").contains("does not call"));
+    assert!(message("timeouts:checkout").contains("CALLER:CALLEE"));
+    assert!(message("flag-flip:checkout").contains("SERVICE:FLAG"));
+    assert!(message("flag-flip:checkout:bad key!").contains("flag key"));
+    assert!(message("slow:cart:fast").contains("milliseconds"));
 }
 
 #[test]
@@ -1432,6 +1534,7 @@ fn invalid_faults_are_rejected_or_skipped() {
     scenario.faults.push(Fault {
         kind: FaultKind::Latency {
             service: "nope".into(),
+            scope: None,
         },
         start: Duration::ZERO,
         duration: None,
@@ -1664,3 +1767,5 @@ fn large_requests_are_split_by_resource() {
         count
     );
 }
+
+mod rca;

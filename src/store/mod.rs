@@ -68,14 +68,22 @@ pub enum SeriesKind {
     /// Log records of one severity class (or `all`, whose errors are the
     /// records at ERROR and above).
     Log,
+    /// The exclusive view of an operation, written by the span analysis
+    /// (`analyze::spans`), named like the operation: durations are the
+    /// spans' own time (minus their children's), errors only those that
+    /// originate in the service. Such a series exists only beside an
+    /// operation series of the same name and does not count towards the
+    /// series caps, so it never pushes an operation into overflow.
+    Own,
 }
 
 impl SeriesKind {
-    pub const ALL: [SeriesKind; 4] = [
+    pub const ALL: [SeriesKind; 5] = [
         SeriesKind::Operation,
         SeriesKind::Edge,
         SeriesKind::Metric,
         SeriesKind::Log,
+        SeriesKind::Own,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +92,7 @@ impl SeriesKind {
             SeriesKind::Edge => "edge",
             SeriesKind::Metric => "metric",
             SeriesKind::Log => "log",
+            SeriesKind::Own => "own",
         }
     }
 
@@ -180,8 +189,9 @@ pub struct Series {
 #[derive(Debug)]
 pub struct ServiceEntry {
     pub name: Arc<str>,
-    series: [NameMap<Arc<Series>>; 4],
-    /// Series of this service, for the per-service cap.
+    series: [NameMap<Arc<Series>>; SeriesKind::ALL.len()],
+    /// Series of this service, for the per-service cap (own-time series
+    /// are not counted: they are bounded by the operation series).
     n_series: AtomicUsize,
     /// Store-clock time of the last lookup, so the sweep never removes a
     /// service a request is recording into.
@@ -350,7 +360,8 @@ impl Store {
         (index.max(0) as u64).saturating_mul(self.window_nanos)
     }
 
-    /// Number of series currently held.
+    /// Number of series currently held (own-time series, bounded by the
+    /// operation series, are not counted).
     pub fn n_series(&self) -> usize {
         self.n_series.load(Ordering::Relaxed)
     }
@@ -516,9 +527,17 @@ impl Store {
     /// series of the service when a cap is reached.
     fn create_series(&self, service: &ServiceEntry, kind: SeriesKind, name: &str) -> Arc<Series> {
         let map = &service.series[kind.index()];
-        let within_caps = name != OVERFLOW
-            && self.n_series() < self.config.max_series.get()
-            && service.n_series.load(Ordering::Relaxed) < self.config.max_series_per_service.get();
+        let within_caps = if kind == SeriesKind::Own {
+            // Bounded by the operation series instead of the caps: at most
+            // one own series per operation (plus one overflow).
+            name != OVERFLOW
+                && service.series[SeriesKind::Operation.index()].contains_key(name)
+        } else {
+            name != OVERFLOW
+                && self.n_series() < self.config.max_series.get()
+                && service.n_series.load(Ordering::Relaxed)
+                    < self.config.max_series_per_service.get()
+        };
         let name = if within_caps {
             name
         } else {
@@ -531,8 +550,10 @@ impl Store {
             dashmap::Entry::Occupied(occupied) => Arc::clone(occupied.get()),
             dashmap::Entry::Vacant(vacant) => {
                 // Counted under the shard's write lock, so each series is counted once.
-                self.n_series.fetch_add(1, Ordering::Relaxed);
-                service.n_series.fetch_add(1, Ordering::Relaxed);
+                if kind != SeriesKind::Own {
+                    self.n_series.fetch_add(1, Ordering::Relaxed);
+                    service.n_series.fetch_add(1, Ordering::Relaxed);
+                }
                 let series = Arc::new(Series {
                     key: SeriesKey {
                         kind,
@@ -601,11 +622,12 @@ impl Store {
         let ttl = self.config.series_ttl.as_nanos() as u64;
         let mut dropped = 0;
         for service in self.services.iter() {
-            for map in &service.series {
+            for (map, kind) in service.series.iter().zip(SeriesKind::ALL) {
                 map.retain(|_, series| {
                     let idle = now.saturating_sub(series.last_seen.load(Ordering::Relaxed));
                     let keep = idle <= ttl;
-                    if !keep {
+                    // Own series are not counted (see `create_series`).
+                    if !keep && kind != SeriesKind::Own {
                         dropped += 1;
                         service.n_series.fetch_sub(1, Ordering::Relaxed);
                     }

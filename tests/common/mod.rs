@@ -33,6 +33,9 @@ pub fn test_settings() -> Settings {
     settings.http.endpoint = loopback();
     settings.admin.endpoint = loopback();
     settings.shutdown_timeout = Duration::from_secs(5);
+    // Tests that want the history on disk give it a temporary directory;
+    // the others must not leave a `./data` behind.
+    settings.storage.enabled = false;
     settings
 }
 

@@ -28,7 +28,20 @@ fn request() -> ExportTraceServiceRequest {
             attribute("http.response.status_code", Value::IntValue(503)),
             attribute("db.system.name", Value::StringValue("redis".into())),
             attribute("other", Value::DoubleValue(1.5)),
+            attribute("rpc.method", Value::StringValue("Get".into())),
+            attribute("app.tenant", Value::StringValue("acme".into())),
         ],
+        events: vec![opentelemetry_proto::tonic::trace::v1::span::Event {
+            name: "feature_flag.evaluation".into(),
+            attributes: vec![
+                attribute("feature_flag.key", Value::StringValue("dark-mode".into())),
+                attribute(
+                    "feature_flag.result.variant",
+                    Value::StringValue("on".into()),
+                ),
+            ],
+            ..Default::default()
+        }],
         status: Some(Status {
             code: 2,
             message: "x".into(),
@@ -38,7 +51,11 @@ fn request() -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![attribute("service.name", Value::StringValue("svc".into()))],
+                attributes: vec![
+                    attribute("service.name", Value::StringValue("svc".into())),
+                    attribute("service.version", Value::StringValue("2.0.1".into())),
+                    attribute("k8s.pod.name", Value::StringValue("pod-1".into())),
+                ],
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
@@ -63,6 +80,23 @@ fn reads_what_the_general_path_reads() {
         .collect();
     assert_eq!(batch.spans, expected);
     assert_eq!(batch.resources[0].service_name, Some("svc"));
+    assert_eq!(batch.resources[0].attributes.service_version, Some("2.0.1"));
+    assert_eq!(batch.resources[0].attributes.k8s_pod_name, Some("pod-1"));
+    let span = &batch.spans[1].attributes;
+    assert_eq!(span.feature_flag_key, Some("dark-mode"));
+    assert_eq!(span.feature_flag_variant, Some("on"));
+    assert_eq!(span.rpc_method, Some("Get"));
+    let keys = ExtraKeys::new(&["app.tenant"]);
+    let batch = traces.batch_with(&keys);
+    let tenants: Vec<(u32, ValueRef<'_>)> = batch
+        .extras
+        .iter()
+        .map(|extra| (extra.span, extra.value))
+        .collect();
+    assert_eq!(
+        tenants,
+        vec![(0, ValueRef::Str("acme")), (1, ValueRef::Str("acme"))]
+    );
 }
 
 #[test]

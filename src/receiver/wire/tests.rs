@@ -23,7 +23,17 @@ fn request(spans: Vec<Span>, service: Option<&str>) -> ExportTraceServiceRequest
                 attributes: service
                     .map(|name| attribute("service.name", Value::StringValue(name.to_string())))
                     .into_iter()
-                    .chain([attribute("host.name", Value::StringValue("h".into()))])
+                    .chain([
+                        attribute("host.name", Value::StringValue("h".into())),
+                        attribute("service.version", Value::StringValue("1.4.2".into())),
+                        attribute("deployment.environment", Value::StringValue("old".into())),
+                        attribute(
+                            "deployment.environment.name",
+                            Value::StringValue("prod".into()),
+                        ),
+                        attribute("cloud.region", Value::StringValue("eu-west-1".into())),
+                        attribute("k8s.pod.name", Value::IntValue(7)),
+                    ])
                     .collect(),
                 ..Default::default()
             }),
@@ -58,13 +68,37 @@ fn rich_span(n: u8) -> Span {
                 Value::StringValue("events".into()),
             ),
             attribute("ratio", Value::DoubleValue(0.5)),
+            attribute("rpc.method", Value::StringValue("GetItem".into())),
+            attribute("app.tenant", Value::StringValue("acme".into())),
+            attribute("shop.tenant", Value::IntValue(42)),
             attribute("flag", Value::BoolValue(true)),
             attribute("blob", Value::BytesValue(vec![1, 2, 3])),
         ],
-        events: vec![Event {
-            name: "exception".into(),
-            ..Default::default()
-        }],
+        events: vec![
+            Event {
+                name: "exception".into(),
+                attributes: vec![attribute(
+                    "feature_flag.key",
+                    Value::StringValue("not-a-flag-event".into()),
+                )],
+                ..Default::default()
+            },
+            Event {
+                name: "feature_flag.evaluation".into(),
+                attributes: vec![
+                    attribute(
+                        "feature_flag.key",
+                        Value::StringValue("new-checkout".into()),
+                    ),
+                    attribute("feature_flag.variant", Value::StringValue("old".into())),
+                    attribute(
+                        "feature_flag.result.variant",
+                        Value::StringValue("on".into()),
+                    ),
+                ],
+                ..Default::default()
+            },
+        ],
         status: Some(Status {
             code: 2,
             message: "boom".into(),
@@ -92,6 +126,74 @@ fn reads_what_prost_decodes() {
         .map(span_view)
         .collect();
     assert_eq!(batch.spans, expected);
+    let span = &batch.spans[0].attributes;
+    assert_eq!(span.rpc_method, Some("GetItem"));
+    assert_eq!(span.feature_flag_key, Some("new-checkout"));
+    assert_eq!(span.feature_flag_variant, Some("on"));
+    let resource = &batch.resources[0].attributes;
+    assert_eq!(resource.service_version, Some("1.4.2"));
+    assert_eq!(resource.deployment_environment, Some("prod"));
+    assert_eq!(resource.cloud_region, Some("eu-west-1"));
+    assert_eq!(resource.host_name, Some("h"));
+    // Not a string: not kept.
+    assert_eq!(resource.k8s_pod_name, None);
+    assert_eq!(
+        crate::receiver::ingest::resource_attributes(decoded.resource_spans[0].resource.as_ref()),
+        *resource
+    );
+    assert!(batch.extras.is_empty(), "no extra keys asked for");
+}
+
+#[test]
+fn span_attributes_win_over_flag_events() {
+    let mut span = rich_span(1);
+    span.attributes.push(attribute(
+        "feature_flag.key",
+        Value::StringValue("from-attributes".into()),
+    ));
+    let bytes = request(vec![span], Some("s")).encode_to_vec();
+    let batch = TraceBatch::read(&bytes).expect("valid");
+    assert_eq!(
+        batch.spans[0].attributes.feature_flag_key,
+        Some("from-attributes")
+    );
+}
+
+#[test]
+fn extra_keys_exact_and_suffix() {
+    let bytes = request(vec![rich_span(1), rich_span(2)], Some("s")).encode_to_vec();
+    let keys = ExtraKeys::new(&["*.tenant", "ratio", "http.route"]);
+    let batch = TraceBatch::read_with(&bytes, &keys).expect("valid");
+    let found: Vec<(u32, u8, ValueRef<'_>)> = batch
+        .extras
+        .iter()
+        .map(|extra| (extra.span, extra.slot, extra.value))
+        .collect();
+    // `http.route` is read anyway, so it is never an extra.
+    assert_eq!(
+        found,
+        vec![
+            (0, 1, ValueRef::Double(0.5)),
+            (0, 0, ValueRef::Str("acme")),
+            (0, 0, ValueRef::Int(42)),
+            (1, 1, ValueRef::Double(0.5)),
+            (1, 0, ValueRef::Str("acme")),
+            (1, 0, ValueRef::Int(42)),
+        ]
+    );
+    // The prost path finds the same values.
+    let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).expect("decodes");
+    let mut extras = Vec::new();
+    for (index, span) in decoded.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .enumerate()
+    {
+        crate::receiver::ingest::span_extras(span, &keys, index as u32, &mut extras);
+    }
+    assert_eq!(extras, batch.extras);
+    assert_eq!(keys.slot(b"x"), None);
+    assert_eq!(ExtraKeys::none().slot(b"app.tenant"), None);
 }
 
 #[test]

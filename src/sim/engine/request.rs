@@ -4,6 +4,10 @@
 //! spends the rest, and ends; a failure of a required call fails it, a
 //! failure of an optional one does not. Callers see callee time through
 //! their CLIENT spans, plus network time both ways, cut at their timeout.
+//!
+//! Scoped faults, hangs, feature flags and trace attributes (tenants) are
+//! applied here too; each draws random numbers only when the scenario has
+//! it, so scenarios without them generate what they always did.
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{
@@ -13,8 +17,8 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 
 use super::{
-    ms_to_ns, Engine, ACCESS_LOG_SHARE, FLAG_HAS_IS_REMOTE, FLAG_IS_REMOTE, FLAG_SAMPLED, MS,
-    SECOND,
+    ms_to_ns, Engine, EngineScope, ACCESS_LOG_SHARE, FLAG_HAS_IS_REMOTE, FLAG_IS_REMOTE,
+    FLAG_SAMPLED, MS, SECOND,
 };
 use crate::sim::fault;
 use crate::sim::model::{kv_int, kv_str, Call, DbSystem, OpId, OpKind, ServiceId, Target, REGIONS};
@@ -40,6 +44,8 @@ enum Failure {
     Timeout,
     /// No pooled connection within the acquire timeout.
     PoolTimeout,
+    /// The request's data is bad (one tenant's records).
+    Data,
 }
 
 impl Outcome {
@@ -56,6 +62,7 @@ impl Failure {
             Failure::Unavailable => "service unavailable: overloaded",
             Failure::Timeout => "deadline exceeded",
             Failure::PoolTimeout => "timed out waiting for a database connection",
+            Failure::Data => "invalid record: failed validation",
         }
     }
 
@@ -66,6 +73,7 @@ impl Failure {
             Failure::Unavailable => "ServiceUnavailable",
             Failure::Timeout => "TimeoutError",
             Failure::PoolTimeout => "ConnectionPoolTimeout",
+            Failure::Data => "DataIntegrityError",
         }
     }
 
@@ -86,6 +94,20 @@ impl Failure {
     }
 }
 
+/// The `error.type` of a gRPC span that ended with `code`: the status
+/// code's name, as the RPC semantic conventions ask.
+fn grpc_error_type(code: i64) -> &'static str {
+    match code {
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        16 => "UNAUTHENTICATED",
+        _ => "_OTHER",
+    }
+}
+
 fn grpc_client_error(http: i64) -> i64 {
     match http {
         401 => 16,
@@ -98,6 +120,19 @@ fn grpc_client_error(http: i64) -> i64 {
 struct TraceCtx {
     id: [u8; 16],
     region: usize,
+    /// The value (index into `TENANTS`) of each of `Engine::trace_keys`.
+    attributes: Vec<usize>,
+}
+
+impl TraceCtx {
+    /// Whether a request of this trace served by `pod` is in `scope`.
+    fn in_scope(&self, scope: EngineScope, pod: usize) -> bool {
+        match scope {
+            EngineScope::Region(region) => self.region == region,
+            EngineScope::Pod(scoped) => pod == scoped,
+            EngineScope::Attribute { key, value } => self.attributes.get(key) == Some(&value),
+        }
+    }
 }
 
 /// Where a call ended and how.
@@ -152,12 +187,58 @@ impl Engine {
         let effect = &self.effects[service];
         let mut latency = effect.latency;
         let mut error_rate = op.error_rate;
+        let mut added_ms = effect.added_ms;
+        let mut bad_data = false;
         if effect.error_op.is_none_or(|target| target == op_id) {
             error_rate += effect.error_rate;
         }
+        for scoped in &effect.scoped {
+            if !trace.in_scope(scoped.scope, pod) {
+                continue;
+            }
+            latency *= scoped.latency;
+            added_ms += scoped.added_ms;
+            if scoped.error_op.is_none_or(|target| target == op_id) {
+                error_rate += scoped.error_rate;
+                bad_data |= scoped.data;
+            }
+        }
+        let hang = effect.hang;
         if self.versions[service][self.pods[pod].version].bad {
             latency *= fault::BAD_DEPLOY_LATENCY_FACTOR;
             error_rate += fault::BAD_DEPLOY_ERROR_RATE;
+        }
+        // Flags are evaluated at the start of the request.
+        let mut events = Vec::new();
+        for index in 0..self.flags.len() {
+            let flag = &self.flags[index];
+            if flag.service != service {
+                continue;
+            }
+            let on = flag.flipped && self.requests.chance(fault::FLAG_ROLLOUT_SHARE);
+            let flag = &self.flags[index];
+            if on && flag.harmful {
+                error_rate += fault::FLAG_ERROR_RATE;
+            }
+            events.push(Event {
+                time_unix_nano: start,
+                name: "feature_flag.evaluation".to_owned(),
+                attributes: vec![
+                    kv_str("feature_flag.key", &flag.key),
+                    kv_str("feature_flag.result.variant", if on { "on" } else { "off" }),
+                    kv_str(
+                        "feature_flag.result.reason",
+                        if flag.flipped { "split" } else { "static" },
+                    ),
+                    kv_str("feature_flag.provider.name", "flagd"),
+                ],
+                dropped_attributes_count: 0,
+            });
+        }
+        if hang && !shed {
+            added_ms += self
+                .requests
+                .log_normal(fault::HANG_MEDIAN_MS, fault::HANG_SIGMA);
         }
         let own_ms = self.requests.log_normal(op.own_ms, op.own_sigma);
         let own = if shed {
@@ -166,7 +247,13 @@ impl Engine {
             ms_to_ns(own_ms * latency)
         };
         let span_id = self.ids.id64();
-        let before = own * 7 / 10;
+        // Waiting (a lock, a hang) comes before the work, and is not CPU.
+        let waited = if added_ms > 0.0 && !shed {
+            ms_to_ns(added_ms)
+        } else {
+            0
+        };
+        let before = own * 7 / 10 + waited;
         let mut time = start + before;
         let mut outcome = Outcome::Ok;
         if !shed {
@@ -200,7 +287,7 @@ impl Engine {
                 }
             }
         }
-        time += own - before;
+        time += own + waited - before;
         let local_error = self.requests.chance(error_rate);
         let client_error = op
             .client_error
@@ -208,7 +295,9 @@ impl Engine {
         if shed {
             outcome = Outcome::Failed(Failure::Unavailable);
         } else if outcome == Outcome::Ok {
-            if local_error {
+            if local_error && bad_data {
+                outcome = Outcome::Failed(Failure::Data);
+            } else if local_error {
                 outcome = Outcome::Failed(Failure::Internal);
             } else if let Some((_, code)) = client_error {
                 outcome = Outcome::ClientError(code);
@@ -218,8 +307,10 @@ impl Engine {
 
         // The server span.
         let mut attributes = with_room(&op.server_attrs);
+        for (key, &value) in self.trace_keys.iter().zip(&trace.attributes) {
+            attributes.push(kv_str(key, fault::TENANTS[value].0));
+        }
         let mut status = Status::default();
-        let mut events = Vec::new();
         match op.kind {
             OpKind::Http { .. } => {
                 attributes.push(kv_str("url.path", &op.paths[path % op.paths.len()]));
@@ -243,8 +334,16 @@ impl Engine {
                     Outcome::Failed(failure) => failure.grpc_status(),
                 };
                 attributes.push(kv_int("rpc.grpc.status_code", code));
+                // Server spans fail on server errors only (not on a 4xx).
+                if matches!(outcome, Outcome::Failed(_)) {
+                    attributes.push(kv_str("error.type", grpc_error_type(code)));
+                }
             }
-            OpKind::Consume => {}
+            OpKind::Consume => {
+                if let Outcome::Failed(failure) = outcome {
+                    attributes.push(kv_str("error.type", failure.exception_type()));
+                }
+            }
         }
         if let Outcome::Failed(failure) = outcome {
             status = Status {
@@ -304,6 +403,7 @@ impl Engine {
                     Failure::Dependency => "request failed: a downstream call failed",
                     Failure::Unavailable => "request rejected: too many requests in flight",
                     Failure::PoolTimeout => "request failed: connection pool exhausted",
+                    Failure::Data => "request failed: invalid record",
                     _ => "request failed: unhandled exception",
                 };
                 self.log(pod, end, 17, "ERROR", body, Some((&trace.id, span_id)));
@@ -359,7 +459,12 @@ impl Engine {
         let callee = op.service;
         let storm = self.storms.contains(&(service, callee));
         let attempts = if storm { fault::RETRY_MAX_ATTEMPTS } else { 1 };
-        let timeout = ms_to_ns(call.timeout_ms);
+        let timeout_ms = self
+            .timeouts
+            .iter()
+            .find(|(caller, target, _)| *caller == service && *target == callee)
+            .map_or(call.timeout_ms, |(_, _, ms)| *ms);
+        let timeout = ms_to_ns(timeout_ms);
         let path = if op.paths.len() > 1 {
             self.requests.below(op.paths.len() as u64) as usize
         } else {
@@ -418,6 +523,9 @@ impl Engine {
                         Outcome::Failed(failure) => failure.grpc_status(),
                     };
                     attributes.push(kv_int("rpc.grpc.status_code", code));
+                    if code != 0 {
+                        attributes.push(kv_str("error.type", grpc_error_type(code)));
+                    }
                 }
                 OpKind::Consume => {}
             }
@@ -630,14 +738,35 @@ impl Engine {
             } else {
                 1
             };
+            let attributes = self
+                .trace_keys
+                .iter()
+                .map(|_| tenant(self.traffic.uniform()))
+                .collect();
             let mut id = [0u8; 16];
             id[..8].copy_from_slice(&self.ids.id64().to_be_bytes());
             id[8..].copy_from_slice(&self.ids.next_u64().to_be_bytes());
-            let trace = TraceCtx { id, region };
+            let trace = TraceCtx {
+                id,
+                region,
+                attributes,
+            };
             let path = self.requests.below(64) as usize;
             self.serve(&trace, op, arrival, 0, false, path);
         }
     }
+}
+
+/// The tenant (index into `TENANTS`) at `pick` in [0, 1) of the shares.
+fn tenant(pick: f64) -> usize {
+    let mut total = 0.0;
+    for (index, (_, share)) in fault::TENANTS.iter().enumerate() {
+        total += share;
+        if pick < total {
+            return index;
+        }
+    }
+    fault::TENANTS.len() - 1
 }
 
 fn http_error_type(code: i64) -> &'static str {

@@ -1,8 +1,22 @@
 //! Change events: deploys, config changes, feature-flag flips, scaling and
-//! infrastructure events, either posted by tools or seen in the telemetry.
-//! Incidents are correlated with the changes that happened just before them.
+//! infrastructure events, either posted by tools (`api`) or seen in the
+//! telemetry (`detect`). Incidents are correlated with the changes that
+//! happened just before them (`correlate`).
+//!
+//! This module owns the [`ChangeLog`], the one place every change is kept.
+//! Invariants: the log holds at most its capacity (the oldest change is
+//! dropped first, and counted); ids are assigned on record, increase, and
+//! are never reused, also across a restore; nothing here does I/O, so the
+//! HTTP handlers, the ingest path and replay all drive the same code.
+
+pub mod api;
+pub mod correlate;
+pub mod detect;
 
 use std::collections::VecDeque;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -10,20 +24,30 @@ use tokio::sync::broadcast;
 
 use crate::detect::incident::rfc3339;
 
+pub use correlate::{correlate, CorrelationInput};
+pub use detect::{ChangeDetector, DetectorCounters, K8sEvent};
+
 /// Changes kept in memory; older ones are dropped first.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
+/// What kind of change happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
+    /// A new version or a rollout of a service.
     Deploy,
+    /// A configuration value changed.
     Config,
+    /// A feature flag serves a new variant, or its variant shares shifted.
     FeatureFlag,
+    /// Instances were added or removed without a new version.
     Scale,
+    /// Something underneath the service: OOM kills, restarts, failing probes.
     Infra,
 }
 
 impl ChangeKind {
+    /// Every kind, in the order the API documents them.
     pub const ALL: [ChangeKind; 5] = [
         ChangeKind::Deploy,
         ChangeKind::Config,
@@ -32,6 +56,7 @@ impl ChangeKind {
         ChangeKind::Infra,
     ];
 
+    /// The name used in JSON, query parameters and alerts.
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeKind::Deploy => "deploy",
@@ -42,6 +67,7 @@ impl ChangeKind {
         }
     }
 
+    /// The kind named `text` (as [`ChangeKind::as_str`] writes it).
     pub fn parse(text: &str) -> Option<ChangeKind> {
         ChangeKind::ALL
             .into_iter()
@@ -60,13 +86,25 @@ pub enum ChangeSource {
     Telemetry,
 }
 
+impl ChangeSource {
+    /// The name used in JSON and self-metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeSource::Api => "api",
+            ChangeSource::Telemetry => "telemetry",
+        }
+    }
+}
+
 /// One change event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     /// Assigned on record; 0 before.
     #[serde(default)]
     pub id: u64,
+    /// The service that changed.
     pub service: String,
+    /// What kind of change it is.
     pub kind: ChangeKind,
     /// The new version (deploy) when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,16 +115,20 @@ pub struct Change {
     /// The flag variant or config value after the change, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// One line for people.
     #[serde(default)]
     pub description: String,
     /// When the change happened, Unix nanoseconds.
     pub time_unix_nanos: u64,
+    /// Where to read more (a pipeline run, a pull request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Who told us.
     pub source: ChangeSource,
 }
 
 impl Change {
+    /// The change's time in RFC 3339.
     pub fn time(&self) -> String {
         rfc3339(self.time_unix_nanos)
     }
@@ -95,7 +137,9 @@ impl Change {
 /// Which changes to list.
 #[derive(Debug, Clone, Default)]
 pub struct ChangeFilter {
+    /// Only this service's changes.
     pub service: Option<String>,
+    /// Only changes of this kind.
     pub kind: Option<ChangeKind>,
     /// Inclusive lower bound, Unix nanoseconds.
     pub since_unix_nanos: Option<u64>,
@@ -118,6 +162,80 @@ impl ChangeFilter {
     }
 }
 
+/// Validated settings of change tracking (see `crate::config` for the YAML
+/// side).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangesConfig {
+    /// How far before an incident's onset changes are correlated with it.
+    pub lookback: Duration,
+    /// Changes kept in memory; the oldest is dropped first.
+    pub capacity: NonZeroUsize,
+    /// Bearer token `POST /api/v1/changes` requires; `None` accepts any
+    /// caller that can reach the admin port.
+    pub api_token: Option<ApiToken>,
+    /// Whether changes are inferred from the telemetry (versions, instances,
+    /// flag variants, Kubernetes events).
+    pub detect_from_telemetry: bool,
+    /// A rollout or scaling is reported once no instance has come or gone
+    /// for this long, as one change.
+    pub rollout_debounce: Duration,
+    /// An instance that sends nothing for this long has gone; also the
+    /// start-up period whose versions and instances are the baseline.
+    pub instance_timeout: Duration,
+    /// Length of the periods whose flag-variant shares are compared; a key's
+    /// first period is its baseline.
+    pub flag_window: Duration,
+    /// A variant that served under 5% of a key's evaluations in one period
+    /// and serves at least this share in the next is a flag change.
+    pub flag_shift: f64,
+}
+
+impl Default for ChangesConfig {
+    fn default() -> Self {
+        ChangesConfig {
+            lookback: Duration::from_secs(30 * 60),
+            capacity: NonZeroUsize::new(DEFAULT_CAPACITY).expect("non-zero"),
+            api_token: None,
+            detect_from_telemetry: true,
+            rollout_debounce: Duration::from_secs(2 * 60),
+            instance_timeout: Duration::from_secs(60),
+            flag_window: Duration::from_secs(5 * 60),
+            flag_shift: 0.2,
+        }
+    }
+}
+
+/// A bearer token, kept out of `Debug` output so settings can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Wraps a token; `None` when it is empty (after trimming a file's
+    /// trailing newline), which would accept an empty `Bearer` header.
+    pub fn new(token: &str) -> Option<ApiToken> {
+        let token = token.trim();
+        (!token.is_empty()).then(|| ApiToken(token.to_owned()))
+    }
+
+    /// Whether `given` is this token. The comparison takes the same time
+    /// wherever the first difference is, so the token cannot be guessed
+    /// byte by byte from response times.
+    pub fn matches(&self, given: &str) -> bool {
+        let (expected, given) = (self.0.as_bytes(), given.as_bytes());
+        let mut difference = u8::from(expected.len() != given.len());
+        for (i, byte) in expected.iter().enumerate() {
+            difference |= byte ^ given.get(i).copied().unwrap_or(0);
+        }
+        difference == 0
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("ApiToken(<redacted>)")
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     next_id: u64,
@@ -135,6 +253,9 @@ pub struct ChangeLog {
     /// Every recorded change (with its id), for whoever persists or streams
     /// them. Sending never blocks; without subscribers it is a no-op.
     recorded: broadcast::Sender<Change>,
+    /// Changes recorded, by source (index: `ChangeSource as usize`), for the
+    /// self-metrics; restored changes are not counted.
+    by_source: [AtomicU64; 2],
 }
 
 /// Recorded changes buffered per subscriber before it lags.
@@ -147,6 +268,7 @@ impl Default for ChangeLog {
 }
 
 impl ChangeLog {
+    /// An empty log holding at most `capacity` changes (at least one).
     pub fn new(capacity: usize) -> Self {
         ChangeLog {
             capacity: capacity.max(1),
@@ -155,6 +277,7 @@ impl ChangeLog {
                 ..Inner::default()
             }),
             recorded: broadcast::channel(RECORDED_BUFFER).0,
+            by_source: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -176,6 +299,7 @@ impl ChangeLog {
         }
         inner.changes.push_back(change.clone());
         drop(inner);
+        self.by_source[change.source as usize].fetch_add(1, Ordering::Relaxed);
         let _ = self.recorded.send(change);
         id
     }
@@ -204,15 +328,18 @@ impl ChangeLog {
         found
     }
 
+    /// The change with this id, if it is still held.
     pub fn get(&self, id: u64) -> Option<Change> {
         let inner = self.inner.lock();
         inner.changes.iter().find(|change| change.id == id).cloned()
     }
 
+    /// Changes held.
     pub fn len(&self) -> usize {
         self.inner.lock().changes.len()
     }
 
+    /// Whether no change is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -221,62 +348,12 @@ impl ChangeLog {
     pub fn dropped(&self) -> u64 {
         self.inner.lock().dropped
     }
+
+    /// Changes recorded since start from `source` (restored ones excluded).
+    pub fn recorded(&self, source: ChangeSource) -> u64 {
+        self.by_source[source as usize].load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn change(service: &str, kind: ChangeKind, at: u64) -> Change {
-        Change {
-            id: 0,
-            service: service.to_string(),
-            kind,
-            version: None,
-            key: None,
-            value: None,
-            description: String::new(),
-            time_unix_nanos: at,
-            link: None,
-            source: ChangeSource::Api,
-        }
-    }
-
-    #[test]
-    fn ids_are_assigned_and_filters_apply() {
-        let log = ChangeLog::new(10);
-        let a = log.record(change("payment", ChangeKind::Deploy, 30));
-        let b = log.record(change("cart", ChangeKind::Config, 10));
-        assert_eq!((a, b), (1, 2));
-        let all = log.list(&ChangeFilter::default());
-        assert_eq!(all.iter().map(|c| c.id).collect::<Vec<_>>(), vec![2, 1]);
-        let payment = log.list(&ChangeFilter {
-            service: Some("payment".into()),
-            ..ChangeFilter::default()
-        });
-        assert_eq!(payment.len(), 1);
-        let window = log.list(&ChangeFilter {
-            since_unix_nanos: Some(11),
-            until_unix_nanos: Some(31),
-            ..ChangeFilter::default()
-        });
-        assert_eq!(window.iter().map(|c| c.id).collect::<Vec<_>>(), vec![1]);
-        assert_eq!(log.get(2).unwrap().service, "cart");
-    }
-
-    #[test]
-    fn full_log_drops_oldest() {
-        let log = ChangeLog::new(2);
-        for at in 0..3 {
-            log.record(change("a", ChangeKind::Deploy, at));
-        }
-        assert_eq!(log.len(), 2);
-        assert_eq!(log.dropped(), 1);
-        assert!(log.get(1).is_none());
-        log.restore(Change {
-            id: 40,
-            ..change("b", ChangeKind::Scale, 9)
-        });
-        assert_eq!(log.record(change("c", ChangeKind::Infra, 10)), 41);
-    }
-}
+mod tests;

@@ -1,0 +1,736 @@
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::*;
+use crate::analyze::changes::{ChangeKind, ChangeSource};
+use crate::detect::engine::{Engine, DEFAULT_LATENESS};
+use crate::detect::incident::SeriesAnomaly;
+use crate::detect::{Anomaly, AnomalyKind, DetectConfig, Severity};
+use crate::store::{ManualClock, Sample, Store, StoreConfig};
+
+const SECOND: u64 = 1_000_000_000;
+const START: u64 = 1_700_000_000 * SECOND;
+const DAY: u64 = 86_400 * SECOND;
+
+/// Runs `check` against an in-memory history and one in a file.
+fn both(check: impl Fn(&History)) {
+    check(&History::in_memory());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open(&file_config(dir.path())).expect("open");
+    check(&history);
+}
+
+fn file_config(dir: &Path) -> StorageConfig {
+    StorageConfig {
+        data_dir: dir.join("data"),
+        ..StorageConfig::default()
+    }
+}
+
+fn incident(service: &str, onset_secs: u64, state: IncidentState) -> Incident {
+    let onset = START + onset_secs * SECOND;
+    let resolved = (state == IncidentState::Resolved).then_some(onset + 60 * SECOND);
+    Incident {
+        id: format!("{service}@{}", onset / SECOND),
+        state,
+        service: service.to_string(),
+        operations: vec!["POST /pay".to_string()],
+        kinds: vec![AnomalyKind::Latency],
+        severity: Severity::Warning,
+        onset_unix_nanos: onset,
+        onset: crate::detect::incident::rfc3339(onset),
+        opened_unix_nanos: onset + 20 * SECOND,
+        resolved_unix_nanos: resolved,
+        resolved: resolved.map(crate::detect::incident::rfc3339),
+        anomalies: vec![SeriesAnomaly {
+            series_kind: "operation".to_string(),
+            series: "POST /pay".to_string(),
+            anomaly: Anomaly {
+                kind: AnomalyKind::Latency,
+                severity: Severity::Warning,
+                severe: false,
+                measure: "p95".to_string(),
+                current: 320.0,
+                baseline: 40.0,
+                unit: "ms".to_string(),
+                summary: "p95 320 ms vs 40 ms baseline".to_string(),
+                time_to_limit_secs: None,
+            },
+        }],
+        exemplar_trace_ids: vec![format!("{:032x}", 7u128)],
+        summary: format!("{service}: slow"),
+        services: vec![service.to_string()],
+        root_causes: Vec::new(),
+        patterns: Vec::new(),
+        changes: Vec::new(),
+        blast_radius: None,
+        hypotheses: Vec::new(),
+    }
+}
+
+fn change(id: u64, service: &str, at_secs: u64) -> Change {
+    Change {
+        id,
+        service: service.to_string(),
+        kind: ChangeKind::Deploy,
+        version: Some("v2".to_string()),
+        key: None,
+        value: None,
+        description: format!("{service}: new version v2"),
+        time_unix_nanos: START + at_secs * SECOND,
+        link: Some("https://ci.example/run/1".to_string()),
+        source: ChangeSource::Api,
+    }
+}
+
+/// Opens then resolves an incident of `service` (onset at `onset_secs`).
+fn open_and_resolve(history: &History, service: &str, onset_secs: u64) {
+    let open = incident(service, onset_secs, IncidentState::Open);
+    let resolved = incident(service, onset_secs, IncidentState::Resolved);
+    let at = START + onset_secs * SECOND;
+    history
+        .record_event(&IncidentEvent::Opened(open), at + 20 * SECOND)
+        .expect("record opened");
+    history
+        .record_event(&IncidentEvent::Resolved(resolved), at + 60 * SECOND)
+        .expect("record resolved");
+}
+
+#[test]
+fn events_get_increasing_seqs_and_update_the_incident() {
+    both(|history| {
+        let mut live = history.subscribe();
+        let opened = IncidentEvent::Opened(incident("payment", 100, IncidentState::Open));
+        let mut updated = incident("payment", 100, IncidentState::Open);
+        updated.severity = Severity::Critical;
+        let updated = IncidentEvent::Updated(updated);
+        let first = history.record_event(&opened, START + 120 * SECOND).unwrap();
+        let second = history
+            .record_event(&updated, START + 130 * SECOND)
+            .unwrap();
+        assert!(second.seq > first.seq);
+        assert_eq!(
+            (first.kind, second.kind),
+            (EventKind::Opened, EventKind::Updated)
+        );
+        // Subscribers see the same stored events, in order.
+        assert_eq!(live.try_recv().unwrap(), first);
+        assert_eq!(live.try_recv().unwrap(), second);
+
+        let (stored, events) = history.get_incident("payment@1700000100").unwrap().unwrap();
+        assert_eq!(
+            stored.severity,
+            Severity::Critical,
+            "the row holds the latest"
+        );
+        assert_eq!(events, vec![first.clone(), second.clone()]);
+        assert!(history.get_incident("nobody@1").unwrap().is_none());
+        assert_eq!(history.open_incidents().unwrap(), vec![stored]);
+
+        let resolved = IncidentEvent::Resolved(incident("payment", 100, IncidentState::Resolved));
+        history
+            .record_event(&resolved, START + 200 * SECOND)
+            .unwrap();
+        assert!(history.open_incidents().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn events_resume_after_a_seq_or_from_a_time() {
+    both(|history| {
+        let mut recorded = Vec::new();
+        for (i, service) in ["a", "b", "c", "d"].iter().enumerate() {
+            let event =
+                IncidentEvent::Opened(incident(service, 10 * i as u64, IncidentState::Open));
+            recorded.push(
+                history
+                    .record_event(&event, START + i as u64 * SECOND)
+                    .unwrap(),
+            );
+        }
+        let after = history.events_after(recorded[1].seq, 100).unwrap();
+        assert_eq!(after, recorded[2..].to_vec());
+        assert_eq!(history.events_after(0, 2).unwrap(), recorded[..2].to_vec());
+        assert!(history
+            .events_after(recorded[3].seq, 10)
+            .unwrap()
+            .is_empty());
+        let since = history.events_since(START + 2 * SECOND, 100).unwrap();
+        assert_eq!(since, recorded[2..].to_vec());
+        assert_eq!(history.events_since(0, 1).unwrap(), recorded[..1].to_vec());
+    });
+}
+
+#[test]
+fn listing_pages_newest_onset_first_with_filters() {
+    both(|history| {
+        for i in 0..7u64 {
+            let service = if i % 2 == 0 { "payment" } else { "cart" };
+            let event = IncidentEvent::Opened(incident(service, i * 100, IncidentState::Open));
+            history
+                .record_event(&event, START + i * 100 * SECOND)
+                .unwrap();
+        }
+        open_and_resolve(history, "payment", 5_000);
+
+        // Pages of 3 walk through all 8, newest onset first, no repeats.
+        let mut seen = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let (page, next) = history
+                .list_incidents(&IncidentFilter::default(), 3, token.as_deref())
+                .unwrap();
+            assert!(page.len() <= 3);
+            seen.extend(page.into_iter().map(|incident| incident.onset_unix_nanos));
+            match next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        let mut expected = seen.clone();
+        expected.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(seen, expected);
+        assert_eq!(seen.len(), 8);
+
+        let filter = |filter: IncidentFilter| {
+            let (page, next) = history.list_incidents(&filter, 100, None).unwrap();
+            assert!(next.is_none());
+            page.into_iter()
+                .map(|incident| incident.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            filter(IncidentFilter {
+                state: Some(IncidentState::Resolved),
+                ..IncidentFilter::default()
+            }),
+            vec!["payment@1700005000"]
+        );
+        assert_eq!(
+            filter(IncidentFilter {
+                service: Some("cart".to_string()),
+                ..IncidentFilter::default()
+            }),
+            vec!["cart@1700000500", "cart@1700000300", "cart@1700000100"]
+        );
+        assert_eq!(
+            filter(IncidentFilter {
+                state: Some(IncidentState::Open),
+                since_unix_nanos: Some(START + 200 * SECOND),
+                until_unix_nanos: Some(START + 400 * SECOND),
+                ..IncidentFilter::default()
+            }),
+            vec!["cart@1700000300", "payment@1700000200"]
+        );
+        let bad = history.list_incidents(&IncidentFilter::default(), 3, Some("not hex"));
+        assert!(matches!(bad, Err(HistoryError::BadPageToken)), "{bad:?}");
+        // A page size of 0 means the cap, not nothing.
+        let (all, _) = history
+            .list_incidents(&IncidentFilter::default(), 0, None)
+            .unwrap();
+        assert_eq!(all.len(), 8);
+    });
+}
+
+#[test]
+fn changes_round_trip_and_replace_by_id() {
+    both(|history| {
+        history.record_change(&change(1, "payment", 100)).unwrap();
+        history.record_change(&change(2, "cart", 50)).unwrap();
+        let mut flag = change(3, "cart", 300);
+        flag.kind = ChangeKind::FeatureFlag;
+        flag.key = Some("new-checkout".to_string());
+        flag.value = Some("on".to_string());
+        flag.source = ChangeSource::Telemetry;
+        history.record_change(&flag).unwrap();
+        let all = history.changes(0).unwrap();
+        assert_eq!(all.iter().map(|c| c.id).collect::<Vec<_>>(), vec![2, 1, 3]);
+        assert_eq!(all[2], flag);
+        let recent = history.changes(START + 100 * SECOND).unwrap();
+        assert_eq!(recent.iter().map(|c| c.id).collect::<Vec<_>>(), vec![1, 3]);
+        // The same id again replaces the row (the change log owns ids).
+        let mut again = change(1, "payment", 100);
+        again.description = "edited".to_string();
+        history.record_change(&again).unwrap();
+        assert_eq!(history.changes(0).unwrap().len(), 3);
+        assert_eq!(history.changes(0).unwrap()[1].description, "edited");
+    });
+}
+
+#[test]
+fn prune_drops_old_resolved_incidents_their_events_and_old_changes() {
+    both(|history| {
+        open_and_resolve(history, "old", 0);
+        open_and_resolve(history, "recent", 20 * 86_400);
+        // Open incidents stay however old they are.
+        let stuck = IncidentEvent::Opened(incident("stuck", 10, IncidentState::Open));
+        history.record_event(&stuck, START + 30 * SECOND).unwrap();
+        history.record_change(&change(1, "old", 0)).unwrap();
+        history
+            .record_change(&change(2, "recent", 20 * 86_400))
+            .unwrap();
+        let snapshot = trained_engine().1.snapshot(StoreConfig::default().window);
+        history.save_snapshot(START, &snapshot).unwrap();
+
+        let now = START + 30 * DAY;
+        let counts = history.prune(now).unwrap();
+        assert_eq!(
+            counts,
+            PruneCounts {
+                incidents: 1,
+                events: 2,
+                changes: 1,
+                snapshots: 1,
+            }
+        );
+        assert!(history.get_incident("old@1700000000").unwrap().is_none());
+        let recent_id = format!("recent@{}", 1_700_000_000 + 20 * 86_400);
+        assert_eq!(
+            history.get_incident(&recent_id).unwrap().unwrap().1.len(),
+            2
+        );
+        assert_eq!(history.open_incidents().unwrap().len(), 1);
+        assert_eq!(history.changes(0).unwrap().len(), 1);
+        assert!(history.latest_snapshot().unwrap().is_none());
+        // Nothing more to do the second time.
+        assert_eq!(history.prune(now).unwrap(), PruneCounts::default());
+        // Sequence numbers are not reused after pruning.
+        let next = history
+            .record_event(
+                &IncidentEvent::Opened(incident("new", 40, IncidentState::Open)),
+                now,
+            )
+            .unwrap();
+        assert!(next.seq > 5, "{next:?}");
+    });
+}
+
+#[test]
+fn opening_creates_the_directory_and_reopens_with_the_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StorageConfig {
+        data_dir: dir.path().join("nested").join("data"),
+        ..StorageConfig::default()
+    };
+    {
+        let history = History::open(&config).expect("open");
+        assert_eq!(
+            history.path(),
+            Some(config.data_dir.join(DB_FILE).as_path())
+        );
+        open_and_resolve(&history, "payment", 100);
+        history.record_change(&change(4, "payment", 90)).unwrap();
+    }
+    let history = History::open(&config).expect("reopen");
+    assert_eq!(history.events_after(0, 10).unwrap().len(), 2);
+    assert_eq!(history.changes(0).unwrap()[0].id, 4);
+    let connection = history.connection.lock();
+    let mode: String = connection
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = connection
+        .query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(sync, 1, "NORMAL");
+    assert_eq!(schema_version(&connection).unwrap(), 2);
+}
+
+#[test]
+fn storage_disabled_touches_nothing_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StorageConfig {
+        enabled: false,
+        ..file_config(dir.path())
+    };
+    let history = History::open(&config).expect("open");
+    assert!(history.path().is_none());
+    open_and_resolve(&history, "payment", 100);
+    assert_eq!(history.events_after(0, 10).unwrap().len(), 2);
+    assert!(!config.data_dir.exists());
+}
+
+#[test]
+fn an_unusable_data_dir_is_an_error_naming_the_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A file where the directory should be: it cannot be created.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let config = StorageConfig {
+        data_dir: blocker.join("data"),
+        ..StorageConfig::default()
+    };
+    let error = History::open(&config).expect_err("cannot create");
+    assert!(matches!(error, HistoryError::CreateDir { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains(&*blocker.to_string_lossy()),
+        "{error}"
+    );
+
+    // A directory where the file should be: SQLite cannot open it.
+    let config = file_config(dir.path());
+    std::fs::create_dir_all(config.data_dir.join(DB_FILE)).unwrap();
+    let error = History::open(&config).expect_err("cannot open");
+    assert!(matches!(error, HistoryError::Open { .. }), "{error:?}");
+    assert!(error.to_string().contains(DB_FILE), "{error}");
+}
+
+#[test]
+fn an_older_schema_is_migrated_keeping_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = file_config(dir.path());
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    let path = config.data_dir.join(DB_FILE);
+    {
+        // A database as the first release left it: migration 1 only.
+        let mut connection = Connection::open(&path).unwrap();
+        migrate_to(&mut connection, &path, 1).unwrap();
+        assert_eq!(schema_version(&connection).unwrap(), 1);
+        let has_snapshots: i64 = connection
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'snapshots'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(has_snapshots, 0);
+        let history = History::with_connection(connection, config.retention, None);
+        open_and_resolve(&history, "payment", 100);
+    }
+    let history = History::open(&config).expect("open migrates");
+    assert_eq!(schema_version(&history.connection.lock()).unwrap(), 2);
+    assert_eq!(history.events_after(0, 10).unwrap().len(), 2);
+    let snapshot = trained_engine().1.snapshot(StoreConfig::default().window);
+    history.save_snapshot(START, &snapshot).unwrap();
+    assert!(history.latest_snapshot().unwrap().is_some());
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = file_config(dir.path());
+    drop(History::open(&config).unwrap());
+    let path = config.data_dir.join(DB_FILE);
+    Connection::open(&path)
+        .unwrap()
+        .execute(
+            "INSERT INTO schema_version (version, applied_unix_nanos) VALUES (99, 0)",
+            [],
+        )
+        .unwrap();
+    let error = History::open(&config).expect_err("newer schema");
+    assert!(
+        matches!(
+            error,
+            HistoryError::NewerSchema {
+                found: 99,
+                known: 2,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+// === snapshots of a real engine ===
+
+/// Records one second of checkout -> payment traffic ending in `second`.
+fn second_of_traffic(store: &Store, second: u64, rate: u64, millis: u64) {
+    let payment = store.service("payment");
+    for i in 0..rate {
+        let jitter = (i * 7 + second * 13) % 5;
+        let sample = Sample {
+            end_unix_nanos: START + second * SECOND + i * (SECOND / rate.max(1)),
+            duration_nanos: (millis + jitter) * 1_000_000,
+            error: false,
+            trace_id: u128::from(second * 1_000 + i + 1),
+        };
+        store.record_operation(&payment, "POST /pay", sample);
+    }
+}
+
+fn new_store() -> (Store, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(START));
+    let store = Store::with_clock(StoreConfig::default(), clock.clone());
+    (store, clock)
+}
+
+fn new_engine() -> Engine {
+    Engine::new(DetectConfig::default(), DEFAULT_LATENESS)
+}
+
+/// Feeds seconds `from..to` of traffic shaped by `millis(second)` (0 = no
+/// traffic), advancing every engine each second; returns each engine's
+/// events.
+fn drive(
+    store: &Store,
+    clock: &ManualClock,
+    engines: &mut [&mut Engine],
+    seconds: std::ops::Range<u64>,
+    millis: impl Fn(u64) -> u64,
+) -> Vec<Vec<IncidentEvent>> {
+    let mut events = vec![Vec::new(); engines.len()];
+    for second in seconds {
+        let now = START + (second + 1) * SECOND;
+        clock.set(now);
+        let latency = millis(second);
+        if latency > 0 {
+            second_of_traffic(store, second, 20, latency);
+        }
+        for (engine, found) in engines.iter_mut().zip(events.iter_mut()) {
+            found.extend(engine.advance(store, now));
+        }
+    }
+    events
+}
+
+/// An engine that has learned 10 minutes of steady traffic (past its
+/// warm-up), with the store it learned from.
+fn trained_engine() -> ((Store, Arc<ManualClock>), Engine) {
+    let (store, clock) = new_store();
+    let mut engine = new_engine();
+    let events = drive(&store, &clock, &mut [&mut engine], 0..600, |_| 40);
+    assert!(events[0].is_empty(), "{:?}", events[0]);
+    ((store, clock), engine)
+}
+
+#[test]
+fn a_restored_engine_judges_the_next_windows_like_the_original() {
+    let ((store, clock), mut original) = trained_engine();
+    let window = store.config().window;
+    let (series, ready) = original.readiness();
+    assert_eq!((series, ready), (1, 1));
+
+    // Through the database, as after a restart.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open(&file_config(dir.path())).unwrap();
+    history
+        .save_snapshot(START + 600 * SECOND, &original.snapshot(window))
+        .unwrap();
+    let saved = history.latest_snapshot().unwrap().expect("a snapshot");
+    let resume =
+        saved.next_window_unix_nanos.expect("next window") as i64 / window.as_nanos() as i64;
+    let mut restored = new_engine();
+    let counts = restored.restore(saved, window, resume);
+    assert_eq!((counts.series, counts.skipped), (1, 0));
+    assert_eq!(restored.readiness(), (1, 1), "no new warm-up");
+    let mut fresh = new_engine();
+
+    // Three minutes at 8x latency, then healthy again.
+    let events = drive(
+        &store,
+        &clock,
+        &mut [&mut original, &mut restored, &mut fresh],
+        600..900,
+        |second| {
+            if (620..800).contains(&second) {
+                320
+            } else {
+                40
+            }
+        },
+    );
+    assert!(
+        matches!(events[0].first(), Some(IncidentEvent::Opened(_))),
+        "{:?}",
+        events[0]
+    );
+    assert!(matches!(events[0].last(), Some(IncidentEvent::Resolved(_))));
+    assert_eq!(events[1], events[0], "the restored engine saw the same");
+    assert!(events[2].is_empty(), "a fresh engine is still warming up");
+}
+
+#[test]
+fn a_restart_does_not_judge_the_windows_it_missed() {
+    let ((_, _), original) = trained_engine();
+    let window = StoreConfig::default().window;
+    let saved = original.snapshot(window);
+    // Down for two minutes: a new process with a new, empty store.
+    let (store, clock) = new_store();
+    let restart = START + 720 * SECOND;
+    clock.set(restart);
+    let resume = store.window_index(restart) + 1;
+
+    let mut restored = new_engine();
+    restored.restore(saved.clone(), window, resume);
+    // Resuming where the snapshot left off would judge the empty windows.
+    let mut naive = new_engine();
+    let saved_next = saved.next_window_unix_nanos.unwrap() as i64 / window.as_nanos() as i64;
+    naive.restore(saved, window, saved_next);
+
+    let events = drive(
+        &store,
+        &clock,
+        &mut [&mut restored, &mut naive],
+        720..900,
+        |_| 40,
+    );
+    assert!(events[0].is_empty(), "{:?}", events[0]);
+    assert!(
+        events[1]
+            .iter()
+            .any(|event| event.incident().kinds.contains(&AnomalyKind::TrafficDrop)),
+        "judging the gap would report a traffic drop: {:?}",
+        events[1]
+    );
+}
+
+#[test]
+fn open_incidents_come_back_and_agree_with_the_record() {
+    let ((store, clock), mut original) = trained_engine();
+    let window = store.config().window;
+    let history = History::in_memory();
+    let events = drive(&store, &clock, &mut [&mut original], 600..660, |_| 320);
+    let opened = events[0]
+        .iter()
+        .find(|event| matches!(event, IncidentEvent::Opened(_)))
+        .expect("an incident opened")
+        .incident()
+        .clone();
+    for event in &events[0] {
+        history.record_event(event, START).unwrap();
+    }
+    let snapshot = original.snapshot(window);
+    assert_eq!(snapshot.incidents.open.len(), 1);
+    let resume =
+        original.snapshot(window).next_window_unix_nanos.unwrap() as i64 / window.as_nanos() as i64;
+
+    // Restored and in agreement with the record: nothing to fix.
+    let mut restored = new_engine();
+    assert_eq!(
+        restored
+            .restore(snapshot.clone(), window, resume)
+            .open_incidents,
+        1
+    );
+    let recorded = history.open_incidents().unwrap();
+    let reconciled = restored.reconcile(&recorded, &BTreeSet::new(), resume);
+    assert!(reconciled.adopted.is_empty() && reconciled.unrecorded.is_empty());
+    assert_eq!(
+        restored.incidents().open_incidents()[0].id,
+        opened.id,
+        "the incident is open again"
+    );
+
+    // A snapshot older than the incident: the record brings it back, and it
+    // resolves with its own id once traffic is healthy.
+    let mut adopted = new_engine();
+    let older = trained_engine().1.snapshot(window);
+    adopted.restore(older, window, resume);
+    let reconciled = adopted.reconcile(&recorded, &BTreeSet::new(), resume);
+    assert_eq!(reconciled.adopted, vec![opened.id.clone()]);
+    // The record says resolved: the restored incident is dropped.
+    let mut dropped = new_engine();
+    dropped.restore(snapshot, window, resume);
+    let resolved: BTreeSet<String> = [opened.id.clone()].into();
+    let reconciled = dropped.reconcile(&[], &resolved, resume);
+    assert_eq!(reconciled.dropped, vec![opened.id.clone()]);
+    assert!(dropped.incidents().open_incidents().is_empty());
+
+    let after = drive(
+        &store,
+        &clock,
+        &mut [&mut restored, &mut adopted, &mut dropped],
+        660..760,
+        |_| 40,
+    );
+    for found in &after[..2] {
+        let resolved = found
+            .iter()
+            .find(|event| matches!(event, IncidentEvent::Resolved(_)))
+            .unwrap_or_else(|| panic!("resolves: {found:?}"));
+        assert_eq!(resolved.incident().id, opened.id);
+    }
+    // The dropped incident is not touched again (the fault's last window,
+    // judged after the restart, may open a new one).
+    assert!(
+        after[2]
+            .iter()
+            .all(|event| event.incident().id != opened.id),
+        "{:?}",
+        after[2]
+    );
+}
+
+#[test]
+fn snapshots_keep_only_the_newest_few() {
+    both(|history| {
+        let engine = trained_engine().1;
+        let window = StoreConfig::default().window;
+        for i in 0..5 {
+            history
+                .save_snapshot(START + i * SECOND, &engine.snapshot(window))
+                .unwrap();
+        }
+        let connection = history.connection.lock();
+        let count = |table: &str| -> i64 {
+            connection
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                    row.get(0)
+                })
+                .unwrap()
+        };
+        assert_eq!(count("snapshots"), SNAPSHOTS_KEPT);
+        assert_eq!(count("snapshot_series"), SNAPSHOTS_KEPT);
+    });
+}
+
+/// Size and time of a snapshot of 2,000 series with a full hour of history
+/// and an allocated time-of-day profile, through a database file. Run with
+/// `--nocapture` to see the figures docs/HISTORY.md quotes.
+#[test]
+fn snapshot_of_2000_series_round_trips_and_is_measured() {
+    // One series that has learned 70 minutes of 10 s windows: its history
+    // ring is full (360 windows) and its profile allocated.
+    let (store, clock) = new_store();
+    let mut engine = new_engine();
+    drive(&store, &clock, &mut [&mut engine], 0..4_200, |_| 40);
+    let window = store.config().window;
+    let one = engine.snapshot(window);
+    let template = one.series[0].clone();
+    let mut snapshot = one;
+    snapshot.series = (0..2_000)
+        .map(|i| {
+            let mut series = template.clone();
+            series.series.service = format!("service-{}", i / 20);
+            series.series.name = format!("GET /route/{i}");
+            series
+        })
+        .collect();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open(&file_config(dir.path())).unwrap();
+    let started = std::time::Instant::now();
+    history.save_snapshot(START, &snapshot).unwrap();
+    let save = started.elapsed();
+    let started = std::time::Instant::now();
+    let loaded = history.latest_snapshot().unwrap().expect("snapshot");
+    let load = started.elapsed();
+    assert_eq!(loaded.series.len(), 2_000);
+    assert_eq!(
+        serde_json::to_string(&loaded.series[1_999].detector).unwrap(),
+        serde_json::to_string(&template.detector).unwrap()
+    );
+    let bytes: i64 = history
+        .connection
+        .lock()
+        .query_row(
+            "SELECT SUM(LENGTH(detector)) FROM snapshot_series",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let file = std::fs::metadata(dir.path().join("data").join(DB_FILE))
+        .map(|meta| meta.len())
+        .unwrap_or(0)
+        + std::fs::metadata(dir.path().join("data").join("triage.db-wal"))
+            .map(|meta| meta.len())
+            .unwrap_or(0);
+    eprintln!(
+        "snapshot of 2000 series: {:.1} MB of detector JSON ({} bytes per series), \
+         {:.1} MB on disk, saved in {save:?}, loaded in {load:?}",
+        bytes as f64 / 1e6,
+        bytes / 2_000,
+        file as f64 / 1e6,
+    );
+}
