@@ -2,7 +2,9 @@
 //! change correlation and hypotheses.
 
 pub mod changes;
+mod explain;
 pub mod model;
+pub mod rca;
 pub mod spans;
 
 pub use model::{

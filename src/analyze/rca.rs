@@ -1,0 +1,702 @@
+//! Root-cause analysis over the detector's per-service incidents.
+//!
+//! The detection engine opens one incident per anomalous service. This
+//! module turns those into what on-call engineers get:
+//!
+//! - **cascade grouping**: incidents of services connected in the dependency
+//!   graph whose onsets are within `cascade_window` of each other become one
+//!   incident (its id is the first member's id, so it is stable);
+//! - **origin ranking**: every member is scored by evidence that the
+//!   anomaly starts there — its own (exclusive) time rose, its errors
+//!   originate locally, it stopped answering while callers still call, an
+//!   untraced dependency of it (database, cache) or a call of it slowed
+//!   while the callee did not, its saturation rules fired — and a member
+//!   whose anomalous callee explains its symptom is ranked down;
+//! - **patterns, blast radius, changes and hypotheses** (see
+//!   [`super::explain`]).
+//!
+//! The analyzer is a state machine over incident events, like the tracker:
+//! it reads the store, the span analysis and the change log but never a
+//! clock, so a replay gives the same output every time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::analyze::changes::ChangeLog;
+use crate::analyze::spans::SpanAnalyzer;
+use crate::analyze::RootCause;
+use crate::detect::incident::{Incident, IncidentEvent, IncidentState, SeriesAnomaly};
+use crate::detect::{AnomalyKind, Severity};
+use crate::store::{SeriesKey, SeriesKind, Store};
+
+/// Most exemplar trace ids a grouped incident carries.
+const MAX_EXEMPLARS: usize = 8;
+/// Fewest requests in a range for a latency or error comparison.
+const MIN_REQUESTS: u64 = 20;
+
+/// Settings of the root-cause analysis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RcaConfig {
+    /// Incidents on connected services with onsets this close belong to one
+    /// cascade. Default 2 minutes: a slow or failing dependency shows in
+    /// its callers within a few windows.
+    pub cascade_window: Duration,
+    /// How far before an incident's onset changes are considered.
+    pub lookback: Duration,
+}
+
+impl Default for RcaConfig {
+    fn default() -> Self {
+        RcaConfig {
+            cascade_window: Duration::from_secs(120),
+            lookback: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// What the analysis reads. Everything is shared with recording.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub store: &'a Store,
+    pub spans: Option<&'a SpanAnalyzer>,
+    pub changes: &'a ChangeLog,
+}
+
+/// A cascade: the per-service incidents it is made of, and the incident
+/// as delivered.
+#[derive(Debug, Clone)]
+struct Group {
+    /// Per-service incidents, by service.
+    members: BTreeMap<String, Incident>,
+    incident: Incident,
+}
+
+/// Groups per-service incidents into cascades and explains them.
+#[derive(Debug, Default)]
+pub struct Analyzer {
+    config: RcaConfig,
+    /// Open groups by id.
+    groups: BTreeMap<String, Group>,
+    /// Which group a service's open incident belongs to.
+    member_of: BTreeMap<String, String>,
+}
+
+/// Evidence that an anomaly starts in one service, each part 0..1.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct OriginEvidence {
+    pub own_time_ratio: Option<f64>,
+    pub local_error_increase: Option<f64>,
+    /// The service's traffic dropped while callers kept calling it.
+    pub down: bool,
+    /// An anomalous call to a callee that is not itself anomalous (an
+    /// untraced database or a pool wait), with its name.
+    pub dependency: Option<(String, String)>,
+    pub saturation: Option<String>,
+    /// Anomalous callees within the incident.
+    pub anomalous_callees: Vec<String>,
+}
+
+impl OriginEvidence {
+    /// How strongly the service itself is the origin, before changes.
+    fn strength(&self) -> f64 {
+        let own = self
+            .own_time_ratio
+            .map(|ratio| ((ratio - 1.2) / 1.3).clamp(0.0, 1.0))
+            .unwrap_or(0.0);
+        let errors = self
+            .local_error_increase
+            .map(|increase| (increase / 0.05).clamp(0.0, 1.0))
+            .unwrap_or(0.0);
+        let down = if self.down { 1.0 } else { 0.0 };
+        let dependency = if self.dependency.is_some() { 0.8 } else { 0.0 };
+        let saturation = if self.saturation.is_some() { 0.7 } else { 0.0 };
+        own.max(errors).max(down).max(dependency).max(saturation)
+    }
+}
+
+/// Windows `[from, to)` of the store covering `[start, end)` in Unix nanos.
+pub(crate) fn windows(store: &Store, start: u64, end: u64) -> Range<i64> {
+    store.window_index(start)..store.window_index(end.saturating_sub(1)) + 1
+}
+
+/// The incident's windows and the baseline before it, within the ring.
+pub(crate) fn ranges(store: &Store, incident: &Incident) -> (Range<i64>, Range<i64>) {
+    let onset = store.window_index(incident.onset_unix_nanos);
+    let last = store
+        .closed_through()
+        .unwrap_or(onset)
+        .max(onset)
+        .max(store.window_index(incident.opened_unix_nanos.saturating_sub(1)));
+    let ring = store.config().windows.get() as i64;
+    let oldest = last - ring + 1;
+    // Leave a window's gap before the onset: the first anomalous window's
+    // neighbour is often half-affected.
+    let baseline = oldest..(onset - 1).max(oldest);
+    (onset..last + 1, baseline)
+}
+
+/// Requests, errors and p95 of a series over windows.
+fn stats(store: &Store, key: &SeriesKey, range: &Range<i64>) -> Option<(u64, u64, Option<f64>)> {
+    if range.is_empty() {
+        return None;
+    }
+    let stats = store.stats_windows(key, range.start, range.end - 1)?;
+    Some((stats.requests, stats.errors, stats.p95))
+}
+
+/// The largest rise of own time (p95 ratio) over the service's operations,
+/// and the largest rise of the locally-originating error rate.
+fn own_evidence(
+    store: &Store,
+    service: &str,
+    now: &Range<i64>,
+    before: &Range<i64>,
+) -> (Option<f64>, Option<f64>) {
+    let mut ratio: Option<f64> = None;
+    let mut increase: Option<f64> = None;
+    for key in store.series(service, SeriesKind::Own) {
+        let (Some(current), Some(baseline)) = (stats(store, &key, now), stats(store, &key, before))
+        else {
+            continue;
+        };
+        if current.0 < MIN_REQUESTS || baseline.0 < MIN_REQUESTS {
+            continue;
+        }
+        if let (Some(p95), Some(base)) = (current.2, baseline.2) {
+            let r = p95 / base.max(1.0);
+            ratio = Some(ratio.map_or(r, |old: f64| old.max(r)));
+        }
+        let rate = current.1 as f64 / current.0 as f64;
+        let base_rate = baseline.1 as f64 / baseline.0 as f64;
+        let rise = rate - base_rate;
+        increase = Some(increase.map_or(rise, |old: f64| old.max(rise)));
+    }
+    (ratio, increase)
+}
+
+fn is_kind(anomaly: &SeriesAnomaly, kinds: &[AnomalyKind]) -> bool {
+    kinds.contains(&anomaly.anomaly.kind)
+}
+
+impl Analyzer {
+    pub fn new(config: RcaConfig) -> Self {
+        Analyzer {
+            config,
+            ..Analyzer::default()
+        }
+    }
+
+    pub fn config(&self) -> &RcaConfig {
+        &self.config
+    }
+
+    /// Open grouped incidents.
+    pub fn open_incidents(&self) -> Vec<&Incident> {
+        self.groups.values().map(|group| &group.incident).collect()
+    }
+
+    /// Takes back open incidents after a restart (from storage): each comes
+    /// back as a group of its services, so later per-service events join
+    /// it instead of opening a new incident.
+    pub fn restore(&mut self, open: Vec<Incident>) {
+        for incident in open {
+            if incident.state != IncidentState::Open {
+                continue;
+            }
+            let mut members = BTreeMap::new();
+            let services = if incident.services.is_empty() {
+                vec![incident.service.clone()]
+            } else {
+                incident.services.clone()
+            };
+            for service in services {
+                let mut member = incident.clone();
+                member.service = service.clone();
+                self.member_of.insert(service.clone(), incident.id.clone());
+                members.insert(service, member);
+            }
+            self.groups.insert(
+                incident.id.clone(),
+                Group {
+                    members,
+                    incident,
+                },
+            );
+        }
+    }
+
+    /// Turns the detector's per-service events into grouped, explained
+    /// incident events.
+    pub fn process(&mut self, events: Vec<IncidentEvent>, context: Context<'_>) -> Vec<IncidentEvent> {
+        if events.is_empty() {
+            return Vec::new();
+        }
+        let graph = Graph::new(context.store);
+        // An update of an incident never seen open (after a restart without
+        // storage) is taken as its opening.
+        let events: Vec<IncidentEvent> = events
+            .into_iter()
+            .map(|event| match event {
+                IncidentEvent::Updated(incident)
+                    if !self.member_of.contains_key(&incident.service) =>
+                {
+                    IncidentEvent::Opened(incident)
+                }
+                other => other,
+            })
+            .collect();
+        let mut opened: BTreeSet<String> = BTreeSet::new();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut resolved_at: BTreeMap<String, u64> = BTreeMap::new();
+        for event in events {
+            match event {
+                IncidentEvent::Opened(incident) => {
+                    let service = incident.service.clone();
+                    let group_id = match self.join(&incident, &graph) {
+                        Some(id) => id,
+                        None => {
+                            let id = incident.id.clone();
+                            self.groups.insert(
+                                id.clone(),
+                                Group {
+                                    members: BTreeMap::new(),
+                                    incident: incident.clone(),
+                                },
+                            );
+                            opened.insert(id.clone());
+                            id
+                        }
+                    };
+                    if let Some(group) = self.groups.get_mut(&group_id) {
+                        group.members.insert(service.clone(), incident);
+                    }
+                    self.member_of.insert(service, group_id.clone());
+                    touched.insert(group_id);
+                }
+                IncidentEvent::Updated(incident) => {
+                    let service = incident.service.clone();
+                    let Some(group_id) = self.member_of.get(&service).cloned() else {
+                        continue;
+                    };
+                    if let Some(group) = self.groups.get_mut(&group_id) {
+                        group.members.insert(service, incident);
+                    }
+                    touched.insert(group_id);
+                }
+                IncidentEvent::Resolved(incident) => {
+                    let service = incident.service.clone();
+                    let Some(group_id) = self.member_of.remove(&service) else {
+                        continue;
+                    };
+                    if let Some(group) = self.groups.get_mut(&group_id) {
+                        group.members.remove(&service);
+                        if group.members.is_empty() {
+                            resolved_at.insert(
+                                group_id.clone(),
+                                incident.resolved_unix_nanos.unwrap_or(incident.opened_unix_nanos),
+                            );
+                        }
+                    }
+                    touched.insert(group_id);
+                }
+            }
+        }
+
+        let mut out = Vec::new();
+        for group_id in touched {
+            let Some(mut group) = self.groups.remove(&group_id) else {
+                continue;
+            };
+            if let Some(&end) = resolved_at.get(&group_id) {
+                let mut incident = group.incident;
+                incident.state = IncidentState::Resolved;
+                incident.resolved_unix_nanos = Some(end);
+                incident.resolved = Some(crate::detect::incident::rfc3339(end));
+                if !opened.contains(&group_id) {
+                    out.push(IncidentEvent::Resolved(incident));
+                }
+                continue;
+            }
+            let before = group.incident.clone();
+            group.incident = self.build(&group_id, &group, context, &graph, &before);
+            if opened.contains(&group_id) {
+                out.push(IncidentEvent::Opened(group.incident.clone()));
+            } else if worth_update(&before, &group.incident) {
+                out.push(IncidentEvent::Updated(group.incident.clone()));
+            }
+            self.groups.insert(group_id, group);
+        }
+        out
+    }
+
+    /// The open group a newly anomalous service joins: one with a member
+    /// connected to it in the graph and an onset within the cascade window.
+    fn join(&self, incident: &Incident, graph: &Graph) -> Option<String> {
+        let window = self.config.cascade_window.as_nanos() as u64;
+        self.groups
+            .iter()
+            .filter(|(_, group)| {
+                incident.onset_unix_nanos.abs_diff(group.incident.onset_unix_nanos) <= window
+                    && group
+                        .members
+                        .keys()
+                        .any(|member| graph.connected(member, &incident.service))
+            })
+            .min_by_key(|(_, group)| group.incident.onset_unix_nanos)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// The delivered incident of a group: members merged, origins ranked,
+    /// and the explanation.
+    fn build(
+        &self,
+        id: &str,
+        group: &Group,
+        context: Context<'_>,
+        graph: &Graph,
+        before: &Incident,
+    ) -> Incident {
+        let members: Vec<&Incident> = group.members.values().collect();
+        let mut incident = merge(id, &members);
+        let ranked = rank(context, graph, &members, &incident);
+        incident.root_causes = ranked
+            .iter()
+            .map(|(service, evidence, score)| RootCause {
+                service: service.clone(),
+                operation: evidence
+                    .dependency
+                    .as_ref()
+                    .map(|(callee, _)| format!("-> {callee}")),
+                score: *score,
+                reason: reason(evidence),
+            })
+            .collect();
+        let mut services: Vec<String> = incident
+            .root_causes
+            .iter()
+            .map(|cause| cause.service.clone())
+            .collect();
+        for member in &members {
+            if !services.contains(&member.service) {
+                services.push(member.service.clone());
+            }
+        }
+        incident.services = services;
+        super::explain::explain(&mut incident, context, graph, &ranked, &self.config, before);
+        incident
+    }
+}
+
+/// Whether an update is worth an event: what an on-call engineer acts on
+/// changed, not every number.
+fn worth_update(before: &Incident, after: &Incident) -> bool {
+    before.kinds != after.kinds
+        || before.severity != after.severity
+        || before.services != after.services
+        || before.operations != after.operations
+        || before.root_causes.first().map(|cause| &cause.service)
+            != after.root_causes.first().map(|cause| &cause.service)
+        || before.changes.first().map(|change| change.id)
+            != after.changes.first().map(|change| change.id)
+        || before.patterns.len() != after.patterns.len()
+        || before.hypotheses.first().map(|h| &h.subject)
+            != after.hypotheses.first().map(|h| &h.subject)
+}
+
+/// The members' anomalies and numbers as one incident.
+fn merge(id: &str, members: &[&Incident]) -> Incident {
+    let first = members
+        .iter()
+        .min_by_key(|member| (member.onset_unix_nanos, member.id.clone()))
+        .copied()
+        .expect("a group has members");
+    let mut incident = first.clone();
+    incident.id = id.to_string();
+    incident.state = IncidentState::Open;
+    if members.len() == 1 {
+        return incident;
+    }
+    let several = members.len() > 1;
+    incident.onset_unix_nanos = members.iter().map(|m| m.onset_unix_nanos).min().unwrap_or(0);
+    incident.onset = crate::detect::incident::rfc3339(incident.onset_unix_nanos);
+    incident.opened_unix_nanos = members.iter().map(|m| m.opened_unix_nanos).min().unwrap_or(0);
+    incident.kinds = members
+        .iter()
+        .flat_map(|m| m.kinds.iter().copied())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    incident.severity = members
+        .iter()
+        .map(|m| m.severity)
+        .max()
+        .unwrap_or(Severity::Warning);
+    incident.operations = members
+        .iter()
+        .flat_map(|m| {
+            m.operations
+                .iter()
+                .map(move |op| if several { format!("{} {op}", m.service) } else { op.clone() })
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    incident.anomalies = members
+        .iter()
+        .flat_map(|m| {
+            m.anomalies.iter().map(move |anomaly| {
+                let mut anomaly = anomaly.clone();
+                anomaly.series = format!("{}: {}", m.service, anomaly.series);
+                anomaly
+            })
+        })
+        .collect();
+    let mut exemplars = Vec::new();
+    for member in members {
+        for trace in &member.exemplar_trace_ids {
+            if !exemplars.contains(trace) && exemplars.len() < MAX_EXEMPLARS {
+                exemplars.push(trace.clone());
+            }
+        }
+    }
+    incident.exemplar_trace_ids = exemplars;
+    incident
+}
+
+/// Members ranked as origin candidates, best first, with their evidence and
+/// a score in 0..1.
+fn rank(
+    context: Context<'_>,
+    graph: &Graph,
+    members: &[&Incident],
+    incident: &Incident,
+) -> Vec<(String, OriginEvidence, f64)> {
+    let store = context.store;
+    let (now, before) = ranges(store, incident);
+    let anomalous: BTreeSet<&str> = members.iter().map(|m| m.service.as_str()).collect();
+    let mut ranked = Vec::new();
+    for member in members {
+        let service = member.service.as_str();
+        let mut evidence = OriginEvidence::default();
+        let (ratio, increase) = own_evidence(store, service, &now, &before);
+        evidence.own_time_ratio = ratio;
+        evidence.local_error_increase = increase;
+        evidence.anomalous_callees = graph
+            .callees(service)
+            .filter(|callee| anomalous.contains(callee.as_str()))
+            .cloned()
+            .collect();
+        evidence.down = member.anomalies.iter().any(|a| {
+            a.series_kind == "operation"
+                && is_kind(a, &[AnomalyKind::TrafficDrop])
+                && a.anomaly.current <= a.anomaly.baseline * 0.5
+        }) && graph.callers(service).next().is_some();
+        for anomaly in &member.anomalies {
+            if anomaly.series_kind == "edge"
+                && is_kind(anomaly, &[AnomalyKind::Latency, AnomalyKind::ErrorRate])
+                && !anomalous.contains(anomaly.series.as_str())
+                && evidence.dependency.is_none()
+            {
+                evidence.dependency = Some((anomaly.series.clone(), anomaly.anomaly.summary.clone()));
+            }
+            if is_kind(anomaly, &[AnomalyKind::Saturation, AnomalyKind::Trend])
+                && evidence.saturation.is_none()
+            {
+                evidence.saturation = Some(anomaly.anomaly.summary.clone());
+            }
+        }
+        // A callee that is itself anomalous explains its callers' symptom:
+        // errors a caller counts as local (a failing call with no server
+        // child) come from a callee that is down, and a slow call to an
+        // anomalous callee is not the caller's dependency problem.
+        if let Some((callee, _)) = &evidence.dependency {
+            if anomalous.contains(callee.as_str()) {
+                evidence.dependency = None;
+            }
+        }
+        ranked.push((service.to_string(), evidence));
+    }
+    // A caller whose callee is down or failing has local-looking errors on
+    // the calls to it; those belong to the callee.
+    let down: BTreeSet<String> = ranked
+        .iter()
+        .filter(|(_, evidence)| evidence.down)
+        .map(|(service, _)| service.clone())
+        .collect();
+    let depth = |service: &str| graph.depth_below(service, &anomalous) as f64;
+    let mut scored: Vec<(String, OriginEvidence, f64)> = ranked
+        .into_iter()
+        .map(|(service, evidence)| {
+            let mut strength = evidence.strength();
+            let inherits = evidence
+                .anomalous_callees
+                .iter()
+                .any(|callee| callee != &service);
+            if inherits {
+                // Only what is clearly the service's own counts, and less.
+                let own_only = OriginEvidence {
+                    local_error_increase: evidence
+                        .local_error_increase
+                        .filter(|_| !evidence.anomalous_callees.iter().any(|c| down.contains(c))),
+                    ..evidence.clone()
+                };
+                strength = own_only.strength() * 0.4;
+            }
+            let score = (0.15 + 0.8 * strength - 0.02 * depth(&service)).clamp(0.01, 1.0);
+            (service, evidence, score)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    scored
+}
+
+/// The evidence in words, with its numbers.
+pub(crate) fn reason(evidence: &OriginEvidence) -> String {
+    let mut parts = Vec::new();
+    if evidence.down {
+        parts.push("stopped answering while callers kept calling".to_string());
+    }
+    if let Some(ratio) = evidence.own_time_ratio.filter(|ratio| *ratio >= 1.3) {
+        parts.push(format!("own (exclusive) time p95 x{ratio:.1}"));
+    }
+    if let Some(increase) = evidence.local_error_increase.filter(|rise| *rise >= 0.01) {
+        parts.push(format!(
+            "locally originating errors +{:.1} pp",
+            increase * 100.0
+        ));
+    }
+    if let Some((callee, summary)) = &evidence.dependency {
+        parts.push(format!("calls to {callee} degraded while {callee} itself is not anomalous ({summary})"));
+    }
+    if let Some(summary) = &evidence.saturation {
+        parts.push(format!("saturation: {summary}"));
+    }
+    if !evidence.anomalous_callees.is_empty() {
+        parts.push(format!(
+            "its callee{} {} {} anomalous too",
+            if evidence.anomalous_callees.len() == 1 { "" } else { "s" },
+            evidence.anomalous_callees.join(", "),
+            if evidence.anomalous_callees.len() == 1 { "is" } else { "are" }
+        ));
+    }
+    if parts.is_empty() {
+        "anomalous, with no sign that a callee explains it".to_string()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// The dependency graph from the store's edges (caller -> callee, callee
+/// named as the caller sees it: a traced service or an untraced system).
+#[derive(Debug, Default)]
+pub(crate) struct Graph {
+    callees: BTreeMap<String, BTreeSet<String>>,
+    callers: BTreeMap<String, BTreeSet<String>>,
+    services: BTreeSet<String>,
+}
+
+impl Graph {
+    pub(crate) fn new(store: &Store) -> Self {
+        let mut graph = Graph::default();
+        for service in store.services() {
+            graph.services.insert(service.to_string());
+        }
+        for edge in store.edges() {
+            graph
+                .callees
+                .entry(edge.caller.to_string())
+                .or_default()
+                .insert(edge.callee.to_string());
+            graph
+                .callers
+                .entry(edge.callee.to_string())
+                .or_default()
+                .insert(edge.caller.to_string());
+        }
+        graph
+    }
+
+    pub(crate) fn callees<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a String> + 'a {
+        self.callees.get(service).into_iter().flatten()
+    }
+
+    pub(crate) fn callers<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a String> + 'a {
+        self.callers.get(service).into_iter().flatten()
+    }
+
+    /// Whether one calls the other.
+    pub(crate) fn connected(&self, a: &str, b: &str) -> bool {
+        self.callees(a).any(|callee| callee == b) || self.callees(b).any(|callee| callee == a)
+    }
+
+    /// Whether `service` is traced (has its own spans), not just a callee
+    /// name such as a database.
+    pub(crate) fn is_service(&self, service: &str) -> bool {
+        self.services.contains(service)
+    }
+
+    /// Services with no traced callers: where requests enter.
+    pub(crate) fn entry_points(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|service| self.callers(service).all(|caller| !self.is_service(caller)))
+            .cloned()
+            .collect()
+    }
+
+    /// Every service calling `service`, directly or not, nearest first.
+    pub(crate) fn upstream(&self, service: &str) -> Vec<String> {
+        let mut seen = BTreeSet::from([service.to_string()]);
+        let mut order = Vec::new();
+        let mut frontier = vec![service.to_string()];
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for callee in &frontier {
+                for caller in self.callers(callee) {
+                    if seen.insert(caller.clone()) {
+                        order.push(caller.clone());
+                        next.push(caller.clone());
+                    }
+                }
+            }
+            frontier = next;
+        }
+        order
+    }
+
+    /// How many anomalous services lie below `service` (its anomalous
+    /// callees, transitively): a tie-breaker favouring the deepest.
+    fn depth_below(&self, service: &str, anomalous: &BTreeSet<&str>) -> usize {
+        let mut seen = BTreeSet::new();
+        let mut frontier = vec![service.to_string()];
+        while let Some(current) = frontier.pop() {
+            for callee in self.callees(&current) {
+                if anomalous.contains(callee.as_str()) && seen.insert(callee.clone()) {
+                    frontier.push(callee.clone());
+                }
+            }
+        }
+        seen.len()
+    }
+}
+
+/// Shared handles the analysis needs, for the server and replay.
+#[derive(Clone)]
+pub struct Handles {
+    pub store: Arc<Store>,
+    pub spans: Option<Arc<SpanAnalyzer>>,
+    pub changes: Arc<ChangeLog>,
+}
+
+impl Handles {
+    pub fn context(&self) -> Context<'_> {
+        Context {
+            store: &self.store,
+            spans: self.spans.as_deref(),
+            changes: &self.changes,
+        }
+    }
+}
+
