@@ -1,6 +1,10 @@
 //! Admin HTTP: `/metrics` (Prometheus text format), `/healthz` (the process
 //! is alive), `/readyz` (listeners are bound and the collector is not
 //! draining). Load balancers and Kubernetes probes use the last two.
+//!
+//! Also the change-event webhook, `POST /api/v1/changes` (optionally behind
+//! a bearer token), and its listing, `GET /api/v1/changes`. Bad requests
+//! are answered with a JSON error naming the field, and counted.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,6 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::analyze::changes::{api as changes_api, ApiToken, Change, ChangeLog};
 use crate::store::Store;
 use crate::telemetry;
 
@@ -76,4 +81,175 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
+}
+
+// === change events ===
+
+/// What the change-event endpoints need.
+#[derive(Clone)]
+pub struct ChangesApi {
+    /// Where posted changes are recorded and listed from.
+    pub log: Arc<ChangeLog>,
+    /// Required on `POST` as `Authorization: Bearer <token>` when set.
+    pub token: Option<ApiToken>,
+    /// Its clock dates a change posted without a time.
+    pub store: Arc<Store>,
+}
+
+/// `POST /api/v1/changes` and `GET /api/v1/changes`, with the body limit.
+pub fn changes_router(api: ChangesApi) -> Router {
+    Router::new()
+        .route("/api/v1/changes", get(list_changes).post(post_change))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            changes_api::MAX_BODY_BYTES,
+        ))
+        .with_state(api)
+}
+
+/// A JSON response.
+fn json(status: StatusCode, value: &serde_json::Value) -> axum::response::Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// `{"error": ..., "field": ..., "problems": [{"field", "message"}]}`.
+fn json_error(
+    status: StatusCode,
+    problems: &[changes_api::FieldProblem],
+) -> axum::response::Response {
+    let error = problems
+        .iter()
+        .map(|problem| format!("{}: {}", problem.field, problem.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    json(
+        status,
+        &serde_json::json!({
+            "error": error,
+            "field": problems.first().map(|problem| problem.field.as_str()),
+            "problems": problems,
+        }),
+    )
+}
+
+fn problem(field: &str, message: impl Into<String>) -> [changes_api::FieldProblem; 1] {
+    [changes_api::FieldProblem {
+        field: field.to_owned(),
+        message: message.into(),
+    }]
+}
+
+/// A change as JSON, with its time also in RFC 3339.
+fn change_json(change: &Change) -> serde_json::Value {
+    let mut value = serde_json::to_value(change).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("time".to_owned(), change.time().into());
+    }
+    value
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`.
+fn authorized(headers: &axum::http::HeaderMap, token: &ApiToken) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().split_once(' '))
+        // The scheme is case-insensitive (RFC 9110).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, given)| token.matches(given.trim()))
+}
+
+async fn post_change(
+    State(api): State<ChangesApi>,
+    headers: axum::http::HeaderMap,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> axum::response::Response {
+    if let Some(token) = &api.token {
+        if !authorized(&headers, token) {
+            telemetry::record_change_refused("unauthorized");
+            let mut response = json_error(
+                StatusCode::UNAUTHORIZED,
+                &problem(
+                    "authorization",
+                    "this collector requires an `Authorization: Bearer <token>` header \
+                     with the token of changes.api_token",
+                ),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            telemetry::record_change_refused("too_large");
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &problem(
+                    "body",
+                    format!(
+                        "larger than {} bytes; a change is a small JSON object",
+                        changes_api::MAX_BODY_BYTES
+                    ),
+                ),
+            );
+        }
+        Err(rejection) => {
+            telemetry::record_change_refused("invalid");
+            return json_error(rejection.status(), &problem("body", rejection.body_text()));
+        }
+    };
+    match changes_api::parse_change(&body, api.store.now_unix_nanos()) {
+        Ok(change) => {
+            let mut recorded = change.clone();
+            recorded.id = api.log.record(change);
+            tracing::info!(
+                id = recorded.id,
+                service = %recorded.service,
+                kind = recorded.kind.as_str(),
+                "change event posted"
+            );
+            json(StatusCode::CREATED, &change_json(&recorded))
+        }
+        Err(error) => {
+            telemetry::record_change_refused("invalid");
+            tracing::debug!(%error, "change event refused");
+            json_error(StatusCode::BAD_REQUEST, &error.problems)
+        }
+    }
+}
+
+async fn list_changes(
+    State(api): State<ChangesApi>,
+    query: Result<
+        axum::extract::Query<Vec<(String, String)>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> axum::response::Response {
+    let pairs = match query {
+        Ok(axum::extract::Query(pairs)) => pairs,
+        Err(rejection) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &problem("query", rejection.body_text()),
+            )
+        }
+    };
+    let filter = match changes_api::parse_filter(
+        pairs
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    ) {
+        Ok(filter) => filter,
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, &error.problems),
+    };
+    let changes: Vec<serde_json::Value> = api.log.list(&filter).iter().map(change_json).collect();
+    json(StatusCode::OK, &serde_json::json!({ "changes": changes }))
 }

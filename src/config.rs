@@ -26,6 +26,7 @@ use clap::ValueEnum;
 use serde_yaml::{Mapping, Value};
 
 use crate::analyze::spans::SpanConfig;
+use crate::analyze::changes::{detect::RARE_SHARE, ApiToken, ChangesConfig};
 use crate::detect::DetectConfig;
 use crate::history::StorageConfig;
 use crate::receiver::wire::{SpanAttributes, MAX_EXTRA_KEYS};
@@ -74,6 +75,7 @@ const TOP_KEYS: &[&str] = &[
     "admin",
     "store",
     "detect",
+    "changes",
     "storage",
     "analyze",
     "log",
@@ -171,6 +173,26 @@ const TREND_KEYS: &[&str] = &[
 ];
 /// Keys of `detect.saturation`.
 const SATURATION_KEYS: &[&str] = &["pool_usage", "cpu_throttled"];
+/// Keys of `changes`.
+const CHANGES_KEYS: &[&str] = &[
+    "lookback",
+    "capacity",
+    "api_token",
+    "api_token_file",
+    "detect_from_telemetry",
+    "rollout_debounce",
+    "instance_timeout",
+    "flag_window",
+    "flag_shift",
+];
+/// Longest change look-back: an incident is rarely caused by a change a
+/// day old, and listing a day of changes on it would bury the likely ones.
+const MAX_CHANGES_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
+/// Most changes kept in memory (about a kilobyte each).
+const MAX_CHANGES_CAPACITY: usize = 1_000_000;
+/// Shortest instance timeout and flag window: SDKs export every few
+/// seconds, so shorter ones would see changes in every pause.
+const MIN_CHANGES_PERIOD: Duration = Duration::from_secs(1);
 /// Keys of `storage`.
 const STORAGE_KEYS: &[&str] = &["enabled", "data_dir", "retention", "snapshot_interval"];
 /// Shortest history retention: keeping less than an hour of incidents is
@@ -207,6 +229,8 @@ pub struct Settings {
     pub store: StoreConfig,
     /// Detection thresholds, baselines and hysteresis.
     pub detect: DetectConfig,
+    /// Change events: the posting API, detection from telemetry, correlation.
+    pub changes: ChangesConfig,
     /// Where the incident history and detection snapshots are kept.
     pub storage: StorageConfig,
     /// Span analysis: own time, local errors, retries, attribute drill-down.
@@ -348,6 +372,7 @@ impl Default for Settings {
             },
             store: StoreConfig::default(),
             detect: DetectConfig::default(),
+            changes: ChangesConfig::default(),
             storage: StorageConfig::default(),
             analyze: SpanConfig::default(),
             log: LogSettings {
@@ -434,6 +459,7 @@ impl Settings {
 
         check.store(&top, &mut settings.store);
         check.detect(&top, &mut settings.detect);
+        check.changes(&top, &mut settings.changes);
         check.storage(&top, &mut settings.storage);
         check.analyze(&top, &mut settings.analyze);
 
@@ -728,6 +754,38 @@ detect:
   # p-value below which a large deviation is severe: chance alone gives one
   # such window per thousands of series-years.
   severe_significance: 1.0e-9
+
+# Change events (deploys, config changes, feature flags, scaling and
+# infrastructure events), posted by tools to POST /api/v1/changes on the
+# admin port or seen in the telemetry, and correlated with incidents.
+# See docs/CHANGES.md.
+changes:
+  # How far before an incident's onset changes are considered (at most 1d).
+  lookback: 30m
+  # Changes kept in memory; the oldest are dropped first.
+  capacity: 10000
+  # Require `Authorization: Bearer <token>` on POST /api/v1/changes. Give the
+  # token or a file holding it, not both. Without one, anything that can
+  # reach the admin port may post changes.
+  # api_token: "change-me"
+  # api_token_file: /etc/triage/changes-token
+  # Infer changes from the telemetry: a new service.version, instances
+  # (k8s.pod.name, else service.instance.id) turning over, feature-flag
+  # variants on spans, Kubernetes events received as logs.
+  detect_from_telemetry: true
+  # A rollout or scaling is reported as one change once no instance has come
+  # or gone for this long.
+  rollout_debounce: 2m
+  # An instance that sends nothing for this long has gone (at least 1s).
+  # Versions and instances seen within this time of a service's first span
+  # were already there: they are its baseline, not changes.
+  instance_timeout: 1m
+  # Flag-variant shares are compared between consecutive periods this long
+  # (at least 1s); variants seen in a flag's first period are its baseline.
+  flag_window: 5m
+  # A variant under 5% of a flag's evaluations in one period that reaches at
+  # least this share (above 0.05, at most 1) in the next is a flag change.
+  flag_shift: 0.2
 
 # The incident history (incidents, their events, change events) and
 # snapshots of the detection baselines, in SQLite at <data_dir>/triage.db, so
@@ -1183,6 +1241,72 @@ impl Checker {
             &mut detect.cpu_throttled_ratio,
             share,
         );
+    }
+
+    /// Reads the `changes` section into `changes`. A token file is read
+    /// here, so a missing or empty one is reported before anything starts.
+    fn changes(&mut self, top: &Section<'_>, changes: &mut ChangesConfig) {
+        let section = self.section(top, "changes", CHANGES_KEYS);
+        self.field(&section, "lookback", &mut changes.lookback, |value| {
+            at_most(positive(duration(value)?)?, MAX_CHANGES_LOOKBACK)
+        });
+        self.field(&section, "capacity", &mut changes.capacity, |value| {
+            count(value, 1, MAX_CHANGES_CAPACITY)
+        });
+        self.field(
+            &section,
+            "detect_from_telemetry",
+            &mut changes.detect_from_telemetry,
+            flag,
+        );
+        self.field(
+            &section,
+            "rollout_debounce",
+            &mut changes.rollout_debounce,
+            |value| positive(duration(value)?),
+        );
+        self.field(
+            &section,
+            "instance_timeout",
+            &mut changes.instance_timeout,
+            |value| at_least(duration(value)?, MIN_CHANGES_PERIOD),
+        );
+        self.field(&section, "flag_window", &mut changes.flag_window, |value| {
+            at_least(duration(value)?, MIN_CHANGES_PERIOD)
+        });
+        self.field(&section, "flag_shift", &mut changes.flag_shift, |value| {
+            real(value, Bound::Open(RARE_SHARE), Bound::Closed(1.0))
+        });
+        let mut inline = None;
+        self.field(&section, "api_token", &mut inline, |value| {
+            let token = text(value, "a token string")?;
+            // It travels in an HTTP header, so it must be visible ASCII.
+            if !token.chars().all(|c| c.is_ascii_graphic()) {
+                return Err("must be printable ASCII without spaces".to_owned());
+            }
+            ApiToken::new(token).map(Some).ok_or_else(|| {
+                "must not be empty; remove the key to accept changes without a token".to_owned()
+            })
+        });
+        let mut from_file = None;
+        self.field(&section, "api_token_file", &mut from_file, |value| {
+            let path = text(value, "a file path")?;
+            let contents = std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot read {path}: {error}"))?;
+            ApiToken::new(&contents)
+                .map(Some)
+                .ok_or_else(|| format!("{path} holds no token"))
+        });
+        changes.api_token = match (inline, from_file) {
+            (Some(_), Some(_)) => {
+                self.report(
+                    section.key_path("api_token_file"),
+                    "give changes.api_token or api_token_file, not both",
+                );
+                None
+            }
+            (inline, from_file) => inline.or(from_file),
+        };
     }
 
     /// Reports that `key` of `section` (a severe threshold) is below `other`

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
-use crate::analyze::changes::ChangeLog;
+use crate::analyze::changes::{ChangeDetector, ChangeLog};
 use crate::analyze::spans::SpanAnalyzer;
 use crate::config::Settings;
 use crate::detect::engine::Engine;
@@ -134,7 +134,7 @@ impl Server {
         // with its path, like an unusable address. Opening is brief file
         // I/O; the heavy restore (baselines) happens in `run`.
         let history = Arc::new(History::open(&settings.storage)?);
-        let changes = Arc::new(ChangeLog::default());
+        let changes = Arc::new(ChangeLog::new(settings.changes.capacity.get()));
         let restored = history_tasks::restore_changes(&history, &changes, store.now_unix_nanos())?;
         if restored > 0 {
             tracing::info!(restored, "restored change events");
@@ -202,8 +202,17 @@ impl Server {
             history,
         } = self;
         let _ = &changes;
-        let sink: Arc<dyn Sink> =
-            Arc::new(Ingest::new(Arc::clone(&store)).with_spans(Arc::clone(&spans)));
+        // Inferring changes from the telemetry can be turned off; posted
+        // changes are accepted either way.
+        let change_detector = Arc::new(ChangeDetector::new(
+            Arc::clone(&changes),
+            &settings.changes,
+        ));
+        let mut ingest = Ingest::new(Arc::clone(&store)).with_spans(Arc::clone(&spans));
+        if settings.changes.detect_from_telemetry {
+            ingest = ingest.with_changes(Arc::clone(&change_detector));
+        }
+        let sink: Arc<dyn Sink> = Arc::new(ingest);
 
         let (traces, metrics, logs) = grpc::services(
             Arc::clone(&sink),
@@ -242,7 +251,12 @@ impl Server {
             telemetry::recorder(),
             Arc::clone(&store),
             Arc::clone(&health),
-        );
+        )
+        .merge(admin::changes_router(admin::ChangesApi {
+            log: Arc::clone(&changes),
+            token: settings.changes.api_token.clone(),
+            store: Arc::clone(&store),
+        }));
         let admin_shutdown = admin_stop.clone();
         let admin_task = tokio::spawn(async move {
             axum::serve(admin, admin_router)
@@ -251,6 +265,11 @@ impl Server {
         });
 
         let upkeep = tokio::spawn(upkeep(Arc::clone(&store), shutdown.clone()));
+        let change_upkeep = tokio::spawn(change_upkeep(
+            Arc::clone(&store),
+            change_detector,
+            shutdown.clone(),
+        ));
         let span_upkeep = tokio::spawn(span_upkeep(
             Arc::clone(&spans),
             Arc::clone(&store),
@@ -319,6 +338,7 @@ impl Server {
             http_abort.abort();
         }
         let _ = upkeep.await;
+        let _ = change_upkeep.await;
         let _ = detection.await;
         // Detection has stopped, so the incident recorder drains and ends.
         let _ = tokio::time::timeout(Duration::from_secs(5), incident_recorder).await;
@@ -429,6 +449,27 @@ async fn span_upkeep(spans: Arc<SpanAnalyzer>, store: Arc<Store>, shutdown: Canc
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => spans.expire(&store),
+        }
+    }
+}
+
+/// Reports rollouts of services that went quiet before theirs was reported
+/// (by the store's clock, so replay stays data-driven) and mirrors the
+/// change counters into self-metrics.
+async fn change_upkeep(
+    store: Arc<Store>,
+    detector: Arc<ChangeDetector>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(DETECT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                detector.advance(store.now_unix_nanos());
+                telemetry::refresh_change_metrics(detector.log(), &detector);
+            }
         }
     }
 }

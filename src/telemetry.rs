@@ -47,6 +47,19 @@ pub const STORE_HISTOGRAM_BYTES: &str = "triage_store_histogram_bytes";
 pub const PAIRING_SIZE: &str = "triage_pairing_buffer_spans";
 /// Pairing results: `paired`, `expired_client`, `expired_child`, `full`.
 pub const PAIRING_RESULTS: &str = "triage_pairing_spans_total";
+/// Change events recorded, by `source` (`api`: posted by tools;
+/// `telemetry`: inferred from versions, instances, flags, Kubernetes events).
+pub const CHANGES_RECORDED: &str = "triage_changes_recorded_total";
+/// Change events dropped because the change log was full.
+pub const CHANGES_DROPPED: &str = "triage_changes_dropped_total";
+/// Posted change events refused, by `reason` (`invalid`, `unauthorized`,
+/// `too_large`).
+pub const CHANGES_REFUSED: &str = "triage_changes_refused_total";
+/// What change detection left out, by `reason` (`overflow`: a cap on
+/// services, versions, instances, flags or variants was reached;
+/// `deduplicated`: a repeated Kubernetes event; `merged_rollout`: a rollout
+/// already told by its version change).
+pub const CHANGES_DETECTOR_SKIPPED: &str = "triage_changes_detector_skipped_total";
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -105,6 +118,13 @@ fn describe() {
     );
     describe_gauge!(PAIRING_SIZE, "Spans waiting in the pairing buffer.");
     describe_counter!(PAIRING_RESULTS, "Client/server span pairing results.");
+    describe_counter!(CHANGES_RECORDED, "Change events recorded, by source.");
+    describe_counter!(CHANGES_DROPPED, "Change events dropped from a full log.");
+    describe_counter!(CHANGES_REFUSED, "Posted change events refused, by reason.");
+    describe_counter!(
+        CHANGES_DETECTOR_SKIPPED,
+        "Telemetry observations change detection left out, by reason."
+    );
 }
 
 /// Counts one request's outcome for a transport.
@@ -146,6 +166,33 @@ pub fn refresh_store_gauges(store: &Store) {
         ("full", &pairing.full),
     ] {
         counter!(PAIRING_RESULTS, "result" => result).absolute(value.load(Ordering::Relaxed));
+    }
+}
+
+/// Counts a refused `POST /api/v1/changes`.
+pub fn record_change_refused(reason: &'static str) {
+    counter!(CHANGES_REFUSED, "reason" => reason).increment(1);
+}
+
+/// Mirrors the change log's and the change detector's counters into
+/// metrics; called periodically by the server.
+pub fn refresh_change_metrics(
+    log: &crate::analyze::changes::ChangeLog,
+    detector: &crate::analyze::changes::ChangeDetector,
+) {
+    use crate::analyze::changes::ChangeSource;
+    for source in [ChangeSource::Api, ChangeSource::Telemetry] {
+        counter!(CHANGES_RECORDED, "source" => source.as_str()).absolute(log.recorded(source));
+    }
+    counter!(CHANGES_DROPPED).absolute(log.dropped());
+    let counters = detector.counters();
+    for (reason, value) in [
+        ("overflow", &counters.overflow),
+        ("deduplicated", &counters.deduplicated),
+        ("merged_rollout", &counters.merged_rollouts),
+    ] {
+        counter!(CHANGES_DETECTOR_SKIPPED, "reason" => reason)
+            .absolute(value.load(Ordering::Relaxed));
     }
 }
 

@@ -11,7 +11,7 @@
 //! Everything is observed from outside, as a user would: the JSON log lines
 //! and the history database, read with SQLite in read-only mode.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -301,17 +301,26 @@ fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// Windows the newest snapshot's detector for the operation has seen.
-fn windows_learned(db: &Connection) -> Option<i64> {
-    db.query_row(
-        "SELECT json_extract(detector, '$.seen') FROM snapshot_series
-         WHERE snapshot_id = (SELECT MAX(id) FROM snapshots) AND service = ?1 AND name = ?2",
-        [SERVICE, OPERATION],
-        |row| row.get(0),
-    )
-    .optional()
-    .ok()
-    .flatten()
+/// Windows the newest snapshot's detector for the operation has seen. The
+/// baseline is stored as zlib-compressed JSON.
+fn windows_learned(db: &Connection) -> Option<u64> {
+    let compressed: Vec<u8> = db
+        .query_row(
+            "SELECT detector FROM snapshot_series
+             WHERE snapshot_id = (SELECT MAX(id) FROM snapshots)
+               AND kind = 'operation' AND service = ?1 AND name = ?2",
+            [SERVICE, OPERATION],
+            |row| row.get(0),
+        )
+        .optional()
+        .ok()
+        .flatten()?;
+    let mut json = Vec::new();
+    flate2::read::ZlibDecoder::new(compressed.as_slice())
+        .read_to_end(&mut json)
+        .expect("a zlib-compressed baseline");
+    let detector: Value = serde_json::from_slice(&json).expect("baseline JSON");
+    detector["seen"].as_u64()
 }
 
 /// Every stored event: (seq, incident id, kind).

@@ -156,6 +156,15 @@ detect:
     limits: { process.memory.usage: 2147483648, "*.heap": 1.5 }
   saturation: { pool_usage: 1, cpu_throttled: 0.5 }
   severe_significance: 1.0e-12
+changes:
+  lookback: 45m
+  capacity: 50
+  detect_from_telemetry: false
+  rollout_debounce: 30s
+  instance_timeout: 20s
+  flag_window: 1m
+  flag_shift: 0.3
+  api_token: s3cret
 storage:
   enabled: false
   data_dir: /var/lib/triage
@@ -250,6 +259,16 @@ shutdown_timeout: 5m
             data_dir: "/var/lib/triage".into(),
             retention: Duration::from_secs(2 * 86_400),
             snapshot_interval: Duration::from_secs(30),
+        },
+        changes: ChangesConfig {
+            lookback: Duration::from_secs(45 * 60),
+            capacity: NonZeroUsize::new(50).expect("non-zero"),
+            api_token: ApiToken::new("s3cret"),
+            detect_from_telemetry: false,
+            rollout_debounce: Duration::from_secs(30),
+            instance_timeout: Duration::from_secs(20),
+            flag_window: Duration::from_secs(60),
+            flag_shift: 0.3,
         },
         log: LogSettings {
             level: "triage=debug,info".to_owned(),
@@ -755,6 +774,19 @@ fn the_example_lists_every_key() {
         (&["detect", "metrics"], METRICS_KEYS),
         (&["detect", "trend"], TREND_KEYS),
         (&["detect", "saturation"], SATURATION_KEYS),
+        // The token keys are shown commented out: there is no token by default.
+        (
+            &["changes"],
+            &[
+                "lookback",
+                "capacity",
+                "detect_from_telemetry",
+                "rollout_debounce",
+                "instance_timeout",
+                "flag_window",
+                "flag_shift",
+            ],
+        ),
         (&["storage"], STORAGE_KEYS),
         (&["log"], LOG_KEYS),
     ];
@@ -1034,4 +1066,53 @@ storage:
     let problem = only_problem("storage:\n  retention: 14\n");
     assert_eq!(problem.path, "storage.retention");
     assert!(problem.message.contains("unit"), "{problem}");
+}
+
+#[test]
+fn changes_problems_name_the_field() {
+    let found = paths(
+        r#"
+changes:
+  lookback: 2d
+  capacity: 0
+  detect_from_telemetry: "yes"
+  rollout_debounce: 0s
+  instance_timeout: 10ms
+  flag_window: 5
+  flag_shift: 0.01
+  api_token: ""
+  extra: 1
+"#,
+    );
+    assert_eq!(
+        found,
+        set(&[
+            "changes.lookback",
+            "changes.capacity",
+            "changes.detect_from_telemetry",
+            "changes.rollout_debounce",
+            "changes.instance_timeout",
+            "changes.flag_window",
+            "changes.flag_shift",
+            "changes.api_token",
+            "changes.extra",
+        ])
+    );
+
+    let both = only_problem(r#"changes: { api_token: a, api_token_file: /nonexistent/x }"#);
+    assert_eq!(both.path, "changes.api_token_file");
+    let missing = only_problem(r#"changes: { api_token_file: /nonexistent/token }"#);
+    assert_eq!(missing.path, "changes.api_token_file");
+    assert!(missing.message.contains("cannot read"), "{missing}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "s3cret\n").expect("write token");
+    let loaded = settings(&format!("changes: {{ api_token_file: {} }}", file.display()));
+    let token = loaded.changes.api_token.expect("token read");
+    assert!(token.matches("s3cret"));
+    let tuned = settings("changes: { lookback: 1h, flag_shift: 0.5, detect_from_telemetry: false }");
+    assert_eq!(tuned.changes.lookback, Duration::from_secs(3600));
+    assert_eq!(tuned.changes.flag_shift, 0.5);
+    assert!(!tuned.changes.detect_from_telemetry);
 }

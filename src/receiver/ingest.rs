@@ -39,6 +39,7 @@ use super::wire::{
     ValueRef, FLAG_EVENT,
 };
 use super::{DecodeError, Outcome, Signal, Sink};
+use crate::analyze::changes::{ChangeDetector, K8sEvent};
 use crate::analyze::spans::SpanAnalyzer;
 use crate::store::metric::HistogramPoint;
 use crate::store::pairing::{ClientOutcome, PairKey};
@@ -59,11 +60,18 @@ pub struct Ingest {
     /// Span analysis (own time, local errors, retries, drill-down), when
     /// enabled with [`Ingest::with_spans`]; without it nothing extra runs.
     spans: Option<Arc<SpanAnalyzer>>,
+    /// Infers change events from resources (version, instance), flag
+    /// evaluations and Kubernetes events in logs; `None` observes nothing.
+    changes: Option<Arc<ChangeDetector>>,
 }
 
 impl Ingest {
     pub fn new(store: Arc<Store>) -> Self {
-        Ingest { store, spans: None }
+        Ingest {
+            store,
+            changes: None,
+            spans: None,
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -79,6 +87,12 @@ impl Ingest {
     /// The span analyzer, when enabled.
     pub fn spans(&self) -> Option<&Arc<SpanAnalyzer>> {
         self.spans.as_ref()
+    }
+
+    /// Also tells `detector` what each request shows about changes.
+    pub fn with_changes(mut self, detector: Arc<ChangeDetector>) -> Self {
+        self.changes = Some(detector);
+        self
     }
 }
 
@@ -804,6 +818,11 @@ impl Ingest {
                 .filter(|name| !name.is_empty())
                 .unwrap_or(UNKNOWN_SERVICE);
             let service = self.store.service(name);
+            self.observe_changes(
+                name,
+                &resource.attributes,
+                &batch.spans[resource.spans.clone()],
+            );
             for span in &batch.spans[resource.spans.clone()] {
                 self.record_checked(&service, span, now, &mut tally);
             }
@@ -856,6 +875,7 @@ impl Sink for Ingest {
                     self.record_checked(&service, &span_view(span), now, &mut tally);
                 }
             }
+            self.observe_decoded_changes(resource_spans);
         }
         if let Some(spans) = &self.spans {
             spans.observe(
@@ -909,6 +929,13 @@ impl Sink for Ingest {
                         .into_iter()
                         .find(|time| *time > 0)
                         .unwrap_or(now);
+                    if let Some(changes) = &self.changes {
+                        if let Some(event) =
+                            k8s_event(resource_logs.resource.as_ref(), record, time)
+                        {
+                            changes.observe_k8s_event(&event);
+                        }
+                    }
                     let class = severity_class(record.severity_number, &record.severity_text);
                     let error = u64::from(
                         record.severity_number >= 17 || matches!(class, "ERROR" | "FATAL"),
@@ -922,6 +949,147 @@ impl Sink for Ingest {
         telemetry::record_ingest_batch(Signal::Logs, started.elapsed());
         tally.into_outcome()
     }
+}
+
+// === change detection ===
+
+impl Ingest {
+    /// Tells the change detector about one resource's spans: its version
+    /// and instance once (at the latest span end, event time) and each flag
+    /// evaluation. One extra pass over the spans, only with a detector.
+    fn observe_changes(
+        &self,
+        service: &str,
+        resource: &ResourceAttributes<'_>,
+        spans: &[SpanView<'_>],
+    ) {
+        let Some(changes) = &self.changes else {
+            return;
+        };
+        let mut latest = 0;
+        for span in spans {
+            latest = latest.max(span.end_time_unix_nano);
+            let flag = &span.attributes;
+            if let (Some(key), Some(variant)) = (flag.feature_flag_key, flag.feature_flag_variant) {
+                changes.observe_flag(service, key, variant, span.end_time_unix_nano);
+            }
+        }
+        // The pod name is what people recognise; the instance id is the
+        // fallback outside Kubernetes.
+        let instance = resource.k8s_pod_name.or(resource.service_instance_id);
+        changes.observe_resource(service, resource.service_version, instance, latest);
+    }
+
+    /// [`Ingest::observe_changes`] for a decoded (JSON fallback) resource.
+    fn observe_decoded_changes(
+        &self,
+        resource_spans: &opentelemetry_proto::tonic::trace::v1::ResourceSpans,
+    ) {
+        if self.changes.is_none() {
+            return;
+        }
+        let resource = resource_spans.resource.as_ref();
+        let spans: Vec<SpanView<'_>> = resource_spans
+            .scope_spans
+            .iter()
+            .flat_map(|scope| scope.spans.iter().map(span_view))
+            .collect();
+        self.observe_changes(
+            service_name(resource),
+            &resource_attributes(resource),
+            &spans,
+        );
+    }
+}
+
+/// The string attribute `key` among `attributes`.
+fn text_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|attribute| attribute.key == key)
+        .and_then(string_value)
+        .filter(|text| !text.is_empty())
+}
+
+/// The entries of a map (`kvlist`) value.
+fn map_entries(
+    value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>,
+) -> Option<&[KeyValue]> {
+    match value?.value.as_ref()? {
+        Value::KvlistValue(list) => Some(&list.values),
+        _ => None,
+    }
+}
+
+/// A Kubernetes event in a log record, as the OpenTelemetry Collector's
+/// receivers write it:
+/// - `k8s_events`: reason in the `k8s.event.reason` record attribute, the
+///   involved object in the `k8s.object.kind` / `k8s.object.name` resource
+///   attributes, the message as the body;
+/// - `k8sobjects` watching or pulling `events`: the Event object itself as a
+///   map body (under `object` when watching), with `event.domain: k8s` or
+///   `k8s.resource.name: events` record attributes.
+///
+/// The service is `service.name` or `k8s.deployment.name` when the record or
+/// its resource says so (e.g. added by the k8sattributes processor);
+/// otherwise the change detector works it out from the object's name.
+fn k8s_event<'a>(
+    resource: Option<&'a Resource>,
+    record: &'a opentelemetry_proto::tonic::logs::v1::LogRecord,
+    time: u64,
+) -> Option<K8sEvent<'a>> {
+    let resource_attributes: &[KeyValue] = resource.map_or(&[], |resource| &resource.attributes);
+    let attribute = |key: &str| {
+        text_attribute(&record.attributes, key).or_else(|| text_attribute(resource_attributes, key))
+    };
+    let service = attribute("k8s.deployment.name").or_else(|| {
+        text_attribute(resource_attributes, "service.name")
+            .or_else(|| text_attribute(&record.attributes, "service.name"))
+            .filter(|name| *name != UNKNOWN_SERVICE)
+    });
+    if let Some(reason) = text_attribute(&record.attributes, "k8s.event.reason") {
+        let message = match record.body.as_ref().and_then(|body| body.value.as_ref()) {
+            Some(Value::StringValue(message)) => message.as_str(),
+            _ => "",
+        };
+        return Some(K8sEvent {
+            reason,
+            message,
+            object_kind: attribute("k8s.object.kind").unwrap_or(""),
+            object_name: attribute("k8s.object.name").unwrap_or(""),
+            service,
+            time_unix_nanos: time,
+        });
+    }
+    let from_objects_receiver = text_attribute(&record.attributes, "event.domain") == Some("k8s")
+        || text_attribute(&record.attributes, "k8s.resource.name") == Some("events");
+    if !from_objects_receiver {
+        return None;
+    }
+    let body = map_entries(record.body.as_ref())?;
+    let object = body
+        .iter()
+        .find(|entry| entry.key == "object")
+        .and_then(|entry| map_entries(entry.value.as_ref()))
+        .unwrap_or(body);
+    if text_attribute(object, "kind").is_some_and(|kind| kind != "Event") {
+        return None;
+    }
+    let involved = object
+        .iter()
+        .find(|entry| entry.key == "involvedObject" || entry.key == "regarding")
+        .and_then(|entry| map_entries(entry.value.as_ref()))
+        .unwrap_or(&[]);
+    Some(K8sEvent {
+        reason: text_attribute(object, "reason")?,
+        message: text_attribute(object, "message")
+            .or_else(|| text_attribute(object, "note"))
+            .unwrap_or(""),
+        object_kind: text_attribute(involved, "kind").unwrap_or(""),
+        object_name: text_attribute(involved, "name").unwrap_or(""),
+        service,
+        time_unix_nanos: time,
+    })
 }
 
 /// The severity class of a log record: from its number, else its text.

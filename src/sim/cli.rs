@@ -393,7 +393,11 @@ fn write_file(simulator: Simulator, path: Option<PathBuf>) -> Result<super::SimS
     } else {
         let mut file = file;
         let summary = write(simulator, &mut file).map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
+        // Only regular files can be synced: /dev/null or a pipe answer
+        // EINVAL, and there is nothing to make durable there anyway.
+        if file.metadata().map_err(io_error)?.is_file() {
+            file.sync_all().map_err(io_error)?;
+        }
         Ok(summary)
     }
 }

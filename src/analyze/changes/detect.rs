@@ -674,7 +674,12 @@ impl ChangeDetector {
             return;
         }
         let known = &flag.variants[index];
-        if known.reported_period == Some(flag.period) {
+        // Reported in this period or the one before: a flip that straddles
+        // a period boundary is one change, not a new variant and a shift.
+        if known
+            .reported_period
+            .is_some_and(|reported| reported + 1 >= flag.period)
+        {
             return;
         }
         let previous_share = known.previous as f64 / flag.previous_total as f64;

@@ -16,6 +16,7 @@ CREATE TABLE snapshot_series (
     service              TEXT NOT NULL,
     name                 TEXT NOT NULL,
     last_data_unix_nanos INTEGER NOT NULL,    -- start of the last window with data
-    detector             TEXT NOT NULL,       -- the series' baseline, JSON
+    detector             BLOB NOT NULL,       -- the series' baseline: JSON, zlib-compressed
+    detector_bytes       INTEGER NOT NULL,    -- its uncompressed length (for sqlar_uncompress)
     PRIMARY KEY (snapshot_id, kind, service, name)
 ) WITHOUT ROWID;

@@ -876,3 +876,56 @@ fn failed_spans_carry_error_type_and_flags_follow_the_conventions() {
         assert!(event.time_unix_nano >= row.start && event.time_unix_nano <= row.end);
     }
 }
+
+#[tokio::test]
+async fn simulate_writes_the_truth_next_to_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, truth) = (
+        dir.path().join("run.jsonl"),
+        dir.path().join("run.truth.json"),
+    );
+    let args = SimulateArgs {
+        faults: vec!["canary:catalog".into()],
+        fault_at: vec!["5s".into()],
+        duration: Some("10s".into()),
+        rate: Some(2.0),
+        no_benign_deploys: true,
+        out: Some(out.clone()),
+        truth: Some(truth.clone()),
+        ..SimulateArgs::default()
+    };
+    run_simulate(args).await.unwrap();
+    assert!(std::fs::metadata(&out).unwrap().len() > 0);
+    let written: ScenarioTruth = serde_json::from_slice(&std::fs::read(&truth).unwrap()).unwrap();
+    assert_eq!(written.ground_truth.len(), 1);
+    assert_eq!(
+        written.ground_truth[0].pattern,
+        Some(PatternKind::BadDeploy)
+    );
+    assert_eq!(written.changes.len(), 1);
+    assert_eq!(
+        written.ground_truth[0].change.as_ref(),
+        written.changes.first()
+    );
+
+    // Without a fault that fits, nothing is written.
+    let args = SimulateArgs {
+        faults: vec!["canary:nope".into()],
+        fault_at: vec!["5s".into()],
+        truth: Some(dir.path().join("never.json")),
+        ..SimulateArgs::default()
+    };
+    assert!(run_simulate(args).await.is_err());
+    assert!(!dir.path().join("never.json").exists());
+
+    // Writing to a device (which cannot be synced) is not an error.
+    if cfg!(unix) {
+        let args = SimulateArgs {
+            duration: Some("2s".into()),
+            rate: Some(1.0),
+            out: Some("/dev/null".into()),
+            ..SimulateArgs::default()
+        };
+        run_simulate(args).await.unwrap();
+    }
+}

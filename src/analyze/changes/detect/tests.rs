@@ -434,3 +434,15 @@ fn everything_is_bounded() {
     detector.observe_resource("payment", Some("v-final"), None, T0 + 9_000 * SECOND);
     assert_eq!(changes(&detector).len(), before + 1);
 }
+
+#[test]
+fn a_flip_straddling_a_period_boundary_is_one_change() {
+    // `off` only, then `on` only from 10 s before a period boundary: the new
+    // variant is reported in one period, and its 100% share in the next is
+    // the same flip.
+    let mut evaluations: Vec<(u64, &str)> = (0..590).step_by(5).map(|secs| (secs, "off")).collect();
+    evaluations.extend((590..1200).step_by(5).map(|secs| (secs, "on")));
+    let found = flags(evaluations);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].value.as_deref(), Some("on"));
+}
