@@ -13,6 +13,10 @@
 //!   per 10 service-days of healthy traffic.
 
 use std::collections::BTreeSet;
+
+mod rca;
+
+pub use rca::{rca_table, run_rca_scenario, summarize_rca, FaultScore, RcaOutcome, RcaSummary};
 use std::fmt::Write as _;
 use std::time::Duration;
 

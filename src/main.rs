@@ -85,6 +85,10 @@ struct EvalArgs {
     /// Seeds: each scenario runs once per seed (default 1).
     #[arg(long, value_name = "N", default_value_t = 1)]
     seeds: u64,
+    /// Score root-cause analysis instead (origin ranking, changes, scope,
+    /// patterns) on the root-cause scenarios (`rca-*`).
+    #[arg(long)]
+    rca: bool,
 }
 
 #[derive(Debug, Args)]
@@ -181,7 +185,11 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         settings.detect.clone(),
         settings.detect.lateness,
     )
-    .with_span_config(settings.analyze.clone());
+    .with_span_config(settings.analyze.clone())
+    .with_changes_config(
+        &settings.changes,
+        triage::analyze::rca::RcaConfig::default(),
+    );
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path)
@@ -295,6 +303,9 @@ impl Progress {
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let settings = load(args.config.as_deref())?;
+    if args.rca {
+        return eval_rca(&args, &settings);
+    }
     let all = triage::sim::named_scenarios();
     for name in &args.scenarios {
         if !all.iter().any(|(known, _)| known == name) {
@@ -335,6 +346,58 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     print!("{}", triage::eval::table(&outcomes));
+    Ok(())
+}
+
+/// `triage eval --rca`: the root-cause scenarios, scored against their
+/// ground truth.
+fn eval_rca(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
+    let all = triage::sim::rca_scenarios();
+    for name in &args.scenarios {
+        if !all.iter().any(|(known, _)| known == name) {
+            let known: Vec<&str> = all.iter().map(|(known, _)| *known).collect();
+            anyhow::bail!("unknown scenario {name:?}; known: {}", known.join(", "));
+        }
+    }
+    let mut outcomes = Vec::new();
+    for (name, scenario) in all {
+        if !args.scenarios.is_empty() && !args.scenarios.iter().any(|wanted| wanted == name) {
+            continue;
+        }
+        for seed in 1..=args.seeds.max(1) {
+            let mut scenario = scenario.clone();
+            scenario.seed = seed;
+            if let Some(rate) = args.rate {
+                scenario.entry_rate_per_sec = rate;
+            }
+            let started = std::time::Instant::now();
+            let outcome =
+                triage::eval::run_rca_scenario(name, scenario, &settings.detect, &settings.store);
+            let firsts: Vec<String> = outcome
+                .faults
+                .iter()
+                .map(|fault| {
+                    format!(
+                        "{} -> ranked first {}",
+                        fault.fault,
+                        fault.ranked_first.as_deref().unwrap_or("(no incident)")
+                    )
+                })
+                .collect();
+            eprintln!(
+                "{name} (seed {seed}): {}; {} incidents; {:.1} s",
+                if firsts.is_empty() {
+                    "no fault".to_string()
+                } else {
+                    firsts.join(", ")
+                },
+                outcome.incidents,
+                started.elapsed().as_secs_f64()
+            );
+            outcomes.push(outcome);
+        }
+    }
+    print!("{}", triage::eval::rca_table(&outcomes));
     Ok(())
 }
 

@@ -22,6 +22,8 @@ use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use thiserror::Error;
 
 use crate::analyze::spans::{SpanAnalyzer, SpanConfig};
+use crate::analyze::changes::{Change, ChangeDetector, ChangeLog, ChangesConfig};
+use crate::analyze::rca::{Analyzer, Context, RcaConfig};
 use crate::detect::engine::Engine;
 use crate::detect::incident::IncidentEvent;
 use crate::detect::DetectConfig;
@@ -78,6 +80,11 @@ pub struct Replay {
     /// Span analysis, fed by `ingest`; read by root-cause analysis.
     spans: Arc<SpanAnalyzer>,
     engine: Engine,
+    /// Groups and explains the engine's per-service incidents.
+    analyzer: Analyzer,
+    /// Changes posted (by [`Replay::record_change`]) or seen in the data.
+    changes: Arc<ChangeLog>,
+    change_detector: Arc<ChangeDetector>,
     newest: u64,
     pub stats: ReplayStats,
 }
@@ -136,10 +143,21 @@ impl Replay {
         let clock = Arc::new(ManualClock::new(0));
         let spans = Arc::new(SpanAnalyzer::new(SpanConfig::default(), &store));
         let store = Arc::new(Store::with_clock(store, clock.clone()));
+        let changes_config = ChangesConfig::default();
+        let changes = Arc::new(ChangeLog::new(changes_config.capacity.get()));
+        let change_detector = Arc::new(ChangeDetector::new(Arc::clone(&changes), &changes_config));
         Replay {
-            ingest: Ingest::new(Arc::clone(&store)).with_spans(Arc::clone(&spans)),
+            ingest: Ingest::new(Arc::clone(&store))
+                .with_spans(Arc::clone(&spans))
+                .with_changes(Arc::clone(&change_detector)),
             spans,
             engine: Engine::new(detect, lateness),
+            analyzer: Analyzer::new(RcaConfig {
+                lookback: changes_config.lookback,
+                ..RcaConfig::default()
+            }),
+            changes,
+            change_detector,
             store,
             clock,
             newest: 0,
@@ -155,8 +173,49 @@ impl Replay {
     /// before feeding anything).
     pub fn with_span_config(mut self, config: SpanConfig) -> Self {
         self.spans = Arc::new(SpanAnalyzer::new(config, self.store.config()));
-        self.ingest = Ingest::new(Arc::clone(&self.store)).with_spans(Arc::clone(&self.spans));
+        self.ingest = self.ingest.with_spans(Arc::clone(&self.spans));
         self
+    }
+
+    /// Uses `config` for change detection and correlation (call before
+    /// feeding anything).
+    pub fn with_changes_config(mut self, config: &ChangesConfig, rca: RcaConfig) -> Self {
+        self.changes = Arc::new(ChangeLog::new(config.capacity.get()));
+        self.change_detector = Arc::new(ChangeDetector::new(Arc::clone(&self.changes), config));
+        self.ingest = if config.detect_from_telemetry {
+            self.ingest.with_changes(Arc::clone(&self.change_detector))
+        } else {
+            self.ingest.without_changes()
+        };
+        self.analyzer = Analyzer::new(RcaConfig {
+            lookback: config.lookback,
+            ..rca
+        });
+        self
+    }
+
+    /// Records a change a tool posted (deploy, flag flip) at its time.
+    pub fn record_change(&mut self, change: Change) -> u64 {
+        self.changes.record(change)
+    }
+
+    /// The changes known so far.
+    pub fn changes(&self) -> &Arc<ChangeLog> {
+        &self.changes
+    }
+
+    /// Open grouped incidents.
+    pub fn open_incidents(&self) -> Vec<&crate::detect::incident::Incident> {
+        self.analyzer.open_incidents()
+    }
+
+    fn analyze(&mut self, events: Vec<IncidentEvent>) -> Vec<IncidentEvent> {
+        let context = Context {
+            store: &self.store,
+            spans: Some(&self.spans),
+            changes: &self.changes,
+        };
+        self.analyzer.process(events, context)
     }
 
     /// The span analyzer (own time, local errors, retries, drill-down).
@@ -280,7 +339,9 @@ impl Replay {
     fn after_feed(&mut self) -> Vec<IncidentEvent> {
         self.store.expire_pairs();
         self.spans.expire(&self.store);
-        let events = self.engine.advance(&self.store, self.newest);
+        self.change_detector.advance(self.newest);
+        let found = self.engine.advance(&self.store, self.newest);
+        let events = self.analyze(found);
         self.stats.events += events.len() as u64;
         events
     }
@@ -291,7 +352,9 @@ impl Replay {
         self.store.flush_pairs();
         self.spans.flush(&self.store);
         let last = self.store.window_index(self.newest);
-        let events = self.engine.close_through(&self.store, last);
+        self.change_detector.advance(self.newest);
+        let found = self.engine.close_through(&self.store, last);
+        let events = self.analyze(found);
         self.stats.events += events.len() as u64;
         events
     }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
 use crate::analyze::changes::{ChangeDetector, ChangeLog};
+use crate::analyze::rca::{Analyzer, Handles, RcaConfig};
 use crate::analyze::spans::SpanAnalyzer;
 use crate::config::Settings;
 use crate::detect::engine::Engine;
@@ -292,9 +293,22 @@ impl Server {
         // Baselines and open incidents from the last run, before detection
         // starts; events that bring the record up to date go to every
         // subscriber.
+        let handles = Handles {
+            store: Arc::clone(&store),
+            spans: Some(Arc::clone(&spans)),
+            changes: Arc::clone(&changes),
+        };
+        let mut analyzer = Analyzer::new(RcaConfig {
+            lookback: settings.changes.lookback,
+            ..RcaConfig::default()
+        });
+        match history.open_incidents() {
+            Ok(open) => analyzer.restore(open),
+            Err(error) => tracing::warn!(%error, "cannot read open incidents from the history"),
+        }
         let caught_up =
             history_tasks::restore_engine(Arc::clone(&history), &store, &mut engine).await;
-        for event in caught_up {
+        for event in analyzer.process(caught_up, handles.context()) {
             let _ = events.send(event);
         }
         // Without storage a snapshot would only be lost at exit.
@@ -306,8 +320,9 @@ impl Server {
             )
         });
         let detection = tokio::spawn(detect(
-            Arc::clone(&store),
+            handles,
             engine,
+            analyzer,
             events,
             snapshots,
             shutdown.clone(),
@@ -380,8 +395,9 @@ impl Server {
 /// and publishes incident events. Detection runs on a blocking thread: it
 /// walks every series, which must not stall the receivers' tasks.
 async fn detect(
-    store: Arc<Store>,
+    handles: Handles,
     mut engine: Engine,
+    mut analyzer: Analyzer,
     events: broadcast::Sender<IncidentEvent>,
     mut snapshots: Option<Snapshotter>,
     shutdown: CancellationToken,
@@ -400,24 +416,26 @@ async fn detect(
             }
             _ = tick.tick() => {}
         }
-        let store = Arc::clone(&store);
+        let handles = handles.clone();
         let snapshot_window = snapshots
             .as_ref()
             .filter(|snapshots| snapshots.due())
             .map(Snapshotter::window);
         let result = tokio::task::spawn_blocking(move || {
-            let now = store.now_unix_nanos();
-            let found = engine.advance(&store, now);
+            let now = handles.store.now_unix_nanos();
+            let found = engine.advance(&handles.store, now);
+            let found = analyzer.process(found, handles.context());
             // Copied here, off the runtime; written by the snapshotter.
             let snapshot = snapshot_window.map(|window| engine.snapshot(window));
-            (engine, found, snapshot)
+            (engine, analyzer, found, snapshot)
         })
         .await;
-        let Ok((returned, found, snapshot)) = result else {
+        let Ok((returned, returned_analyzer, found, snapshot)) = result else {
             tracing::error!("detection task failed; detection stops");
             return;
         };
         engine = returned;
+        analyzer = returned_analyzer;
         if let (Some(snapshots), Some(snapshot)) = (snapshots.as_mut(), snapshot) {
             snapshots.save(snapshot);
         }

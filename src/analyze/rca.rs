@@ -116,11 +116,6 @@ impl OriginEvidence {
     }
 }
 
-/// Windows `[from, to)` of the store covering `[start, end)` in Unix nanos.
-pub(crate) fn windows(store: &Store, start: u64, end: u64) -> Range<i64> {
-    store.window_index(start)..store.window_index(end.saturating_sub(1)) + 1
-}
-
 /// The incident's windows and the baseline before it, within the ring.
 pub(crate) fn ranges(store: &Store, incident: &Incident) -> (Range<i64>, Range<i64>) {
     let onset = store.window_index(incident.onset_unix_nanos);

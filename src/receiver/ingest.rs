@@ -94,6 +94,12 @@ impl Ingest {
         self.changes = Some(detector);
         self
     }
+
+    /// Stops inferring changes from the telemetry.
+    pub fn without_changes(mut self) -> Self {
+        self.changes = None;
+        self
+    }
 }
 
 /// Counts rejected items and keeps the first reason, for partial success.
