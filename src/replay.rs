@@ -21,9 +21,9 @@ use opentelemetry_proto::tonic::collector::{
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use thiserror::Error;
 
-use crate::analyze::spans::{SpanAnalyzer, SpanConfig};
 use crate::analyze::changes::{Change, ChangeDetector, ChangeLog, ChangesConfig};
 use crate::analyze::rca::{Analyzer, Context, RcaConfig};
+use crate::analyze::spans::{SpanAnalyzer, SpanConfig};
 use crate::detect::engine::Engine;
 use crate::detect::incident::IncidentEvent;
 use crate::detect::DetectConfig;

@@ -205,10 +205,8 @@ impl Server {
         let _ = &changes;
         // Inferring changes from the telemetry can be turned off; posted
         // changes are accepted either way.
-        let change_detector = Arc::new(ChangeDetector::new(
-            Arc::clone(&changes),
-            &settings.changes,
-        ));
+        let change_detector =
+            Arc::new(ChangeDetector::new(Arc::clone(&changes), &settings.changes));
         let mut ingest = Ingest::new(Arc::clone(&store)).with_spans(Arc::clone(&spans));
         if settings.changes.detect_from_telemetry {
             ingest = ingest.with_changes(Arc::clone(&change_detector));

@@ -10,8 +10,7 @@
 use super::changes::{correlate, ChangeFilter, CorrelationInput};
 use super::rca::{ranges, Context, Graph, OriginEvidence, RcaConfig};
 use super::{
-    AttributeLift, BlastRadius, Evidence, Hypothesis, HypothesisKind, Pattern,
-    PatternKind,
+    AttributeLift, BlastRadius, Evidence, Hypothesis, HypothesisKind, Pattern, PatternKind,
 };
 use crate::detect::incident::Incident;
 use crate::detect::AnomalyKind;
@@ -19,6 +18,8 @@ use crate::store::{SeriesKey, SeriesKind};
 
 /// Most attribute lifts listed in a blast radius.
 const MAX_LIFTS: usize = 5;
+/// Values less over-represented than this among bad spans are not listed.
+const MIN_LIFT: f64 = 1.2;
 /// Most hypotheses per incident.
 const MAX_HYPOTHESES: usize = 3;
 /// A change correlated at least this well is offered as the cause.
@@ -71,6 +72,18 @@ pub(crate) fn explain(
             origin_lifts = previous.attributes.clone();
         }
     }
+    // The value that carries nearly all the failures comes first (a region
+    // before one of its zones, the pod before its zone); among equals, the
+    // most over-represented.
+    // A value every span carries (one environment) is not over-represented.
+    origin_lifts.retain(|lift| lift.lift >= MIN_LIFT);
+    origin_lifts.sort_by(|a, b| {
+        let bucket = |lift: &AttributeLift| (lift.bad_share * 10.0).floor() as i64;
+        bucket(b)
+            .cmp(&bucket(a))
+            .then_with(|| b.lift.total_cmp(&a.lift))
+            .then_with(|| a.key.cmp(&b.key))
+    });
     origin_lifts.truncate(MAX_LIFTS);
 
     // Changes before the onset on the candidates and their dependencies.
@@ -112,10 +125,20 @@ pub(crate) fn explain(
     };
 
     incident.patterns = patterns(incident, context, graph, ranked, &origin_lifts);
-    incident.blast_radius = Some(blast_radius(incident, context, graph, &origin, origin_lifts));
+    incident.blast_radius = Some(blast_radius(
+        incident,
+        context,
+        graph,
+        &origin,
+        origin_lifts,
+    ));
     incident.hypotheses = hypotheses(incident, ranked);
     if let Some(first) = incident.hypotheses.first() {
-        incident.summary = format!("{} — likely: {}", base_summary(incident, &origin), first.summary);
+        incident.summary = format!(
+            "{} — likely: {}",
+            base_summary(incident, &origin),
+            first.summary
+        );
     } else {
         incident.summary = base_summary(incident, &origin);
     }
@@ -191,9 +214,8 @@ fn patterns(
                 let share = |calls: u64, repeated: u64| repeated as f64 / calls.max(1) as f64;
                 let repeated_now = share(calls_now.calls, calls_now.repeated);
                 let repeated_before = share(calls_before.calls, calls_before.repeated);
-                let per_parent = |c: &crate::analyze::spans::CallStats| {
-                    c.calls as f64 / c.parents.max(1) as f64
-                };
+                let per_parent =
+                    |c: &crate::analyze::spans::CallStats| c.calls as f64 / c.parents.max(1) as f64;
                 if calls_now.calls >= 20
                     && repeated_now >= 0.2
                     && repeated_now >= 3.0 * repeated_before.max(0.01)
@@ -230,7 +252,11 @@ fn patterns(
             // or down.
             if let (Some(p99), Some(max), Some(base)) = (current.p99, current.max, before.p99) {
                 let callee_bad = members.contains(&callee.as_str());
-                if callee_bad && p99 >= 5.0 * base && max >= 1.25 * p99.max(1.0) * 0.9 && error_rise < 0.05 {
+                if callee_bad
+                    && p99 >= 5.0 * base
+                    && max >= 1.25 * p99.max(1.0) * 0.9
+                    && error_rise < 0.05
+                {
                     push(
                         PatternKind::MissingTimeout,
                         edge.clone(),
@@ -243,7 +269,8 @@ fn patterns(
             }
             // Pool or queue wait: the caller's view slows, the callee's own
             // latency does not.
-            if latency_up >= 1.5 && graph.is_service(callee) && !members.contains(&callee.as_str()) {
+            if latency_up >= 1.5 && graph.is_service(callee) && !members.contains(&callee.as_str())
+            {
                 push(
                     PatternKind::PoolWait,
                     edge.clone(),
@@ -274,7 +301,10 @@ fn patterns(
             .map(|(service, _)| service.to_string())
             .unwrap_or_else(|| incident.service.clone());
         let measure = anomaly.anomaly.measure.as_str();
-        let is_saturation = matches!(anomaly.anomaly.kind, AnomalyKind::Saturation | AnomalyKind::LevelShift);
+        let is_saturation = matches!(
+            anomaly.anomaly.kind,
+            AnomalyKind::Saturation | AnomalyKind::LevelShift
+        );
         if is_saturation && (measure.contains("throttl") || measure.contains("cpu")) {
             push(
                 PatternKind::ResourceContention,
@@ -283,10 +313,16 @@ fn patterns(
             );
         }
         if is_saturation && measure.contains("db.client.connection") {
-            push(PatternKind::PoolWait, service.clone(), anomaly.anomaly.summary.clone());
+            push(
+                PatternKind::PoolWait,
+                service.clone(),
+                anomaly.anomaly.summary.clone(),
+            );
         }
-        if matches!(anomaly.anomaly.kind, AnomalyKind::Trend | AnomalyKind::Saturation)
-            && measure.contains("memory")
+        if matches!(
+            anomaly.anomaly.kind,
+            AnomalyKind::Trend | AnomalyKind::Saturation
+        ) && measure.contains("memory")
         {
             let detail = match anomaly.anomaly.time_to_limit_secs {
                 Some(secs) => format!(
@@ -329,7 +365,11 @@ fn patterns(
             ),
         );
     }
-    if let Some(change) = incident.changes.first().filter(|c| c.score >= CHANGE_HYPOTHESIS_SCORE) {
+    if let Some(change) = incident
+        .changes
+        .first()
+        .filter(|c| c.score >= CHANGE_HYPOTHESIS_SCORE)
+    {
         let kind = match change.kind.as_str() {
             "feature_flag" => Some(PatternKind::FlagFlip),
             "deploy" => Some(PatternKind::BadDeploy),
@@ -406,7 +446,12 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
         .as_ref()
         .map(|blast| blast.attributes.clone())
         .unwrap_or_default();
-    let exemplars: Vec<String> = incident.exemplar_trace_ids.iter().take(3).cloned().collect();
+    let exemplars: Vec<String> = incident
+        .exemplar_trace_ids
+        .iter()
+        .take(3)
+        .cloned()
+        .collect();
 
     // A change that explains it.
     if let Some(change) = incident
@@ -424,9 +469,20 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
                     .and_then(|rest| rest.split(')').next())
                     .map(|version| format!(" to {version}"))
                     .unwrap_or_else(|| " to the previous version".to_string());
-                format!("roll back {} from {}{previous}", change.service, if subject.is_empty() { "the new version".to_string() } else { subject.clone() })
+                format!(
+                    "roll back {} from {}{previous}",
+                    change.service,
+                    if subject.is_empty() {
+                        "the new version".to_string()
+                    } else {
+                        subject.clone()
+                    }
+                )
             }
-            "feature_flag" => format!("turn flag {} off (back to its previous variant) on {}", subject, change.service),
+            "feature_flag" => format!(
+                "turn flag {} off (back to its previous variant) on {}",
+                subject, change.service
+            ),
             "config" => format!("revert the config change {} on {}", subject, change.service),
             "scale" => format!("scale {} back", change.service),
             _ => format!("undo the {} change on {}", change.kind, change.service),
@@ -450,7 +506,11 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
                 "the {} of {}{} {:.0} s before the onset caused it",
                 change.kind.replace('_', " "),
                 change.service,
-                if subject.is_empty() { String::new() } else { format!(" ({subject})") },
+                if subject.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({subject})")
+                },
                 change.before_onset_secs.max(0.0)
             ),
             evidence_for: vec![Evidence {
@@ -463,9 +523,11 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
     }
 
     // A named pattern.
-    if let Some(pattern) = incident.patterns.iter().find(|pattern| {
-        !matches!(pattern.kind, PatternKind::BadDeploy | PatternKind::FlagFlip)
-    }) {
+    if let Some(pattern) = incident
+        .patterns
+        .iter()
+        .find(|pattern| !matches!(pattern.kind, PatternKind::BadDeploy | PatternKind::FlagFlip))
+    {
         let (kind, action) = match pattern.kind {
             PatternKind::RetryStorm => (
                 HypothesisKind::Pattern,
@@ -509,7 +571,11 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
             kind,
             subject: pattern.subject.clone(),
             score: 0.6,
-            summary: format!("{}: {}", pattern.kind.as_str().replace('_', " "), pattern.subject),
+            summary: format!(
+                "{}: {}",
+                pattern.kind.as_str().replace('_', " "),
+                pattern.subject
+            ),
             evidence_for: vec![Evidence {
                 text: pattern.detail.clone(),
                 trace_ids: exemplars.clone(),
@@ -520,10 +586,9 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
     }
 
     // Failures scoped to part of the infrastructure.
-    if let Some(lift) = lifts
-        .iter()
-        .find(|lift| INFRA_KEYS.contains(&lift.key.as_str()) && lift.bad_share >= 0.6 && lift.lift >= 1.5)
-    {
+    if let Some(lift) = lifts.iter().find(|lift| {
+        INFRA_KEYS.contains(&lift.key.as_str()) && lift.bad_share >= 0.6 && lift.lift >= 1.5
+    }) {
         let action = match lift.key.as_str() {
             "cloud.region" | "cloud.availability_zone" => {
                 format!("shift traffic away from {}={}", lift.key, lift.value)
@@ -558,7 +623,9 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
         let mut against = Vec::new();
         if incident.changes.is_empty() {
             against.push(Evidence {
-                text: format!("no change recorded on {service} or its dependencies before the onset"),
+                text: format!(
+                    "no change recorded on {service} or its dependencies before the onset"
+                ),
                 trace_ids: Vec::new(),
             });
         }

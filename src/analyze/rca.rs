@@ -212,19 +212,18 @@ impl Analyzer {
                 self.member_of.insert(service.clone(), incident.id.clone());
                 members.insert(service, member);
             }
-            self.groups.insert(
-                incident.id.clone(),
-                Group {
-                    members,
-                    incident,
-                },
-            );
+            self.groups
+                .insert(incident.id.clone(), Group { members, incident });
         }
     }
 
     /// Turns the detector's per-service events into grouped, explained
     /// incident events.
-    pub fn process(&mut self, events: Vec<IncidentEvent>, context: Context<'_>) -> Vec<IncidentEvent> {
+    pub fn process(
+        &mut self,
+        events: Vec<IncidentEvent>,
+        context: Context<'_>,
+    ) -> Vec<IncidentEvent> {
         if events.is_empty() {
             return Vec::new();
         }
@@ -290,7 +289,9 @@ impl Analyzer {
                         if group.members.is_empty() {
                             resolved_at.insert(
                                 group_id.clone(),
-                                incident.resolved_unix_nanos.unwrap_or(incident.opened_unix_nanos),
+                                incident
+                                    .resolved_unix_nanos
+                                    .unwrap_or(incident.opened_unix_nanos),
                             );
                         }
                     }
@@ -333,7 +334,10 @@ impl Analyzer {
         self.groups
             .iter()
             .filter(|(_, group)| {
-                incident.onset_unix_nanos.abs_diff(group.incident.onset_unix_nanos) <= window
+                incident
+                    .onset_unix_nanos
+                    .abs_diff(group.incident.onset_unix_nanos)
+                    <= window
                     && group
                         .members
                         .keys()
@@ -414,9 +418,17 @@ fn merge(id: &str, members: &[&Incident]) -> Incident {
         return incident;
     }
     let several = members.len() > 1;
-    incident.onset_unix_nanos = members.iter().map(|m| m.onset_unix_nanos).min().unwrap_or(0);
+    incident.onset_unix_nanos = members
+        .iter()
+        .map(|m| m.onset_unix_nanos)
+        .min()
+        .unwrap_or(0);
     incident.onset = crate::detect::incident::rfc3339(incident.onset_unix_nanos);
-    incident.opened_unix_nanos = members.iter().map(|m| m.opened_unix_nanos).min().unwrap_or(0);
+    incident.opened_unix_nanos = members
+        .iter()
+        .map(|m| m.opened_unix_nanos)
+        .min()
+        .unwrap_or(0);
     incident.kinds = members
         .iter()
         .flat_map(|m| m.kinds.iter().copied())
@@ -431,9 +443,13 @@ fn merge(id: &str, members: &[&Incident]) -> Incident {
     incident.operations = members
         .iter()
         .flat_map(|m| {
-            m.operations
-                .iter()
-                .map(move |op| if several { format!("{} {op}", m.service) } else { op.clone() })
+            m.operations.iter().map(move |op| {
+                if several {
+                    format!("{} {op}", m.service)
+                } else {
+                    op.clone()
+                }
+            })
         })
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -494,7 +510,8 @@ fn rank(
                 && !anomalous.contains(anomaly.series.as_str())
                 && evidence.dependency.is_none()
             {
-                evidence.dependency = Some((anomaly.series.clone(), anomaly.anomaly.summary.clone()));
+                evidence.dependency =
+                    Some((anomaly.series.clone(), anomaly.anomaly.summary.clone()));
             }
             if is_kind(anomaly, &[AnomalyKind::Saturation, AnomalyKind::Trend])
                 && evidence.saturation.is_none()
@@ -563,7 +580,9 @@ pub(crate) fn reason(evidence: &OriginEvidence) -> String {
         ));
     }
     if let Some((callee, summary)) = &evidence.dependency {
-        parts.push(format!("calls to {callee} degraded while {callee} itself is not anomalous ({summary})"));
+        parts.push(format!(
+            "calls to {callee} degraded while {callee} itself is not anomalous ({summary})"
+        ));
     }
     if let Some(summary) = &evidence.saturation {
         parts.push(format!("saturation: {summary}"));
@@ -571,9 +590,17 @@ pub(crate) fn reason(evidence: &OriginEvidence) -> String {
     if !evidence.anomalous_callees.is_empty() {
         parts.push(format!(
             "its callee{} {} {} anomalous too",
-            if evidence.anomalous_callees.len() == 1 { "" } else { "s" },
+            if evidence.anomalous_callees.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
             evidence.anomalous_callees.join(", "),
-            if evidence.anomalous_callees.len() == 1 { "is" } else { "are" }
+            if evidence.anomalous_callees.len() == 1 {
+                "is"
+            } else {
+                "are"
+            }
         ));
     }
     if parts.is_empty() {
@@ -694,4 +721,3 @@ impl Handles {
         }
     }
 }
-

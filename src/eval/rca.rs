@@ -92,7 +92,9 @@ pub fn run_rca_scenario(
         }
     };
     for batch in simulator {
-        while let Some(change) = pending.next_if(|change| change.time_unix_nanos <= batch.time_unix_nanos) {
+        while let Some(change) =
+            pending.next_if(|change| change.time_unix_nanos <= batch.time_unix_nanos)
+        {
             let id = replay.record_change(change.clone());
             posted.push((id, change));
         }
@@ -253,7 +255,10 @@ fn percent(part: usize, whole: usize) -> String {
     if whole == 0 {
         "-".to_string()
     } else {
-        format!("{part}/{whole} = {:.0}%", part as f64 * 100.0 / whole as f64)
+        format!(
+            "{part}/{whole} = {:.0}%",
+            part as f64 * 100.0 / whole as f64
+        )
     }
 }
 
@@ -264,7 +269,10 @@ pub fn rca_table(outcomes: &[RcaOutcome]) -> String {
         out,
         "| scenario | fault | true origin | ranked first | rank | change first | scope first (found) | pattern | first hypothesis |"
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     let mark = |value: Option<bool>| match value {
         None => "-",
         Some(true) => "yes",
@@ -286,7 +294,9 @@ pub fn rca_table(outcomes: &[RcaOutcome]) -> String {
                 fault.fault,
                 fault.origin,
                 fault.ranked_first.as_deref().unwrap_or("**no incident**"),
-                fault.origin_rank.map_or("-".to_string(), |rank| rank.to_string()),
+                fault
+                    .origin_rank
+                    .map_or("-".to_string(), |rank| rank.to_string()),
                 mark(fault.change_first),
                 mark(fault.scope_first),
                 fault.first_attribute.as_deref().unwrap_or("-"),
