@@ -406,6 +406,33 @@ fn an_older_schema_is_migrated_keeping_its_data() {
 }
 
 #[test]
+fn processes_opening_one_file_at_once_migrate_it_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = file_config(dir.path());
+    let opened: Vec<Result<History, HistoryError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| History::open(&config)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("no panic"))
+            .collect()
+    });
+    for history in &opened {
+        let history = history.as_ref().expect("every opener succeeds");
+        assert_eq!(schema_version(&history.connection.lock()).unwrap(), 2);
+    }
+    let rows: i64 = opened[0]
+        .as_ref()
+        .unwrap()
+        .connection
+        .lock()
+        .query_row("SELECT COUNT(*) FROM schema_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 2);
+}
+
+#[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = file_config(dir.path());
