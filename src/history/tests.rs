@@ -795,3 +795,38 @@ fn snapshot_of_many_series_round_trips_and_is_measured() {
         file as f64 / 1e6,
     );
 }
+
+#[test]
+fn a_snapshot_from_a_clock_far_ahead_does_not_stall_detection() {
+    let ((_, _), original) = trained_engine();
+    let window = StoreConfig::default().window;
+    let window_nanos = window.as_nanos() as u64;
+    let (store, clock) = new_store();
+    let restart = START + 700 * SECOND;
+    clock.set(restart);
+    let resume = store.window_index(restart) + 1;
+    let resume_start = resume as u64 * window_nanos;
+
+    // Saved by a process whose clock was an hour ahead: not waited for.
+    let mut far = original.snapshot(window);
+    far.next_window_unix_nanos = Some(resume_start + 3_600 * SECOND);
+    let mut restored = new_engine();
+    restored.restore(far, window, resume);
+    drive(&store, &clock, &mut [&mut restored], 700..760, |_| 40);
+    assert!(store.closed_through().is_some(), "detection goes on");
+
+    // A minute ahead: those windows were judged already, so they are
+    // waited for rather than judged twice.
+    let (store, clock) = new_store();
+    clock.set(restart);
+    let mut near = original.snapshot(window);
+    near.next_window_unix_nanos = Some(resume_start + 60 * SECOND);
+    let mut restored = new_engine();
+    restored.restore(near, window, resume);
+    drive(&store, &clock, &mut [&mut restored], 700..800, |_| 40);
+    let closed = store.closed_through().expect("closed after the wait");
+    assert!(
+        store.window_start(closed) >= resume_start + 60 * SECOND,
+        "nothing before the saved next window is closed again"
+    );
+}
