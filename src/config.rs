@@ -29,6 +29,7 @@ use crate::analyze::spans::SpanConfig;
 use crate::analyze::changes::{detect::RARE_SHARE, ApiToken, ChangesConfig};
 use crate::detect::DetectConfig;
 use crate::history::StorageConfig;
+use crate::query::{ApiConfig, TlsFiles, TokenSource};
 use crate::receiver::wire::{SpanAttributes, MAX_EXTRA_KEYS};
 use crate::store::StoreConfig;
 
@@ -73,6 +74,7 @@ const MAX_SKETCH_SIZE: usize = 1_024;
 const TOP_KEYS: &[&str] = &[
     "receivers",
     "admin",
+    "api",
     "store",
     "detect",
     "changes",
@@ -91,6 +93,12 @@ const GRPC_KEYS: &[&str] = &["endpoint", "max_recv_msg_size_mib"];
 const HTTP_KEYS: &[&str] = &["endpoint", "max_request_body_size_mib"];
 /// Keys of `admin`.
 const ADMIN_KEYS: &[&str] = &["endpoint"];
+/// Keys of `api`.
+const API_KEYS: &[&str] = &["endpoint", "auth", "tls"];
+/// Keys of `api.auth`.
+const API_AUTH_KEYS: &[&str] = &["bearer_token", "bearer_token_file"];
+/// Keys of `api.tls`.
+const API_TLS_KEYS: &[&str] = &["cert_file", "key_file"];
 /// Keys of `store`.
 const STORE_KEYS: &[&str] = &[
     "window",
@@ -213,6 +221,8 @@ const GRPC_ENDPOINT_OVERRIDE: &str = "--grpc-endpoint / TRIAGE_GRPC_ENDPOINT";
 const HTTP_ENDPOINT_OVERRIDE: &str = "--http-endpoint / TRIAGE_HTTP_ENDPOINT";
 /// Label of [`Overrides::admin_endpoint`].
 const ADMIN_ENDPOINT_OVERRIDE: &str = "--admin-endpoint / TRIAGE_ADMIN_ENDPOINT";
+/// Label of [`Overrides::api_endpoint`].
+const API_ENDPOINT_OVERRIDE: &str = "--api-endpoint / TRIAGE_API_ENDPOINT";
 /// Label of [`Overrides::log_level`].
 const LOG_LEVEL_OVERRIDE: &str = "--log-level / TRIAGE_LOG_LEVEL";
 
@@ -225,6 +235,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// The admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
     pub admin: AdminSettings,
+    /// The gRPC query API (with health and reflection).
+    pub api: ApiConfig,
     /// Windowing, cardinality bounds and span pairing of the store.
     pub store: StoreConfig,
     /// Detection thresholds, baselines and hysteresis.
@@ -295,6 +307,8 @@ pub struct Overrides {
     pub http_endpoint: Option<String>,
     /// Replaces `admin.endpoint`.
     pub admin_endpoint: Option<String>,
+    /// Replaces `api.endpoint`.
+    pub api_endpoint: Option<String>,
     /// Replaces `log.level`.
     pub log_level: Option<String>,
     /// Replaces `log.format`; clap has already parsed it, so it cannot be
@@ -370,6 +384,7 @@ impl Default for Settings {
             admin: AdminSettings {
                 endpoint: localhost(ADMIN_PORT),
             },
+            api: ApiConfig::default(),
             store: StoreConfig::default(),
             detect: DetectConfig::default(),
             changes: ChangesConfig::default(),
@@ -457,6 +472,7 @@ impl Settings {
             endpoint(value, ADMIN_PORT)
         });
 
+        check.api(&top, &mut settings.api);
         check.store(&top, &mut settings.store);
         check.detect(&top, &mut settings.detect);
         check.changes(&top, &mut settings.changes);
@@ -495,6 +511,12 @@ impl Settings {
             overrides.admin_endpoint.as_deref(),
             &mut settings.admin.endpoint,
             |text| socket_addr(text, ADMIN_PORT),
+        );
+        check.apply(
+            API_ENDPOINT_OVERRIDE,
+            overrides.api_endpoint.as_deref(),
+            &mut settings.api.endpoint,
+            |text| socket_addr(text, crate::query::config::API_PORT),
         );
         check.apply(
             LOG_LEVEL_OVERRIDE,
@@ -551,6 +573,21 @@ admin:
   # Where /metrics, /healthz and /readyz are served.
   # Flag --admin-endpoint, env TRIAGE_ADMIN_ENDPOINT.
   endpoint: "127.0.0.1:8888"
+
+api:
+  # Where the gRPC query API (triage.v1.TriageQuery, grpc.health.v1 health and
+  # server reflection) listens; `triage query` connects here.
+  # Flag --api-endpoint, env TRIAGE_API_ENDPOINT.
+  endpoint: "127.0.0.1:4320"
+  # Require `authorization: Bearer <token>` on every query and reflection
+  # call (health stays open). Give the token or a file holding it, not both.
+  auth:
+    # bearer_token: "change-me"
+    # bearer_token_file: /etc/triage/api-token
+  # Serve TLS with this PEM certificate chain and key (both or neither).
+  tls:
+    # cert_file: /etc/triage/tls.crt
+    # key_file: /etc/triage/tls.key
 
 store:
   # Length of one event-time window (at least 100ms).
@@ -921,6 +958,70 @@ impl Checker {
                 Err(message) => self.report(label, message),
             }
         }
+    }
+
+    /// Reads the `api` section into `api`: the endpoint, then token and TLS
+    /// files, whose pairs must be consistent. Files are only named here;
+    /// they are read when the server starts.
+    fn api(&mut self, top: &Section<'_>, api: &mut ApiConfig) {
+        let section = self.section(top, "api", API_KEYS);
+        self.field(&section, "endpoint", &mut api.endpoint, |value| {
+            endpoint(value, crate::query::config::API_PORT)
+        });
+
+        let auth = self.section(&section, "auth", API_AUTH_KEYS);
+        let mut token = None;
+        self.field(&auth, "bearer_token", &mut token, |value| {
+            let token = text(value, "a token string")?;
+            // It travels in an HTTP/2 header, so it must be visible ASCII.
+            if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
+                return Err("must be non-empty printable ASCII without spaces".to_owned());
+            }
+            Ok(Some(TokenSource::Inline(token.to_owned())))
+        });
+        let mut token_file = None;
+        self.field(&auth, "bearer_token_file", &mut token_file, |value| {
+            Ok(Some(TokenSource::File(file_path(value)?)))
+        });
+        api.bearer_token = match (token, token_file) {
+            (Some(_), Some(_)) => {
+                self.report(
+                    auth.key_path("bearer_token_file"),
+                    "give api.auth.bearer_token or bearer_token_file, not both",
+                );
+                None
+            }
+            (inline, file) => inline.or(file),
+        };
+
+        let tls = self.section(&section, "tls", API_TLS_KEYS);
+        let mut cert_file = None;
+        self.field(&tls, "cert_file", &mut cert_file, |value| {
+            file_path(value).map(Some)
+        });
+        let mut key_file = None;
+        self.field(&tls, "key_file", &mut key_file, |value| {
+            file_path(value).map(Some)
+        });
+        api.tls = match (cert_file, key_file) {
+            (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+                cert_file,
+                key_file,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                if tls.get("key_file").is_none() {
+                    self.report(tls.key_path("key_file"), "required with cert_file");
+                }
+                None
+            }
+            (None, Some(_)) => {
+                if tls.get("cert_file").is_none() {
+                    self.report(tls.key_path("cert_file"), "required with key_file");
+                }
+                None
+            }
+        };
     }
 
     /// Reads the `store` section into `store`, including the rules between
@@ -1618,6 +1719,24 @@ fn socket_addr(text: &str, port: u16) -> Result<SocketAddr, String> {
     ))
 }
 
+/// A file name given as a YAML value.
+fn file_path(value: &Value) -> Result<PathBuf, String> {
+    let name = text(value, "a file path")?;
+    if name.trim().is_empty() {
+        return Err("expected a file path, got an empty string".to_owned());
+    }
+    Ok(PathBuf::from(name))
+}
+
+/// A file named in the config (read later, when it is used).
+fn named_file(value: &Value) -> Result<PathBuf, String> {
+    let name = text(value, "a file path")?;
+    if name.trim().is_empty() {
+        return Err("expected a file path, got an empty string".to_owned());
+    }
+    Ok(PathBuf::from(name))
+}
+
 /// A size in MiB (possibly fractional), returned in bytes.
 fn size_mib(value: &Value) -> Result<usize, String> {
     let Value::Number(number) = value else {
@@ -1764,7 +1883,7 @@ fn duration(value: &Value) -> Result<Duration, String> {
 
 /// Parses one or more `<number><unit>` parts ("500ms", "1.5h", "1m30s") and
 /// adds them up. Units are ms, s, m, h and d; numbers may have decimals.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     const NANOS_PER_SEC: u128 = 1_000_000_000;
     let text = text.trim();
     let not_a_duration = || {

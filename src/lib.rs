@@ -12,6 +12,9 @@
 //!   API used by detection and queries.
 //! - [`history`]: incidents, incident events, changes and detection-state
 //!   snapshots in embedded SQLite, so they survive restarts.
+//! - [`query`]: the gRPC query API (services, RED statistics, topology,
+//!   incidents with a resumable watch, changes; health and reflection) and
+//!   the `triage query` client. Protobuf types stop in `query`.
 //! - [`telemetry`]: self-metric names, the Prometheus recorder, and logging.
 //! - [`admin`]: admin HTTP (`/metrics`, `/healthz`, `/readyz`).
 //! - [`server`]: binds the listeners, runs the background tasks, drains on
@@ -25,6 +28,7 @@ pub mod config;
 pub mod detect;
 pub mod eval;
 pub mod history;
+pub mod query;
 pub mod receiver;
 pub mod replay;
 pub mod server;

@@ -53,6 +53,9 @@ enum Command {
     /// Score detection on simulated faults: recall, time to detect, false
     /// incidents. Build with --release; the full suite takes minutes.
     Eval(EvalArgs),
+    /// Ask a running collector over its gRPC query API: services, stats,
+    /// topology, incidents, changes, or watch incident events live.
+    Query(triage::query::cli::QueryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +110,9 @@ struct RunArgs {
     /// 127.0.0.1:8888).
     #[arg(long, value_name = "HOST:PORT", env = "TRIAGE_ADMIN_ENDPOINT")]
     admin_endpoint: Option<String>,
+    /// gRPC query API listen address (default 127.0.0.1:4320).
+    #[arg(long, value_name = "HOST:PORT", env = "TRIAGE_API_ENDPOINT")]
+    api_endpoint: Option<String>,
     /// Log filter: a level (trace, debug, info, warn, error) or directives
     /// such as "triage=debug,info" (default info).
     #[arg(long, value_name = "FILTER", env = "TRIAGE_LOG_LEVEL")]
@@ -156,6 +162,7 @@ fn main() -> ExitCode {
         }
         Command::Replay(args) => report(replay(args).map_err(|error| format!("{error:#}"))),
         Command::Eval(args) => report(eval(args).map_err(|error| format!("{error:#}"))),
+        Command::Query(args) => report(query(args).map_err(|error| format!("{error:#}"))),
     }
 }
 
@@ -301,6 +308,15 @@ impl Progress {
     }
 }
 
+fn query(args: triage::query::cli::QueryArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(triage::query::cli::run(args))?;
+    Ok(())
+}
+
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let settings = load(args.config.as_deref())?;
     if args.rca {
@@ -406,6 +422,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         grpc_endpoint: args.grpc_endpoint,
         http_endpoint: args.http_endpoint,
         admin_endpoint: args.admin_endpoint,
+        api_endpoint: args.api_endpoint,
         log_level: args.log_level,
         log_format: args.log_format,
     };

@@ -30,6 +30,7 @@ use crate::detect::engine::Engine;
 use crate::detect::incident::IncidentEvent;
 use crate::history::tasks::{self as history_tasks, Snapshotter};
 use crate::history::{History, HistoryError};
+use crate::query::service::{Api, ApiError, Sources as ApiSources};
 use crate::receiver::grpc::{self, GrpcConfig, OtlpStatusLayer};
 use crate::receiver::http::{self as otlp_http, HttpConfig};
 use crate::receiver::ingest::Ingest;
@@ -53,6 +54,9 @@ pub enum ServerError {
     },
     #[error("{what} server failed: {message}")]
     Serve { what: &'static str, message: String },
+    /// The query API cannot start (its address or a token/TLS file).
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// The history database cannot be opened (names the path).
     #[error(transparent)]
     History(#[from] HistoryError),
@@ -64,6 +68,8 @@ pub struct Addresses {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// The gRPC query API (with health and reflection).
+    pub api: SocketAddr,
 }
 
 /// A collector with its listeners bound, not yet serving.
@@ -79,6 +85,8 @@ pub struct Server {
     grpc: TcpListener,
     http: TcpListener,
     admin: TcpListener,
+    /// The query API, bound with its token and TLS files read.
+    api: Api,
     addresses: Addresses,
     /// Incident events (opened, updated, resolved) for whoever subscribes:
     /// alerting, the query API, storage. Slow subscribers lag and are told
@@ -118,6 +126,7 @@ impl Server {
         let grpc = bind("OTLP/gRPC", settings.grpc.endpoint).await?;
         let http = bind("OTLP/HTTP", settings.http.endpoint).await?;
         let admin = bind("admin HTTP", settings.admin.endpoint).await?;
+        let api = Api::bind(&settings.api).await?;
         let local = |listener: &TcpListener, what, address| {
             listener.local_addr().map_err(|source| ServerError::Bind {
                 what,
@@ -129,6 +138,7 @@ impl Server {
             grpc: local(&grpc, "OTLP/gRPC", settings.grpc.endpoint)?,
             http: local(&http, "OTLP/HTTP", settings.http.endpoint)?,
             admin: local(&admin, "admin HTTP", settings.admin.endpoint)?,
+            api: api.address(),
         };
         let spans = Arc::new(SpanAnalyzer::new(settings.analyze.clone(), store.config()));
         // Opened at bind so that an unusable data directory fails start-up
@@ -150,6 +160,7 @@ impl Server {
             grpc,
             http,
             admin,
+            api,
             addresses,
             events: broadcast::channel(EVENT_BUFFER).0,
         })
@@ -198,6 +209,7 @@ impl Server {
             grpc,
             http,
             admin,
+            api,
             addresses,
             events,
             history,
@@ -326,16 +338,25 @@ impl Server {
             shutdown.clone(),
         ));
 
+        let api = api.spawn(ApiSources {
+            store: Arc::clone(&store),
+            changes: Arc::clone(&changes),
+            history: Arc::clone(&history),
+        })?;
+        api.serving().await;
         health.set_ready();
         tracing::info!(
             grpc = %addresses.grpc,
             http = %addresses.http,
             admin = %addresses.admin,
+            api = %addresses.api,
             "triage is ready"
         );
 
         shutdown.cancelled().await;
         health.set_draining();
+        // Still answering queries, but health checkers see the drain.
+        api.draining().await;
         tracing::info!(timeout = ?settings.shutdown_timeout, "shutting down: draining in-flight requests");
         let (grpc_abort, http_abort) = (grpc_task.abort_handle(), http_task.abort_handle());
         let drained = tokio::time::timeout(settings.shutdown_timeout, async {
@@ -361,6 +382,11 @@ impl Server {
         let resolved = store.flush_pairs();
         spans.flush(&store);
         tracing::debug!(resolved, "resolved waiting client spans");
+        // Closed after the receivers have drained and detection has stopped,
+        // so watchers see the last incident events.
+        if let Err(error) = api.stop().await {
+            tracing::warn!(%error, "query API did not close cleanly");
+        }
         admin_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
 

@@ -135,6 +135,8 @@ fn environment_is_below_flags() {
             "127.0.0.1:0",
             "--admin-endpoint",
             "127.0.0.1:0",
+            "--api-endpoint",
+            "127.0.0.1:0",
         ])
         .env("TRIAGE_GRPC_ENDPOINT", "bogus")
         .stderr(Stdio::piped())
@@ -179,6 +181,8 @@ fn sigterm_drains_and_exits_zero() {
             "--http-endpoint",
             "127.0.0.1:0",
             "--admin-endpoint",
+            "127.0.0.1:0",
+            "--api-endpoint",
             "127.0.0.1:0",
             "--log-format",
             "json",

@@ -97,6 +97,10 @@ receivers:
       max_request_body_size_mib: 64
 admin:
   endpoint: localhost:0
+api:
+  endpoint: "0.0.0.0:14320"
+  auth: { bearer_token_file: /run/secrets/api-token }
+  tls: { cert_file: tls.crt, key_file: tls.key }
 store:
   window: 1m30s
   windows: 2
@@ -187,6 +191,14 @@ shutdown_timeout: 5m
         },
         admin: AdminSettings {
             endpoint: "127.0.0.1:0".parse().expect("addr"),
+        },
+        api: ApiConfig {
+            endpoint: "0.0.0.0:14320".parse().expect("addr"),
+            bearer_token: Some(TokenSource::File("/run/secrets/api-token".into())),
+            tls: Some(TlsFiles {
+                cert_file: "tls.crt".into(),
+                key_file: "tls.key".into(),
+            }),
         },
         store: StoreConfig {
             window: Duration::from_secs(90),
@@ -662,6 +674,7 @@ log: { level: info, format: text }
         grpc_endpoint: Some("127.0.0.1:1".to_owned()),
         http_endpoint: Some("localhost:2".to_owned()),
         admin_endpoint: Some("[::1]:3".to_owned()),
+        api_endpoint: Some("127.0.0.1:4".to_owned()),
         log_level: Some("debug".to_owned()),
         log_format: Some(LogFormat::Json),
     };
@@ -669,6 +682,7 @@ log: { level: info, format: text }
     assert_eq!(loaded.grpc.endpoint, "127.0.0.1:1".parse().expect("addr"));
     assert_eq!(loaded.http.endpoint, "127.0.0.1:2".parse().expect("addr"));
     assert_eq!(loaded.admin.endpoint, "[::1]:3".parse().expect("addr"));
+    assert_eq!(loaded.api.endpoint, "127.0.0.1:4".parse().expect("addr"));
     assert_eq!(loaded.log.level, "debug");
     assert_eq!(loaded.log.format, LogFormat::Json);
 
@@ -765,6 +779,7 @@ fn the_example_lists_every_key() {
         (&["receivers", "otlp", "grpc"], GRPC_KEYS),
         (&["receivers", "otlp", "http"], HTTP_KEYS),
         (&["admin"], ADMIN_KEYS),
+        (&["api"], API_KEYS),
         (&["store"], STORE_KEYS),
         (&["detect"], DETECT_KEYS),
         (&["detect", "hysteresis"], HYSTERESIS_KEYS),
@@ -1115,4 +1130,45 @@ changes:
     assert_eq!(tuned.changes.lookback, Duration::from_secs(3600));
     assert_eq!(tuned.changes.flag_shift, 0.5);
     assert!(!tuned.changes.detect_from_telemetry);
+}
+
+#[test]
+fn api_problems_name_their_field() {
+    let found = problems(
+        r#"
+api:
+  endpoint: "nowhere"
+  auth: { bearer_token: "has space", bearer_token_file: "" }
+  tls: { cert_file: 7 }
+  extra: 1
+"#,
+    );
+    let paths: BTreeSet<&str> = found.iter().map(|problem| problem.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "api.endpoint",
+            "api.auth.bearer_token",
+            "api.auth.bearer_token_file",
+            "api.tls.cert_file",
+            "api.extra",
+        ]
+        .into_iter()
+        .collect(),
+        "{found:?}"
+    );
+
+    let both = only_problem(r#"api: { auth: { bearer_token: a, bearer_token_file: /t } }"#);
+    assert_eq!(both.path, "api.auth.bearer_token_file");
+    assert!(both.message.contains("not both"), "{both}");
+    let half = only_problem(r#"api: { tls: { cert_file: /c } }"#);
+    assert_eq!(half.path, "api.tls.key_file");
+    assert!(half.message.contains("required with cert_file"), "{half}");
+
+    let inline = settings(r#"api: { auth: { bearer_token: s3cret } }"#);
+    assert_eq!(
+        inline.api.bearer_token,
+        Some(TokenSource::Inline("s3cret".into()))
+    );
+    assert_eq!(inline.api.tls, None);
 }

@@ -166,6 +166,7 @@ impl Engine {
         let empty = WindowStats::default();
         let mut results = Vec::with_capacity(self.series.len());
         self.evidence.clear();
+        self.evidence.clear();
         let mut metrics: BTreeMap<Arc<str>, Vec<(SeriesKey, WindowStats)>> = BTreeMap::new();
         for (key, tracked) in self.series.iter_mut() {
             let entry = snapshot.get(key);
@@ -181,6 +182,10 @@ impl Engine {
             let anomalies = tracked
                 .detector
                 .observe(&self.config, start, window_secs, &stats);
+            if key.kind == SeriesKind::Own {
+                self.evidence.insert(key.clone(), anomalies);
+                continue;
+            }
             if key.kind == SeriesKind::Own {
                 self.evidence.insert(key.clone(), anomalies);
                 continue;
@@ -281,6 +286,10 @@ pub struct SeriesSnapshot {
     pub detector: SeriesDetector,
 }
 
+/// How far ahead of the clock a restored engine's next window may be (the
+/// clock went back between runs) and still be waited for.
+const RESTORE_MAX_AHEAD: Duration = Duration::from_secs(600);
+
 /// What [`Engine::restore`] took back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Restored {
@@ -351,9 +360,17 @@ impl Engine {
         restored.open_incidents = snapshot.incidents.open.len();
         restored.skipped += self.incidents.restore(snapshot.incidents, window_nanos);
         // Never close a window twice: the tracker has already counted every
-        // window before the saved `next_window`.
+        // window before the saved `next_window`. That is only ahead of
+        // `resume_window` when the clock went back; past a few minutes,
+        // waiting for it would stall detection, so it is not waited for.
+        let max_ahead = i64::try_from(RESTORE_MAX_AHEAD.as_nanos() as u64 / window_nanos)
+            .unwrap_or(i64::MAX)
+            .max(1);
         let saved_next = snapshot.next_window_unix_nanos.map(index);
-        self.next_window = Some(saved_next.map_or(resume_window, |next| next.max(resume_window)));
+        self.next_window = Some(match saved_next {
+            Some(next) if next > resume_window && next - resume_window <= max_ahead => next,
+            _ => resume_window,
+        });
         restored
     }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::broadcast;
@@ -794,7 +794,15 @@ fn migrate_to(connection: &mut Connection, path: &Path, target: i64) -> Result<(
         if *version <= current || *version > target {
             continue;
         }
-        let transaction = connection.transaction().map_err(fail)?;
+        // Another process may be opening the same file (two collectors
+        // started on one directory): the write lock is taken first and the
+        // version read again under it, so each migration runs exactly once.
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        if schema_version(&transaction).map_err(fail)? >= *version {
+            continue;
+        }
         transaction.execute_batch(sql).map_err(fail)?;
         transaction
             .execute(

@@ -406,6 +406,33 @@ fn an_older_schema_is_migrated_keeping_its_data() {
 }
 
 #[test]
+fn processes_opening_one_file_at_once_migrate_it_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = file_config(dir.path());
+    let opened: Vec<Result<History, HistoryError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| History::open(&config)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("no panic"))
+            .collect()
+    });
+    for history in &opened {
+        let history = history.as_ref().expect("every opener succeeds");
+        assert_eq!(schema_version(&history.connection.lock()).unwrap(), 2);
+    }
+    let rows: i64 = opened[0]
+        .as_ref()
+        .unwrap()
+        .connection
+        .lock()
+        .query_row("SELECT COUNT(*) FROM schema_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 2);
+}
+
+#[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = file_config(dir.path());
@@ -766,5 +793,40 @@ fn snapshot_of_many_series_round_trips_and_is_measured() {
         stored as f64 / 1e6,
         stored / n_series as i64,
         file as f64 / 1e6,
+    );
+}
+
+#[test]
+fn a_snapshot_from_a_clock_far_ahead_does_not_stall_detection() {
+    let ((_, _), original) = trained_engine();
+    let window = StoreConfig::default().window;
+    let window_nanos = window.as_nanos() as u64;
+    let (store, clock) = new_store();
+    let restart = START + 700 * SECOND;
+    clock.set(restart);
+    let resume = store.window_index(restart) + 1;
+    let resume_start = resume as u64 * window_nanos;
+
+    // Saved by a process whose clock was an hour ahead: not waited for.
+    let mut far = original.snapshot(window);
+    far.next_window_unix_nanos = Some(resume_start + 3_600 * SECOND);
+    let mut restored = new_engine();
+    restored.restore(far, window, resume);
+    drive(&store, &clock, &mut [&mut restored], 700..760, |_| 40);
+    assert!(store.closed_through().is_some(), "detection goes on");
+
+    // A minute ahead: those windows were judged already, so they are
+    // waited for rather than judged twice.
+    let (store, clock) = new_store();
+    clock.set(restart);
+    let mut near = original.snapshot(window);
+    near.next_window_unix_nanos = Some(resume_start + 60 * SECOND);
+    let mut restored = new_engine();
+    restored.restore(near, window, resume);
+    drive(&store, &clock, &mut [&mut restored], 700..800, |_| 40);
+    let closed = store.closed_through().expect("closed after the wait");
+    assert!(
+        store.window_start(closed) >= resume_start + 60 * SECOND,
+        "nothing before the saved next window is closed again"
     );
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use triage::analyze::changes::ChangeLog;
 use triage::config::Settings;
+use triage::history::History;
 use triage::server::{Addresses, Server};
 use triage::store::{SeriesKey, SeriesKind, SeriesStats, Store};
 
@@ -18,6 +20,10 @@ use triage::store::{SeriesKey, SeriesKind, SeriesStats, Store};
 pub struct TestServer {
     pub addresses: Addresses,
     pub store: Arc<Store>,
+    /// The incident and change history the server records into.
+    pub history: Arc<History>,
+    /// The change log the server correlates incidents with.
+    pub changes: Arc<ChangeLog>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<Result<(), triage::server::ServerError>>,
 }
@@ -32,6 +38,7 @@ pub fn test_settings() -> Settings {
     settings.grpc.endpoint = loopback();
     settings.http.endpoint = loopback();
     settings.admin.endpoint = loopback();
+    settings.api.endpoint = loopback();
     settings.shutdown_timeout = Duration::from_secs(5);
     // Tests that want the history on disk give it a temporary directory;
     // the others must not leave a `./data` behind.
@@ -48,11 +55,15 @@ impl TestServer {
         let server = Server::bind(settings).await.expect("bind test server");
         let addresses = server.addresses();
         let store = server.store();
+        let history = server.history();
+        let changes = server.changes();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         TestServer {
             addresses,
             store,
+            history,
+            changes,
             shutdown,
             task,
         }
@@ -68,6 +79,10 @@ impl TestServer {
 
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.addresses.admin)
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.addresses.api)
     }
 
     /// Stops the server and waits for it to drain.
