@@ -19,12 +19,15 @@
 //! - [`admin`]: admin HTTP (`/metrics`, `/healthz`, `/readyz`).
 //! - [`server`]: binds the listeners, runs the background tasks, drains on
 //!   shutdown.
+//! - [`demo`]: `triage demo`, the collector and the simulator in one
+//!   process, printing incidents as a fault is found.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod analyze;
 pub mod config;
+pub mod demo;
 pub mod detect;
 pub mod eval;
 pub mod history;

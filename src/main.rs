@@ -56,6 +56,21 @@ enum Command {
     /// Ask a running collector over its gRPC query API: services, stats,
     /// topology, incidents, changes, or watch incident events live.
     Query(triage::query::cli::QueryArgs),
+    /// Watch triage find a fault in under two minutes: the collector on
+    /// localhost, a simulated shop sending it live OTLP, a fault after a
+    /// healthy period, incidents printed as they open and resolve.
+    Demo(triage::demo::DemoArgs),
+    /// Exit 0 when the admin endpoint answers 200 within 2 s, 1 otherwise:
+    /// a container HEALTHCHECK that needs no curl in the image.
+    Healthcheck {
+        /// The URL to check (plain http).
+        #[arg(
+            long,
+            value_name = "URL",
+            default_value = "http://127.0.0.1:8888/healthz"
+        )]
+        url: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +178,89 @@ fn main() -> ExitCode {
         Command::Replay(args) => report(replay(args).map_err(|error| format!("{error:#}"))),
         Command::Eval(args) => report(eval(args).map_err(|error| format!("{error:#}"))),
         Command::Query(args) => report(query(args).map_err(|error| format!("{error:#}"))),
+        Command::Demo(args) => report(demo(args).map_err(|error| format!("{error:#}"))),
+        Command::Healthcheck { url } => match healthcheck(&url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("triage healthcheck: {url}: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn demo(args: triage::demo::DemoArgs) -> anyhow::Result<()> {
+    let plan = args.plan()?;
+    telemetry::init_logging(&args.log_level, LogFormat::Text)
+        .map_err(|error| anyhow::anyhow!("--log-level {}: {error}", args.log_level))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+        tokio::spawn(wait_for_signal(terminate, interrupt, shutdown.clone()));
+        let mut stdout = std::io::stdout();
+        triage::demo::run(&plan, args.json, shutdown, &mut stdout).await?;
+        Ok(())
+    })
+}
+
+/// GET `url` (http://HOST:PORT/PATH) and succeed on a 200 status, all within
+/// two seconds. Plain std I/O: a health probe should not need a runtime.
+fn healthcheck(url: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let rest = url
+        .strip_prefix("http://")
+        .context("only http:// URLs are supported")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let address = authority
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {authority:?} (give HOST:PORT)"))?
+        .next()
+        .with_context(|| format!("{authority:?} resolves to no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, TIMEOUT)
+        .with_context(|| format!("cannot connect to {address}"))?;
+    let left = || {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        (!left.is_zero())
+            .then_some(left)
+            .context("no answer in time")
+    };
+    stream.set_write_timeout(Some(left()?))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .context("cannot send the request")?;
+    // The status line is all that matters; a small read bounds the work.
+    let mut head = [0u8; 64];
+    let mut read = 0;
+    while read < 12 {
+        stream.set_read_timeout(Some(left()?))?;
+        let n = stream
+            .read(&mut head[read..])
+            .context("no answer in time")?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    let status_line = String::from_utf8_lossy(&head[..read]);
+    let status = status_line.split_whitespace().nth(1).unwrap_or("");
+    if status == "200" {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "answered {:?}",
+            status_line.lines().next().unwrap_or_default()
+        )
     }
 }
 
