@@ -76,3 +76,29 @@ fn healthy_traffic_opens_no_incident() {
         outcome.false_incidents
     );
 }
+
+/// One root-cause scenario through recording, detection and analysis.
+fn run_rca(name: &str) -> triage::eval::RcaOutcome {
+    let scenario = triage::sim::find_scenario(name).expect("a built-in scenario");
+    triage::eval::run_rca_scenario(
+        name,
+        scenario,
+        &DetectConfig::default(),
+        &StoreConfig::default(),
+    )
+}
+
+#[test]
+fn a_slow_leaf_is_ranked_first_above_the_callers_that_inherit_it() {
+    let outcome = run_rca("rca-cascade-slow");
+    let fault = &outcome.faults[0];
+    assert!(fault.incident.is_some(), "{outcome:#?}");
+    assert_eq!(fault.origin_rank, Some(1), "{outcome:#?}");
+    assert!(outcome.false_incidents.is_empty(), "{outcome:#?}");
+}
+
+#[test]
+fn a_failing_leaf_three_levels_down_is_ranked_first() {
+    let outcome = run_rca("rca-cascade-errors");
+    assert_eq!(outcome.faults[0].origin_rank, Some(1), "{outcome:#?}");
+}

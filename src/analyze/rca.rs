@@ -721,3 +721,151 @@ impl Handles {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::incident::rfc3339;
+    use crate::store::{Sample, StoreConfig};
+
+    const SECOND: u64 = 1_000_000_000;
+    const START: u64 = 1_700_000_000 * SECOND;
+
+    fn incident(service: &str, onset_secs: u64) -> Incident {
+        let onset = START + onset_secs * SECOND;
+        Incident {
+            id: format!("{service}@{}", onset / SECOND),
+            state: IncidentState::Open,
+            service: service.to_string(),
+            operations: vec!["GET /".to_string()],
+            kinds: vec![AnomalyKind::Latency],
+            severity: Severity::Warning,
+            onset_unix_nanos: onset,
+            onset: rfc3339(onset),
+            opened_unix_nanos: onset + 20 * SECOND,
+            resolved_unix_nanos: None,
+            resolved: None,
+            anomalies: Vec::new(),
+            exemplar_trace_ids: Vec::new(),
+            summary: format!("{service}: slow"),
+            services: vec![service.to_string()],
+            root_causes: Vec::new(),
+            patterns: Vec::new(),
+            changes: Vec::new(),
+            blast_radius: None,
+            hypotheses: Vec::new(),
+        }
+    }
+
+    /// A store knowing frontend -> checkout -> payment, and search alone.
+    fn store() -> Store {
+        let store = Store::new(StoreConfig::default());
+        let sample = Sample {
+            end_unix_nanos: START,
+            duration_nanos: 1_000_000,
+            error: false,
+            trace_id: 1,
+        };
+        for (caller, callee) in [("frontend", "checkout"), ("checkout", "payment")] {
+            let entry = store.service(caller);
+            store.record_edge(&entry, callee, sample);
+        }
+        for service in ["frontend", "checkout", "payment", "search"] {
+            let entry = store.service(service);
+            store.record_operation(&entry, "GET /", sample);
+        }
+        store
+    }
+
+    fn opened(events: &[IncidentEvent]) -> Vec<&Incident> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                IncidentEvent::Opened(incident) => Some(incident),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connected_services_close_in_time_are_one_incident() {
+        let store = store();
+        let changes = ChangeLog::default();
+        let context = Context {
+            store: &store,
+            spans: None,
+            changes: &changes,
+        };
+        let mut analyzer = Analyzer::new(RcaConfig::default());
+        let first = analyzer.process(vec![IncidentEvent::Opened(incident("payment", 0))], context);
+        assert_eq!(opened(&first).len(), 1);
+        let id = opened(&first)[0].id.clone();
+        // checkout calls payment and starts 30 s later: same incident.
+        let second = analyzer.process(
+            vec![IncidentEvent::Opened(incident("checkout", 30))],
+            context,
+        );
+        assert!(opened(&second).is_empty(), "{second:#?}");
+        let IncidentEvent::Updated(grouped) = &second[0] else {
+            panic!("an update: {second:#?}");
+        };
+        assert_eq!(grouped.id, id);
+        assert_eq!(grouped.services.len(), 2);
+        // search is connected to nothing anomalous: its own incident.
+        let third = analyzer.process(vec![IncidentEvent::Opened(incident("search", 40))], context);
+        assert_eq!(opened(&third).len(), 1);
+        // frontend calls checkout but starts 10 minutes later: its own.
+        let fourth = analyzer.process(
+            vec![IncidentEvent::Opened(incident("frontend", 600))],
+            context,
+        );
+        assert_eq!(opened(&fourth).len(), 1);
+        assert_eq!(analyzer.open_incidents().len(), 3);
+        // The group resolves when its last member does.
+        let mut resolved = incident("payment", 0);
+        resolved.state = IncidentState::Resolved;
+        resolved.resolved_unix_nanos = Some(START + 300 * SECOND);
+        let events = analyzer.process(vec![IncidentEvent::Resolved(resolved)], context);
+        assert!(
+            matches!(events[0], IncidentEvent::Updated(_)),
+            "{events:#?}"
+        );
+        let mut resolved = incident("checkout", 30);
+        resolved.state = IncidentState::Resolved;
+        resolved.resolved_unix_nanos = Some(START + 320 * SECOND);
+        let events = analyzer.process(vec![IncidentEvent::Resolved(resolved)], context);
+        let IncidentEvent::Resolved(done) = &events[0] else {
+            panic!("resolved: {events:#?}");
+        };
+        assert_eq!(done.id, id);
+        assert_eq!(done.resolved_unix_nanos, Some(START + 320 * SECOND));
+    }
+
+    #[test]
+    fn a_caller_with_an_anomalous_callee_is_ranked_below_it() {
+        let store = store();
+        let changes = ChangeLog::default();
+        let context = Context {
+            store: &store,
+            spans: None,
+            changes: &changes,
+        };
+        let mut analyzer = Analyzer::new(RcaConfig::default());
+        let events = analyzer.process(
+            vec![
+                IncidentEvent::Opened(incident("checkout", 0)),
+                IncidentEvent::Opened(incident("payment", 10)),
+            ],
+            context,
+        );
+        let incident = opened(&events)[0];
+        let ranked: Vec<&str> = incident
+            .root_causes
+            .iter()
+            .map(|cause| cause.service.as_str())
+            .collect();
+        assert_eq!(ranked, ["payment", "checkout"], "{incident:#?}");
+        assert!(incident.root_causes[1].reason.contains("payment"));
+        assert!(!incident.hypotheses.is_empty());
+    }
+}
