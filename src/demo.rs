@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::analyze::changes::Change;
 use crate::config::Settings;
 use crate::detect::incident::{Incident, IncidentEvent};
+use crate::detect::Severity;
 use crate::server::{Addresses, Server, ServerError};
 use crate::sim::{self, Fault, FaultKind, Scenario, SimError, Simulator};
 
@@ -526,12 +527,14 @@ fn name<T: Serialize>(value: &T) -> String {
     }
 }
 
-/// Turns incident events into text, printing an incident's analysis again
-/// only when it changed.
+/// Turns incident events into text. Updates are printed when the incident
+/// escalates or its analysis changes, not for new numbers: those move every
+/// window, and the severity may swing back and forth with them.
 #[derive(Debug, Default)]
 struct Printer {
-    /// Per incident id, the analysis last printed (as JSON, to compare).
-    printed: HashMap<String, String>,
+    /// Per incident id, the highest severity printed and the analysis last
+    /// printed (as JSON, to compare).
+    printed: HashMap<String, (Severity, String)>,
 }
 
 /// Indent of detail lines, under the text after the stamp.
@@ -568,18 +571,31 @@ impl Printer {
                 lines.push(format!("{INDENT}{}", incident.summary));
                 describe_anomalies(incident, &mut lines);
                 describe_analysis(incident, &mut lines);
-                self.printed
-                    .insert(incident.id.clone(), analysis_key(incident));
+                self.printed.insert(
+                    incident.id.clone(),
+                    (incident.severity, analysis_key(incident)),
+                );
             }
             IncidentEvent::Updated(_) => {
-                lines.push(format!("{INDENT}{}", incident.summary));
-                // The anomalies move every window; the analysis is worth
-                // reading again only when it says something new.
                 let analysis = analysis_key(incident);
-                if self.printed.get(&incident.id) != Some(&analysis) {
-                    describe_analysis(incident, &mut lines);
-                    self.printed.insert(incident.id.clone(), analysis);
+                let (highest, last) = self
+                    .printed
+                    .get(&incident.id)
+                    .map(|(severity, analysis)| (Some(*severity), Some(analysis)))
+                    .unwrap_or_default();
+                let escalated = highest.is_none_or(|highest| incident.severity > highest);
+                let new_analysis = last != Some(&analysis);
+                if !escalated && !new_analysis {
+                    return Vec::new();
                 }
+                lines.push(format!("{INDENT}{}", incident.summary));
+                if new_analysis {
+                    describe_analysis(incident, &mut lines);
+                }
+                let highest =
+                    highest.map_or(incident.severity, |highest| highest.max(incident.severity));
+                self.printed
+                    .insert(incident.id.clone(), (highest, analysis));
             }
         }
         lines

@@ -162,16 +162,23 @@ fn opened_incident_prints_its_analysis_once() {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
 
-    // The same analysis again: only the headline and summary.
+    // New numbers, same severity and analysis: nothing to print.
+    let mut moved = incident("open", true);
+    moved.summary = "payment: p95 x3.4, errors 9%".to_owned();
+    let updated = printer.lines(&IncidentEvent::Updated(moved), Duration::from_secs(40));
+    assert!(updated.is_empty(), "{updated:?}");
+
+    // Swinging down to warning is not news either.
+    let mut milder = incident("open", true);
+    milder.severity = Severity::Warning;
     let updated = printer.lines(
-        &IncidentEvent::Updated(incident("open", true)),
-        Duration::from_secs(40),
+        &IncidentEvent::Updated(milder.clone()),
+        Duration::from_secs(41),
     );
-    assert_eq!(updated.len(), 2, "{updated:?}");
-    assert!(updated[0].contains("incident updated: payment@1736154030"));
+    assert!(updated.is_empty(), "{updated:?}");
 
     // A new hypothesis: the analysis is printed again, not the anomalies.
-    let mut changed = incident("open", true);
+    let mut changed = milder;
     changed.hypotheses[0].suggested_action = "turn the flag off".to_owned();
     let updated = printer.lines(&IncidentEvent::Updated(changed), Duration::from_secs(42));
     let text = updated.join("\n");
@@ -184,6 +191,23 @@ fn opened_incident_prints_its_analysis_once() {
     );
     assert!(resolved[0].contains("incident resolved: payment@1736154030"));
     assert!(resolved[1].contains("lasted 60s"), "{resolved:?}");
+}
+
+#[test]
+fn escalation_is_printed_without_repeating_the_analysis() {
+    let mut printer = Printer::default();
+    let mut warning = incident("open", true);
+    warning.severity = Severity::Warning;
+    printer.lines(&IncidentEvent::Opened(warning), Duration::from_secs(36));
+    let updated = printer.lines(
+        &IncidentEvent::Updated(incident("open", true)),
+        Duration::from_secs(38),
+    );
+    assert!(
+        updated[0].contains("incident updated: payment@1736154030 [critical]"),
+        "{updated:?}"
+    );
+    assert_eq!(updated.len(), 2, "headline and summary only: {updated:?}");
 }
 
 #[test]
