@@ -96,6 +96,10 @@ pub struct DemoArgs {
     /// does) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Listen on ports the OS picks (printed at the start) instead of the
+    /// default ones, e.g. next to a running collector.
+    #[arg(long)]
+    pub any_ports: bool,
     /// Log filter for the collector's own logs on stderr (default: errors
     /// only, so that the incidents stand out).
     #[arg(long, value_name = "FILTER", default_value = "error")]
@@ -117,6 +121,8 @@ pub struct DemoPlan {
     pub rate: f64,
     /// Seed of the simulated traffic.
     pub seed: u64,
+    /// Listen on OS-chosen ports rather than the default ones.
+    pub any_ports: bool,
 }
 
 /// Why the demo could not run or stopped early.
@@ -215,6 +221,7 @@ impl DemoArgs {
             duration,
             rate: self.rate,
             seed: self.seed,
+            any_ports: self.any_ports,
         })
     }
 }
@@ -243,13 +250,21 @@ impl DemoPlan {
 }
 
 /// The collector's settings for the demo: loopback listeners (the default
-/// ports when free), windows and warm-up in seconds, no storage.
-pub fn demo_settings() -> Settings {
+/// ports when free, unless `any_ports`), windows and warm-up in seconds, no
+/// storage.
+pub fn demo_settings(any_ports: bool) -> Settings {
     let mut settings = Settings::default();
-    settings.grpc.endpoint = free_or_any(settings.grpc.endpoint);
-    settings.http.endpoint = free_or_any(settings.http.endpoint);
-    settings.admin.endpoint = free_or_any(settings.admin.endpoint);
-    settings.api.endpoint = free_or_any(settings.api.endpoint);
+    let listen = |default: SocketAddr| {
+        if any_ports {
+            any_port()
+        } else {
+            free_or_any(default)
+        }
+    };
+    settings.grpc.endpoint = listen(settings.grpc.endpoint);
+    settings.http.endpoint = listen(settings.http.endpoint);
+    settings.admin.endpoint = listen(settings.admin.endpoint);
+    settings.api.endpoint = listen(settings.api.endpoint);
     settings.store.window = WINDOW;
     settings.detect.warmup_windows = WARMUP_WINDOWS;
     settings.detect.history_windows = 60;
@@ -352,7 +367,7 @@ pub async fn run(
     shutdown: CancellationToken,
     out: &mut (dyn Write + Send),
 ) -> Result<DemoSummary, DemoError> {
-    let server = bind(demo_settings()).await?;
+    let server = bind(demo_settings(plan.any_ports)).await?;
     let addresses = server.addresses();
     let changes = server.changes();
     let mut events = server.subscribe();

@@ -13,6 +13,7 @@ fn args(healthy: &str, duration: &str) -> DemoArgs {
         rate: 200.0,
         seed: 1,
         json: false,
+        any_ports: false,
         log_level: "error".to_owned(),
     }
 }
@@ -61,7 +62,7 @@ fn bad_arguments_name_the_flag_and_a_fix() {
 
 #[test]
 fn settings_stay_on_loopback_and_off_disk() {
-    let settings = demo_settings();
+    let settings = demo_settings(false);
     for address in [
         settings.grpc.endpoint,
         settings.http.endpoint,
@@ -71,6 +72,10 @@ fn settings_stay_on_loopback_and_off_disk() {
         assert!(address.ip().is_loopback(), "{address}");
     }
     assert!(!settings.storage.enabled);
+    let any = demo_settings(true);
+    assert_eq!(any.grpc.endpoint.port(), 0);
+    assert_eq!(any.admin.endpoint.port(), 0);
+    assert!(any.api.endpoint.ip().is_loopback());
     assert_eq!(settings.store.window, WINDOW);
     assert!(MIN_HEALTHY >= WINDOW * WARMUP_WINDOWS as u32);
 }
