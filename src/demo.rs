@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::analyze::changes::Change;
 use crate::config::Settings;
 use crate::detect::incident::{Incident, IncidentEvent};
+use crate::detect::Severity;
 use crate::server::{Addresses, Server, ServerError};
 use crate::sim::{self, Fault, FaultKind, Scenario, SimError, Simulator};
 
@@ -95,6 +96,10 @@ pub struct DemoArgs {
     /// does) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Listen on ports the OS picks (printed at the start) instead of the
+    /// default ones, e.g. next to a running collector.
+    #[arg(long)]
+    pub any_ports: bool,
     /// Log filter for the collector's own logs on stderr (default: errors
     /// only, so that the incidents stand out).
     #[arg(long, value_name = "FILTER", default_value = "error")]
@@ -116,6 +121,8 @@ pub struct DemoPlan {
     pub rate: f64,
     /// Seed of the simulated traffic.
     pub seed: u64,
+    /// Listen on OS-chosen ports rather than the default ones.
+    pub any_ports: bool,
 }
 
 /// Why the demo could not run or stopped early.
@@ -214,6 +221,7 @@ impl DemoArgs {
             duration,
             rate: self.rate,
             seed: self.seed,
+            any_ports: self.any_ports,
         })
     }
 }
@@ -242,13 +250,21 @@ impl DemoPlan {
 }
 
 /// The collector's settings for the demo: loopback listeners (the default
-/// ports when free), windows and warm-up in seconds, no storage.
-pub fn demo_settings() -> Settings {
+/// ports when free, unless `any_ports`), windows and warm-up in seconds, no
+/// storage.
+pub fn demo_settings(any_ports: bool) -> Settings {
     let mut settings = Settings::default();
-    settings.grpc.endpoint = free_or_any(settings.grpc.endpoint);
-    settings.http.endpoint = free_or_any(settings.http.endpoint);
-    settings.admin.endpoint = free_or_any(settings.admin.endpoint);
-    settings.api.endpoint = free_or_any(settings.api.endpoint);
+    let listen = |default: SocketAddr| {
+        if any_ports {
+            any_port()
+        } else {
+            free_or_any(default)
+        }
+    };
+    settings.grpc.endpoint = listen(settings.grpc.endpoint);
+    settings.http.endpoint = listen(settings.http.endpoint);
+    settings.admin.endpoint = listen(settings.admin.endpoint);
+    settings.api.endpoint = listen(settings.api.endpoint);
     settings.store.window = WINDOW;
     settings.detect.warmup_windows = WARMUP_WINDOWS;
     settings.detect.history_windows = 60;
@@ -351,7 +367,7 @@ pub async fn run(
     shutdown: CancellationToken,
     out: &mut (dyn Write + Send),
 ) -> Result<DemoSummary, DemoError> {
-    let server = bind(demo_settings()).await?;
+    let server = bind(demo_settings(plan.any_ports)).await?;
     let addresses = server.addresses();
     let changes = server.changes();
     let mut events = server.subscribe();
@@ -526,12 +542,14 @@ fn name<T: Serialize>(value: &T) -> String {
     }
 }
 
-/// Turns incident events into text, printing an incident's analysis again
-/// only when it changed.
+/// Turns incident events into text. Updates are printed when the incident
+/// escalates or its analysis changes, not for new numbers: those move every
+/// window, and the severity may swing back and forth with them.
 #[derive(Debug, Default)]
 struct Printer {
-    /// Per incident id, the analysis last printed (as JSON, to compare).
-    printed: HashMap<String, String>,
+    /// Per incident id, the highest severity printed and the analysis last
+    /// printed (as JSON, to compare).
+    printed: HashMap<String, (Severity, String)>,
 }
 
 /// Indent of detail lines, under the text after the stamp.
@@ -568,18 +586,31 @@ impl Printer {
                 lines.push(format!("{INDENT}{}", incident.summary));
                 describe_anomalies(incident, &mut lines);
                 describe_analysis(incident, &mut lines);
-                self.printed
-                    .insert(incident.id.clone(), analysis_key(incident));
+                self.printed.insert(
+                    incident.id.clone(),
+                    (incident.severity, analysis_key(incident)),
+                );
             }
             IncidentEvent::Updated(_) => {
-                lines.push(format!("{INDENT}{}", incident.summary));
-                // The anomalies move every window; the analysis is worth
-                // reading again only when it says something new.
                 let analysis = analysis_key(incident);
-                if self.printed.get(&incident.id) != Some(&analysis) {
-                    describe_analysis(incident, &mut lines);
-                    self.printed.insert(incident.id.clone(), analysis);
+                let (highest, last) = self
+                    .printed
+                    .get(&incident.id)
+                    .map(|(severity, analysis)| (Some(*severity), Some(analysis)))
+                    .unwrap_or_default();
+                let escalated = highest.is_none_or(|highest| incident.severity > highest);
+                let new_analysis = last != Some(&analysis);
+                if !escalated && !new_analysis {
+                    return Vec::new();
                 }
+                lines.push(format!("{INDENT}{}", incident.summary));
+                if new_analysis {
+                    describe_analysis(incident, &mut lines);
+                }
+                let highest =
+                    highest.map_or(incident.severity, |highest| highest.max(incident.severity));
+                self.printed
+                    .insert(incident.id.clone(), (highest, analysis));
             }
         }
         lines

@@ -31,7 +31,14 @@ impl Drop for Guard {
 fn demo_opens_an_incident_on_the_faulty_service_and_stops_on_sigint() {
     let started = Instant::now();
     let mut child = triage()
-        .args(["demo", "--healthy", "24s", "--duration", "50s"])
+        .args([
+            "demo",
+            "--healthy",
+            "24s",
+            "--duration",
+            "50s",
+            "--any-ports",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -13,6 +13,7 @@ fn args(healthy: &str, duration: &str) -> DemoArgs {
         rate: 200.0,
         seed: 1,
         json: false,
+        any_ports: false,
         log_level: "error".to_owned(),
     }
 }
@@ -61,7 +62,7 @@ fn bad_arguments_name_the_flag_and_a_fix() {
 
 #[test]
 fn settings_stay_on_loopback_and_off_disk() {
-    let settings = demo_settings();
+    let settings = demo_settings(false);
     for address in [
         settings.grpc.endpoint,
         settings.http.endpoint,
@@ -71,6 +72,10 @@ fn settings_stay_on_loopback_and_off_disk() {
         assert!(address.ip().is_loopback(), "{address}");
     }
     assert!(!settings.storage.enabled);
+    let any = demo_settings(true);
+    assert_eq!(any.grpc.endpoint.port(), 0);
+    assert_eq!(any.admin.endpoint.port(), 0);
+    assert!(any.api.endpoint.ip().is_loopback());
     assert_eq!(settings.store.window, WINDOW);
     assert!(MIN_HEALTHY >= WINDOW * WARMUP_WINDOWS as u32);
 }
@@ -162,16 +167,23 @@ fn opened_incident_prints_its_analysis_once() {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
 
-    // The same analysis again: only the headline and summary.
+    // New numbers, same severity and analysis: nothing to print.
+    let mut moved = incident("open", true);
+    moved.summary = "payment: p95 x3.4, errors 9%".to_owned();
+    let updated = printer.lines(&IncidentEvent::Updated(moved), Duration::from_secs(40));
+    assert!(updated.is_empty(), "{updated:?}");
+
+    // Swinging down to warning is not news either.
+    let mut milder = incident("open", true);
+    milder.severity = Severity::Warning;
     let updated = printer.lines(
-        &IncidentEvent::Updated(incident("open", true)),
-        Duration::from_secs(40),
+        &IncidentEvent::Updated(milder.clone()),
+        Duration::from_secs(41),
     );
-    assert_eq!(updated.len(), 2, "{updated:?}");
-    assert!(updated[0].contains("incident updated: payment@1736154030"));
+    assert!(updated.is_empty(), "{updated:?}");
 
     // A new hypothesis: the analysis is printed again, not the anomalies.
-    let mut changed = incident("open", true);
+    let mut changed = milder;
     changed.hypotheses[0].suggested_action = "turn the flag off".to_owned();
     let updated = printer.lines(&IncidentEvent::Updated(changed), Duration::from_secs(42));
     let text = updated.join("\n");
@@ -184,6 +196,23 @@ fn opened_incident_prints_its_analysis_once() {
     );
     assert!(resolved[0].contains("incident resolved: payment@1736154030"));
     assert!(resolved[1].contains("lasted 60s"), "{resolved:?}");
+}
+
+#[test]
+fn escalation_is_printed_without_repeating_the_analysis() {
+    let mut printer = Printer::default();
+    let mut warning = incident("open", true);
+    warning.severity = Severity::Warning;
+    printer.lines(&IncidentEvent::Opened(warning), Duration::from_secs(36));
+    let updated = printer.lines(
+        &IncidentEvent::Updated(incident("open", true)),
+        Duration::from_secs(38),
+    );
+    assert!(
+        updated[0].contains("incident updated: payment@1736154030 [critical]"),
+        "{updated:?}"
+    );
+    assert_eq!(updated.len(), 2, "headline and summary only: {updated:?}");
 }
 
 #[test]
