@@ -25,8 +25,8 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde_yaml::{Mapping, Value};
 
-use crate::analyze::spans::SpanConfig;
 use crate::analyze::changes::{detect::RARE_SHARE, ApiToken, ChangesConfig};
+use crate::analyze::spans::SpanConfig;
 use crate::detect::DetectConfig;
 use crate::history::StorageConfig;
 use crate::query::{ApiConfig, TlsFiles, TokenSource};

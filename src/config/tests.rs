@@ -1123,10 +1123,14 @@ changes:
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("token");
     std::fs::write(&file, "s3cret\n").expect("write token");
-    let loaded = settings(&format!("changes: {{ api_token_file: {} }}", file.display()));
+    let loaded = settings(&format!(
+        "changes: {{ api_token_file: {} }}",
+        file.display()
+    ));
     let token = loaded.changes.api_token.expect("token read");
     assert!(token.matches("s3cret"));
-    let tuned = settings("changes: { lookback: 1h, flag_shift: 0.5, detect_from_telemetry: false }");
+    let tuned =
+        settings("changes: { lookback: 1h, flag_shift: 0.5, detect_from_telemetry: false }");
     assert_eq!(tuned.changes.lookback, Duration::from_secs(3600));
     assert_eq!(tuned.changes.flag_shift, 0.5);
     assert!(!tuned.changes.detect_from_telemetry);

@@ -530,8 +530,7 @@ impl Store {
         let within_caps = if kind == SeriesKind::Own {
             // Bounded by the operation series instead of the caps: at most
             // one own series per operation (plus one overflow).
-            name != OVERFLOW
-                && service.series[SeriesKind::Operation.index()].contains_key(name)
+            name != OVERFLOW && service.series[SeriesKind::Operation.index()].contains_key(name)
         } else {
             name != OVERFLOW
                 && self.n_series() < self.config.max_series.get()

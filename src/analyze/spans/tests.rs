@@ -693,7 +693,9 @@ fn own_series_are_bounded_by_operations_and_feed_evidence_not_incidents() {
         .record_span(&service, SeriesKind::Own, "nope", sample, T0);
     assert_eq!(harness.store.n_series(), 0);
     assert_eq!(
-        harness.store.series("api", SeriesKind::Own)[0].name.as_ref(),
+        harness.store.series("api", SeriesKind::Own)[0]
+            .name
+            .as_ref(),
         OVERFLOW
     );
     harness.store.record_operation(&service, "op", sample);
@@ -706,7 +708,11 @@ fn own_series_are_bounded_by_operations_and_feed_evidence_not_incidents() {
     let window = harness.store.window_index(T0 - SECOND);
     engine.close_through(&harness.store, window);
     let own = SeriesKey::new(SeriesKind::Own, "api", "op");
-    assert!(engine.evidence().contains_key(&own), "{:?}", engine.evidence());
+    assert!(
+        engine.evidence().contains_key(&own),
+        "{:?}",
+        engine.evidence()
+    );
     assert!(engine.detector(&own).is_some());
     assert!(engine
         .incidents()
