@@ -15,6 +15,8 @@
 //! - [`query`]: the gRPC query API (services, RED statistics, topology,
 //!   incidents with a resumable watch, changes; health and reflection) and
 //!   the `triage query` client. Protobuf types stop in `query`.
+//! - [`alert`]: incidents delivered to Prometheus Alertmanager (v2 API, every
+//!   replica, resent and resolved as Prometheus does) and JSON webhooks.
 //! - [`telemetry`]: self-metric names, the Prometheus recorder, and logging.
 //! - [`admin`]: admin HTTP (`/metrics`, `/healthz`, `/readyz`).
 //! - [`server`]: binds the listeners, runs the background tasks, drains on
@@ -25,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod alert;
 pub mod analyze;
 pub mod config;
 pub mod demo;

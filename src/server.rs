@@ -54,6 +54,9 @@ pub enum ServerError {
     },
     #[error("{what} server failed: {message}")]
     Serve { what: &'static str, message: String },
+    /// Alert delivery could not be set up (a configured file is unusable).
+    #[error("alerting: {0}")]
+    Alerting(#[from] crate::alert::AlertError),
     /// The query API cannot start (its address or a token/TLS file).
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -215,6 +218,8 @@ impl Server {
             history,
         } = self;
         let _ = &changes;
+        // Set up before serving, so an unusable alerting file fails start-up.
+        let alerter = crate::alert::Alerter::new(&settings.alerting, addresses.admin)?;
         // Inferring changes from the telemetry can be turned off; posted
         // changes are accepted either way.
         let change_detector =
@@ -300,6 +305,12 @@ impl Server {
         ));
         let history_upkeep =
             tokio::spawn(history_tasks::prune(Arc::clone(&history), shutdown.clone()));
+        // Stopped only after detection has, so its last events are delivered.
+        let alerting_stop = CancellationToken::new();
+        let alerting = alerter.map(|alerter| {
+            let events = events.subscribe();
+            tokio::spawn(alerter.run(events, alerting_stop.clone()))
+        });
         // Baselines and open incidents from the last run, before detection
         // starts; events that bring the record up to date go to every
         // subscriber.
@@ -374,6 +385,12 @@ impl Server {
         let _ = upkeep.await;
         let _ = change_upkeep.await;
         let _ = detection.await;
+        alerting_stop.cancel();
+        if let Some(alerting) = alerting {
+            // The alerter bounds its own flush; this only guards against a
+            // stuck task holding up the exit.
+            let _ = tokio::time::timeout(Duration::from_secs(10), alerting).await;
+        }
         // Detection has stopped, so the incident recorder drains and ends.
         let _ = tokio::time::timeout(Duration::from_secs(5), incident_recorder).await;
         let _ = change_recorder.await;

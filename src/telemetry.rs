@@ -47,6 +47,21 @@ pub const STORE_HISTOGRAM_BYTES: &str = "triage_store_histogram_bytes";
 pub const PAIRING_SIZE: &str = "triage_pairing_buffer_spans";
 /// Pairing results: `paired`, `expired_client`, `expired_child`, `full`.
 pub const PAIRING_RESULTS: &str = "triage_pairing_spans_total";
+/// Alerts (or webhook events) waiting in a target's queue, by `sink`
+/// (`alertmanager`, `webhook`) and `target` (URL without credentials).
+pub const ALERTS_QUEUED: &str = "triage_alerts_queued";
+/// Capacity of each target's queue, by `sink` and `target`.
+pub const ALERTS_QUEUE_CAPACITY: &str = "triage_alerts_queue_capacity";
+/// Alerts accepted by a target, by `sink` and `target`.
+pub const ALERTS_SENT: &str = "triage_alerts_sent_total";
+/// Alerts in requests that failed and will be retried, by `sink` and `target`.
+pub const ALERTS_SEND_FAILED: &str = "triage_alerts_send_failed_total";
+/// Alerts given up on, by `sink`, `target` and `reason` (`queue_full`: the
+/// oldest made room; `rejected`: the target refused them with a 4xx;
+/// `shutdown`: still queued when the shutdown flush ended).
+pub const ALERTS_DROPPED: &str = "triage_alerts_dropped_total";
+/// Incident events alerting missed because it fell behind detection.
+pub const ALERTS_EVENTS_MISSED: &str = "triage_alerts_missed_events_total";
 /// Change events recorded, by `source` (`api`: posted by tools;
 /// `telemetry`: inferred from versions, instances, flags, Kubernetes events).
 pub const CHANGES_RECORDED: &str = "triage_changes_recorded_total";
@@ -118,6 +133,18 @@ fn describe() {
     );
     describe_gauge!(PAIRING_SIZE, "Spans waiting in the pairing buffer.");
     describe_counter!(PAIRING_RESULTS, "Client/server span pairing results.");
+    describe_gauge!(ALERTS_QUEUED, "Alerts waiting per alert target.");
+    describe_gauge!(ALERTS_QUEUE_CAPACITY, "Queue capacity per alert target.");
+    describe_counter!(ALERTS_SENT, "Alerts accepted by alert targets.");
+    describe_counter!(
+        ALERTS_SEND_FAILED,
+        "Alerts in failed requests to alert targets (retried)."
+    );
+    describe_counter!(ALERTS_DROPPED, "Alerts given up on, by reason.");
+    describe_counter!(
+        ALERTS_EVENTS_MISSED,
+        "Incident events alerting missed by falling behind."
+    );
     describe_counter!(CHANGES_RECORDED, "Change events recorded, by source.");
     describe_counter!(CHANGES_DROPPED, "Change events dropped from a full log.");
     describe_counter!(CHANGES_REFUSED, "Posted change events refused, by reason.");

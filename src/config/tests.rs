@@ -282,6 +282,7 @@ shutdown_timeout: 5m
             flag_window: Duration::from_secs(60),
             flag_shift: 0.3,
         },
+        alerting: AlertConfig::default(),
         log: LogSettings {
             level: "triage=debug,info".to_owned(),
             format: LogFormat::Json,
@@ -803,6 +804,7 @@ fn the_example_lists_every_key() {
             ],
         ),
         (&["storage"], STORAGE_KEYS),
+        (&["alerting"], ALERTING_KEYS),
         (&["log"], LOG_KEYS),
     ];
     for (path, keys) in sections {
@@ -1175,4 +1177,147 @@ api:
         Some(TokenSource::Inline("s3cret".into()))
     );
     assert_eq!(inline.api.tls, None);
+}
+
+#[test]
+fn alerting_section_parses_targets_auth_tls_and_labels() {
+    let loaded = settings(
+        r#"
+alerting:
+  alertmanagers:
+    - url: "http://am-0:9093"
+    - url: "https://am-1.example:9093/prefix/"
+      timeout: 2s
+      basic_auth: { username: triage, password_file: /run/secrets/am }
+      tls:
+        ca_file: /etc/ca.pem
+        cert_file: /etc/client.pem
+        key_file: /etc/client-key.pem
+        insecure_skip_verify: true
+  webhooks:
+    - url: "http://hooks.example/triage"
+      bearer_token: abc123
+  resend_interval: 30s
+  resolved_resend_for: 5m
+  queue_capacity: 50
+  labels: { cluster: prod-eu, zone: 3 }
+  runbook_url: "https://runbooks.example/{alertname}?service={service}"
+  external_url: "https://triage.example"
+"#,
+    );
+    let alerting = loaded.alerting;
+    assert_eq!(alerting.alertmanagers.len(), 2);
+    let first = &alerting.alertmanagers[0];
+    assert_eq!(first.url.as_str(), "http://am-0:9093/");
+    assert_eq!(first.timeout, TargetConfig::DEFAULT_TIMEOUT);
+    assert_eq!(first.auth, Auth::None);
+    assert_eq!(first.tls, TlsConfig::default());
+    let second = &alerting.alertmanagers[1];
+    assert_eq!(second.timeout, Duration::from_secs(2));
+    assert_eq!(
+        second.auth,
+        Auth::Basic {
+            username: "triage".into(),
+            password: Secret::File("/run/secrets/am".into()),
+        }
+    );
+    assert_eq!(
+        second.tls,
+        TlsConfig {
+            ca_file: Some("/etc/ca.pem".into()),
+            cert_file: Some("/etc/client.pem".into()),
+            key_file: Some("/etc/client-key.pem".into()),
+            insecure_skip_verify: true,
+        }
+    );
+    assert_eq!(
+        alerting.webhooks[0].auth,
+        Auth::Bearer(Secret::Inline("abc123".into()))
+    );
+    assert_eq!(alerting.resend_interval, Duration::from_secs(30));
+    assert_eq!(alerting.resolved_resend_for, Duration::from_secs(300));
+    assert_eq!(alerting.queue_capacity.get(), 50);
+    assert_eq!(
+        alerting.labels.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("cluster".to_owned(), "prod-eu".to_owned()),
+            ("zone".to_owned(), "3".to_owned())
+        ]
+    );
+    assert!(alerting.runbook_url.is_some());
+    assert_eq!(
+        alerting.external_url.map(|url| url.to_string()),
+        Some("https://triage.example/".to_owned())
+    );
+}
+
+#[test]
+fn alerting_problems_name_their_field() {
+    let yaml = r#"
+alerting:
+  alertmanagers:
+    - url: "ftp://am:9093"
+    - timeout: 0s
+      basic_auth: { password: x }
+      bearer_token: t
+    - url: "http://am:9093"
+      tls: { cert_file: /c.pem, verify: true }
+      bearer_token: t
+      bearer_token_file: /t
+    - "http://bare-string:9093"
+  webhooks: { url: "http://x" }
+  resend_interval: 10ms
+  resolved_resend_for: soon
+  queue_capacity: 0
+  labels: { severity: low, "bad-name": x, team: [a] }
+  runbook_url: "https://rb.example/{team}"
+  external_url: "triage.example"
+"#;
+    assert_eq!(
+        paths(yaml),
+        set(&[
+            "alerting.alertmanagers[0].url",
+            "alerting.alertmanagers[1].url",
+            "alerting.alertmanagers[1].timeout",
+            "alerting.alertmanagers[1].basic_auth.username",
+            "alerting.alertmanagers[1].basic_auth",
+            "alerting.alertmanagers[2].tls.verify",
+            "alerting.alertmanagers[2].tls.key_file",
+            "alerting.alertmanagers[2].bearer_token_file",
+            "alerting.alertmanagers[3]",
+            "alerting.webhooks",
+            "alerting.resend_interval",
+            "alerting.resolved_resend_for",
+            "alerting.queue_capacity",
+            "alerting.labels.severity",
+            "alerting.labels.bad-name",
+            "alerting.labels.team",
+            "alerting.runbook_url",
+            "alerting.external_url",
+        ])
+    );
+    let found = problems(yaml);
+    let message = |path: &str| {
+        found
+            .iter()
+            .find(|problem| problem.path == path)
+            .map(|problem| problem.message.clone())
+            .unwrap_or_default()
+    };
+    assert!(message("alerting.alertmanagers[0].url").contains("http:// or https://"));
+    assert!(message("alerting.alertmanagers[1].url").contains("missing"));
+    assert!(message("alerting.labels.severity").contains("set by triage"));
+    assert!(message("alerting.runbook_url").contains("{team}"));
+}
+
+#[test]
+fn alerting_may_be_empty_and_then_sends_nothing() {
+    for yaml in [
+        "alerting:\n",
+        "alerting:\n  alertmanagers:\n  webhooks: []\n",
+    ] {
+        let loaded = settings(yaml);
+        assert_eq!(loaded.alerting, AlertConfig::default(), "{yaml}");
+        assert!(!loaded.alerting.enabled());
+    }
 }
