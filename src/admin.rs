@@ -5,6 +5,9 @@
 //! Also the change-event webhook, `POST /api/v1/changes` (optionally behind
 //! a bearer token), and its listing, `GET /api/v1/changes`. Bad requests
 //! are answered with a JSON error naming the field, and counted.
+//!
+//! `GET /api/v1/incidents/{id}`: one incident with its events, as JSON —
+//! where alerts' `generatorURL` points.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -104,6 +107,43 @@ pub fn changes_router(api: ChangesApi) -> Router {
             changes_api::MAX_BODY_BYTES,
         ))
         .with_state(api)
+}
+
+/// `GET /api/v1/incidents/{id}` from the history.
+pub fn incidents_router(history: Arc<crate::history::History>) -> Router {
+    Router::new()
+        .route("/api/v1/incidents/{id}", get(get_incident))
+        .with_state(history)
+}
+
+async fn get_incident(
+    State(history): State<Arc<crate::history::History>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    // Reading SQLite blocks; keep it off the runtime's workers.
+    let found = tokio::task::spawn_blocking(move || {
+        let found = history.get_incident(&id);
+        (id, found)
+    })
+    .await;
+    match found {
+        Ok((_, Ok(Some((incident, events))))) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "incident": incident, "events": events }),
+        ),
+        Ok((id, Ok(None))) => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({ "error": format!("no incident {id:?}") }),
+        ),
+        Ok((_, Err(error))) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({ "error": format!("cannot read the history: {error}") }),
+        ),
+        Err(_) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({ "error": "cannot read the history" }),
+        ),
+    }
 }
 
 /// A JSON response.

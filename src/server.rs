@@ -272,7 +272,8 @@ impl Server {
             log: Arc::clone(&changes),
             token: settings.changes.api_token.clone(),
             store: Arc::clone(&store),
-        }));
+        }))
+        .merge(admin::incidents_router(Arc::clone(&history)));
         let admin_shutdown = admin_stop.clone();
         let admin_task = tokio::spawn(async move {
             axum::serve(admin, admin_router)

@@ -773,3 +773,25 @@ async fn python_grpcio_client_discovers_the_api_by_reflection() {
     );
     server.stop().await;
 }
+
+/// Alerts link here (`generatorURL`): the admin port serves an incident with
+/// its events from the history.
+#[tokio::test]
+async fn the_admin_port_serves_an_incident_by_id() {
+    let server = TestServer::start().await;
+    record(
+        &server,
+        IncidentEvent::Opened(incident("payment", 1_700_000_000, IncidentState::Open)),
+    );
+    let url = format!("{}/api/v1/incidents/payment@1700000000", server.admin_url());
+    let response = reqwest::get(&url).await.expect("admin answers");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["incident"]["id"], "payment@1700000000");
+    assert_eq!(body["events"][0]["kind"], "opened");
+    let missing = reqwest::get(format!("{}/api/v1/incidents/nope@1", server.admin_url()))
+        .await
+        .expect("admin answers");
+    assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
+    server.stop().await;
+}
