@@ -415,19 +415,19 @@ fn query(args: triage::query::cli::QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn eval(args: EvalArgs) -> anyhow::Result<()> {
-    let settings = load(args.config.as_deref())?;
-    if args.rca {
-        return eval_rca(&args, &settings);
-    }
-    let all = triage::sim::named_scenarios();
+/// The scenarios `args` names (all of `all` when it names none), each once
+/// per seed, with the rate override applied.
+fn selected_runs(
+    all: Vec<(&'static str, triage::sim::Scenario)>,
+    args: &EvalArgs,
+) -> anyhow::Result<Vec<(&'static str, u64, triage::sim::Scenario)>> {
     for name in &args.scenarios {
         if !all.iter().any(|(known, _)| known == name) {
             let known: Vec<&str> = all.iter().map(|(known, _)| *known).collect();
             anyhow::bail!("unknown scenario {name:?}; known: {}", known.join(", "));
         }
     }
-    let mut outcomes = Vec::new();
+    let mut runs = Vec::new();
     for (name, scenario) in all {
         if !args.scenarios.is_empty() && !args.scenarios.iter().any(|wanted| wanted == name) {
             continue;
@@ -438,26 +438,37 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             if let Some(rate) = args.rate {
                 scenario.entry_rate_per_sec = rate;
             }
-            let started = std::time::Instant::now();
-            let outcome =
-                triage::eval::run_scenario(name, scenario, &settings.detect, &settings.store);
-            eprintln!(
-                "{name} (seed {seed}): {} in {:.1} s ({} spans)",
-                if outcome.fault.is_none() {
-                    format!("{} false incidents", outcome.false_incidents.len())
-                } else if outcome.detected {
-                    format!(
-                        "detected after {:.0} s",
-                        outcome.time_to_detect_secs.unwrap_or_default()
-                    )
-                } else {
-                    "NOT detected".to_string()
-                },
-                started.elapsed().as_secs_f64(),
-                outcome.spans
-            );
-            outcomes.push(outcome);
+            runs.push((name, seed, scenario));
         }
+    }
+    Ok(runs)
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let settings = load(args.config.as_deref())?;
+    if args.rca {
+        return eval_rca(&args, &settings);
+    }
+    let mut outcomes = Vec::new();
+    for (name, seed, scenario) in selected_runs(triage::sim::named_scenarios(), &args)? {
+        let started = std::time::Instant::now();
+        let outcome = triage::eval::run_scenario(name, scenario, &settings.detect, &settings.store);
+        eprintln!(
+            "{name} (seed {seed}): {} in {:.1} s ({} spans)",
+            if outcome.fault.is_none() {
+                format!("{} false incidents", outcome.false_incidents.len())
+            } else if outcome.detected {
+                format!(
+                    "detected after {:.0} s",
+                    outcome.time_to_detect_secs.unwrap_or_default()
+                )
+            } else {
+                "NOT detected".to_string()
+            },
+            started.elapsed().as_secs_f64(),
+            outcome.spans
+        );
+        outcomes.push(outcome);
     }
     print!("{}", triage::eval::table(&outcomes));
     Ok(())
@@ -466,50 +477,33 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
 /// `triage eval --rca`: the root-cause scenarios, scored against their
 /// ground truth.
 fn eval_rca(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
-    let all = triage::sim::rca_scenarios();
-    for name in &args.scenarios {
-        if !all.iter().any(|(known, _)| known == name) {
-            let known: Vec<&str> = all.iter().map(|(known, _)| *known).collect();
-            anyhow::bail!("unknown scenario {name:?}; known: {}", known.join(", "));
-        }
-    }
     let mut outcomes = Vec::new();
-    for (name, scenario) in all {
-        if !args.scenarios.is_empty() && !args.scenarios.iter().any(|wanted| wanted == name) {
-            continue;
-        }
-        for seed in 1..=args.seeds.max(1) {
-            let mut scenario = scenario.clone();
-            scenario.seed = seed;
-            if let Some(rate) = args.rate {
-                scenario.entry_rate_per_sec = rate;
-            }
-            let started = std::time::Instant::now();
-            let outcome =
-                triage::eval::run_rca_scenario(name, scenario, &settings.detect, &settings.store);
-            let firsts: Vec<String> = outcome
-                .faults
-                .iter()
-                .map(|fault| {
-                    format!(
-                        "{} -> ranked first {}",
-                        fault.fault,
-                        fault.ranked_first.as_deref().unwrap_or("(no incident)")
-                    )
-                })
-                .collect();
-            eprintln!(
-                "{name} (seed {seed}): {}; {} incidents; {:.1} s",
-                if firsts.is_empty() {
-                    "no fault".to_string()
-                } else {
-                    firsts.join(", ")
-                },
-                outcome.incidents,
-                started.elapsed().as_secs_f64()
-            );
-            outcomes.push(outcome);
-        }
+    for (name, seed, scenario) in selected_runs(triage::sim::rca_scenarios(), args)? {
+        let started = std::time::Instant::now();
+        let outcome =
+            triage::eval::run_rca_scenario(name, scenario, &settings.detect, &settings.store);
+        let firsts: Vec<String> = outcome
+            .faults
+            .iter()
+            .map(|fault| {
+                format!(
+                    "{} -> ranked first {}",
+                    fault.fault,
+                    fault.ranked_first.as_deref().unwrap_or("(no incident)")
+                )
+            })
+            .collect();
+        eprintln!(
+            "{name} (seed {seed}): {}; {} incidents; {:.1} s",
+            if firsts.is_empty() {
+                "no fault".to_string()
+            } else {
+                firsts.join(", ")
+            },
+            outcome.incidents,
+            started.elapsed().as_secs_f64()
+        );
+        outcomes.push(outcome);
     }
     print!("{}", triage::eval::rca_table(&outcomes));
     Ok(())
