@@ -219,7 +219,17 @@ impl Server {
         } = self;
         let _ = &changes;
         // Set up before serving, so an unusable alerting file fails start-up.
-        let alerter = crate::alert::Alerter::new(&settings.alerting, addresses.admin)?;
+        let mut alerter = crate::alert::Alerter::new(&settings.alerting, addresses.admin)?;
+        if let Some(alerter) = &mut alerter {
+            // Open incidents from the last run keep firing from the start.
+            match alerter.restore(&history) {
+                Ok(0) => {}
+                Ok(restored) => tracing::info!(restored, "open incidents handed to alerting"),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read open incidents for alerting")
+                }
+            }
+        }
         // Inferring changes from the telemetry can be turned off; posted
         // changes are accepted either way.
         let change_detector =

@@ -7,6 +7,8 @@
 //!   fault stops -> the resolution, as Alertmanager itself reports it;
 //! - an Alertmanager that is down for a while gets the alert once back,
 //!   from the queue;
+//! - a restarted collector takes up the open incidents of its history and
+//!   keeps their alerts firing, with the labels they first fired with;
 //! - the documented `deploy/alertmanager.yml` loads, routes by severity and
 //!   inhibits a symptom while its root cause's alert fires.
 
@@ -33,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use common::{test_settings, TestServer};
 use triage::alert::{AlertConfig, Alerter, Backoff, TargetConfig};
 use triage::detect::incident::IncidentEvent;
+use triage::history::{History, StorageConfig};
 
 /// Bound on every wait for something to show up.
 const WAIT: Duration = Duration::from_secs(30);
@@ -661,6 +664,20 @@ fn alerter(
     CancellationToken,
     tokio::task::JoinHandle<()>,
 ) {
+    alerter_after(alertmanagers, resend_interval, None)
+}
+
+/// [`alerter`], first taking up the open incidents of `history` as a
+/// restarted collector does.
+fn alerter_after(
+    alertmanagers: &[&Alertmanager],
+    resend_interval: Duration,
+    history: Option<&History>,
+) -> (
+    broadcast::Sender<IncidentEvent>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let config = AlertConfig {
         alertmanagers: alertmanagers
             .iter()
@@ -669,13 +686,16 @@ fn alerter(
         resend_interval,
         ..AlertConfig::default()
     };
-    let alerter = Alerter::new(&config, "127.0.0.1:8888".parse().expect("addr"))
+    let mut alerter = Alerter::new(&config, "127.0.0.1:8888".parse().expect("addr"))
         .expect("alerter")
         .expect("targets configured")
         .with_backoff(Backoff {
             initial: Duration::from_millis(100),
             max: Duration::from_millis(400),
         });
+    if let Some(history) = history {
+        alerter.restore(history).expect("read the history");
+    }
     let (events, receiver) = broadcast::channel(16);
     let stop = CancellationToken::new();
     let task = tokio::spawn(alerter.run(receiver, stop.clone()));
@@ -755,6 +775,98 @@ async fn an_alertmanager_back_from_an_outage_gets_the_queued_alert() {
     assert_eq!(alert["annotations"]["summary"], "cart GET /x: p95 up more");
     assert_eq!(alert["status"]["state"], "active");
     assert_eq!(counter("triage_alerts_dropped_total", &target), 0.0);
+
+    stop.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("alerter stops")
+        .expect("alerter does not panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_collector_keeps_its_open_incidents_firing() {
+    let (_, receiver_address) = Receiver::start().await;
+    let alertmanager =
+        Alertmanager::start(&forwarding_config(&format!("http://{receiver_address}/am")));
+    alertmanager.ready().await;
+
+    // The last run recorded one incident that is still open (opened as a
+    // warning blaming inventory, then escalated with another root cause)
+    // and one that resolved before the stop.
+    let data = tempfile::tempdir().expect("tempdir");
+    let storage = StorageConfig {
+        data_dir: data.path().to_owned(),
+        ..StorageConfig::default()
+    };
+    let onset = now_secs() - 120;
+    let open_id = {
+        let history = History::open(&storage).expect("open history");
+        let opened = event(
+            "opened",
+            "checkout",
+            Some("inventory"),
+            "warning",
+            "checkout POST /buy: p95 up",
+            onset,
+        );
+        let escalated = event(
+            "updated",
+            "checkout",
+            Some("payment"),
+            "critical",
+            "checkout POST /buy: p95 840 ms vs 95 ms baseline",
+            onset,
+        );
+        let other_opened = event("opened", "cart", None, "warning", "cart: errors", onset);
+        let mut other_resolved = other_opened.incident().clone();
+        other_resolved.state = triage::detect::incident::IncidentState::Resolved;
+        other_resolved.resolved_unix_nanos = Some((onset + 60) * 1_000_000_000);
+        let at = (onset + 10) * 1_000_000_000;
+        for event in [
+            &opened,
+            &escalated,
+            &other_opened,
+            &IncidentEvent::Resolved(other_resolved),
+        ] {
+            history.record_event(event, at).expect("record");
+        }
+        opened.incident().id.clone()
+    };
+
+    // The restart: a new history handle on the same file, a new alerter,
+    // and no incident event at all from detection.
+    let history = History::open(&storage).expect("reopen history");
+    let (_events, stop, task) =
+        alerter_after(&[&alertmanager], Duration::from_secs(3600), Some(&history));
+    let alert = wait_until(
+        "the restored incident's alert",
+        || async {
+            let alerts = alertmanager.alerts().await;
+            alert_of(&alerts, &open_id)
+                .filter(|alert| alert["labels"]["severity"] == "critical")
+                .cloned()
+        },
+        &alertmanager,
+    )
+    .await;
+    assert_eq!(alert["status"]["state"], "active", "{alert}");
+    // The labels it first fired with (the root cause of the opening), the
+    // annotations of its latest state.
+    assert_eq!(
+        alert["labels"]["root_cause_service"], "inventory",
+        "{alert}"
+    );
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "checkout POST /buy: p95 840 ms vs 95 ms baseline"
+    );
+    let alerts = alertmanager.alerts().await;
+    let active: Vec<_> = alerts
+        .iter()
+        .filter(|alert| alert["status"]["state"] == "active")
+        .map(|alert| alert["labels"]["incident_id"].clone())
+        .collect();
+    assert_eq!(active, vec![Value::from(open_id.clone())], "{alerts:?}");
 
     stop.cancel();
     tokio::time::timeout(WAIT, task)

@@ -57,6 +57,7 @@ use sender::Outbox;
 use webhook::WebhookSink;
 
 use crate::detect::incident::IncidentEvent;
+use crate::history::{EventKind, History, HistoryError};
 use crate::telemetry;
 
 /// Why alert delivery could not start.
@@ -85,6 +86,9 @@ pub struct Alerter {
     backoff: Backoff,
     /// How long the shutdown flush may take.
     flush_for: Duration,
+    /// Events of incidents still open at the last stop, replayed into the
+    /// dispatcher before any live event (see [`Alerter::restore`]).
+    restored: Vec<IncidentEvent>,
 }
 
 /// Default bound of the shutdown flush.
@@ -136,6 +140,7 @@ impl Alerter {
             resend_interval: config.resend_interval,
             backoff: Backoff::default(),
             flush_for: FLUSH_FOR,
+            restored: Vec::new(),
         }))
     }
 
@@ -149,6 +154,32 @@ impl Alerter {
     pub fn with_flush_timeout(mut self, flush_for: Duration) -> Alerter {
         self.flush_for = flush_for;
         self
+    }
+
+    /// Takes up the incidents `history` records as open, so a restarted
+    /// collector keeps their alerts firing at once instead of waiting for
+    /// their next update (Alertmanager would otherwise let them expire
+    /// after `endsAt`). Each is replayed as it was opened, then as it was
+    /// last recorded: the labels are those it first fired with (the same
+    /// alert, not a new one), an escalation is taken up again, and the
+    /// annotations are the latest. Returns how many incidents were taken up.
+    pub fn restore(&mut self, history: &History) -> Result<usize, HistoryError> {
+        let open = history.open_incidents()?;
+        for latest in &open {
+            let first = history
+                .get_incident(&latest.id)?
+                .and_then(|(_, events)| {
+                    events
+                        .into_iter()
+                        .find(|event| event.kind == EventKind::Opened)
+                })
+                .map(|event| event.incident);
+            if let Some(first) = first {
+                self.restored.push(IncidentEvent::Opened(first));
+            }
+            self.restored.push(IncidentEvent::Updated(latest.clone()));
+        }
+        Ok(open.len())
     }
 
     /// Delivers `events` until `stop` is cancelled; then takes the events
@@ -167,6 +198,7 @@ impl Alerter {
             resend_interval,
             backoff,
             flush_for,
+            restored,
         } = self;
         let senders_stop = CancellationToken::new();
         let mut loops = JoinSet::new();
@@ -198,6 +230,9 @@ impl Alerter {
             webhooks: hook_outboxes,
             sequence: 0,
         };
+        for event in restored {
+            dispatch.restored(event);
+        }
 
         let mut resend =
             tokio::time::interval_at(Instant::now() + resend_interval, resend_interval);
@@ -239,18 +274,29 @@ struct Dispatch {
 
 impl Dispatch {
     fn event(&mut self, event: IncidentEvent) {
-        if let Some(tracker) = &mut self.tracker {
-            let due = tracker.apply(&event, Instant::now(), alertmanager::wall_now());
-            for outbox in &self.alertmanagers {
-                outbox.push(due.iter().cloned());
-            }
-        }
+        self.send_to_alertmanagers(&event);
         if !self.webhooks.is_empty() {
             let event = Arc::new(event);
             let sequence = self.sequence;
             self.sequence = self.sequence.wrapping_add(1);
             for outbox in &self.webhooks {
                 outbox.push([(sequence, Arc::clone(&event))]);
+            }
+        }
+    }
+
+    /// A restored incident goes to the Alertmanagers only: webhook
+    /// receivers already had its events, and a webhook post is an event,
+    /// not a state that expires.
+    fn restored(&mut self, event: IncidentEvent) {
+        self.send_to_alertmanagers(&event);
+    }
+
+    fn send_to_alertmanagers(&mut self, event: &IncidentEvent) {
+        if let Some(tracker) = &mut self.tracker {
+            let due = tracker.apply(event, Instant::now(), alertmanager::wall_now());
+            for outbox in &self.alertmanagers {
+                outbox.push(due.iter().cloned());
             }
         }
     }
