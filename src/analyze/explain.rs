@@ -59,7 +59,12 @@ pub(crate) fn explain(
     if let Some(spans) = context.spans {
         if baseline.end - baseline.start >= 3 {
             for (service, _, _) in ranked.iter().take(3) {
-                let found = spans.drill_down(service, now.clone(), baseline.clone());
+                // Against all spans of the same windows, not the windows
+                // before: a version that has since rolled out everywhere
+                // carries every failing span and every other one too, so
+                // it is not where failures concentrate; a canary, a region
+                // or a tenant is.
+                let found = spans.drill_down(service, now.clone(), now.clone());
                 if *service == origin {
                     origin_lifts = found.clone();
                 }

@@ -35,6 +35,15 @@ use crate::store::{SeriesKey, SeriesKind, Store};
 const MAX_EXEMPLARS: usize = 8;
 /// Fewest requests in a range for a latency or error comparison.
 const MIN_REQUESTS: u64 = 20;
+/// Fewest requests per window a service must have served before it can be
+/// said to have stopped answering.
+const MIN_DOWN_RATE: f64 = 2.0;
+/// Evidence strength from which a candidate that opened no incident of its
+/// own still counts as anomalous (so its callers inherit from it).
+const ANOMALOUS_STRENGTH: f64 = 0.5;
+/// Fewest baseline windows (before the onset, still in the ring) for a
+/// new ranking.
+const MIN_BASELINE_WINDOWS: i64 = 6;
 
 /// Settings of the root-cause analysis.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +80,9 @@ struct Group {
     /// Per-service incidents, by service.
     members: BTreeMap<String, Incident>,
     incident: Incident,
+    /// The last ranking made while the baseline before the onset was still
+    /// in the store's ring; kept once it has rotated out.
+    ranking: Vec<(String, OriginEvidence, f64)>,
 }
 
 /// Groups per-service incidents into cascades and explains them.
@@ -171,6 +183,47 @@ fn own_evidence(
     (ratio, increase)
 }
 
+/// Requests per window of a set of series over `range` (0 when none).
+fn rate(store: &Store, keys: &[SeriesKey], range: &Range<i64>) -> f64 {
+    if range.is_empty() {
+        return 0.0;
+    }
+    let requests: u64 = keys
+        .iter()
+        .filter_map(|key| stats(store, key, range))
+        .map(|(requests, _, _)| requests)
+        .sum();
+    requests as f64 / (range.end - range.start) as f64
+}
+
+/// Whether `service` stopped answering while its callers kept calling it:
+/// what it served fell to at most half its baseline while the calls its
+/// traced callers made to it held at least half of theirs. A service whose
+/// callers stopped calling (their requests fail earlier) is not down.
+fn stopped_answering(
+    store: &Store,
+    graph: &Graph,
+    service: &str,
+    now: &Range<i64>,
+    before: &Range<i64>,
+) -> bool {
+    let served = store.series(service, SeriesKind::Operation);
+    let served_before = rate(store, &served, before);
+    if served_before < MIN_DOWN_RATE {
+        return false;
+    }
+    if rate(store, &served, now) > served_before * 0.5 {
+        return false;
+    }
+    let calls: Vec<SeriesKey> = graph
+        .callers(service)
+        .filter(|caller| graph.is_service(caller) && caller.as_str() != service)
+        .map(|caller| SeriesKey::new(SeriesKind::Edge, caller, service))
+        .collect();
+    let called_before = rate(store, &calls, before);
+    called_before > 0.0 && rate(store, &calls, now) >= called_before * 0.5
+}
+
 fn is_kind(anomaly: &SeriesAnomaly, kinds: &[AnomalyKind]) -> bool {
     kinds.contains(&anomaly.anomaly.kind)
 }
@@ -212,8 +265,14 @@ impl Analyzer {
                 self.member_of.insert(service.clone(), incident.id.clone());
                 members.insert(service, member);
             }
-            self.groups
-                .insert(incident.id.clone(), Group { members, incident });
+            self.groups.insert(
+                incident.id.clone(),
+                Group {
+                    members,
+                    incident,
+                    ranking: Vec::new(),
+                },
+            );
         }
     }
 
@@ -257,6 +316,7 @@ impl Analyzer {
                                 Group {
                                     members: BTreeMap::new(),
                                     incident: incident.clone(),
+                                    ranking: Vec::new(),
                                 },
                             );
                             opened.insert(id.clone());
@@ -316,7 +376,9 @@ impl Analyzer {
                 continue;
             }
             let before = group.incident.clone();
-            group.incident = self.build(&group_id, &group, context, &graph, &before);
+            let (incident, ranking) = self.build(&group_id, &group, context, &graph, &before);
+            group.incident = incident;
+            group.ranking = ranking;
             if opened.contains(&group_id) {
                 out.push(IncidentEvent::Opened(group.incident.clone()));
             } else if worth_update(&before, &group.incident) {
@@ -356,10 +418,20 @@ impl Analyzer {
         context: Context<'_>,
         graph: &Graph,
         before: &Incident,
-    ) -> Incident {
+    ) -> (Incident, Vec<(String, OriginEvidence, f64)>) {
         let members: Vec<&Incident> = group.members.values().collect();
         let mut incident = merge(id, &members);
-        let ranked = rank(context, graph, &members, &incident);
+        // Evidence compares the incident with the windows before its onset;
+        // once those have left the ring, the last ranking made with them
+        // stands (a ranking against a baseline that is itself the outage
+        // would be noise).
+        let (_, baseline) = ranges(context.store, &incident);
+        let ranked =
+            if baseline.end - baseline.start < MIN_BASELINE_WINDOWS && !group.ranking.is_empty() {
+                group.ranking.clone()
+            } else {
+                rank(context, graph, &members, &incident)
+            };
         incident.root_causes = ranked
             .iter()
             .map(|(service, evidence, score)| RootCause {
@@ -384,7 +456,7 @@ impl Analyzer {
         }
         incident.services = services;
         super::explain::explain(&mut incident, context, graph, &ranked, &self.config, before);
-        incident
+        (incident, ranked)
     }
 }
 
@@ -486,32 +558,43 @@ fn rank(
 ) -> Vec<(String, OriginEvidence, f64)> {
     let store = context.store;
     let (now, before) = ranges(store, incident);
-    let anomalous: BTreeSet<&str> = members.iter().map(|m| m.service.as_str()).collect();
-    let mut ranked = Vec::new();
+    // Candidates: the anomalous services, and the traced services their
+    // degraded calls lead to. A callee can be the origin without opening
+    // an incident of its own: too little traffic of its own to judge in a
+    // window, or it hangs and its spans end late.
+    let mut candidates: Vec<(&str, Option<&Incident>)> = members
+        .iter()
+        .map(|member| (member.service.as_str(), Some(*member)))
+        .collect();
     for member in members {
-        let service = member.service.as_str();
+        for anomaly in &member.anomalies {
+            let callee = anomaly.series.as_str();
+            if anomaly.series_kind == "edge"
+                && is_kind(anomaly, &[AnomalyKind::Latency, AnomalyKind::ErrorRate])
+                && graph.is_service(callee)
+                && !candidates.iter().any(|(known, _)| *known == callee)
+            {
+                candidates.push((callee, None));
+            }
+        }
+    }
+    let mut ranked = Vec::new();
+    for (service, member) in &candidates {
+        let service = *service;
         let mut evidence = OriginEvidence::default();
         let (ratio, increase) = own_evidence(store, service, &now, &before);
         evidence.own_time_ratio = ratio;
         evidence.local_error_increase = increase;
-        evidence.anomalous_callees = graph
-            .callees(service)
-            .filter(|callee| anomalous.contains(callee.as_str()))
-            .cloned()
-            .collect();
-        evidence.down = member.anomalies.iter().any(|a| {
-            a.series_kind == "operation"
-                && is_kind(a, &[AnomalyKind::TrafficDrop])
-                && a.anomaly.current <= a.anomaly.baseline * 0.5
-        }) && graph.callers(service).next().is_some();
-        for anomaly in &member.anomalies {
+        evidence.down = stopped_answering(store, graph, service, &now, &before);
+        let anomalies = member
+            .map(|member| member.anomalies.as_slice())
+            .unwrap_or(&[]);
+        let mut degraded_calls = Vec::new();
+        for anomaly in anomalies {
             if anomaly.series_kind == "edge"
                 && is_kind(anomaly, &[AnomalyKind::Latency, AnomalyKind::ErrorRate])
-                && !anomalous.contains(anomaly.series.as_str())
-                && evidence.dependency.is_none()
             {
-                evidence.dependency =
-                    Some((anomaly.series.clone(), anomaly.anomaly.summary.clone()));
+                degraded_calls.push((anomaly.series.clone(), anomaly.anomaly.summary.clone()));
             }
             if is_kind(anomaly, &[AnomalyKind::Saturation, AnomalyKind::Trend])
                 && evidence.saturation.is_none()
@@ -519,22 +602,51 @@ fn rank(
                 evidence.saturation = Some(anomaly.anomaly.summary.clone());
             }
         }
-        // A callee that is itself anomalous explains its callers' symptom:
-        // errors a caller counts as local (a failing call with no server
-        // child) come from a callee that is down, and a slow call to an
-        // anomalous callee is not the caller's dependency problem.
-        if let Some((callee, _)) = &evidence.dependency {
-            if anomalous.contains(callee.as_str()) {
-                evidence.dependency = None;
-            }
-        }
-        ranked.push((service.to_string(), evidence));
+        // Before the set of anomalous services is known, the first
+        // degraded call stands in (it may be the service's own database).
+        evidence.dependency = degraded_calls.first().cloned();
+        ranked.push((
+            service.to_string(),
+            evidence,
+            member.is_some(),
+            degraded_calls,
+        ));
     }
-    // A caller whose callee is down or failing has local-looking errors on
-    // the calls to it; those belong to the callee.
+    // Anomalous: opened an incident, or shows strong evidence of its own.
+    let anomalous: BTreeSet<String> = ranked
+        .iter()
+        .filter(|(_, evidence, member, _)| *member || evidence.strength() >= ANOMALOUS_STRENGTH)
+        .map(|(service, _, _, _)| service.clone())
+        .collect();
+    let ranked: Vec<(String, OriginEvidence)> = ranked
+        .into_iter()
+        .filter(|(service, _, _, _)| anomalous.contains(service))
+        .map(|(service, mut evidence, _, degraded_calls)| {
+            evidence.anomalous_callees = graph
+                .callees(&service)
+                .filter(|callee| **callee != service && anomalous.contains(callee.as_str()))
+                .cloned()
+                .collect();
+            // A callee that is itself anomalous explains its callers'
+            // symptom: errors a caller counts as local (a failing call with
+            // no server child) come from a callee that is down or hangs, and
+            // a slow call to an anomalous callee is not the caller's
+            // dependency problem.
+            evidence.dependency = degraded_calls
+                .into_iter()
+                .find(|(callee, _)| !anomalous.contains(callee.as_str()));
+            (service, evidence)
+        })
+        .collect();
+    let anomalous: BTreeSet<&str> = anomalous.iter().map(String::as_str).collect();
+    // A caller whose callee is down or hangs has local-looking errors on
+    // the calls to it (they fail or time out with no failing server
+    // child); those belong to the callee.
     let down: BTreeSet<String> = ranked
         .iter()
-        .filter(|(_, evidence)| evidence.down)
+        .filter(|(_, evidence)| {
+            evidence.down || evidence.own_time_ratio.is_some_and(|ratio| ratio >= 2.0)
+        })
         .map(|(service, _)| service.clone())
         .collect();
     let depth = |service: &str| graph.depth_below(service, &anomalous) as f64;
