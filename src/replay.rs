@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
     trace::v1::ExportTraceServiceRequest,
@@ -29,11 +31,12 @@ use crate::detect::incident::IncidentEvent;
 use crate::detect::DetectConfig;
 use crate::receiver::http::{decode_json_any, JsonRequest};
 use crate::receiver::ingest::Ingest;
-use crate::receiver::json::JsonTraces;
-use crate::receiver::wire::TraceBatch;
+use crate::receiver::json::{read_logs, read_metrics, JsonTraces, ScannedTraces};
+use crate::receiver::wire::{ExtraKeys, TraceBatch};
 use crate::receiver::Sink;
 use crate::store::{ManualClock, Store, StoreConfig};
 
+mod chunks;
 pub mod input;
 
 pub use input::{Format, Signal};
@@ -234,8 +237,12 @@ impl Replay {
     /// Records one decoded request and returns the events of the windows it
     /// closed.
     pub fn feed(&mut self, request: JsonRequest) -> Vec<IncidentEvent> {
+        self.feed_request(&request)
+    }
+
+    fn feed_request(&mut self, request: &JsonRequest) -> Vec<IncidentEvent> {
         self.stats.lines += 1;
-        let outcome = match &request {
+        let outcome = match request {
             JsonRequest::Traces(request) => {
                 self.advance_clock(newest_trace_time(request));
                 let outcome = self.ingest.traces(request);
@@ -259,26 +266,58 @@ impl Replay {
         self.after_feed()
     }
 
-    /// Records one line of OTLP JSON. Trace lines take the fast borrowing
-    /// reader; anything else (and anything it cannot read) the general one.
+    /// Records one line of OTLP JSON. Every signal is first read by the
+    /// scanning readers (`receiver::json`); a trace line they cannot read
+    /// goes to the borrowing serde reader, and anything left to the general
+    /// decoder, which reads it or explains precisely what is wrong.
     pub fn feed_line(&mut self, line: &[u8]) -> Result<Vec<IncidentEvent>, String> {
+        if let Ok(text) = std::str::from_utf8(line) {
+            match json_signal(line) {
+                Some(Signal::Traces) => {
+                    if let Some(traces) = ScannedTraces::read(text, self.spans.extra_keys()) {
+                        return Ok(self.feed_batch(&traces.batch()));
+                    }
+                }
+                Some(Signal::Metrics) => {
+                    if let Some(request) = read_metrics(text) {
+                        return Ok(self.feed_request(&JsonRequest::Metrics(request)));
+                    }
+                }
+                Some(Signal::Logs) => {
+                    if let Some(request) = read_logs(text) {
+                        return Ok(self.feed_request(&JsonRequest::Logs(request)));
+                    }
+                }
+                None => {}
+            }
+        }
+        self.feed_line_slowly(line)
+    }
+
+    /// [`Replay::feed_line`] without the scanning readers.
+    fn feed_line_slowly(&mut self, line: &[u8]) -> Result<Vec<IncidentEvent>, String> {
         if let Some(traces) = JsonTraces::read(line) {
             let batch = traces.batch_with(self.spans.extra_keys());
-            let newest = batch
-                .spans
-                .iter()
-                .map(|span| span.end_time_unix_nano)
-                .max()
-                .unwrap_or(0);
-            self.stats.lines += 1;
-            self.advance_clock(newest);
-            let outcome = self.ingest.record_batch(&batch);
-            self.stats.spans += outcome.accepted + outcome.rejected;
-            self.stats.rejected += outcome.rejected;
-            return Ok(self.after_feed());
+            return Ok(self.feed_batch(&batch));
         }
         let request = decode_json_any(line)?;
-        Ok(self.feed(request))
+        Ok(self.feed_request(&request))
+    }
+
+    /// Records spans read by one of the zero-copy readers.
+    fn feed_batch(&mut self, batch: &TraceBatch<'_>) -> Vec<IncidentEvent> {
+        let newest = batch
+            .spans
+            .iter()
+            .map(|span| span.end_time_unix_nano)
+            .max()
+            .unwrap_or(0);
+        self.stats.lines += 1;
+        self.advance_clock(newest);
+        let outcome = self.ingest.record_batch(batch);
+        self.stats.spans += outcome.accepted + outcome.rejected;
+        self.stats.rejected += outcome.rejected;
+        self.after_feed()
     }
 
     /// Records one length-delimited protobuf message (an
@@ -289,20 +328,9 @@ impl Replay {
         let decode = |error: prost::DecodeError| format!("not an OTLP export request: {error}");
         match input::sniff_signal(message) {
             Some(Signal::Traces) => {
-                let batch = TraceBatch::read(message)
+                let batch = TraceBatch::read_with(message, self.spans.extra_keys())
                     .map_err(|error| format!("not an OTLP trace export request: {error}"))?;
-                let newest = batch
-                    .spans
-                    .iter()
-                    .map(|span| span.end_time_unix_nano)
-                    .max()
-                    .unwrap_or(0);
-                self.stats.lines += 1;
-                self.advance_clock(newest);
-                let outcome = self.ingest.record_batch(&batch);
-                self.stats.spans += outcome.accepted + outcome.rejected;
-                self.stats.rejected += outcome.rejected;
-                Ok(self.after_feed())
+                Ok(self.feed_batch(&batch))
             }
             Some(Signal::Metrics) => Ok(self.feed(JsonRequest::Metrics(
                 ExportMetricsServiceRequest::decode(message).map_err(decode)?,
@@ -321,19 +349,24 @@ impl Replay {
     }
 
     /// Records an item prepared by the reader thread of [`replay_input`].
-    pub fn feed_prepared(&mut self, prepared: Prepared) -> Result<Vec<IncidentEvent>, ReplayError> {
-        let Prepared { at, item } = prepared;
-        let result = match item {
-            PreparedItem::TraceProto(message) => self.feed_protobuf(&message),
-            PreparedItem::TraceJson(line) => self.feed_line(&line),
-            PreparedItem::Request(request) => Ok(self.feed(request)),
+    pub fn feed_prepared(
+        &mut self,
+        prepared: &Prepared,
+    ) -> Result<Vec<IncidentEvent>, ReplayError> {
+        let result = match &prepared.item {
+            PreparedItem::WireTraces(traces) => Ok(self.feed_batch(traces.borrow_dependent())),
+            PreparedItem::ScannedTraces(traces) => {
+                Ok(self.feed_batch(&traces.borrow_dependent().batch()))
+            }
+            PreparedItem::TraceJson(line) => self.feed_line_slowly(line),
+            PreparedItem::Request(request) => Ok(self.feed_request(request)),
             PreparedItem::Empty => {
                 self.stats.lines += 1;
                 Ok(Vec::new())
             }
-            PreparedItem::Invalid(message) => Err(message),
+            PreparedItem::Invalid(message) => Err(message.clone()),
         };
-        result.map_err(|message| at.error(message))
+        result.map_err(|message| prepared.at.error(message))
     }
 
     fn after_feed(&mut self) -> Vec<IncidentEvent> {
@@ -389,9 +422,13 @@ pub fn open_counted(
 /// (JSON lines or length-delimited protobuf, told from its first byte),
 /// handing each batch of events to `emit`.
 ///
-/// Reading, and decoding of everything but spans, runs on a second thread
-/// ahead of recording; recording and detection stay on this thread in input
-/// order, so the output is the same as a sequential replay's.
+/// Reading and decoding run on a second thread ahead of recording: trace
+/// messages and lines become views that borrow their bytes (handed over
+/// together), metric and log requests prost types. Recording and detection
+/// stay on this thread in input order, so the output is the same as a
+/// sequential replay's. Items go back to the reader thread once recorded,
+/// to be freed where they were allocated (cheaper for the allocator than
+/// freeing them here).
 pub fn replay_input(
     replay: &mut Replay,
     path: &Path,
@@ -404,10 +441,24 @@ pub fn replay_input(
     })?;
     let (sender, receiver) =
         std::sync::mpsc::sync_channel::<Result<Prepared, ReplayError>>(PREPARED_AHEAD);
+    let (recycle, recycled) = std::sync::mpsc::channel::<Prepared>();
+    let extra = replay.spans.extra_keys().clone();
     std::thread::scope(|scope| {
-        scope.spawn(move || prepare(path, format, input, sender));
+        scope.spawn(move || {
+            let reader = Reader {
+                path,
+                format,
+                extra,
+                sender,
+                recycled,
+            };
+            reader.run(input)
+        });
         for prepared in receiver {
-            let events = replay.feed_prepared(prepared?)?;
+            let prepared = prepared?;
+            let events = replay.feed_prepared(&prepared)?;
+            // The reader may have finished; then this thread frees it.
+            let _ = recycle.send(prepared);
             if !events.is_empty() {
                 emit(&events);
             }
@@ -417,10 +468,27 @@ pub fn replay_input(
 }
 
 /// Items the reader thread may be ahead of recording.
-const PREPARED_AHEAD: usize = 256;
+const PREPARED_AHEAD: usize = 64;
 
-/// One input item, read and (except spans) decoded, with its position for
-/// error messages.
+self_cell::self_cell!(
+    /// A trace message read by the zero-copy wire reader, with its bytes.
+    pub struct WireTraces {
+        owner: Bytes,
+        #[covariant]
+        dependent: TraceBatch,
+    }
+);
+
+self_cell::self_cell!(
+    /// A trace line read by the scanning JSON reader, with its bytes.
+    pub struct JsonTraceLine {
+        owner: Bytes,
+        #[covariant]
+        dependent: ScannedTraces,
+    }
+);
+
+/// One input item, read and decoded, with its position for error messages.
 pub struct Prepared {
     at: Position,
     item: PreparedItem,
@@ -435,10 +503,11 @@ struct Position {
 }
 
 enum PreparedItem {
-    /// Read on the recording thread by the zero-copy wire reader.
-    TraceProto(Vec<u8>),
-    /// A line that looks like traces: the borrowing JSON reader first.
-    TraceJson(Vec<u8>),
+    WireTraces(WireTraces),
+    ScannedTraces(JsonTraceLine),
+    /// A trace line the scanning reader could not read: the borrowing serde
+    /// reader, then the general decoder, on the recording thread.
+    TraceJson(Bytes),
     Request(JsonRequest),
     /// A protobuf message with no span, metric or log record in it.
     Empty,
@@ -446,15 +515,15 @@ enum PreparedItem {
 }
 
 impl Position {
-    fn error(self, message: String) -> ReplayError {
+    fn error(&self, message: String) -> ReplayError {
         match self.format {
             Format::JsonLines => ReplayError::Decode {
-                path: self.path,
+                path: self.path.clone(),
                 line: self.number,
                 message,
             },
             Format::Protobuf => ReplayError::Message {
-                path: self.path,
+                path: self.path.clone(),
                 number: self.number,
                 message,
             },
@@ -462,99 +531,139 @@ impl Position {
     }
 }
 
-/// Whether a JSON line starts like a trace export request, so it goes to
-/// the borrowing trace reader instead of the general decoder.
-fn looks_like_traces(line: &[u8]) -> bool {
+/// The signal of a JSON line, from its first member's name (what the
+/// Collector's file exporter and `triage simulate` write first); `None` if
+/// it starts otherwise, for the general decoder to tell.
+fn json_signal(line: &[u8]) -> Option<Signal> {
     let start = line
         .iter()
         .position(|byte| !byte.is_ascii_whitespace() && *byte != b'{')
         .unwrap_or(line.len());
-    line[start..].starts_with(b"\"resourceSpans\"")
+    let rest = &line[start..];
+    if rest.starts_with(b"\"resourceSpans\"") {
+        Some(Signal::Traces)
+    } else if rest.starts_with(b"\"resourceMetrics\"") {
+        Some(Signal::Metrics)
+    } else if rest.starts_with(b"\"resourceLogs\"") {
+        Some(Signal::Logs)
+    } else {
+        None
+    }
 }
 
-/// The reader thread: reads items, decodes metric and log requests, and
-/// sends everything in input order. Stops at the first read error or when
-/// the recording side hangs up.
-fn prepare(
-    path: &Path,
+/// The reader thread's state.
+struct Reader<'a> {
+    path: &'a Path,
     format: Format,
-    mut input: Box<dyn BufRead + Send>,
+    /// The extra span attribute keys the span analysis collects.
+    extra: ExtraKeys,
     sender: std::sync::mpsc::SyncSender<Result<Prepared, ReplayError>>,
-) {
-    let wrap = |number, item| {
-        Ok(Prepared {
-            at: Position {
-                path: path.to_path_buf(),
-                number,
-                format,
-            },
-            item,
-        })
-    };
-    let mut number = 0;
-    loop {
-        number += 1;
-        let item = match format {
-            Format::JsonLines => {
-                let mut line = Vec::new();
-                match input.read_until(b'\n', &mut line) {
-                    Ok(0) => return,
-                    Ok(_) => {}
+    /// Items recorded, to be freed here.
+    recycled: std::sync::mpsc::Receiver<Prepared>,
+}
+
+impl Reader<'_> {
+    /// Reads items, decodes them, and sends everything in input order.
+    /// Stops at the first read error or when the recording side hangs up.
+    fn run(self, mut input: Box<dyn BufRead + Send>) {
+        let mut chunks = chunks::Chunks::new(&mut input);
+        let mut number = 0;
+        loop {
+            number += 1;
+            let item = match self.format {
+                Format::JsonLines => match chunks.line() {
+                    Ok(None) => return,
+                    Ok(Some(line)) => {
+                        if line.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        self.prepare_line(line)
+                    }
                     Err(source) => {
-                        let _ = sender.send(Err(ReplayError::Read {
-                            path: path.to_path_buf(),
+                        let _ = self.sender.send(Err(ReplayError::Read {
+                            path: self.path.to_path_buf(),
                             source,
                         }));
                         return;
                     }
-                }
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                if looks_like_traces(&line) {
-                    PreparedItem::TraceJson(line)
-                } else {
-                    match decode_json_any(&line) {
-                        Ok(request) => PreparedItem::Request(request),
-                        Err(message) => PreparedItem::Invalid(message),
+                },
+                Format::Protobuf => match chunks.message() {
+                    Ok(None) => return,
+                    Ok(Some(message)) => self.prepare_message(message),
+                    Err(error) => PreparedItem::Invalid(error.to_string()),
+                },
+            };
+            let stop = matches!(item, PreparedItem::Invalid(_));
+            let prepared = Prepared {
+                at: Position {
+                    path: self.path.to_path_buf(),
+                    number,
+                    format: self.format,
+                },
+                item,
+            };
+            if self.sender.send(Ok(prepared)).is_err() || stop {
+                return;
+            }
+            while self.recycled.try_recv().is_ok() {}
+        }
+    }
+
+    fn prepare_line(&self, line: Bytes) -> PreparedItem {
+        let signal = json_signal(&line);
+        if signal == Some(Signal::Traces) {
+            return match JsonTraceLine::try_new_or_recover(line, |line| {
+                std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|text| ScannedTraces::read(text, &self.extra))
+                    .ok_or(())
+            }) {
+                Ok(traces) => PreparedItem::ScannedTraces(traces),
+                Err((line, ())) => PreparedItem::TraceJson(line),
+            };
+        }
+        let fast = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|text| match signal {
+                Some(Signal::Metrics) => read_metrics(text).map(JsonRequest::Metrics),
+                Some(Signal::Logs) => read_logs(text).map(JsonRequest::Logs),
+                _ => None,
+            });
+        match fast.map_or_else(|| decode_json_any(&line), Ok) {
+            Ok(request) => PreparedItem::Request(request),
+            Err(message) => PreparedItem::Invalid(message),
+        }
+    }
+
+    fn prepare_message(&self, message: Bytes) -> PreparedItem {
+        use prost::Message;
+        let decode = |error: prost::DecodeError| {
+            PreparedItem::Invalid(format!("not an OTLP export request: {error}"))
+        };
+        match input::sniff_signal(&message) {
+            Some(Signal::Traces) => {
+                match WireTraces::try_new(message, |message| {
+                    TraceBatch::read_with(message, &self.extra)
+                }) {
+                    Ok(traces) => PreparedItem::WireTraces(traces),
+                    Err(error) => {
+                        PreparedItem::Invalid(format!("not an OTLP trace export request: {error}"))
                     }
                 }
             }
-            Format::Protobuf => {
-                let mut message = Vec::new();
-                match input::read_message(&mut input, &mut message) {
-                    Ok(false) => return,
-                    Ok(true) => prepare_protobuf(message),
-                    Err(error) => PreparedItem::Invalid(error.to_string()),
-                }
-            }
-        };
-        let stop = matches!(item, PreparedItem::Invalid(_));
-        if sender.send(wrap(number, item)).is_err() || stop {
-            return;
+            Some(Signal::Metrics) => match ExportMetricsServiceRequest::decode(message) {
+                Ok(request) => PreparedItem::Request(JsonRequest::Metrics(request)),
+                Err(error) => decode(error),
+            },
+            Some(Signal::Logs) => match ExportLogsServiceRequest::decode(message) {
+                Ok(request) => PreparedItem::Request(JsonRequest::Logs(request)),
+                Err(error) => decode(error),
+            },
+            None => match ExportTraceServiceRequest::decode(message) {
+                Ok(_) => PreparedItem::Empty,
+                Err(error) => decode(error),
+            },
         }
-    }
-}
-
-fn prepare_protobuf(message: Vec<u8>) -> PreparedItem {
-    use prost::Message;
-    let decode = |error: prost::DecodeError| {
-        PreparedItem::Invalid(format!("not an OTLP export request: {error}"))
-    };
-    match input::sniff_signal(&message) {
-        Some(Signal::Traces) => PreparedItem::TraceProto(message),
-        Some(Signal::Metrics) => match ExportMetricsServiceRequest::decode(&message[..]) {
-            Ok(request) => PreparedItem::Request(JsonRequest::Metrics(request)),
-            Err(error) => decode(error),
-        },
-        Some(Signal::Logs) => match ExportLogsServiceRequest::decode(&message[..]) {
-            Ok(request) => PreparedItem::Request(JsonRequest::Logs(request)),
-            Err(error) => decode(error),
-        },
-        None => match ExportTraceServiceRequest::decode(&message[..]) {
-            Ok(_) => PreparedItem::Empty,
-            Err(error) => decode(error),
-        },
     }
 }
 

@@ -307,5 +307,12 @@ impl<'a> JsonTraces<'a> {
     }
 }
 
+mod requests;
+mod scan;
+mod traces;
+
+pub use requests::{read_logs, read_metrics};
+pub use traces::ScannedTraces;
+
 #[cfg(test)]
 mod tests;

@@ -131,3 +131,433 @@ fn what_it_cannot_read_is_left_to_the_general_path() {
     .is_none());
     assert!(JsonTraces::read(b"not json").is_none());
 }
+
+// === the scanning readers ===
+
+mod scanning {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    };
+    use opentelemetry_proto::tonic::common::v1::{
+        any_value::Value, AnyValue, ArrayValue, KeyValueList,
+    };
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+        summary_data_point::ValueAtQuantile, ExponentialHistogram, ExponentialHistogramDataPoint,
+        Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+        ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    use super::{attribute, request};
+    use crate::receiver::http::{decode_json_any, JsonRequest};
+    use crate::receiver::json::{read_logs, read_metrics, JsonTraces, ScannedTraces};
+    use crate::receiver::wire::{ExtraKeys, ValueRef};
+
+    /// The general decoder's metrics, without what the scanning reader
+    /// skips (scopes, schema URLs, dropped counts, exemplars, metadata).
+    fn general_metrics(line: &str) -> ExportMetricsServiceRequest {
+        let Ok(JsonRequest::Metrics(mut request)) = decode_json_any(line.as_bytes()) else {
+            panic!("the general decoder reads {line}");
+        };
+        for resource in &mut request.resource_metrics {
+            resource.schema_url.clear();
+            if let Some(resource) = &mut resource.resource {
+                resource.dropped_attributes_count = 0;
+                resource.entity_refs.clear();
+            }
+            for scope in &mut resource.scope_metrics {
+                scope.scope = None;
+                scope.schema_url.clear();
+                for metric in &mut scope.metrics {
+                    metric.metadata.clear();
+                    match &mut metric.data {
+                        Some(Data::Gauge(gauge)) => gauge
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| p.exemplars.clear()),
+                        Some(Data::Sum(sum)) => {
+                            sum.data_points.iter_mut().for_each(|p| p.exemplars.clear())
+                        }
+                        Some(Data::Histogram(histogram)) => histogram
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| p.exemplars.clear()),
+                        Some(Data::ExponentialHistogram(histogram)) => histogram
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| p.exemplars.clear()),
+                        Some(Data::Summary(_)) | None => {}
+                    }
+                }
+            }
+        }
+        request
+    }
+
+    /// The general decoder's logs, without what the scanning reader skips.
+    fn general_logs(line: &str) -> ExportLogsServiceRequest {
+        let Ok(JsonRequest::Logs(mut request)) = decode_json_any(line.as_bytes()) else {
+            panic!("the general decoder reads {line}");
+        };
+        for resource in &mut request.resource_logs {
+            resource.schema_url.clear();
+            if let Some(resource) = &mut resource.resource {
+                resource.dropped_attributes_count = 0;
+                resource.entity_refs.clear();
+            }
+            for scope in &mut resource.scope_logs {
+                scope.scope = None;
+                scope.schema_url.clear();
+                for record in &mut scope.log_records {
+                    record.dropped_attributes_count = 0;
+                    record.flags = 0;
+                    record.trace_id.clear();
+                    record.span_id.clear();
+                    record.event_name.clear();
+                }
+            }
+        }
+        request
+    }
+
+    fn number(time: u64, value: number_data_point::Value) -> NumberDataPoint {
+        NumberDataPoint {
+            attributes: vec![attribute("pool", Value::StringValue("main".into()))],
+            start_time_unix_nano: 1,
+            time_unix_nano: time,
+            value: Some(value),
+            ..Default::default()
+        }
+    }
+
+    fn metrics_request() -> ExportMetricsServiceRequest {
+        let metric = |name: &str, data: Data| Metric {
+            name: name.into(),
+            description: "what it is".into(),
+            unit: "s".into(),
+            data: Some(data),
+            ..Default::default()
+        };
+        let complex = vec![
+            attribute(
+                "list",
+                Value::ArrayValue(ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(Value::IntValue(-3)),
+                    }],
+                }),
+            ),
+            attribute(
+                "map",
+                Value::KvlistValue(KeyValueList {
+                    values: vec![attribute("on", Value::BoolValue(true))],
+                }),
+            ),
+        ];
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![attribute("service.name", Value::StringValue("db".into()))],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        metric(
+                            "gauge",
+                            Data::Gauge(Gauge {
+                                data_points: vec![
+                                    number(5, number_data_point::Value::AsInt(-7)),
+                                    number(6, number_data_point::Value::AsDouble(0.019511)),
+                                ],
+                            }),
+                        ),
+                        metric(
+                            "total",
+                            Data::Sum(Sum {
+                                data_points: vec![number(7, number_data_point::Value::AsInt(9))],
+                                aggregation_temporality: 2,
+                                is_monotonic: true,
+                            }),
+                        ),
+                        metric(
+                            "latency",
+                            Data::Histogram(Histogram {
+                                data_points: vec![HistogramDataPoint {
+                                    attributes: complex,
+                                    time_unix_nano: 8,
+                                    count: 6,
+                                    sum: Some(1.25),
+                                    bucket_counts: vec![1, 2, 3],
+                                    explicit_bounds: vec![0.1, 0.5],
+                                    min: Some(0.01),
+                                    max: Some(0.9),
+                                    flags: 0,
+                                    ..Default::default()
+                                }],
+                                aggregation_temporality: 1,
+                            }),
+                        ),
+                        metric(
+                            "exponential",
+                            Data::ExponentialHistogram(ExponentialHistogram {
+                                data_points: vec![ExponentialHistogramDataPoint {
+                                    time_unix_nano: 9,
+                                    count: 4,
+                                    sum: Some(3.5),
+                                    scale: -2,
+                                    zero_count: 1,
+                                    positive: Some(Buckets {
+                                        offset: -1,
+                                        bucket_counts: vec![1, 1],
+                                    }),
+                                    negative: Some(Buckets {
+                                        offset: 2,
+                                        bucket_counts: vec![1],
+                                    }),
+                                    zero_threshold: 0.001,
+                                    ..Default::default()
+                                }],
+                                aggregation_temporality: 2,
+                            }),
+                        ),
+                        metric(
+                            "summary",
+                            Data::Summary(Summary {
+                                data_points: vec![SummaryDataPoint {
+                                    time_unix_nano: 10,
+                                    count: 3,
+                                    sum: 4.5,
+                                    quantile_values: vec![ValueAtQuantile {
+                                        quantile: 0.99,
+                                        value: 2.0,
+                                    }],
+                                    ..Default::default()
+                                }],
+                            }),
+                        ),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn logs_request() -> ExportLogsServiceRequest {
+        let body = AnyValue {
+            value: Some(Value::KvlistValue(KeyValueList {
+                values: vec![
+                    attribute("reason", Value::StringValue("BackOff".into())),
+                    attribute("kind", Value::StringValue("Event".into())),
+                ],
+            })),
+        };
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![attribute("service.name", Value::StringValue("k8s".into()))],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![
+                        LogRecord {
+                            time_unix_nano: 11,
+                            observed_time_unix_nano: 12,
+                            severity_number: 17,
+                            severity_text: "ERROR".into(),
+                            body: Some(AnyValue {
+                                value: Some(Value::StringValue("boom".into())),
+                            }),
+                            ..Default::default()
+                        },
+                        LogRecord {
+                            observed_time_unix_nano: 13,
+                            attributes: vec![attribute(
+                                "event.domain",
+                                Value::StringValue("k8s".into()),
+                            )],
+                            body: Some(body),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn metrics_and_logs_read_what_the_general_decoder_reads() {
+        let line = serde_json::to_string(&metrics_request()).expect("serializes");
+        assert_eq!(read_metrics(&line), Some(general_metrics(&line)));
+        assert_eq!(read_metrics(&line), Some(metrics_request()));
+        let line = serde_json::to_string(&logs_request()).expect("serializes");
+        assert_eq!(read_logs(&line), Some(general_logs(&line)));
+        assert_eq!(read_logs(&line), Some(logs_request()));
+    }
+
+    #[test]
+    fn simulated_lines_read_the_same_both_ways() {
+        use crate::sim::{write_json_lines, Scenario, Simulator};
+        let scenario = Scenario {
+            duration: std::time::Duration::from_secs(30),
+            entry_rate_per_sec: 5.0,
+            ..Scenario::default()
+        };
+        let mut out = Vec::new();
+        write_json_lines(Simulator::new(scenario), &mut out).expect("simulates");
+        let text = String::from_utf8(out).expect("UTF-8");
+        let keys = ExtraKeys::new(&["app.tenant", "*.region"]);
+        let (mut n_traces, mut n_metrics, mut n_logs) = (0, 0, 0);
+        for line in text.lines() {
+            if line.starts_with(r#"{"resourceSpans""#) {
+                let scanned = ScannedTraces::read(line, &keys).expect("scans");
+                let slow = JsonTraces::read(line.as_bytes()).expect("serde reads");
+                assert_eq!(scanned.batch(), slow.batch_with(&keys));
+                n_traces += 1;
+            } else if line.starts_with(r#"{"resourceMetrics""#) {
+                assert_eq!(read_metrics(line), Some(general_metrics(line)));
+                n_metrics += 1;
+            } else {
+                assert_eq!(read_logs(line), Some(general_logs(line)));
+                n_logs += 1;
+            }
+        }
+        assert!(n_traces > 10 && n_metrics > 0 && n_logs > 10);
+    }
+
+    #[test]
+    fn scanned_traces_read_what_the_serde_reader_reads() {
+        let line = serde_json::to_string(&request()).expect("serializes");
+        let keys = ExtraKeys::new(&["app.tenant"]);
+        let scanned = ScannedTraces::read(&line, &keys).expect("scans");
+        let slow = JsonTraces::read(line.as_bytes()).expect("serde reads");
+        assert_eq!(scanned.batch(), slow.batch_with(&keys));
+        assert_eq!(scanned.len(), 2);
+    }
+
+    #[test]
+    fn every_otlp_json_form_is_accepted() {
+        // Upper-case hex, enum names and numbers as strings, int64 as
+        // numbers, null members, unknown members, a value before its key,
+        // an event name after its attributes, members in any order.
+        let line = r#"{"unknown":[{"x":null}],"resourceSpans":[{"scopeSpans":[{"spans":[{
+            "attributes":[{"value":{"intValue":503},"key":"http.response.status_code"},
+                          {"key":"http.route","value":{"stringValue":"/x"}}],
+            "events":[{"attributes":[{"key":"feature_flag.key","value":{"stringValue":"f"}},
+                                     {"key":"feature_flag.variant","value":{"stringValue":"on"}}],
+                       "name":"feature_flag.evaluation"}],
+            "traceId":"0102030405060708090A0B0C0D0E0F10","spanId":"AABBCCDDEEFF0011",
+            "parentSpanId":null,"name":"GET /x","kind":"SPAN_KIND_SERVER",
+            "startTimeUnixNano":1700000000000000000,"endTimeUnixNano":"1700000000500000000",
+            "status":{"code":"STATUS_CODE_ERROR","message":null},"links":[]}]}],
+            "resource":{"attributes":[{"key":"service.name","value":{"stringValue":"a"}}]}}]}"#;
+        let traces = ScannedTraces::read(line, &ExtraKeys::none()).expect("scans");
+        let batch = traces.batch();
+        let span = &batch.spans[0];
+        assert_eq!(span.trace_id, &(1..=16).collect::<Vec<u8>>()[..]);
+        assert_eq!(span.span_id, &[0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0, 0x11]);
+        assert!(span.parent_span_id.is_empty());
+        assert_eq!((span.kind, span.status_code), (2, 2));
+        assert_eq!(
+            span.end_time_unix_nano - span.start_time_unix_nano,
+            500_000_000
+        );
+        assert_eq!(span.attributes.http_status, Some(503));
+        assert_eq!(span.attributes.http_route, Some("/x"));
+        assert_eq!(span.attributes.feature_flag_key, Some("f"));
+        assert_eq!(span.attributes.feature_flag_variant, Some("on"));
+        assert_eq!(batch.resources[0].service_name, Some("a"));
+        assert_eq!(batch.resources[0].spans, 0..1);
+
+        let metrics = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m",
+            "sum":{"aggregationTemporality":"AGGREGATION_TEMPORALITY_CUMULATIVE","isMonotonic":true,
+            "dataPoints":[{"timeUnixNano":"5","asDouble":"2.5","flags":"0"}]}},
+            {"name":"h","histogram":{"aggregationTemporality":1,"dataPoints":[{"count":"2",
+            "sum":"NaN","bucketCounts":["1",1],"explicitBounds":[0.5]}]}}]}]}]}"#;
+        // Enum names are the protobuf JSON mapping's; the general decoder
+        // takes numbers only (OTLP/JSON's rule), so it is compared on those.
+        let numbered = metrics.replace(r#""AGGREGATION_TEMPORALITY_CUMULATIVE""#, "2");
+        let request = read_metrics(metrics).expect("scans");
+        assert_eq!(request, general_metrics(&numbered));
+        let metric = &request.resource_metrics[0].scope_metrics[0].metrics;
+        let Some(Data::Sum(sum)) = &metric[0].data else {
+            panic!("a sum");
+        };
+        assert_eq!(sum.aggregation_temporality, 2);
+        assert_eq!(
+            sum.data_points[0].value,
+            Some(number_data_point::Value::AsDouble(2.5))
+        );
+        let Some(Data::Histogram(histogram)) = &metric[1].data else {
+            panic!("a histogram");
+        };
+        assert_eq!(histogram.data_points[0].sum, None, "NaN reads as absent");
+        let logs = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[
+            {"severityNumber":"SEVERITY_NUMBER_WARN","timeUnixNano":7,"body":null}]}]}]}"#;
+        let request = read_logs(logs).expect("scans");
+        assert_eq!(
+            request.resource_logs[0].scope_logs[0].log_records[0].severity_number,
+            13
+        );
+    }
+
+    #[test]
+    fn what_the_scanners_cannot_read_is_left_to_the_slower_readers() {
+        let keys = ExtraKeys::none();
+        // An escape in a kept string: the serde reader unescapes it.
+        let escaped = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"say \"hi\"",
+            "traceId":"01020304050607080910111213141516","spanId":"0102030405060708"}]}]}]}"#;
+        assert!(ScannedTraces::read(escaped, &keys).is_none());
+        let slow = JsonTraces::read(escaped.as_bytes()).expect("serde reads");
+        assert_eq!(slow.batch().spans[0].name, "say \"hi\"");
+        // An escape in a skipped string is fine.
+        let skipped =
+            r#"{"resourceSpans":[{"scopeSpans":[{"scope":{"name":"a\nb"},"spans":[]}]}]}"#;
+        assert!(ScannedTraces::read(skipped, &keys).is_some());
+        for bad in [
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#,
+            r#"{"resourceSpans":[],}"#,
+            r#"{"resourceSpans":[]} x"#,
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":1.5}]}]}]}"#,
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SERVER"}]}]}]}"#,
+            r#"{"resourceMetrics":[]}"#,
+        ] {
+            assert!(ScannedTraces::read(bad, &keys).is_none(), "{bad}");
+        }
+        for bad in [
+            r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"gauge":{"dataPoints":[{"asInt":"x"}]}}]}]}]}"#,
+            r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"gauge":{},"sum":{}}]}]}]}"#,
+            r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"k","value":{"bytesValue":"AA=="}}]}}]}"#,
+            r#"{"resourceLogs":[]}"#,
+        ] {
+            assert!(read_metrics(bad).is_none(), "{bad}");
+        }
+        assert!(read_logs(
+            r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":-1}]}]}]}"#
+        )
+        .is_none());
+        assert!(read_logs(r#"{"resourceMetrics":[]}"#).is_none());
+        // A value of a key nobody reads is still checked.
+        let value = ScannedTraces::read(
+            r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"x","value":{"intValue":"1"}}]}}]}"#,
+            &keys,
+        )
+        .expect("scans");
+        assert!(value.is_empty());
+        assert_eq!(
+            ScannedTraces::read(
+                r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"app.tenant","value":{"boolValue":true}}]}]}]}]}"#,
+                &ExtraKeys::new(&["app.tenant"]),
+            )
+            .expect("scans")
+            .batch()
+            .extras[0]
+            .value,
+            ValueRef::Bool(true)
+        );
+    }
+}

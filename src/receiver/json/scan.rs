@@ -1,0 +1,501 @@
+//! A validating pull reader for one JSON document, borrowing from it.
+//!
+//! The fast OTLP/JSON readers (`receiver::json`) walk a line with it: they
+//! match the members they need and skip everything else, checking the JSON
+//! grammar as they go, so a malformed line is never half-read into records.
+//! Strings are handed out as `&str` slices of the input when they hold no
+//! escape; a kept string with an escape (rare in OTLP) is reported as
+//! [`Unreadable`], and the caller falls back to a slower reader that
+//! unescapes. The input is UTF-8 checked once, as a whole, by the caller
+//! (it is a `&str`), so no string is checked twice.
+//!
+//! `null` reads as absent wherever a value is expected (the protobuf JSON
+//! mapping's rule): an absent object, an empty list, a missing number.
+
+/// The fast reader cannot read this input (malformed JSON, or a form it
+/// leaves to the general decoder, which explains the problem precisely).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unreadable;
+
+/// What every scanning step returns.
+pub(crate) type Scan<T> = Result<T, Unreadable>;
+
+/// A position in a JSON document. Copying it saves the position, so a value
+/// can be skipped now and read later.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scanner<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    /// A scanner at the start of `text`.
+    pub(crate) fn new(text: &'a str) -> Self {
+        Scanner { text, at: 0 }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn skip_whitespace(&mut self) {
+        let bytes = self.bytes();
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// The next byte that is not whitespace, not consumed.
+    fn peek(&mut self) -> Scan<u8> {
+        self.skip_whitespace();
+        self.bytes().get(self.at).copied().ok_or(Unreadable)
+    }
+
+    fn eat(&mut self, byte: u8) -> Scan<()> {
+        if self.peek()? == byte {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(Unreadable)
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Scan<()> {
+        if self.bytes()[self.at..].starts_with(word.as_bytes()) {
+            self.at += word.len();
+            Ok(())
+        } else {
+            Err(Unreadable)
+        }
+    }
+
+    /// Consumes a `null` if one is next.
+    pub(crate) fn null(&mut self) -> Scan<bool> {
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Checks that only whitespace is left.
+    pub(crate) fn end(&mut self) -> Scan<()> {
+        self.skip_whitespace();
+        if self.at == self.text.len() {
+            Ok(())
+        } else {
+            Err(Unreadable)
+        }
+    }
+
+    /// Reads an object (or `null`, as no members), calling `member` with
+    /// the scanner at each member's value, which it must consume.
+    pub(crate) fn object(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &'a str) -> Scan<()>,
+    ) -> Scan<()> {
+        if self.null()? {
+            return Ok(());
+        }
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            if self.peek()? != b'"' {
+                return Err(Unreadable);
+            }
+            // Keys are OTLP field names: one with an escape is not one we
+            // could match, so it is left to the general decoder.
+            let key = self.raw_string()?.ok_or(Unreadable)?;
+            self.eat(b':')?;
+            member(self, key)?;
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                _ => return Err(Unreadable),
+            }
+        }
+    }
+
+    /// Reads an array (or `null`, as empty), calling `item` with the
+    /// scanner at each item, which it must consume.
+    pub(crate) fn array(&mut self, mut item: impl FnMut(&mut Self) -> Scan<()>) -> Scan<()> {
+        if self.null()? {
+            return Ok(());
+        }
+        self.eat(b'[')?;
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            item(self)?;
+            match self.peek()? {
+                b',' => self.at += 1,
+                b']' => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                _ => return Err(Unreadable),
+            }
+        }
+    }
+
+    /// A string at the current position (after whitespace): `Some` without
+    /// escapes, `None` with (the string is consumed and checked either way).
+    fn raw_string(&mut self) -> Scan<Option<&'a str>> {
+        self.eat(b'"')?;
+        let bytes = self.bytes();
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            let byte = *bytes.get(self.at).ok_or(Unreadable)?;
+            match byte {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.at += 1;
+                    match bytes.get(self.at).ok_or(Unreadable)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
+                        b'u' => {
+                            let digits = bytes.get(self.at + 1..self.at + 5).ok_or(Unreadable)?;
+                            if !digits.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(Unreadable);
+                            }
+                            self.at += 5;
+                        }
+                        _ => return Err(Unreadable),
+                    }
+                }
+                // Control characters must be escaped in JSON strings.
+                0..=0x1f => return Err(Unreadable),
+                _ => self.at += 1,
+            }
+        }
+        let end = self.at;
+        self.at += 1;
+        if escaped {
+            Ok(None)
+        } else {
+            // Both ends are at ASCII quotes, so this slice is on character
+            // boundaries and `get` cannot fail.
+            self.text.get(start..end).map(Some).ok_or(Unreadable)
+        }
+    }
+
+    /// A string (or `null`, as `None`) without escapes.
+    pub(crate) fn str(&mut self) -> Scan<Option<&'a str>> {
+        if self.null()? {
+            return Ok(None);
+        }
+        if self.peek()? != b'"' {
+            return Err(Unreadable);
+        }
+        self.raw_string()?.map(Some).ok_or(Unreadable)
+    }
+
+    /// A JSON number token, checked against the grammar.
+    fn number_token(&mut self) -> Scan<&'a str> {
+        self.skip_whitespace();
+        let bytes = self.bytes();
+        let start = self.at;
+        let digits = |at: &mut usize| {
+            let from = *at;
+            while bytes.get(*at).is_some_and(u8::is_ascii_digit) {
+                *at += 1;
+            }
+            *at > from
+        };
+        let mut at = start;
+        if bytes.get(at) == Some(&b'-') {
+            at += 1;
+        }
+        if bytes.get(at) == Some(&b'0') {
+            at += 1;
+        } else if !digits(&mut at) {
+            return Err(Unreadable);
+        }
+        if bytes.get(at) == Some(&b'.') {
+            at += 1;
+            if !digits(&mut at) {
+                return Err(Unreadable);
+            }
+        }
+        if let Some(b'e' | b'E') = bytes.get(at) {
+            at += 1;
+            if let Some(b'+' | b'-') = bytes.get(at) {
+                at += 1;
+            }
+            if !digits(&mut at) {
+                return Err(Unreadable);
+            }
+        }
+        self.at = at;
+        self.text.get(start..at).ok_or(Unreadable)
+    }
+
+    /// Skips any value, checking it.
+    pub(crate) fn skip(&mut self) -> Scan<()> {
+        match self.peek()? {
+            b'{' => self.object(|scanner, _| scanner.skip()),
+            b'[' => self.array(Self::skip),
+            b'"' => self.raw_string().map(drop),
+            b't' => self.literal("true"),
+            b'f' => self.literal("false"),
+            b'n' => self.literal("null"),
+            _ => self.number_token().map(drop),
+        }
+    }
+
+    /// An unsigned 64-bit integer written as a number or a decimal string
+    /// (`null` is `None`).
+    pub(crate) fn u64(&mut self) -> Scan<Option<u64>> {
+        match self.integer()? {
+            None => Ok(None),
+            Some((true, magnitude)) if magnitude != 0 => Err(Unreadable),
+            Some((_, magnitude)) => Ok(Some(magnitude)),
+        }
+    }
+
+    /// A signed 64-bit integer written as a number or a decimal string.
+    pub(crate) fn i64(&mut self) -> Scan<Option<i64>> {
+        self.integer()?
+            .map(|(negative, magnitude)| {
+                if negative {
+                    0i64.checked_sub_unsigned(magnitude).ok_or(Unreadable)
+                } else {
+                    i64::try_from(magnitude).map_err(|_| Unreadable)
+                }
+            })
+            .transpose()
+    }
+
+    /// A 32-bit integer (or an enum by number) written as a number or a
+    /// decimal string.
+    pub(crate) fn i32(&mut self) -> Scan<Option<i32>> {
+        self.i64()?
+            .map(|value| i32::try_from(value).map_err(|_| Unreadable))
+            .transpose()
+    }
+
+    /// An unsigned 32-bit integer written as a number or a decimal string.
+    pub(crate) fn u32(&mut self) -> Scan<Option<u32>> {
+        self.u64()?
+            .map(|value| u32::try_from(value).map_err(|_| Unreadable))
+            .transpose()
+    }
+
+    /// An enum: its number (as a number or a decimal string) or its name,
+    /// looked up with `by_name`.
+    pub(crate) fn enumeration(
+        &mut self,
+        by_name: impl Fn(&str) -> Option<i32>,
+    ) -> Scan<Option<i32>> {
+        if self.peek()? == b'"' {
+            let mut probe = *self;
+            let text = probe.str()?.ok_or(Unreadable)?;
+            if let Some(value) = by_name(text) {
+                *self = probe;
+                return Ok(Some(value));
+            }
+        }
+        self.i32()
+    }
+
+    /// The sign and magnitude of an integer written as a number or a
+    /// decimal string. Fractions and exponents are left to the general
+    /// decoder.
+    fn integer(&mut self) -> Scan<Option<(bool, u64)>> {
+        let text = match self.peek()? {
+            b'n' => {
+                self.literal("null")?;
+                return Ok(None);
+            }
+            b'"' => self.raw_string()?.ok_or(Unreadable)?,
+            _ => self.number_token()?,
+        };
+        let (negative, digits) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        if digits.is_empty() || digits.len() > 20 {
+            return Err(Unreadable);
+        }
+        let mut magnitude: u64 = 0;
+        for byte in digits.bytes() {
+            if !byte.is_ascii_digit() {
+                return Err(Unreadable);
+            }
+            magnitude = magnitude
+                .checked_mul(10)
+                .and_then(|value| value.checked_add(u64::from(byte - b'0')))
+                .ok_or(Unreadable)?;
+        }
+        Ok(Some((negative, magnitude)))
+    }
+
+    /// A double written as a number or a string (decimal, `NaN`,
+    /// `Infinity`, `-Infinity`).
+    pub(crate) fn f64(&mut self) -> Scan<Option<f64>> {
+        let text = match self.peek()? {
+            b'n' => {
+                self.literal("null")?;
+                return Ok(None);
+            }
+            b'"' => {
+                let text = self.raw_string()?.ok_or(Unreadable)?;
+                return match text {
+                    "NaN" => Ok(Some(f64::NAN)),
+                    "Infinity" => Ok(Some(f64::INFINITY)),
+                    "-Infinity" => Ok(Some(f64::NEG_INFINITY)),
+                    _ => {
+                        // Only a JSON number inside the quotes.
+                        let mut inner = Scanner::new(text);
+                        inner.number_token()?;
+                        inner.end()?;
+                        text.parse().map(Some).map_err(|_| Unreadable)
+                    }
+                };
+            }
+            _ => self.number_token()?,
+        };
+        let value: f64 = text.parse().map_err(|_| Unreadable)?;
+        // serde_json refuses numbers out of the f64 range (`1e999`).
+        if value.is_finite() {
+            Ok(Some(value))
+        } else {
+            Err(Unreadable)
+        }
+    }
+
+    /// `true` or `false` (`null` is `None`).
+    pub(crate) fn bool(&mut self) -> Scan<Option<bool>> {
+        match self.peek()? {
+            b't' => self.literal("true").map(|()| Some(true)),
+            b'f' => self.literal("false").map(|()| Some(false)),
+            b'n' => self.literal("null").map(|()| None),
+            _ => Err(Unreadable),
+        }
+    }
+
+    /// A hex id of at most 16 bytes (either case), decoded and appended to
+    /// `ids`; returns where it is there. `null` and `""` are an empty id.
+    pub(crate) fn hex_id(&mut self, ids: &mut Vec<u8>) -> Scan<IdRange> {
+        let start = ids.len() as u32;
+        let Some(text) = self.str()? else {
+            return Ok(IdRange { start, len: 0 });
+        };
+        if text.len() % 2 != 0 || text.len() > 32 {
+            return Err(Unreadable);
+        }
+        let mut id = [0u8; 16];
+        let len = text.len() / 2;
+        hex::decode_to_slice(text, &mut id[..len]).map_err(|_| Unreadable)?;
+        ids.extend_from_slice(&id[..len]);
+        Ok(IdRange {
+            start,
+            len: len as u8,
+        })
+    }
+}
+
+/// Where a decoded id is in an id buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct IdRange {
+    start: u32,
+    len: u8,
+}
+
+impl IdRange {
+    /// The id's bytes in `ids`, empty if out of range.
+    pub(crate) fn get(self, ids: &[u8]) -> &[u8] {
+        let start = self.start as usize;
+        ids.get(start..start + usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skips(text: &str) -> bool {
+        let mut scanner = Scanner::new(text);
+        scanner.skip().and_then(|()| scanner.end()).is_ok()
+    }
+
+    #[test]
+    fn checks_the_grammar() {
+        for good in [
+            r#"{"a":[1,-2.5e+3,0,true,false,null,"x\"\u00e9\n"],"b":{}}"#,
+            " [ ] ",
+            r#""é""#,
+            "-0.0E-1",
+        ] {
+            assert!(skips(good), "{good}");
+        }
+        for bad in [
+            r#"{"a":1,}"#,
+            "[1 2]",
+            "01",
+            "1.",
+            "-",
+            r#""\x""#,
+            "\"a\u{1}\"",
+            "tru",
+            "{\"a\" 1}",
+            "[1]x",
+            "",
+            r#""\u12g4""#,
+        ] {
+            assert!(!skips(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reads_numbers_in_both_forms() {
+        let read = |text: &str| Scanner::new(text).i64();
+        assert_eq!(read("-42"), Ok(Some(-42)));
+        assert_eq!(read(r#""9223372036854775807""#), Ok(Some(i64::MAX)));
+        assert_eq!(read(r#""-9223372036854775808""#), Ok(Some(i64::MIN)));
+        assert_eq!(read("null"), Ok(None));
+        assert_eq!(read("1.5"), Err(Unreadable));
+        assert_eq!(read(r#""+1""#), Err(Unreadable));
+        assert_eq!(read("9223372036854775808"), Err(Unreadable));
+        assert_eq!(
+            Scanner::new("18446744073709551615").u64(),
+            Ok(Some(u64::MAX))
+        );
+        assert_eq!(Scanner::new("-1").u64(), Err(Unreadable));
+        assert_eq!(Scanner::new("4294967296").u32(), Err(Unreadable));
+        let double = |text: &str| Scanner::new(text).f64();
+        assert_eq!(double("0.019511"), Ok(Some(0.019511)));
+        assert_eq!(double(r#""2.5""#), Ok(Some(2.5)));
+        assert_eq!(double(r#""-Infinity""#), Ok(Some(f64::NEG_INFINITY)));
+        assert!(double(r#""NaN""#).expect("reads").expect("some").is_nan());
+        assert_eq!(double(r#""2.5x""#), Err(Unreadable));
+        let kind = |text: &str| {
+            Scanner::new(text).enumeration(|name| (name == "SPAN_KIND_SERVER").then_some(2))
+        };
+        assert_eq!(kind(r#""SPAN_KIND_SERVER""#), Ok(Some(2)));
+        assert_eq!(kind(r#""3""#), Ok(Some(3)));
+        assert_eq!(kind(r#""SERVER""#), Err(Unreadable));
+    }
+
+    #[test]
+    fn strings_with_escapes_are_left_to_the_general_path() {
+        assert_eq!(Scanner::new(r#""plain""#).str(), Ok(Some("plain")));
+        assert_eq!(Scanner::new(r#""a\"b""#).str(), Err(Unreadable));
+        assert_eq!(Scanner::new("null").str(), Ok(None));
+        let mut ids = Vec::new();
+        let id = Scanner::new(r#""0A0b""#).hex_id(&mut ids).expect("hex");
+        assert_eq!(id.get(&ids), &[0x0a, 0x0b]);
+        assert!(Scanner::new(r#""0A0""#).hex_id(&mut ids).is_err());
+        assert!(Scanner::new(r#""zz""#).hex_id(&mut ids).is_err());
+    }
+}
