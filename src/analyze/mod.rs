@@ -2,6 +2,7 @@
 //! change correlation and hypotheses.
 
 pub mod changes;
+pub mod cohort;
 mod explain;
 pub mod model;
 pub mod rca;

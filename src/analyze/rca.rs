@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::analyze::changes::ChangeLog;
+use crate::analyze::cohort::{self, CohortWatch};
 use crate::analyze::spans::SpanAnalyzer;
 use crate::analyze::RootCause;
 use crate::detect::incident::{Incident, IncidentEvent, IncidentState, SeriesAnomaly};
@@ -77,7 +78,7 @@ pub struct Context<'a> {
 /// as delivered.
 #[derive(Debug, Clone)]
 struct Group {
-    /// Per-service incidents, by service.
+    /// Member incidents, by member key (see [`member_key`]).
     members: BTreeMap<String, Incident>,
     incident: Incident,
     /// The last ranking made while the baseline before the onset was still
@@ -91,8 +92,21 @@ pub struct Analyzer {
     config: RcaConfig,
     /// Open groups by id.
     groups: BTreeMap<String, Group>,
-    /// Which group a service's open incident belongs to.
+    /// Which group a member's open incident belongs to, by member key.
     member_of: BTreeMap<String, String>,
+    /// Version and flag cohorts compared with their siblings; their
+    /// incidents join the groups like the detector's.
+    cohorts: CohortWatch,
+}
+
+/// A member's key within the analysis: the detector's incidents are one
+/// per service (`payment@…` -> `payment`), a cohort's names its cohort
+/// (`payment/service.version=1.5.0@…` -> `payment/service.version=1.5.0`).
+fn member_key(incident: &Incident) -> &str {
+    match incident.id.rsplit_once('@') {
+        Some((key, _)) if !key.is_empty() => key,
+        _ => &incident.service,
+    }
 }
 
 /// Evidence that an anomaly starts in one service, each part 0..1.
@@ -106,6 +120,9 @@ pub(crate) struct OriginEvidence {
     /// untraced database or a pool wait), with its name.
     pub dependency: Option<(String, String)>,
     pub saturation: Option<String>,
+    /// A version or flag variant of the service fails where its siblings
+    /// do not (see [`super::cohort`]).
+    pub cohort: Option<String>,
     /// Anomalous callees within the incident.
     pub anomalous_callees: Vec<String>,
 }
@@ -124,7 +141,12 @@ impl OriginEvidence {
         let down = if self.down { 1.0 } else { 0.0 };
         let dependency = if self.dependency.is_some() { 0.8 } else { 0.0 };
         let saturation = if self.saturation.is_some() { 0.7 } else { 0.0 };
-        own.max(errors).max(down).max(dependency).max(saturation)
+        let cohort = if self.cohort.is_some() { 0.9 } else { 0.0 };
+        own.max(errors)
+            .max(down)
+            .max(dependency)
+            .max(saturation)
+            .max(cohort)
     }
 }
 
@@ -283,6 +305,10 @@ impl Analyzer {
         events: Vec<IncidentEvent>,
         context: Context<'_>,
     ) -> Vec<IncidentEvent> {
+        let mut events = events;
+        if let Some(spans) = context.spans {
+            events.extend(self.cohorts.evaluate(context.store, spans));
+        }
         if events.is_empty() {
             return Vec::new();
         }
@@ -293,7 +319,7 @@ impl Analyzer {
             .into_iter()
             .map(|event| match event {
                 IncidentEvent::Updated(incident)
-                    if !self.member_of.contains_key(&incident.service) =>
+                    if !self.member_of.contains_key(member_key(&incident)) =>
                 {
                     IncidentEvent::Opened(incident)
                 }
@@ -306,7 +332,7 @@ impl Analyzer {
         for event in events {
             match event {
                 IncidentEvent::Opened(incident) => {
-                    let service = incident.service.clone();
+                    let service = member_key(&incident).to_string();
                     let group_id = match self.join(&incident, &graph) {
                         Some(id) => id,
                         None => {
@@ -330,7 +356,7 @@ impl Analyzer {
                     touched.insert(group_id);
                 }
                 IncidentEvent::Updated(incident) => {
-                    let service = incident.service.clone();
+                    let service = member_key(&incident).to_string();
                     let Some(group_id) = self.member_of.get(&service).cloned() else {
                         continue;
                     };
@@ -340,7 +366,7 @@ impl Analyzer {
                     touched.insert(group_id);
                 }
                 IncidentEvent::Resolved(incident) => {
-                    let service = incident.service.clone();
+                    let service = member_key(&incident).to_string();
                     let Some(group_id) = self.member_of.remove(&service) else {
                         continue;
                     };
@@ -400,10 +426,10 @@ impl Analyzer {
                     .onset_unix_nanos
                     .abs_diff(group.incident.onset_unix_nanos)
                     <= window
-                    && group
-                        .members
-                        .keys()
-                        .any(|member| graph.connected(member, &incident.service))
+                    && group.members.values().any(|member| {
+                        member.service == incident.service
+                            || graph.connected(&member.service, &incident.service)
+                    })
             })
             .min_by_key(|(_, group)| group.incident.onset_unix_nanos)
             .map(|(id, _)| id.clone())
@@ -562,10 +588,16 @@ fn rank(
     // degraded calls lead to. A callee can be the origin without opening
     // an incident of its own: too little traffic of its own to judge in a
     // window, or it hangs and its spans end late.
-    let mut candidates: Vec<(&str, Option<&Incident>)> = members
-        .iter()
-        .map(|member| (member.service.as_str(), Some(*member)))
-        .collect();
+    let mut candidates: Vec<(&str, Vec<&Incident>)> = Vec::new();
+    for member in members {
+        match candidates
+            .iter_mut()
+            .find(|(service, _)| *service == member.service)
+        {
+            Some((_, incidents)) => incidents.push(member),
+            None => candidates.push((member.service.as_str(), vec![*member])),
+        }
+    }
     for member in members {
         for anomaly in &member.anomalies {
             let callee = anomaly.series.as_str();
@@ -574,23 +606,24 @@ fn rank(
                 && graph.is_service(callee)
                 && !candidates.iter().any(|(known, _)| *known == callee)
             {
-                candidates.push((callee, None));
+                candidates.push((callee, Vec::new()));
             }
         }
     }
     let mut ranked = Vec::new();
-    for (service, member) in &candidates {
+    for (service, incidents) in &candidates {
         let service = *service;
         let mut evidence = OriginEvidence::default();
         let (ratio, increase) = own_evidence(store, service, &now, &before);
         evidence.own_time_ratio = ratio;
         evidence.local_error_increase = increase;
         evidence.down = stopped_answering(store, graph, service, &now, &before);
-        let anomalies = member
-            .map(|member| member.anomalies.as_slice())
-            .unwrap_or(&[]);
+        let anomalies = incidents.iter().flat_map(|member| &member.anomalies);
         let mut degraded_calls = Vec::new();
         for anomaly in anomalies {
+            if anomaly.series_kind == cohort::SERIES_KIND && evidence.cohort.is_none() {
+                evidence.cohort = Some(anomaly.anomaly.summary.clone());
+            }
             if anomaly.series_kind == "edge"
                 && is_kind(anomaly, &[AnomalyKind::Latency, AnomalyKind::ErrorRate])
             {
@@ -608,7 +641,7 @@ fn rank(
         ranked.push((
             service.to_string(),
             evidence,
-            member.is_some(),
+            !incidents.is_empty(),
             degraded_calls,
         ));
     }
@@ -698,6 +731,9 @@ pub(crate) fn reason(evidence: &OriginEvidence) -> String {
     }
     if let Some(summary) = &evidence.saturation {
         parts.push(format!("saturation: {summary}"));
+    }
+    if let Some(summary) = &evidence.cohort {
+        parts.push(summary.clone());
     }
     if !evidence.anomalous_callees.is_empty() {
         parts.push(format!(

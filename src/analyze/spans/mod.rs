@@ -285,6 +285,17 @@ fn span_id(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(bytes.try_into().unwrap_or_default())
 }
 
+/// One value of a version or flag key and how its spans fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cohort {
+    /// `service.version` or `feature_flag.<flag>`.
+    pub key: String,
+    pub value: String,
+    pub spans: u64,
+    /// Spans that failed or were slow.
+    pub bad: u64,
+}
+
 /// The two sketches of one attribute key in one window.
 #[derive(Debug, Clone)]
 struct KeySketches {
@@ -1032,6 +1043,43 @@ impl SpanAnalyzer {
             })
             .unwrap_or("unknown");
         (name.to_string(), value.to_string())
+    }
+
+    /// The cohorts of `service`'s entry spans over `windows`: every value
+    /// of `service.version` and every variant of each feature flag, with
+    /// its spans and bad spans (lower bounds; exact while a key has fewer
+    /// values than a sketch holds, as versions and variants do).
+    pub fn cohorts(&self, service: &str, windows: Range<i64>) -> Vec<Cohort> {
+        let Some(state) = self.services.get(service).map(|state| Arc::clone(&state)) else {
+            return Vec::new();
+        };
+        let drill = state.drill.lock();
+        let mut cohorts = Vec::new();
+        for key in [0, FLAG_KEY] {
+            let mut all = Merged::default();
+            let mut bad = Merged::default();
+            for slot in drill
+                .windows
+                .iter()
+                .filter(|slot| slot.index.is_some_and(|index| windows.contains(&index)))
+            {
+                if let Some(Some(sketches)) = slot.keys.get(key) {
+                    all.add(&sketches.all);
+                    bad.add(&sketches.bad);
+                }
+            }
+            for value in all.values.keys() {
+                let (name, shown) = self.key_name(key, value);
+                cohorts.push(Cohort {
+                    key: name,
+                    value: shown,
+                    spans: all.lower(value),
+                    bad: bad.lower(value),
+                });
+            }
+        }
+        cohorts.sort_by(|a, b| (&a.key, &a.value).cmp(&(&b.key, &b.value)));
+        cohorts
     }
 
     /// Spans of `service` counted by the drill-down over `windows`: (all,
