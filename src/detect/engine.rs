@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use super::incident::{Hysteresis, IncidentEvent, IncidentTracker, SeriesResult};
 use super::incident::{Incident, KeyRecord, Reconciled, TrackerSnapshot};
+use super::onset;
 use super::series::Trend;
 use super::Readiness;
 use super::{service_rules, Anomaly, DetectConfig, SeriesDetector, SeriesInfo, WindowStats};
+use crate::store::window::SubWindows;
 use crate::store::{SeriesKey, SeriesKind, SeriesStats, Store, WindowSnapshot};
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +60,7 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn window_stats(stats: &SeriesStats) -> WindowStats {
+fn window_stats(stats: &SeriesStats, subs: Option<SubWindows>) -> WindowStats {
     WindowStats {
         requests: stats.requests,
         errors: stats.errors,
@@ -67,6 +69,7 @@ fn window_stats(stats: &SeriesStats) -> WindowStats {
         p99: stats.p99,
         max: stats.max,
         values: stats.values,
+        subs,
     }
 }
 
@@ -166,14 +169,13 @@ impl Engine {
         let empty = WindowStats::default();
         let mut results = Vec::with_capacity(self.series.len());
         self.evidence.clear();
-        self.evidence.clear();
         let mut metrics: BTreeMap<Arc<str>, Vec<(SeriesKey, WindowStats)>> = BTreeMap::new();
         for (key, tracked) in self.series.iter_mut() {
             let entry = snapshot.get(key);
             let stats = match entry {
                 Some(entry) => {
                     tracked.last_data = window;
-                    window_stats(&entry.stats)
+                    window_stats(&entry.stats, entry.subs)
                 }
                 // A metric that did not report is unknown, not zero.
                 None if key.kind == SeriesKind::Metric => continue,
@@ -186,10 +188,15 @@ impl Engine {
                 self.evidence.insert(key.clone(), anomalies);
                 continue;
             }
-            if key.kind == SeriesKind::Own {
-                self.evidence.insert(key.clone(), anomalies);
-                continue;
-            }
+            let onset = (!anomalies.is_empty()).then(|| {
+                onset::refine(
+                    &self.config,
+                    &anomalies,
+                    stats.subs.as_ref(),
+                    start,
+                    end - start,
+                )
+            });
             if key.kind == SeriesKind::Metric {
                 metrics
                     .entry(Arc::clone(&key.service))
@@ -199,6 +206,7 @@ impl Engine {
             results.push(SeriesResult {
                 key: key.clone(),
                 anomalies,
+                onset_unix_nanos: onset,
                 exemplars: entry
                     .map(|entry| entry.exemplars.clone())
                     .unwrap_or_default(),
@@ -225,6 +233,7 @@ impl Engine {
                     key: SeriesKey::new(SeriesKind::Metric, service, "saturation"),
                     anomalies,
                     exemplars: Vec::new(),
+                    onset_unix_nanos: None,
                 });
             }
         }
@@ -238,6 +247,7 @@ impl Engine {
                     key: SeriesKey::new(SeriesKind::Metric, &service, "saturation"),
                     anomalies: Vec::new(),
                     exemplars: Vec::new(),
+                    onset_unix_nanos: None,
                 });
             }
         }

@@ -7,6 +7,20 @@
 //! time are one incident, not one per kind. The incident resolves when none
 //! of its series fires any more.
 //!
+//! # Onset and id
+//!
+//! An incident's onset is the earliest onset of its series' anomalous runs,
+//! each placed inside the run's first window by `detect::onset` (to a
+//! sub-window, 2 s at the default 10 s windows; the window start when the
+//! sub-windows cannot tell). The id, `service@seconds`, keeps using the
+//! start of the first anomalous *window*, not the refined onset: the window
+//! grid is what two collectors fed the same traffic (a high-availability
+//! pair behind one Alertmanager) agree on even when a few late spans
+//! reach one of them and not the other and move the refined onset by a
+//! sub-window, and the id is the `incident` label Alertmanager
+//! deduplicates on. A restored or reconciled incident keeps the id it was
+//! published with, whatever its onset.
+//!
 //! The tracker is a pure state machine over closed windows: it emits
 //! [`IncidentEvent`]s (opened, updated, resolved) and never reads a clock, so
 //! a replay of the same data gives the same events.
@@ -64,7 +78,9 @@ pub struct SeriesAnomaly {
 /// One incident, as delivered to consumers (alerts, API, storage).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
-    /// Stable id: the service and the onset time, e.g. `payment@1733011390`.
+    /// Stable id: the service and the start of the first anomalous window
+    /// (Unix seconds), e.g. `payment@1733011390`; see the module docs for
+    /// why it is not the refined onset.
     pub id: String,
     pub state: IncidentState,
     pub service: String,
@@ -72,7 +88,9 @@ pub struct Incident {
     pub operations: Vec<String>,
     pub kinds: Vec<AnomalyKind>,
     pub severity: Severity,
-    /// Start of the first anomalous window, Unix nanoseconds and RFC 3339.
+    /// When the anomaly began, Unix nanoseconds and RFC 3339: the first
+    /// anomalous window, refined to its first anomalous sub-window where
+    /// the sub-windows tell.
     pub onset_unix_nanos: u64,
     pub onset: String,
     /// End of the window in which the incident opened.
@@ -130,6 +148,9 @@ pub struct SeriesResult {
     pub key: SeriesKey,
     pub anomalies: Vec<Anomaly>,
     pub exemplars: Vec<u128>,
+    /// When the anomalies began inside the window (`detect::onset`), Unix
+    /// nanoseconds; `None` means the window start.
+    pub onset_unix_nanos: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +160,9 @@ struct SeriesTrack {
     firing: bool,
     /// Window index of the first window of the current anomalous run.
     run_start: i64,
+    /// The run's onset inside that window, Unix nanoseconds (0: the window
+    /// start).
+    run_onset: u64,
 }
 
 /// An open incident and what it is made of.
@@ -207,6 +231,7 @@ impl IncidentTracker {
             }
             if track.anomalous_run == 0 {
                 track.run_start = index;
+                track.run_onset = result.onset_unix_nanos.unwrap_or(start);
             }
             track.anomalous_run += 1;
             track.normal_run = 0;
@@ -222,12 +247,21 @@ impl IncidentTracker {
             if !track.firing {
                 continue;
             }
-            let onset = (track.run_start.max(0) as u64).saturating_mul(window_nanos);
+            let run_window = (track.run_start.max(0) as u64).saturating_mul(window_nanos);
+            // A refined onset lies inside the run's first window; anything
+            // else (a snapshot from before the refinement) is its start.
+            let onset = if (run_window..run_window.saturating_add(window_nanos))
+                .contains(&track.run_onset)
+            {
+                track.run_onset
+            } else {
+                run_window
+            };
             let service = Arc::clone(&result.key.service);
             let entry = self.open.entry(Arc::clone(&service)).or_insert_with(|| {
                 opened.insert(Arc::clone(&service));
                 OpenIncident {
-                    incident: new_incident(&service, onset, end),
+                    incident: new_incident(&service, run_window, onset, end),
                     series: BTreeMap::new(),
                     exemplars: Vec::new(),
                 }
@@ -333,6 +367,11 @@ pub struct TrackSnapshot {
     /// nanoseconds. Saved as a time, not a window index, so a snapshot
     /// stays meaningful if the window length changes.
     pub run_start_unix_nanos: u64,
+    /// The run's onset inside that window (see `detect::onset`), Unix
+    /// nanoseconds; absent in snapshots from before onsets were refined,
+    /// which then use the window start.
+    #[serde(default)]
+    pub run_onset_unix_nanos: Option<u64>,
 }
 
 /// One anomalous series of an open incident, as saved.
@@ -399,6 +438,7 @@ impl IncidentTracker {
                     firing: track.firing,
                     run_start_unix_nanos: (track.run_start.max(0) as u64)
                         .saturating_mul(window_nanos),
+                    run_onset_unix_nanos: (track.run_onset != 0).then_some(track.run_onset),
                 })
                 .collect(),
             open: self
@@ -445,6 +485,7 @@ impl IncidentTracker {
                     normal_run: track.normal_run,
                     firing: track.firing,
                     run_start,
+                    run_onset: track.run_onset_unix_nanos.unwrap_or(0),
                 },
             );
         }
@@ -569,9 +610,11 @@ impl IncidentTracker {
     }
 }
 
-fn new_incident(service: &str, onset: u64, opened: u64) -> Incident {
+/// A new incident: its id from the start of the first anomalous window
+/// (`window_start`), its onset refined (`onset`).
+fn new_incident(service: &str, window_start: u64, onset: u64, opened: u64) -> Incident {
     Incident {
-        id: format!("{service}@{}", onset / 1_000_000_000),
+        id: format!("{service}@{}", window_start / 1_000_000_000),
         state: IncidentState::Open,
         service: service.to_string(),
         operations: Vec::new(),

@@ -9,14 +9,17 @@
 //! - [`service_rules`]: saturation rules that need several metric series of
 //!   one service at once (pool usage vs max, CPU throttling, memory trend vs
 //!   limit).
+//! - [`onset::refine`]: places an anomaly's onset inside its window with
+//!   the window's sub-windows.
 //! - hysteresis and incidents live in `detect::incident`.
 
-use crate::store::window::ValueStats;
+use crate::store::window::{SubWindows, ValueStats};
 use crate::store::SeriesKind;
 
 pub mod config;
 pub mod engine;
 pub mod incident;
+pub mod onset;
 pub mod rules;
 pub mod series;
 pub mod stats;
@@ -39,6 +42,8 @@ pub struct WindowStats {
     pub max: Option<f64>,
     /// Gauge values / sum deltas in the window (metric series).
     pub values: ValueStats,
+    /// The window's sub-windows (span and log series), for the onset.
+    pub subs: Option<SubWindows>,
 }
 
 /// What kind of deviation an anomaly is.

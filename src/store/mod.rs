@@ -41,7 +41,7 @@ use parking_lot::Mutex;
 
 use self::metric::CumulativeTracker;
 use self::pairing::PairingBuffer;
-use self::window::{Ring, Totals, ValueStats, VALUE_SCALE};
+use self::window::{Ring, SubWindows, Totals, ValueStats, SUB_WINDOWS, VALUE_SCALE};
 
 /// Name of the series (and service) that samples past a cardinality cap are
 /// folded into.
@@ -253,6 +253,9 @@ pub struct WindowSnapshot {
     pub stats: SeriesStats,
     /// Trace ids of the slowest and of failing spans of the window.
     pub exemplars: Vec<u128>,
+    /// The window's sub-windows (span and log series), for placing an
+    /// onset inside the window.
+    pub subs: Option<SubWindows>,
 }
 
 fn window_stats(window: &window::Window, index: i64) -> SeriesStats {
@@ -291,6 +294,8 @@ pub struct Edge {
 pub struct Store {
     config: StoreConfig,
     window_nanos: u64,
+    /// Length of a sub-window (`window_nanos / SUB_WINDOWS`, at least 1).
+    sub_nanos: u64,
     clock: Arc<dyn Clock>,
     services: NameMap<Arc<ServiceEntry>>,
     /// Series across all services, for the total cap.
@@ -329,6 +334,7 @@ impl Store {
         let pairing = PairingBuffer::new(config.pairing_capacity.get(), config.pairing_timeout);
         Store {
             window_nanos,
+            sub_nanos: (window_nanos / SUB_WINDOWS as u64).max(1),
             clock,
             services: NameMap::default(),
             n_series: AtomicUsize::new(0),
@@ -414,10 +420,10 @@ impl Store {
         sample: Sample,
         now: u64,
     ) {
-        let index = self.event_window(sample.end_unix_nanos, now);
+        let (index, sub) = self.event_slot(sample.end_unix_nanos, now);
         let latency = sample.duration_nanos / 1_000;
         self.with_series(service, kind, name, now, |ring| {
-            ring.record_span(index, latency, sample.error, sample.trace_id)
+            ring.record_span(index, sub, latency, sample.error, sample.trace_id)
         });
     }
 
@@ -432,9 +438,9 @@ impl Store {
         errors: u64,
     ) {
         let now = self.clock.now_unix_nanos();
-        let index = self.event_window(time, now);
+        let (index, sub) = self.event_slot(time, now);
         self.with_series(service, SeriesKind::Log, name, now, |ring| {
-            ring.record(index, count, errors, None)
+            ring.record(index, sub, count, errors, None)
         });
     }
 
@@ -472,18 +478,26 @@ impl Store {
     /// clock (skewed clocks, bad data) are recorded in the current window
     /// rather than wiping a slot of the ring, and counted.
     fn event_window(&self, unix_nanos: u64, now: u64) -> i64 {
-        let index = if unix_nanos > now.saturating_add(self.window_nanos) {
+        self.event_slot(unix_nanos, now).0
+    }
+
+    /// The window and the sub-window an event time falls in (see
+    /// [`Store::event_window`]; a time from the future is placed at `now`).
+    fn event_slot(&self, unix_nanos: u64, now: u64) -> (i64, usize) {
+        let time = if unix_nanos > now.saturating_add(self.window_nanos) {
             self.counters.future_samples.fetch_add(1, Ordering::Relaxed);
-            self.window_index(now)
+            now
         } else {
-            self.window_index(unix_nanos)
+            unix_nanos
         };
+        let index = self.window_index(time);
         if index <= self.closed_through.load(Ordering::Relaxed) {
             self.counters
                 .after_close_samples
                 .fetch_add(1, Ordering::Relaxed);
         }
-        index
+        let sub = ((time % self.window_nanos) / self.sub_nanos) as usize;
+        (index, sub.min(SUB_WINDOWS - 1))
     }
 
     /// Marks windows up to `index` as closed by detection: samples for them
@@ -793,6 +807,7 @@ impl Store {
                             key: series.key.clone(),
                             stats: window_stats(window, index),
                             exemplars: window.exemplars.trace_ids(),
+                            subs: window.subs.as_deref().copied(),
                         });
                     }
                 }

@@ -52,6 +52,76 @@ fn records_counts_errors_and_quantiles() {
 }
 
 #[test]
+fn sub_windows_show_where_in_the_window_a_change_began() {
+    let (store, clock) = store_at(1_000, StoreConfig::default());
+    let service = store.service("checkout");
+    // Window [900, 910): 40 ms until second 906, then 300 ms and failing.
+    for tenth in 0..100 {
+        let slow = tenth >= 60;
+        let sample = Sample {
+            end_unix_nanos: 900 * SECOND + tenth * SECOND / 10,
+            duration_nanos: if slow { 300 } else { 40 } * 1_000_000,
+            error: slow,
+            trace_id: 1,
+        };
+        store.record_operation(&service, "GET /cart", sample);
+    }
+    store.record_logs(&service, "all", 907 * SECOND, 4, 3);
+    let snapshot = store.snapshot(90);
+    let find = |snapshot: &[WindowSnapshot], kind: SeriesKind| {
+        snapshot
+            .iter()
+            .find(|entry| entry.key.kind == kind)
+            .cloned()
+            .expect("series in the snapshot")
+    };
+    let operation = find(&snapshot, SeriesKind::Operation);
+    assert_eq!(operation.key, op_key("checkout", "GET /cart"));
+    let subs = operation.subs.expect("span series keep sub-windows");
+    let counts: Vec<(u32, u32)> = subs.iter().map(|sub| (sub.requests, sub.errors)).collect();
+    assert_eq!(counts, [(20, 0), (20, 0), (20, 0), (20, 20), (20, 20)]);
+    let fast = window::sub_bucket(40_000);
+    let slow = window::sub_bucket(300_000);
+    assert!(fast < slow);
+    for (index, sub) in subs.iter().enumerate() {
+        let bucket = if index >= 3 { slow } else { fast };
+        assert_eq!(sub.latency[bucket], 20, "sub-window {index}: {sub:?}");
+        assert_eq!(sub.latency.iter().map(|&n| u32::from(n)).sum::<u32>(), 20);
+    }
+    let logs = find(&snapshot, SeriesKind::Log);
+    let log_subs = logs.subs.expect("log series keep sub-windows");
+    assert_eq!((log_subs[3].requests, log_subs[3].errors), (4, 3));
+    // A reused slot starts its sub-windows afresh.
+    clock.set(1_300 * SECOND);
+    store.record_operation(&service, "GET /cart", sample(900 + 300, 40, false));
+    let reused = store.snapshot(120);
+    let subs = find(&reused, SeriesKind::Operation)
+        .subs
+        .expect("sub-windows");
+    let total: u32 = subs.iter().map(|sub| sub.requests).sum();
+    assert_eq!(total, 1);
+}
+
+#[test]
+fn sub_buckets_double() {
+    use window::{sub_bucket, sub_bucket_bounds, SUB_BUCKETS};
+    assert_eq!(sub_bucket(0), 0);
+    assert_eq!(sub_bucket(249), 0);
+    assert_eq!(sub_bucket(250), 1);
+    assert_eq!(sub_bucket(499), 1);
+    assert_eq!(sub_bucket(500), 2);
+    assert_eq!(sub_bucket(u64::MAX), SUB_BUCKETS - 1);
+    for bucket in 0..SUB_BUCKETS {
+        let (lower, upper) = sub_bucket_bounds(bucket);
+        assert_eq!(sub_bucket(lower), bucket);
+        if upper != u64::MAX {
+            assert_eq!(sub_bucket(upper - 1), bucket);
+            assert_eq!(sub_bucket(upper), bucket + 1);
+        }
+    }
+}
+
+#[test]
 fn time_ranges_select_windows() {
     let (store, _) = store_at(1_000, StoreConfig::default());
     let service = store.service("a");

@@ -7,6 +7,17 @@
 //! dropped silently. Histograms are allocated the first time a slot needs one
 //! and are reset (capacity kept) on reuse, so steady-state recording does not
 //! allocate.
+//!
+//! # Sub-windows
+//!
+//! Each window of a span or log series also keeps [`SUB_WINDOWS`] equal
+//! sub-windows (2 s each at the default 10 s windows) with request and error
+//! counts and, for spans, a coarse log2 latency histogram
+//! ([`SUB_BUCKETS`] buckets). They let detection place the onset of an
+//! anomaly inside the window in which it was found (`detect::onset`). A
+//! window's sub-windows take 200 bytes, allocated the first time a span or
+//! log record lands in the slot and reused like the histogram; the HDR
+//! histogram next to them takes a few KiB.
 
 use hdrhistogram::Histogram;
 
@@ -16,6 +27,76 @@ pub const SIGNIFICANT_DIGITS: u8 = 2;
 /// Span latencies are recorded in microseconds and metric distribution values
 /// in thousandths of their unit; dividing by this gives milliseconds or units.
 pub const VALUE_SCALE: f64 = 1000.0;
+
+/// Sub-windows per window: an onset is placed to within `window /
+/// SUB_WINDOWS`.
+pub const SUB_WINDOWS: usize = 5;
+
+/// Buckets of a sub-window's coarse latency histogram.
+pub const SUB_BUCKETS: usize = 16;
+
+/// Upper bound of the first latency bucket, in microseconds; each later
+/// bucket doubles it, so the last one starts at about 4.1 s.
+pub const SUB_BUCKET_FIRST_MICROS: u64 = 250;
+
+/// One sub-window of a window: counts and a coarse latency histogram.
+/// 40 bytes; counters saturate instead of wrapping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubWindow {
+    /// Requests (spans, log records) that ended in the sub-window.
+    pub requests: u32,
+    /// Failed spans, or log records at ERROR and above.
+    pub errors: u32,
+    /// Span latencies: bucket `b` counts latencies in
+    /// [`sub_bucket_bounds`]`(b)`. Empty for log series.
+    pub latency: [u16; SUB_BUCKETS],
+}
+
+/// The sub-windows of one window, oldest first.
+pub type SubWindows = [SubWindow; SUB_WINDOWS];
+
+/// The coarse latency bucket of a latency in microseconds: 0 below
+/// [`SUB_BUCKET_FIRST_MICROS`], then one bucket per doubling, the last one
+/// open-ended.
+pub fn sub_bucket(latency_micros: u64) -> usize {
+    let steps = latency_micros / SUB_BUCKET_FIRST_MICROS;
+    // steps in [2^(b-1), 2^b) falls in bucket b.
+    let bucket = (u64::BITS - steps.leading_zeros()) as usize;
+    bucket.min(SUB_BUCKETS - 1)
+}
+
+/// The latencies, in microseconds, bucket `bucket` holds: `[lower, upper)`;
+/// the last bucket's upper bound is `u64::MAX`.
+pub fn sub_bucket_bounds(bucket: usize) -> (u64, u64) {
+    let bucket = bucket.min(SUB_BUCKETS - 1);
+    let lower = if bucket == 0 {
+        0
+    } else {
+        SUB_BUCKET_FIRST_MICROS << (bucket - 1)
+    };
+    let upper = if bucket == SUB_BUCKETS - 1 {
+        u64::MAX
+    } else {
+        SUB_BUCKET_FIRST_MICROS << bucket
+    };
+    (lower, upper)
+}
+
+impl SubWindow {
+    /// Adds `count` requests, `errors` of them failed, each with `latency`
+    /// microseconds when given.
+    fn add(&mut self, count: u64, errors: u64, latency: Option<u64>) {
+        let count32 = u32::try_from(count).unwrap_or(u32::MAX);
+        self.requests = self.requests.saturating_add(count32);
+        self.errors = self
+            .errors
+            .saturating_add(u32::try_from(errors).unwrap_or(u32::MAX));
+        if let Some(latency) = latency {
+            let bucket = &mut self.latency[sub_bucket(latency)];
+            *bucket = bucket.saturating_add(u16::try_from(count).unwrap_or(u16::MAX));
+        }
+    }
+}
 
 /// Statistics of gauge and sum points that fell in one window.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -80,6 +161,9 @@ pub struct Window {
     pub histogram: Option<Histogram<u32>>,
     pub values: ValueStats,
     pub exemplars: Exemplars,
+    /// Sub-window counts of span and log series; `None` until a span or
+    /// log record needs them (never for metric series).
+    pub subs: Option<Box<SubWindows>>,
 }
 
 /// Trace ids worth opening for a window: its slowest span and its latest
@@ -128,6 +212,7 @@ impl Window {
             histogram: None,
             values: ValueStats::default(),
             exemplars: Exemplars::default(),
+            subs: None,
         }
     }
 
@@ -140,10 +225,20 @@ impl Window {
         }
         self.values = ValueStats::default();
         self.exemplars = Exemplars::default();
+        if let Some(subs) = self.subs.as_mut() {
+            **subs = SubWindows::default();
+        }
     }
 
     fn histogram_mut(&mut self) -> &mut Histogram<u32> {
         self.histogram.get_or_insert_with(new_histogram)
+    }
+
+    /// Sub-window `sub` (clamped to the last), allocating the sub-windows
+    /// on first use.
+    fn sub_mut(&mut self, sub: usize) -> &mut SubWindow {
+        let subs = self.subs.get_or_insert_with(Box::default);
+        &mut subs[sub.min(SUB_WINDOWS - 1)]
     }
 }
 
@@ -196,9 +291,17 @@ impl Ring {
         }
     }
 
-    /// Records `count` requests (`errors` of them failed), and, when given, a
-    /// latency in scaled units for each of them. Returns false if late.
-    pub fn record(&mut self, index: i64, count: u64, errors: u64, latency: Option<u64>) -> bool {
+    /// Records `count` requests (`errors` of them failed) in sub-window
+    /// `sub`, and, when given, a latency in scaled units (microseconds) for
+    /// each of them. Returns false if late.
+    pub fn record(
+        &mut self,
+        index: i64,
+        sub: usize,
+        count: u64,
+        errors: u64,
+        latency: Option<u64>,
+    ) -> bool {
         self.totals.requests += count;
         self.totals.errors += errors;
         let Some(window) = self.slot(index) else {
@@ -210,12 +313,21 @@ impl Ring {
         if let Some(value) = latency {
             record_n(window.histogram_mut(), value, count);
         }
+        window.sub_mut(sub).add(count, errors, latency);
         true
     }
 
-    /// Records one span: its latency in scaled units, whether it failed, and
-    /// its trace id for the window's exemplars. Returns false if late.
-    pub fn record_span(&mut self, index: i64, latency: u64, error: bool, trace_id: u128) -> bool {
+    /// Records one span in sub-window `sub`: its latency in scaled units
+    /// (microseconds), whether it failed, and its trace id for the window's
+    /// exemplars. Returns false if late.
+    pub fn record_span(
+        &mut self,
+        index: i64,
+        sub: usize,
+        latency: u64,
+        error: bool,
+        trace_id: u128,
+    ) -> bool {
         self.totals.requests += 1;
         self.totals.errors += u64::from(error);
         let Some(window) = self.slot(index) else {
@@ -226,6 +338,7 @@ impl Ring {
         window.errors += u64::from(error);
         record_n(window.histogram_mut(), latency, 1);
         window.exemplars.offer(latency, error, trace_id);
+        window.sub_mut(sub).add(1, u64::from(error), Some(latency));
         true
     }
 
@@ -289,13 +402,21 @@ impl Ring {
         self.slots.iter().filter_map(|window| window.index).max()
     }
 
-    /// Bytes held by this ring's histograms (for the memory self-metric and docs).
+    /// Bytes held by this ring's histograms and sub-windows (for the
+    /// memory self-metric and docs).
     pub fn histogram_bytes(&self) -> usize {
-        self.slots
+        let histograms: usize = self
+            .slots
             .iter()
             .filter_map(|window| window.histogram.as_ref())
             .map(|histogram| histogram.distinct_values() * std::mem::size_of::<u32>())
-            .sum()
+            .sum();
+        let subs = self
+            .slots
+            .iter()
+            .filter(|window| window.subs.is_some())
+            .count();
+        histograms + subs * std::mem::size_of::<SubWindows>()
     }
 }
 

@@ -145,3 +145,51 @@ fn windows_close_once_in_order_and_mark_the_store() {
         1
     );
 }
+
+/// The first incident opened by `run`.
+fn first_opened(events: &[(u64, IncidentEvent)]) -> &crate::detect::incident::Incident {
+    events
+        .iter()
+        .find_map(|(_, event)| match event {
+            IncidentEvent::Opened(incident) => Some(incident),
+            _ => None,
+        })
+        .expect("an incident opened")
+}
+
+#[test]
+fn a_slowdown_from_second_six_of_a_window_has_its_onset_there() {
+    // The window [900 s, 910 s) turns slow at 906 s.
+    let events = run(1_100, |second| {
+        if second >= 906 {
+            (20, 320, 0)
+        } else {
+            (20, 40, 0)
+        }
+    });
+    let incident = first_opened(&events);
+    assert_eq!(
+        incident.onset_unix_nanos,
+        START + 906 * SECOND,
+        "{incident:#?}"
+    );
+    // The id keeps the window grid (see `detect::incident`).
+    assert_eq!(incident.id, format!("payment@{}", START / SECOND + 900));
+}
+
+#[test]
+fn errors_from_second_four_of_a_window_have_their_onset_there() {
+    let events = run(1_100, |second| {
+        if second >= 904 {
+            (20, 40, 6)
+        } else {
+            (20, 40, 0)
+        }
+    });
+    let incident = first_opened(&events);
+    assert_eq!(
+        incident.onset_unix_nanos,
+        START + 904 * SECOND,
+        "{incident:#?}"
+    );
+}

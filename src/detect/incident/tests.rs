@@ -25,6 +25,7 @@ fn result(service: &str, name: &str, anomalies: Vec<Anomaly>) -> SeriesResult {
         key: SeriesKey::new(SeriesKind::Operation, service, name),
         anomalies,
         exemplars: vec![0xabc],
+        onset_unix_nanos: None,
     }
 }
 
@@ -157,6 +158,7 @@ fn kinds_on_one_service_are_one_incident() {
         key: SeriesKey::new(SeriesKind::Edge, "pay", "postgres"),
         anomalies: vec![anomaly(AnomalyKind::TrafficSpike, true)],
         exemplars: vec![],
+        onset_unix_nanos: None,
     });
     let events = step(&mut tracker, 8, more);
     assert_eq!(events[0].0, "updated");
@@ -199,4 +201,68 @@ fn rfc3339_dates() {
     assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00Z");
     assert_eq!(rfc3339(1_764_510_330_000_000_000), "2025-11-30T13:45:30Z");
+}
+
+#[test]
+fn snapshots_from_before_refined_onsets_still_restore() {
+    // A track as saved before `run_onset_unix_nanos` existed.
+    let json = r#"{"series":{"kind":"operation","service":"pay","name":"POST /pay"},
+        "anomalous_run":1,"normal_run":0,"firing":false,"run_start_unix_nanos":1000000000000}"#;
+    let track: TrackSnapshot = serde_json::from_str(json).expect("old snapshot reads");
+    assert_eq!(track.run_onset_unix_nanos, None);
+    let mut tracker = IncidentTracker::new(Hysteresis::default());
+    tracker.restore(
+        TrackerSnapshot {
+            tracks: vec![track],
+            open: Vec::new(),
+        },
+        10_000_000_000,
+    );
+    // The run continues: the onset is its first window's start.
+    let events = tracker.window(
+        101,
+        1_010_000_000_000,
+        1_020_000_000_000,
+        vec![result(
+            "pay",
+            "POST /pay",
+            vec![anomaly(AnomalyKind::Latency, false)],
+        )],
+    );
+    let opened = events.first().expect("opened on the second window");
+    assert_eq!(opened.incident().onset_unix_nanos, 1_000_000_000_000);
+    assert_eq!(opened.incident().id, "pay@1000");
+}
+
+#[test]
+fn a_refined_onset_moves_the_onset_but_not_the_id() {
+    let mut tracker = IncidentTracker::new(Hysteresis::default());
+    let window = WINDOW;
+    let mut first = result(
+        "pay",
+        "POST /pay",
+        vec![anomaly(AnomalyKind::Latency, false)],
+    );
+    first.onset_unix_nanos = Some(100 * window + 6_000_000_000);
+    assert!(tracker
+        .window(100, 100 * window, 101 * window, vec![first])
+        .is_empty());
+    // The second window's own onset does not matter: the run began earlier.
+    let mut second = result(
+        "pay",
+        "POST /pay",
+        vec![anomaly(AnomalyKind::Latency, false)],
+    );
+    second.onset_unix_nanos = Some(101 * window + 2_000_000_000);
+    let events = tracker.window(101, 101 * window, 102 * window, vec![second]);
+    let incident = events.first().expect("opened").incident();
+    assert_eq!(incident.onset_unix_nanos, 100 * window + 6_000_000_000);
+    assert_eq!(incident.id, "pay@1000");
+    // Saved and restored, the run keeps its refined onset.
+    let saved = tracker.snapshot(window);
+    let track = &saved.tracks[0];
+    assert_eq!(
+        track.run_onset_unix_nanos,
+        Some(100 * window + 6_000_000_000)
+    );
 }

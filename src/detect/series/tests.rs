@@ -102,6 +102,7 @@ fn spans(requests: u64, errors: u64, p50: f64, p95: f64, p99: f64) -> WindowStat
         p99: latency.then_some(p99),
         max: latency.then_some(p99 * 1.2),
         values: ValueStats::default(),
+        subs: None,
     }
 }
 
