@@ -8,6 +8,9 @@
 //! - *time to detect*: from the fault's start to the moment a live collector
 //!   would have opened the incident (end of the window in which it opened,
 //!   plus the allowed lateness);
+//! - *onset error*: the detecting incident's onset (its first anomalous
+//!   window, refined to a sub-window) minus the fault's start; negative
+//!   when the onset was placed before the fault began;
 //! - *false incidents*: incidents opened before the fault started (the
 //!   healthy stretch), or anywhere in a healthy scenario; their rate is given
 //!   per 10 service-days of healthy traffic.
@@ -20,11 +23,11 @@ pub use rca::{rca_table, run_rca_scenario, summarize_rca, FaultScore, RcaOutcome
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::detect::incident::IncidentEvent;
+use crate::detect::incident::{rfc3339, IncidentEvent};
 use crate::detect::DetectConfig;
 use crate::receiver::http::JsonRequest;
 use crate::replay::Replay;
-use crate::sim::{Scenario, Simulator, Topology};
+use crate::sim::{self, Scenario, Simulator, Topology};
 use crate::store::StoreConfig;
 
 /// The result of one scenario.
@@ -36,6 +39,8 @@ pub struct Outcome {
     pub detected: bool,
     /// Seconds from fault start to the incident being opened (live timing).
     pub time_to_detect_secs: Option<f64>,
+    /// The detecting incident's onset minus the fault's start, seconds.
+    pub onset_error_secs: Option<f64>,
     /// The incident that counted as the detection.
     pub incident: Option<String>,
     pub false_incidents: Vec<String>,
@@ -57,6 +62,19 @@ fn affected(topology: &Topology, service: &str) -> BTreeSet<String> {
         }
     }
     found
+}
+
+/// The detection scenarios to run for the scenario names given on the
+/// command line: the fast set ([`sim::named_scenarios`]) when none is
+/// named; with names, the fast set plus the long healthy scenario
+/// ([`sim::HEALTHY_DAYS`], `days` simulated days), so that it runs only when
+/// asked for but is known to the name check.
+pub fn scenario_set(names: &[String], days: u64) -> Vec<(&'static str, Scenario)> {
+    let mut set = sim::named_scenarios();
+    if !names.is_empty() {
+        set.push((sim::HEALTHY_DAYS, sim::healthy_days(days)));
+    }
+    set
 }
 
 /// Runs one scenario through recording and detection.
@@ -113,7 +131,26 @@ pub fn run_scenario(
     let false_incidents = opened
         .iter()
         .filter(|incident| live_opened(incident.opened_unix_nanos) < fault_start)
-        .map(|incident| format!("{} ({})", incident.id, incident.summary))
+        .map(|incident| {
+            // Every anomalous series, so a false incident can be traced to
+            // the series and the measure that raised it.
+            let series: Vec<String> = incident
+                .anomalies
+                .iter()
+                .map(|anomaly| {
+                    format!(
+                        "{} {}: {}",
+                        anomaly.series_kind, anomaly.series, anomaly.anomaly.summary
+                    )
+                })
+                .collect();
+            format!(
+                "{} opened {} ({})",
+                incident.id,
+                rfc3339(incident.opened_unix_nanos),
+                series.join("; ")
+            )
+        })
         .collect();
     let healthy_secs =
         (fault_start.saturating_sub(start) as f64 / 1e9 - warmup.as_secs_f64()).max(0.0);
@@ -124,6 +161,8 @@ pub fn run_scenario(
         time_to_detect_secs: detection.map(|incident| {
             (live_opened(incident.opened_unix_nanos).saturating_sub(fault_start)) as f64 / 1e9
         }),
+        onset_error_secs: detection
+            .map(|incident| (incident.onset_unix_nanos as f64 - fault_start as f64) / 1e9),
         incident: detection.map(|incident| format!("{} ({})", incident.id, incident.summary)),
         false_incidents,
         healthy_service_secs: healthy_secs * n_services,
@@ -138,6 +177,8 @@ pub struct Summary {
     pub detected: usize,
     pub recall: f64,
     pub median_time_to_detect_secs: Option<f64>,
+    /// Median of the absolute onset errors, seconds.
+    pub median_onset_error_secs: Option<f64>,
     pub false_incidents: usize,
     pub healthy_service_days: f64,
     /// False incidents per 10 service-days of healthy traffic.
@@ -150,19 +191,26 @@ pub fn summarize(outcomes: &[Outcome]) -> Summary {
         .filter(|outcome| outcome.fault.is_some())
         .collect();
     let detected = faulty.iter().filter(|outcome| outcome.detected).count();
-    let mut times: Vec<f64> = faulty
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        let middle = values.len() / 2;
+        (!values.is_empty()).then(|| {
+            if values.len() % 2 == 1 {
+                values[middle]
+            } else {
+                (values[middle - 1] + values[middle]) / 2.0
+            }
+        })
+    };
+    let times: Vec<f64> = faulty
         .iter()
         .filter_map(|outcome| outcome.time_to_detect_secs)
         .collect();
-    times.sort_by(f64::total_cmp);
-    let median = (!times.is_empty()).then(|| {
-        let middle = times.len() / 2;
-        if times.len() % 2 == 1 {
-            times[middle]
-        } else {
-            (times[middle - 1] + times[middle]) / 2.0
-        }
-    });
+    let onset_errors: Vec<f64> = faulty
+        .iter()
+        .filter_map(|outcome| outcome.onset_error_secs)
+        .map(f64::abs)
+        .collect();
     let false_incidents: usize = outcomes
         .iter()
         .map(|outcome| outcome.false_incidents.len())
@@ -180,7 +228,8 @@ pub fn summarize(outcomes: &[Outcome]) -> Summary {
         } else {
             detected as f64 / faulty.len() as f64
         },
-        median_time_to_detect_secs: median,
+        median_time_to_detect_secs: median(times),
+        median_onset_error_secs: median(onset_errors),
         false_incidents,
         healthy_service_days,
         false_per_10_service_days: if healthy_service_days > 0.0 {
@@ -196,13 +245,13 @@ pub fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | fault | detected | time to detect | false incidents | incident |"
+        "| scenario | fault | detected | time to detect | onset error | false incidents | incident |"
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
     for outcome in outcomes {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             outcome.scenario,
             outcome.fault.as_deref().unwrap_or("-"),
             match (&outcome.fault, outcome.detected) {
@@ -213,6 +262,9 @@ pub fn table(outcomes: &[Outcome]) -> String {
             outcome
                 .time_to_detect_secs
                 .map_or("-".to_string(), |secs| format!("{secs:.0} s")),
+            outcome
+                .onset_error_secs
+                .map_or("-".to_string(), |secs| format!("{secs:+.0} s")),
             outcome.false_incidents.len(),
             outcome
                 .incident
@@ -224,12 +276,15 @@ pub fn table(outcomes: &[Outcome]) -> String {
     let summary = summarize(outcomes);
     let _ = writeln!(
         out,
-        "\nrecall {}/{} = {:.0}%; median time to detect {}; {} false incidents in {:.2} healthy service-days = {:.2} per 10 service-days",
+        "\nrecall {}/{} = {:.0}%; median time to detect {}; median onset error {}; {} false incidents in {:.2} healthy service-days = {:.2} per 10 service-days",
         summary.detected,
         summary.faults,
         summary.recall * 100.0,
         summary
             .median_time_to_detect_secs
+            .map_or("-".to_string(), |secs| format!("{secs:.0} s")),
+        summary
+            .median_onset_error_secs
             .map_or("-".to_string(), |secs| format!("{secs:.0} s")),
         summary.false_incidents,
         summary.healthy_service_days,

@@ -103,6 +103,10 @@ struct EvalArgs {
     /// Seeds: each scenario runs once per seed (default 1).
     #[arg(long, value_name = "N", default_value_t = 1)]
     seeds: u64,
+    /// Simulated days of the long healthy scenario `healthy-days`, which
+    /// runs only when named (default 3).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    days: u64,
     /// Score root-cause analysis instead (origin ranking, changes, scope,
     /// patterns) on the root-cause scenarios (`rca-*`).
     #[arg(long)]
@@ -450,7 +454,10 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         return eval_rca(&args, &settings);
     }
     let mut outcomes = Vec::new();
-    for (name, seed, scenario) in selected_runs(triage::sim::named_scenarios(), &args)? {
+    for (name, seed, scenario) in selected_runs(
+        triage::eval::scenario_set(&args.scenarios, args.days),
+        &args,
+    )? {
         let started = std::time::Instant::now();
         let outcome = triage::eval::run_scenario(name, scenario, &settings.detect, &settings.store);
         eprintln!(

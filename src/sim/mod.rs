@@ -325,6 +325,23 @@ pub fn named_scenarios() -> Vec<(&'static str, Scenario)> {
     ]
 }
 
+/// Name of the long healthy scenario ([`healthy_days`]). It is not in
+/// [`named_scenarios`], the fast set, because it simulates whole days.
+pub const HEALTHY_DAYS: &str = "healthy-days";
+
+/// `days` simulated days of healthy traffic from midnight UTC: the daily
+/// shape (trough at 04:00, peak at 16:00), bursts and benign deploys, no
+/// fault. Long enough for the time-of-day baselines to take part, which
+/// needs a day of history, so it measures false incidents as a collector
+/// running for days would raise them.
+pub fn healthy_days(days: u64) -> Scenario {
+    Scenario {
+        start_unix_nanos: DEFAULT_START_UNIX_NANOS - 9 * 3600 * 1_000_000_000,
+        duration: Duration::from_secs(days.max(1) * 86_400),
+        ..Scenario::default()
+    }
+}
+
 /// The scenarios the root-cause evaluation runs, each with a ground truth
 /// ([`Scenario::truth`]). Each is 16 minutes at 10 entry requests per
 /// second: ten minutes of healthy traffic (the detectors' 5-minute warm-up
