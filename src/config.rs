@@ -668,8 +668,9 @@ store:
 # environment, http.route, rpc.method, feature flags, plus the keys below).
 analyze:
   # Extra span attribute keys for the drill-down (at most 8); `*.tenant`
-  # matches every key ending in `.tenant`.
-  attributes: []
+  # matches every key ending in `.tenant` (watched by default: a failure
+  # that hits one customer shows there).
+  attributes: ["*.tenant"]
   # Spans wait here for their parent span.
   trace_buffer:
     # Most spans waiting at once; more are dropped and counted.

@@ -152,10 +152,17 @@ impl CohortWatch {
         spans: &SpanAnalyzer,
         window: i64,
     ) -> Vec<IncidentEvent> {
-        let range = (window - self.config.windows + 1)..(window + 1);
+        let recent = (window - self.config.windows + 1)..(window + 1);
+        let ring = store.config().windows.get() as i64;
+        let control = (window - ring + 1)..(window + 1);
         let mut found: BTreeMap<(String, String, String), Finding> = BTreeMap::new();
         for service in store.services() {
-            for finding in anomalous(&spans.cohorts(&service, range.clone()), &self.config) {
+            let recent = spans.cohorts(&service, recent.clone());
+            if recent.is_empty() {
+                continue;
+            }
+            let control = spans.cohorts(&service, control.clone());
+            for finding in anomalous(&recent, &control, &self.config) {
                 let key = (
                     service.to_string(),
                     finding.cohort.key.clone(),
@@ -215,56 +222,50 @@ impl CohortWatch {
     }
 }
 
-/// The cohorts of one service that fare worse than their siblings.
-fn anomalous(cohorts: &[Cohort], config: &CohortConfig) -> Vec<Finding> {
+/// The cohorts of one service that fare worse than their siblings: each
+/// value's `recent` spans against the spans of the key's other values in
+/// `control` (a longer range ending at the same window, so a version that
+/// replaced all others in a rolling update is still compared with the
+/// version it replaced).
+fn anomalous(recent: &[Cohort], control: &[Cohort], config: &CohortConfig) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let mut by_key: BTreeMap<&str, Vec<&Cohort>> = BTreeMap::new();
-    for cohort in cohorts {
-        by_key.entry(cohort.key.as_str()).or_default().push(cohort);
-    }
-    for group in by_key.values() {
-        if group.len() < 2 {
+    for cohort in recent {
+        let (rest_spans, rest_bad) = control
+            .iter()
+            .filter(|other| other.key == cohort.key && other.value != cohort.value)
+            .fold((0, 0), |(spans, bad), other| {
+                (spans + other.spans, bad + other.bad.min(other.spans))
+            });
+        let cohort_bad = cohort.bad.min(cohort.spans);
+        if cohort.spans < config.min_spans
+            || rest_spans < config.min_spans
+            || cohort_bad < config.min_bad
+        {
             continue;
         }
-        let spans: u64 = group.iter().map(|cohort| cohort.spans).sum();
-        let bad: u64 = group
-            .iter()
-            .map(|cohort| cohort.bad.min(cohort.spans))
-            .sum();
-        for cohort in group {
-            let cohort_bad = cohort.bad.min(cohort.spans);
-            let rest_spans = spans - cohort.spans;
-            let rest_bad = bad - cohort_bad;
-            if cohort.spans < config.min_spans
-                || rest_spans < config.min_spans
-                || cohort_bad < config.min_bad
-            {
-                continue;
-            }
-            let share = cohort_bad as f64 / cohort.spans as f64;
-            let rest_share = rest_bad as f64 / rest_spans as f64;
-            if share - rest_share < config.min_increase || share < 2.0 * rest_share {
-                continue;
-            }
-            let pooled = bad as f64 / spans as f64;
-            let spread =
-                (pooled * (1.0 - pooled) * (1.0 / cohort.spans as f64 + 1.0 / rest_spans as f64))
-                    .sqrt();
-            let z = if spread > 0.0 {
-                (share - rest_share) / spread
-            } else {
-                f64::INFINITY
-            };
-            if z < config.min_z {
-                continue;
-            }
-            findings.push(Finding {
-                cohort: (*cohort).clone(),
-                rest_spans,
-                rest_bad,
-                z,
-            });
+        let share = cohort_bad as f64 / cohort.spans as f64;
+        let rest_share = rest_bad as f64 / rest_spans as f64;
+        if share - rest_share < config.min_increase || share < 2.0 * rest_share {
+            continue;
         }
+        let pooled = (cohort_bad + rest_bad) as f64 / (cohort.spans + rest_spans) as f64;
+        let spread =
+            (pooled * (1.0 - pooled) * (1.0 / cohort.spans as f64 + 1.0 / rest_spans as f64))
+                .sqrt();
+        let z = if spread > 0.0 {
+            (share - rest_share) / spread
+        } else {
+            f64::INFINITY
+        };
+        if z < config.min_z {
+            continue;
+        }
+        findings.push(Finding {
+            cohort: cohort.clone(),
+            rest_spans,
+            rest_bad,
+            z,
+        });
     }
     findings
 }
@@ -363,7 +364,7 @@ mod tests {
             cohort("service.version", "1.4.0", 300, 6),
             cohort("service.version", "1.5.0", 60, 20),
         ];
-        let found = anomalous(&cohorts, &CohortConfig::default());
+        let found = anomalous(&cohorts, &cohorts, &CohortConfig::default());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].cohort.value, "1.5.0");
         assert!(found[0].z > 4.0);
@@ -378,27 +379,27 @@ mod tests {
             cohort("service.version", "1.4.0", 300, 15),
             cohort("service.version", "1.5.0", 300, 16),
         ];
-        assert!(anomalous(&same, &config).is_empty());
+        assert!(anomalous(&same, &same, &config).is_empty());
         // Too few spans or too few bad ones to say.
         let small = [
             cohort("service.version", "1.4.0", 300, 3),
             cohort("service.version", "1.5.0", 12, 6),
         ];
-        assert!(anomalous(&small, &config).is_empty());
+        assert!(anomalous(&small, &small, &config).is_empty());
         let few_bad = [
             cohort("service.version", "1.4.0", 300, 0),
             cohort("service.version", "1.5.0", 100, 5),
         ];
-        assert!(anomalous(&few_bad, &config).is_empty());
+        assert!(anomalous(&few_bad, &few_bad, &config).is_empty());
         // One version: nothing to compare with.
         let alone = [cohort("service.version", "1.5.0", 300, 150)];
-        assert!(anomalous(&alone, &config).is_empty());
+        assert!(anomalous(&alone, &alone, &config).is_empty());
         // Flag variants compare within their flag only.
         let flags = [
             cohort("feature_flag.a", "on", 100, 40),
             cohort("feature_flag.b", "on", 100, 2),
         ];
-        assert!(anomalous(&flags, &config).is_empty());
+        assert!(anomalous(&flags, &flags, &config).is_empty());
     }
 
     #[test]
@@ -408,7 +409,7 @@ mod tests {
             cohort("feature_flag.new-checkout-flow", "on", 50, 18),
             cohort("service.version", "2.0.0", 100, 17),
         ];
-        let found = anomalous(&cohorts, &CohortConfig::default());
+        let found = anomalous(&cohorts, &cohorts, &CohortConfig::default());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].cohort.key, "feature_flag.new-checkout-flow");
         assert_eq!(found[0].cohort.value, "on");

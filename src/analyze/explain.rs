@@ -77,15 +77,28 @@ pub(crate) fn explain(
             origin_lifts = previous.attributes.clone();
         }
     }
-    // The value that carries nearly all the failures comes first (a region
-    // before one of its zones, the pod before its zone); among equals, the
-    // most over-represented.
     // A value every span carries (one environment) is not over-represented.
     origin_lifts.retain(|lift| lift.lift >= MIN_LIFT);
+    // The values that carry (nearly) as many of the failures as the best
+    // one come first (a region before one of its zones); among those, the
+    // narrowest and most actionable key (the changed version or flag, a
+    // tenant, the pod before its host and zone: they carry the same spans
+    // when the pod is the cause), then the most over-represented.
+    let best = origin_lifts
+        .iter()
+        .map(|lift| lift.bad_share)
+        .fold(0.0, f64::max);
+    let leading = |lift: &AttributeLift| best - lift.bad_share <= SAME_SHARE;
     origin_lifts.sort_by(|a, b| {
-        let bucket = |lift: &AttributeLift| (lift.bad_share * 10.0).floor() as i64;
-        bucket(b)
-            .cmp(&bucket(a))
+        leading(b)
+            .cmp(&leading(a))
+            .then_with(|| {
+                if leading(a) {
+                    scope_rank(&a.key).cmp(&scope_rank(&b.key))
+                } else {
+                    b.bad_share.total_cmp(&a.bad_share)
+                }
+            })
             .then_with(|| b.lift.total_cmp(&a.lift))
             .then_with(|| a.key.cmp(&b.key))
     });
@@ -146,6 +159,29 @@ pub(crate) fn explain(
         );
     } else {
         incident.summary = base_summary(incident, &origin);
+    }
+}
+
+/// Shares of the bad spans this close to the best value's count as equal.
+const SAME_SHARE: f64 = 0.15;
+
+/// Which scoping key to name first among values carrying the same failing
+/// spans: the narrowest, most actionable one.
+fn scope_rank(key: &str) -> u8 {
+    match key {
+        "service.version" => 0,
+        key if key.starts_with("feature_flag.") => 1,
+        "k8s.pod.name" => 3,
+        "service.instance.id" => 4,
+        "host.name" => 5,
+        "k8s.node.name" => 6,
+        "http.route" => 7,
+        "rpc.method" => 8,
+        "cloud.availability_zone" => 9,
+        "cloud.region" => 10,
+        "deployment.environment.name" => 11,
+        // Keys the user listed (tenants and the like).
+        _ => 2,
     }
 }
 

@@ -142,7 +142,9 @@ pub struct SpanConfig {
 impl Default for SpanConfig {
     fn default() -> Self {
         SpanConfig {
-            attributes: Vec::new(),
+            // Tenant-like keys are where data issues concentrate, and cost
+            // one sketch per service and window when present.
+            attributes: vec!["*.tenant".to_string()],
             trace_buffer_capacity: NonZeroUsize::new(100_000).expect("non-zero"),
             trace_buffer_ttl: Duration::from_secs(30),
             sketch_size: NonZeroUsize::new(32).expect("non-zero"),
