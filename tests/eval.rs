@@ -13,13 +13,18 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// 15 minutes at 6 entry requests/s, the fault (if any) from minute 11.
 fn scenario(fault: Option<&str>) -> Scenario {
+    scenario_from(fault, 11 * MINUTE)
+}
+
+/// 15 minutes at 6 entry requests/s, the fault (if any) from `start`.
+fn scenario_from(fault: Option<&str>, start: Duration) -> Scenario {
     Scenario {
         duration: 15 * MINUTE,
         entry_rate_per_sec: 6.0,
         faults: fault
             .map(|spec| Fault {
                 kind: parse_fault(spec).expect("valid fault spec"),
-                start: 11 * MINUTE,
+                start,
                 duration: None,
             })
             .into_iter()
@@ -65,6 +70,26 @@ fn latency_on_a_service_is_detected_within_a_minute() {
         outcome.time_to_detect_secs.expect("detected") <= 60.0,
         "{outcome:#?}"
     );
+}
+
+#[test]
+fn a_fault_from_second_six_of_a_window_has_its_onset_within_a_sub_window() {
+    // Minute 11 and 6 s: the middle of a 10 s window, so the window start
+    // alone would be 6 s early.
+    for spec in ["errors:cart", "down:inventory"] {
+        let outcome = run_scenario(
+            spec,
+            scenario_from(Some(spec), 11 * MINUTE + Duration::from_secs(6)),
+            &DetectConfig::default(),
+            &StoreConfig::default(),
+        );
+        assert!(outcome.detected, "{outcome:#?}");
+        let error = outcome.onset_error_secs.expect("detected");
+        assert!(
+            error.abs() <= 2.0,
+            "onset {error} s from the fault: {outcome:#?}"
+        );
+    }
 }
 
 #[test]

@@ -189,10 +189,13 @@ impl Engine {
                 continue;
             }
             let onset = (!anomalies.is_empty()).then(|| {
+                // The window before, in case the anomaly began late in it.
+                let previous = store.subs(key, window - 1);
                 onset::refine(
                     &self.config,
                     &anomalies,
                     stats.subs.as_ref(),
+                    previous.as_ref(),
                     start,
                     end - start,
                 )

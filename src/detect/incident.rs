@@ -10,9 +10,10 @@
 //! # Onset and id
 //!
 //! An incident's onset is the earliest onset of its series' anomalous runs,
-//! each placed inside the run's first window by `detect::onset` (to a
-//! sub-window, 2 s at the default 10 s windows; the window start when the
-//! sub-windows cannot tell). The id, `service@seconds`, keeps using the
+//! each placed by `detect::onset` to a sub-window (2 s at the default 10 s
+//! windows) of the run's first window, or of the window before when the
+//! anomaly began late in it; the window start when the sub-windows cannot
+//! tell. The id, `service@seconds`, keeps using the
 //! start of the first anomalous *window*, not the refined onset: the window
 //! grid is what two collectors fed the same traffic (a high-availability
 //! pair behind one Alertmanager) agree on even when a few late spans
@@ -248,9 +249,11 @@ impl IncidentTracker {
                 continue;
             }
             let run_window = (track.run_start.max(0) as u64).saturating_mul(window_nanos);
-            // A refined onset lies inside the run's first window; anything
-            // else (a snapshot from before the refinement) is its start.
-            let onset = if (run_window..run_window.saturating_add(window_nanos))
+            // A refined onset lies inside the run's first window or the
+            // window before it (`detect::onset`); anything else (a snapshot
+            // from before the refinement) means the window start.
+            let onset = if (run_window.saturating_sub(window_nanos)
+                ..run_window.saturating_add(window_nanos))
                 .contains(&track.run_onset)
             {
                 track.run_onset

@@ -37,6 +37,13 @@
 //! so when the sub-windows cannot tell (few requests, a gradual change)
 //! the onset stays at the window start, as before the refinement.
 //!
+//! The window before is read too: a fault that began late in a window
+//! often leaves too little of it for that window to be judged anomalous,
+//! and the first anomalous window is the next one. A boundary in the
+//! window before is taken only when it explains the data better than the
+//! window start by more than [`MARGIN`]; the onset then lies up to one
+//! window before the first anomalous window.
+//!
 //! Several anomalies on one series: the earliest onset of them. Anomalies
 //! without sub-window evidence (metric levels, trends, saturation) keep the
 //! window start.
@@ -45,8 +52,9 @@
 //!
 //! - A pure function of the window's sub-windows and the anomalies (which
 //!   carry their baseline values): no state, no clock.
-//! - The onset lies in `[window start, window end)` and is a sub-window
-//!   boundary.
+//! - The onset lies in `[window start - window, window end)` and is a
+//!   sub-window boundary; without the previous window's sub-windows, in
+//!   `[window start, window end)`.
 
 use super::{Anomaly, AnomalyKind, DetectConfig};
 use crate::store::window::{
@@ -61,25 +69,38 @@ pub const MARGIN: f64 = std::f64::consts::LN_10;
 
 /// The onset, Unix nanoseconds, of the `anomalies` found in the window
 /// starting at `window_start` and lasting `window_nanos`, refined with the
-/// window's sub-windows `subs`; the window start when they cannot tell.
+/// window's sub-windows `subs` and those of the window before,
+/// `previous`; the window start when they cannot tell.
 pub fn refine(
     config: &DetectConfig,
     anomalies: &[Anomaly],
     subs: Option<&SubWindows>,
+    previous: Option<&SubWindows>,
     window_start: u64,
     window_nanos: u64,
 ) -> u64 {
     let Some(subs) = subs else {
         return window_start;
     };
+    // The previous window only if it lies fully after the epoch.
+    let previous = previous.filter(|_| window_start >= window_nanos);
     let window_secs = window_nanos as f64 / 1e9;
+    let n_previous = if previous.is_some() { SUB_WINDOWS } else { 0 };
     let first = anomalies
         .iter()
-        .map(|anomaly| first_sub(config, anomaly, subs, window_secs).unwrap_or(0))
+        .map(|anomaly| {
+            first_sub(config, anomaly, subs, previous, window_secs).unwrap_or(n_previous)
+        })
         .min()
-        .unwrap_or(0);
+        .unwrap_or(n_previous);
+    // Sub-window `i` of a window starts `i` sub-window lengths after the
+    // window's start, as the store places samples.
     let sub_nanos = window_nanos / SUB_WINDOWS as u64;
-    window_start + first as u64 * sub_nanos
+    if first < n_previous {
+        window_start - window_nanos + first as u64 * sub_nanos
+    } else {
+        window_start + (first - n_previous) as u64 * sub_nanos
+    }
 }
 
 /// Evidence of one sub-window: the outcome of its requests under a model.
@@ -99,80 +120,92 @@ enum Direction {
     Down,
 }
 
-/// The first anomalous sub-window of `anomaly`, or `None` when the
-/// sub-windows cannot tell.
+/// The first anomalous sub-window of `anomaly`, counted from the first
+/// sub-window of `previous` when it is given (else of `subs`), or `None`
+/// when the sub-windows cannot tell.
 fn first_sub(
     config: &DetectConfig,
     anomaly: &Anomaly,
     subs: &SubWindows,
+    previous: Option<&SubWindows>,
     window_secs: f64,
 ) -> Option<usize> {
     let sub_secs = window_secs / SUB_WINDOWS as f64;
     let total: u64 = subs.iter().map(|sub| u64::from(sub.requests)).sum();
-    let (evidence, baseline, direction): ([Evidence; SUB_WINDOWS], f64, Direction) =
-        match anomaly.kind {
-            AnomalyKind::Latency => {
-                let quantile = match anomaly.measure.as_str() {
-                    "p50" => 0.5,
-                    "p95" => 0.95,
-                    "p99" => 0.99,
-                    // A distribution metric's latency: no sub-windows.
-                    _ => return None,
-                };
-                if total < config.latency_min_requests
-                    || anomaly.baseline.is_nan()
-                    || anomaly.baseline <= 0.0
-                {
-                    return None;
-                }
-                let min_rise_ms = match anomaly.measure.as_str() {
-                    "p50" => config.latency_p50_min_ms,
-                    "p95" => config.latency_p95_min_ms,
-                    _ => config.latency_p99_min_ms,
-                };
-                let threshold_ms =
-                    (anomaly.baseline * config.latency_ratio).max(anomaly.baseline + min_rise_ms);
-                let threshold = threshold_ms * VALUE_SCALE;
-                let evidence = subs.map(|sub| Evidence::Bernoulli {
-                    trials: sub.latency.iter().map(|&n| f64::from(n)).sum(),
-                    hits: slower_than(&sub, threshold),
-                });
-                (evidence, 1.0 - quantile, Direction::Up)
+    let all: Vec<&SubWindow> = previous.into_iter().flatten().chain(subs.iter()).collect();
+    let (evidence, baseline, direction): (Vec<Evidence>, f64, Direction) = match anomaly.kind {
+        AnomalyKind::Latency => {
+            let quantile = match anomaly.measure.as_str() {
+                "p50" => 0.5,
+                "p95" => 0.95,
+                "p99" => 0.99,
+                // A distribution metric's latency: no sub-windows.
+                _ => return None,
+            };
+            if total < config.latency_min_requests
+                || anomaly.baseline.is_nan()
+                || anomaly.baseline <= 0.0
+            {
+                return None;
             }
-            AnomalyKind::ErrorRate | AnomalyKind::ErrorLogs => {
-                if total < config.error_min_requests.max(1) {
-                    return None;
-                }
-                let rate = (anomaly.baseline / 100.0).max(config.error_rate_floor);
-                let evidence = subs.map(|sub| Evidence::Bernoulli {
+            let min_rise_ms = match anomaly.measure.as_str() {
+                "p50" => config.latency_p50_min_ms,
+                "p95" => config.latency_p95_min_ms,
+                _ => config.latency_p99_min_ms,
+            };
+            let threshold_ms =
+                (anomaly.baseline * config.latency_ratio).max(anomaly.baseline + min_rise_ms);
+            let threshold = threshold_ms * VALUE_SCALE;
+            let evidence = all
+                .iter()
+                .map(|sub| Evidence::Bernoulli {
+                    trials: sub.latency.iter().map(|&n| f64::from(n)).sum(),
+                    hits: slower_than(sub, threshold),
+                })
+                .collect();
+            (evidence, 1.0 - quantile, Direction::Up)
+        }
+        AnomalyKind::ErrorRate | AnomalyKind::ErrorLogs => {
+            if total < config.error_min_requests.max(1) {
+                return None;
+            }
+            let rate = (anomaly.baseline / 100.0).max(config.error_rate_floor);
+            let evidence = all
+                .iter()
+                .map(|sub| Evidence::Bernoulli {
                     trials: f64::from(sub.requests),
                     hits: f64::from(sub.errors.min(sub.requests)),
-                });
-                (evidence, rate, Direction::Up)
+                })
+                .collect();
+            (evidence, rate, Direction::Up)
+        }
+        AnomalyKind::TrafficSpike | AnomalyKind::TrafficDrop => {
+            let expected = anomaly.baseline * window_secs;
+            // Too few requests expected to place a change in 2 s.
+            if expected.is_nan() || expected < config.error_min_requests.max(1) as f64 {
+                return None;
             }
-            AnomalyKind::TrafficSpike | AnomalyKind::TrafficDrop => {
-                let expected = anomaly.baseline * window_secs;
-                // Too few requests expected to place a change in 2 s.
-                if expected.is_nan() || expected < config.error_min_requests.max(1) as f64 {
-                    return None;
-                }
-                let evidence = subs.map(|sub| Evidence::Poisson {
+            let evidence = all
+                .iter()
+                .map(|sub| Evidence::Poisson {
                     count: f64::from(sub.requests),
                     secs: sub_secs,
-                });
-                let direction = if anomaly.kind == AnomalyKind::TrafficSpike {
-                    Direction::Up
-                } else {
-                    Direction::Down
-                };
-                (evidence, anomaly.baseline, direction)
-            }
-            AnomalyKind::LevelShift | AnomalyKind::Trend | AnomalyKind::Saturation => return None,
-        };
+                })
+                .collect();
+            let direction = if anomaly.kind == AnomalyKind::TrafficSpike {
+                Direction::Up
+            } else {
+                Direction::Down
+            };
+            (evidence, anomaly.baseline, direction)
+        }
+        AnomalyKind::LevelShift | AnomalyKind::Trend | AnomalyKind::Saturation => return None,
+    };
     if !(baseline > 0.0 && baseline.is_finite()) {
         return None;
     }
-    change_point(&evidence, baseline, direction)
+    let window_first = evidence.len() - SUB_WINDOWS;
+    change_point(&evidence, window_first, baseline, direction)
 }
 
 /// Requests of `sub` slower than `threshold` microseconds: the buckets
@@ -204,21 +237,36 @@ fn slower_than(sub: &SubWindow, threshold: f64) -> f64 {
 }
 
 /// The change point: the earliest boundary whose likelihood ratio is
-/// within [`MARGIN`] of the best one; `None` when no boundary shows any
-/// evidence of the anomaly.
+/// within [`MARGIN`] of the best one, among the boundaries of the judged
+/// window (from `window_first` on) or, when one before them beats the
+/// window start by more than [`MARGIN`], among those before; `None` when
+/// no boundary shows any evidence of the anomaly.
 fn change_point(
-    evidence: &[Evidence; SUB_WINDOWS],
+    evidence: &[Evidence],
+    window_first: usize,
     baseline: f64,
     direction: Direction,
 ) -> Option<usize> {
-    let scores: Vec<f64> = (0..SUB_WINDOWS)
+    let scores: Vec<f64> = (0..evidence.len())
         .map(|from| glr(&evidence[from..], baseline, direction))
         .collect();
-    let best = scores.iter().copied().fold(0.0, f64::max);
+    let best_of = |range: std::ops::Range<usize>| scores[range].iter().copied().fold(0.0, f64::max);
+    let earliest_near = |range: std::ops::Range<usize>, best: f64| {
+        let offset = range.start;
+        scores[range]
+            .iter()
+            .position(|&score| score >= best - MARGIN)
+            .map(|index| offset + index)
+    };
+    let before = best_of(0..window_first);
+    if before > 0.0 && before >= scores[window_first] + MARGIN {
+        return earliest_near(0..window_first, before);
+    }
+    let best = best_of(window_first..scores.len());
     if best <= 0.0 {
         return None;
     }
-    scores.iter().position(|&score| score >= best - MARGIN)
+    earliest_near(window_first..scores.len(), best)
 }
 
 /// The log generalized likelihood ratio of `evidence` being anomalous (its

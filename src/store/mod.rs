@@ -817,6 +817,14 @@ impl Store {
         found
     }
 
+    /// The sub-windows of a series' window `index`, if the ring still holds
+    /// that window and it recorded spans or log records.
+    pub fn subs(&self, key: &SeriesKey, index: i64) -> Option<SubWindows> {
+        let series = self.find(key)?;
+        let ring = series.ring.lock();
+        ring.window(index)?.subs.as_deref().copied()
+    }
+
     /// Merged latency histogram of a series over windows `from..=to`, in
     /// scaled units (microseconds for spans); for detection.
     pub fn histogram(&self, key: &SeriesKey, from: i64, to: i64) -> Option<Histogram<u32>> {

@@ -48,6 +48,19 @@ fn onset(anomalies: &[Anomaly], subs: &SubWindows) -> u64 {
         &DetectConfig::default(),
         anomalies,
         Some(subs),
+        None,
+        START,
+        WINDOW,
+    )
+}
+
+/// The onset when the window before had `previous`.
+fn onset_after(anomalies: &[Anomaly], previous: &SubWindows, subs: &SubWindows) -> u64 {
+    refine(
+        &DetectConfig::default(),
+        anomalies,
+        Some(subs),
+        Some(previous),
         START,
         WINDOW,
     )
@@ -108,6 +121,7 @@ fn too_few_requests_fall_back_to_the_window_start() {
             &DetectConfig::default(),
             &[anomaly(AnomalyKind::Latency, "p95", 60.0)],
             None,
+            None,
             START,
             WINDOW
         ),
@@ -166,4 +180,27 @@ fn slower_than_interpolates_inside_the_threshold_bucket() {
     assert_eq!(slower_than(&sub, 64_000.0), 0.0);
     let half = slower_than(&sub, 32_000.0 * std::f64::consts::SQRT_2);
     assert!((half - 50.0).abs() < 0.01, "{half}");
+}
+
+#[test]
+fn a_fault_late_in_the_window_before_is_placed_there() {
+    // Errors from second 6 of the window before (too little of it for that
+    // window to be judged anomalous), and all through this one.
+    let errors = anomaly(AnomalyKind::ErrorRate, "error rate", 0.2);
+    let previous = split(6, sub(10, 0, 40.0), sub(10, 4, 40.0));
+    let subs = split(0, sub(10, 4, 40.0), sub(10, 4, 40.0));
+    assert_eq!(
+        onset_after(std::slice::from_ref(&errors), &previous, &subs),
+        START - 4 * SECOND
+    );
+    // A normal window before leaves the onset at the window start.
+    let normal = split(0, sub(10, 0, 40.0), sub(10, 0, 40.0));
+    assert_eq!(
+        onset_after(std::slice::from_ref(&errors), &normal, &subs),
+        START
+    );
+    // And one error in it (noise) does not pull the onset back either.
+    let mut noisy = normal;
+    noisy[4].errors = 1;
+    assert_eq!(onset_after(&[errors], &noisy, &subs), START);
 }
