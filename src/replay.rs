@@ -1,8 +1,12 @@
 //! Replay: recorded OTLP through the same recording and detection as live
 //! mode, with time driven only by the data.
 //!
-//! Input is OTLP JSON lines, one `Export*ServiceRequest` per line (what the
-//! OTel Collector's file exporter writes), optionally gzip-compressed. The
+//! Input is OTLP JSON lines, one `Export*ServiceRequest` per line, or
+//! length-delimited OTLP protobuf (the two formats of the OTel Collector's
+//! file exporter), optionally gzip-compressed; see [`input`]. A reader
+//! thread reads and decodes ahead (JSON with the scanning readers of
+//! `receiver::json`, protobuf traces with the zero-copy `receiver::wire`);
+//! recording and detection run on the calling thread in input order. The
 //! store's clock is the newest event time seen so far; after each line,
 //! client spans whose pairing timed out (in event time) are resolved and the
 //! engine closes every window the watermark (newest event time minus the

@@ -13,6 +13,7 @@
 //! (event time in replay, so replays stay deterministic), and its children
 //! are counted as expired.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -56,11 +57,24 @@ pub struct Child {
     pub peer: Option<Arc<str>>,
 }
 
+/// The children of one parent, in arrival order. The first is held inline:
+/// most families have one child, and then keeping it allocates nothing.
 #[derive(Debug)]
 struct Family {
     /// Store-clock time of the first child, for expiry.
     since: u64,
-    children: Vec<Child>,
+    first: Child,
+    rest: Vec<Child>,
+}
+
+impl Family {
+    fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    fn children(&self) -> impl Iterator<Item = &Child> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
 }
 
 /// Hashes the already-random ids cheaply instead of running SipHash on them.
@@ -144,14 +158,16 @@ impl TraceBuffer {
             self.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        shard
-            .entry(key)
-            .or_insert_with(|| Family {
-                since: now,
-                children: Vec::with_capacity(2),
-            })
-            .children
-            .push(child);
+        match shard.entry(key) {
+            Entry::Occupied(mut family) => family.get_mut().rest.push(child),
+            Entry::Vacant(family) => {
+                family.insert(Family {
+                    since: now,
+                    first: child,
+                    rest: Vec::new(),
+                });
+            }
+        }
         self.len.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -163,7 +179,7 @@ impl TraceBuffer {
         let shard = self.shards[key.shard()].lock();
         match shard.get(&key) {
             Some(family) => {
-                out.extend(family.children.iter().cloned());
+                out.extend(family.children().cloned());
                 true
             }
             None => false,
@@ -181,9 +197,10 @@ impl TraceBuffer {
         let family = self.shards[key.shard()].lock().remove(&key);
         match family {
             Some(family) => {
-                let n = family.children.len();
+                let n = family.len();
                 self.len.fetch_sub(n, Ordering::Relaxed);
-                out.extend(family.children);
+                out.push(family.first);
+                out.extend(family.rest);
                 n
             }
             None => 0,
@@ -194,7 +211,7 @@ impl TraceBuffer {
     pub fn remove(&self, key: FamilyKey) {
         let family = self.shards[key.shard()].lock().remove(&key);
         if let Some(family) = family {
-            self.len.fetch_sub(family.children.len(), Ordering::Relaxed);
+            self.len.fetch_sub(family.len(), Ordering::Relaxed);
         }
     }
 
@@ -205,7 +222,7 @@ impl TraceBuffer {
             shard.lock().retain(|_, family| {
                 let keep = now.saturating_sub(family.since) < self.ttl_nanos;
                 if !keep {
-                    expired += family.children.len();
+                    expired += family.len();
                 }
                 keep
             });

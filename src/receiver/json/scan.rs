@@ -155,6 +155,7 @@ impl<'a> Scanner<'a> {
         let start = self.at;
         let mut escaped = false;
         loop {
+            self.at += plain_run(&bytes[self.at..]);
             let byte = *bytes.get(self.at).ok_or(Unreadable)?;
             match byte {
                 b'"' => break,
@@ -405,6 +406,35 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// How many bytes at the start of `bytes` need no attention inside a JSON
+/// string: no quote, no backslash, no control character. Looks at eight
+/// bytes at a time (most of a line is string contents), then stops at the
+/// first word holding one; the caller looks at that byte itself.
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while let Some(word) = bytes.get(at..at + 8) {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let word = u64::from_le_bytes(eight);
+        // A byte is zero in `x` exactly where `(x - ONES) & !x & HIGH` has
+        // its high bit; below 0x20 likewise with `x - 0x20 * ONES`. Borrows
+        // can only mark bytes after a true one, so the lowest mark is exact.
+        let quote = word ^ (u64::from(b'"') * ONES);
+        let backslash = word ^ (u64::from(b'\\') * ONES);
+        let special = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (word.wrapping_sub(0x20 * ONES) & !word);
+        let special = special & HIGH;
+        if special != 0 {
+            return at + (special.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at
+}
+
 /// Where a decoded id is in an id buffer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct IdRange {
@@ -485,6 +515,39 @@ mod tests {
         assert_eq!(kind(r#""SPAN_KIND_SERVER""#), Ok(Some(2)));
         assert_eq!(kind(r#""3""#), Ok(Some(3)));
         assert_eq!(kind(r#""SERVER""#), Err(Unreadable));
+    }
+
+    #[test]
+    fn plain_runs_stop_at_the_first_special_byte() {
+        let naive = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .position(|byte| matches!(byte, b'"' | b'\\' | 0..=0x1f))
+                .unwrap_or(bytes.len())
+        };
+        // Every special byte at every position of a 19-byte run of ordinary
+        // bytes, including multi-byte UTF-8 and bytes just above 0x20.
+        let fillers: [&[u8]; 3] = [
+            b"abcdefghijklmnopqrs",
+            "é€abcdefghijklm".as_bytes(),
+            &[0x21; 19],
+        ];
+        for filler in fillers {
+            for special in [b'"', b'\\', 0, 0x1f, b'\n'] {
+                for at in 0..=filler.len() {
+                    let mut bytes = filler.to_vec();
+                    if at < bytes.len() {
+                        bytes[at] = special;
+                    }
+                    let expected = naive(&bytes);
+                    // The run ends at the special byte or, past the last
+                    // whole word, where the caller takes over byte by byte.
+                    let run = plain_run(&bytes);
+                    assert!(run <= expected, "{bytes:?}");
+                    assert!(run == expected || bytes.len() - run < 8, "{bytes:?}");
+                }
+            }
+        }
     }
 
     #[test]
