@@ -7,8 +7,11 @@
 //! incident's windows and the baseline windows before it; nothing reads a
 //! clock.
 
+use std::ops::Range;
+
 use super::changes::{correlate, ChangeFilter, CorrelationInput};
 use super::rca::{ranges, Context, Graph, OriginEvidence, RcaConfig};
+use super::spans::SpanAnalyzer;
 use super::{
     AttributeLift, BlastRadius, Evidence, Hypothesis, HypothesisKind, Pattern, PatternKind,
 };
@@ -102,6 +105,25 @@ pub(crate) fn explain(
             .then_with(|| b.lift.total_cmp(&a.lift))
             .then_with(|| a.key.cmp(&b.key))
     });
+    // A version or flag variant the cohort comparison found failing on the
+    // origin is the scope, whatever its share of today's spans (a bad
+    // version rolled out everywhere carries every span).
+    if let (Some(spans), Some((_, evidence, _))) = (context.spans, ranked.first()) {
+        if let Some((subject, _)) = &evidence.cohort {
+            if let Some((key, value)) = subject.split_once('=') {
+                let at = origin_lifts
+                    .iter()
+                    .position(|lift| lift.key == key && lift.value == value);
+                let lift = match at {
+                    Some(at) => Some(origin_lifts.remove(at)),
+                    None => cohort_lift(spans, &origin, key, value, now.clone()),
+                };
+                if let Some(lift) = lift {
+                    origin_lifts.insert(0, lift);
+                }
+            }
+        }
+    }
     origin_lifts.truncate(MAX_LIFTS);
 
     // Changes before the onset on the candidates and their dependencies.
@@ -134,6 +156,19 @@ pub(crate) fn explain(
             candidates: candidates.clone(),
             dependencies,
             lifts: lifts.clone(),
+            cohorts: ranked
+                .iter()
+                .filter_map(|(service, evidence, _)| {
+                    let (subject, summary) = evidence.cohort.as_ref()?;
+                    let (key, value) = subject.split_once('=')?;
+                    Some((
+                        service.clone(),
+                        key.to_string(),
+                        value.to_string(),
+                        summary.clone(),
+                    ))
+                })
+                .collect(),
         },
     );
     incident.changes = if changes.is_empty() && lifts.is_empty() {
@@ -160,6 +195,35 @@ pub(crate) fn explain(
     } else {
         incident.summary = base_summary(incident, &origin);
     }
+}
+
+/// The drill-down numbers of one cohort of `service` over `windows`: its
+/// share of the bad spans and of all spans.
+fn cohort_lift(
+    spans: &SpanAnalyzer,
+    service: &str,
+    key: &str,
+    value: &str,
+    windows: Range<i64>,
+) -> Option<AttributeLift> {
+    let cohort = spans
+        .cohorts(service, windows.clone())
+        .into_iter()
+        .find(|cohort| cohort.key == key && cohort.value == value)?;
+    let (all, bad) = spans.entry_spans(service, windows);
+    if all == 0 || bad == 0 {
+        return None;
+    }
+    let bad_share = (cohort.bad as f64 / bad as f64).min(1.0);
+    let baseline_share = cohort.spans as f64 / all as f64;
+    Some(AttributeLift {
+        key: key.to_string(),
+        value: value.to_string(),
+        bad_share,
+        baseline_share,
+        lift: bad_share / baseline_share.max(0.5 / (all as f64 + 1.0)),
+        bad_spans: cohort.bad,
+    })
 }
 
 /// Shares of the bad spans this close to the best value's count as equal.

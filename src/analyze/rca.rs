@@ -121,8 +121,8 @@ pub(crate) struct OriginEvidence {
     pub dependency: Option<(String, String)>,
     pub saturation: Option<String>,
     /// A version or flag variant of the service fails where its siblings
-    /// do not (see [`super::cohort`]).
-    pub cohort: Option<String>,
+    /// do not (see [`super::cohort`]): its `key=value` and the summary.
+    pub cohort: Option<(String, String)>,
     /// Anomalous callees within the incident.
     pub anomalous_callees: Vec<String>,
 }
@@ -622,7 +622,7 @@ fn rank(
         let mut degraded_calls = Vec::new();
         for anomaly in anomalies {
             if anomaly.series_kind == cohort::SERIES_KIND && evidence.cohort.is_none() {
-                evidence.cohort = Some(anomaly.anomaly.summary.clone());
+                evidence.cohort = Some((anomaly.series.clone(), anomaly.anomaly.summary.clone()));
             }
             if anomaly.series_kind == "edge"
                 && is_kind(anomaly, &[AnomalyKind::Latency, AnomalyKind::ErrorRate])
@@ -732,7 +732,7 @@ pub(crate) fn reason(evidence: &OriginEvidence) -> String {
     if let Some(summary) = &evidence.saturation {
         parts.push(format!("saturation: {summary}"));
     }
-    if let Some(summary) = &evidence.cohort {
+    if let Some((_, summary)) = &evidence.cohort {
         parts.push(summary.clone());
     }
     if !evidence.anomalous_callees.is_empty() {

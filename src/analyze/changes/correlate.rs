@@ -65,6 +65,9 @@ pub struct CorrelationInput {
     /// per service. Keys: `service.version`, `k8s.pod.name`,
     /// `service.instance.id`, `feature_flag.<key>`.
     pub lifts: Vec<(String, AttributeLift)>,
+    /// Versions and flag variants found failing where their siblings do
+    /// not (the cohort comparison): (service, key, value, summary).
+    pub cohorts: Vec<(String, String, String, String)>,
 }
 
 /// Where the change sits relative to the origin candidates.
@@ -89,6 +92,10 @@ enum Attribution {
         share: f64,
         other: AttributeLift,
     },
+    /// The changed version or variant fails where its siblings do not
+    /// (the cohort comparison's summary): the strongest attribution, since
+    /// it compares failure rates, not only where failures land.
+    Cohort(String),
     /// Nothing to go on.
     Unknown,
 }
@@ -122,8 +129,9 @@ pub fn correlate(changes: &[Change], input: &CorrelationInput) -> Vec<Correlated
         } else {
             0.5f64.powf(before / half_life)
         };
-        let attribution = attribution(change, &input.lifts);
+        let attribution = attribution(change, input);
         let attribution_score = match &attribution {
+            Attribution::Cohort(_) => 1.0,
             Attribution::Concentrated(lift) => lift.bad_share.clamp(0.0, 1.0),
             Attribution::Contradicted { .. } => 0.0,
             Attribution::Unknown => NEUTRAL_ATTRIBUTION,
@@ -240,10 +248,18 @@ fn changed_attribute(change: &Change) -> Option<(String, &str)> {
     }
 }
 
-fn attribution(change: &Change, lifts: &[(String, AttributeLift)]) -> Attribution {
+fn attribution(change: &Change, input: &CorrelationInput) -> Attribution {
     let Some((key, value)) = changed_attribute(change) else {
         return Attribution::Unknown;
     };
+    if let Some((.., summary)) = input
+        .cohorts
+        .iter()
+        .find(|(service, k, v, _)| *service == change.service && *k == key && v.as_str() == value)
+    {
+        return Attribution::Cohort(summary.clone());
+    }
+    let lifts = &input.lifts;
     let same_key = || {
         lifts
             .iter()
@@ -346,6 +362,7 @@ fn explain_attribution(change: &Change, attribution: &Attribution) -> String {
                 other.value
             )
         }
+        Attribution::Cohort(summary) => summary.clone(),
         Attribution::Unknown => String::new(),
     }
 }

@@ -61,6 +61,7 @@ fn input(lifts: Vec<(String, AttributeLift)>) -> CorrelationInput {
         candidates: vec![("payment".to_owned(), 0.9), ("checkout".to_owned(), 0.45)],
         dependencies: vec!["ledger".to_owned()],
         lifts,
+        cohorts: Vec::new(),
     }
 }
 
