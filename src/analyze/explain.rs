@@ -10,7 +10,7 @@
 use std::ops::Range;
 
 use super::changes::{correlate, ChangeFilter, CorrelationInput};
-use super::rca::{ranges, Context, Graph, OriginEvidence, RcaConfig};
+use super::rca::{ranges, Context, Graph, OriginEvidence, RcaConfig, MIN_BASELINE_WINDOWS};
 use super::spans::SpanAnalyzer;
 use super::{
     AttributeLift, BlastRadius, Evidence, Hypothesis, HypothesisKind, Pattern, PatternKind,
@@ -50,6 +50,17 @@ pub(crate) fn explain(
 ) {
     let store = context.store;
     let (now, baseline) = ranges(store, incident);
+    // Once the windows before the onset have left the ring, there is no
+    // baseline to compare with: the explanation made while there was one
+    // stands.
+    if baseline.end - baseline.start < MIN_BASELINE_WINDOWS && !before.root_causes.is_empty() {
+        incident.patterns = before.patterns.clone();
+        incident.blast_radius = before.blast_radius.clone();
+        incident.changes = before.changes.clone();
+        incident.hypotheses = before.hypotheses.clone();
+        incident.summary = before.summary.clone();
+        return;
+    }
     let origin = ranked
         .first()
         .map(|(service, _, _)| service.clone())
@@ -475,12 +486,33 @@ fn patterns(
         .first()
         .filter(|c| c.score >= CHANGE_HYPOTHESIS_SCORE)
     {
-        let kind = match change.kind.as_str() {
-            "feature_flag" => Some(PatternKind::FlagFlip),
-            "deploy" => Some(PatternKind::BadDeploy),
-            _ => None,
+        // A change is a bad deploy or a harmful flip only when what it
+        // brought fails where its predecessor does not (the cohort
+        // comparison); a change that merely came shortly before is listed
+        // with the changes, not named as the pattern.
+        let subject = change.subject.as_deref().unwrap_or_default();
+        let (kind, cohort) = match change.kind.as_str() {
+            "feature_flag" => (
+                Some(PatternKind::FlagFlip),
+                format!("feature_flag.{subject}="),
+            ),
+            "deploy" => (
+                Some(PatternKind::BadDeploy),
+                format!("service.version={subject}"),
+            ),
+            _ => (None, String::new()),
         };
-        if let Some(kind) = kind {
+        let failing = ranked.iter().any(|(service, evidence, _)| {
+            *service == change.service
+                && evidence.cohort.as_ref().is_some_and(|(found, _)| {
+                    if kind == Some(PatternKind::FlagFlip) {
+                        found.starts_with(&cohort)
+                    } else {
+                        *found == cohort
+                    }
+                })
+        });
+        if let (Some(kind), true) = (kind, failing) {
             push(kind, change.service.clone(), change.reason.clone());
         }
     }

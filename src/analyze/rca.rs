@@ -44,7 +44,7 @@ const MIN_DOWN_RATE: f64 = 2.0;
 const ANOMALOUS_STRENGTH: f64 = 0.5;
 /// Fewest baseline windows (before the onset, still in the ring) for a
 /// new ranking.
-const MIN_BASELINE_WINDOWS: i64 = 6;
+pub(crate) const MIN_BASELINE_WINDOWS: i64 = 6;
 
 /// Settings of the root-cause analysis.
 #[derive(Debug, Clone, PartialEq)]
@@ -415,8 +415,12 @@ impl Analyzer {
         out
     }
 
-    /// The open group a newly anomalous service joins: one with a member
-    /// connected to it in the graph and an onset within the cascade window.
+    /// The open group a newly anomalous service joins: one with an onset
+    /// within the cascade window and a member on the same service, or
+    /// connected to it by a call that is itself anomalous (the caller's
+    /// edge to the callee). A shared caller is not enough: two faults
+    /// behind one front end are two incidents unless the front end's calls
+    /// show both.
     fn join(&self, incident: &Incident, graph: &Graph) -> Option<String> {
         let window = self.config.cascade_window.as_nanos() as u64;
         self.groups
@@ -428,7 +432,8 @@ impl Analyzer {
                     <= window
                     && group.members.values().any(|member| {
                         member.service == incident.service
-                            || graph.connected(&member.service, &incident.service)
+                            || propagates(graph, member, incident)
+                            || propagates(graph, incident, member)
                     })
             })
             .min_by_key(|(_, group)| group.incident.onset_unix_nanos)
@@ -484,6 +489,18 @@ impl Analyzer {
         super::explain::explain(&mut incident, context, graph, &ranked, &self.config, before);
         (incident, ranked)
     }
+}
+
+/// Whether `caller`'s incident shows its calls to `callee`'s service
+/// degraded: the anomaly can travel between them.
+fn propagates(graph: &Graph, caller: &Incident, callee: &Incident) -> bool {
+    graph
+        .callees(&caller.service)
+        .any(|name| *name == callee.service)
+        && caller
+            .anomalies
+            .iter()
+            .any(|anomaly| anomaly.series_kind == "edge" && anomaly.series == callee.service)
 }
 
 /// Whether an update is worth an event: what an on-call engineer acts on
@@ -796,11 +813,6 @@ impl Graph {
         self.callers.get(service).into_iter().flatten()
     }
 
-    /// Whether one calls the other.
-    pub(crate) fn connected(&self, a: &str, b: &str) -> bool {
-        self.callees(a).any(|callee| callee == b) || self.callees(b).any(|callee| callee == a)
-    }
-
     /// Whether `service` is traced (has its own spans), not just a callee
     /// name such as a database.
     pub(crate) fn is_service(&self, service: &str) -> bool {
@@ -893,7 +905,24 @@ mod tests {
             opened_unix_nanos: onset + 20 * SECOND,
             resolved_unix_nanos: None,
             resolved: None,
-            anomalies: Vec::new(),
+            anomalies: callee_of(service)
+                .map(|callee| SeriesAnomaly {
+                    series_kind: "edge".to_string(),
+                    series: callee.to_string(),
+                    anomaly: crate::detect::Anomaly {
+                        kind: AnomalyKind::Latency,
+                        severity: Severity::Warning,
+                        severe: false,
+                        measure: "p95".to_string(),
+                        current: 400.0,
+                        baseline: 40.0,
+                        unit: "ms".to_string(),
+                        summary: "p95 400 ms vs 40 ms baseline".to_string(),
+                        time_to_limit_secs: None,
+                    },
+                })
+                .into_iter()
+                .collect(),
             exemplar_trace_ids: Vec::new(),
             summary: format!("{service}: slow"),
             services: vec![service.to_string()],
@@ -905,7 +934,16 @@ mod tests {
         }
     }
 
-    /// A store knowing frontend -> checkout -> payment, and search alone.
+    /// The callee whose calls a test incident shows degraded.
+    fn callee_of(service: &str) -> Option<&'static str> {
+        match service {
+            "frontend" => Some("checkout"),
+            "checkout" => Some("payment"),
+            _ => None,
+        }
+    }
+
+    /// A store knowing frontend -> checkout -> payment, frontend -> search.
     fn store() -> Store {
         let store = Store::new(StoreConfig::default());
         let sample = Sample {
@@ -914,7 +952,11 @@ mod tests {
             error: false,
             trace_id: 1,
         };
-        for (caller, callee) in [("frontend", "checkout"), ("checkout", "payment")] {
+        for (caller, callee) in [
+            ("frontend", "checkout"),
+            ("checkout", "payment"),
+            ("frontend", "search"),
+        ] {
             let entry = store.service(caller);
             store.record_edge(&entry, callee, sample);
         }
@@ -959,7 +1001,8 @@ mod tests {
         };
         assert_eq!(grouped.id, id);
         assert_eq!(grouped.services.len(), 2);
-        // search is connected to nothing anomalous: its own incident.
+        // frontend calls search, but frontend is not anomalous: its own
+        // incident.
         let third = analyzer.process(vec![IncidentEvent::Opened(incident("search", 40))], context);
         assert_eq!(opened(&third).len(), 1);
         // frontend calls checkout but starts 10 minutes later: its own.
@@ -987,6 +1030,42 @@ mod tests {
         };
         assert_eq!(done.id, id);
         assert_eq!(done.resolved_unix_nanos, Some(START + 320 * SECOND));
+    }
+
+    #[test]
+    fn two_faults_behind_one_caller_are_two_incidents() {
+        let store = store();
+        let changes = ChangeLog::default();
+        let context = Context {
+            store: &store,
+            spans: None,
+            changes: &changes,
+        };
+        let mut analyzer = Analyzer::new(RcaConfig::default());
+        // frontend's calls to checkout degrade; search fails on its own at
+        // the same time, and frontend's calls to it show nothing.
+        let events = analyzer.process(
+            vec![
+                IncidentEvent::Opened(incident("frontend", 0)),
+                IncidentEvent::Opened(incident("checkout", 0)),
+                IncidentEvent::Opened(incident("search", 0)),
+            ],
+            context,
+        );
+        let mut groups: Vec<Vec<String>> = opened(&events)
+            .iter()
+            .map(|incident| {
+                let mut services = incident.services.clone();
+                services.sort();
+                services
+            })
+            .collect();
+        groups.sort();
+        assert_eq!(
+            groups,
+            [vec!["checkout", "frontend"], vec!["search"]],
+            "{events:#?}"
+        );
     }
 
     #[test]

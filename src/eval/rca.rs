@@ -158,10 +158,19 @@ fn score(
             *service == fault.origin || fault.affected.iter().any(|affected| affected == service)
         })
     };
+    // The first incident covering the fault, preferring one that names
+    // its origin among its services (two faults may open incidents in the
+    // same window, and each is judged by its own).
     let incident = incidents
         .values()
         .filter(|incident| live_opened(incident) >= fault.start_unix_nanos && covers(incident))
-        .min_by_key(|incident| (incident.opened_unix_nanos, incident.id.clone()));
+        .min_by_key(|incident| {
+            (
+                !incident.services.contains(&fault.origin),
+                incident.opened_unix_nanos,
+                incident.id.clone(),
+            )
+        });
     let origin_rank = incident.and_then(|incident| {
         incident
             .root_causes
