@@ -231,6 +231,7 @@ pub fn span_extras<'a>(
             extras.push(ExtraValue {
                 span: index,
                 slot,
+                key,
                 value: value_ref(attribute),
             });
         }

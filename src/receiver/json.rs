@@ -253,6 +253,7 @@ impl<'a> JsonTraces<'a> {
                         batch.extras.push(ExtraValue {
                             span: index,
                             slot,
+                            key,
                             value: value_ref(&attribute.value),
                         });
                     }

@@ -459,6 +459,8 @@ pub struct ExtraValue<'a> {
     pub span: u32,
     /// Which configured key matched ([`ExtraKeys::slot`]).
     pub slot: u8,
+    /// The attribute's own key (a `*.tenant` pattern matches several).
+    pub key: &'a [u8],
     pub value: ValueRef<'a>,
 }
 
@@ -677,6 +679,7 @@ fn span<'a>(
                         extras.push(ExtraValue {
                             span: index,
                             slot,
+                            key,
                             value: value.checked()?,
                         });
                     }

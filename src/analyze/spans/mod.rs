@@ -859,13 +859,18 @@ impl SpanAnalyzer {
                     Some(value) => value,
                     None => continue,
                 };
-                slot.add(
-                    DRILL_DOWN_KEYS.len() + usize::from(extra.slot),
-                    value,
-                    1,
-                    bad,
-                    sketch_size,
-                );
+                let key = DRILL_DOWN_KEYS.len() + usize::from(extra.slot);
+                if self.is_pattern(extra.slot) {
+                    // A pattern matches several keys: keep which one, as
+                    // flags keep their key.
+                    let Ok(name) = std::str::from_utf8(extra.key) else {
+                        continue;
+                    };
+                    let both = format!("{name}{FLAG_SEPARATOR}{value}");
+                    slot.add(key, &both, 1, bad, sketch_size);
+                } else {
+                    slot.add(key, value, 1, bad, sketch_size);
+                }
             }
         }
         let values = resource_values(resource);
@@ -1027,11 +1032,24 @@ impl SpanAnalyzer {
         lifts
     }
 
+    /// Whether the extra key in `slot` is a pattern (`*.tenant`).
+    fn is_pattern(&self, slot: u8) -> bool {
+        self.config
+            .attributes
+            .get(usize::from(slot))
+            .is_some_and(|key| key.starts_with('*'))
+    }
+
     /// The reported key and value of a sketch value.
     fn key_name(&self, key: usize, value: &str) -> (String, String) {
         if key == FLAG_KEY {
             if let Some((flag, variant)) = value.split_once(FLAG_SEPARATOR) {
                 return (format!("feature_flag.{flag}"), variant.to_string());
+            }
+        }
+        if key >= DRILL_DOWN_KEYS.len() {
+            if let Some((name, value)) = value.split_once(FLAG_SEPARATOR) {
+                return (name.to_string(), value.to_string());
             }
         }
         let name = DRILL_DOWN_KEYS

@@ -580,6 +580,7 @@ fn drill_down_reads_flags_and_extra_keys() {
         batch.extras.push(crate::receiver::wire::ExtraValue {
             span: n as u32,
             slot: 0,
+            key: b"app.tenant",
             value: if failing {
                 ValueRef::Str("acme")
             } else {
@@ -602,7 +603,8 @@ fn drill_down_reads_flags_and_extra_keys() {
         .map(|lift| (lift.key.as_str(), lift.value.as_str()))
         .collect();
     assert!(keys.contains(&("feature_flag.new-cart", "on")), "{keys:?}");
-    assert!(keys.contains(&("*.tenant", "acme")), "{keys:?}");
+    // The key the pattern matched, not the pattern.
+    assert!(keys.contains(&("app.tenant", "acme")), "{keys:?}");
 }
 
 #[test]

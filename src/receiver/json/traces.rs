@@ -158,6 +158,7 @@ impl<'a> ScannedTraces<'a> {
                             extras.push(ExtraValue {
                                 span: index,
                                 slot,
+                                key,
                                 value: value_ref(scanner)?,
                             });
                         } else {
