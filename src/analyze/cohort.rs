@@ -101,6 +101,10 @@ struct Track {
     /// Consecutive normal evaluations while open.
     quiet: u32,
     open: Option<Incident>,
+    /// The siblings' spans and bad spans when last measured: once a new
+    /// version has replaced the others everywhere and they have left the
+    /// ring, an open incident is judged against them as they were.
+    control: Option<(u64, u64)>,
 }
 
 /// Watches every service's version and flag cohorts; see the module docs.
@@ -162,7 +166,18 @@ impl CohortWatch {
                 continue;
             }
             let control = spans.cohorts(&service, control.clone());
-            for finding in anomalous(&recent, &control, &self.config) {
+            let remembered = |cohort: &Cohort| {
+                let key = (
+                    service.to_string(),
+                    cohort.key.clone(),
+                    cohort.value.clone(),
+                );
+                self.tracks
+                    .get(&key)
+                    .filter(|track| track.open.is_some())
+                    .and_then(|track| track.control)
+            };
+            for finding in anomalous(&recent, &control, remembered, &self.config) {
                 let key = (
                     service.to_string(),
                     finding.cohort.key.clone(),
@@ -175,6 +190,7 @@ impl CohortWatch {
         for (key, finding) in &found {
             let track = self.tracks.entry(key.clone()).or_default();
             track.quiet = 0;
+            track.control = Some((finding.rest_spans, finding.rest_bad));
             if track.streak == 0 {
                 track.first_window = window;
             }
@@ -227,15 +243,25 @@ impl CohortWatch {
 /// `control` (a longer range ending at the same window, so a version that
 /// replaced all others in a rolling update is still compared with the
 /// version it replaced).
-fn anomalous(recent: &[Cohort], control: &[Cohort], config: &CohortConfig) -> Vec<Finding> {
+fn anomalous(
+    recent: &[Cohort],
+    control: &[Cohort],
+    remembered: impl Fn(&Cohort) -> Option<(u64, u64)>,
+    config: &CohortConfig,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
     for cohort in recent {
-        let (rest_spans, rest_bad) = control
+        let (mut rest_spans, mut rest_bad) = control
             .iter()
             .filter(|other| other.key == cohort.key && other.value != cohort.value)
             .fold((0, 0), |(spans, bad), other| {
                 (spans + other.spans, bad + other.bad.min(other.spans))
             });
+        if rest_spans < config.min_spans {
+            if let Some((spans, bad)) = remembered(cohort) {
+                (rest_spans, rest_bad) = (spans, bad);
+            }
+        }
         let cohort_bad = cohort.bad.min(cohort.spans);
         if cohort.spans < config.min_spans
             || rest_spans < config.min_spans
@@ -364,7 +390,7 @@ mod tests {
             cohort("service.version", "1.4.0", 300, 6),
             cohort("service.version", "1.5.0", 60, 20),
         ];
-        let found = anomalous(&cohorts, &cohorts, &CohortConfig::default());
+        let found = anomalous(&cohorts, &cohorts, |_| None, &CohortConfig::default());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].cohort.value, "1.5.0");
         assert!(found[0].z > 4.0);
@@ -379,27 +405,39 @@ mod tests {
             cohort("service.version", "1.4.0", 300, 15),
             cohort("service.version", "1.5.0", 300, 16),
         ];
-        assert!(anomalous(&same, &same, &config).is_empty());
+        assert!(anomalous(&same, &same, |_| None, &config).is_empty());
         // Too few spans or too few bad ones to say.
         let small = [
             cohort("service.version", "1.4.0", 300, 3),
             cohort("service.version", "1.5.0", 12, 6),
         ];
-        assert!(anomalous(&small, &small, &config).is_empty());
+        assert!(anomalous(&small, &small, |_| None, &config).is_empty());
         let few_bad = [
             cohort("service.version", "1.4.0", 300, 0),
             cohort("service.version", "1.5.0", 100, 5),
         ];
-        assert!(anomalous(&few_bad, &few_bad, &config).is_empty());
+        assert!(anomalous(&few_bad, &few_bad, |_| None, &config).is_empty());
         // One version: nothing to compare with.
         let alone = [cohort("service.version", "1.5.0", 300, 150)];
-        assert!(anomalous(&alone, &alone, &config).is_empty());
+        assert!(anomalous(&alone, &alone, |_| None, &config).is_empty());
         // Flag variants compare within their flag only.
         let flags = [
             cohort("feature_flag.a", "on", 100, 40),
             cohort("feature_flag.b", "on", 100, 2),
         ];
-        assert!(anomalous(&flags, &flags, &config).is_empty());
+        assert!(anomalous(&flags, &flags, |_| None, &config).is_empty());
+    }
+
+    #[test]
+    fn a_version_that_replaced_all_others_is_judged_against_them_as_they_were() {
+        let config = CohortConfig::default();
+        let recent = [cohort("service.version", "1.5.0", 120, 15)];
+        // The old version has left the ring: nothing to compare with...
+        assert!(anomalous(&recent, &recent, |_| None, &config).is_empty());
+        // ...unless it was measured while both ran.
+        let found = anomalous(&recent, &recent, |_| Some((400, 2)), &config);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].rest_spans, found[0].rest_bad), (400, 2));
     }
 
     #[test]
@@ -409,7 +447,7 @@ mod tests {
             cohort("feature_flag.new-checkout-flow", "on", 50, 18),
             cohort("service.version", "2.0.0", 100, 17),
         ];
-        let found = anomalous(&cohorts, &cohorts, &CohortConfig::default());
+        let found = anomalous(&cohorts, &cohorts, |_| None, &CohortConfig::default());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].cohort.key, "feature_flag.new-checkout-flow");
         assert_eq!(found[0].cohort.value, "on");

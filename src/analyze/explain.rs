@@ -116,6 +116,10 @@ pub(crate) fn explain(
             .then_with(|| b.lift.total_cmp(&a.lift))
             .then_with(|| a.key.cmp(&b.key))
     });
+    if let Some(spans) = context.spans {
+        let (all, bad) = spans.entry_spans(&origin, now.clone());
+        widen_scope(&mut origin_lifts, all, bad);
+    }
     // A version or flag variant the cohort comparison found failing on the
     // origin is the scope, whatever its share of today's spans (a bad
     // version rolled out everywhere carries every span).
@@ -235,6 +239,44 @@ fn cohort_lift(
         lift: bad_share / baseline_share.max(0.5 / (all as f64 + 1.0)),
         bad_spans: cohort.bad,
     })
+}
+
+/// Among the leading values (sorted narrowest first), a broader one is the
+/// better scope when the spans it adds to the narrowest one fail too: a
+/// region whose other zones fail as well, not a pod whose zone's other pods
+/// are healthy. Values of such keys nest (pod in host in zone in region),
+/// so the broader value's extra spans are its spans minus the narrower's.
+/// `all` and `bad` are the origin's entry spans and bad spans in the same
+/// windows as the lifts (`baseline_share` is then a share of `all`).
+fn widen_scope(lifts: &mut [AttributeLift], all: u64, bad: u64) {
+    let Some(first) = lifts.first() else {
+        return;
+    };
+    if all == 0 || bad == 0 {
+        return;
+    }
+    let (all, bad) = (all as f64, bad as f64);
+    let best = lifts.iter().map(|lift| lift.bad_share).fold(0.0, f64::max);
+    let spans_of = |lift: &AttributeLift| lift.baseline_share * all;
+    let bad_of = |lift: &AttributeLift| lift.bad_share * bad;
+    let mut chosen = 0;
+    let mut narrow = first.clone();
+    for (index, broad) in lifts.iter().enumerate().skip(1) {
+        if best - broad.bad_share > SAME_SHARE || spans_of(broad) <= spans_of(&narrow) {
+            continue;
+        }
+        let extra_spans = spans_of(broad) - spans_of(&narrow);
+        let extra_bad = (bad_of(broad) - bad_of(&narrow)).max(0.0);
+        let outside_spans = (all - spans_of(broad)).max(1.0);
+        let outside_bad = (bad - bad_of(broad)).max(0.0);
+        let extra_rate = extra_bad / extra_spans.max(1.0);
+        let outside_rate = outside_bad / outside_spans;
+        if extra_bad >= 3.0 && extra_rate >= 2.0 * outside_rate.max(0.01) {
+            chosen = index;
+            narrow = broad.clone();
+        }
+    }
+    lifts[..=chosen].rotate_right(1);
 }
 
 /// Shares of the bad spans this close to the best value's count as equal.
@@ -795,4 +837,49 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
     out.truncate(MAX_HYPOTHESES);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lift(key: &str, value: &str, bad_share: f64, baseline_share: f64) -> AttributeLift {
+        AttributeLift {
+            key: key.into(),
+            value: value.into(),
+            bad_share,
+            baseline_share,
+            lift: bad_share / baseline_share,
+            bad_spans: (bad_share * 100.0) as u64,
+        }
+    }
+
+    fn first(mut lifts: Vec<AttributeLift>) -> String {
+        // 1,000 spans, 100 bad.
+        widen_scope(&mut lifts, 1_000, 100);
+        format!("{}={}", lifts[0].key, lifts[0].value)
+    }
+
+    #[test]
+    fn a_pod_whose_zone_is_otherwise_healthy_stays_the_scope() {
+        // The pod carries 75 of the bad spans in 10% of the traffic; its
+        // zone adds 200 spans and 8 bad ones, the rate elsewhere.
+        let lifts = vec![
+            lift("k8s.pod.name", "cart-1", 0.75, 0.10),
+            lift("cloud.availability_zone", "us-east-1a", 0.83, 0.30),
+        ];
+        assert_eq!(first(lifts), "k8s.pod.name=cart-1");
+    }
+
+    #[test]
+    fn a_region_whose_other_zones_fail_too_is_the_scope() {
+        // The zone carries 88 bad spans in 25% of the traffic; the region
+        // adds 150 spans with 12 more bad ones, where outside the region
+        // nothing fails.
+        let lifts = vec![
+            lift("cloud.availability_zone", "eu-west-1c", 0.88, 0.25),
+            lift("cloud.region", "eu-west-1", 1.0, 0.40),
+        ];
+        assert_eq!(first(lifts), "cloud.region=eu-west-1");
+    }
 }
