@@ -19,7 +19,10 @@
 //! reaches `min_z`, with `min_spans` spans on each side and `min_bad` bad
 //! spans in the cohort. It opens an incident after `open_after` consecutive
 //! evaluations (one per closed window) and resolves after `resolve_after`
-//! evaluations without, as the per-series detectors do.
+//! evaluations without, as the per-series detectors do; while open it holds
+//! on half the evidence (half the bad spans and the rise, a z-score one
+//! lower). Once the other values have left the store's ring, an open
+//! cohort is compared with them as last measured.
 //!
 //! Like the rest of the analysis it reads the store and the span analysis
 //! and never a clock: replays give the same events.
@@ -45,8 +48,11 @@ pub struct CohortConfig {
     /// Fewest bad spans in the cohort. Default 8: a handful of slow
     /// requests on a new pod is not an incident.
     pub min_bad: u64,
-    /// Smallest rise of the bad share over the rest's. Default 10
-    /// percentage points.
+    /// Smallest rise of the bad share over the rest's. Default 5
+    /// percentage points: a bad version's slowness soon raises its
+    /// operation's p95 and with it the slow threshold, so what is left to
+    /// see may be its errors alone (a few percent), and the z-score guards
+    /// against noise.
     pub min_increase: f64,
     /// Smallest two-proportion z-score. Default 4 (one-sided p ≈ 3e-5 per
     /// comparison).
@@ -64,7 +70,7 @@ impl Default for CohortConfig {
             windows: 6,
             min_spans: 20,
             min_bad: 8,
-            min_increase: 0.10,
+            min_increase: 0.05,
             min_z: 4.0,
             open_after: 2,
             resolve_after: 3,
@@ -177,13 +183,34 @@ impl CohortWatch {
                     .filter(|track| track.open.is_some())
                     .and_then(|track| track.control)
             };
-            for finding in anomalous(&recent, &control, remembered, &self.config) {
-                let key = (
+            let key_of = |finding: &Finding| {
+                (
                     service.to_string(),
                     finding.cohort.key.clone(),
                     finding.cohort.value.clone(),
-                );
-                found.insert(key, finding);
+                )
+            };
+            for finding in anomalous(&recent, &control, &remembered, &self.config) {
+                found.insert(key_of(&finding), finding);
+            }
+            // An open incident stays open on half the evidence, as alerts
+            // with hysteresis do: a bad version's slowness raises its own
+            // slow threshold, so its bad share shrinks once it serves alone.
+            let staying = CohortConfig {
+                min_bad: self.config.min_bad / 2,
+                min_increase: self.config.min_increase / 2.0,
+                min_z: self.config.min_z - 1.0,
+                ..self.config.clone()
+            };
+            for finding in anomalous(&recent, &control, &remembered, &staying) {
+                let key = key_of(&finding);
+                let open = self
+                    .tracks
+                    .get(&key)
+                    .is_some_and(|track| track.open.is_some());
+                if open {
+                    found.entry(key).or_insert(finding);
+                }
             }
         }
         let mut events = Vec::new();

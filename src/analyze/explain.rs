@@ -408,12 +408,14 @@ fn patterns(
             }
             // Missing timeout: an unbounded tail while the callee is slow
             // or down.
-            if let (Some(p99), Some(max), Some(base)) = (current.p99, current.max, before.p99) {
+            // No ceiling: the slowest calls are far above the typical one
+            // (a timeout would hold them at one value), and they do not
+            // fail (a timeout would fail them).
+            if let (Some(p50), Some(p99), Some(max), Some(base)) =
+                (current.p50, current.p99, current.max, before.p99)
+            {
                 let callee_bad = members.contains(&callee.as_str());
-                if callee_bad
-                    && p99 >= 5.0 * base
-                    && max >= 1.25 * p99.max(1.0) * 0.9
-                    && error_rise < 0.05
+                if callee_bad && p99 >= 5.0 * base && max >= 2.0 * p50.max(1.0) && error_rise < 0.05
                 {
                     push(
                         PatternKind::MissingTimeout,
