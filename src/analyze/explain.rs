@@ -415,7 +415,7 @@ fn patterns(
                 (current.p50, current.p99, current.max, before.p99)
             {
                 let callee_bad = members.contains(&callee.as_str());
-                if callee_bad && p99 >= 5.0 * base && max >= 2.0 * p50.max(1.0) && error_rise < 0.05
+                if callee_bad && p99 >= 5.0 * base && max >= 1.5 * p50.max(1.0) && error_rise < 0.05
                 {
                     push(
                         PatternKind::MissingTimeout,

@@ -84,6 +84,11 @@ struct Group {
     /// The last ranking made while the baseline before the onset was still
     /// in the store's ring; kept once it has rotated out.
     ranking: Vec<(String, OriginEvidence, f64)>,
+    /// Cohort members that resolved while the group stays open: the version
+    /// or variant was found failing during this incident, and stays
+    /// evidence for its service (a bad version's failures can sink below
+    /// what the comparison needs once it serves alone).
+    past_cohorts: Vec<Incident>,
 }
 
 /// Groups per-service incidents into cascades and explains them.
@@ -293,6 +298,7 @@ impl Analyzer {
                     members,
                     incident,
                     ranking: Vec::new(),
+                    past_cohorts: Vec::new(),
                 },
             );
         }
@@ -343,6 +349,7 @@ impl Analyzer {
                                     members: BTreeMap::new(),
                                     incident: incident.clone(),
                                     ranking: Vec::new(),
+                                    past_cohorts: Vec::new(),
                                 },
                             );
                             opened.insert(id.clone());
@@ -371,7 +378,11 @@ impl Analyzer {
                         continue;
                     };
                     if let Some(group) = self.groups.get_mut(&group_id) {
-                        group.members.remove(&service);
+                        if let Some(member) = group.members.remove(&service) {
+                            if is_cohort(&member) {
+                                group.past_cohorts.push(member);
+                            }
+                        }
                         if group.members.is_empty() {
                             resolved_at.insert(
                                 group_id.clone(),
@@ -461,7 +472,14 @@ impl Analyzer {
             if baseline.end - baseline.start < MIN_BASELINE_WINDOWS && !group.ranking.is_empty() {
                 group.ranking.clone()
             } else {
-                rank(context, graph, &members, &incident)
+                let mut evidence = members.clone();
+                evidence.extend(
+                    group
+                        .past_cohorts
+                        .iter()
+                        .filter(|past| members.iter().any(|member| member.service == past.service)),
+                );
+                rank(context, graph, &evidence, &incident)
             };
         incident.root_causes = ranked
             .iter()
@@ -489,6 +507,15 @@ impl Analyzer {
         super::explain::explain(&mut incident, context, graph, &ranked, &self.config, before);
         (incident, ranked)
     }
+}
+
+/// Whether a member is a cohort's incident (see [`cohort`]).
+fn is_cohort(incident: &Incident) -> bool {
+    !incident.anomalies.is_empty()
+        && incident
+            .anomalies
+            .iter()
+            .all(|anomaly| anomaly.series_kind == cohort::SERIES_KIND)
 }
 
 /// Whether `caller`'s incident shows its calls to `callee`'s service
