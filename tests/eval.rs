@@ -127,3 +127,37 @@ fn a_failing_leaf_three_levels_down_is_ranked_first() {
     let outcome = run_rca("rca-cascade-errors");
     assert_eq!(outcome.faults[0].origin_rank, Some(1), "{outcome:#?}");
 }
+
+#[test]
+fn a_down_leaf_is_ranked_first() {
+    let outcome = run_rca("rca-cascade-down");
+    assert_eq!(outcome.faults[0].origin_rank, Some(1), "{outcome:#?}");
+}
+
+#[test]
+fn a_canary_is_found_by_its_version_and_its_deploy_is_named_first() {
+    let outcome = run_rca("rca-canary");
+    let fault = &outcome.faults[0];
+    assert_eq!(fault.origin_rank, Some(1), "{outcome:#?}");
+    assert_eq!(fault.change_first, Some(true), "{outcome:#?}");
+    assert_eq!(fault.scope_first, Some(true), "{outcome:#?}");
+    assert_eq!(fault.pattern_named, Some(true), "{outcome:#?}");
+}
+
+#[test]
+fn a_flag_flip_is_found_by_its_variant_and_the_flip_is_named_first() {
+    let outcome = run_rca("rca-flag-flip");
+    let fault = &outcome.faults[0];
+    assert_eq!(fault.origin_rank, Some(1), "{outcome:#?}");
+    assert_eq!(fault.change_first, Some(true), "{outcome:#?}");
+    assert_eq!(fault.scope_first, Some(true), "{outcome:#?}");
+}
+
+#[test]
+fn two_simultaneous_faults_are_two_incidents_each_with_its_origin_first() {
+    let outcome = run_rca("rca-two-faults");
+    assert_eq!(outcome.separate, Some(true), "{outcome:#?}");
+    for fault in &outcome.faults {
+        assert_eq!(fault.origin_rank, Some(1), "{outcome:#?}");
+    }
+}
