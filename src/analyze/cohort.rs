@@ -190,7 +190,7 @@ impl CohortWatch {
                     finding.cohort.value.clone(),
                 )
             };
-            for finding in anomalous(&recent, &control, &remembered, &self.config) {
+            for finding in anomalous(&recent, &control, remembered, &self.config) {
                 found.insert(key_of(&finding), finding);
             }
             // An open incident stays open on half the evidence, as alerts
@@ -202,7 +202,7 @@ impl CohortWatch {
                 min_z: self.config.min_z - 1.0,
                 ..self.config.clone()
             };
-            for finding in anomalous(&recent, &control, &remembered, &staying) {
+            for finding in anomalous(&recent, &control, remembered, &staying) {
                 let key = key_of(&finding);
                 let open = self
                     .tracks
