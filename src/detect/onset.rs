@@ -211,7 +211,7 @@ fn first_sub(
 /// Requests of `sub` slower than `threshold` microseconds: the buckets
 /// above it, and the share of the bucket it falls in that lies above it
 /// (log-uniform inside the bucket).
-fn slower_than(sub: &SubWindow, threshold: f64) -> f64 {
+pub(crate) fn slower_than(sub: &SubWindow, threshold: f64) -> f64 {
     let mut slower = 0.0;
     for bucket in 0..SUB_BUCKETS {
         let count = f64::from(sub.latency[bucket]);

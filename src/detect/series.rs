@@ -45,6 +45,18 @@
 //!   the relative threshold over the largest baseline window, and the p50
 //!   must have risen by it too: a p95 or p99 is a handful of requests, and
 //!   one window of a handful of slow requests is no evidence on its own.
+//! - **Enough slow requests** (span series): a latency anomaly also needs
+//!   the count of the window's requests over the threshold (the relative
+//!   and absolute rise over the baseline value) to be improbable under
+//!   the share the baseline allows there (binomial test at 1e-2; 5% over
+//!   the baseline p95, 1% over its p99), counted from the window's coarse
+//!   sub-window histograms. A p95 of a few dozen requests is two or three
+//!   of them: a series with a 2% slow path (a cache that misses to an
+//!   external API) has its p95 on that path in about one window in six,
+//!   and over days of traffic such windows also come in pairs beyond the
+//!   last hour's range (the multi-day evaluation found all of its false
+//!   incidents this way, before this test). A real slowdown moves many
+//!   requests, not two.
 //! - **Same time of day** (when `seasonality` is on): per 10-minute slot of
 //!   the day (UTC), the medians of the slot's windows on each of the last
 //!   three days, including anomalous windows (the profile records what
@@ -119,6 +131,17 @@ const LEVEL_MAD_FLOOR: f64 = 0.01;
 /// flips between two levels in more than one window in ten, it is the upper
 /// level, so only a rise above that counts.
 const UPPER_QUANTILE: f64 = 0.9;
+/// Significance of the count of slow requests a latency anomaly of span
+/// series needs (see `Judge::enough_slow`). A p95 of 40 requests is their
+/// second slowest: a dependency answering 2% of calls from a slow path
+/// (a cache miss to an external API) puts it there in one window in six
+/// by chance (2 or 3 slow of 30 to 60 requests: p about 0.2 to 0.5), and
+/// over days of traffic such windows also come in pairs and beyond the
+/// last hour's range. 1e-2 per window, with two windows needed to open,
+/// keeps that quiet, while a window that a slowdown reaches for only its
+/// last 4 s (6 slow of 28 requests: p = 0.005) still counts; 1e-3 made
+/// latency faults wait one more window.
+const LATENCY_SIGNIFICANCE: f64 = 1e-2;
 /// Flag on a window that produced an anomaly: skipped by the trailing
 /// baselines unless re-learned.
 const FLAG_ANOMALOUS: u32 = 1 << 31;
@@ -952,6 +975,10 @@ impl Judge<'_> {
             if scale.broad && !broad {
                 continue;
             }
+            let threshold = (config.latency_ratio * baseline).max(baseline + min_rise);
+            if scale.prefix.is_empty() && !self.enough_slow(threshold) {
+                continue;
+            }
             let severe = broad
                 && value >= config.severe_latency_ratio * baseline
                 && value.ln() >= highest + config.latency_ratio.ln();
@@ -987,6 +1014,39 @@ impl Judge<'_> {
             });
         }
         None
+    }
+
+    /// Whether enough of the window's requests were slower than
+    /// `threshold` (ms) for that to be unlikely under the baseline: a
+    /// binomial test of the count over the threshold (from the window's
+    /// coarse sub-window histograms) against the share of requests the
+    /// baseline allows over it, at [`LATENCY_SIGNIFICANCE`]. The share is
+    /// read off the baseline's quantile medians: `1 - q` for the highest
+    /// quantile `q` whose median lies at or below the threshold (5% above
+    /// its p95, 1% above its p99), never less than 1%, since nothing is
+    /// known beyond the p99. True when the window has no sub-windows (the
+    /// test cannot be made).
+    fn enough_slow(&self, threshold: f64) -> bool {
+        let Some(subs) = &self.stats.subs else {
+            return true;
+        };
+        let threshold_micros = threshold * crate::store::window::VALUE_SCALE;
+        let (mut requests, mut slow) = (0.0, 0.0);
+        for sub in subs {
+            requests += sub.latency.iter().map(|&n| f64::from(n)).sum::<f64>();
+            slow += super::onset::slower_than(sub, threshold_micros);
+        }
+        let mut share = 1.0;
+        for (index, quantile) in [0.5, 0.95, 0.99].into_iter().enumerate() {
+            if let Some(envelope) = self.baseline.ln_quantiles[index] {
+                if envelope.spread.median.exp() <= threshold {
+                    share = f64::min(share, 1.0 - quantile);
+                }
+            }
+        }
+        let share = share.max(0.01);
+        stats::binomial_upper_tail(slow.floor() as u64, requests as u64, share)
+            < LATENCY_SIGNIFICANCE
     }
 
     /// Whether the window's p50 rose by the relative threshold over its

@@ -287,9 +287,11 @@ pub fn topology() -> &'static Topology {
 
 /// The scenarios the evaluation runs: "healthy" and one per fault kind (two
 /// for errors: a whole service and one endpoint). Each is 40 minutes at the
-/// default rate with the fault starting at 30 minutes, so that detectors
-/// have warmed up; the memory leak runs 100 minutes, because a trend needs
-/// half an hour to be believed.
+/// default rate with the fault starting 6 s after minute 30, so that
+/// detectors have warmed up and the fault begins in the middle of a 10 s
+/// window, where the onset has to be placed by its sub-windows; the memory
+/// leak runs 100 minutes, because a trend needs half an hour to be
+/// believed.
 pub fn named_scenarios() -> Vec<(&'static str, Scenario)> {
     let minutes = |m: u64| Duration::from_secs(m * 60);
     let with = |spec: &str, length: u64| {
@@ -298,7 +300,7 @@ pub fn named_scenarios() -> Vec<(&'static str, Scenario)> {
             duration: minutes(length),
             faults: vec![Fault {
                 kind,
-                start: minutes(30),
+                start: minutes(30) + Duration::from_secs(6),
                 duration: None,
             }],
             ..Scenario::default()

@@ -104,7 +104,9 @@ fn sub_windows_show_where_in_the_window_a_change_began() {
 
 #[test]
 fn sub_buckets_double() {
-    use window::{sub_bucket, sub_bucket_bounds, SUB_BUCKETS};
+    use window::{sub_bucket, sub_bucket_bounds, SubWindows, SUB_BUCKETS};
+    // As documented in `store::window`: 200 bytes per window.
+    assert_eq!(std::mem::size_of::<SubWindows>(), 200);
     assert_eq!(sub_bucket(0), 0);
     assert_eq!(sub_bucket(249), 0);
     assert_eq!(sub_bucket(250), 1);
