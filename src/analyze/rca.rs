@@ -45,6 +45,9 @@ const ANOMALOUS_STRENGTH: f64 = 0.5;
 /// Fewest baseline windows (before the onset, still in the ring) for a
 /// new ranking.
 pub(crate) const MIN_BASELINE_WINDOWS: i64 = 6;
+/// For how many windows after opening an incident is ranked again at each
+/// window close (two minutes of 10 s windows), events or not.
+const REFRESH_WINDOWS: u64 = 12;
 
 /// Settings of the root-cause analysis.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +105,8 @@ pub struct Analyzer {
     /// Version and flag cohorts compared with their siblings; their
     /// incidents join the groups like the detector's.
     cohorts: CohortWatch,
+    /// The last closed window young groups were looked at again for.
+    refreshed: Option<i64>,
 }
 
 /// A member's key within the analysis: the detector's incidents are one
@@ -315,7 +320,26 @@ impl Analyzer {
         if let Some(spans) = context.spans {
             events.extend(self.cohorts.evaluate(context.store, spans));
         }
-        if events.is_empty() {
+        // Young incidents are looked at again each time a window closes:
+        // the evidence (a callee that stopped answering, a hanging one)
+        // grows after the opening, while their members may send no event.
+        let closed = context.store.closed_through();
+        let mut refresh: BTreeSet<String> = BTreeSet::new();
+        if closed.is_some() && closed != self.refreshed {
+            self.refreshed = closed;
+            let window = context.store.config().window.as_nanos() as u64;
+            let horizon = window.saturating_mul(REFRESH_WINDOWS);
+            let now = closed.map_or(0, |index| context.store.window_start(index + 1));
+            refresh.extend(
+                self.groups
+                    .iter()
+                    .filter(|(_, group)| {
+                        now.saturating_sub(group.incident.opened_unix_nanos) <= horizon
+                    })
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        if events.is_empty() && refresh.is_empty() {
             return Vec::new();
         }
         let graph = Graph::new(context.store);
@@ -333,7 +357,7 @@ impl Analyzer {
             })
             .collect();
         let mut opened: BTreeSet<String> = BTreeSet::new();
-        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut touched: BTreeSet<String> = refresh;
         let mut resolved_at: BTreeMap<String, u64> = BTreeMap::new();
         for event in events {
             match event {
@@ -463,6 +487,10 @@ impl Analyzer {
     ) -> (Incident, Vec<(String, OriginEvidence, f64)>) {
         let members: Vec<&Incident> = group.members.values().collect();
         let mut incident = merge(id, &members);
+        // An incident's severity never goes down while it is open: alerts
+        // are escalated, never de-escalated (the resolution goes to the
+        // alert at the highest severity reached).
+        incident.severity = incident.severity.max(before.severity);
         // Evidence compares the incident with the windows before its onset;
         // once those have left the ring, the last ranking made with them
         // stands (a ranking against a baseline that is itself the outage
