@@ -92,6 +92,10 @@ struct Group {
     /// evidence for its service (a bad version's failures can sink below
     /// what the comparison needs once it serves alone).
     past_cohorts: Vec<Incident>,
+    /// Services found to have stopped answering during this incident: the
+    /// finding stands even when a later look cannot repeat it (the calls
+    /// to a dead callee may be named differently once nothing answers).
+    stopped: BTreeSet<String>,
 }
 
 /// Groups per-service incidents into cascades and explains them.
@@ -304,6 +308,7 @@ impl Analyzer {
                     incident,
                     ranking: Vec::new(),
                     past_cohorts: Vec::new(),
+                    stopped: BTreeSet::new(),
                 },
             );
         }
@@ -374,6 +379,7 @@ impl Analyzer {
                                     incident: incident.clone(),
                                     ranking: Vec::new(),
                                     past_cohorts: Vec::new(),
+                                    stopped: BTreeSet::new(),
                                 },
                             );
                             opened.insert(id.clone());
@@ -439,6 +445,12 @@ impl Analyzer {
             let before = group.incident.clone();
             let (incident, ranking) = self.build(&group_id, &group, context, &graph, &before);
             group.incident = incident;
+            group.stopped.extend(
+                ranking
+                    .iter()
+                    .filter(|(_, evidence, _)| evidence.down)
+                    .map(|(service, _, _)| service.clone()),
+            );
             group.ranking = ranking;
             if opened.contains(&group_id) {
                 out.push(IncidentEvent::Opened(group.incident.clone()));
@@ -507,7 +519,7 @@ impl Analyzer {
                         .iter()
                         .filter(|past| members.iter().any(|member| member.service == past.service)),
                 );
-                rank(context, graph, &evidence, &incident)
+                rank(context, graph, &evidence, &incident, &group.stopped)
             };
         incident.root_causes = ranked
             .iter()
@@ -653,6 +665,7 @@ fn rank(
     graph: &Graph,
     members: &[&Incident],
     incident: &Incident,
+    stopped: &BTreeSet<String>,
 ) -> Vec<(String, OriginEvidence, f64)> {
     let store = context.store;
     let (now, before) = ranges(store, incident);
@@ -689,7 +702,8 @@ fn rank(
         let (ratio, increase) = own_evidence(store, service, &now, &before);
         evidence.own_time_ratio = ratio;
         evidence.local_error_increase = increase;
-        evidence.down = stopped_answering(store, graph, service, &now, &before);
+        evidence.down =
+            stopped.contains(service) || stopped_answering(store, graph, service, &now, &before);
         let anomalies = incidents.iter().flat_map(|member| &member.anomalies);
         let mut degraded_calls = Vec::new();
         for anomaly in anomalies {
