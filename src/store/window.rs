@@ -58,6 +58,7 @@ pub type SubWindows = [SubWindow; SUB_WINDOWS];
 /// The coarse latency bucket of a latency in microseconds: 0 below
 /// [`SUB_BUCKET_FIRST_MICROS`], then one bucket per doubling, the last one
 /// open-ended.
+#[inline]
 pub fn sub_bucket(latency_micros: u64) -> usize {
     let steps = latency_micros / SUB_BUCKET_FIRST_MICROS;
     // steps in [2^(b-1), 2^b) falls in bucket b.
@@ -83,6 +84,15 @@ pub fn sub_bucket_bounds(bucket: usize) -> (u64, u64) {
 }
 
 impl SubWindow {
+    /// Adds one span: the hot path, kept to a few instructions.
+    #[inline]
+    fn add_span(&mut self, latency: u64, error: bool) {
+        self.requests = self.requests.saturating_add(1);
+        self.errors = self.errors.saturating_add(u32::from(error));
+        let bucket = &mut self.latency[sub_bucket(latency)];
+        *bucket = bucket.saturating_add(1);
+    }
+
     /// Adds `count` requests, `errors` of them failed, each with `latency`
     /// microseconds when given.
     fn add(&mut self, count: u64, errors: u64, latency: Option<u64>) {
@@ -236,6 +246,7 @@ impl Window {
 
     /// Sub-window `sub` (clamped to the last), allocating the sub-windows
     /// on first use.
+    #[inline]
     fn sub_mut(&mut self, sub: usize) -> &mut SubWindow {
         let subs = self.subs.get_or_insert_with(Box::default);
         &mut subs[sub.min(SUB_WINDOWS - 1)]
@@ -338,7 +349,7 @@ impl Ring {
         window.errors += u64::from(error);
         record_n(window.histogram_mut(), latency, 1);
         window.exemplars.offer(latency, error, trace_id);
-        window.sub_mut(sub).add(1, u64::from(error), Some(latency));
+        window.sub_mut(sub).add_span(latency, error);
         true
     }
 
