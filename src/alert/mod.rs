@@ -53,7 +53,7 @@ pub use mapping::{alertname, Mapping};
 pub use sender::Backoff;
 
 use alertmanager::{AlertKey, AlertmanagerSink};
-use sender::Outbox;
+use sender::{Outbox, Sink};
 use webhook::WebhookSink;
 
 use crate::detect::incident::IncidentEvent;
@@ -202,36 +202,24 @@ impl Alerter {
         } = self;
         let senders_stop = CancellationToken::new();
         let mut loops = JoinSet::new();
-        let mut am_outboxes = Vec::with_capacity(alertmanagers.len());
-        for (outbox, sink) in alertmanagers {
-            am_outboxes.push(Arc::clone(&outbox));
-            loops.spawn(sender::deliver(
-                sink,
-                outbox,
-                backoff,
-                senders_stop.clone(),
-                flush_for,
-            ));
-        }
-        let mut hook_outboxes = Vec::with_capacity(webhooks.len());
-        for (outbox, sink) in webhooks {
-            hook_outboxes.push(Arc::clone(&outbox));
-            loops.spawn(sender::deliver(
-                sink,
-                outbox,
-                backoff,
-                senders_stop.clone(),
-                flush_for,
-            ));
-        }
+        let senders = Senders {
+            backoff,
+            stop: &senders_stop,
+            flush_for,
+        };
+        let am_outboxes = senders.spawn(alertmanagers, &mut loops);
+        let hook_outboxes = senders.spawn(webhooks, &mut loops);
         let mut dispatch = Dispatch {
             tracker,
             alertmanagers: am_outboxes,
             webhooks: hook_outboxes,
             sequence: 0,
         };
+        // Restored incidents go to the Alertmanagers only: webhook
+        // receivers already had their events, and a webhook post is an
+        // event, not a state that expires.
         for event in restored {
-            dispatch.restored(event);
+            dispatch.send_to_alertmanagers(&event);
         }
 
         let mut resend =
@@ -263,6 +251,38 @@ impl Alerter {
     }
 }
 
+/// The queue of a sink's target.
+type SinkOutbox<S> = Outbox<<S as Sink>::Key, <S as Sink>::Item>;
+
+/// How the delivery loops run: their backoff, stop and flush bound.
+struct Senders<'a> {
+    backoff: Backoff,
+    stop: &'a CancellationToken,
+    flush_for: Duration,
+}
+
+impl Senders<'_> {
+    /// Starts one delivery loop per target; returns their queues.
+    fn spawn<S: Sink>(
+        &self,
+        targets: Vec<(Arc<SinkOutbox<S>>, S)>,
+        loops: &mut JoinSet<()>,
+    ) -> Vec<Arc<SinkOutbox<S>>> {
+        let mut outboxes = Vec::with_capacity(targets.len());
+        for (outbox, sink) in targets {
+            outboxes.push(Arc::clone(&outbox));
+            loops.spawn(sender::deliver(
+                sink,
+                outbox,
+                self.backoff,
+                self.stop.clone(),
+                self.flush_for,
+            ));
+        }
+        outboxes
+    }
+}
+
 /// The dispatcher's state: turns events into queued items for each target.
 struct Dispatch {
     tracker: Option<Tracker>,
@@ -283,13 +303,6 @@ impl Dispatch {
                 outbox.push([(sequence, Arc::clone(&event))]);
             }
         }
-    }
-
-    /// A restored incident goes to the Alertmanagers only: webhook
-    /// receivers already had its events, and a webhook post is an event,
-    /// not a state that expires.
-    fn restored(&mut self, event: IncidentEvent) {
-        self.send_to_alertmanagers(&event);
     }
 
     fn send_to_alertmanagers(&mut self, event: &IncidentEvent) {

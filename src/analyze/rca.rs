@@ -1003,6 +1003,16 @@ mod tests {
         }
     }
 
+    /// What the analysis reads in these tests: the store, no span
+    /// analysis, the (empty) change log.
+    fn context<'a>(store: &'a Store, changes: &'a ChangeLog) -> Context<'a> {
+        Context {
+            store,
+            spans: None,
+            changes,
+        }
+    }
+
     /// The callee whose calls a test incident shows degraded.
     fn callee_of(service: &str) -> Option<&'static str> {
         match service {
@@ -1050,11 +1060,7 @@ mod tests {
     fn connected_services_close_in_time_are_one_incident() {
         let store = store();
         let changes = ChangeLog::default();
-        let context = Context {
-            store: &store,
-            spans: None,
-            changes: &changes,
-        };
+        let context = context(&store, &changes);
         let mut analyzer = Analyzer::new(RcaConfig::default());
         let first = analyzer.process(vec![IncidentEvent::Opened(incident("payment", 0))], context);
         assert_eq!(opened(&first).len(), 1);
@@ -1105,11 +1111,7 @@ mod tests {
     fn two_faults_behind_one_caller_are_two_incidents() {
         let store = store();
         let changes = ChangeLog::default();
-        let context = Context {
-            store: &store,
-            spans: None,
-            changes: &changes,
-        };
+        let context = context(&store, &changes);
         let mut analyzer = Analyzer::new(RcaConfig::default());
         // frontend's calls to checkout degrade; search fails on its own at
         // the same time, and frontend's calls to it show nothing.
@@ -1141,11 +1143,7 @@ mod tests {
     fn a_caller_with_an_anomalous_callee_is_ranked_below_it() {
         let store = store();
         let changes = ChangeLog::default();
-        let context = Context {
-            store: &store,
-            spans: None,
-            changes: &changes,
-        };
+        let context = context(&store, &changes);
         let mut analyzer = Analyzer::new(RcaConfig::default());
         let events = analyzer.process(
             vec![
