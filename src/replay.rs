@@ -4,9 +4,10 @@
 //! Input is OTLP JSON lines, one `Export*ServiceRequest` per line, or
 //! length-delimited OTLP protobuf (the two formats of the OTel Collector's
 //! file exporter), optionally gzip-compressed; see [`input`]. A reader
-//! thread reads and decodes ahead (JSON with the scanning readers of
-//! `receiver::json`, protobuf traces with the zero-copy `receiver::wire`);
-//! recording and detection run on the calling thread in input order. The
+//! thread cuts the input into items and decoding threads decode them ahead
+//! (JSON with the scanning readers of `receiver::json`, protobuf traces with
+//! the zero-copy `receiver::wire`); recording and detection run on the
+//! calling thread in input order. The
 //! store's clock is the newest event time seen so far; after each line,
 //! client spans whose pairing timed out (in event time) are resolved and the
 //! engine closes every window the watermark (newest event time minus the
@@ -15,6 +16,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -426,11 +428,14 @@ pub fn open_counted(
 /// (JSON lines or length-delimited protobuf, told from its first byte),
 /// handing each batch of events to `emit`.
 ///
-/// Reading and decoding run on a second thread ahead of recording: trace
-/// messages and lines become views that borrow their bytes (handed over
-/// together), metric and log requests prost types. Recording and detection
-/// stay on this thread in input order, so the output is the same as a
-/// sequential replay's. Items go back to the reader thread once recorded,
+/// A reader thread cuts the input into items (lines or messages, slices of
+/// large chunks, not copied one by one) and deals them in turn to
+/// [`decode_workers`] decoding threads: trace messages and lines become
+/// views that borrow their bytes (handed over together), metric and log
+/// requests prost types. Recording and detection stay on this thread, which
+/// takes the decoded items back from the workers in the same turn, so they
+/// are recorded in input order and the output is the same as a sequential
+/// replay's. Items go back to the worker that decoded them once recorded,
 /// to be freed where they were allocated (cheaper for the allocator than
 /// freeing them here).
 pub fn replay_input(
@@ -443,26 +448,44 @@ pub fn replay_input(
         path: path.to_path_buf(),
         source,
     })?;
-    let (sender, receiver) =
-        std::sync::mpsc::sync_channel::<Result<Prepared, ReplayError>>(PREPARED_AHEAD);
-    let (recycle, recycled) = std::sync::mpsc::channel::<Prepared>();
+    let workers = decode_workers();
+    let mut jobs = Vec::with_capacity(workers);
+    let mut decoded = Vec::with_capacity(workers);
+    let mut recycle = Vec::with_capacity(workers);
+    let mut ends = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (job, job_end) = std::sync::mpsc::sync_channel::<Job>(PREPARED_AHEAD);
+        let (done, done_end) =
+            std::sync::mpsc::sync_channel::<Result<Prepared, ReplayError>>(PREPARED_AHEAD);
+        let (free, free_end) = std::sync::mpsc::channel::<Prepared>();
+        jobs.push(job);
+        decoded.push(done_end);
+        recycle.push(free);
+        ends.push((job_end, done, free_end));
+    }
     let extra = replay.spans.extra_keys().clone();
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let reader = Reader {
+        for (jobs, done, recycled) in ends {
+            let decoder = Decoder {
                 path,
                 format,
-                extra,
-                sender,
-                recycled,
+                extra: extra.clone(),
             };
-            reader.run(input)
-        });
-        for prepared in receiver {
+            spawn_named(scope, "replay-decode", move || {
+                decoder.run(&jobs, &done, &recycled);
+            });
+        }
+        spawn_named(scope, "replay-read", move || cut(format, input, &jobs));
+        for turn in (0..workers).cycle() {
+            // A worker hangs up once the reader has ended and its last item
+            // went out; items are dealt in turn, so this is the end.
+            let Ok(prepared) = decoded[turn].recv() else {
+                break;
+            };
             let prepared = prepared?;
             let events = replay.feed_prepared(&prepared)?;
-            // The reader may have finished; then this thread frees it.
-            let _ = recycle.send(prepared);
+            // The worker may have finished; then this thread frees it.
+            let _ = recycle[turn].send(prepared);
             if !events.is_empty() {
                 emit(&events);
             }
@@ -471,8 +494,65 @@ pub fn replay_input(
     })
 }
 
-/// Items the reader thread may be ahead of recording.
-const PREPARED_AHEAD: usize = 64;
+/// Starts a named thread in `scope` (the name shows in `top -H` and
+/// profiles).
+fn spawn_named<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    work: impl FnOnce() + Send + 'scope,
+) {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn_scoped(scope, work)
+        .expect("the operating system refused to start a replay thread");
+}
+
+/// Items each decoding worker may be ahead of recording.
+const PREPARED_AHEAD: usize = 32;
+
+/// How many threads decode replay input: one per core the process may
+/// use (at most four), since recording on its own thread is usually
+/// quicker than decoding and the threads share the cores.
+fn decode_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get().clamp(1, 4))
+}
+
+/// An input item, cut but not decoded, for a decoding worker.
+enum Job {
+    /// A line or message and its number (from 1).
+    Item(usize, Bytes),
+    /// The input could not be read any further at item `number`.
+    Failed(usize, std::io::Error),
+}
+
+/// The reader thread: cuts `input` into items and deals them to the
+/// workers in turn. Stops at the end, at the first read error, or when
+/// recording has stopped.
+fn cut(format: Format, mut input: Box<dyn BufRead + Send>, jobs: &[SyncSender<Job>]) {
+    let mut chunks = chunks::Chunks::new(&mut input);
+    let mut number = 0;
+    for turn in (0..jobs.len()).cycle() {
+        let job = loop {
+            number += 1;
+            let item = match format {
+                Format::JsonLines => chunks.line(),
+                Format::Protobuf => chunks.message(),
+            };
+            match item {
+                Ok(None) => return,
+                // Blank lines keep their number but are not items.
+                Ok(Some(line))
+                    if format == Format::JsonLines && line.iter().all(u8::is_ascii_whitespace) => {}
+                Ok(Some(item)) => break Job::Item(number, item),
+                Err(error) => break Job::Failed(number, error),
+            }
+        };
+        let failed = matches!(job, Job::Failed(..));
+        if jobs[turn].send(job).is_err() || failed {
+            return;
+        }
+    }
+}
 
 self_cell::self_cell!(
     /// A trace message read by the zero-copy wire reader, with its bytes.
@@ -555,46 +635,39 @@ fn json_signal(line: &[u8]) -> Option<Signal> {
     }
 }
 
-/// The reader thread's state.
-struct Reader<'a> {
+/// A decoding worker of [`replay_input`].
+struct Decoder<'a> {
     path: &'a Path,
     format: Format,
     /// The extra span attribute keys the span analysis collects.
     extra: ExtraKeys,
-    sender: std::sync::mpsc::SyncSender<Result<Prepared, ReplayError>>,
-    /// Items recorded, to be freed here.
-    recycled: std::sync::mpsc::Receiver<Prepared>,
 }
 
-impl Reader<'_> {
-    /// Reads items, decodes them, and sends everything in input order.
-    /// Stops at the first read error or when the recording side hangs up.
-    fn run(self, mut input: Box<dyn BufRead + Send>) {
-        let mut chunks = chunks::Chunks::new(&mut input);
-        let mut number = 0;
-        loop {
-            number += 1;
-            let item = match self.format {
-                Format::JsonLines => match chunks.line() {
-                    Ok(None) => return,
-                    Ok(Some(line)) => {
-                        if line.iter().all(u8::is_ascii_whitespace) {
-                            continue;
-                        }
-                        self.prepare_line(line)
-                    }
-                    Err(source) => {
-                        let _ = self.sender.send(Err(ReplayError::Read {
+impl Decoder<'_> {
+    /// Decodes the items dealt to this worker and sends them back in the
+    /// order they came; frees the items recording is done with. Stops when
+    /// the reader has ended (after its last item) or recording has stopped.
+    fn run(
+        &self,
+        jobs: &Receiver<Job>,
+        done: &SyncSender<Result<Prepared, ReplayError>>,
+        recycled: &Receiver<Prepared>,
+    ) {
+        for job in jobs {
+            let (number, item) = match job {
+                Job::Item(number, bytes) => match self.format {
+                    Format::JsonLines => (number, self.prepare_line(bytes)),
+                    Format::Protobuf => (number, self.prepare_message(bytes)),
+                },
+                Job::Failed(number, error) => match self.format {
+                    Format::JsonLines => {
+                        let _ = done.send(Err(ReplayError::Read {
                             path: self.path.to_path_buf(),
-                            source,
+                            source: error,
                         }));
                         return;
                     }
-                },
-                Format::Protobuf => match chunks.message() {
-                    Ok(None) => return,
-                    Ok(Some(message)) => self.prepare_message(message),
-                    Err(error) => PreparedItem::Invalid(error.to_string()),
+                    Format::Protobuf => (number, PreparedItem::Invalid(error.to_string())),
                 },
             };
             let stop = matches!(item, PreparedItem::Invalid(_));
@@ -606,10 +679,10 @@ impl Reader<'_> {
                 },
                 item,
             };
-            if self.sender.send(Ok(prepared)).is_err() || stop {
+            if done.send(Ok(prepared)).is_err() || stop {
                 return;
             }
-            while self.recycled.try_recv().is_ok() {}
+            while recycled.try_recv().is_ok() {}
         }
     }
 

@@ -104,6 +104,7 @@ use super::config::{base_name, DetectConfig};
 use super::stats::{self, Spread};
 use super::{Anomaly, AnomalyKind, Readiness, SeriesInfo, Severity, WindowStats};
 use crate::store::SeriesKind;
+use sorted::Sorted;
 
 /// Length of one time-of-day slot. Ten minutes follows a daily ramp closely
 /// enough while a slot still holds 60 windows of 10 s to take a median of.
@@ -210,6 +211,10 @@ pub struct SeriesDetector {
     /// neither kept nor judged.
     #[serde(default)]
     distribution: bool,
+    /// The usable windows' values, sorted; rebuilt from `history` when
+    /// `None` (after a restore, or changes too broad to follow).
+    #[serde(skip)]
+    sorted: Option<Sorted>,
 }
 
 /// What one window left behind: 32 bytes.
@@ -297,6 +302,7 @@ enum Role {
 /// The trailing baseline, computed fresh for each window from the usable
 /// (not anomalous, not stale) windows.
 #[derive(Debug, Default)]
+#[cfg_attr(test, derive(PartialEq))]
 struct Baseline {
     /// Usable windows the baseline was computed from.
     windows: usize,
@@ -317,6 +323,7 @@ struct Baseline {
 /// A baseline measure: its median and MAD, and the range its windows
 /// spanned.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(test, derive(PartialEq))]
 struct Envelope {
     /// Median and MAD.
     spread: Spread,
@@ -393,6 +400,7 @@ impl SeriesDetector {
             open_slot: None,
             trend: None,
             distribution: false,
+            sorted: None,
         }
     }
 
@@ -457,6 +465,7 @@ impl SeriesDetector {
                 self.history = VecDeque::new();
                 self.profile = Vec::new();
                 self.trend = None;
+                self.sorted = None;
             }
             return Vec::new();
         }
@@ -474,6 +483,7 @@ impl SeriesDetector {
                 window.level = f32::NAN;
             }
             self.trend = None;
+            self.sorted = None;
         }
 
         if config.seasonality {
@@ -489,6 +499,8 @@ impl SeriesDetector {
         let mut anomalies = Vec::new();
         {
             let baseline = self.baseline(config);
+            #[cfg(test)]
+            assert_eq!(baseline, self.fresh_baseline(config));
             let judge = Judge {
                 config,
                 stats,
@@ -534,8 +546,16 @@ impl SeriesDetector {
             summary.level = f32::NAN;
         }
         self.history.push_back(summary);
+        if let Some(sorted) = self.sorted.as_mut().filter(|_| summary.usable()) {
+            sorted.add(&summary);
+        }
         while self.history.len() > config.history_windows.max(1) {
-            self.history.pop_front();
+            let Some(oldest) = self.history.pop_front() else {
+                break;
+            };
+            if let Some(sorted) = self.sorted.as_mut().filter(|_| oldest.usable()) {
+                sorted.remove(&oldest);
+            }
         }
         self.forgive_blip();
         self.relearn(config);
@@ -557,6 +577,7 @@ impl SeriesDetector {
         self.profile = Vec::new();
         self.open_slot = None;
         self.trend = None;
+        self.sorted = None;
     }
 
     /// Which detectors apply, under `config`.
@@ -578,7 +599,23 @@ impl SeriesDetector {
     }
 
     /// The trailing baseline from the usable windows.
-    fn baseline(&self, config: &DetectConfig) -> Baseline {
+    fn baseline(&mut self, config: &DetectConfig) -> Baseline {
+        let min_requests = config.error_min_requests;
+        match &self.sorted {
+            Some(sorted) if sorted.fits(min_requests) => sorted.baseline(),
+            _ => {
+                let sorted = Sorted::build(self.history.iter(), min_requests);
+                let baseline = sorted.baseline();
+                self.sorted = Some(sorted);
+                baseline
+            }
+        }
+    }
+
+    /// The trailing baseline selected afresh from the history: what
+    /// [`Sorted`] must always agree with.
+    #[cfg(test)]
+    fn fresh_baseline(&self, config: &DetectConfig) -> Baseline {
         let usable = || self.history.iter().filter(|window| window.usable());
         let n_usable = usable().count();
         let mut baseline = Baseline {
@@ -641,6 +678,10 @@ impl SeriesDetector {
         let blip = &mut self.history[n - 2];
         if blip.anomalous() && before_blip_normal {
             blip.requests_flags &= !FLAG_ANOMALOUS;
+            let blip = *blip;
+            if let Some(sorted) = self.sorted.as_mut().filter(|_| blip.usable()) {
+                sorted.add(&blip);
+            }
         }
     }
 
@@ -665,6 +706,7 @@ impl SeriesDetector {
             return;
         }
         let split = self.history.len() - run;
+        self.sorted = None;
         for (index, window) in self.history.iter_mut().enumerate() {
             if index < split {
                 window.requests_flags |= FLAG_STALE;
@@ -1492,6 +1534,7 @@ fn severity(severe: bool) -> Severity {
 }
 
 /// Median and MAD of `values` when there are enough of them.
+#[cfg(test)]
 fn robust(values: &mut [f64]) -> Option<Spread> {
     if values.len() < MIN_BASELINE_WINDOWS {
         return None;
@@ -1500,6 +1543,7 @@ fn robust(values: &mut [f64]) -> Option<Spread> {
 }
 
 /// Median, MAD and range of `values` when there are enough of them.
+#[cfg(test)]
 fn envelope(values: &mut [f64]) -> Option<Envelope> {
     if values.len() < MIN_BASELINE_WINDOWS {
         return None;
@@ -1657,5 +1701,6 @@ mod info_serde {
     }
 }
 
+mod sorted;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,274 @@
+//! The usable windows' values, kept sorted as windows come and go.
+//!
+//! Every closed window is judged against the median, MAD and range of up to
+//! `history_windows` (default 360) earlier windows, for six measures. Picking
+//! those out of the whole history anew for every series and every window was
+//! a fifth of replay's recording time. Kept sorted, each measure's median is
+//! read off directly and its MAD found by walking out from the median, while
+//! a window entering or leaving the baseline costs one insertion or removal.
+//!
+//! The results are exactly those of selecting over the history (the same
+//! values, compared with `total_cmp`, combined with the same arithmetic);
+//! a property test checks this against [`SeriesDetector::fresh_baseline`].
+
+use std::cmp::Ordering;
+
+use super::{Baseline, Envelope, WindowSummary, MIN_BASELINE_WINDOWS, UPPER_QUANTILE};
+use crate::detect::stats::Spread;
+
+/// The values of the usable windows, each measure sorted ascending.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Sorted {
+    /// The `error_min_requests` the error rates were taken with.
+    error_min_requests: u64,
+    /// Usable windows.
+    windows: usize,
+    errors_total: u64,
+    requests_total: u64,
+    requests: Vec<f64>,
+    /// Error rates of the windows with at least `error_min_requests`.
+    error_rates: Vec<f64>,
+    /// Finite ln p50, p95, p99.
+    ln_quantiles: [Vec<f64>; 3],
+    /// Finite levels.
+    level: Vec<f64>,
+}
+
+impl Sorted {
+    /// The sorted values of the usable windows of `history`.
+    pub(super) fn build<'a>(
+        history: impl Iterator<Item = &'a WindowSummary>,
+        error_min_requests: u64,
+    ) -> Self {
+        let mut sorted = Sorted {
+            error_min_requests,
+            ..Sorted::default()
+        };
+        for window in history.filter(|window| window.usable()) {
+            sorted.count(window, 1);
+            sorted.visit(window, |values, value| values.push(value));
+        }
+        for values in sorted.measures_mut() {
+            values.sort_unstable_by(f64::total_cmp);
+        }
+        sorted
+    }
+
+    /// Whether it was built for this `error_min_requests`.
+    pub(super) fn fits(&self, error_min_requests: u64) -> bool {
+        self.error_min_requests == error_min_requests
+    }
+
+    /// A usable window joins the baseline.
+    pub(super) fn add(&mut self, window: &WindowSummary) {
+        self.count(window, 1);
+        self.visit(window, insert);
+    }
+
+    /// A usable window leaves the baseline.
+    pub(super) fn remove(&mut self, window: &WindowSummary) {
+        self.count(window, -1);
+        self.visit(window, remove);
+    }
+
+    /// Counts the window in (`sign` 1) or out (-1) of the totals.
+    fn count(&mut self, window: &WindowSummary, sign: i8) {
+        let (errors, requests) = (u64::from(window.errors), u64::from(window.requests()));
+        if sign > 0 {
+            self.windows += 1;
+            self.errors_total += errors;
+            self.requests_total += requests;
+        } else {
+            self.windows = self.windows.saturating_sub(1);
+            self.errors_total = self.errors_total.saturating_sub(errors);
+            self.requests_total = self.requests_total.saturating_sub(requests);
+        }
+    }
+
+    /// Applies `apply` to each measure's vector with the window's value for
+    /// it.
+    fn visit(&mut self, window: &WindowSummary, mut apply: impl FnMut(&mut Vec<f64>, f64)) {
+        apply(&mut self.requests, f64::from(window.requests()));
+        if u64::from(window.requests()) >= self.error_min_requests.max(1) {
+            apply(
+                &mut self.error_rates,
+                f64::from(window.errors) / f64::from(window.requests()),
+            );
+        }
+        for (values, value) in self.ln_quantiles.iter_mut().zip(window.ln_quantiles) {
+            if value.is_finite() {
+                apply(values, f64::from(value));
+            }
+        }
+        if window.level.is_finite() {
+            apply(&mut self.level, f64::from(window.level));
+        }
+    }
+
+    fn measures_mut(&mut self) -> impl Iterator<Item = &mut Vec<f64>> {
+        [&mut self.requests, &mut self.error_rates, &mut self.level]
+            .into_iter()
+            .chain(self.ln_quantiles.iter_mut())
+    }
+
+    /// The baseline these windows give.
+    pub(super) fn baseline(&self) -> Baseline {
+        Baseline {
+            windows: self.windows,
+            requests: envelope(&self.requests),
+            errors_total: self.errors_total,
+            requests_total: self.requests_total,
+            error_rates: robust(&self.error_rates),
+            ln_quantiles: [
+                envelope(&self.ln_quantiles[0]),
+                envelope(&self.ln_quantiles[1]),
+                envelope(&self.ln_quantiles[2]),
+            ],
+            level: envelope(&self.level),
+        }
+    }
+}
+
+fn insert(values: &mut Vec<f64>, value: f64) {
+    let at = values.partition_point(|held| held.total_cmp(&value) == Ordering::Less);
+    values.insert(at, value);
+}
+
+fn remove(values: &mut Vec<f64>, value: f64) {
+    let at = values.partition_point(|held| held.total_cmp(&value) == Ordering::Less);
+    if values
+        .get(at)
+        .is_some_and(|held| held.total_cmp(&value) == Ordering::Equal)
+    {
+        values.remove(at);
+    } else {
+        debug_assert!(false, "{value} left a baseline that did not hold it");
+    }
+}
+
+/// Median and MAD of sorted `values` when there are enough of them.
+fn robust(values: &[f64]) -> Option<Spread> {
+    if values.len() < MIN_BASELINE_WINDOWS {
+        return None;
+    }
+    spread(values)
+}
+
+/// Median, MAD and range of sorted `values` when there are enough of them.
+fn envelope(values: &[f64]) -> Option<Envelope> {
+    if values.len() < MIN_BASELINE_WINDOWS {
+        return None;
+    }
+    let rank = ((values.len() as f64 * UPPER_QUANTILE).ceil() as usize).clamp(1, values.len()) - 1;
+    Some(Envelope {
+        spread: spread(values)?,
+        min: values[0],
+        upper: values[rank],
+        max: values[values.len() - 1],
+    })
+}
+
+/// Median and MAD of sorted, non-empty `values`, as `stats::spread` gives
+/// them: the median is the middle value (the mean of the two middle ones for
+/// an even count), the MAD the median of the absolute deviations from it.
+fn spread(values: &[f64]) -> Option<Spread> {
+    let n = values.len();
+    let mid = n / 2;
+    let middle = |lower: f64, upper: f64| lower + (upper - lower) / 2.0;
+    let median = if n % 2 == 1 {
+        *values.get(mid)?
+    } else {
+        middle(*values.get(mid - 1)?, *values.get(mid)?)
+    };
+    // The deviations in ascending order: walk out from the median on both
+    // sides, taking the nearer value each time, up to the middle one(s).
+    let split = values.partition_point(|value| *value < median);
+    let (mut left, mut right) = (split, split);
+    let mut next = || {
+        let below = left.checked_sub(1).map(|at| (values[at] - median).abs());
+        let above = values.get(right).map(|value| (value - median).abs());
+        match (below, above) {
+            (Some(below), Some(above)) if below.total_cmp(&above) == Ordering::Less => {
+                left -= 1;
+                below
+            }
+            (_, Some(above)) => {
+                right += 1;
+                above
+            }
+            (Some(below), None) => {
+                left -= 1;
+                below
+            }
+            (None, None) => f64::NAN,
+        }
+    };
+    let mut deviation = f64::NAN;
+    for _ in 0..mid {
+        deviation = next();
+    }
+    let upper = next();
+    let mad = if n % 2 == 1 {
+        upper
+    } else {
+        middle(deviation, upper)
+    };
+    Some(Spread { median, mad })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::stats;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Median and MAD read off a sorted vector equal those selected
+        /// from it, bit for bit, ties and even counts included.
+        #[test]
+        fn spread_of_sorted_values_equals_selection(
+            mut values in proptest::collection::vec(
+                prop_oneof![0u32..20, 0u32..100_000].prop_map(|value| f64::from(value) / 7.0),
+                1..400,
+            ),
+        ) {
+            values.sort_unstable_by(f64::total_cmp);
+            let expected = stats::spread(&mut values.clone());
+            prop_assert_eq!(spread(&values), expected);
+        }
+
+        /// Insertions and removals keep the vector sorted and the totals
+        /// right.
+        #[test]
+        fn windows_come_and_go(
+            requests in proptest::collection::vec(0u32..50, 1..60),
+            drop_first in 0usize..60,
+        ) {
+            let windows: Vec<WindowSummary> = requests
+                .iter()
+                .enumerate()
+                .map(|(index, requests)| WindowSummary {
+                    start: index as u64,
+                    requests_flags: *requests,
+                    errors: requests / 3,
+                    ln_quantiles: [f32::from(*requests as u8).ln(), f32::NAN, 1.0],
+                    level: *requests as f32 - 10.0,
+                })
+                .collect();
+            let mut sorted = Sorted::build(std::iter::empty(), 5);
+            for window in &windows {
+                sorted.add(window);
+            }
+            let dropped = drop_first.min(windows.len());
+            for window in &windows[..dropped] {
+                sorted.remove(window);
+            }
+            let rebuilt = Sorted::build(windows[dropped..].iter(), 5);
+            prop_assert_eq!(sorted.baseline(), rebuilt.baseline());
+            prop_assert_eq!(&sorted.requests, &rebuilt.requests);
+            prop_assert_eq!(&sorted.error_rates, &rebuilt.error_rates);
+            prop_assert_eq!(&sorted.ln_quantiles, &rebuilt.ln_quantiles);
+            prop_assert_eq!(&sorted.level, &rebuilt.level);
+        }
+    }
+}
