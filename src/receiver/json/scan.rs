@@ -38,19 +38,26 @@ impl<'a> Scanner<'a> {
         self.text.as_bytes()
     }
 
+    #[inline(always)]
     fn skip_whitespace(&mut self) {
         let bytes = self.bytes();
+        // Compact JSON has none: one comparison decides.
+        if bytes.get(self.at).is_some_and(|byte| *byte > b' ') {
+            return;
+        }
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(self.at) {
             self.at += 1;
         }
     }
 
     /// The next byte that is not whitespace, not consumed.
+    #[inline(always)]
     fn peek(&mut self) -> Scan<u8> {
         self.skip_whitespace();
         self.bytes().get(self.at).copied().ok_or(Unreadable)
     }
 
+    #[inline(always)]
     fn eat(&mut self, byte: u8) -> Scan<()> {
         if self.peek()? == byte {
             self.at += 1;
@@ -149,6 +156,7 @@ impl<'a> Scanner<'a> {
 
     /// A string at the current position (after whitespace): `Some` without
     /// escapes, `None` with (the string is consumed and checked either way).
+    #[inline(always)]
     fn raw_string(&mut self) -> Scan<Option<&'a str>> {
         self.eat(b'"')?;
         let bytes = self.bytes();
@@ -397,7 +405,13 @@ impl<'a> Scanner<'a> {
         }
         let mut id = [0u8; 16];
         let len = text.len() / 2;
-        hex::decode_to_slice(text, &mut id[..len]).map_err(|_| Unreadable)?;
+        for (byte, pair) in id.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            let (high, low) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+            if (high | low) & 0xf0 != 0 {
+                return Err(Unreadable);
+            }
+            *byte = high << 4 | low;
+        }
         ids.extend_from_slice(&id[..len]);
         Ok(IdRange {
             start,
@@ -410,6 +424,7 @@ impl<'a> Scanner<'a> {
 /// string: no quote, no backslash, no control character. Looks at eight
 /// bytes at a time (most of a line is string contents), then stops at the
 /// first word holding one; the caller looks at that byte itself.
+#[inline(always)]
 fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -434,6 +449,19 @@ fn plain_run(bytes: &[u8]) -> usize {
     }
     at
 }
+
+/// The value of each hex digit byte (either case); 0xff for other bytes.
+const HEX: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        let value = digit as u8;
+        table[b"0123456789abcdef"[digit] as usize] = value;
+        table[b"0123456789ABCDEF"[digit] as usize] = value;
+        digit += 1;
+    }
+    table
+};
 
 /// Where a decoded id is in an id buffer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -40,7 +40,14 @@ impl<'a> ScannedTraces<'a> {
     /// a trace request, malformed, or a kept string with an escape): the
     /// caller falls back to a slower reader.
     pub fn read(line: &'a str, extra: &ExtraKeys) -> Option<Self> {
-        let mut traces = ScannedTraces::default();
+        // About a kilobyte of JSON per span: room for most lines' spans
+        // and ids up front, instead of growing (and copying) the vectors.
+        let spans = line.len() / 1024 + 1;
+        let mut traces = ScannedTraces {
+            spans: Vec::with_capacity(spans),
+            ids: Vec::with_capacity(spans * 32),
+            ..ScannedTraces::default()
+        };
         let mut scanner = Scanner::new(line);
         let mut seen = false;
         scanner
