@@ -8,8 +8,11 @@
 //! - metrics: resource attributes; each metric's name, description, unit
 //!   and data (gauge, sum, histogram, exponential histogram, summary) with
 //!   every point field except exemplars;
-//! - logs: resource attributes; each record's times, severity, body and
-//!   attributes.
+//! - logs: each record's times, severity and body, and of the resource's
+//!   and the record's attributes those log recording reads
+//!   ([`log_attribute_read`]: the service and the Kubernetes event keys).
+//!   Log lines carry a resource with a dozen or more attributes for every
+//!   few records; building them all was most of the cost of reading them.
 //!
 //! Scopes, schema URLs, dropped counts, exemplars, metric metadata and log
 //! record ids, flags and event names are skipped (checked, not kept).
@@ -33,6 +36,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::scan::{Scan, Scanner, Unreadable};
+use crate::receiver::ingest::log_attribute_read;
 
 /// Reads a JSON `ExportMetricsServiceRequest`; `None` when this reader
 /// cannot (the general decoder then reads it or explains why not).
@@ -43,7 +47,7 @@ pub fn read_metrics(line: &str) -> Option<ExportMetricsServiceRequest> {
         let mut resource_metrics = ResourceMetrics::default();
         scanner.object(|scanner, member| match member {
             "resource" => {
-                resource_metrics.resource = resource(scanner)?;
+                resource_metrics.resource = resource(scanner, all)?;
                 Ok(())
             }
             "scopeMetrics" => scanner.array(|scanner| {
@@ -74,7 +78,7 @@ pub fn read_logs(line: &str) -> Option<ExportLogsServiceRequest> {
         let mut resource_logs = ResourceLogs::default();
         scanner.object(|scanner, member| match member {
             "resource" => {
-                resource_logs.resource = resource(scanner)?;
+                resource_logs.resource = resource(scanner, log_attribute_read)?;
                 Ok(())
             }
             "scopeLogs" => scanner.array(|scanner| {
@@ -119,31 +123,55 @@ fn top_level<'a>(
         .ok()
 }
 
-fn resource(scanner: &mut Scanner<'_>) -> Scan<Option<Resource>> {
+/// Every attribute key.
+fn all(_: &str) -> bool {
+    true
+}
+
+/// A resource, with the attributes whose key `keep` accepts.
+fn resource(scanner: &mut Scanner<'_>, keep: fn(&str) -> bool) -> Scan<Option<Resource>> {
     if scanner.null()? {
         return Ok(None);
     }
     let mut resource = Resource::default();
     scanner.object(|scanner, member| match member {
-        "attributes" => attributes(scanner, &mut resource.attributes),
+        "attributes" => attributes_kept(scanner, &mut resource.attributes, keep),
         _ => scanner.skip(),
     })?;
     Ok(Some(resource))
 }
 
 fn attributes(scanner: &mut Scanner<'_>, into: &mut Vec<KeyValue>) -> Scan<()> {
+    attributes_kept(scanner, into, all)
+}
+
+/// The attributes whose key `keep` accepts (the others are checked and
+/// skipped, their values not built).
+fn attributes_kept(
+    scanner: &mut Scanner<'_>,
+    into: &mut Vec<KeyValue>,
+    keep: fn(&str) -> bool,
+) -> Scan<()> {
     scanner.array(|scanner| {
         let mut attribute = KeyValue::default();
+        let mut key = None;
         scanner.object(|scanner, member| {
             match member {
-                "key" => attribute.key = scanner.str()?.unwrap_or("").to_owned(),
+                "key" => key = Some(scanner.str()?.unwrap_or("")),
+                // A value written before its key is built: whether it is
+                // kept is not known yet.
+                "value" if key.is_some_and(|key| !keep(key)) => scanner.skip()?,
                 "value" => attribute.value = any_value(scanner)?,
                 "keyStrindex" => attribute.key_strindex = scanner.i32()?.unwrap_or(0),
                 _ => scanner.skip()?,
             }
             Ok(())
         })?;
-        into.push(attribute);
+        let key = key.unwrap_or("");
+        if keep(key) {
+            attribute.key = key.to_owned();
+            into.push(attribute);
+        }
         Ok(())
     })
 }
@@ -469,7 +497,7 @@ fn log_record(scanner: &mut Scanner<'_>) -> Scan<LogRecord> {
             }
             "severityText" => record.severity_text = scanner.str()?.unwrap_or("").to_owned(),
             "body" => record.body = any_value(scanner)?,
-            "attributes" => attributes(scanner, &mut record.attributes)?,
+            "attributes" => attributes_kept(scanner, &mut record.attributes, log_attribute_read)?,
             _ => scanner.skip()?,
         }
         Ok(())

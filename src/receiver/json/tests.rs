@@ -357,7 +357,10 @@ mod scanning {
         ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 resource: Some(Resource {
-                    attributes: vec![attribute("service.name", Value::StringValue("k8s".into()))],
+                    attributes: vec![
+                        attribute("service.name", Value::StringValue("k8s".into())),
+                        attribute("host.name", Value::StringValue("node-1".into())),
+                    ],
                     ..Default::default()
                 }),
                 scope_logs: vec![ScopeLogs {
@@ -374,10 +377,10 @@ mod scanning {
                         },
                         LogRecord {
                             observed_time_unix_nano: 13,
-                            attributes: vec![attribute(
-                                "event.domain",
-                                Value::StringValue("k8s".into()),
-                            )],
+                            attributes: vec![
+                                attribute("http.route", Value::StringValue("/x".into())),
+                                attribute("event.domain", Value::StringValue("k8s".into())),
+                            ],
                             body: Some(body),
                             ..Default::default()
                         },
@@ -389,14 +392,58 @@ mod scanning {
         }
     }
 
+    /// `request` with only the attributes log recording reads, as the
+    /// scanning log reader keeps them.
+    fn as_log_recording_reads(mut request: ExportLogsServiceRequest) -> ExportLogsServiceRequest {
+        use crate::receiver::ingest::log_attribute_read;
+        for resource_logs in &mut request.resource_logs {
+            if let Some(resource) = &mut resource_logs.resource {
+                resource.attributes.retain(|kv| log_attribute_read(&kv.key));
+            }
+            for scope in &mut resource_logs.scope_logs {
+                for record in &mut scope.log_records {
+                    record.attributes.retain(|kv| log_attribute_read(&kv.key));
+                }
+            }
+        }
+        request
+    }
+
     #[test]
     fn metrics_and_logs_read_what_the_general_decoder_reads() {
         let line = serde_json::to_string(&metrics_request()).expect("serializes");
         assert_eq!(read_metrics(&line), Some(general_metrics(&line)));
         assert_eq!(read_metrics(&line), Some(metrics_request()));
         let line = serde_json::to_string(&logs_request()).expect("serializes");
-        assert_eq!(read_logs(&line), Some(general_logs(&line)));
-        assert_eq!(read_logs(&line), Some(logs_request()));
+        assert_eq!(
+            read_logs(&line),
+            Some(as_log_recording_reads(general_logs(&line)))
+        );
+        assert_eq!(
+            read_logs(&line),
+            Some(as_log_recording_reads(logs_request()))
+        );
+        // Attributes log recording does not read are not kept, whichever
+        // comes first in them, key or value.
+        let request = read_logs(&line).expect("scans");
+        let resource = request.resource_logs[0]
+            .resource
+            .as_ref()
+            .expect("resource");
+        assert_eq!(resource.attributes.len(), 1);
+        let records = &request.resource_logs[0].scope_logs[0].log_records;
+        assert_eq!(records[1].attributes.len(), 1);
+        let value_first = r#"{"resourceLogs":[{"resource":{"attributes":[
+            {"value":{"stringValue":"a"},"key":"host.name"},
+            {"value":{"stringValue":"cart"},"key":"service.name"}]},
+            "scopeLogs":[{"logRecords":[{"timeUnixNano":"5"}]}]}]}"#;
+        let request = read_logs(value_first).expect("scans");
+        let resource = request.resource_logs[0]
+            .resource
+            .as_ref()
+            .expect("resource");
+        assert_eq!(resource.attributes.len(), 1);
+        assert_eq!(resource.attributes[0].key, "service.name");
     }
 
     #[test]
@@ -422,7 +469,10 @@ mod scanning {
                 assert_eq!(read_metrics(line), Some(general_metrics(line)));
                 n_metrics += 1;
             } else {
-                assert_eq!(read_logs(line), Some(general_logs(line)));
+                assert_eq!(
+                    read_logs(line),
+                    Some(as_log_recording_reads(general_logs(line)))
+                );
                 n_logs += 1;
             }
         }
