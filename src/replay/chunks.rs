@@ -4,9 +4,13 @@
 //! length-delimited message that lies inside a chunk is handed out as a
 //! [`Bytes`] slice of it, sharing the chunk. Only an item that straddles two
 //! chunks is copied, once, into the next chunk. Every byte is therefore
-//! copied out of the reader once, and nothing is zero-filled first.
+//! copied out of the reader once. Chunk buffers go back to a pool when the
+//! last item cut from them is dropped, so the same few buffers are used
+//! over and over: a fresh buffer for every chunk would cost a page fault
+//! and a page zeroed by the kernel for every 4 KiB of input.
 
-use std::io::{BufRead, ErrorKind, Read};
+use std::io::{BufRead, ErrorKind};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -15,6 +19,39 @@ use super::input::MAX_MESSAGE_BYTES;
 /// Bytes read from the input at a time.
 const CHUNK_BYTES: usize = 4 << 20;
 
+/// Chunk buffers kept for reuse at most (items in flight hold a few).
+const POOLED: usize = 16;
+
+/// Chunk buffers of `CHUNK_BYTES` that are free again.
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A chunk buffer that returns to its pool when the last item cut from it
+/// is dropped.
+struct Chunk {
+    buffer: Vec<u8>,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if self.buffer.len() != CHUNK_BYTES {
+            return;
+        }
+        // A poisoned pool only means a panic elsewhere: the buffer is freed.
+        if let Ok(mut pool) = self.pool.lock() {
+            if pool.len() < POOLED {
+                pool.push(std::mem::take(&mut self.buffer));
+            }
+        }
+    }
+}
+
 /// Items cut from a reader.
 pub(crate) struct Chunks<'a> {
     input: &'a mut dyn BufRead,
@@ -22,6 +59,7 @@ pub(crate) struct Chunks<'a> {
     rest: Bytes,
     /// Whether the input has ended.
     ended: bool,
+    pool: Pool,
 }
 
 impl<'a> Chunks<'a> {
@@ -30,7 +68,18 @@ impl<'a> Chunks<'a> {
             input,
             rest: Bytes::new(),
             ended: false,
+            pool: Pool::default(),
         }
+    }
+
+    /// A buffer of `size` bytes: from the pool when it has one of that size.
+    fn buffer(&self, size: usize) -> Vec<u8> {
+        let pooled = if size == CHUNK_BYTES {
+            self.pool.lock().ok().and_then(|mut pool| pool.pop())
+        } else {
+            None
+        };
+        pooled.unwrap_or_else(|| vec![0; size])
     }
 
     /// Makes at least `wanted` bytes available in `rest` unless the input
@@ -39,22 +88,32 @@ impl<'a> Chunks<'a> {
         if self.rest.len() >= wanted || self.ended {
             return Ok(());
         }
-        let size = CHUNK_BYTES.max(wanted);
-        let mut chunk = Vec::with_capacity(size);
-        chunk.extend_from_slice(&self.rest);
-        while chunk.len() < size {
-            let want = (size - chunk.len()) as u64;
-            match (&mut *self.input).take(want).read_to_end(&mut chunk) {
+        // A chunk, or past what is wanted by a chunk when that is more (a
+        // line longer than a chunk still makes progress).
+        let size = if wanted <= CHUNK_BYTES {
+            CHUNK_BYTES
+        } else {
+            wanted + CHUNK_BYTES
+        };
+        let mut buffer = self.buffer(size);
+        let mut filled = self.rest.len();
+        buffer[..filled].copy_from_slice(&self.rest);
+        while filled < size {
+            match self.input.read(&mut buffer[filled..]) {
                 Ok(0) => {
                     self.ended = true;
                     break;
                 }
-                Ok(_) => {}
+                Ok(read) => filled += read,
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
             }
         }
-        self.rest = Bytes::from(chunk);
+        let chunk = Chunk {
+            buffer,
+            pool: Arc::clone(&self.pool),
+        };
+        self.rest = Bytes::from_owner(chunk).slice(..filled);
         Ok(())
     }
 
@@ -70,9 +129,7 @@ impl<'a> Chunks<'a> {
                 return Ok((!self.rest.is_empty()).then(|| std::mem::take(&mut self.rest)));
             }
             searched = self.rest.len();
-            // Grow past what is held: a line longer than a chunk still
-            // makes progress.
-            self.fill(self.rest.len() + CHUNK_BYTES)?;
+            self.fill(self.rest.len() + 1)?;
         }
     }
 
