@@ -110,6 +110,58 @@ impl<'a> Scanner<'a> {
             self.at += 1;
             return Ok(());
         }
+        self.members(&mut member)
+    }
+
+    /// Reads an object like [`Scanner::object`], expecting its members in
+    /// the order of `names` (some may be missing), as exporters write them:
+    /// the protobuf field order. While they come so, written compactly, each
+    /// member's name is matched as a literal `"name":` where it is expected,
+    /// without scanning it as a string and looking it up. At the first
+    /// member that does not, reading goes on as `object` does; every member
+    /// is handed to `member` once either way, in input order.
+    pub(crate) fn object_in_order(
+        &mut self,
+        names: &[&'static str],
+        mut member: impl FnMut(&mut Self, &'a str) -> Scan<()>,
+    ) -> Scan<()> {
+        let bytes = self.bytes();
+        if bytes.get(self.at) != Some(&b'{') {
+            return self.object(member);
+        }
+        let mut next = 0;
+        let mut at = self.at + 1;
+        loop {
+            let found = names[next.min(names.len())..]
+                .iter()
+                .position(|name| is_member_name(&bytes[at..], name));
+            let Some(offset) = found else {
+                // Not where expected: the general loop from this member on
+                // (or, before the first, from the start).
+                if next == 0 && at == self.at + 1 {
+                    return self.object(member);
+                }
+                self.at = at;
+                return self.members(&mut member);
+            };
+            let name = names[next + offset];
+            next += offset + 1;
+            self.at = at + name.len() + 3;
+            member(self, name)?;
+            match bytes.get(self.at) {
+                Some(b',') => at = self.at + 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                _ => return self.after_member(&mut member),
+            }
+        }
+    }
+
+    /// The members of an object from the first one's name on, to the
+    /// closing brace.
+    fn members(&mut self, member: &mut impl FnMut(&mut Self, &'a str) -> Scan<()>) -> Scan<()> {
         loop {
             if self.peek()? != b'"' {
                 return Err(Unreadable);
@@ -127,6 +179,25 @@ impl<'a> Scanner<'a> {
                 }
                 _ => return Err(Unreadable),
             }
+        }
+    }
+
+    /// The rest of an object after a member's value: a comma and more
+    /// members, or the closing brace.
+    fn after_member(
+        &mut self,
+        member: &mut impl FnMut(&mut Self, &'a str) -> Scan<()>,
+    ) -> Scan<()> {
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                self.members(member)
+            }
+            b'}' => {
+                self.at += 1;
+                Ok(())
+            }
+            _ => Err(Unreadable),
         }
     }
 
@@ -418,6 +489,17 @@ impl<'a> Scanner<'a> {
             len: len as u8,
         })
     }
+}
+
+/// Whether `bytes` starts with the member name `"name":`.
+#[inline(always)]
+fn is_member_name(bytes: &[u8], name: &str) -> bool {
+    let name = name.as_bytes();
+    bytes.len() > name.len() + 2
+        && bytes[0] == b'"'
+        && &bytes[1..=name.len()] == name
+        && bytes[name.len() + 1] == b'"'
+        && bytes[name.len() + 2] == b':'
 }
 
 /// How many bytes at the start of `bytes` need no attention inside a JSON

@@ -446,6 +446,86 @@ mod scanning {
         assert_eq!(resource.attributes[0].key, "service.name");
     }
 
+    /// Puts an object's members in some order.
+    type Order = fn(&mut Vec<(&String, &serde_json::Value)>);
+
+    /// `value` as compact JSON with each object's members in the order
+    /// `order` puts them, or with spaces and newlines around every token.
+    fn rewrite(value: &serde_json::Value, order: Order, spaced: bool) -> String {
+        let gap = if spaced { " \n " } else { "" };
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut members: Vec<_> = map.iter().collect();
+                order(&mut members);
+                let inner: Vec<String> = members
+                    .iter()
+                    .map(|(key, value)| {
+                        format!(
+                            "{gap}{}{gap}:{gap}{}",
+                            serde_json::to_string(key).expect("key"),
+                            rewrite(value, order, spaced)
+                        )
+                    })
+                    .collect();
+                format!("{{{}{gap}}}", inner.join(","))
+            }
+            serde_json::Value::Array(items) => {
+                let inner: Vec<String> = items
+                    .iter()
+                    .map(|item| format!("{gap}{}", rewrite(item, order, spaced)))
+                    .collect();
+                format!("[{}{gap}]", inner.join(","))
+            }
+            other => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn trace_lines_read_the_same_whatever_the_member_order_and_spacing() {
+        use crate::sim::{write_json_lines, Scenario, Simulator};
+        let scenario = Scenario {
+            duration: std::time::Duration::from_secs(20),
+            entry_rate_per_sec: 5.0,
+            ..Scenario::default()
+        };
+        let mut out = Vec::new();
+        write_json_lines(Simulator::new(scenario), &mut out).expect("simulates");
+        let text = String::from_utf8(out).expect("UTF-8");
+        let keys = ExtraKeys::new(&["app.tenant", "*.region"]);
+        let orders: [Order; 3] = [
+            |members| members.sort_by(|a, b| a.0.cmp(b.0)),
+            |members| members.sort_by(|a, b| b.0.cmp(a.0)),
+            // Every other member moved to the end: some where expected,
+            // some not.
+            |members| {
+                let (even, odd): (Vec<_>, Vec<_>) = members
+                    .drain(..)
+                    .enumerate()
+                    .partition(|(index, _)| index % 2 == 0);
+                members.extend(even.into_iter().chain(odd).map(|(_, member)| member));
+            },
+        ];
+        let mut checked = 0;
+        for line in text
+            .lines()
+            .filter(|line| line.starts_with(r#"{"resourceSpans""#))
+        {
+            let expected = ScannedTraces::read(line, &keys).expect("scans");
+            let slow = JsonTraces::read(line.as_bytes()).expect("serde reads");
+            assert_eq!(expected.batch(), slow.batch_with(&keys));
+            let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            for order in orders {
+                for spaced in [false, true] {
+                    let variant = rewrite(&value, order, spaced);
+                    let scanned = ScannedTraces::read(&variant, &keys).expect("scans the variant");
+                    assert_eq!(scanned.batch(), expected.batch(), "{variant}");
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 5);
+    }
+
     #[test]
     fn simulated_lines_read_the_same_both_ways() {
         use crate::sim::{write_json_lines, Scenario, Simulator};

@@ -14,6 +14,42 @@ use crate::receiver::wire::{
 };
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 
+// Members in the order exporters write them (the protobuf declaration
+// order), for `Scanner::object_in_order`.
+pub(super) const RESOURCE: &[&str] = &["attributes", "droppedAttributesCount", "entityRefs"];
+const RESOURCE_SPANS: &[&str] = &["resource", "scopeSpans", "schemaUrl"];
+const SCOPE_SPANS: &[&str] = &["scope", "spans", "schemaUrl"];
+const SPAN: &[&str] = &[
+    "traceId",
+    "spanId",
+    "traceState",
+    "parentSpanId",
+    "flags",
+    "name",
+    "kind",
+    "startTimeUnixNano",
+    "endTimeUnixNano",
+    "attributes",
+    "droppedAttributesCount",
+    "events",
+    "droppedEventsCount",
+    "links",
+    "droppedLinksCount",
+    "status",
+];
+const STATUS: &[&str] = &["message", "code"];
+pub(super) const KEY_VALUE: &[&str] = &["key", "value"];
+/// One of these, whichever the value is.
+pub(super) const ANY_VALUE: &[&str] = &[
+    "stringValue",
+    "intValue",
+    "boolValue",
+    "doubleValue",
+    "arrayValue",
+    "kvlistValue",
+    "bytesValue",
+];
+
 /// A span as scanned: its view without ids, and where its ids are.
 #[derive(Debug, Clone, Copy)]
 struct ScannedSpan<'a> {
@@ -51,7 +87,7 @@ impl<'a> ScannedTraces<'a> {
         let mut scanner = Scanner::new(line);
         let mut seen = false;
         scanner
-            .object(|scanner, member| {
+            .object_in_order(&["resourceSpans"], |scanner, member| {
                 if member == "resourceSpans" {
                     seen = true;
                     scanner.array(|scanner| traces.resource_spans(scanner, extra))
@@ -96,8 +132,8 @@ impl<'a> ScannedTraces<'a> {
         let first = self.spans.len();
         let mut service_name = None;
         let mut attributes = ResourceAttributes::default();
-        scanner.object(|scanner, member| match member {
-            "resource" => scanner.object(|scanner, member| {
+        scanner.object_in_order(RESOURCE_SPANS, |scanner, member| match member {
+            "resource" => scanner.object_in_order(RESOURCE, |scanner, member| {
                 if member != "attributes" {
                     return scanner.skip();
                 }
@@ -118,7 +154,7 @@ impl<'a> ScannedTraces<'a> {
                 })
             }),
             "scopeSpans" => scanner.array(|scanner| {
-                scanner.object(|scanner, member| {
+                scanner.object_in_order(SCOPE_SPANS, |scanner, member| {
                     if member == "spans" {
                         scanner.array(|scanner| self.span(scanner, extra))
                     } else {
@@ -147,7 +183,7 @@ impl<'a> ScannedTraces<'a> {
         let ids = &mut self.ids;
         let extras = &mut self.extras;
         let view = &mut span.view;
-        scanner.object(|scanner, member| {
+        scanner.object_in_order(SPAN, |scanner, member| {
             match member {
                 "traceId" => span.trace_id = scanner.hex_id(ids)?,
                 "spanId" => span.span_id = scanner.hex_id(ids)?,
@@ -174,7 +210,7 @@ impl<'a> ScannedTraces<'a> {
                         Ok(())
                     })
                 })?,
-                "status" => scanner.object(|scanner, member| {
+                "status" => scanner.object_in_order(STATUS, |scanner, member| {
                     if member == "code" {
                         view.status_code = scanner.enumeration(status_code)?.unwrap_or(0);
                         Ok(())
@@ -209,7 +245,7 @@ pub(super) fn key_value<'a>(
 ) -> Scan<()> {
     let mut key = None;
     let mut early = None;
-    scanner.object(|scanner, member| match member {
+    scanner.object_in_order(KEY_VALUE, |scanner, member| match member {
         "key" => {
             let text = scanner.str()?.unwrap_or("");
             key = Some(text);
@@ -232,7 +268,7 @@ pub(super) fn key_value<'a>(
 /// An `AnyValue` as recording reads it: scalars, else `Other`.
 fn value_ref<'a>(scanner: &mut Scanner<'a>) -> Scan<ValueRef<'a>> {
     let mut value = ValueRef::Other;
-    scanner.object(|scanner, member| {
+    scanner.object_in_order(ANY_VALUE, |scanner, member| {
         match member {
             "stringValue" => {
                 if let Some(text) = scanner.str()? {
