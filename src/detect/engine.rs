@@ -23,7 +23,7 @@ use super::series::Trend;
 use super::Readiness;
 use super::{service_rules, Anomaly, DetectConfig, SeriesDetector, SeriesInfo, WindowStats};
 use crate::store::window::SubWindows;
-use crate::store::{SeriesKey, SeriesKind, SeriesStats, Store, WindowSnapshot};
+use crate::store::{SeriesKey, SeriesKind, SeriesStats, Store};
 use serde::{Deserialize, Serialize};
 
 /// Default allowed lateness: how long after a window's end spans for it are
@@ -138,19 +138,28 @@ impl Engine {
         let start = store.window_start(window);
         let end = store.window_start(window + 1);
         let window_secs = (end - start) as f64 / 1e9;
-        let snapshot: BTreeMap<SeriesKey, WindowSnapshot> = store
-            .snapshot(window)
-            .into_iter()
-            .map(|entry| (entry.key.clone(), entry))
-            .collect();
-        for key in snapshot.keys() {
-            self.series.entry(key.clone()).or_insert_with(|| Tracked {
-                detector: SeriesDetector::new(SeriesInfo {
-                    kind: key.kind,
-                    name: key.name.to_string(),
-                }),
-                last_data: window,
+        // Sorted by key, as `series` is: the two are walked side by side.
+        let snapshot = store.snapshot(window);
+        let mut tracked = self.series.keys().peekable();
+        let mut new = Vec::new();
+        for entry in &snapshot {
+            while tracked.next_if(|key| **key < entry.key).is_some() {}
+            if tracked.peek() != Some(&&entry.key) {
+                new.push(entry.key.clone());
+            }
+        }
+        for key in new {
+            let detector = SeriesDetector::new(SeriesInfo {
+                kind: key.kind,
+                name: key.name.to_string(),
             });
+            self.series.insert(
+                key,
+                Tracked {
+                    detector,
+                    last_data: window,
+                },
+            );
         }
         // Series silent for longer than the store keeps idle series are gone.
         let ttl_windows =
@@ -170,8 +179,10 @@ impl Engine {
         let mut results = Vec::with_capacity(self.series.len());
         self.evidence.clear();
         let mut metrics: BTreeMap<Arc<str>, Vec<(SeriesKey, WindowStats)>> = BTreeMap::new();
+        let mut entries = snapshot.iter().peekable();
         for (key, tracked) in self.series.iter_mut() {
-            let entry = snapshot.get(key);
+            while entries.next_if(|entry| entry.key < *key).is_some() {}
+            let entry = entries.next_if(|entry| entry.key == *key);
             let stats = match entry {
                 Some(entry) => {
                     tracked.last_data = window;
