@@ -497,7 +497,9 @@ fn is_member_name(bytes: &[u8], name: &str) -> bool {
     let name = name.as_bytes();
     bytes.len() > name.len() + 2
         && bytes[0] == b'"'
-        && &bytes[1..=name.len()] == name
+        // Compared byte by byte: names are short and usually differ early,
+        // and a call to `memcmp` for each would cost more.
+        && bytes[1..=name.len()].iter().zip(name).all(|(a, b)| a == b)
         && bytes[name.len() + 1] == b'"'
         && bytes[name.len() + 2] == b':'
 }

@@ -147,7 +147,7 @@ impl<'a> ScannedTraces<'a> {
                         } else if ResourceAttributes::reads(key) {
                             attributes.note(key, value_ref(scanner)?);
                         } else {
-                            scanner.skip()?;
+                            skip_any_value(scanner)?;
                         }
                         Ok(())
                     })
@@ -205,7 +205,7 @@ impl<'a> ScannedTraces<'a> {
                                 value: value_ref(scanner)?,
                             });
                         } else {
-                            scanner.skip()?;
+                            skip_any_value(scanner)?;
                         }
                         Ok(())
                     })
@@ -263,6 +263,11 @@ pub(super) fn key_value<'a>(
         },
         _ => scanner.skip(),
     })
+}
+
+/// Skips an `AnyValue` (checking it), its member matched where expected.
+fn skip_any_value(scanner: &mut Scanner<'_>) -> Scan<()> {
+    scanner.object_in_order(ANY_VALUE, |scanner, _| scanner.skip())
 }
 
 /// An `AnyValue` as recording reads it: scalars, else `Other`.
