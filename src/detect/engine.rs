@@ -134,6 +134,22 @@ impl Engine {
         events
     }
 
+    /// Starts tracking a series with a fresh detector, as last seen with
+    /// data in window `last_data`.
+    fn track(&mut self, key: SeriesKey, last_data: i64) {
+        let detector = SeriesDetector::new(SeriesInfo {
+            kind: key.kind,
+            name: key.name.to_string(),
+        });
+        self.series.insert(
+            key,
+            Tracked {
+                detector,
+                last_data,
+            },
+        );
+    }
+
     fn close_window(&mut self, store: &Store, window: i64) -> Vec<IncidentEvent> {
         let start = store.window_start(window);
         let end = store.window_start(window + 1);
@@ -149,17 +165,7 @@ impl Engine {
             }
         }
         for key in new {
-            let detector = SeriesDetector::new(SeriesInfo {
-                kind: key.kind,
-                name: key.name.to_string(),
-            });
-            self.series.insert(
-                key,
-                Tracked {
-                    detector,
-                    last_data: window,
-                },
-            );
+            self.track(key, window);
         }
         // Series silent for longer than the store keeps idle series are gone.
         let ttl_windows =
@@ -417,17 +423,7 @@ impl Engine {
             .cloned()
             .collect();
         for key in keys {
-            let detector = SeriesDetector::new(SeriesInfo {
-                kind: key.kind,
-                name: key.name.to_string(),
-            });
-            self.series.insert(
-                key,
-                Tracked {
-                    detector,
-                    last_data: resume_window - 1,
-                },
-            );
+            self.track(key, resume_window - 1);
         }
         if self.next_window.is_none() {
             self.next_window = Some(resume_window);

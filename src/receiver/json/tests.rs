@@ -446,6 +446,19 @@ mod scanning {
         assert_eq!(resource.attributes[0].key, "service.name");
     }
 
+    /// `seconds` of simulated traffic at 5 requests/s, as OTLP JSON lines.
+    fn simulated_lines(seconds: u64) -> String {
+        use crate::sim::{write_json_lines, Scenario, Simulator};
+        let scenario = Scenario {
+            duration: std::time::Duration::from_secs(seconds),
+            entry_rate_per_sec: 5.0,
+            ..Scenario::default()
+        };
+        let mut out = Vec::new();
+        write_json_lines(Simulator::new(scenario), &mut out).expect("simulates");
+        String::from_utf8(out).expect("UTF-8")
+    }
+
     /// Puts an object's members in some order.
     type Order = fn(&mut Vec<(&String, &serde_json::Value)>);
 
@@ -482,15 +495,7 @@ mod scanning {
 
     #[test]
     fn trace_lines_read_the_same_whatever_the_member_order_and_spacing() {
-        use crate::sim::{write_json_lines, Scenario, Simulator};
-        let scenario = Scenario {
-            duration: std::time::Duration::from_secs(20),
-            entry_rate_per_sec: 5.0,
-            ..Scenario::default()
-        };
-        let mut out = Vec::new();
-        write_json_lines(Simulator::new(scenario), &mut out).expect("simulates");
-        let text = String::from_utf8(out).expect("UTF-8");
+        let text = simulated_lines(20);
         let keys = ExtraKeys::new(&["app.tenant", "*.region"]);
         let orders: [Order; 3] = [
             |members| members.sort_by(|a, b| a.0.cmp(b.0)),
@@ -528,15 +533,7 @@ mod scanning {
 
     #[test]
     fn simulated_lines_read_the_same_both_ways() {
-        use crate::sim::{write_json_lines, Scenario, Simulator};
-        let scenario = Scenario {
-            duration: std::time::Duration::from_secs(30),
-            entry_rate_per_sec: 5.0,
-            ..Scenario::default()
-        };
-        let mut out = Vec::new();
-        write_json_lines(Simulator::new(scenario), &mut out).expect("simulates");
-        let text = String::from_utf8(out).expect("UTF-8");
+        let text = simulated_lines(30);
         let keys = ExtraKeys::new(&["app.tenant", "*.region"]);
         let (mut n_traces, mut n_metrics, mut n_logs) = (0, 0, 0);
         for line in text.lines() {
