@@ -36,7 +36,48 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::scan::{Scan, Scanner, Unreadable};
+use super::traces::{ANY_VALUE, KEY_VALUE, RESOURCE};
 use crate::receiver::ingest::log_attribute_read;
+
+// Members in the order exporters write them (the protobuf declaration
+// order), for `Scanner::object_in_order`.
+const RESOURCE_METRICS: &[&str] = &["resource", "scopeMetrics", "schemaUrl"];
+const SCOPE_METRICS: &[&str] = &["scope", "metrics", "schemaUrl"];
+const RESOURCE_LOGS: &[&str] = &["resource", "scopeLogs", "schemaUrl"];
+const SCOPE_LOGS: &[&str] = &["scope", "logRecords", "schemaUrl"];
+const METRIC: &[&str] = &[
+    "name",
+    "description",
+    "unit",
+    "metadata",
+    "gauge",
+    "sum",
+    "histogram",
+    "exponentialHistogram",
+    "summary",
+];
+const NUMBER_POINT: &[&str] = &[
+    "attributes",
+    "startTimeUnixNano",
+    "timeUnixNano",
+    "exemplars",
+    "flags",
+    "asDouble",
+    "asInt",
+];
+const LOG_RECORD: &[&str] = &[
+    "timeUnixNano",
+    "observedTimeUnixNano",
+    "severityNumber",
+    "severityText",
+    "body",
+    "attributes",
+    "droppedAttributesCount",
+    "flags",
+    "traceId",
+    "spanId",
+    "eventName",
+];
 
 /// Reads a JSON `ExportMetricsServiceRequest`; `None` when this reader
 /// cannot (the general decoder then reads it or explains why not).
@@ -45,14 +86,14 @@ pub fn read_metrics(line: &str) -> Option<ExportMetricsServiceRequest> {
     let mut seen = false;
     top_level(line, "resourceMetrics", &mut seen, |scanner| {
         let mut resource_metrics = ResourceMetrics::default();
-        scanner.object(|scanner, member| match member {
+        scanner.object_in_order(RESOURCE_METRICS, |scanner, member| match member {
             "resource" => {
                 resource_metrics.resource = resource(scanner, all)?;
                 Ok(())
             }
             "scopeMetrics" => scanner.array(|scanner| {
                 let mut scope = ScopeMetrics::default();
-                scanner.object(|scanner, member| match member {
+                scanner.object_in_order(SCOPE_METRICS, |scanner, member| match member {
                     "metrics" => scanner.array(|scanner| {
                         scope.metrics.push(metric(scanner)?);
                         Ok(())
@@ -76,14 +117,14 @@ pub fn read_logs(line: &str) -> Option<ExportLogsServiceRequest> {
     let mut seen = false;
     top_level(line, "resourceLogs", &mut seen, |scanner| {
         let mut resource_logs = ResourceLogs::default();
-        scanner.object(|scanner, member| match member {
+        scanner.object_in_order(RESOURCE_LOGS, |scanner, member| match member {
             "resource" => {
                 resource_logs.resource = resource(scanner, log_attribute_read)?;
                 Ok(())
             }
             "scopeLogs" => scanner.array(|scanner| {
                 let mut scope = ScopeLogs::default();
-                scanner.object(|scanner, member| match member {
+                scanner.object_in_order(SCOPE_LOGS, |scanner, member| match member {
                     "logRecords" => scanner.array(|scanner| {
                         scope.log_records.push(log_record(scanner)?);
                         Ok(())
@@ -134,7 +175,7 @@ fn resource(scanner: &mut Scanner<'_>, keep: fn(&str) -> bool) -> Scan<Option<Re
         return Ok(None);
     }
     let mut resource = Resource::default();
-    scanner.object(|scanner, member| match member {
+    scanner.object_in_order(RESOURCE, |scanner, member| match member {
         "attributes" => attributes_kept(scanner, &mut resource.attributes, keep),
         _ => scanner.skip(),
     })?;
@@ -155,7 +196,7 @@ fn attributes_kept(
     scanner.array(|scanner| {
         let mut attribute = KeyValue::default();
         let mut key = None;
-        scanner.object(|scanner, member| {
+        scanner.object_in_order(KEY_VALUE, |scanner, member| {
             match member {
                 "key" => key = Some(scanner.str()?.unwrap_or("")),
                 // A value written before its key is built: whether it is
@@ -183,7 +224,7 @@ fn any_value(scanner: &mut Scanner<'_>) -> Scan<Option<AnyValue>> {
         return Ok(None);
     }
     let mut value = None;
-    scanner.object(|scanner, member| {
+    scanner.object_in_order(ANY_VALUE, |scanner, member| {
         let read = match member {
             "stringValue" => scanner
                 .str()?
@@ -236,7 +277,7 @@ fn temporality(name: &str) -> Option<i32> {
 
 fn metric(scanner: &mut Scanner<'_>) -> Scan<Metric> {
     let mut metric = Metric::default();
-    scanner.object(|scanner, member| {
+    scanner.object_in_order(METRIC, |scanner, member| {
         let data = match member {
             "name" => {
                 metric.name = scanner.str()?.unwrap_or("").to_owned();
@@ -303,7 +344,7 @@ fn sum(scanner: &mut Scanner<'_>) -> Scan<Option<Data>> {
 fn number_points(scanner: &mut Scanner<'_>, into: &mut Vec<NumberDataPoint>) -> Scan<()> {
     scanner.array(|scanner| {
         let mut point = NumberDataPoint::default();
-        scanner.object(|scanner, member| {
+        scanner.object_in_order(NUMBER_POINT, |scanner, member| {
             match member {
                 "attributes" => attributes(scanner, &mut point.attributes)?,
                 "startTimeUnixNano" => point.start_time_unix_nano = scanner.u64()?.unwrap_or(0),
@@ -488,7 +529,7 @@ fn severity(name: &str) -> Option<i32> {
 
 fn log_record(scanner: &mut Scanner<'_>) -> Scan<LogRecord> {
     let mut record = LogRecord::default();
-    scanner.object(|scanner, member| {
+    scanner.object_in_order(LOG_RECORD, |scanner, member| {
         match member {
             "timeUnixNano" => record.time_unix_nano = scanner.u64()?.unwrap_or(0),
             "observedTimeUnixNano" => record.observed_time_unix_nano = scanner.u64()?.unwrap_or(0),

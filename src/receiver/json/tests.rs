@@ -494,7 +494,7 @@ mod scanning {
     }
 
     #[test]
-    fn trace_lines_read_the_same_whatever_the_member_order_and_spacing() {
+    fn lines_read_the_same_whatever_the_member_order_and_spacing() {
         let text = simulated_lines(20);
         let keys = ExtraKeys::new(&["app.tenant", "*.region"]);
         let orders: [Order; 3] = [
@@ -510,25 +510,46 @@ mod scanning {
                 members.extend(even.into_iter().chain(odd).map(|(_, member)| member));
             },
         ];
-        let mut checked = 0;
-        for line in text
-            .lines()
-            .filter(|line| line.starts_with(r#"{"resourceSpans""#))
-        {
-            let expected = ScannedTraces::read(line, &keys).expect("scans");
-            let slow = JsonTraces::read(line.as_bytes()).expect("serde reads");
-            assert_eq!(expected.batch(), slow.batch_with(&keys));
+        let variants = |line: &str| -> Vec<String> {
             let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            let mut variants = Vec::new();
             for order in orders {
                 for spaced in [false, true] {
-                    let variant = rewrite(&value, order, spaced);
+                    variants.push(rewrite(&value, order, spaced));
+                }
+            }
+            variants
+        };
+        let (mut traces, mut metrics, mut logs) = (0, 0, 0);
+        for line in text.lines() {
+            if line.starts_with(r#"{"resourceSpans""#) {
+                let expected = ScannedTraces::read(line, &keys).expect("scans");
+                let slow = JsonTraces::read(line.as_bytes()).expect("serde reads");
+                assert_eq!(expected.batch(), slow.batch_with(&keys));
+                for variant in variants(line) {
                     let scanned = ScannedTraces::read(&variant, &keys).expect("scans the variant");
                     assert_eq!(scanned.batch(), expected.batch(), "{variant}");
                 }
+                traces += 1;
+            } else if line.starts_with(r#"{"resourceMetrics""#) {
+                let expected = read_metrics(line).expect("scans");
+                for variant in variants(line) {
+                    assert_eq!(
+                        read_metrics(&variant).as_ref(),
+                        Some(&expected),
+                        "{variant}"
+                    );
+                }
+                metrics += 1;
+            } else {
+                let expected = read_logs(line).expect("scans");
+                for variant in variants(line) {
+                    assert_eq!(read_logs(&variant).as_ref(), Some(&expected), "{variant}");
+                }
+                logs += 1;
             }
-            checked += 1;
         }
-        assert!(checked > 5);
+        assert!(traces > 5 && metrics > 0 && logs > 5);
     }
 
     #[test]
