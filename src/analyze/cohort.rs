@@ -360,18 +360,10 @@ fn incident(service: &str, finding: &Finding, onset: u64, store: &Store, window:
     );
     let severity = severity(finding);
     let opened = store.window_start(window + 1);
+    let id = format!("{service}/{subject}@{}", onset / 1_000_000_000);
     Incident {
-        id: format!("{service}/{subject}@{}", onset / 1_000_000_000),
-        state: IncidentState::Open,
-        service: service.to_string(),
-        operations: Vec::new(),
         kinds: vec![AnomalyKind::ErrorRate],
         severity,
-        onset_unix_nanos: onset,
-        onset: rfc3339(onset),
-        opened_unix_nanos: opened,
-        resolved_unix_nanos: None,
-        resolved: None,
         anomalies: vec![SeriesAnomaly {
             series_kind: SERIES_KIND.to_string(),
             series: subject,
@@ -387,14 +379,8 @@ fn incident(service: &str, finding: &Finding, onset: u64, store: &Store, window:
                 time_to_limit_secs: None,
             },
         }],
-        exemplar_trace_ids: Vec::new(),
         summary: format!("{service}: {summary}"),
-        services: vec![service.to_string()],
-        root_causes: Vec::new(),
-        patterns: Vec::new(),
-        changes: Vec::new(),
-        blast_radius: None,
-        hypotheses: Vec::new(),
+        ..Incident::open(id, service, onset, opened)
     }
 }
 

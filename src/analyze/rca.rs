@@ -954,7 +954,6 @@ impl Handles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::incident::rfc3339;
     use crate::store::{Sample, StoreConfig};
 
     const SECOND: u64 = 1_000_000_000;
@@ -962,18 +961,10 @@ mod tests {
 
     fn incident(service: &str, onset_secs: u64) -> Incident {
         let onset = START + onset_secs * SECOND;
+        let id = format!("{service}@{}", onset / SECOND);
         Incident {
-            id: format!("{service}@{}", onset / SECOND),
-            state: IncidentState::Open,
-            service: service.to_string(),
             operations: vec!["GET /".to_string()],
             kinds: vec![AnomalyKind::Latency],
-            severity: Severity::Warning,
-            onset_unix_nanos: onset,
-            onset: rfc3339(onset),
-            opened_unix_nanos: onset + 20 * SECOND,
-            resolved_unix_nanos: None,
-            resolved: None,
             anomalies: callee_of(service)
                 .map(|callee| SeriesAnomaly {
                     series_kind: "edge".to_string(),
@@ -992,14 +983,8 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
-            exemplar_trace_ids: Vec::new(),
             summary: format!("{service}: slow"),
-            services: vec![service.to_string()],
-            root_causes: Vec::new(),
-            patterns: Vec::new(),
-            changes: Vec::new(),
-            blast_radius: None,
-            hypotheses: Vec::new(),
+            ..Incident::open(id, service, onset, onset + 20 * SECOND)
         }
     }
 

@@ -616,27 +616,36 @@ impl IncidentTracker {
 /// A new incident: its id from the start of the first anomalous window
 /// (`window_start`), its onset refined (`onset`).
 fn new_incident(service: &str, window_start: u64, onset: u64, opened: u64) -> Incident {
-    Incident {
-        id: format!("{service}@{}", window_start / 1_000_000_000),
-        state: IncidentState::Open,
-        service: service.to_string(),
-        operations: Vec::new(),
-        kinds: Vec::new(),
-        severity: Severity::Warning,
-        onset_unix_nanos: onset,
-        onset: rfc3339(onset),
-        opened_unix_nanos: opened,
-        resolved_unix_nanos: None,
-        resolved: None,
-        anomalies: Vec::new(),
-        exemplar_trace_ids: Vec::new(),
-        summary: String::new(),
-        services: vec![service.to_string()],
-        root_causes: Vec::new(),
-        patterns: Vec::new(),
-        changes: Vec::new(),
-        blast_radius: None,
-        hypotheses: Vec::new(),
+    let id = format!("{service}@{}", window_start / 1_000_000_000);
+    Incident::open(id, service, onset, opened)
+}
+
+impl Incident {
+    /// An open incident of `service` with nothing found yet: no kinds,
+    /// anomalies or analysis, warning severity, an empty summary.
+    pub fn open(id: String, service: &str, onset_unix_nanos: u64, opened_unix_nanos: u64) -> Self {
+        Incident {
+            id,
+            state: IncidentState::Open,
+            service: service.to_string(),
+            operations: Vec::new(),
+            kinds: Vec::new(),
+            severity: Severity::Warning,
+            onset_unix_nanos,
+            onset: rfc3339(onset_unix_nanos),
+            opened_unix_nanos,
+            resolved_unix_nanos: None,
+            resolved: None,
+            anomalies: Vec::new(),
+            exemplar_trace_ids: Vec::new(),
+            summary: String::new(),
+            services: vec![service.to_string()],
+            root_causes: Vec::new(),
+            patterns: Vec::new(),
+            changes: Vec::new(),
+            blast_radius: None,
+            hypotheses: Vec::new(),
+        }
     }
 }
 

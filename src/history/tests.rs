@@ -30,16 +30,11 @@ fn file_config(dir: &Path) -> StorageConfig {
 fn incident(service: &str, onset_secs: u64, state: IncidentState) -> Incident {
     let onset = START + onset_secs * SECOND;
     let resolved = (state == IncidentState::Resolved).then_some(onset + 60 * SECOND);
+    let id = format!("{service}@{}", onset / SECOND);
     Incident {
-        id: format!("{service}@{}", onset / SECOND),
         state,
-        service: service.to_string(),
         operations: vec!["POST /pay".to_string()],
         kinds: vec![AnomalyKind::Latency],
-        severity: Severity::Warning,
-        onset_unix_nanos: onset,
-        onset: crate::detect::incident::rfc3339(onset),
-        opened_unix_nanos: onset + 20 * SECOND,
         resolved_unix_nanos: resolved,
         resolved: resolved.map(crate::detect::incident::rfc3339),
         anomalies: vec![SeriesAnomaly {
@@ -59,12 +54,7 @@ fn incident(service: &str, onset_secs: u64, state: IncidentState) -> Incident {
         }],
         exemplar_trace_ids: vec![format!("{:032x}", 7u128)],
         summary: format!("{service}: slow"),
-        services: vec![service.to_string()],
-        root_causes: Vec::new(),
-        patterns: Vec::new(),
-        changes: Vec::new(),
-        blast_radius: None,
-        hypotheses: Vec::new(),
+        ..Incident::open(id, service, onset, onset + 20 * SECOND)
     }
 }
 

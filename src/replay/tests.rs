@@ -81,13 +81,7 @@ fn replay(input: &str) -> (Vec<String>, ReplayStats) {
         },
     )
     .expect("valid input");
-    out.extend(
-        replay
-            .finish()
-            .iter()
-            .map(|event| serde_json::to_string(event).expect("serializes")),
-    );
-    (out, replay.stats)
+    events_of(&mut replay, out)
 }
 
 #[test]

@@ -132,13 +132,13 @@ impl<'a> Scanner<'a> {
         let mut next = 0;
         let mut at = self.at + 1;
         loop {
-            let found = names[next.min(names.len())..]
+            let found = names[next..]
                 .iter()
                 .position(|name| is_member_name(&bytes[at..], name));
             let Some(offset) = found else {
                 // Not where expected: the general loop from this member on
                 // (or, before the first, from the start).
-                if next == 0 && at == self.at + 1 {
+                if next == 0 {
                     return self.object(member);
                 }
                 self.at = at;
