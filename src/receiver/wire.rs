@@ -446,7 +446,12 @@ impl ExtraKeys {
             .iter()
             .position(|candidate| match candidate {
                 ExtraKey::Exact(bytes) => key == &bytes[..],
-                ExtraKey::Suffix(bytes) => key.ends_with(bytes),
+                // The last byte first: most keys differ there, and it
+                // spares a call to compare the rest.
+                ExtraKey::Suffix(bytes) => match bytes.last() {
+                    Some(last) => key.last() == Some(last) && key.ends_with(bytes),
+                    None => true,
+                },
             })
             .map(|slot| slot as u8)
     }

@@ -263,8 +263,7 @@ fn window_stats(window: &window::Window, index: i64) -> SeriesStats {
         .histogram
         .as_ref()
         .filter(|histogram| !histogram.is_empty());
-    let quantile =
-        |q: f64| histogram.map(|histogram| histogram.value_at_quantile(q) as f64 / VALUE_SCALE);
+    let [p50, p90, p95, p99] = latency_quantiles(histogram);
     SeriesStats {
         windows: Some((index, index)),
         requests: window.requests,
@@ -274,13 +273,25 @@ fn window_stats(window: &window::Window, index: i64) -> SeriesStats {
         } else {
             window.errors as f64 / window.requests as f64
         },
-        p50: quantile(0.50),
-        p90: quantile(0.90),
-        p95: quantile(0.95),
-        p99: quantile(0.99),
+        p50,
+        p90,
+        p95,
+        p99,
         max: histogram.map(|histogram| histogram.max() as f64 / VALUE_SCALE),
         values: window.values,
     }
+}
+
+/// The p50, p90, p95 and p99 of a latency histogram, scaled to
+/// milliseconds (spans) or the metric's unit, read in one pass over its
+/// counts; all `None` for no histogram or an empty one.
+fn latency_quantiles(histogram: Option<&Histogram<u32>>) -> [Option<f64>; 4] {
+    const QUANTILES: [f64; 4] = [0.50, 0.90, 0.95, 0.99];
+    let Some(histogram) = histogram.filter(|histogram| !histogram.is_empty()) else {
+        return [None; 4];
+    };
+    let mut values = histogram.value_at_quantiles(QUANTILES);
+    std::array::from_fn(|_| values.next().map(|value| value as f64 / VALUE_SCALE))
 }
 
 /// A dependency edge as listed by [`Store::edges`].
@@ -737,6 +748,38 @@ impl Store {
         self.stats_windows(key, from, to)
     }
 
+    /// Requests of a series over windows `from..=to` and its latency at
+    /// quantile `q` over them (scaled as in [`SeriesStats`]; `None` without
+    /// latencies): what [`Store::stats_windows`] gives for one quantile,
+    /// without the rest.
+    pub fn quantile_windows(
+        &self,
+        key: &SeriesKey,
+        from: i64,
+        to: i64,
+        q: f64,
+    ) -> Option<(u64, Option<f64>)> {
+        let series = self.find(key)?;
+        let mut requests = 0;
+        let mut merged: Option<Histogram<u32>> = None;
+        let ring = series.ring.lock();
+        for window in ring.windows(from, to) {
+            requests += window.requests;
+            if let Some(histogram) = &window.histogram {
+                match merged.as_mut() {
+                    None => merged = Some(histogram.clone()),
+                    Some(total) => {
+                        let _ = total.add(histogram);
+                    }
+                }
+            }
+        }
+        let value = merged
+            .filter(|histogram| !histogram.is_empty())
+            .map(|histogram| histogram.value_at_quantile(q) as f64 / VALUE_SCALE);
+        Some((requests, value))
+    }
+
     /// Statistics of a series over windows `from..=to` (window indices).
     pub fn stats_windows(&self, key: &SeriesKey, from: i64, to: i64) -> Option<SeriesStats> {
         let series = self.find(key)?;
@@ -767,12 +810,7 @@ impl Store {
                 }
             }
         }
-        let quantile = |q: f64| {
-            merged
-                .as_ref()
-                .filter(|histogram| !histogram.is_empty())
-                .map(|histogram| histogram.value_at_quantile(q) as f64 / VALUE_SCALE)
-        };
+        let [p50, p90, p95, p99] = latency_quantiles(merged.as_ref());
         Some(SeriesStats {
             windows: range,
             requests,
@@ -782,10 +820,10 @@ impl Store {
             } else {
                 errors as f64 / requests as f64
             },
-            p50: quantile(0.50),
-            p90: quantile(0.90),
-            p95: quantile(0.95),
-            p99: quantile(0.99),
+            p50,
+            p90,
+            p95,
+            p99,
             max: merged
                 .as_ref()
                 .filter(|histogram| !histogram.is_empty())
@@ -813,8 +851,15 @@ impl Store {
                 }
             }
         }
-        found.sort_by(|a, b| a.key.cmp(&b.key));
-        found
+        // Sort an index instead of the snapshots (several hundred bytes
+        // each): keys are unique, so the order is the same as sorting them.
+        let mut order: Vec<usize> = (0..found.len()).collect();
+        order.sort_unstable_by(|&a, &b| found[a].key.cmp(&found[b].key));
+        let mut found: Vec<Option<WindowSnapshot>> = found.into_iter().map(Some).collect();
+        order
+            .into_iter()
+            .filter_map(|index| found[index].take())
+            .collect()
     }
 
     /// The sub-windows of a series' window `index`, if the ring still holds

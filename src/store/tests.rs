@@ -409,4 +409,39 @@ proptest! {
             prop_assert!((got - exact_ms).abs() <= exact_ms * 0.01 + 0.001, "q{}: {} vs {}", q, got, exact_ms);
         }
     }
+    /// The one-pass quantiles of a window and of merged windows are the
+    /// values the histogram gives one quantile at a time, and
+    /// `quantile_windows` agrees with `stats_windows`.
+    #[test]
+    fn one_pass_quantiles_match_single_ones(values in proptest::collection::vec(1u64..10_000_000, 0..300), spread in 1u64..6) {
+        let (store, _) = store_at(10_000, StoreConfig::default());
+        let service = store.service("s");
+        for (i, micros) in values.iter().enumerate() {
+            let window = 9_900 + (i as u64 % spread) * 10;
+            store.record_operation(&service, "op", Sample { end_unix_nanos: window * SECOND, duration_nanos: micros * 1_000, error: false, trace_id: 0 });
+        }
+        let key = op_key("s", "op");
+        let (from, to) = (0, i64::MAX);
+        let expected = |histogram: Option<Histogram<u32>>, q: f64| {
+            histogram
+                .filter(|histogram| !histogram.is_empty())
+                .map(|histogram| histogram.value_at_quantile(q) as f64 / VALUE_SCALE)
+        };
+        if let Some(stats) = store.stats_windows(&key, from, to) {
+            for (q, got) in [(0.5, stats.p50), (0.9, stats.p90), (0.95, stats.p95), (0.99, stats.p99)] {
+                prop_assert_eq!(got, expected(store.histogram(&key, from, to), q));
+            }
+            let (requests, p95) = store.quantile_windows(&key, from, to, 0.95).expect("series");
+            prop_assert_eq!(requests, stats.requests);
+            prop_assert_eq!(p95, stats.p95);
+        }
+        for window in 990..996 {
+            for snapshot in store.snapshot(window) {
+                let stats = snapshot.stats;
+                for (q, got) in [(0.5, stats.p50), (0.9, stats.p90), (0.95, stats.p95), (0.99, stats.p99)] {
+                    prop_assert_eq!(got, expected(store.histogram(&snapshot.key, window, window), q));
+                }
+            }
+        }
+    }
 }

@@ -1189,9 +1189,9 @@ fn slow_threshold(
         name: Arc::from(operation),
     };
     let threshold = store
-        .stats_windows(&key, window - SLOW_HISTORY, window - 1)
-        .filter(|stats| stats.requests >= SLOW_MIN_REQUESTS)
-        .and_then(|stats| stats.p95)
+        .quantile_windows(&key, window - SLOW_HISTORY, window - 1, 0.95)
+        .filter(|&(requests, _)| requests >= SLOW_MIN_REQUESTS)
+        .and_then(|(_, p95)| p95)
         .map_or(u64::MAX, |p95_ms| (p95_ms * SLOW_FACTOR * 1e6) as u64);
     if cache.len() >= MAX_THRESHOLDS {
         cache.clear();
