@@ -277,7 +277,7 @@ impl Replay {
     /// goes to the borrowing serde reader, and anything left to the general
     /// decoder, which reads it or explains precisely what is wrong.
     pub fn feed_line(&mut self, line: &[u8]) -> Result<Vec<IncidentEvent>, String> {
-        if let Ok(text) = std::str::from_utf8(line) {
+        if let Some(text) = utf8(line) {
             match json_signal(line) {
                 Some(Signal::Traces) => {
                     if let Some(traces) = ScannedTraces::read(text, self.spans.extra_keys()) {
@@ -643,6 +643,13 @@ struct Decoder<'a> {
     extra: ExtraKeys,
 }
 
+/// A line of JSON as text, if it is valid UTF-8: the whole line is checked
+/// once (with SIMD where the CPU has it; lines are long and mostly ASCII),
+/// so the readers can slice it freely.
+fn utf8(line: &[u8]) -> Option<&str> {
+    simdutf8::basic::from_utf8(line).ok()
+}
+
 impl Decoder<'_> {
     /// Decodes the items dealt to this worker and sends them back in the
     /// order they came; frees the items recording is done with. Stops when
@@ -690,8 +697,7 @@ impl Decoder<'_> {
         let signal = json_signal(&line);
         if signal == Some(Signal::Traces) {
             return match JsonTraceLine::try_new_or_recover(line, |line| {
-                std::str::from_utf8(line)
-                    .ok()
+                utf8(line)
                     .and_then(|text| ScannedTraces::read(text, &self.extra))
                     .ok_or(())
             }) {
@@ -699,13 +705,11 @@ impl Decoder<'_> {
                 Err((line, ())) => PreparedItem::TraceJson(line),
             };
         }
-        let fast = std::str::from_utf8(&line)
-            .ok()
-            .and_then(|text| match signal {
-                Some(Signal::Metrics) => read_metrics(text).map(JsonRequest::Metrics),
-                Some(Signal::Logs) => read_logs(text).map(JsonRequest::Logs),
-                _ => None,
-            });
+        let fast = utf8(&line).and_then(|text| match signal {
+            Some(Signal::Metrics) => read_metrics(text).map(JsonRequest::Metrics),
+            Some(Signal::Logs) => read_logs(text).map(JsonRequest::Logs),
+            _ => None,
+        });
         match fast.map_or_else(|| decode_json_any(&line), Ok) {
             Ok(request) => PreparedItem::Request(request),
             Err(message) => PreparedItem::Invalid(message),

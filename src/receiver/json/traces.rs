@@ -76,9 +76,10 @@ impl<'a> ScannedTraces<'a> {
     /// a trace request, malformed, or a kept string with an escape): the
     /// caller falls back to a slower reader.
     pub fn read(line: &'a str, extra: &ExtraKeys) -> Option<Self> {
-        // About a kilobyte of JSON per span: room for most lines' spans
-        // and ids up front, instead of growing (and copying) the vectors.
-        let spans = line.len() / 1024 + 1;
+        // Exporters write 600 to 1,000 bytes of JSON per span: room for
+        // most lines' spans and ids up front, instead of growing (and
+        // copying) the vectors.
+        let spans = line.len() / 512 + 1;
         let mut traces = ScannedTraces {
             spans: Vec::with_capacity(spans),
             ids: Vec::with_capacity(spans * 32),
