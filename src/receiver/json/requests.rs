@@ -220,6 +220,11 @@ fn attributes_kept(
 /// An `AnyValue` (`null` is absent). Bytes and dictionary references are
 /// left to the general decoder.
 fn any_value(scanner: &mut Scanner<'_>) -> Scan<Option<AnyValue>> {
+    if let Some(text) = scanner.compact_string_value() {
+        return Ok(Some(AnyValue {
+            value: Some(Value::StringValue(text.to_owned())),
+        }));
+    }
     if scanner.null()? {
         return Ok(None);
     }

@@ -269,6 +269,36 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// An `AnyValue` written the way exporters write most of them, compact
+    /// `{"stringValue":"text"}` with no escape in the text, read in one
+    /// step: the text, the scanner past the closing brace. `None`, with the
+    /// scanner where it was, for anything else (spaces, other members, an
+    /// escape), which the general readers then take.
+    #[inline]
+    pub(crate) fn compact_string_value(&mut self) -> Option<&'a str> {
+        const OPEN: &[u8] = br#"{"stringValue":""#;
+        let bytes = self.bytes();
+        if !bytes.get(self.at..)?.starts_with(OPEN) {
+            return None;
+        }
+        let start = self.at + OPEN.len();
+        let mut end = start + plain_run(&bytes[start..]);
+        // Past the last whole word `plain_run` leaves the bytes to us.
+        while bytes
+            .get(end)
+            .is_some_and(|&byte| !matches!(byte, b'"' | b'\\' | 0..=0x1f))
+        {
+            end += 1;
+        }
+        if bytes.get(end..end + 2) != Some(&b"\"}"[..]) {
+            return None;
+        }
+        // Both ends are at ASCII quotes: on character boundaries.
+        let text = self.text.get(start..end)?;
+        self.at = end + 2;
+        Some(text)
+    }
+
     /// A string (or `null`, as `None`) without escapes.
     pub(crate) fn str(&mut self) -> Scan<Option<&'a str>> {
         if self.null()? {
@@ -323,7 +353,12 @@ impl<'a> Scanner<'a> {
     /// Skips any value, checking it.
     pub(crate) fn skip(&mut self) -> Scan<()> {
         match self.peek()? {
-            b'{' => self.object(|scanner, _| scanner.skip()),
+            b'{' => {
+                if self.compact_string_value().is_some() {
+                    return Ok(());
+                }
+                self.object(|scanner, _| scanner.skip())
+            }
             b'[' => self.array(Self::skip),
             b'"' => self.raw_string().map(drop),
             b't' => self.literal("true"),
@@ -660,6 +695,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn compact_string_values_in_one_step_and_the_rest_left_alone() {
+        let long = "x".repeat(37);
+        for text in [
+            "",
+            "a",
+            "currency",
+            "é€ and more than eight bytes",
+            long.as_str(),
+        ] {
+            let json = format!(r#"{{"stringValue":"{text}"}},1"#);
+            let mut scanner = Scanner::new(&json);
+            assert_eq!(scanner.compact_string_value(), Some(text));
+            assert_eq!(scanner.peek(), Ok(b','), "{json}");
+        }
+        for json in [
+            r#"{"stringValue":"a\"b"}"#,
+            r#"{"stringValue":"line\nbreak and more"}"#,
+            r#"{ "stringValue":"spaced"}"#,
+            r#"{"stringValue":"a" }"#,
+            r#"{"stringValue":"a","intValue":"1"}"#,
+            r#"{"intValue":"1"}"#,
+            r#"{"stringValue":"unterminated"#,
+            "{\"stringValue\":\"control\ttab\"}",
+            r#"{"stringValue":null}"#,
+        ] {
+            let mut scanner = Scanner::new(json);
+            assert_eq!(scanner.compact_string_value(), None, "{json}");
+            assert_eq!(scanner.at, 0, "{json}");
+        }
+        // Skipping takes the same step, and the general path when it fails.
+        let mut scanner =
+            Scanner::new(r#"[{"stringValue":"a"},{"stringValue":"b\u0041"},{"intValue":2}]"#);
+        assert_eq!(scanner.skip(), Ok(()));
+        assert_eq!(scanner.end(), Ok(()));
     }
 
     #[test]

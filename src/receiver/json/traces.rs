@@ -268,11 +268,17 @@ pub(super) fn key_value<'a>(
 
 /// Skips an `AnyValue` (checking it), its member matched where expected.
 fn skip_any_value(scanner: &mut Scanner<'_>) -> Scan<()> {
+    if scanner.compact_string_value().is_some() {
+        return Ok(());
+    }
     scanner.object_in_order(ANY_VALUE, |scanner, _| scanner.skip())
 }
 
 /// An `AnyValue` as recording reads it: scalars, else `Other`.
 fn value_ref<'a>(scanner: &mut Scanner<'a>) -> Scan<ValueRef<'a>> {
+    if let Some(text) = scanner.compact_string_value() {
+        return Ok(ValueRef::Str(text));
+    }
     let mut value = ValueRef::Other;
     scanner.object_in_order(ANY_VALUE, |scanner, member| {
         match member {
