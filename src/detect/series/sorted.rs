@@ -180,40 +180,63 @@ fn spread(values: &[f64]) -> Option<Spread> {
     } else {
         middle(*values.get(mid - 1)?, *values.get(mid)?)
     };
-    // The deviations in ascending order: walk out from the median on both
-    // sides, taking the nearer value each time, up to the middle one(s).
+    // The deviations from the median, in ascending order, are two sorted
+    // runs: the values below the median walking down from it, and the
+    // values from it upwards. The MAD is the middle of their merge, found
+    // by bisection instead of walking half the values.
     let split = values.partition_point(|value| *value < median);
-    let (mut left, mut right) = (split, split);
-    let mut next = || {
-        let below = left.checked_sub(1).map(|at| (values[at] - median).abs());
-        let above = values.get(right).map(|value| (value - median).abs());
-        match (below, above) {
-            (Some(below), Some(above)) if below.total_cmp(&above) == Ordering::Less => {
-                left -= 1;
-                below
-            }
-            (_, Some(above)) => {
-                right += 1;
-                above
-            }
-            (Some(below), None) => {
-                left -= 1;
-                below
-            }
-            (None, None) => f64::NAN,
-        }
-    };
-    let mut deviation = f64::NAN;
-    for _ in 0..mid {
-        deviation = next();
-    }
-    let upper = next();
+    let below = |at: usize| (values[split - 1 - at] - median).abs();
+    let above = |at: usize| (values[split + at] - median).abs();
+    let nth = |rank: usize| nth_of_merged(split, n - split, rank, below, above);
     let mad = if n % 2 == 1 {
-        upper
+        nth(mid)
     } else {
-        middle(deviation, upper)
+        middle(nth(mid - 1), nth(mid))
     };
     Some(Spread { median, mad })
+}
+
+/// The value of rank `rank` (0 for the smallest) in the merge of two
+/// ascending runs of `a_len` and `b_len` values read through `a` and `b`, in
+/// O(log) reads. `rank` must be below `a_len + b_len`.
+fn nth_of_merged(
+    a_len: usize,
+    b_len: usize,
+    rank: usize,
+    a: impl Fn(usize) -> f64,
+    b: impl Fn(usize) -> f64,
+) -> f64 {
+    let take = rank + 1;
+    // How many of the `take` smallest come from `a`: the least `from_a`
+    // whose next value of `a` is not below the last value taken from `b`.
+    let (mut low, mut high) = (take.saturating_sub(b_len), take.min(a_len));
+    while low < high {
+        let from_a = low + (high - low) / 2;
+        let from_b = take - from_a;
+        // Taking one more from `a` would still be right while a's next
+        // value is below b's last one taken.
+        if a(from_a).total_cmp(&b(from_b - 1)) == Ordering::Less {
+            low = from_a + 1;
+        } else {
+            high = from_a;
+        }
+    }
+    let from_a = low;
+    let from_b = take - from_a;
+    let last_a = from_a.checked_sub(1).map(&a);
+    let last_b = from_b.checked_sub(1).map(&b);
+    match (last_a, last_b) {
+        (Some(x), Some(y)) => {
+            if x.total_cmp(&y) == Ordering::Greater {
+                x
+            } else {
+                y
+            }
+        }
+        (Some(x), None) => x,
+        (None, Some(y)) => y,
+        (None, None) => f64::NAN,
+    }
 }
 
 #[cfg(test)]
