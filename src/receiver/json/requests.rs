@@ -195,6 +195,28 @@ fn attributes_kept(
 ) -> Scan<()> {
     scanner.array(|scanner| {
         let mut attribute = KeyValue::default();
+        if let Some(key) = scanner.compact_key() {
+            let kept = keep(key);
+            if kept {
+                attribute.value = any_value(scanner)?;
+            } else {
+                scanner.skip()?;
+            }
+            // A second key or value: the general decoder decides.
+            scanner.close_object(|scanner, member| {
+                match member {
+                    "key" | "value" => return Err(Unreadable),
+                    "keyStrindex" => attribute.key_strindex = scanner.i32()?.unwrap_or(0),
+                    _ => scanner.skip()?,
+                }
+                Ok(())
+            })?;
+            if kept {
+                attribute.key = key.to_owned();
+                into.push(attribute);
+            }
+            return Ok(());
+        }
         let mut key = None;
         scanner.object_in_order(KEY_VALUE, |scanner, member| {
             match member {

@@ -282,14 +282,7 @@ impl<'a> Scanner<'a> {
             return None;
         }
         let start = self.at + OPEN.len();
-        let mut end = start + plain_run(&bytes[start..]);
-        // Past the last whole word `plain_run` leaves the bytes to us.
-        while bytes
-            .get(end)
-            .is_some_and(|&byte| !matches!(byte, b'"' | b'\\' | 0..=0x1f))
-        {
-            end += 1;
-        }
+        let end = plain_end(bytes, start);
         if bytes.get(end..end + 2) != Some(&b"\"}"[..]) {
             return None;
         }
@@ -297,6 +290,44 @@ impl<'a> Scanner<'a> {
         let text = self.text.get(start..end)?;
         self.at = end + 2;
         Some(text)
+    }
+
+    /// The start of a `KeyValue` written the way exporters write them,
+    /// compact `{"key":"name","value":` with no escape in the name: the
+    /// name, the scanner at the value. `None`, with the scanner where it
+    /// was, for anything else, which `object_in_order` then takes. After
+    /// the value, [`Scanner::close_object`] reads the rest.
+    #[inline]
+    pub(crate) fn compact_key(&mut self) -> Option<&'a str> {
+        const OPEN: &[u8] = br#"{"key":""#;
+        const VALUE: &[u8] = br#"","value":"#;
+        let bytes = self.bytes();
+        if !bytes.get(self.at..)?.starts_with(OPEN) {
+            return None;
+        }
+        let start = self.at + OPEN.len();
+        let end = plain_end(bytes, start);
+        if !bytes.get(end..)?.starts_with(VALUE) {
+            return None;
+        }
+        // Both ends are at ASCII quotes: on character boundaries.
+        let key = self.text.get(start..end)?;
+        self.at = end + VALUE.len();
+        Some(key)
+    }
+
+    /// The rest of an object whose members so far were read by a fast
+    /// path: its closing brace, or more members, each handed to `member`.
+    #[inline]
+    pub(crate) fn close_object(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &'a str) -> Scan<()>,
+    ) -> Scan<()> {
+        if self.bytes().get(self.at) == Some(&b'}') {
+            self.at += 1;
+            return Ok(());
+        }
+        self.after_member(&mut member)
     }
 
     /// A string (or `null`, as `None`) without escapes.
@@ -569,6 +600,21 @@ fn plain_run(bytes: &[u8]) -> usize {
     at
 }
 
+/// Where the string contents starting at `start` end: the first quote,
+/// backslash or control byte at or after it (or the end of `bytes`).
+#[inline(always)]
+fn plain_end(bytes: &[u8], start: usize) -> usize {
+    let mut end = start + plain_run(&bytes[start..]);
+    // Past the last whole word `plain_run` leaves the bytes to us.
+    while bytes
+        .get(end)
+        .is_some_and(|&byte| !matches!(byte, b'"' | b'\\' | 0..=0x1f))
+    {
+        end += 1;
+    }
+    end
+}
+
 /// The value of each hex digit byte (either case); 0xff for other bytes.
 const HEX: [u8; 256] = {
     let mut table = [0xff; 256];
@@ -732,6 +778,41 @@ mod tests {
             Scanner::new(r#"[{"stringValue":"a"},{"stringValue":"b\u0041"},{"intValue":2}]"#);
         assert_eq!(scanner.skip(), Ok(()));
         assert_eq!(scanner.end(), Ok(()));
+    }
+
+    #[test]
+    fn compact_keys_in_one_step_and_the_rest_left_alone() {
+        let mut scanner = Scanner::new(r#"{"key":"http.route","value":{"intValue":"3"}}"#);
+        assert_eq!(scanner.compact_key(), Some("http.route"));
+        assert_eq!(scanner.skip(), Ok(()));
+        assert_eq!(scanner.close_object(|_, _| Err(Unreadable)), Ok(()));
+        assert_eq!(scanner.end(), Ok(()));
+        // Members after the value go to the closure, in order.
+        let mut scanner =
+            Scanner::new(r#"{"key":"k","value":{"stringValue":"v"},"keyStrindex":2, "x":[1]}"#);
+        assert_eq!(scanner.compact_key(), Some("k"));
+        assert_eq!(scanner.compact_string_value(), Some("v"));
+        let mut seen = Vec::new();
+        let rest = scanner.close_object(|scanner, member| {
+            seen.push(member);
+            scanner.skip()
+        });
+        assert_eq!(rest, Ok(()));
+        assert_eq!(seen, ["keyStrindex", "x"]);
+        assert_eq!(scanner.end(), Ok(()));
+        for json in [
+            r#"{"value":{"stringValue":"v"},"key":"k"}"#,
+            r#"{ "key":"k","value":1}"#,
+            r#"{"key":"k", "value":1}"#,
+            r#"{"key":"a\u0041","value":1}"#,
+            r#"{"key":null,"value":1}"#,
+            r#"{"key":"k","valu":1}"#,
+            r#"{"key":"unterminated"#,
+        ] {
+            let mut scanner = Scanner::new(json);
+            assert_eq!(scanner.compact_key(), None, "{json}");
+            assert_eq!(scanner.at, 0, "{json}");
+        }
     }
 
     #[test]

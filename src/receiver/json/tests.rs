@@ -689,6 +689,18 @@ mod scanning {
         )
         .is_none());
         assert!(read_logs(r#"{"resourceMetrics":[]}"#).is_none());
+        // An attribute written with a second key: the general readers
+        // decide which one counts, for every signal.
+        let twice = r#"{"key":"http.route","value":{"stringValue":"/a"},"key":"x"}"#;
+        let spans = format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"attributes":[{twice}]}}]}}]}}]}}"#
+        );
+        assert!(ScannedTraces::read(&spans, &keys).is_none());
+        let metrics =
+            format!(r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{twice}]}}}}]}}"#);
+        assert!(read_metrics(&metrics).is_none());
+        let logs = format!(r#"{{"resourceLogs":[{{"resource":{{"attributes":[{twice}]}}}}]}}"#);
+        assert!(read_logs(&logs).is_none());
         // A value of a key nobody reads is still checked.
         let value = ScannedTraces::read(
             r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"x","value":{"intValue":"1"}}]}}]}"#,

@@ -7,7 +7,7 @@
 //! attribute's value written before its key is read again once the key is
 //! known.
 
-use super::scan::{IdRange, Scan, Scanner};
+use super::scan::{IdRange, Scan, Scanner, Unreadable};
 use crate::receiver::wire::{
     is_flag_key, ExtraKeys, ExtraValue, ResourceAttributes, ResourceView, SpanAttributes, SpanView,
     TraceBatch, ValueRef, FLAG_EVENT,
@@ -244,6 +244,14 @@ pub(super) fn key_value<'a>(
     scanner: &mut Scanner<'a>,
     mut value: impl FnMut(&'a str, &mut Scanner<'a>) -> Scan<()>,
 ) -> Scan<()> {
+    if let Some(key) = scanner.compact_key() {
+        value(key, scanner)?;
+        // A second key or value: the general readers decide.
+        return scanner.close_object(|scanner, member| match member {
+            "key" | "value" => Err(Unreadable),
+            _ => scanner.skip(),
+        });
+    }
     let mut key = None;
     let mut early = None;
     scanner.object_in_order(KEY_VALUE, |scanner, member| match member {
