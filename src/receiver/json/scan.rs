@@ -563,11 +563,44 @@ fn is_member_name(bytes: &[u8], name: &str) -> bool {
     let name = name.as_bytes();
     bytes.len() > name.len() + 2
         && bytes[0] == b'"'
-        // Compared byte by byte: names are short and usually differ early,
-        // and a call to `memcmp` for each would cost more.
-        && bytes[1..=name.len()].iter().zip(name).all(|(a, b)| a == b)
+        && same_bytes(&bytes[1..=name.len()], name)
         && bytes[name.len() + 1] == b'"'
         && bytes[name.len() + 2] == b':'
+}
+
+/// Whether two slices of the same length hold the same bytes, compared a
+/// word at a time (the last word overlapping the one before): member
+/// names are short, and a call to `memcmp` for each would cost more.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = b.len();
+    if a.len() != n {
+        return false;
+    }
+    if n >= 8 {
+        let word = |bytes: &[u8], at: usize| {
+            let mut eight = [0u8; 8];
+            eight.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(eight)
+        };
+        let mut at = 0;
+        while at + 8 < n {
+            if word(a, at) != word(b, at) {
+                return false;
+            }
+            at += 8;
+        }
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        let word = |bytes: &[u8], at: usize| {
+            let mut four = [0u8; 4];
+            four.copy_from_slice(&bytes[at..at + 4]);
+            u32::from_le_bytes(four)
+        };
+        word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4)
+    } else {
+        a.iter().zip(b).all(|(x, y)| x == y)
+    }
 }
 
 /// How many bytes at the start of `bytes` need no attention inside a JSON
@@ -812,6 +845,20 @@ mod tests {
             let mut scanner = Scanner::new(json);
             assert_eq!(scanner.compact_key(), None, "{json}");
             assert_eq!(scanner.at, 0, "{json}");
+        }
+    }
+
+    #[test]
+    fn same_bytes_compares_every_byte_at_every_length() {
+        for n in 0..=30 {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same_bytes(&a, &a.clone()));
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "length {n}, byte {at}");
+            }
+            assert!(!same_bytes(&a, &[a.as_slice(), b"x"].concat()));
         }
     }
 
