@@ -413,7 +413,7 @@ impl Ingest {
 fn stream_id(service: &str, metric: &str, attributes: &[KeyValue]) -> u64 {
     let mut combined: u64 = 0;
     for attribute in attributes {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut hasher = stream_hasher();
         attribute.key.hash(&mut hasher);
         if let Some(value) = attribute
             .value
@@ -424,11 +424,19 @@ fn stream_id(service: &str, metric: &str, attributes: &[KeyValue]) -> u64 {
         }
         combined = combined.wrapping_add(hasher.finish());
     }
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut hasher = stream_hasher();
     service.hash(&mut hasher);
     metric.hash(&mut hasher);
     combined.hash(&mut hasher);
     hasher.finish()
+}
+
+/// The hasher of stream ids: fixed seed, so ids are the same in every
+/// process (they stay in memory only; foldhash for speed, as every data
+/// point of every metric is hashed).
+fn stream_hasher() -> impl Hasher {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x7374_7265_616d).build_hasher()
 }
 
 /// Lets attribute values be hashed through `fmt::Write` without a String.

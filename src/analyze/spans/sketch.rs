@@ -139,7 +139,7 @@ impl SpaceSaving {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Merged {
     /// Value -> (upper bound, error); `upper - error` is a lower bound.
-    pub values: HashMap<String, (u64, u64)>,
+    pub values: HashMap<String, (u64, u64), foldhash::fast::RandomState>,
     /// Sum of the weights of the merged sketches.
     pub total: u64,
     /// Bound on the count of a value held by none of the merged sketches.
