@@ -473,6 +473,24 @@ impl<'a> Scanner<'a> {
         if digits.is_empty() || digits.len() > 20 {
             return Err(Unreadable);
         }
+        if digits.len() <= 19 {
+            // Below 10^19, no overflow: eight digits at a time (timestamps
+            // in nanoseconds have nineteen), then one at a time.
+            let mut chunks = digits.as_bytes().chunks_exact(8);
+            let mut magnitude: u64 = 0;
+            for chunk in &mut chunks {
+                let mut eight = [0u8; 8];
+                eight.copy_from_slice(chunk);
+                magnitude = magnitude * 100_000_000 + eight_digits(eight).ok_or(Unreadable)?;
+            }
+            for &byte in chunks.remainder() {
+                if !byte.is_ascii_digit() {
+                    return Err(Unreadable);
+                }
+                magnitude = magnitude * 10 + u64::from(byte - b'0');
+            }
+            return Ok(Some((negative, magnitude)));
+        }
         let mut magnitude: u64 = 0;
         for byte in digits.bytes() {
             if !byte.is_ascii_digit() {
@@ -646,6 +664,28 @@ fn plain_end(bytes: &[u8], start: usize) -> usize {
         end += 1;
     }
     end
+}
+
+/// The value of eight ASCII decimal digits (the first the most
+/// significant), or `None` if any byte is not one: the digits are checked
+/// and combined in pairs, fours and eights within one word.
+#[inline(always)]
+fn eight_digits(bytes: [u8; 8]) -> Option<u64> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const HIGH_NIBBLES: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    let word = u64::from_le_bytes(bytes);
+    // A digit is 0x30..=0x39: high nibble 3, and still 3 after adding 6
+    // (which cannot carry out of a byte whose high nibble is 3).
+    if word & HIGH_NIBBLES != ZEROS
+        || word.wrapping_add(0x0606_0606_0606_0606) & HIGH_NIBBLES != ZEROS
+    {
+        return None;
+    }
+    let mut value = word - ZEROS;
+    value = (value.wrapping_mul(10) + (value >> 8)) & 0x00ff_00ff_00ff_00ff;
+    value = (value.wrapping_mul(100) + (value >> 16)) & 0x0000_ffff_0000_ffff;
+    value = (value.wrapping_mul(10_000) + (value >> 32)) & 0xffff_ffff;
+    Some(value)
 }
 
 /// The value of each hex digit byte (either case); 0xff for other bytes.
@@ -860,6 +900,50 @@ mod tests {
             }
             assert!(!same_bytes(&a, &[a.as_slice(), b"x"].concat()));
         }
+    }
+
+    proptest::proptest! {
+        /// Integers read eight digits at a time are what `str::parse`
+        /// reads, and anything but digits is refused, at every length.
+        #[test]
+        fn integers_read_as_parse_reads_them(
+            number in proptest::prelude::any::<u64>(),
+            digits in 1usize..=20,
+            noise in proptest::prelude::any::<(usize, u8)>(),
+        ) {
+            let text = number.to_string();
+            let text = &text[text.len().saturating_sub(digits)..];
+            let expected: u64 = text.parse().expect("digits");
+            let json = format!("\"{text}\"");
+            proptest::prop_assert_eq!(Scanner::new(&json).u64(), Ok(Some(expected)));
+            // As a JSON number, without the leading zeros JSON forbids.
+            let bare = expected.to_string();
+            proptest::prop_assert_eq!(Scanner::new(&bare).u64(), Ok(Some(expected)));
+            let (at, byte) = noise;
+            let mut bad = text.as_bytes().to_vec();
+            let at = at % bad.len();
+            if !byte.is_ascii_digit() && byte.is_ascii() && byte != b'"' && byte != b'\\' && byte >= 0x20 {
+                bad[at] = byte;
+                let json = format!("\"{}\"", String::from_utf8(bad).expect("ascii"));
+                proptest::prop_assert!(Scanner::new(&json).u64().is_err(), "{}", json);
+            }
+        }
+    }
+
+    #[test]
+    fn integers_at_the_edges() {
+        assert_eq!(
+            Scanner::new(r#""18446744073709551615""#).u64(),
+            Ok(Some(u64::MAX))
+        );
+        assert!(Scanner::new(r#""18446744073709551616""#).u64().is_err());
+        assert_eq!(
+            Scanner::new(r#""9999999999999999999""#).u64(),
+            Ok(Some(9_999_999_999_999_999_999))
+        );
+        assert_eq!(Scanner::new(r#""-12345678""#).i64(), Ok(Some(-12_345_678)));
+        assert!(Scanner::new(r#""1234567:""#).u64().is_err());
+        assert!(Scanner::new(r#""12345/78""#).u64().is_err());
     }
 
     #[test]
