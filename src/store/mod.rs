@@ -282,6 +282,17 @@ fn window_stats(window: &window::Window, index: i64) -> SeriesStats {
     }
 }
 
+/// Adds `histogram` to `merged` (a copy of it, the first time).
+fn merge_into(merged: &mut Option<Histogram<u32>>, histogram: &Histogram<u32>) {
+    match merged {
+        None => *merged = Some(histogram.clone()),
+        // Both sides auto-resize, so adding cannot fail on range.
+        Some(total) => {
+            let _ = total.add(histogram);
+        }
+    }
+}
+
 /// The p50, p90, p95 and p99 of a latency histogram, scaled to
 /// milliseconds (spans) or the metric's unit, read in one pass over its
 /// counts; all `None` for no histogram or an empty one.
@@ -766,12 +777,7 @@ impl Store {
         for window in ring.windows(from, to) {
             requests += window.requests;
             if let Some(histogram) = &window.histogram {
-                match merged.as_mut() {
-                    None => merged = Some(histogram.clone()),
-                    Some(total) => {
-                        let _ = total.add(histogram);
-                    }
-                }
+                merge_into(&mut merged, histogram);
             }
         }
         let value = merged
@@ -800,13 +806,7 @@ impl Store {
                 errors += window.errors;
                 values.merge(&window.values);
                 if let Some(histogram) = &window.histogram {
-                    match merged.as_mut() {
-                        None => merged = Some(histogram.clone()),
-                        // Both sides auto-resize, so adding cannot fail on range.
-                        Some(total) => {
-                            let _ = total.add(histogram);
-                        }
-                    }
+                    merge_into(&mut merged, histogram);
                 }
             }
         }
@@ -878,12 +878,7 @@ impl Store {
             .into_iter()
             .filter_map(|window| window.histogram.as_ref())
         {
-            match merged.as_mut() {
-                None => merged = Some(histogram.clone()),
-                Some(total) => {
-                    let _ = total.add(histogram);
-                }
-            }
+            merge_into(&mut merged, histogram);
         }
         merged
     }

@@ -195,43 +195,44 @@ fn attributes_kept(
 ) -> Scan<()> {
     scanner.array(|scanner| {
         let mut attribute = KeyValue::default();
-        if let Some(key) = scanner.compact_key() {
-            let kept = keep(key);
-            if kept {
-                attribute.value = any_value(scanner)?;
-            } else {
-                scanner.skip()?;
-            }
-            // A second key or value: the general decoder decides.
-            scanner.close_object(|scanner, member| {
-                match member {
-                    "key" | "value" => return Err(Unreadable),
-                    "keyStrindex" => attribute.key_strindex = scanner.i32()?.unwrap_or(0),
-                    _ => scanner.skip()?,
+        let (key, kept) = match scanner.compact_key() {
+            Some(key) => {
+                let kept = keep(key);
+                if kept {
+                    attribute.value = any_value(scanner)?;
+                } else {
+                    scanner.skip()?;
                 }
-                Ok(())
-            })?;
-            if kept {
-                attribute.key = key.to_owned();
-                into.push(attribute);
+                // A second key or value: the general decoder decides.
+                scanner.close_object(|scanner, member| {
+                    match member {
+                        "key" | "value" => return Err(Unreadable),
+                        "keyStrindex" => attribute.key_strindex = scanner.i32()?.unwrap_or(0),
+                        _ => scanner.skip()?,
+                    }
+                    Ok(())
+                })?;
+                (key, kept)
             }
-            return Ok(());
-        }
-        let mut key = None;
-        scanner.object_in_order(KEY_VALUE, |scanner, member| {
-            match member {
-                "key" => key = Some(scanner.str()?.unwrap_or("")),
-                // A value written before its key is built: whether it is
-                // kept is not known yet.
-                "value" if key.is_some_and(|key| !keep(key)) => scanner.skip()?,
-                "value" => attribute.value = any_value(scanner)?,
-                "keyStrindex" => attribute.key_strindex = scanner.i32()?.unwrap_or(0),
-                _ => scanner.skip()?,
+            None => {
+                let mut key = None;
+                scanner.object_in_order(KEY_VALUE, |scanner, member| {
+                    match member {
+                        "key" => key = Some(scanner.str()?.unwrap_or("")),
+                        // A value written before its key is built: whether
+                        // it is kept is not known yet.
+                        "value" if key.is_some_and(|key| !keep(key)) => scanner.skip()?,
+                        "value" => attribute.value = any_value(scanner)?,
+                        "keyStrindex" => attribute.key_strindex = scanner.i32()?.unwrap_or(0),
+                        _ => scanner.skip()?,
+                    }
+                    Ok(())
+                })?;
+                let key = key.unwrap_or("");
+                (key, keep(key))
             }
-            Ok(())
-        })?;
-        let key = key.unwrap_or("");
-        if keep(key) {
+        };
+        if kept {
             attribute.key = key.to_owned();
             into.push(attribute);
         }
