@@ -19,9 +19,10 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 use prost::Message;
 
-use triage::analyze::spans::{SpanAnalyzer, SpanConfig};
-use triage::receiver::ingest::Ingest;
-use triage::receiver::wire::TraceBatch;
+use triage::ingest::spans::{SpanAnalyzer, SpanConfig};
+use triage::ingest::Ingest;
+use triage::model::TraceBatch;
+use triage::pipeline::WallClock;
 use triage::receiver::Sink;
 use triage::store::{Store, StoreConfig};
 
@@ -161,7 +162,10 @@ fn bench(criterion: &mut Criterion) {
         SPANS_PER_REQUEST,
         bytes as f64 / (REQUESTS * SPANS_PER_REQUEST) as f64
     );
-    let store = Arc::new(Store::new(StoreConfig::default()));
+    let store = Arc::new(Store::with_clock(
+        StoreConfig::default(),
+        Arc::new(WallClock),
+    ));
     let ingest = Ingest::new(Arc::clone(&store));
     // Warm the store so the measurement is the steady state (series exist).
     for encoded in &requests {
@@ -199,7 +203,10 @@ fn bench(criterion: &mut Criterion) {
     // With the span analysis on (own time, local errors, retries,
     // drill-down). The spans' parents never arrive here, so the trace buffer
     // fills up and stays full: every span pays a buffer lookup.
-    let analyzed_store = Arc::new(Store::new(StoreConfig::default()));
+    let analyzed_store = Arc::new(Store::with_clock(
+        StoreConfig::default(),
+        Arc::new(WallClock),
+    ));
     let analyzer = Arc::new(SpanAnalyzer::new(
         SpanConfig::default(),
         analyzed_store.config(),

@@ -9,6 +9,8 @@
 //! `GET /api/v1/incidents/{id}`: one incident with its events, as JSON —
 //! where alerts' `generatorURL` points.
 
+pub mod changes;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -19,7 +21,10 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::analyze::changes::{api as changes_api, ApiToken, Change, ChangeLog};
+use crate::admin::changes as changes_api;
+use crate::ingest::changes::ApiToken;
+use crate::model::Change;
+use crate::store::changes::ChangeLog;
 use crate::store::Store;
 use crate::telemetry;
 
@@ -67,7 +72,7 @@ pub fn router(metrics: PrometheusHandle, store: Arc<Store>, health: Arc<Health>)
 }
 
 async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    telemetry::refresh_store_gauges(&state.store);
+    state.store.report_gauges();
     state.metrics.run_upkeep();
     (
         [(

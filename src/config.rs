@@ -28,12 +28,12 @@ use serde_yaml::{Mapping, Value};
 use crate::alert::config::{
     self as alert_config, AlertConfig, Auth, Secret, TargetConfig, TlsConfig,
 };
-use crate::analyze::changes::{detect::RARE_SHARE, ApiToken, ChangesConfig};
-use crate::analyze::spans::SpanConfig;
 use crate::detect::DetectConfig;
 use crate::history::StorageConfig;
+use crate::ingest::changes::{ApiToken, ChangesConfig, RARE_SHARE};
+use crate::ingest::spans::SpanConfig;
+use crate::model::{SpanAttributes, MAX_EXTRA_KEYS};
 use crate::query::{ApiConfig, TlsFiles, TokenSource};
-use crate::receiver::wire::{SpanAttributes, MAX_EXTRA_KEYS};
 use crate::store::StoreConfig;
 
 /// Default port of the OTLP/gRPC receiver (the OTLP standard port).
@@ -322,14 +322,7 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// Values from command-line flags or environment (clap merges flag > env
 /// before we see them). Each one, when set, replaces the file's value.
@@ -435,6 +428,17 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The settings of the stages the pipeline builds.
+    pub fn pipeline(&self) -> crate::pipeline::Settings {
+        crate::pipeline::Settings {
+            store: self.store.clone(),
+            detect: self.detect.clone(),
+            spans: self.analyze.clone(),
+            changes: self.changes.clone(),
+            rca: crate::analyze::context::RcaConfig::default(),
+        }
+    }
+
     /// Load: defaults, then the file (if any), then overrides; validate
     /// everything; return all problems at once.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {

@@ -44,7 +44,7 @@ enum Command {
     ExampleConfig,
     /// Generate realistic OTLP traffic for a simulated microservice system,
     /// optionally with a fault, as OTLP JSON lines or sent live over gRPC.
-    Simulate(triage::sim::SimulateArgs),
+    Simulate(triage::tools::sim::SimulateArgs),
     /// Run recorded OTLP (JSON lines or length-delimited protobuf, as the
     /// OTel Collector file exporter writes them; .gz accepted) through
     /// recording and detection, with time taken only from the data. Prints
@@ -59,7 +59,7 @@ enum Command {
     /// Watch triage find a fault in under two minutes: the collector on
     /// localhost, a simulated shop sending it live OTLP, a fault after a
     /// healthy period, incidents printed as they open and resolve.
-    Demo(triage::demo::DemoArgs),
+    Demo(triage::tools::demo::DemoArgs),
     /// Exit 0 when the admin endpoint answers 200 within 2 s, 1 otherwise:
     /// a container HEALTHCHECK that needs no curl in the image.
     Healthcheck {
@@ -174,7 +174,7 @@ fn main() -> ExitCode {
                 .map_err(|error| error.to_string())
                 .and_then(|runtime| {
                     runtime
-                        .block_on(triage::sim::run_simulate(args))
+                        .block_on(triage::tools::sim::run_simulate(args))
                         .map_err(|error| error.to_string())
                 });
             report(result)
@@ -193,7 +193,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn demo(args: triage::demo::DemoArgs) -> anyhow::Result<()> {
+fn demo(args: triage::tools::demo::DemoArgs) -> anyhow::Result<()> {
     let plan = args.plan()?;
     telemetry::init_logging(&args.log_level, LogFormat::Text)
         .map_err(|error| anyhow::anyhow!("--log-level {}: {error}", args.log_level))?;
@@ -207,7 +207,7 @@ fn demo(args: triage::demo::DemoArgs) -> anyhow::Result<()> {
         let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
         tokio::spawn(wait_for_signal(terminate, interrupt, shutdown.clone()));
         let mut stdout = std::io::stdout();
-        triage::demo::run(&plan, args.json, shutdown, &mut stdout).await?;
+        triage::tools::demo::run(&plan, args.json, shutdown, &mut stdout).await?;
         Ok(())
     })
 }
@@ -289,16 +289,7 @@ fn load(config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
 fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let settings = load(args.config.as_deref())?;
-    let mut replay = triage::replay::Replay::new(
-        settings.store.clone(),
-        settings.detect.clone(),
-        settings.detect.lateness,
-    )
-    .with_span_config(settings.analyze.clone())
-    .with_changes_config(
-        &settings.changes,
-        triage::analyze::rca::RcaConfig::default(),
-    );
+    let mut replay = triage::replay::Replay::new(&settings.pipeline());
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path)
@@ -308,7 +299,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let mut write_error = None;
-    let mut emit = |events: &[triage::detect::incident::IncidentEvent]| {
+    let mut emit = |events: &[triage::model::IncidentEvent]| {
         for event in events {
             let written = serde_json::to_writer(&mut out, event)
                 .map_err(std::io::Error::from)
@@ -422,9 +413,9 @@ fn query(args: triage::query::cli::QueryArgs) -> anyhow::Result<()> {
 /// The scenarios `args` names (all of `all` when it names none), each once
 /// per seed, with the rate override applied.
 fn selected_runs(
-    all: Vec<(&'static str, triage::sim::Scenario)>,
+    all: Vec<(&'static str, triage::tools::sim::Scenario)>,
     args: &EvalArgs,
-) -> anyhow::Result<Vec<(&'static str, u64, triage::sim::Scenario)>> {
+) -> anyhow::Result<Vec<(&'static str, u64, triage::tools::sim::Scenario)>> {
     for name in &args.scenarios {
         if !all.iter().any(|(known, _)| known == name) {
             let known: Vec<&str> = all.iter().map(|(known, _)| *known).collect();
@@ -455,11 +446,12 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     }
     let mut outcomes = Vec::new();
     for (name, seed, scenario) in selected_runs(
-        triage::eval::scenario_set(&args.scenarios, args.days),
+        triage::tools::eval::scenario_set(&args.scenarios, args.days),
         &args,
     )? {
         let started = std::time::Instant::now();
-        let outcome = triage::eval::run_scenario(name, scenario, &settings.detect, &settings.store);
+        let outcome =
+            triage::tools::eval::run_scenario(name, scenario, &settings.detect, &settings.store);
         eprintln!(
             "{name} (seed {seed}): {} in {:.1} s ({} spans)",
             if outcome.fault.is_none() {
@@ -477,7 +469,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         );
         outcomes.push(outcome);
     }
-    print!("{}", triage::eval::table(&outcomes));
+    print!("{}", triage::tools::eval::table(&outcomes));
     Ok(())
 }
 
@@ -485,10 +477,14 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
 /// ground truth.
 fn eval_rca(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
-    for (name, seed, scenario) in selected_runs(triage::sim::rca_scenarios(), args)? {
+    for (name, seed, scenario) in selected_runs(triage::tools::sim::rca_scenarios(), args)? {
         let started = std::time::Instant::now();
-        let outcome =
-            triage::eval::run_rca_scenario(name, scenario, &settings.detect, &settings.store);
+        let outcome = triage::tools::eval::run_rca_scenario(
+            name,
+            scenario,
+            &settings.detect,
+            &settings.store,
+        );
         let firsts: Vec<String> = outcome
             .faults
             .iter()
@@ -512,7 +508,7 @@ fn eval_rca(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         );
         outcomes.push(outcome);
     }
-    print!("{}", triage::eval::rca_table(&outcomes));
+    print!("{}", triage::tools::eval::rca_table(&outcomes));
     Ok(())
 }
 

@@ -18,7 +18,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -29,18 +28,14 @@ use opentelemetry_proto::tonic::collector::{
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use thiserror::Error;
 
-use crate::analyze::changes::{Change, ChangeDetector, ChangeLog, ChangesConfig};
-use crate::analyze::rca::{Analyzer, Context, RcaConfig};
-use crate::analyze::spans::{SpanAnalyzer, SpanConfig};
-use crate::detect::engine::Engine;
-use crate::detect::incident::IncidentEvent;
-use crate::detect::DetectConfig;
-use crate::receiver::http::{decode_json_any, JsonRequest};
-use crate::receiver::ingest::Ingest;
+use crate::ingest::spans::SpanAnalyzer;
+use crate::model::{Change, ExtraKeys, Incident, IncidentEvent, TraceBatch};
+use crate::pipeline::{self, Pipeline};
+use crate::receiver::decode::{decode_json_any, JsonRequest};
 use crate::receiver::json::{read_logs, read_metrics, JsonTraces, ScannedTraces};
-use crate::receiver::wire::{ExtraKeys, TraceBatch};
 use crate::receiver::Sink;
-use crate::store::{ManualClock, Store, StoreConfig};
+use crate::store::changes::ChangeLog;
+use crate::store::{ManualClock, Store};
 
 mod chunks;
 pub mod input;
@@ -81,19 +76,12 @@ pub struct ReplayStats {
     pub events: u64,
 }
 
-/// Recording + detection over a data-driven clock.
+/// Recording + detection over a data-driven clock: the pipeline, ticked
+/// after every request with the newest event time read.
 pub struct Replay {
-    store: Arc<Store>,
+    pipeline: Pipeline,
+    /// The store's clock: the newest event time seen so far.
     clock: Arc<ManualClock>,
-    ingest: Ingest,
-    /// Span analysis, fed by `ingest`; read by root-cause analysis.
-    spans: Arc<SpanAnalyzer>,
-    engine: Engine,
-    /// Groups and explains the engine's per-service incidents.
-    analyzer: Analyzer,
-    /// Changes posted (by [`Replay::record_change`]) or seen in the data.
-    changes: Arc<ChangeLog>,
-    change_detector: Arc<ChangeDetector>,
     newest: u64,
     pub stats: ReplayStats,
 }
@@ -148,26 +136,12 @@ fn newest_log_time(request: &ExportLogsServiceRequest) -> u64 {
 }
 
 impl Replay {
-    pub fn new(store: StoreConfig, detect: DetectConfig, lateness: Duration) -> Self {
+    /// A replay of the stages as `settings` configure them.
+    pub fn new(settings: &pipeline::Settings) -> Self {
         let clock = Arc::new(ManualClock::new(0));
-        let spans = Arc::new(SpanAnalyzer::new(SpanConfig::default(), &store));
-        let store = Arc::new(Store::with_clock(store, clock.clone()));
-        let changes_config = ChangesConfig::default();
-        let changes = Arc::new(ChangeLog::new(changes_config.capacity.get()));
-        let change_detector = Arc::new(ChangeDetector::new(Arc::clone(&changes), &changes_config));
+        let store = Arc::new(Store::with_clock(settings.store.clone(), clock.clone()));
         Replay {
-            ingest: Ingest::new(Arc::clone(&store))
-                .with_spans(Arc::clone(&spans))
-                .with_changes(Arc::clone(&change_detector)),
-            spans,
-            engine: Engine::new(detect, lateness),
-            analyzer: Analyzer::new(RcaConfig {
-                lookback: changes_config.lookback,
-                ..RcaConfig::default()
-            }),
-            changes,
-            change_detector,
-            store,
+            pipeline: Pipeline::new(settings, store),
             clock,
             newest: 0,
             stats: ReplayStats::default(),
@@ -175,61 +149,27 @@ impl Replay {
     }
 
     pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
-    /// Uses `config` for the span analysis instead of the defaults (call
-    /// before feeding anything).
-    pub fn with_span_config(mut self, config: SpanConfig) -> Self {
-        self.spans = Arc::new(SpanAnalyzer::new(config, self.store.config()));
-        self.ingest = self.ingest.with_spans(Arc::clone(&self.spans));
-        self
-    }
-
-    /// Uses `config` for change detection and correlation (call before
-    /// feeding anything).
-    pub fn with_changes_config(mut self, config: &ChangesConfig, rca: RcaConfig) -> Self {
-        self.changes = Arc::new(ChangeLog::new(config.capacity.get()));
-        self.change_detector = Arc::new(ChangeDetector::new(Arc::clone(&self.changes), config));
-        self.ingest = if config.detect_from_telemetry {
-            self.ingest.with_changes(Arc::clone(&self.change_detector))
-        } else {
-            self.ingest.without_changes()
-        };
-        self.analyzer = Analyzer::new(RcaConfig {
-            lookback: config.lookback,
-            ..rca
-        });
-        self
+        self.pipeline.store()
     }
 
     /// Records a change a tool posted (deploy, flag flip) at its time.
     pub fn record_change(&mut self, change: Change) -> u64 {
-        self.changes.record(change)
+        self.pipeline.changes().record(change)
     }
 
     /// The changes known so far.
     pub fn changes(&self) -> &Arc<ChangeLog> {
-        &self.changes
+        self.pipeline.changes()
     }
 
     /// Open grouped incidents.
-    pub fn open_incidents(&self) -> Vec<&crate::detect::incident::Incident> {
-        self.analyzer.open_incidents()
-    }
-
-    fn analyze(&mut self, events: Vec<IncidentEvent>) -> Vec<IncidentEvent> {
-        let context = Context {
-            store: &self.store,
-            spans: Some(&self.spans),
-            changes: &self.changes,
-        };
-        self.analyzer.process(events, context)
+    pub fn open_incidents(&self) -> Vec<&Incident> {
+        self.pipeline.open_incidents()
     }
 
     /// The span analyzer (own time, local errors, retries, drill-down).
     pub fn spans(&self) -> &Arc<SpanAnalyzer> {
-        &self.spans
+        self.pipeline.spans()
     }
 
     /// Moves the data clock forward to `time` (never back).
@@ -251,19 +191,19 @@ impl Replay {
         let outcome = match request {
             JsonRequest::Traces(request) => {
                 self.advance_clock(newest_trace_time(request));
-                let outcome = self.ingest.traces(request);
+                let outcome = self.pipeline.ingest().traces(request);
                 self.stats.spans += outcome.accepted + outcome.rejected;
                 outcome
             }
             JsonRequest::Metrics(request) => {
                 self.advance_clock(newest_metric_time(request));
-                let outcome = self.ingest.metrics(request);
+                let outcome = self.pipeline.ingest().metrics(request);
                 self.stats.points += outcome.accepted + outcome.rejected;
                 outcome
             }
             JsonRequest::Logs(request) => {
                 self.advance_clock(newest_log_time(request));
-                let outcome = self.ingest.logs(request);
+                let outcome = self.pipeline.ingest().logs(request);
                 self.stats.logs += outcome.accepted + outcome.rejected;
                 outcome
             }
@@ -280,7 +220,9 @@ impl Replay {
         if let Some(text) = utf8(line) {
             match json_signal(line) {
                 Some(Signal::Traces) => {
-                    if let Some(traces) = ScannedTraces::read(text, self.spans.extra_keys()) {
+                    if let Some(traces) =
+                        ScannedTraces::read(text, self.pipeline.spans().extra_keys())
+                    {
                         return Ok(self.feed_batch(&traces.batch()));
                     }
                 }
@@ -303,7 +245,7 @@ impl Replay {
     /// [`Replay::feed_line`] without the scanning readers.
     fn feed_line_slowly(&mut self, line: &[u8]) -> Result<Vec<IncidentEvent>, String> {
         if let Some(traces) = JsonTraces::read(line) {
-            let batch = traces.batch_with(self.spans.extra_keys());
+            let batch = traces.batch_with(self.pipeline.spans().extra_keys());
             return Ok(self.feed_batch(&batch));
         }
         let request = decode_json_any(line)?;
@@ -320,7 +262,7 @@ impl Replay {
             .unwrap_or(0);
         self.stats.lines += 1;
         self.advance_clock(newest);
-        let outcome = self.ingest.record_batch(batch);
+        let outcome = self.pipeline.ingest().record_batch(batch);
         self.stats.spans += outcome.accepted + outcome.rejected;
         self.stats.rejected += outcome.rejected;
         self.after_feed()
@@ -334,7 +276,7 @@ impl Replay {
         let decode = |error: prost::DecodeError| format!("not an OTLP export request: {error}");
         match input::sniff_signal(message) {
             Some(Signal::Traces) => {
-                let batch = TraceBatch::read_with(message, self.spans.extra_keys())
+                let batch = TraceBatch::read_with(message, self.pipeline.spans().extra_keys())
                     .map_err(|error| format!("not an OTLP trace export request: {error}"))?;
                 Ok(self.feed_batch(&batch))
             }
@@ -376,11 +318,7 @@ impl Replay {
     }
 
     fn after_feed(&mut self) -> Vec<IncidentEvent> {
-        self.store.expire_pairs();
-        self.spans.expire(&self.store);
-        self.change_detector.advance(self.newest);
-        let found = self.engine.advance(&self.store, self.newest);
-        let events = self.analyze(found);
+        let events = self.pipeline.tick(self.newest);
         self.stats.events += events.len() as u64;
         events
     }
@@ -388,12 +326,7 @@ impl Replay {
     /// Resolves waiting client spans and closes every window up to the newest
     /// event time, as if the allowed lateness had passed.
     pub fn finish(&mut self) -> Vec<IncidentEvent> {
-        self.store.flush_pairs();
-        self.spans.flush(&self.store);
-        let last = self.store.window_index(self.newest);
-        self.change_detector.advance(self.newest);
-        let found = self.engine.close_through(&self.store, last);
-        let events = self.analyze(found);
+        let events = self.pipeline.finish(self.newest);
         self.stats.events += events.len() as u64;
         events
     }
@@ -463,7 +396,7 @@ pub fn replay_input(
         recycle.push(free);
         ends.push((job_end, done, free_end));
     }
-    let extra = replay.spans.extra_keys().clone();
+    let extra = replay.spans().extra_keys().clone();
     std::thread::scope(|scope| {
         for (jobs, done, recycled) in ends {
             let decoder = Decoder {

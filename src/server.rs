@@ -22,27 +22,23 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
-use crate::analyze::changes::{ChangeDetector, ChangeLog};
-use crate::analyze::rca::{Analyzer, Handles, RcaConfig};
-use crate::analyze::spans::SpanAnalyzer;
 use crate::config::Settings;
-use crate::detect::engine::Engine;
-use crate::detect::incident::IncidentEvent;
 use crate::history::tasks::{self as history_tasks, Snapshotter};
 use crate::history::{History, HistoryError};
+use crate::ingest::spans::SpanAnalyzer;
+use crate::model::IncidentEvent;
+use crate::pipeline::{Pipeline, WallClock};
 use crate::query::service::{Api, ApiError, Sources as ApiSources};
 use crate::receiver::grpc::{self, GrpcConfig, OtlpStatusLayer};
 use crate::receiver::http::{self as otlp_http, HttpConfig};
-use crate::receiver::ingest::Ingest;
 use crate::receiver::Sink;
+use crate::store::changes::ChangeLog;
 use crate::store::Store;
 use crate::telemetry;
 
-/// How often detection checks for windows to close.
-const DETECT_TICK: Duration = Duration::from_secs(1);
-
-/// How often client spans waiting for a pair are checked for expiry.
-const PAIRING_TICK: Duration = Duration::from_millis(500);
+/// How often the pipeline ticks: client spans waiting for a pair are
+/// checked for expiry, and detection checks for windows to close.
+const TICK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -78,13 +74,10 @@ pub struct Addresses {
 /// A collector with its listeners bound, not yet serving.
 pub struct Server {
     settings: Settings,
-    store: Arc<Store>,
+    /// Every stage from ingest to analysis, built once; its shared parts
+    /// (store, span analysis, change log) are handed to the APIs.
+    pipeline: Pipeline,
     health: Arc<Health>,
-    /// Change events, posted by tools or seen in the telemetry.
-    changes: Arc<ChangeLog>,
-    /// Span analysis (own time, local errors, retries, drill-down), fed by
-    /// ingest and read by root-cause analysis.
-    spans: Arc<SpanAnalyzer>,
     grpc: TcpListener,
     http: TcpListener,
     admin: TcpListener,
@@ -116,7 +109,10 @@ async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, Se
 impl Server {
     /// Binds the three listeners; fails naming the address that could not be bound.
     pub async fn bind(settings: Settings) -> Result<Server, ServerError> {
-        let store = Arc::new(Store::new(settings.store.clone()));
+        let store = Arc::new(Store::with_clock(
+            settings.store.clone(),
+            Arc::new(WallClock),
+        ));
         Self::bind_with_store(settings, store).await
     }
 
@@ -143,22 +139,23 @@ impl Server {
             admin: local(&admin, "admin HTTP", settings.admin.endpoint)?,
             api: api.address(),
         };
-        let spans = Arc::new(SpanAnalyzer::new(settings.analyze.clone(), store.config()));
+        let pipeline = Pipeline::new(&settings.pipeline(), store);
         // Opened at bind so that an unusable data directory fails start-up
         // with its path, like an unusable address. Opening is brief file
         // I/O; the heavy restore (baselines) happens in `run`.
         let history = Arc::new(History::open(&settings.storage)?);
-        let changes = Arc::new(ChangeLog::new(settings.changes.capacity.get()));
-        let restored = history_tasks::restore_changes(&history, &changes, store.now_unix_nanos())?;
+        let restored = history_tasks::restore_changes(
+            &history,
+            pipeline.changes(),
+            pipeline.store().now_unix_nanos(),
+        )?;
         if restored > 0 {
             tracing::info!(restored, "restored change events");
         }
         Ok(Server {
             settings,
-            spans,
-            store,
+            pipeline,
             health: Arc::new(Health::default()),
-            changes,
             history,
             grpc,
             http,
@@ -179,7 +176,7 @@ impl Server {
     }
 
     pub fn store(&self) -> Arc<Store> {
-        Arc::clone(&self.store)
+        Arc::clone(self.pipeline.store())
     }
 
     pub fn health(&self) -> Arc<Health> {
@@ -187,7 +184,7 @@ impl Server {
     }
 
     pub fn changes(&self) -> Arc<ChangeLog> {
-        Arc::clone(&self.changes)
+        Arc::clone(self.pipeline.changes())
     }
 
     /// The incident and change history (for the query API and alerting).
@@ -197,7 +194,7 @@ impl Server {
 
     /// The span analyzer (own time, local errors, retries, drill-down).
     pub fn spans(&self) -> Arc<SpanAnalyzer> {
-        Arc::clone(&self.spans)
+        Arc::clone(self.pipeline.spans())
     }
 
     /// Serves until `shutdown` is cancelled, then drains. Returns once every
@@ -205,10 +202,8 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
         let Server {
             settings,
-            store,
+            mut pipeline,
             health,
-            changes,
-            spans,
             grpc,
             http,
             admin,
@@ -217,7 +212,8 @@ impl Server {
             events,
             history,
         } = self;
-        let _ = &changes;
+        let store = Arc::clone(pipeline.store());
+        let changes = Arc::clone(pipeline.changes());
         // Set up before serving, so an unusable alerting file fails start-up.
         let mut alerter = crate::alert::Alerter::new(&settings.alerting, addresses.admin)?;
         if let Some(alerter) = &mut alerter {
@@ -230,15 +226,7 @@ impl Server {
                 }
             }
         }
-        // Inferring changes from the telemetry can be turned off; posted
-        // changes are accepted either way.
-        let change_detector =
-            Arc::new(ChangeDetector::new(Arc::clone(&changes), &settings.changes));
-        let mut ingest = Ingest::new(Arc::clone(&store)).with_spans(Arc::clone(&spans));
-        if settings.changes.detect_from_telemetry {
-            ingest = ingest.with_changes(Arc::clone(&change_detector));
-        }
-        let sink: Arc<dyn Sink> = Arc::new(ingest);
+        let sink: Arc<dyn Sink> = pipeline.ingest().clone();
 
         let (traces, metrics, logs) = grpc::services(
             Arc::clone(&sink),
@@ -291,18 +279,6 @@ impl Server {
                 .await
         });
 
-        let upkeep = tokio::spawn(upkeep(Arc::clone(&store), shutdown.clone()));
-        let change_upkeep = tokio::spawn(change_upkeep(
-            Arc::clone(&store),
-            change_detector,
-            shutdown.clone(),
-        ));
-        let span_upkeep = tokio::spawn(span_upkeep(
-            Arc::clone(&spans),
-            Arc::clone(&store),
-            shutdown.clone(),
-        ));
-        let mut engine = Engine::new(settings.detect.clone(), settings.detect.lateness);
         // Recorders subscribe before restoring, which may publish catch-up
         // events; the incident recorder ends when detection drops `events`.
         let incident_recorder = tokio::spawn(history_tasks::record_incidents(
@@ -325,22 +301,14 @@ impl Server {
         // Baselines and open incidents from the last run, before detection
         // starts; events that bring the record up to date go to every
         // subscriber.
-        let handles = Handles {
-            store: Arc::clone(&store),
-            spans: Some(Arc::clone(&spans)),
-            changes: Arc::clone(&changes),
-        };
-        let mut analyzer = Analyzer::new(RcaConfig {
-            lookback: settings.changes.lookback,
-            ..RcaConfig::default()
-        });
         match history.open_incidents() {
-            Ok(open) => analyzer.restore(open),
+            Ok(open) => pipeline.restore_incidents(open),
             Err(error) => tracing::warn!(%error, "cannot read open incidents from the history"),
         }
         let caught_up =
-            history_tasks::restore_engine(Arc::clone(&history), &store, &mut engine).await;
-        for event in analyzer.process(caught_up, handles.context()) {
+            history_tasks::restore_engine(Arc::clone(&history), &store, pipeline.engine_mut())
+                .await;
+        for event in pipeline.analyze(caught_up) {
             let _ = events.send(event);
         }
         // Without storage a snapshot would only be lost at exit.
@@ -351,14 +319,7 @@ impl Server {
                 settings.store.window,
             )
         });
-        let detection = tokio::spawn(detect(
-            handles,
-            engine,
-            analyzer,
-            events,
-            snapshots,
-            shutdown.clone(),
-        ));
+        let detection = tokio::spawn(drive(pipeline, events, snapshots, shutdown.clone()));
 
         let api = api.spawn(ApiSources {
             store: Arc::clone(&store),
@@ -393,9 +354,7 @@ impl Server {
             grpc_abort.abort();
             http_abort.abort();
         }
-        let _ = upkeep.await;
-        let _ = change_upkeep.await;
-        let _ = detection.await;
+        let pipeline = detection.await;
         alerting_stop.cancel();
         if let Some(alerting) = alerting {
             // The alerter bounds its own flush; this only guards against a
@@ -406,10 +365,10 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(5), incident_recorder).await;
         let _ = change_recorder.await;
         let _ = history_upkeep.await;
-        let _ = span_upkeep.await;
-        let resolved = store.flush_pairs();
-        spans.flush(&store);
-        tracing::debug!(resolved, "resolved waiting client spans");
+        if let Ok(Some(pipeline)) = pipeline {
+            let resolved = pipeline.flush();
+            tracing::debug!(resolved, "resolved waiting client spans");
+        }
         // Closed after the receivers have drained and detection has stopped,
         // so watchers see the last incident events.
         if let Err(error) = api.stop().await {
@@ -443,51 +402,49 @@ impl Server {
     }
 }
 
-/// Closes windows as the wall clock passes them (plus the allowed lateness)
-/// and publishes incident events. Detection runs on a blocking thread: it
-/// walks every series, which must not stall the receivers' tasks.
-async fn detect(
-    handles: Handles,
-    mut engine: Engine,
-    mut analyzer: Analyzer,
+/// Ticks the pipeline with the wall clock (through the store's clock) and
+/// publishes incident events, until shutdown; then saves a last snapshot and
+/// hands the pipeline back for the final flush. The tick runs on a blocking
+/// thread: closing a window walks every series, which must not stall the
+/// receivers' tasks. `None` if a tick panicked (detection stops, logged).
+async fn drive(
+    mut pipeline: Pipeline,
     events: broadcast::Sender<IncidentEvent>,
     mut snapshots: Option<Snapshotter>,
     shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(DETECT_TICK);
+) -> Option<Pipeline> {
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
                 // The state at shutdown, so a graceful restart loses nothing.
                 if let Some(snapshots) = snapshots {
-                    let snapshot = engine.snapshot(snapshots.window());
+                    let snapshot = pipeline.engine().snapshot(snapshots.window());
                     snapshots.finish(snapshot).await;
                 }
-                return;
+                return Some(pipeline);
             }
             _ = tick.tick() => {}
         }
-        let handles = handles.clone();
         let snapshot_window = snapshots
             .as_ref()
             .filter(|snapshots| snapshots.due())
             .map(Snapshotter::window);
         let result = tokio::task::spawn_blocking(move || {
-            let now = handles.store.now_unix_nanos();
-            let found = engine.advance(&handles.store, now);
-            let found = analyzer.process(found, handles.context());
+            let now = pipeline.store().now_unix_nanos();
+            let found = pipeline.tick(now);
             // Copied here, off the runtime; written by the snapshotter.
-            let snapshot = snapshot_window.map(|window| engine.snapshot(window));
-            (engine, analyzer, found, snapshot)
+            let snapshot = snapshot_window.map(|window| pipeline.engine().snapshot(window));
+            pipeline.change_detector().report_metrics();
+            (pipeline, found, snapshot)
         })
         .await;
-        let Ok((returned, returned_analyzer, found, snapshot)) = result else {
+        let Ok((returned, found, snapshot)) = result else {
             tracing::error!("detection task failed; detection stops");
-            return;
+            return None;
         };
-        engine = returned;
-        analyzer = returned_analyzer;
+        pipeline = returned;
         if let (Some(snapshots), Some(snapshot)) = (snapshots.as_mut(), snapshot) {
             snapshots.save(snapshot);
         }
@@ -506,63 +463,6 @@ async fn detect(
             }
             // No subscriber is fine: incidents are also logged.
             let _ = events.send(event);
-        }
-    }
-}
-
-/// Span analysis upkeep: judges parents whose wait for a callee is over and
-/// expires the trace buffer, on the pairing buffer's tick.
-async fn span_upkeep(spans: Arc<SpanAnalyzer>, store: Arc<Store>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(PAIRING_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => spans.expire(&store),
-        }
-    }
-}
-
-/// Reports rollouts of services that went quiet before theirs was reported
-/// (by the store's clock, so replay stays data-driven) and mirrors the
-/// change counters into self-metrics.
-async fn change_upkeep(
-    store: Arc<Store>,
-    detector: Arc<ChangeDetector>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(DETECT_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                detector.advance(store.now_unix_nanos());
-                telemetry::refresh_change_metrics(detector.log(), &detector);
-            }
-        }
-    }
-}
-
-/// Periodic store upkeep: resolve expired pairings, drop idle series.
-async fn upkeep(store: Arc<Store>, shutdown: CancellationToken) {
-    let sweep_every = (store.config().series_ttl / 10).max(Duration::from_secs(1));
-    let mut pairing = tokio::time::interval(PAIRING_TICK);
-    let mut sweep = tokio::time::interval(sweep_every);
-    pairing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = pairing.tick() => {
-                store.expire_pairs();
-            }
-            _ = sweep.tick() => {
-                let dropped = store.sweep();
-                if dropped > 0 {
-                    tracing::debug!(dropped, "dropped idle series");
-                }
-            }
         }
     }
 }

@@ -2,21 +2,25 @@
 //!
 //! Every self-metric name is a constant here, so dashboards and docs have one
 //! place to look. Counters are updated once per request (batch), never per
-//! item. Gauges that mirror store state (series, pairing buffer) are set when
-//! `/metrics` is scraped, by [`refresh_store_gauges`].
+//! item. This module is a leaf: components report their own figures under
+//! these names (the store mirrors its gauges when `/metrics` is scraped,
+//! `Store::report_gauges`; the change detector its counters on each tick,
+//! `ChangeDetector::report_metrics`); nothing here reaches into them.
 
-use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
-};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, histogram, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::config::LogFormat;
-use crate::receiver::Signal;
-use crate::store::Store;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
 
 /// Items (spans, data points, log records) accepted, by transport and signal.
 pub const RECEIVER_ACCEPTED: &str = "triage_receiver_accepted_items_total";
@@ -155,72 +159,27 @@ fn describe() {
 }
 
 /// Counts one request's outcome for a transport.
-pub fn record_outcome(transport: &'static str, signal: Signal, accepted: u64, rejected: u64) {
-    counter!(RECEIVER_ACCEPTED, "transport" => transport, "signal" => signal.as_str())
-        .increment(accepted);
+pub fn record_outcome(transport: &'static str, signal: &'static str, accepted: u64, rejected: u64) {
+    counter!(RECEIVER_ACCEPTED, "transport" => transport, "signal" => signal).increment(accepted);
     if rejected > 0 {
-        counter!(RECEIVER_REFUSED, "transport" => transport, "signal" => signal.as_str(), "reason" => "invalid")
+        counter!(RECEIVER_REFUSED, "transport" => transport, "signal" => signal, "reason" => "invalid")
             .increment(rejected);
     }
 }
 
 /// Counts a refused request.
-pub fn record_refused_request(transport: &'static str, signal: Signal, reason: &'static str) {
-    counter!(RECEIVER_REFUSED_REQUESTS, "transport" => transport, "signal" => signal.as_str(), "reason" => reason)
+pub fn record_refused_request(transport: &'static str, signal: &'static str, reason: &'static str) {
+    counter!(RECEIVER_REFUSED_REQUESTS, "transport" => transport, "signal" => signal, "reason" => reason)
         .increment(1);
 }
 
-pub fn record_ingest_batch(signal: Signal, elapsed: Duration) {
-    histogram!(INGEST_BATCH_DURATION, "signal" => signal.as_str()).record(elapsed.as_secs_f64());
-}
-
-/// Mirrors the store's own counters into metrics; called on each scrape.
-pub fn refresh_store_gauges(store: &Store) {
-    gauge!(STORE_SERIES).set(store.n_series() as f64);
-    gauge!(STORE_SERVICES).set(store.services().len() as f64);
-    gauge!(STORE_HISTOGRAM_BYTES).set(store.histogram_bytes() as f64);
-    gauge!(PAIRING_SIZE).set(store.pairing_len() as f64);
-    let counters = &store.counters;
-    counter!(STORE_OVERFLOW).absolute(counters.overflow_samples.load(Ordering::Relaxed));
-    counter!(STORE_LATE).absolute(counters.late_samples.load(Ordering::Relaxed));
-    counter!(STORE_FUTURE).absolute(counters.future_samples.load(Ordering::Relaxed));
-    counter!(STORE_EXPIRED).absolute(counters.expired_series.load(Ordering::Relaxed));
-    let pairing = store.pairing_counters();
-    for (result, value) in [
-        ("paired", &pairing.paired),
-        ("expired_client", &pairing.expired_clients),
-        ("expired_child", &pairing.expired_children),
-        ("full", &pairing.full),
-    ] {
-        counter!(PAIRING_RESULTS, "result" => result).absolute(value.load(Ordering::Relaxed));
-    }
+pub fn record_ingest_batch(signal: &'static str, elapsed: Duration) {
+    histogram!(INGEST_BATCH_DURATION, "signal" => signal).record(elapsed.as_secs_f64());
 }
 
 /// Counts a refused `POST /api/v1/changes`.
 pub fn record_change_refused(reason: &'static str) {
     counter!(CHANGES_REFUSED, "reason" => reason).increment(1);
-}
-
-/// Mirrors the change log's and the change detector's counters into
-/// metrics; called periodically by the server.
-pub fn refresh_change_metrics(
-    log: &crate::analyze::changes::ChangeLog,
-    detector: &crate::analyze::changes::ChangeDetector,
-) {
-    use crate::analyze::changes::ChangeSource;
-    for source in [ChangeSource::Api, ChangeSource::Telemetry] {
-        counter!(CHANGES_RECORDED, "source" => source.as_str()).absolute(log.recorded(source));
-    }
-    counter!(CHANGES_DROPPED).absolute(log.dropped());
-    let counters = detector.counters();
-    for (reason, value) in [
-        ("overflow", &counters.overflow),
-        ("deduplicated", &counters.deduplicated),
-        ("merged_rollout", &counters.merged_rollouts),
-    ] {
-        counter!(CHANGES_DETECTOR_SKIPPED, "reason" => reason)
-            .absolute(value.load(Ordering::Relaxed));
-    }
 }
 
 /// Sets up `tracing` logs to stderr, as text or JSON, filtered by `level`

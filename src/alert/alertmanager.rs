@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use super::client::{Client, SendError};
 use super::mapping::{severity_name, Mapping};
 use super::sender::Sink;
-use crate::detect::incident::{rfc3339, IncidentEvent, IncidentState};
-use crate::detect::Severity;
+use crate::model::Severity;
+use crate::model::{rfc3339, IncidentEvent, IncidentState};
 
 /// Alerts per request: Prometheus's batch size.
 const BATCH: usize = 64;

@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::config::fill_template;
-use crate::detect::incident::Incident;
-use crate::detect::{AnomalyKind, Severity};
+use crate::model::Incident;
+use crate::model::{AnomalyKind, Severity};
 
 /// Longest annotation kept, in bytes; longer text is cut at a character
 /// boundary and marked. Alertmanager stores every annotation of every alert,

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::detect::incident::{Incident, IncidentEvent};
+use crate::model::{Incident, IncidentEvent};
 
 /// An open incident on `payment`: a critical error-rate anomaly on
 /// `POST /pay` and a latency warning on `GET /status`.
@@ -56,8 +56,8 @@ pub(crate) fn incident() -> Incident {
 
 /// `incident` resolved at `at` (Unix nanoseconds).
 pub(crate) fn resolved(mut incident: Incident, at: u64) -> IncidentEvent {
-    incident.state = crate::detect::incident::IncidentState::Resolved;
+    incident.state = crate::model::IncidentState::Resolved;
     incident.resolved_unix_nanos = Some(at);
-    incident.resolved = Some(crate::detect::incident::rfc3339(at));
+    incident.resolved = Some(crate::model::rfc3339(at));
     IncidentEvent::Resolved(incident)
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::client::{Client, SendError};
 use super::sender::Sink;
-use crate::detect::incident::IncidentEvent;
+use crate::model::IncidentEvent;
 
 /// Posts incident events to one webhook, one event per request.
 #[derive(Debug)]

@@ -29,9 +29,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::analyze::spans::{Cohort, SpanAnalyzer};
-use crate::detect::incident::{rfc3339, Incident, IncidentEvent, IncidentState, SeriesAnomaly};
-use crate::detect::{Anomaly, AnomalyKind, Severity};
+use crate::ingest::spans::{Cohort, SpanAnalyzer};
+use crate::model::{rfc3339, Incident, IncidentEvent, IncidentState, SeriesAnomaly};
+use crate::model::{Anomaly, AnomalyKind, Severity};
 use crate::store::Store;
 
 /// The `series_kind` of a cohort's anomaly.

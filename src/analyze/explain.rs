@@ -9,15 +9,19 @@
 
 use std::ops::Range;
 
-use super::changes::{correlate, ChangeFilter, CorrelationInput};
-use super::rca::{ranges, Context, Graph, OriginEvidence, RcaConfig, MIN_BASELINE_WINDOWS};
-use super::spans::SpanAnalyzer;
-use super::{
+use crate::analyze::context::{
+    ranges, Context, Graph, OriginEvidence, RcaConfig, MIN_BASELINE_WINDOWS,
+};
+use crate::analyze::correlate::correlate;
+use crate::analyze::correlate::CorrelationInput;
+use crate::ingest::spans::SpanAnalyzer;
+use crate::model::AnomalyKind;
+use crate::model::ChangeFilter;
+use crate::model::Incident;
+use crate::model::{
     AttributeLift, BlastRadius, Evidence, Hypothesis, HypothesisKind, Pattern, PatternKind,
 };
-use crate::detect::incident::Incident;
-use crate::detect::AnomalyKind;
-use crate::store::{SeriesKey, SeriesKind};
+use crate::model::{SeriesKey, SeriesKind};
 
 /// Most attribute lifts listed in a blast radius.
 const MAX_LIFTS: usize = 5;
@@ -373,7 +377,7 @@ fn patterns(
                 let repeated_now = share(calls_now.calls, calls_now.repeated);
                 let repeated_before = share(calls_before.calls, calls_before.repeated);
                 let per_parent =
-                    |c: &crate::analyze::spans::CallStats| c.calls as f64 / c.parents.max(1) as f64;
+                    |c: &crate::ingest::spans::CallStats| c.calls as f64 / c.parents.max(1) as f64;
                 if calls_now.calls >= 20
                     && repeated_now >= 0.2
                     && repeated_now >= 3.0 * repeated_before.max(0.01)
@@ -829,7 +833,7 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
             score: score * 0.8,
             summary: format!("{service} is where it starts"),
             evidence_for: vec![Evidence {
-                text: super::rca::reason(evidence),
+                text: super::context::reason(evidence),
                 trace_ids: exemplars,
             }],
             evidence_against: against,

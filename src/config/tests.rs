@@ -1,5 +1,5 @@
 use super::*;
-use crate::analyze::spans::SpanConfig;
+use crate::ingest::spans::SpanConfig;
 use std::collections::BTreeSet;
 
 /// The problems `yaml` has, with no overrides.

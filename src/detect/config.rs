@@ -255,7 +255,7 @@ impl Default for DetectConfig {
             warmup_windows: 30,
             history_windows: 360,
             relearn_after: Duration::from_secs(30 * 60),
-            lateness: Duration::from_secs(10),
+            lateness: super::engine::DEFAULT_LATENESS,
             seasonality: true,
             open_after: 2,
             open_after_severe: 1,

@@ -16,14 +16,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::incident::{Hysteresis, IncidentEvent, IncidentTracker, SeriesResult};
-use super::incident::{Incident, KeyRecord, Reconciled, TrackerSnapshot};
 use super::onset;
 use super::series::Trend;
-use super::Readiness;
-use super::{service_rules, Anomaly, DetectConfig, SeriesDetector, SeriesInfo, WindowStats};
+use crate::detect::incident::{Hysteresis, IncidentTracker, SeriesResult};
+use crate::detect::incident::{KeyRecord, Reconciled, TrackerSnapshot};
+use crate::detect::{service_rules, DetectConfig, SeriesDetector, SeriesInfo, WindowStats};
+use crate::model::Anomaly;
+use crate::model::Incident;
+use crate::model::IncidentEvent;
+use crate::model::Readiness;
+use crate::model::{SeriesKey, SeriesKind};
 use crate::store::window::SubWindows;
-use crate::store::{SeriesKey, SeriesKind, SeriesStats, Store};
+use crate::store::{SeriesStats, Store};
 use serde::{Deserialize, Serialize};
 
 /// Default allowed lateness: how long after a window's end spans for it are
@@ -74,15 +78,17 @@ fn window_stats(stats: &SeriesStats, subs: Option<SubWindows>) -> WindowStats {
 }
 
 impl Engine {
-    pub fn new(config: DetectConfig, lateness: Duration) -> Self {
+    /// An engine with no series yet; windows close `config.lateness` after
+    /// they end.
+    pub fn new(config: DetectConfig) -> Self {
         let hysteresis = Hysteresis {
             open_after: config.open_after,
             open_after_severe: config.open_after_severe,
             resolve_after: config.resolve_after,
         };
         Engine {
+            lateness_nanos: config.lateness.as_nanos() as u64,
             config,
-            lateness_nanos: lateness.as_nanos() as u64,
             series: BTreeMap::new(),
             incidents: IncidentTracker::new(hysteresis),
             next_window: None,

@@ -31,9 +31,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Anomaly, AnomalyKind, Severity};
-use crate::analyze::{BlastRadius, CorrelatedChange, Hypothesis, Pattern, RootCause};
-use crate::store::{SeriesKey, SeriesKind};
+use crate::model::{rfc3339, Incident, IncidentEvent, IncidentState, SeriesAnomaly};
+use crate::model::{Anomaly, Severity};
+use crate::model::{SeriesKey, SeriesKind};
 
 /// Most exemplar trace ids an incident carries.
 const MAX_EXEMPLARS: usize = 8;
@@ -55,90 +55,6 @@ impl Default for Hysteresis {
             open_after: 2,
             open_after_severe: 1,
             resolve_after: 3,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IncidentState {
-    Open,
-    Resolved,
-}
-
-/// An anomaly as carried by an incident: which series, and what was found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SeriesAnomaly {
-    /// `operation`, `edge`, `metric` or `log`.
-    pub series_kind: String,
-    pub series: String,
-    #[serde(flatten)]
-    pub anomaly: Anomaly,
-}
-
-/// One incident, as delivered to consumers (alerts, API, storage).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Incident {
-    /// Stable id: the service and the start of the first anomalous window
-    /// (Unix seconds), e.g. `payment@1733011390`; see the module docs for
-    /// why it is not the refined onset.
-    pub id: String,
-    pub state: IncidentState,
-    pub service: String,
-    /// Operations and edges (`-> callee`) of the service that are anomalous.
-    pub operations: Vec<String>,
-    pub kinds: Vec<AnomalyKind>,
-    pub severity: Severity,
-    /// When the anomaly began, Unix nanoseconds and RFC 3339: the first
-    /// anomalous window, refined to its first anomalous sub-window where
-    /// the sub-windows tell.
-    pub onset_unix_nanos: u64,
-    pub onset: String,
-    /// End of the window in which the incident opened.
-    pub opened_unix_nanos: u64,
-    /// End of the window in which it resolved.
-    pub resolved_unix_nanos: Option<u64>,
-    pub resolved: Option<String>,
-    /// The latest anomaly of each series involved, most severe first.
-    pub anomalies: Vec<SeriesAnomaly>,
-    /// Trace ids (hex) of slow or failing spans of the anomalous series.
-    pub exemplar_trace_ids: Vec<String>,
-    /// One line for people.
-    pub summary: String,
-    /// Every service the incident covers (more than one for a cascade),
-    /// origin candidates first.
-    #[serde(default)]
-    pub services: Vec<String>,
-    /// Ranked candidate origins.
-    #[serde(default)]
-    pub root_causes: Vec<RootCause>,
-    /// Named production patterns found (retry storm, pool wait, ...).
-    #[serde(default)]
-    pub patterns: Vec<Pattern>,
-    /// Change events before the onset, most likely cause first.
-    #[serde(default)]
-    pub changes: Vec<CorrelatedChange>,
-    #[serde(default)]
-    pub blast_radius: Option<BlastRadius>,
-    /// One to three ranked explanations with evidence and an action.
-    #[serde(default)]
-    pub hypotheses: Vec<Hypothesis>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", content = "incident", rename_all = "snake_case")]
-pub enum IncidentEvent {
-    Opened(Incident),
-    Updated(Incident),
-    Resolved(Incident),
-}
-
-impl IncidentEvent {
-    pub fn incident(&self) -> &Incident {
-        match self {
-            IncidentEvent::Opened(incident)
-            | IncidentEvent::Updated(incident)
-            | IncidentEvent::Resolved(incident) => incident,
         }
     }
 }
@@ -620,35 +536,6 @@ fn new_incident(service: &str, window_start: u64, onset: u64, opened: u64) -> In
     Incident::open(id, service, onset, opened)
 }
 
-impl Incident {
-    /// An open incident of `service` with nothing found yet: no kinds,
-    /// anomalies or analysis, warning severity, an empty summary.
-    pub fn open(id: String, service: &str, onset_unix_nanos: u64, opened_unix_nanos: u64) -> Self {
-        Incident {
-            id,
-            state: IncidentState::Open,
-            service: service.to_string(),
-            operations: Vec::new(),
-            kinds: Vec::new(),
-            severity: Severity::Warning,
-            onset_unix_nanos,
-            onset: rfc3339(onset_unix_nanos),
-            opened_unix_nanos,
-            resolved_unix_nanos: None,
-            resolved: None,
-            anomalies: Vec::new(),
-            exemplar_trace_ids: Vec::new(),
-            summary: String::new(),
-            services: vec![service.to_string()],
-            root_causes: Vec::new(),
-            patterns: Vec::new(),
-            changes: Vec::new(),
-            blast_radius: None,
-            hypotheses: Vec::new(),
-        }
-    }
-}
-
 /// Recomputes the derived fields of an incident from its series.
 fn refresh(open: &mut OpenIncident) {
     let incident = &mut open.incident;
@@ -707,6 +594,9 @@ fn refresh(open: &mut OpenIncident) {
     incident.anomalies = anomalies;
 }
 
+#[cfg(test)]
+mod tests;
+
 /// Whether an update is worth an event: new kinds, series or severity (not
 /// every change of a number, which would flood consumers every window).
 fn changed(before: &Incident, after: &Incident) -> bool {
@@ -715,34 +605,3 @@ fn changed(before: &Incident, after: &Incident) -> bool {
         || before.operations != after.operations
         || before.anomalies.len() != after.anomalies.len()
 }
-
-/// Formats Unix nanoseconds as RFC 3339 UTC with second precision.
-pub fn rfc3339(unix_nanos: u64) -> String {
-    let seconds = unix_nanos / 1_000_000_000;
-    let days = (seconds / 86_400) as i64;
-    let in_day = seconds % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        in_day / 3_600,
-        in_day % 3_600 / 60,
-        in_day % 60
-    )
-}
-
-#[cfg(test)]
-mod tests;

@@ -56,7 +56,8 @@
 //!   sub-window boundary; without the previous window's sub-windows, in
 //!   `[window start, window end)`.
 
-use super::{Anomaly, AnomalyKind, DetectConfig};
+use crate::detect::DetectConfig;
+use crate::model::{Anomaly, AnomalyKind};
 use crate::store::window::{
     sub_bucket_bounds, SubWindow, SubWindows, SUB_BUCKETS, SUB_WINDOWS, VALUE_SCALE,
 };

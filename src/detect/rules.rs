@@ -34,7 +34,8 @@
 
 use super::config::base_name;
 use super::series::{format_duration, format_percent, format_value, Trend};
-use super::{Anomaly, AnomalyKind, DetectConfig, Severity, WindowStats};
+use crate::detect::{DetectConfig, WindowStats};
+use crate::model::{Anomaly, AnomalyKind, Severity};
 
 /// Names of the connection count (filtered to state `used`).
 const POOL_USED: &[&str] = &["db.client.connection.count", "db.client.connections.usage"];

@@ -102,8 +102,9 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{base_name, DetectConfig};
 use super::stats::{self, Spread};
-use super::{Anomaly, AnomalyKind, Readiness, SeriesInfo, Severity, WindowStats};
-use crate::store::SeriesKind;
+use crate::detect::{SeriesInfo, WindowStats};
+use crate::model::SeriesKind;
+use crate::model::{Anomaly, AnomalyKind, Readiness, Severity};
 use sorted::Sorted;
 
 /// Length of one time-of-day slot. Ten minutes follows a daily ramp closely
@@ -1660,7 +1661,7 @@ mod info_serde {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use crate::detect::SeriesInfo;
-    use crate::store::SeriesKind;
+    use crate::model::SeriesKind;
 
     /// The written form, borrowed.
     #[derive(Serialize)]

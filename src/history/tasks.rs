@@ -17,9 +17,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{wall_clock_nanos, History, HistoryError, WRITE_ERRORS_METRIC};
-use crate::analyze::changes::{Change, ChangeLog};
 use crate::detect::engine::{Engine, EngineSnapshot};
-use crate::detect::incident::{rfc3339, Incident, IncidentEvent, IncidentState};
+use crate::model::Change;
+use crate::model::{rfc3339, Incident, IncidentEvent, IncidentState};
+use crate::store::changes::ChangeLog;
 use crate::store::Store;
 
 /// How often old history is pruned. Retention is days; an hour late is

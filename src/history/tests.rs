@@ -2,10 +2,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::*;
-use crate::analyze::changes::{ChangeKind, ChangeSource};
-use crate::detect::engine::{Engine, DEFAULT_LATENESS};
-use crate::detect::incident::SeriesAnomaly;
-use crate::detect::{Anomaly, AnomalyKind, DetectConfig, Severity};
+use crate::detect::engine::Engine;
+use crate::detect::DetectConfig;
+use crate::model::SeriesAnomaly;
+use crate::model::{Anomaly, AnomalyKind, Severity};
+use crate::model::{ChangeKind, ChangeSource};
 use crate::store::{ManualClock, Sample, Store, StoreConfig};
 
 const SECOND: u64 = 1_000_000_000;
@@ -36,7 +37,7 @@ fn incident(service: &str, onset_secs: u64, state: IncidentState) -> Incident {
         operations: vec!["POST /pay".to_string()],
         kinds: vec![AnomalyKind::Latency],
         resolved_unix_nanos: resolved,
-        resolved: resolved.map(crate::detect::incident::rfc3339),
+        resolved: resolved.map(crate::model::rfc3339),
         anomalies: vec![SeriesAnomaly {
             series_kind: "operation".to_string(),
             series: "POST /pay".to_string(),
@@ -473,7 +474,7 @@ fn new_store() -> (Store, Arc<ManualClock>) {
 }
 
 fn new_engine() -> Engine {
-    Engine::new(DetectConfig::default(), DEFAULT_LATENESS)
+    Engine::new(DetectConfig::default())
 }
 
 /// Feeds seconds `from..to` of traffic shaped by `millis(second)` (0 = no

@@ -11,8 +11,8 @@ use super::client::{Client, ClientConfig, ClientError};
 use super::pb;
 use super::view::{RedStats, ServiceStats, ServiceSummary, Topology};
 use super::EventRecord;
-use crate::analyze::changes::Change;
-use crate::detect::incident::{rfc3339, Incident, IncidentState};
+use crate::model::Change;
+use crate::model::{rfc3339, Incident, IncidentState};
 
 /// Most incidents `triage query incidents` pages through by default.
 const DEFAULT_INCIDENT_LIMIT: usize = 50;

@@ -12,8 +12,8 @@ use tonic::{Code, Request, Status};
 
 use super::pb::triage_query_client::TriageQueryClient;
 use super::{pb, ConvertError, EventRecord};
-use crate::analyze::changes::Change;
-use crate::detect::incident::Incident;
+use crate::model::Change;
+use crate::model::Incident;
 use crate::query::view::{ServiceStats, ServiceSummary, Topology};
 
 /// How long connecting may take before the CLI gives up.

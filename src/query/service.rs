@@ -43,9 +43,10 @@ use tonic_health::ServingStatus;
 use super::config::{ApiConfig, TokenSource};
 use super::pb::triage_query_server::{TriageQuery, TriageQueryServer};
 use super::{pb, view, EventName, EventRecord};
-use crate::analyze::changes::{Change, ChangeFilter, ChangeKind, ChangeLog, ChangeSource};
-use crate::detect::incident::rfc3339;
 use crate::history::{EventKind, History, HistoryError, IncidentFilter, StoredEvent};
+use crate::model::rfc3339;
+use crate::model::{Change, ChangeFilter, ChangeKind, ChangeSource};
+use crate::store::changes::ChangeLog;
 use crate::store::Store;
 
 /// Incidents per page when the request does not say.

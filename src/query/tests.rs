@@ -1,6 +1,6 @@
 use super::*;
-use crate::analyze::{HypothesisKind, PatternKind};
-use crate::detect::AnomalyKind;
+use crate::model::AnomalyKind;
+use crate::model::{HypothesisKind, PatternKind};
 
 /// An incident with every field filled, so a round trip checks them all.
 pub(crate) fn full_incident() -> Incident {

@@ -14,8 +14,9 @@ use std::collections::BTreeSet;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::model::{SeriesKey, SeriesKind};
 use crate::store::window::VALUE_SCALE;
-use crate::store::{SeriesKey, SeriesKind, Store};
+use crate::store::Store;
 
 /// A service and what it is made of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -74,7 +74,7 @@ impl MetricsService for GrpcReceiver {
         let outcome = self.sink.metrics(request.get_ref());
         telemetry::record_outcome(
             TRANSPORT,
-            Signal::Metrics,
+            Signal::Metrics.as_str(),
             outcome.accepted,
             outcome.rejected,
         );
@@ -96,7 +96,12 @@ impl LogsService for GrpcReceiver {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let outcome = self.sink.logs(request.get_ref());
-        telemetry::record_outcome(TRANSPORT, Signal::Logs, outcome.accepted, outcome.rejected);
+        telemetry::record_outcome(
+            TRANSPORT,
+            Signal::Logs.as_str(),
+            outcome.accepted,
+            outcome.rejected,
+        );
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: rejected(&outcome).map(|(rejected_log_records, error_message)| {
                 ExportLogsPartialSuccess {
@@ -214,13 +219,13 @@ impl UnaryService<Bytes> for ExportRaw {
         let sink = Arc::clone(&self.0);
         Box::pin(async move {
             let outcome = sink.traces_protobuf(request.get_ref()).map_err(|error| {
-                telemetry::record_refused_request(TRANSPORT, Signal::Traces, "decode");
+                telemetry::record_refused_request(TRANSPORT, Signal::Traces.as_str(), "decode");
                 tracing::debug!(%error, "refused OTLP/gRPC trace request");
                 Status::invalid_argument(error.0)
             })?;
             telemetry::record_outcome(
                 TRANSPORT,
-                Signal::Traces,
+                Signal::Traces.as_str(),
                 outcome.accepted,
                 outcome.rejected,
             );
@@ -346,7 +351,7 @@ where
             if let Some(status) = Status::from_header_map(headers) {
                 if let Some((code, reason)) = otlp_code(&status) {
                     if let Some(signal) = signal {
-                        telemetry::record_refused_request(TRANSPORT, signal, reason);
+                        telemetry::record_refused_request(TRANSPORT, signal.as_str(), reason);
                     }
                     tracing::debug!(
                         reason,

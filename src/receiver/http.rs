@@ -20,10 +20,7 @@
 //!   the client's encoding is not one we speak).
 //! - Self-metrics are updated once per request, never per item.
 //!
-//! OTLP/JSON goes through `serde_json::Value` first so that [`normalize_json`]
-//! can smooth over what the `opentelemetry-proto` serde derive refuses, and so
-//! that [`check_metric_data`] can report errors that the derive swallows; see
-//! those functions for the details.
+//! OTLP/JSON bodies are decoded by `receiver::decode`, which replay uses too.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -44,13 +41,10 @@ use opentelemetry_proto::tonic::collector::{
     },
     trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
 };
-use opentelemetry_proto::tonic::metrics::v1::{
-    ExponentialHistogram, Gauge, Histogram, Sum, Summary,
-};
 use prost::Message;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::decode::{decode_json, JsonExport};
 use super::{Outcome, Signal, Sink};
 
 /// Counter of OTLP/HTTP requests answered by the export handlers, labelled
@@ -158,7 +152,7 @@ enum Refusal {
 }
 
 /// What differs between the three export requests.
-trait Export: Message + Default + DeserializeOwned + 'static {
+trait Export: Message + JsonExport + 'static {
     const SIGNAL: Signal;
     /// Message name used in error messages.
     const NAME: &'static str;
@@ -176,12 +170,6 @@ trait Export: Message + Default + DeserializeOwned + 'static {
 
     /// The protobuf response; `partial` is `(rejected, error_message)`.
     fn encode_response(partial: Option<(i64, String)>) -> Vec<u8>;
-
-    /// Reports decoding errors that the serde derive hides; `json` is the
-    /// normalized document the request was decoded from.
-    fn check_json(&self, _json: &Value) -> Result<(), String> {
-        Ok(())
-    }
 }
 
 // === impl Receiver ===
@@ -235,7 +223,12 @@ async fn handle<R: Export>(State(receiver): State<Arc<Receiver>>, request: Reque
     };
     let response = match result {
         Ok((format, outcome)) => {
-            crate::telemetry::record_outcome("http", signal, outcome.accepted, outcome.rejected);
+            crate::telemetry::record_outcome(
+                "http",
+                signal.as_str(),
+                outcome.accepted,
+                outcome.rejected,
+            );
             success::<R>(format, outcome)
         }
         Err((format, refusal)) => {
@@ -381,181 +374,6 @@ fn inflate(compressed: impl Read, limit: usize) -> Result<Vec<u8>, Refusal> {
     }
 }
 
-/// Decodes OTLP/JSON; the error is a message naming where decoding failed.
-fn decode_json<R: Export>(body: &[u8]) -> Result<R, String> {
-    if body.is_empty() {
-        return Ok(R::default());
-    }
-    let mut json: Value = serde_json::from_slice(body).map_err(|error| error.to_string())?;
-    normalize_json(&mut json);
-    let request: R = serde_path_to_error::deserialize(&json).map_err(|error| error.to_string())?;
-    request.check_json(&json)?;
-    Ok(request)
-}
-
-/// One decoded OTLP/JSON export request of any signal.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JsonRequest {
-    Traces(ExportTraceServiceRequest),
-    Metrics(ExportMetricsServiceRequest),
-    Logs(ExportLogsServiceRequest),
-}
-
-/// Decodes one OTLP/JSON export request, telling the signal by its top-level
-/// key (`resourceSpans`, `resourceMetrics`, `resourceLogs`): the lines the
-/// OTel Collector's file exporter writes. Used by `triage replay`.
-pub fn decode_json_any(line: &[u8]) -> Result<JsonRequest, String> {
-    let mut json: Value = serde_json::from_slice(line).map_err(|error| error.to_string())?;
-    let key = json
-        .as_object()
-        .and_then(|object| {
-            ["resourceSpans", "resourceMetrics", "resourceLogs"]
-                .into_iter()
-                .find(|key| object.contains_key(*key))
-        })
-        .ok_or_else(|| {
-            "not an OTLP export request: no resourceSpans, resourceMetrics or resourceLogs"
-                .to_string()
-        })?;
-    normalize_json(&mut json);
-    fn typed<R: Export>(json: &Value) -> Result<R, String> {
-        let request: R =
-            serde_path_to_error::deserialize(json).map_err(|error| error.to_string())?;
-        request.check_json(json)?;
-        Ok(request)
-    }
-    Ok(match key {
-        "resourceSpans" => JsonRequest::Traces(typed(&json)?),
-        "resourceMetrics" => JsonRequest::Metrics(typed(&json)?),
-        _ => JsonRequest::Logs(typed(&json)?),
-    })
-}
-
-/// OTLP fields of 32-bit integer types (enums included). The derive reads
-/// them with plain `i32`/`u32`, which refuse the string form that the
-/// protobuf JSON mapping allows for every integer.
-const INT32_FIELDS: &[&str] = &[
-    "aggregationTemporality",
-    "code",
-    "droppedAttributesCount",
-    "droppedEventsCount",
-    "droppedLinksCount",
-    "flags",
-    "keyStrindex",
-    "kind",
-    "offset",
-    "scale",
-    "severityNumber",
-];
-
-/// OTLP fields of double type that the derive reads with a plain `f64`, which
-/// refuses the string forms ("1.5", "NaN", "Infinity", "-Infinity") that the
-/// protobuf JSON mapping allows. (`quantile` and `value` of `ValueAtQuantile`
-/// already accept them.)
-const DOUBLE_FIELDS: &[&str] = &[
-    "asDouble",
-    "doubleValue",
-    "max",
-    "min",
-    "sum",
-    "zeroThreshold",
-];
-
-/// Rewrites an OTLP/JSON document into what the `opentelemetry-proto` serde
-/// derive accepts. Found by testing the derive (see the `derive_*` tests):
-///
-/// - `null` members are removed: the protobuf JSON mapping reads `null` as the
-///   default value, the derive refuses it for strings, ids and lists.
-/// - 32-bit integers and enums written as decimal strings become numbers.
-/// - Doubles written as decimal strings become numbers; non-finite ones
-///   ("NaN", "Infinity", "-Infinity") cannot be held in a `Value` and are
-///   removed, so they read as absent (a point without a value, an unknown
-///   histogram sum). Dropping them beats refusing the whole request.
-///
-/// Everything else already works in the derive: hex ids in either case,
-/// 64-bit integers as strings or numbers, unknown fields. Object keys are
-/// always OTLP field names (attribute keys are values), so matching on key
-/// names cannot touch user data.
-fn normalize_json(json: &mut Value) {
-    match json {
-        Value::Object(members) => members.retain(|key, member| {
-            if let Value::String(text) = member {
-                if INT32_FIELDS.contains(&key.as_str()) {
-                    if let Ok(number) = text.parse::<i64>() {
-                        *member = number.into();
-                    }
-                } else if DOUBLE_FIELDS.contains(&key.as_str()) {
-                    match text.parse::<f64>() {
-                        Ok(number) if number.is_finite() => *member = number.into(),
-                        Ok(_) => return false,
-                        Err(_) => {}
-                    }
-                }
-            }
-            normalize_json(member);
-            !member.is_null()
-        }),
-        Value::Array(items) => items.iter_mut().for_each(normalize_json),
-        _ => {}
-    }
-}
-
-/// Data fields of `Metric`, the members of its `data` oneof.
-const METRIC_DATA_FIELDS: &[&str] = &[
-    "gauge",
-    "sum",
-    "histogram",
-    "exponentialHistogram",
-    "summary",
-];
-
-/// Reports metrics whose data failed to decode. The derive reads `Metric.data`
-/// through `#[serde(flatten)]` on an `Option`, and serde turns any error
-/// inside a flattened `Option` into `None`: a metric with one bad data point
-/// would silently arrive without data and its points would be lost uncounted.
-/// So a metric that decoded without data but has a data member in the JSON is
-/// decoded again on its own to find the error. This costs nothing for
-/// requests that decode well.
-///
-/// The same swallowing hides bad `asInt`/`asDouble` values inside a point; a
-/// point without a value is left to the sink, which must already handle it
-/// (protobuf can express it too).
-fn check_metric_data(request: &ExportMetricsServiceRequest, json: &Value) -> Result<(), String> {
-    fn error_of<T: DeserializeOwned>(data: &Value) -> Option<String> {
-        serde_path_to_error::deserialize::<_, T>(data)
-            .err()
-            .map(|error| error.to_string())
-    }
-    for (i, resource) in request.resource_metrics.iter().enumerate() {
-        for (j, scope) in resource.scope_metrics.iter().enumerate() {
-            for (k, metric) in scope.metrics.iter().enumerate() {
-                if metric.data.is_some() {
-                    continue;
-                }
-                // Indexing a `&Value` never panics; a missing member is `Null`.
-                let metric_json = &json["resourceMetrics"][i]["scopeMetrics"][j]["metrics"][k];
-                for &field in METRIC_DATA_FIELDS {
-                    let Some(data) = metric_json.get(field) else {
-                        continue;
-                    };
-                    let error = match field {
-                        "gauge" => error_of::<Gauge>(data),
-                        "sum" => error_of::<Sum>(data),
-                        "histogram" => error_of::<Histogram>(data),
-                        "exponentialHistogram" => error_of::<ExponentialHistogram>(data),
-                        _ => error_of::<Summary>(data),
-                    };
-                    let error = error.unwrap_or_else(|| "cannot be decoded".to_owned());
-                    return Err(format!(
-                        "resourceMetrics[{i}].scopeMetrics[{j}].metrics[{k}].{field}: {error}"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 // === impl HttpConfig ===
 
 impl Default for HttpConfig {
@@ -680,10 +498,6 @@ impl Export for ExportMetricsServiceRequest {
             }),
         }
         .encode_to_vec()
-    }
-
-    fn check_json(&self, json: &Value) -> Result<(), String> {
-        check_metric_data(self, json)
     }
 }
 

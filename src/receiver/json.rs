@@ -16,7 +16,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
 
-use super::wire::{
+use crate::model::{
     is_flag_key, ExtraKeys, ExtraValue, ResourceAttributes, ResourceView, SpanAttributes, SpanView,
     TraceBatch, ValueRef, FLAG_EVENT,
 };

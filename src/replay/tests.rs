@@ -3,6 +3,11 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
 
 use super::*;
+use std::time::Duration;
+
+use crate::detect::DetectConfig;
+use crate::pipeline;
+use crate::store::StoreConfig;
 
 const SECOND: u64 = 1_000_000_000;
 const START: u64 = 1_700_000_000 * SECOND;
@@ -62,11 +67,7 @@ fn json_lines() -> String {
 }
 
 fn replay(input: &str) -> (Vec<String>, ReplayStats) {
-    let mut replay = Replay::new(
-        StoreConfig::default(),
-        DetectConfig::default(),
-        Duration::from_secs(10),
-    );
+    let mut replay = Replay::new(&pipeline::Settings::default());
     let mut out = Vec::new();
     replay_lines(
         &mut replay,
@@ -114,11 +115,7 @@ fn a_bad_line_names_its_number() {
         "{}\nnot json\n",
         serde_json::to_string(&request(0, 5)).expect("serializes")
     );
-    let mut replay = Replay::new(
-        StoreConfig::default(),
-        DetectConfig::default(),
-        Duration::from_secs(10),
-    );
+    let mut replay = Replay::new(&pipeline::Settings::default());
     let error = replay_lines(&mut replay, Path::new("in.jsonl"), input.as_bytes(), |_| {})
         .expect_err("bad line");
     assert!(error.to_string().starts_with("in.jsonl:2: "), "{error}");
@@ -143,11 +140,7 @@ fn protobuf() -> Vec<u8> {
 
 /// Replays through [`replay_input`] (format sniffing, the reader thread).
 fn replay_any(input: Vec<u8>, path: &str) -> Result<(Vec<String>, ReplayStats, Format), String> {
-    let mut replay = Replay::new(
-        StoreConfig::default(),
-        DetectConfig::default(),
-        Duration::from_secs(10),
-    );
+    let mut replay = Replay::new(&pipeline::Settings::default());
     let mut out = Vec::new();
     let reader: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(input));
     let format = replay_input(&mut replay, Path::new(path), reader, |events| {
@@ -204,8 +197,8 @@ fn bad_protobuf_names_the_message_and_bad_json_the_line() {
 
 /// A simulated shop with a latency fault, in small windows so that it is
 /// detected within a few simulated minutes.
-fn simulated_fault() -> crate::sim::Scenario {
-    use crate::sim::{parse_fault, Fault, Scenario};
+fn simulated_fault() -> crate::tools::sim::Scenario {
+    use crate::tools::sim::{parse_fault, Fault, Scenario};
     Scenario {
         seed: 11,
         duration: Duration::from_secs(150),
@@ -231,9 +224,14 @@ fn small_windows() -> Replay {
         warmup_windows: 10,
         latency_min_requests: 5,
         latency_p99_min_requests: 20,
+        lateness: Duration::from_secs(2),
         ..DetectConfig::default()
     };
-    Replay::new(store, detect, Duration::from_secs(2))
+    Replay::new(&pipeline::Settings {
+        store,
+        detect,
+        ..pipeline::Settings::default()
+    })
 }
 
 fn events_of(replay: &mut Replay, mut out: Vec<String>) -> (Vec<String>, ReplayStats) {
@@ -264,7 +262,7 @@ fn replay_small(input: Vec<u8>, path: &str) -> (Vec<String>, ReplayStats) {
 
 #[test]
 fn the_fast_readers_change_nothing() {
-    use crate::sim::{write_json_lines, Simulator};
+    use crate::tools::sim::{write_json_lines, Simulator};
     use prost::Message;
     let mut json = Vec::new();
     write_json_lines(Simulator::new(simulated_fault()), &mut json).expect("simulates");

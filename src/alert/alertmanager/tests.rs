@@ -1,6 +1,6 @@
 use super::*;
 use crate::alert::test_support::{incident, resolved};
-use crate::detect::incident::Incident;
+use crate::model::Incident;
 
 const SECOND: u64 = 1_000_000_000;
 const MINUTE: Duration = Duration::from_secs(60);
@@ -68,7 +68,7 @@ fn updates_keep_the_labels_of_the_first_event() {
     let first = tracker.apply(&opened(&incident), now, 0);
     // New kinds and a new most-severe operation would change alertname and
     // operation if labels were recomputed.
-    incident.kinds = vec![crate::detect::AnomalyKind::TrafficDrop];
+    incident.kinds = vec![crate::model::AnomalyKind::TrafficDrop];
     incident.anomalies.reverse();
     incident.summary = "payment: traffic dropped".into();
     let second = tracker.apply(&updated(&incident), now, 0);

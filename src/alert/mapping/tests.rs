@@ -2,7 +2,7 @@ use serde_json::json;
 
 use super::*;
 use crate::alert::test_support::incident;
-use crate::analyze::{
+use crate::model::{
     BlastRadius, CorrelatedChange, Evidence, Hypothesis, HypothesisKind, RootCause,
 };
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::detect::incident::IncidentState;
+use crate::model::IncidentState;
 use crate::store::{ManualClock, Sample, StoreConfig};
 
 const SECOND: u64 = 1_000_000_000;
@@ -9,7 +9,7 @@ const START: u64 = 1_700_000_000 * SECOND;
 fn setup() -> (Store, Arc<ManualClock>, Engine) {
     let clock = Arc::new(ManualClock::new(START));
     let store = Store::with_clock(StoreConfig::default(), clock.clone());
-    let engine = Engine::new(DetectConfig::default(), DEFAULT_LATENESS);
+    let engine = Engine::new(DetectConfig::default());
     (store, clock, engine)
 }
 
@@ -70,9 +70,7 @@ fn latency_shift_opens_then_resolves_an_incident() {
     };
     assert_eq!(incident.service, "payment");
     assert!(
-        incident
-            .kinds
-            .contains(&crate::detect::AnomalyKind::Latency),
+        incident.kinds.contains(&crate::model::AnomalyKind::Latency),
         "{incident:#?}"
     );
     assert!(!incident.exemplar_trace_ids.is_empty());
@@ -109,7 +107,7 @@ fn a_service_that_goes_silent_is_a_traffic_drop() {
         opened
             .incident()
             .kinds
-            .contains(&crate::detect::AnomalyKind::TrafficDrop),
+            .contains(&crate::model::AnomalyKind::TrafficDrop),
         "{:#?}",
         opened.incident()
     );
@@ -147,7 +145,7 @@ fn windows_close_once_in_order_and_mark_the_store() {
 }
 
 /// The first incident opened by `run`.
-fn first_opened(events: &[(u64, IncidentEvent)]) -> &crate::detect::incident::Incident {
+fn first_opened(events: &[(u64, IncidentEvent)]) -> &crate::model::Incident {
     events
         .iter()
         .find_map(|(_, event)| match event {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::{Anomaly, AnomalyKind, Severity};
 
 const WINDOW: u64 = 10_000_000_000;
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::detect::Severity;
+use crate::model::Severity;
 use crate::store::window::sub_bucket;
 
 const SECOND: u64 = 1_000_000_000;

@@ -5,7 +5,8 @@ use tonic::service::Interceptor;
 use tonic::Code;
 
 use super::*;
-use crate::detect::incident::IncidentEvent;
+use crate::model::IncidentEvent;
+use crate::pipeline::WallClock;
 use crate::query::tests::full_incident;
 use crate::store::StoreConfig;
 
@@ -15,7 +16,10 @@ const WAIT: Duration = Duration::from_secs(5);
 fn service() -> QueryService {
     QueryService {
         sources: Sources {
-            store: Arc::new(Store::new(StoreConfig::default())),
+            store: Arc::new(Store::with_clock(
+                StoreConfig::default(),
+                Arc::new(WallClock),
+            )),
             changes: Arc::new(ChangeLog::default()),
             history: Arc::new(History::in_memory()),
         },

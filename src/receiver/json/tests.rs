@@ -4,7 +4,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 use super::*;
-use crate::receiver::ingest::span_view;
+use crate::ingest::span_view;
 
 fn attribute(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -151,9 +151,9 @@ mod scanning {
     use opentelemetry_proto::tonic::resource::v1::Resource;
 
     use super::{attribute, request};
-    use crate::receiver::http::{decode_json_any, JsonRequest};
+    use crate::model::{ExtraKeys, ValueRef};
+    use crate::receiver::decode::{decode_json_any, JsonRequest};
     use crate::receiver::json::{read_logs, read_metrics, JsonTraces, ScannedTraces};
-    use crate::receiver::wire::{ExtraKeys, ValueRef};
 
     /// The general decoder's metrics, without what the scanning reader
     /// skips (scopes, schema URLs, dropped counts, exemplars, metadata).
@@ -395,7 +395,7 @@ mod scanning {
     /// `request` with only the attributes log recording reads, as the
     /// scanning log reader keeps them.
     fn as_log_recording_reads(mut request: ExportLogsServiceRequest) -> ExportLogsServiceRequest {
-        use crate::receiver::ingest::log_attribute_read;
+        use crate::ingest::log_attribute_read;
         for resource_logs in &mut request.resource_logs {
             if let Some(resource) = &mut resource_logs.resource {
                 resource.attributes.retain(|kv| log_attribute_read(&kv.key));
@@ -448,7 +448,7 @@ mod scanning {
 
     /// `seconds` of simulated traffic at 5 requests/s, as OTLP JSON lines.
     fn simulated_lines(seconds: u64) -> String {
-        use crate::sim::{write_json_lines, Scenario, Simulator};
+        use crate::tools::sim::{write_json_lines, Scenario, Simulator};
         let scenario = Scenario {
             duration: std::time::Duration::from_secs(seconds),
             entry_rate_per_sec: 5.0,

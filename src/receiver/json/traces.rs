@@ -8,7 +8,7 @@
 //! known.
 
 use super::scan::{IdRange, Scan, Scanner, Unreadable};
-use crate::receiver::wire::{
+use crate::model::{
     is_flag_key, ExtraKeys, ExtraValue, ResourceAttributes, ResourceView, SpanAttributes, SpanView,
     TraceBatch, ValueRef, FLAG_EVENT,
 };

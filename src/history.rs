@@ -1,0 +1,944 @@
+//! The history that survives restarts: incidents, every incident event,
+//! change events and snapshots of the detection state, in an embedded SQLite
+//! database at `<data_dir>/triage.db` (or in memory when storage is off).
+//!
+//! What this module owns and promises:
+//!
+//! - **One writer, one lock.** A [`History`] holds one SQLite connection
+//!   behind a `parking_lot::Mutex`; every method is a short critical section
+//!   and a single transaction, so a reader never sees half of a write. Calls
+//!   block (disk I/O): async callers run them on `spawn_blocking`.
+//! - **Events are numbered once.** [`History::record_event`] gives each
+//!   incident event the next `seq` (SQLite `AUTOINCREMENT`, never reused even
+//!   after pruning) and publishes it to [`History::subscribe`]rs *while still
+//!   holding the lock*, so live subscribers see events in `seq` order and a
+//!   watcher that subscribes first and then reads [`History::events_after`]
+//!   can stitch the two with no gap and no duplicate.
+//! - **The schema is versioned.** `schema_version` lists the numbered
+//!   migrations applied (`migrations/NNNN_*.sql`); [`History::open`] applies
+//!   the missing ones in order, each in its own transaction, and refuses a
+//!   database written by a newer build instead of guessing.
+//! - **Bounded.** [`History::prune`] drops incidents resolved before the
+//!   retention cutoff with their events, older changes and older snapshots;
+//!   [`History::save_snapshot`] keeps only the newest few snapshots. Reads
+//!   are capped ([`MAX_PAGE_SIZE`], [`MAX_EVENTS`]).
+//!
+//! The layout is documented for people with `sqlite3` in `docs/HISTORY.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::broadcast;
+
+use crate::detect::engine::{EngineSnapshot, SeriesSnapshot};
+use crate::detect::incident::KeyRecord;
+use crate::model::Change;
+use crate::model::{Incident, IncidentEvent, IncidentState};
+
+pub mod tasks;
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "triage.db";
+/// Most incidents one [`History::list_incidents`] page returns.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// Most events one read returns, whatever limit is asked for.
+pub const MAX_EVENTS: usize = 10_000;
+/// Most changes [`History::changes`] returns (the newest); the in-memory
+/// change log holds fewer anyway.
+pub const MAX_CHANGES: usize = 100_000;
+/// Largest baseline JSON read back. The largest history a config allows
+/// (10,000 windows) with a full time-of-day profile is about 1.3 MB.
+const MAX_DETECTOR_JSON: u64 = 64 * 1024 * 1024;
+/// Snapshots kept: the newest, and one before it in case the newest turns
+/// out unreadable.
+const SNAPSHOTS_KEPT: i64 = 2;
+/// Live events buffered per subscriber before it lags (and is told how many
+/// it missed, which it can re-read with [`History::events_after`]).
+const LIVE_BUFFER: usize = 1024;
+/// How long a write waits for a lock held by someone else (an operator's
+/// `sqlite3` session) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Self-metric: history writes that failed (events, changes, snapshots), by
+/// `what`. Failures are logged and counted; detection carries on.
+pub const WRITE_ERRORS_METRIC: &str = "triage_history_write_errors_total";
+
+/// The numbered migrations, applied in order. Never edit one that has been
+/// released: add the next.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("history/migrations/0001_history.sql")),
+    (2, include_str!("history/migrations/0002_snapshots.sql")),
+];
+
+/// Settings of the `storage:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Whether the history goes to disk. When false nothing touches the
+    /// disk: the history is kept in memory (and pruned the same way) and is
+    /// lost on exit.
+    pub enabled: bool,
+    /// Directory of `triage.db`; created if missing.
+    pub data_dir: PathBuf,
+    /// How long resolved incidents, changes and snapshots are kept.
+    pub retention: Duration,
+    /// How often the detection state is snapshotted (and once more at a
+    /// graceful shutdown).
+    pub snapshot_interval: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            enabled: true,
+            data_dir: PathBuf::from("./data"),
+            retention: Duration::from_secs(14 * 24 * 3600),
+            snapshot_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the history could not be opened, read or written.
+#[derive(Debug, Error)]
+pub enum HistoryError {
+    /// The data directory does not exist and cannot be created.
+    #[error("cannot create the data directory {}: {source}", .path.display())]
+    CreateDir {
+        /// The directory as configured.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The database cannot be opened, set up or migrated (often: the
+    /// directory is not writable).
+    #[error("cannot open the history database {}: {source}", .path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer build.
+    #[error(
+        "the history database {} has schema version {found}, but this build knows only up to \
+         {known}; run a newer triage or point storage.data_dir elsewhere",
+        .path.display()
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// A read or write failed.
+    #[error("history database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored JSON value could not be written or read back.
+    #[error("history JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A baseline could not be compressed.
+    #[error("cannot compress a baseline: {0}")]
+    Compress(#[from] std::io::Error),
+    /// A page token that this history did not hand out.
+    #[error("invalid page token")]
+    BadPageToken,
+}
+
+/// What an incident event was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The incident opened.
+    Opened,
+    /// Its kinds, series or severity changed.
+    Updated,
+    /// It resolved.
+    Resolved,
+}
+
+impl EventKind {
+    /// The kind of `event`.
+    pub fn of(event: &IncidentEvent) -> EventKind {
+        match event {
+            IncidentEvent::Opened(_) => EventKind::Opened,
+            IncidentEvent::Updated(_) => EventKind::Updated,
+            IncidentEvent::Resolved(_) => EventKind::Resolved,
+        }
+    }
+
+    /// The stored name: `opened`, `updated` or `resolved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Opened => "opened",
+            EventKind::Updated => "updated",
+            EventKind::Resolved => "resolved",
+        }
+    }
+
+    /// The kind named `text`.
+    pub fn parse(text: &str) -> Option<EventKind> {
+        [EventKind::Opened, EventKind::Updated, EventKind::Resolved]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// An incident event as stored, with its sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Position in the history; strictly increasing, never reused.
+    pub seq: u64,
+    /// Opened, updated or resolved.
+    pub kind: EventKind,
+    /// Wall clock when it was recorded, Unix nanoseconds.
+    pub at_unix_nanos: u64,
+    /// The incident as of this event.
+    pub incident: Incident,
+}
+
+/// Which incidents to list. The default lists all of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncidentFilter {
+    /// Only open or only resolved incidents.
+    pub state: Option<IncidentState>,
+    /// Only incidents of this service.
+    pub service: Option<String>,
+    /// Only incidents whose onset is at or after this time.
+    pub since_unix_nanos: Option<u64>,
+    /// Only incidents whose onset is before this time.
+    pub until_unix_nanos: Option<u64>,
+}
+
+/// What one [`History::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCounts {
+    /// Incidents resolved before the cutoff.
+    pub incidents: usize,
+    /// Events of those incidents.
+    pub events: usize,
+    /// Changes before the cutoff.
+    pub changes: usize,
+    /// Snapshots taken before the cutoff.
+    pub snapshots: usize,
+}
+
+/// The incident, change and detection-state history. `Send + Sync`: share it
+/// in an `Arc`.
+pub struct History {
+    /// The one connection. SQLite serializes writers anyway; one connection
+    /// behind a mutex keeps `seq` assignment and the live broadcast in one
+    /// order, and every critical section is a single short transaction.
+    connection: Mutex<Connection>,
+    /// Every recorded event, sent while the connection lock is held so that
+    /// receivers see them in `seq` order. Sending never blocks; slow
+    /// receivers lag.
+    live: broadcast::Sender<StoredEvent>,
+    /// How long resolved incidents, changes and snapshots are kept.
+    retention: Duration,
+    /// The database file; `None` in memory.
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("path", &self.path)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+// === impl History ===
+
+impl History {
+    /// Opens (creating if needed) `<data_dir>/triage.db`, in WAL mode with
+    /// `synchronous=NORMAL`, and applies missing migrations. With storage
+    /// disabled, returns an in-memory history and touches nothing on disk.
+    pub fn open(config: &StorageConfig) -> Result<History, HistoryError> {
+        if !config.enabled {
+            return Ok(History::in_memory_with(config.retention));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| HistoryError::CreateDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let path = config.data_dir.join(DB_FILE);
+        let fail = |source| HistoryError::Open {
+            path: path.clone(),
+            source,
+        };
+        let connection = Connection::open(&path).map_err(fail)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+        // WAL lets an operator's `sqlite3` read while the collector writes;
+        // NORMAL syncs at checkpoints only: a power cut may lose the last
+        // moments, never corrupt the file. Setting WAL writes to the file, so
+        // an unwritable directory fails here, naming the path.
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(fail)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "SQLite did not switch to WAL mode");
+        }
+        connection
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(fail)?;
+        let mut connection = connection;
+        migrate(&mut connection, &path)?;
+        Ok(History::with_connection(
+            connection,
+            config.retention,
+            Some(path),
+        ))
+    }
+
+    /// An in-memory history with the default retention (tests, storage
+    /// disabled).
+    pub fn in_memory() -> History {
+        History::in_memory_with(StorageConfig::default().retention)
+    }
+
+    /// An in-memory history keeping things for `retention`.
+    pub fn in_memory_with(retention: Duration) -> History {
+        // An in-memory SQLite database needs no file and no permissions;
+        // opening it fails only when memory is exhausted, where nothing
+        // else would work either.
+        let mut connection = Connection::open_in_memory()
+            .and_then(|connection| {
+                connection.execute_batch("PRAGMA foreign_keys = ON;")?;
+                Ok(connection)
+            })
+            .expect("an in-memory SQLite database opens");
+        migrate(&mut connection, Path::new(":memory:"))
+            .expect("the built-in migrations apply to an empty database");
+        History::with_connection(connection, retention, None)
+    }
+
+    fn with_connection(connection: Connection, retention: Duration, path: Option<PathBuf>) -> Self {
+        History {
+            connection: Mutex::new(connection),
+            live: broadcast::channel(LIVE_BUFFER).0,
+            retention,
+            path,
+        }
+    }
+
+    /// The database file, or `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// How long resolved incidents, changes and snapshots are kept.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// Records `event` at wall-clock time `at_unix_nanos`: assigns its
+    /// `seq`, stores it, updates the incident's row, and publishes it to
+    /// subscribers.
+    pub fn record_event(
+        &self,
+        event: &IncidentEvent,
+        at_unix_nanos: u64,
+    ) -> Result<StoredEvent, HistoryError> {
+        let incident = event.incident();
+        let kind = EventKind::of(event);
+        let json = serde_json::to_string(incident)?;
+        let kinds = serde_json::to_string(&incident.kinds)?;
+        let severity = enum_name(&incident.severity)?;
+        let state = enum_name(&incident.state)?;
+        let mut connection = self.connection.lock();
+        let transaction = connection.transaction()?;
+        transaction.execute(
+            "INSERT INTO incident_events (incident_id, kind, at_unix_nanos, incident)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![incident.id, kind.as_str(), to_sql(at_unix_nanos), json],
+        )?;
+        let seq = transaction.last_insert_rowid();
+        transaction.execute(
+            "INSERT INTO incidents (id, service, state, severity, kinds, summary,
+                 onset_unix_nanos, opened_unix_nanos, resolved_unix_nanos,
+                 updated_unix_nanos, incident)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (id) DO UPDATE SET
+                 service = excluded.service, state = excluded.state,
+                 severity = excluded.severity, kinds = excluded.kinds,
+                 summary = excluded.summary,
+                 onset_unix_nanos = excluded.onset_unix_nanos,
+                 opened_unix_nanos = excluded.opened_unix_nanos,
+                 resolved_unix_nanos = excluded.resolved_unix_nanos,
+                 updated_unix_nanos = excluded.updated_unix_nanos,
+                 incident = excluded.incident",
+            params![
+                incident.id,
+                incident.service,
+                state,
+                severity,
+                kinds,
+                incident.summary,
+                to_sql(incident.onset_unix_nanos),
+                to_sql(incident.opened_unix_nanos),
+                incident.resolved_unix_nanos.map(to_sql),
+                to_sql(at_unix_nanos),
+                json,
+            ],
+        )?;
+        transaction.commit()?;
+        let stored = StoredEvent {
+            seq: from_sql(seq),
+            kind,
+            at_unix_nanos,
+            incident: incident.clone(),
+        };
+        // Still under the lock: see the module doc. No subscriber is fine.
+        let _ = self.live.send(stored.clone());
+        drop(connection);
+        Ok(stored)
+    }
+
+    /// Events as they are recorded, each with its `seq`.
+    pub fn subscribe(&self) -> broadcast::Receiver<StoredEvent> {
+        self.live.subscribe()
+    }
+
+    /// Events with a `seq` after `seq`, oldest first, at most `limit` (and
+    /// at most [`MAX_EVENTS`]).
+    pub fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredEvent>, HistoryError> {
+        self.read_events(
+            "SELECT seq, kind, at_unix_nanos, incident FROM incident_events
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            to_sql(seq),
+            limit,
+        )
+    }
+
+    /// Events recorded at or after `unix_nanos`, oldest first, at most
+    /// `limit` (and at most [`MAX_EVENTS`]).
+    pub fn events_since(
+        &self,
+        unix_nanos: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, HistoryError> {
+        self.read_events(
+            "SELECT seq, kind, at_unix_nanos, incident FROM incident_events
+             WHERE at_unix_nanos >= ?1 ORDER BY seq LIMIT ?2",
+            to_sql(unix_nanos),
+            limit,
+        )
+    }
+
+    fn read_events(
+        &self,
+        sql: &str,
+        bound: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, HistoryError> {
+        let limit = limit.min(MAX_EVENTS) as i64;
+        let connection = self.connection.lock();
+        let mut statement = connection.prepare_cached(sql)?;
+        let rows = statement.query_map(params![bound, limit], event_row)?;
+        collect_events(rows)
+    }
+
+    /// Incidents matching `filter`, newest onset first (ties by id), at most
+    /// `page_size` (capped at [`MAX_PAGE_SIZE`]; 0 means the cap), and the
+    /// token of the next page when there is one. Tokens are opaque.
+    pub fn list_incidents(
+        &self,
+        filter: &IncidentFilter,
+        page_size: usize,
+        page_token: Option<&str>,
+    ) -> Result<(Vec<Incident>, Option<String>), HistoryError> {
+        let page_size = match page_size {
+            0 => MAX_PAGE_SIZE,
+            size => size.min(MAX_PAGE_SIZE),
+        };
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut values: Vec<SqlValue> = Vec::new();
+        if let Some(state) = filter.state {
+            conditions.push("state = ?");
+            values.push(SqlValue::Text(enum_name(&state)?));
+        }
+        if let Some(service) = &filter.service {
+            conditions.push("service = ?");
+            values.push(SqlValue::Text(service.clone()));
+        }
+        if let Some(since) = filter.since_unix_nanos {
+            conditions.push("onset_unix_nanos >= ?");
+            values.push(SqlValue::Integer(to_sql(since)));
+        }
+        if let Some(until) = filter.until_unix_nanos {
+            conditions.push("onset_unix_nanos < ?");
+            values.push(SqlValue::Integer(to_sql(until)));
+        }
+        if let Some(token) = page_token.filter(|token| !token.is_empty()) {
+            let (onset, id) = decode_token(token)?;
+            conditions.push("(onset_unix_nanos < ? OR (onset_unix_nanos = ? AND id < ?))");
+            values.push(SqlValue::Integer(to_sql(onset)));
+            values.push(SqlValue::Integer(to_sql(onset)));
+            values.push(SqlValue::Text(id));
+        }
+        let mut sql = String::from("SELECT incident FROM incidents");
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        // One more than a page tells whether another page follows.
+        sql.push_str(" ORDER BY onset_unix_nanos DESC, id DESC LIMIT ?");
+        values.push(SqlValue::Integer(page_size as i64 + 1));
+
+        let connection = self.connection.lock();
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+            row.get::<_, String>(0)
+        })?;
+        let mut incidents = Vec::new();
+        for row in rows {
+            incidents.push(serde_json::from_str::<Incident>(&row?)?);
+        }
+        drop(statement);
+        drop(connection);
+        let next = if incidents.len() > page_size {
+            incidents.truncate(page_size);
+            incidents
+                .last()
+                .map(|last| encode_token(last.onset_unix_nanos, &last.id))
+        } else {
+            None
+        };
+        Ok((incidents, next))
+    }
+
+    /// The incident `id` as last recorded, with its events oldest first (at
+    /// most [`MAX_EVENTS`]); `None` when unknown.
+    pub fn get_incident(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Incident, Vec<StoredEvent>)>, HistoryError> {
+        let connection = self.connection.lock();
+        let json: Option<String> = connection
+            .prepare_cached("SELECT incident FROM incidents WHERE id = ?1")?
+            .query_row(params![id], |row| row.get(0))
+            .optional()?;
+        let Some(json) = json else {
+            return Ok(None);
+        };
+        let incident: Incident = serde_json::from_str(&json)?;
+        let mut statement = connection.prepare_cached(
+            "SELECT seq, kind, at_unix_nanos, incident FROM incident_events
+             WHERE incident_id = ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![id, MAX_EVENTS as i64], event_row)?;
+        let events = collect_events(rows)?;
+        Ok(Some((incident, events)))
+    }
+
+    /// Incidents recorded as open, oldest onset first.
+    pub fn open_incidents(&self) -> Result<Vec<Incident>, HistoryError> {
+        let connection = self.connection.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT incident FROM incidents WHERE state = 'open'
+             ORDER BY onset_unix_nanos, id",
+        )?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+        let mut incidents = Vec::new();
+        for row in rows {
+            incidents.push(serde_json::from_str(&row?)?);
+        }
+        Ok(incidents)
+    }
+
+    /// Stores a change (with the id the change log gave it; a change with
+    /// the same id replaces it).
+    pub fn record_change(&self, change: &Change) -> Result<(), HistoryError> {
+        let json = serde_json::to_string(change)?;
+        let kind = enum_name(&change.kind)?;
+        let source = enum_name(&change.source)?;
+        let connection = self.connection.lock();
+        connection
+            .prepare_cached(
+                "INSERT OR REPLACE INTO changes (id, service, kind, version, key, value,
+                     description, time_unix_nanos, link, source, change)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                to_sql(change.id),
+                change.service,
+                kind,
+                change.version,
+                change.key,
+                change.value,
+                change.description,
+                to_sql(change.time_unix_nanos),
+                change.link,
+                source,
+                json,
+            ])?;
+        Ok(())
+    }
+
+    /// Changes that happened at or after `since_unix_nanos`, oldest first
+    /// (ties by id); the newest [`MAX_CHANGES`] at most.
+    pub fn changes(&self, since_unix_nanos: u64) -> Result<Vec<Change>, HistoryError> {
+        let connection = self.connection.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT change FROM changes WHERE time_unix_nanos >= ?1
+             ORDER BY time_unix_nanos DESC, id DESC LIMIT ?2",
+        )?;
+        let rows = statement.query_map(
+            params![to_sql(since_unix_nanos), MAX_CHANGES as i64],
+            |row| row.get::<_, String>(0),
+        )?;
+        let mut changes = Vec::new();
+        for row in rows {
+            changes.push(serde_json::from_str::<Change>(&row?)?);
+        }
+        changes.reverse();
+        Ok(changes)
+    }
+
+    /// Saves a snapshot of the detection state taken at `at_unix_nanos`, in
+    /// one transaction, and drops all but the newest few. Encoding happens
+    /// before the lock is taken, so readers wait only for the insert.
+    pub fn save_snapshot(
+        &self,
+        at_unix_nanos: u64,
+        snapshot: &EngineSnapshot,
+    ) -> Result<(), HistoryError> {
+        let incidents = serde_json::to_string(&snapshot.incidents)?;
+        let mut series = Vec::with_capacity(snapshot.series.len());
+        for saved in &snapshot.series {
+            let json = serde_json::to_vec(&saved.detector)?;
+            series.push((
+                &saved.series,
+                to_sql(saved.last_data_unix_nanos),
+                compress(&json)?,
+                json.len() as i64,
+            ));
+        }
+        let mut connection = self.connection.lock();
+        let transaction = connection.transaction()?;
+        transaction.execute(
+            "INSERT INTO snapshots (taken_unix_nanos, window_nanos, next_window_unix_nanos,
+                 n_series, incidents)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                to_sql(at_unix_nanos),
+                to_sql(snapshot.window_nanos),
+                snapshot.next_window_unix_nanos.map(to_sql),
+                series.len() as i64,
+                incidents,
+            ],
+        )?;
+        let id = transaction.last_insert_rowid();
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO snapshot_series (snapshot_id, kind, service, name,
+                     last_data_unix_nanos, detector, detector_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (key, last_data, detector, bytes) in &series {
+                insert.execute(params![
+                    id,
+                    key.kind,
+                    key.service,
+                    key.name,
+                    last_data,
+                    detector,
+                    bytes
+                ])?;
+            }
+        }
+        delete_snapshots(
+            &transaction,
+            "id NOT IN (SELECT id FROM snapshots ORDER BY id DESC LIMIT ?1)",
+            SNAPSHOTS_KEPT,
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// The newest snapshot, if any. A series whose stored state cannot be
+    /// read (written by an incompatible build) is skipped and logged; the
+    /// rest is restored.
+    pub fn latest_snapshot(&self) -> Result<Option<EngineSnapshot>, HistoryError> {
+        let connection = self.connection.lock();
+        let head = connection
+            .prepare_cached(
+                "SELECT id, window_nanos, next_window_unix_nanos, incidents
+                 FROM snapshots ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })
+            .optional()?;
+        let Some((id, window_nanos, next_window, incidents)) = head else {
+            return Ok(None);
+        };
+        let mut statement = connection.prepare_cached(
+            "SELECT kind, service, name, last_data_unix_nanos, detector
+             FROM snapshot_series WHERE snapshot_id = ?1",
+        )?;
+        let rows = statement.query_map(params![id], |row| {
+            Ok((
+                KeyRecord {
+                    kind: row.get(0)?,
+                    service: row.get(1)?,
+                    name: row.get(2)?,
+                },
+                row.get::<_, i64>(3)?,
+                row.get::<_, Vec<u8>>(4)?,
+            ))
+        })?;
+        let mut series = Vec::new();
+        let mut unreadable = 0usize;
+        for row in rows {
+            let (key, last_data, detector) = row?;
+            let decoded = decompress(&detector)
+                .ok()
+                .and_then(|json| serde_json::from_slice(&json).ok());
+            match decoded {
+                Some(detector) => series.push(SeriesSnapshot {
+                    series: key,
+                    last_data_unix_nanos: from_sql(last_data),
+                    detector,
+                }),
+                None => unreadable += 1,
+            }
+        }
+        if unreadable > 0 {
+            tracing::warn!(
+                unreadable,
+                "some saved baselines could not be read; those series warm up again"
+            );
+        }
+        Ok(Some(EngineSnapshot {
+            window_nanos: from_sql(window_nanos),
+            next_window_unix_nanos: next_window.map(from_sql),
+            series,
+            incidents: serde_json::from_str(&incidents)?,
+        }))
+    }
+
+    /// Removes what is older than the retention at `now_unix_nanos`:
+    /// incidents resolved before the cutoff and their events, changes before
+    /// it, and snapshots taken before it. Open incidents are never pruned.
+    pub fn prune(&self, now_unix_nanos: u64) -> Result<PruneCounts, HistoryError> {
+        let cutoff = to_sql(now_unix_nanos.saturating_sub(self.retention.as_nanos() as u64));
+        let mut connection = self.connection.lock();
+        let transaction = connection.transaction()?;
+        let incidents = transaction.execute(
+            "DELETE FROM incidents WHERE state = 'resolved' AND resolved_unix_nanos < ?1",
+            params![cutoff],
+        )?;
+        let events = transaction.execute(
+            "DELETE FROM incident_events
+             WHERE incident_id NOT IN (SELECT id FROM incidents)",
+            [],
+        )?;
+        let changes = transaction.execute(
+            "DELETE FROM changes WHERE time_unix_nanos < ?1",
+            params![cutoff],
+        )?;
+        let snapshots = delete_snapshots(&transaction, "taken_unix_nanos < ?1", cutoff)?;
+        transaction.commit()?;
+        Ok(PruneCounts {
+            incidents,
+            events,
+            changes,
+            snapshots,
+        })
+    }
+}
+
+// === helpers ===
+
+/// Applies the migrations the database lacks, in order, each with its
+/// version row in one transaction.
+fn migrate(connection: &mut Connection, path: &Path) -> Result<(), HistoryError> {
+    migrate_to(connection, path, i64::MAX)
+}
+
+/// [`migrate`], stopping after version `target` (tests build old schemas).
+fn migrate_to(connection: &mut Connection, path: &Path, target: i64) -> Result<(), HistoryError> {
+    let fail = |source| HistoryError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    connection
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                 version            INTEGER PRIMARY KEY,
+                 applied_unix_nanos INTEGER NOT NULL
+             )",
+        )
+        .map_err(fail)?;
+    let current = schema_version(connection).map_err(fail)?;
+    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+    if current > known {
+        return Err(HistoryError::NewerSchema {
+            path: path.to_owned(),
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS {
+        if *version <= current || *version > target {
+            continue;
+        }
+        // Another process may be opening the same file (two collectors
+        // started on one directory): the write lock is taken first and the
+        // version read again under it, so each migration runs exactly once.
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        if schema_version(&transaction).map_err(fail)? >= *version {
+            continue;
+        }
+        transaction.execute_batch(sql).map_err(fail)?;
+        transaction
+            .execute(
+                "INSERT INTO schema_version (version, applied_unix_nanos) VALUES (?1, ?2)",
+                params![version, to_sql(wall_clock_nanos())],
+            )
+            .map_err(fail)?;
+        transaction.commit().map_err(fail)?;
+        tracing::debug!(version, path = %path.display(), "applied history migration");
+    }
+    Ok(())
+}
+
+/// The newest migration applied (0 for a new database).
+fn schema_version(connection: &Connection) -> rusqlite::Result<i64> {
+    connection.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |row| row.get(0),
+    )
+}
+
+/// Deletes the snapshots matching `condition` (with one parameter) and
+/// their series; returns how many snapshots went.
+fn delete_snapshots(
+    transaction: &Transaction<'_>,
+    condition: &str,
+    parameter: i64,
+) -> rusqlite::Result<usize> {
+    // Explicit rather than relying on ON DELETE CASCADE, which a connection
+    // without `foreign_keys = ON` (an operator's sqlite3) would not apply.
+    transaction.execute(
+        &format!(
+            "DELETE FROM snapshot_series WHERE snapshot_id IN
+                 (SELECT id FROM snapshots WHERE {condition})"
+        ),
+        params![parameter],
+    )?;
+    transaction.execute(
+        &format!("DELETE FROM snapshots WHERE {condition}"),
+        params![parameter],
+    )
+}
+
+/// Compresses a baseline's JSON (zlib, the format of SQLite's
+/// `sqlar_compress`, so `sqlar_uncompress(detector, detector_bytes)` reads it
+/// in the `sqlite3` shell). Baselines are long runs of similar numbers under
+/// repeated keys: about a tenth of the size, at the fastest level.
+fn compress(json: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(json.len() / 8),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(json)?;
+    encoder.finish()
+}
+
+/// The inverse of [`compress`].
+fn decompress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut json = Vec::with_capacity(data.len() * 8);
+    // Bounded, so a hand-edited row cannot make the reader allocate without
+    // limit.
+    flate2::read::ZlibDecoder::new(data)
+        .take(MAX_DETECTOR_JSON)
+        .read_to_end(&mut json)?;
+    Ok(json)
+}
+
+/// Reads one `incident_events` row.
+fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, i64, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+/// Decodes event rows.
+fn collect_events(
+    rows: impl Iterator<Item = rusqlite::Result<(i64, String, i64, String)>>,
+) -> Result<Vec<StoredEvent>, HistoryError> {
+    let mut events = Vec::new();
+    for row in rows {
+        let (seq, kind, at, json) = row?;
+        // Only this module writes the column, so an unknown kind means a
+        // hand-edited database; such a row is skipped, not fatal.
+        let Some(kind) = EventKind::parse(&kind) else {
+            tracing::warn!(seq, kind, "skipping an incident event of unknown kind");
+            continue;
+        };
+        events.push(StoredEvent {
+            seq: from_sql(seq),
+            kind,
+            at_unix_nanos: from_sql(at),
+            incident: serde_json::from_str(&json)?,
+        });
+    }
+    Ok(events)
+}
+
+/// The serde name of a unit enum variant (`open`, `critical`, `deploy`).
+fn enum_name<T: Serialize>(value: &T) -> Result<String, HistoryError> {
+    match serde_json::to_value(value)? {
+        serde_json::Value::String(name) => Ok(name),
+        other => Ok(other.to_string()),
+    }
+}
+
+/// A page token: the last incident's onset and id, hex-encoded so that it
+/// reads as opaque and survives any transport.
+fn encode_token(onset_unix_nanos: u64, id: &str) -> String {
+    hex::encode(format!("{onset_unix_nanos}:{id}"))
+}
+
+fn decode_token(token: &str) -> Result<(u64, String), HistoryError> {
+    let bytes = hex::decode(token).map_err(|_| HistoryError::BadPageToken)?;
+    let text = String::from_utf8(bytes).map_err(|_| HistoryError::BadPageToken)?;
+    let (onset, id) = text.split_once(':').ok_or(HistoryError::BadPageToken)?;
+    let onset = onset.parse().map_err(|_| HistoryError::BadPageToken)?;
+    Ok((onset, id.to_string()))
+}
+
+/// SQLite integers are signed 64-bit; Unix nanoseconds fit until 2262.
+fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_sql(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// The wall clock, Unix nanoseconds.
+pub fn wall_clock_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests;
