@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 
 use common::raw_codec::RawCodec;
 use common::{test_settings, TestServer};
-use triage::store::SeriesKind;
+use triage::model::SeriesKind;
 
 const WAIT: Duration = Duration::from_secs(5);
 const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -240,7 +240,7 @@ async fn shutdown_drains_a_request_in_flight() {
 
     let store = std::sync::Arc::clone(&server.store);
     stop_within_timeout(server).await;
-    let key = triage::store::SeriesKey::new(SeriesKind::Operation, "admin-drain", "GET /in-flight");
+    let key = triage::model::SeriesKey::new(SeriesKind::Operation, "admin-drain", "GET /in-flight");
     let stats = store
         .stats(&key, 0, u64::MAX)
         .expect("the in-flight span is recorded");

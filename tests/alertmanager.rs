@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use common::{test_settings, TestServer};
 use triage::alert::{AlertConfig, Alerter, Backoff, TargetConfig};
-use triage::detect::incident::IncidentEvent;
 use triage::history::{History, StorageConfig};
+use triage::model::IncidentEvent;
 
 /// Bound on every wait for something to show up.
 const WAIT: Duration = Duration::from_secs(30);
@@ -417,8 +417,8 @@ async fn an_incident_from_real_traffic_fires_and_resolves_in_every_alertmanager(
     // Healthy long enough for the warm-up (5 windows of 1 s) and the lateness.
     let healthy = server
         .wait_for(WAIT, |store| {
-            let key = triage::store::SeriesKey::new(
-                triage::store::SeriesKind::Operation,
+            let key = triage::model::SeriesKey::new(
+                triage::model::SeriesKind::Operation,
                 SERVICE,
                 OPERATION,
             );
@@ -642,7 +642,7 @@ fn event(
             "kinds": ["latency"],
             "severity": severity,
             "onset_unix_nanos": onset * 1_000_000_000,
-            "onset": triage::detect::incident::rfc3339(onset * 1_000_000_000),
+            "onset": triage::model::rfc3339(onset * 1_000_000_000),
             "opened_unix_nanos": (onset + 10) * 1_000_000_000,
             "resolved_unix_nanos": null,
             "resolved": null,
@@ -819,7 +819,7 @@ async fn a_restarted_collector_keeps_its_open_incidents_firing() {
         );
         let other_opened = event("opened", "cart", None, "warning", "cart: errors", onset);
         let mut other_resolved = other_opened.incident().clone();
-        other_resolved.state = triage::detect::incident::IncidentState::Resolved;
+        other_resolved.state = triage::model::IncidentState::Resolved;
         other_resolved.resolved_unix_nanos = Some((onset + 60) * 1_000_000_000);
         let at = (onset + 10) * 1_000_000_000;
         for event in [
@@ -944,7 +944,7 @@ async fn the_documented_alertmanager_config_routes_and_inhibits_symptoms() {
         onset,
     );
     if let IncidentEvent::Resolved(incident) = &mut resolved {
-        incident.state = triage::detect::incident::IncidentState::Resolved;
+        incident.state = triage::model::IncidentState::Resolved;
         incident.resolved_unix_nanos = Some(now_secs() * 1_000_000_000);
     }
     events.send(resolved).expect("alerter listens");

@@ -22,9 +22,10 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tokio_util::sync::CancellationToken;
 
-use triage::analyze::spans::{CallStats, SpanAnalyzer};
+use triage::ingest::spans::{CallStats, SpanAnalyzer};
+use triage::model::{SeriesKey, SeriesKind};
 use triage::server::Server;
-use triage::store::{SeriesKey, SeriesKind, SeriesStats, Store};
+use triage::store::{SeriesStats, Store};
 
 const TRACES: u64 = 20;
 /// Every this many traces runs on payment v2 and fails.

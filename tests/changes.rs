@@ -30,7 +30,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use common::{test_settings, TestServer};
-use triage::analyze::changes::ApiToken;
+use triage::ingest::changes::ApiToken;
 
 /// Longest wait for changes to show up; exports are synchronous, so this
 /// is only a safety net.

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use triage::detect::DetectConfig;
-use triage::eval::{run_scenario, Outcome};
-use triage::sim::{parse_fault, Fault, Scenario};
 use triage::store::StoreConfig;
+use triage::tools::eval::{run_scenario, Outcome};
+use triage::tools::sim::{parse_fault, Fault, Scenario};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -103,9 +103,9 @@ fn healthy_traffic_opens_no_incident() {
 }
 
 /// One root-cause scenario through recording, detection and analysis.
-fn run_rca(name: &str) -> triage::eval::RcaOutcome {
-    let scenario = triage::sim::find_scenario(name).expect("a built-in scenario");
-    triage::eval::run_rca_scenario(
+fn run_rca(name: &str) -> triage::tools::eval::RcaOutcome {
+    let scenario = triage::tools::sim::find_scenario(name).expect("a built-in scenario");
+    triage::tools::eval::run_rca_scenario(
         name,
         scenario,
         &DetectConfig::default(),

@@ -36,7 +36,7 @@ use tonic::{Code, Status};
 
 use common::raw_codec::RawCodec;
 use common::{test_settings, TestServer};
-use triage::store::SeriesKind;
+use triage::model::SeriesKind;
 
 const WAIT: Duration = Duration::from_secs(5);
 const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";

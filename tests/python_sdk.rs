@@ -25,7 +25,8 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 
 use common::TestServer;
-use triage::store::{SeriesKey, SeriesKind, SeriesStats, Store};
+use triage::model::{SeriesKey, SeriesKind};
+use triage::store::{SeriesStats, Store};
 
 /// Bound on one run of the script: start-up, sending, and the exporters'
 /// own retries (10 s) if the collector does not answer.

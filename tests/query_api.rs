@@ -32,13 +32,13 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use common::{test_settings, TestServer};
-use triage::detect::incident::{rfc3339, Incident, IncidentEvent, IncidentState};
-use triage::detect::Severity;
+use triage::model::Severity;
+use triage::model::{rfc3339, Incident, IncidentEvent, IncidentState};
+use triage::model::{SeriesKey, SeriesKind};
 use triage::query::client::{Client, ClientConfig, ClientError};
 use triage::query::pb;
 use triage::query::pb::watch_incidents_request::Start;
 use triage::query::{EventName, TlsFiles, TokenSource};
-use triage::store::{SeriesKey, SeriesKind};
 
 /// Bound on every wait for data, a stream message or a child process.
 const WAIT: Duration = Duration::from_secs(20);

@@ -24,7 +24,8 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 
 use common::TestServer;
-use triage::store::{Edge, SeriesKind};
+use triage::model::SeriesKind;
+use triage::store::Edge;
 
 /// How long to wait for exported data to show up in the store. The simple
 /// processor exports synchronously, so this is only a safety net.

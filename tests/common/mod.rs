@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use triage::analyze::changes::ChangeLog;
 use triage::config::Settings;
 use triage::history::History;
+use triage::model::{SeriesKey, SeriesKind};
 use triage::server::{Addresses, Server};
-use triage::store::{SeriesKey, SeriesKind, SeriesStats, Store};
+use triage::store::changes::ChangeLog;
+use triage::store::{SeriesStats, Store};
 
 /// A collector serving on loopback ports chosen by the OS.
 pub struct TestServer {
