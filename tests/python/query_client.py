@@ -4,7 +4,7 @@ It has no generated code for triage.v1. It discovers the API through server
 reflection (grpcio-reflection's descriptor database over the v1alpha
 reflection service), builds message classes from the discovered descriptors
 with protobuf's descriptor pool and message factory, and calls the methods
-by name. Driven by tests/query_api.rs, which checks what it prints.
+by name. Driven by tests/it/query_api.rs, which checks what it prints.
 
 Protocol with the test (one JSON object per line on stdout):
   1. {"step": "ready", ...}  after the unary calls, once the watch stream is

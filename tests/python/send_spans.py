@@ -1,7 +1,7 @@
 """Sends a small, deterministic span topology to triage with the real
 OpenTelemetry Python SDK and prints a JSON summary of what was sent.
 
-Driven by tests/python_sdk.rs, which starts the collector, runs this script
+Driven by tests/it/python_sdk.rs, which starts the collector, runs this script
 once per OTLP protocol and checks the collector's series against the summary.
 
 Topology (service names carry the --suffix, so runs against one collector are

@@ -8,8 +8,6 @@
 //! v2, whose database call fails: the error starts in payment (its database
 //! has no traced child) and only propagates to the frontend.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -169,7 +167,7 @@ fn assert_ms(what: &str, actual: Option<f64>, expected: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_time_local_errors_retries_and_drill_down_from_real_sdk_spans() {
-    let server = Server::bind(common::test_settings())
+    let server = Server::bind(crate::common::test_settings())
         .await
         .expect("bind test server");
     let grpc = format!("http://{}", server.addresses().grpc);

@@ -12,8 +12,6 @@
 //! - the documented `deploy/alertmanager.yml` loads, routes by severity and
 //!   inhibits a symptom while its root cause's alert fires.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,7 +30,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use common::{test_settings, TestServer};
+use crate::common::{test_settings, TestServer};
 use triage::alert::{AlertConfig, Alerter, Backoff, TargetConfig};
 use triage::history::{History, StorageConfig};
 use triage::model::IncidentEvent;

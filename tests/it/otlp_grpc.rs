@@ -7,8 +7,6 @@
 //! OUT_OF_RANGE, which clients retry forever) and an undecodable one
 //! INVALID_ARGUMENT (not INTERNAL).
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -34,8 +32,8 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use common::raw_codec::RawCodec;
-use common::{test_settings, TestServer};
+use crate::common::raw_codec::RawCodec;
+use crate::common::{test_settings, TestServer};
 use triage::model::SeriesKind;
 
 const WAIT: Duration = Duration::from_secs(5);

@@ -11,8 +11,6 @@
 //! Plus bearer-token authentication, TLS, NOT_SERVING while draining, and a
 //! watch that resumes from an event id with no gap and no duplicate.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,7 +29,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use common::{test_settings, TestServer};
+use crate::common::{test_settings, TestServer};
 use triage::model::Severity;
 use triage::model::{rfc3339, Incident, IncidentEvent, IncidentState};
 use triage::model::{SeriesKey, SeriesKind};

@@ -7,8 +7,6 @@
 //! a second service whose CLIENT spans are the parents of SERVER spans in the
 //! first, so the pairing of client and server spans is exercised end to end.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -23,7 +21,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 
-use common::TestServer;
+use crate::common::TestServer;
 use triage::model::SeriesKind;
 use triage::store::Edge;
 

@@ -6,8 +6,6 @@
 //! Dockerfile has its health check, non-root user and ports. Also `triage
 //! healthcheck`, which the image's HEALTHCHECK runs, against a real server.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -725,7 +723,7 @@ fn healthcheck(url: &str) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthcheck_passes_on_a_live_server_and_fails_otherwise() {
-    let server = common::TestServer::start().await;
+    let server = crate::common::TestServer::start().await;
     let admin = server.addresses.admin;
     let live = format!("http://{admin}/healthz");
     let missing = format!("http://{admin}/no-such-path");

@@ -11,8 +11,6 @@
 //! `TRIAGE_TEST_PYTHON`. Without it the test is skipped on a developer's
 //! machine and fails under CI.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -24,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
-use common::TestServer;
+use crate::common::TestServer;
 use triage::model::{SeriesKey, SeriesKind};
 use triage::store::{SeriesStats, Store};
 

@@ -1,8 +1,6 @@
 //! The admin listener (`/healthz`, `/readyz`, `/metrics`) and shutdown, against
 //! the real collector.
 
-mod common;
-
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,8 +17,8 @@ use tokio_stream::Stream;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
-use common::raw_codec::RawCodec;
-use common::{test_settings, TestServer};
+use crate::common::raw_codec::RawCodec;
+use crate::common::{test_settings, TestServer};
 use triage::model::SeriesKind;
 
 const WAIT: Duration = Duration::from_secs(5);

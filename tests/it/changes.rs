@@ -8,8 +8,6 @@
 //! a "deploy" ten minutes after a service's first spans takes no wall-clock
 //! time: change detection runs on event time.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +27,7 @@ use prost::Message as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{test_settings, TestServer};
+use crate::common::{test_settings, TestServer};
 use triage::ingest::changes::ApiToken;
 
 /// Longest wait for changes to show up; exports are synchronous, so this
