@@ -9,7 +9,7 @@
 #   CASES="cascade-slow down-ends" benches/replay_identical.sh OLD NEW   # a subset
 #
 # Works from any directory and with debug builds: the 20 default cases take
-# about 7 minutes on 2 cores with two debug builds.
+# 5 to 7 minutes on 2 cores with two debug builds.
 #
 # What it checks, per case (scenario x seed x input format):
 #   - the inputs are written once, by OLD_BINARY's simulator (`triage

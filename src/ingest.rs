@@ -35,15 +35,15 @@ use opentelemetry_proto::tonic::metrics::v1::{
     Metric, NumberDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 
 use crate::ingest::changes::{ChangeDetector, K8sEvent};
 use crate::ingest::spans::SpanAnalyzer;
 use crate::model::SeriesKind;
 use crate::model::{invalid_span, operation_name, peer, UNKNOWN_SERVICE};
-use crate::model::{
-    ExtraKeys, ExtraValue, ResourceAttributes, ResourceView, SpanAttributes, SpanView, TraceBatch,
-    ValueRef, FLAG_EVENT,
+use crate::model::{ExtraKeys, ResourceAttributes, SpanView, TraceBatch};
+use crate::receiver::decode::{
+    decoded_batch, resource_attributes, service_name, span_view, string_value,
 };
 use crate::receiver::{DecodeError, Outcome, Signal, Sink};
 use crate::store::metric::HistogramPoint;
@@ -135,139 +135,6 @@ impl Tally {
             error_message,
         }
     }
-}
-
-fn string_value(attribute: &KeyValue) -> Option<&str> {
-    match attribute.value.as_ref()?.value.as_ref()? {
-        Value::StringValue(value) => Some(value),
-        _ => None,
-    }
-}
-
-/// `service.name` of a resource, `unknown_service` when missing or empty.
-pub fn service_name(resource: Option<&Resource>) -> &str {
-    resource
-        .and_then(|resource| {
-            resource
-                .attributes
-                .iter()
-                .find(|attribute| attribute.key == "service.name")
-        })
-        .and_then(string_value)
-        .filter(|name| !name.is_empty())
-        .unwrap_or(UNKNOWN_SERVICE)
-}
-
-/// A prost attribute value as the borrowed form recording reads.
-fn value_ref(attribute: &KeyValue) -> ValueRef<'_> {
-    match attribute
-        .value
-        .as_ref()
-        .and_then(|value| value.value.as_ref())
-    {
-        Some(Value::StringValue(text)) => ValueRef::Str(text),
-        Some(Value::IntValue(number)) => ValueRef::Int(*number),
-        Some(Value::DoubleValue(number)) => ValueRef::Double(*number),
-        Some(Value::BoolValue(flag)) => ValueRef::Bool(*flag),
-        _ => ValueRef::Other,
-    }
-}
-
-/// The fields of a decoded (JSON) span that recording reads; protobuf
-/// requests get the same view from `wire` without decoding into prost types.
-pub fn span_view(span: &Span) -> SpanView<'_> {
-    let mut attributes = SpanAttributes::default();
-    for attribute in &span.attributes {
-        attributes.note(attribute.key.as_bytes(), value_ref(attribute));
-    }
-    for event in span.events.iter().filter(|event| event.name == FLAG_EVENT) {
-        let text = |key: &str| {
-            event
-                .attributes
-                .iter()
-                .find(|attribute| attribute.key == key)
-                .and_then(string_value)
-        };
-        let variant = text("feature_flag.result.variant").or_else(|| text("feature_flag.variant"));
-        attributes.note_flag_event(text("feature_flag.key"), variant);
-    }
-    SpanView {
-        trace_id: &span.trace_id,
-        span_id: &span.span_id,
-        parent_span_id: &span.parent_span_id,
-        name: &span.name,
-        kind: span.kind,
-        start_time_unix_nano: span.start_time_unix_nano,
-        end_time_unix_nano: span.end_time_unix_nano,
-        status_code: span.status.as_ref().map_or(0, |status| status.code),
-        attributes,
-    }
-}
-
-/// The resource attributes a decoded (JSON) resource carries, as the
-/// zero-copy reader borrows them.
-pub fn resource_attributes(resource: Option<&Resource>) -> ResourceAttributes<'_> {
-    let mut attributes = ResourceAttributes::default();
-    for attribute in resource.iter().flat_map(|resource| &resource.attributes) {
-        if ResourceAttributes::reads(attribute.key.as_bytes()) {
-            attributes.note(attribute.key.as_bytes(), value_ref(attribute));
-        }
-    }
-    attributes
-}
-
-/// Collects the values of the `extra` keys on a decoded span (the
-/// counterpart of what the zero-copy readers do), as span `index`.
-pub fn span_extras<'a>(
-    span: &'a Span,
-    extra: &ExtraKeys,
-    index: u32,
-    extras: &mut Vec<ExtraValue<'a>>,
-) {
-    if extra.is_empty() {
-        return;
-    }
-    for attribute in &span.attributes {
-        let key = attribute.key.as_bytes();
-        if SpanAttributes::reads(key) {
-            continue;
-        }
-        if let Some(slot) = extra.slot(key) {
-            extras.push(ExtraValue {
-                span: index,
-                slot,
-                key,
-                value: value_ref(attribute),
-            });
-        }
-    }
-}
-
-/// A decoded request as the zero-copy readers would have read it (for the
-/// span analysis on the JSON path).
-pub fn decoded_batch<'a>(
-    request: &'a ExportTraceServiceRequest,
-    extra: &ExtraKeys,
-) -> TraceBatch<'a> {
-    let mut batch = TraceBatch::default();
-    for resource_spans in &request.resource_spans {
-        let resource = resource_spans.resource.as_ref();
-        let first = batch.spans.len();
-        for span in resource_spans
-            .scope_spans
-            .iter()
-            .flat_map(|scope| &scope.spans)
-        {
-            span_extras(span, extra, batch.spans.len() as u32, &mut batch.extras);
-            batch.spans.push(span_view(span));
-        }
-        batch.resources.push(ResourceView {
-            service_name: Some(service_name(resource)),
-            attributes: resource_attributes(resource),
-            spans: first..batch.spans.len(),
-        });
-    }
-    batch
 }
 
 fn trace_id(span: &SpanView<'_>) -> u128 {
@@ -957,23 +824,6 @@ impl Ingest {
 }
 
 /// The string attribute `key` among `attributes`.
-/// Whether recording a log record reads the resource or record attribute
-/// `key`: the service name and the keys of a Kubernetes event
-/// ([`k8s_event`]). Replay's log reader keeps only these, so a key read
-/// here must be listed.
-pub(crate) fn log_attribute_read(key: &str) -> bool {
-    matches!(
-        key,
-        "service.name"
-            | "k8s.deployment.name"
-            | "k8s.event.reason"
-            | "k8s.object.kind"
-            | "k8s.object.name"
-            | "event.domain"
-            | "k8s.resource.name"
-    )
-}
-
 fn text_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     attributes
         .iter()

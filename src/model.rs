@@ -10,6 +10,7 @@ mod analysis;
 mod anomaly;
 mod change;
 mod incident;
+mod log;
 mod series;
 mod span;
 mod time;
@@ -21,6 +22,7 @@ pub use analysis::{
 pub use anomaly::{Anomaly, AnomalyKind, Readiness, Severity};
 pub use change::{Change, ChangeFilter, ChangeKind, ChangeSource};
 pub use incident::{Incident, IncidentEvent, IncidentState, SeriesAnomaly};
+pub use log::log_attribute_read;
 pub use series::{SeriesKey, SeriesKind};
 pub use span::{
     invalid_span, is_flag_key, kind, operation_name, peer, ExtraKeys, ExtraValue,

@@ -749,4 +749,4 @@ pub fn replay_lines(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -6,6 +6,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
+use opentelemetry_proto::tonic::trace::v1::Span;
+
 use super::*;
 use crate::model::UNKNOWN_PEER;
 use crate::model::{SeriesKey, SeriesKind};

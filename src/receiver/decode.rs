@@ -12,11 +12,19 @@ use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
     trace::v1::ExportTraceServiceRequest,
 };
+use opentelemetry_proto::tonic::common::v1::{any_value::Value as AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     ExponentialHistogram, Gauge, Histogram, Sum, Summary,
 };
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::model::{
+    ExtraKeys, ExtraValue, ResourceAttributes, ResourceView, SpanAttributes, SpanView, TraceBatch,
+    ValueRef, FLAG_EVENT, UNKNOWN_SERVICE,
+};
 
 /// An export request that can be decoded from OTLP/JSON.
 pub trait JsonExport: Default + DeserializeOwned {
@@ -210,4 +218,143 @@ fn check_metric_data(request: &ExportMetricsServiceRequest, json: &Value) -> Res
         }
     }
     Ok(())
+}
+
+// === Views of decoded requests ===
+//
+// Prost-decoded requests (OTLP/JSON, and anything that is not a protobuf
+// trace request) are turned into the same borrowed views the zero-copy
+// readers produce, so recording has one input type.
+
+pub fn string_value(attribute: &KeyValue) -> Option<&str> {
+    match attribute.value.as_ref()?.value.as_ref()? {
+        AnyValue::StringValue(value) => Some(value),
+        _ => None,
+    }
+}
+
+/// `service.name` of a resource, `unknown_service` when missing or empty.
+pub fn service_name(resource: Option<&Resource>) -> &str {
+    resource
+        .and_then(|resource| {
+            resource
+                .attributes
+                .iter()
+                .find(|attribute| attribute.key == "service.name")
+        })
+        .and_then(string_value)
+        .filter(|name| !name.is_empty())
+        .unwrap_or(UNKNOWN_SERVICE)
+}
+
+/// A prost attribute value as the borrowed form recording reads.
+pub fn value_ref(attribute: &KeyValue) -> ValueRef<'_> {
+    match attribute
+        .value
+        .as_ref()
+        .and_then(|value| value.value.as_ref())
+    {
+        Some(AnyValue::StringValue(text)) => ValueRef::Str(text),
+        Some(AnyValue::IntValue(number)) => ValueRef::Int(*number),
+        Some(AnyValue::DoubleValue(number)) => ValueRef::Double(*number),
+        Some(AnyValue::BoolValue(flag)) => ValueRef::Bool(*flag),
+        _ => ValueRef::Other,
+    }
+}
+
+/// The fields of a decoded (JSON) span that recording reads; protobuf
+/// requests get the same view from `wire` without decoding into prost types.
+pub fn span_view(span: &Span) -> SpanView<'_> {
+    let mut attributes = SpanAttributes::default();
+    for attribute in &span.attributes {
+        attributes.note(attribute.key.as_bytes(), value_ref(attribute));
+    }
+    for event in span.events.iter().filter(|event| event.name == FLAG_EVENT) {
+        let text = |key: &str| {
+            event
+                .attributes
+                .iter()
+                .find(|attribute| attribute.key == key)
+                .and_then(string_value)
+        };
+        let variant = text("feature_flag.result.variant").or_else(|| text("feature_flag.variant"));
+        attributes.note_flag_event(text("feature_flag.key"), variant);
+    }
+    SpanView {
+        trace_id: &span.trace_id,
+        span_id: &span.span_id,
+        parent_span_id: &span.parent_span_id,
+        name: &span.name,
+        kind: span.kind,
+        start_time_unix_nano: span.start_time_unix_nano,
+        end_time_unix_nano: span.end_time_unix_nano,
+        status_code: span.status.as_ref().map_or(0, |status| status.code),
+        attributes,
+    }
+}
+
+/// The resource attributes a decoded (JSON) resource carries, as the
+/// zero-copy reader borrows them.
+pub fn resource_attributes(resource: Option<&Resource>) -> ResourceAttributes<'_> {
+    let mut attributes = ResourceAttributes::default();
+    for attribute in resource.iter().flat_map(|resource| &resource.attributes) {
+        if ResourceAttributes::reads(attribute.key.as_bytes()) {
+            attributes.note(attribute.key.as_bytes(), value_ref(attribute));
+        }
+    }
+    attributes
+}
+
+/// Collects the values of the `extra` keys on a decoded span (the
+/// counterpart of what the zero-copy readers do), as span `index`.
+pub fn span_extras<'a>(
+    span: &'a Span,
+    extra: &ExtraKeys,
+    index: u32,
+    extras: &mut Vec<ExtraValue<'a>>,
+) {
+    if extra.is_empty() {
+        return;
+    }
+    for attribute in &span.attributes {
+        let key = attribute.key.as_bytes();
+        if SpanAttributes::reads(key) {
+            continue;
+        }
+        if let Some(slot) = extra.slot(key) {
+            extras.push(ExtraValue {
+                span: index,
+                slot,
+                key,
+                value: value_ref(attribute),
+            });
+        }
+    }
+}
+
+/// A decoded request as the zero-copy readers would have read it (for the
+/// span analysis on the JSON path).
+pub fn decoded_batch<'a>(
+    request: &'a ExportTraceServiceRequest,
+    extra: &ExtraKeys,
+) -> TraceBatch<'a> {
+    let mut batch = TraceBatch::default();
+    for resource_spans in &request.resource_spans {
+        let resource = resource_spans.resource.as_ref();
+        let first = batch.spans.len();
+        for span in resource_spans
+            .scope_spans
+            .iter()
+            .flat_map(|scope| &scope.spans)
+        {
+            span_extras(span, extra, batch.spans.len() as u32, &mut batch.extras);
+            batch.spans.push(span_view(span));
+        }
+        batch.resources.push(ResourceView {
+            service_name: Some(service_name(resource)),
+            attributes: resource_attributes(resource),
+            spans: first..batch.spans.len(),
+        });
+    }
+    batch
 }

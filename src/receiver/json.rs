@@ -316,4 +316,4 @@ pub use requests::{read_logs, read_metrics};
 pub use traces::ScannedTraces;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

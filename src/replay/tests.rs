@@ -3,11 +3,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
 
 use super::*;
-use std::time::Duration;
 
-use crate::detect::DetectConfig;
 use crate::pipeline;
-use crate::store::StoreConfig;
 
 const SECOND: u64 = 1_000_000_000;
 const START: u64 = 1_700_000_000 * SECOND;
@@ -195,46 +192,7 @@ fn bad_protobuf_names_the_message_and_bad_json_the_line() {
     assert!(error.starts_with("in.jsonl:3: "), "{error}");
 }
 
-/// A simulated shop with a latency fault, in small windows so that it is
-/// detected within a few simulated minutes.
-fn simulated_fault() -> crate::tools::sim::Scenario {
-    use crate::tools::sim::{parse_fault, Fault, Scenario};
-    Scenario {
-        seed: 11,
-        duration: Duration::from_secs(150),
-        entry_rate_per_sec: 10.0,
-        faults: vec![Fault {
-            kind: parse_fault("latency:payment").expect("a fault spec"),
-            start: Duration::from_secs(100),
-            duration: None,
-        }],
-        benign_deploys: false,
-        daily_shape: false,
-        ..Scenario::default()
-    }
-}
-
-fn small_windows() -> Replay {
-    let store = StoreConfig {
-        window: Duration::from_secs(2),
-        ..StoreConfig::default()
-    };
-    // Few requests per window at this rate: judge them anyway.
-    let detect = DetectConfig {
-        warmup_windows: 10,
-        latency_min_requests: 5,
-        latency_p99_min_requests: 20,
-        lateness: Duration::from_secs(2),
-        ..DetectConfig::default()
-    };
-    Replay::new(&pipeline::Settings {
-        store,
-        detect,
-        ..pipeline::Settings::default()
-    })
-}
-
-fn events_of(replay: &mut Replay, mut out: Vec<String>) -> (Vec<String>, ReplayStats) {
+pub(crate) fn events_of(replay: &mut Replay, mut out: Vec<String>) -> (Vec<String>, ReplayStats) {
     out.extend(
         replay
             .finish()
@@ -242,67 +200,4 @@ fn events_of(replay: &mut Replay, mut out: Vec<String>) -> (Vec<String>, ReplayS
             .map(|event| serde_json::to_string(event).expect("serializes")),
     );
     (out, replay.stats)
-}
-
-/// Replays `input` through [`replay_input`] with small windows.
-fn replay_small(input: Vec<u8>, path: &str) -> (Vec<String>, ReplayStats) {
-    let mut replay = small_windows();
-    let mut out = Vec::new();
-    let reader: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(input));
-    replay_input(&mut replay, Path::new(path), reader, |events| {
-        out.extend(
-            events
-                .iter()
-                .map(|event| serde_json::to_string(event).expect("serializes")),
-        )
-    })
-    .expect("valid input");
-    events_of(&mut replay, out)
-}
-
-#[test]
-fn the_fast_readers_change_nothing() {
-    use crate::tools::sim::{write_json_lines, Simulator};
-    use prost::Message;
-    let mut json = Vec::new();
-    write_json_lines(Simulator::new(simulated_fault()), &mut json).expect("simulates");
-
-    // The reference: every line through the general decoder, in order. The
-    // same requests, encoded, are the protobuf input.
-    let mut general = small_windows();
-    let mut out = Vec::new();
-    let mut protobuf = Vec::new();
-    for line in json.split(|byte| *byte == b'\n') {
-        if line.is_empty() {
-            continue;
-        }
-        let request = decode_json_any(line).expect("valid OTLP/JSON");
-        let message = match &request {
-            JsonRequest::Traces(request) => request.encode_to_vec(),
-            JsonRequest::Metrics(request) => request.encode_to_vec(),
-            JsonRequest::Logs(request) => request.encode_to_vec(),
-        };
-        protobuf.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        protobuf.extend_from_slice(&message);
-        out.extend(
-            general
-                .feed(request)
-                .iter()
-                .map(|event| serde_json::to_string(event).expect("serializes")),
-        );
-    }
-    let (expected, expected_stats) = events_of(&mut general, out);
-    assert!(
-        expected
-            .iter()
-            .any(|event| event.contains(r#""event":"opened""#)),
-        "the fault is detected: {expected:#?}"
-    );
-
-    let (from_json, json_stats) = replay_small(json, "sim.jsonl");
-    assert_eq!(from_json, expected, "scanning JSON readers");
-    assert_eq!(json_stats, expected_stats);
-    let (from_protobuf, protobuf_stats) = replay_small(protobuf, "sim.binpb");
-    assert_eq!(from_protobuf, expected, "protobuf wire readers");
-    assert_eq!(protobuf_stats, expected_stats);
 }

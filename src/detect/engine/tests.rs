@@ -1,6 +1,6 @@
 use super::*;
 use crate::model::IncidentState;
-use crate::store::{ManualClock, Sample, StoreConfig};
+use crate::store::{ManualClock, Sample, StoreConfig, OVERFLOW};
 
 const SECOND: u64 = 1_000_000_000;
 const START: u64 = 1_700_000_000 * SECOND;
@@ -190,4 +190,52 @@ fn errors_from_second_four_of_a_window_have_their_onset_there() {
         START + 904 * SECOND,
         "{incident:#?}"
     );
+}
+
+#[test]
+fn own_series_are_bounded_by_operations_and_feed_evidence_not_incidents() {
+    const T0: u64 = 1_000 * SECOND;
+    let store = Store::with_clock(
+        StoreConfig {
+            window: Duration::from_secs(1),
+            ..StoreConfig::default()
+        },
+        Arc::new(ManualClock::new(T0)),
+    );
+    let service = store.service("api");
+    let sample = Sample {
+        end_unix_nanos: T0 - SECOND,
+        duration_nanos: 1_000_000,
+        error: true,
+        trace_id: 5,
+    };
+    // Without an operation of that name, an own sample goes to overflow and
+    // is not counted as a series.
+    store.record_span(&service, SeriesKind::Own, "nope", sample, T0);
+    assert_eq!(store.n_series(), 0);
+    assert_eq!(
+        store.series("api", SeriesKind::Own)[0].name.as_ref(),
+        OVERFLOW
+    );
+    store.record_operation(&service, "op", sample);
+    store.record_span(&service, SeriesKind::Own, "op", sample, T0);
+    assert_eq!(store.n_series(), 1, "only the operation counts");
+
+    let mut engine = Engine::new(DetectConfig {
+        lateness: Duration::from_secs(1),
+        ..DetectConfig::default()
+    });
+    let window = store.window_index(T0 - SECOND);
+    engine.close_through(&store, window);
+    let own = SeriesKey::new(SeriesKind::Own, "api", "op");
+    assert!(
+        engine.evidence().contains_key(&own),
+        "{:?}",
+        engine.evidence()
+    );
+    assert!(engine.detector(&own).is_some());
+    assert!(engine
+        .incidents()
+        .tracked_keys()
+        .all(|key| key.kind != SeriesKind::Own));
 }

@@ -37,7 +37,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::scan::{Scan, Scanner, Unreadable};
 use super::traces::{ANY_VALUE, KEY_VALUE, RESOURCE};
-use crate::ingest::log_attribute_read;
+use crate::model::log_attribute_read;
 
 // Members in the order exporters write them (the protobuf declaration
 // order), for `Scanner::object_in_order`.

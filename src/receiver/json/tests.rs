@@ -4,7 +4,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 use super::*;
-use crate::ingest::span_view;
+use crate::receiver::decode::span_view;
 
 fn attribute(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -134,7 +134,7 @@ fn what_it_cannot_read_is_left_to_the_general_path() {
 
 // === the scanning readers ===
 
-mod scanning {
+pub(crate) mod scanning {
     use opentelemetry_proto::tonic::collector::{
         logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
     };
@@ -157,7 +157,7 @@ mod scanning {
 
     /// The general decoder's metrics, without what the scanning reader
     /// skips (scopes, schema URLs, dropped counts, exemplars, metadata).
-    fn general_metrics(line: &str) -> ExportMetricsServiceRequest {
+    pub(crate) fn general_metrics(line: &str) -> ExportMetricsServiceRequest {
         let Ok(JsonRequest::Metrics(mut request)) = decode_json_any(line.as_bytes()) else {
             panic!("the general decoder reads {line}");
         };
@@ -197,7 +197,7 @@ mod scanning {
     }
 
     /// The general decoder's logs, without what the scanning reader skips.
-    fn general_logs(line: &str) -> ExportLogsServiceRequest {
+    pub(crate) fn general_logs(line: &str) -> ExportLogsServiceRequest {
         let Ok(JsonRequest::Logs(mut request)) = decode_json_any(line.as_bytes()) else {
             panic!("the general decoder reads {line}");
         };
@@ -394,8 +394,10 @@ mod scanning {
 
     /// `request` with only the attributes log recording reads, as the
     /// scanning log reader keeps them.
-    fn as_log_recording_reads(mut request: ExportLogsServiceRequest) -> ExportLogsServiceRequest {
-        use crate::ingest::log_attribute_read;
+    pub(crate) fn as_log_recording_reads(
+        mut request: ExportLogsServiceRequest,
+    ) -> ExportLogsServiceRequest {
+        use crate::model::log_attribute_read;
         for resource_logs in &mut request.resource_logs {
             if let Some(resource) = &mut resource_logs.resource {
                 resource.attributes.retain(|kv| log_attribute_read(&kv.key));
@@ -444,137 +446,6 @@ mod scanning {
             .expect("resource");
         assert_eq!(resource.attributes.len(), 1);
         assert_eq!(resource.attributes[0].key, "service.name");
-    }
-
-    /// `seconds` of simulated traffic at 5 requests/s, as OTLP JSON lines.
-    fn simulated_lines(seconds: u64) -> String {
-        use crate::tools::sim::{write_json_lines, Scenario, Simulator};
-        let scenario = Scenario {
-            duration: std::time::Duration::from_secs(seconds),
-            entry_rate_per_sec: 5.0,
-            ..Scenario::default()
-        };
-        let mut out = Vec::new();
-        write_json_lines(Simulator::new(scenario), &mut out).expect("simulates");
-        String::from_utf8(out).expect("UTF-8")
-    }
-
-    /// Puts an object's members in some order.
-    type Order = fn(&mut Vec<(&String, &serde_json::Value)>);
-
-    /// `value` as compact JSON with each object's members in the order
-    /// `order` puts them, or with spaces and newlines around every token.
-    fn rewrite(value: &serde_json::Value, order: Order, spaced: bool) -> String {
-        let gap = if spaced { " \n " } else { "" };
-        match value {
-            serde_json::Value::Object(map) => {
-                let mut members: Vec<_> = map.iter().collect();
-                order(&mut members);
-                let inner: Vec<String> = members
-                    .iter()
-                    .map(|(key, value)| {
-                        format!(
-                            "{gap}{}{gap}:{gap}{}",
-                            serde_json::to_string(key).expect("key"),
-                            rewrite(value, order, spaced)
-                        )
-                    })
-                    .collect();
-                format!("{{{}{gap}}}", inner.join(","))
-            }
-            serde_json::Value::Array(items) => {
-                let inner: Vec<String> = items
-                    .iter()
-                    .map(|item| format!("{gap}{}", rewrite(item, order, spaced)))
-                    .collect();
-                format!("[{}{gap}]", inner.join(","))
-            }
-            other => other.to_string(),
-        }
-    }
-
-    #[test]
-    fn lines_read_the_same_whatever_the_member_order_and_spacing() {
-        let text = simulated_lines(20);
-        let keys = ExtraKeys::new(&["app.tenant", "*.region"]);
-        let orders: [Order; 3] = [
-            |members| members.sort_by(|a, b| a.0.cmp(b.0)),
-            |members| members.sort_by(|a, b| b.0.cmp(a.0)),
-            // Every other member moved to the end: some where expected,
-            // some not.
-            |members| {
-                let (even, odd): (Vec<_>, Vec<_>) = members
-                    .drain(..)
-                    .enumerate()
-                    .partition(|(index, _)| index % 2 == 0);
-                members.extend(even.into_iter().chain(odd).map(|(_, member)| member));
-            },
-        ];
-        let variants = |line: &str| -> Vec<String> {
-            let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
-            let mut variants = Vec::new();
-            for order in orders {
-                for spaced in [false, true] {
-                    variants.push(rewrite(&value, order, spaced));
-                }
-            }
-            variants
-        };
-        let (mut traces, mut metrics, mut logs) = (0, 0, 0);
-        for line in text.lines() {
-            if line.starts_with(r#"{"resourceSpans""#) {
-                let expected = ScannedTraces::read(line, &keys).expect("scans");
-                let slow = JsonTraces::read(line.as_bytes()).expect("serde reads");
-                assert_eq!(expected.batch(), slow.batch_with(&keys));
-                for variant in variants(line) {
-                    let scanned = ScannedTraces::read(&variant, &keys).expect("scans the variant");
-                    assert_eq!(scanned.batch(), expected.batch(), "{variant}");
-                }
-                traces += 1;
-            } else if line.starts_with(r#"{"resourceMetrics""#) {
-                let expected = read_metrics(line).expect("scans");
-                for variant in variants(line) {
-                    assert_eq!(
-                        read_metrics(&variant).as_ref(),
-                        Some(&expected),
-                        "{variant}"
-                    );
-                }
-                metrics += 1;
-            } else {
-                let expected = read_logs(line).expect("scans");
-                for variant in variants(line) {
-                    assert_eq!(read_logs(&variant).as_ref(), Some(&expected), "{variant}");
-                }
-                logs += 1;
-            }
-        }
-        assert!(traces > 5 && metrics > 0 && logs > 5);
-    }
-
-    #[test]
-    fn simulated_lines_read_the_same_both_ways() {
-        let text = simulated_lines(30);
-        let keys = ExtraKeys::new(&["app.tenant", "*.region"]);
-        let (mut n_traces, mut n_metrics, mut n_logs) = (0, 0, 0);
-        for line in text.lines() {
-            if line.starts_with(r#"{"resourceSpans""#) {
-                let scanned = ScannedTraces::read(line, &keys).expect("scans");
-                let slow = JsonTraces::read(line.as_bytes()).expect("serde reads");
-                assert_eq!(scanned.batch(), slow.batch_with(&keys));
-                n_traces += 1;
-            } else if line.starts_with(r#"{"resourceMetrics""#) {
-                assert_eq!(read_metrics(line), Some(general_metrics(line)));
-                n_metrics += 1;
-            } else {
-                assert_eq!(
-                    read_logs(line),
-                    Some(as_log_recording_reads(general_logs(line)))
-                );
-                n_logs += 1;
-            }
-        }
-        assert!(n_traces > 10 && n_metrics > 0 && n_logs > 10);
     }
 
     #[test]

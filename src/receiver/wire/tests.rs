@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::*;
-use crate::ingest::span_view;
+use crate::receiver::decode::span_view;
 
 fn attribute(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -138,7 +138,7 @@ fn reads_what_prost_decodes() {
     // Not a string: not kept.
     assert_eq!(resource.k8s_pod_name, None);
     assert_eq!(
-        crate::ingest::resource_attributes(decoded.resource_spans[0].resource.as_ref()),
+        crate::receiver::decode::resource_attributes(decoded.resource_spans[0].resource.as_ref()),
         *resource
     );
     assert!(batch.extras.is_empty(), "no extra keys asked for");
@@ -189,7 +189,7 @@ fn extra_keys_exact_and_suffix() {
         .iter()
         .enumerate()
     {
-        crate::ingest::span_extras(span, &keys, index as u32, &mut extras);
+        crate::receiver::decode::span_extras(span, &keys, index as u32, &mut extras);
     }
     assert_eq!(extras, batch.extras);
     assert_eq!(keys.slot(b"x"), None);

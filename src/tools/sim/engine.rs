@@ -41,6 +41,7 @@ use crate::tools::sim::rng::Rng;
 use crate::tools::sim::truth::{self, GroundTruth, ScopeAttribute, TruthEdge};
 use crate::tools::sim::{Batch, BenignChangeKind, Scenario, Signals};
 
+mod pod_metrics;
 mod request;
 
 const SECOND: u64 = 1_000_000_000;
@@ -1293,7 +1294,7 @@ impl Engine {
             && self.second > 0
             && self.second.is_multiple_of(INTERVAL_SECONDS)
         {
-            metrics::tick(
+            pod_metrics::tick(
                 self.model,
                 &mut self.pods,
                 &self.effects,

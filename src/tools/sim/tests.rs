@@ -1769,3 +1769,4 @@ fn large_requests_are_split_by_resource() {
 }
 
 mod rca;
+mod readers;
