@@ -11,7 +11,10 @@
 //!   limit).
 //! - [`onset::refine`]: places an anomaly's onset inside its window with
 //!   the window's sub-windows.
-//! - hysteresis and incidents live in `detect::incident`.
+//! - [`incident::IncidentTracker`]: hysteresis; opens, updates and resolves
+//!   per-service incidents (the `model::Incident` type) from the results.
+//! - [`engine::Engine`]: closes windows as the watermark passes them and
+//!   runs all of the above; the pipeline drives it.
 
 use crate::model::SeriesKind;
 use crate::store::window::{SubWindows, ValueStats};

@@ -17,6 +17,12 @@
 //!   histograms and exponential histograms: distribution series.
 //! - Log records: counts per severity class, and an `all` series whose errors
 //!   are the records at ERROR (severity number 17) and above.
+//!
+//! Beside the store, ingest feeds two analyses that must see every span as
+//! it arrives: [`spans`] (own time, locally-originating errors, repeated
+//! calls, attribute drill-down sketches) and [`changes`] (versions,
+//! instance turnover, flag flips and Kubernetes events inferred from the
+//! telemetry, recorded into the store's change log).
 
 pub mod changes;
 pub mod spans;

@@ -1,28 +1,40 @@
 //! `triage`: an OpenTelemetry-native anomaly-detection collector.
 //!
-//! Module map (data flows top to bottom):
+//! Module map, in the order data flows (ARCHITECTURE.md draws it). A module
+//! imports only modules above it in this list, never one beside or below
+//! it; `tests/it/walls.rs` checks that, and that the inner stages do no
+//! I/O, read no clock and never see protobuf types.
 //!
-//! - [`config`]: YAML config, validated into typed settings; precedence
-//!   flag > environment > file > default.
-//! - [`receiver`]: OTLP/gRPC and OTLP/HTTP receivers. Protobuf types stop here:
-//!   `receiver::ingest` turns decoded requests into store records.
-//! - [`store`]: lock-free-on-the-hot-path RED series (per service, operation,
-//!   dependency edge, metric and log severity) in event-time windows of HDR
-//!   histograms and counters, with bounded cardinality; and the in-process read
-//!   API used by detection and queries.
-//! - [`history`]: incidents, incident events, changes and detection-state
-//!   snapshots in embedded SQLite, so they survive restarts.
-//! - [`query`]: the gRPC query API (services, RED statistics, topology,
-//!   incidents with a resumable watch, changes; health and reflection) and
-//!   the `triage query` client. Protobuf types stop in `query`.
-//! - [`alert`]: incidents delivered to Prometheus Alertmanager (v2 API, every
-//!   replica, resent and resolved as Prometheus does) and JSON webhooks.
-//! - [`telemetry`]: self-metric names, the Prometheus recorder, and logging.
-//! - [`admin`]: admin HTTP (`/metrics`, `/healthz`, `/readyz`).
-//! - [`server`]: binds the listeners, runs the background tasks, drains on
+//! - [`model`], [`telemetry`], [`validate`]: leaves. The shared domain types
+//!   (spans, series keys, anomalies, incidents, analysis results, changes);
+//!   self-metric names, the Prometheus recorder and logging; the machinery
+//!   that reads a YAML config section and collects every problem.
+//! - [`store`]: RED series (per service, operation, dependency edge, metric
+//!   and log severity) in event-time windows of HDR histograms and
+//!   counters, bounded; the change log; the in-process read API.
+//! - [`receiver`]: OTLP/gRPC and OTLP/HTTP transports and the decoders
+//!   (protobuf wire reader, JSON readers). Protobuf types stop here and in
+//!   `ingest`, which reads the decoded metric and log requests.
+//! - [`ingest`]: decoded telemetry -> samples in the store; span analysis
+//!   (own time, local errors, drill-down sketches); changes inferred from
+//!   the telemetry.
+//! - [`detect`]: per-series detectors, hysteresis, the engine that closes
+//!   windows.
+//! - [`analyze`]: cascades, origin ranking, patterns, blast radius, change
+//!   correlation, hypotheses.
+//! - [`pipeline`]: builds ingest, store, detection and analysis once from
+//!   settings and drives them with one `tick(now)`.
+//! - [`history`], [`replay`]: incidents, events, changes and baselines in
+//!   SQLite; recorded OTLP through the pipeline on event time.
+//! - [`alert`], [`query`], [`admin`]: Alertmanager and webhooks; the gRPC
+//!   query API and `triage query`; admin HTTP (`/metrics`, health, the
+//!   change webhook).
+//! - [`config`]: the YAML file, its sections (each validated beside its
+//!   type), overrides; precedence flag > environment > file > default.
+//! - [`server`]: binds the listeners, ticks the pipeline, drains on
 //!   shutdown.
-//! - [`demo`]: `triage demo`, the collector and the simulator in one
-//!   process, printing incidents as a fault is found.
+//! - [`tools`]: the simulator, the evaluation and the demo; no product
+//!   module imports them.
 
 #![forbid(unsafe_code)]
 

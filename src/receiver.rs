@@ -1,8 +1,10 @@
 //! OTLP receivers: gRPC (`grpc`) and HTTP (`http`), both feeding one [`Sink`].
 //!
-//! Protobuf types stop here. The receivers decode and validate requests; the
-//! sink (`ingest::Ingest` in production) turns the decoded requests into store
-//! records. Keeping the sink behind a trait lets each transport be tested on
+//! The receivers decode and validate requests (`wire`: the zero-copy
+//! protobuf trace reader; `json`: the fast OTLP/JSON readers; `decode`: the
+//! general JSON decoder and the conversion of prost requests into the
+//! views of `model`); the sink (`ingest::Ingest` in production) turns the
+//! decoded requests into store records. Keeping the sink behind a trait lets each transport be tested on
 //! its own and keeps the transports free of recording logic.
 
 use opentelemetry_proto::tonic::collector::{
