@@ -12,6 +12,9 @@
 //! - [`context`]: what the steps share (handles, settings, the call graph,
 //!   per-origin evidence), so `rca` and `explain` never import each other.
 
+// No clock and no I/O here: see clippy.toml and tests/it/walls.rs.
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 pub mod cohort;
 pub mod context;
 pub mod correlate;

@@ -16,6 +16,9 @@
 //! - [`engine::Engine`]: closes windows as the watermark passes them and
 //!   runs all of the above; the pipeline drives it.
 
+// No clock and no I/O here: see clippy.toml and tests/it/walls.rs.
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use crate::model::SeriesKind;
 use crate::store::window::{SubWindows, ValueStats};
 

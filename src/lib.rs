@@ -37,6 +37,7 @@
 //!   module imports them.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
 pub mod alert;

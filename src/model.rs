@@ -6,6 +6,9 @@
 //! clock and does no I/O (the walls test in `tests/it/walls.rs` checks it),
 //! so every stage can use it and any of it can be built in a test by hand.
 
+// No clock and no I/O here: see clippy.toml and tests/it/walls.rs.
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod analysis;
 mod anomaly;
 mod change;

@@ -23,6 +23,9 @@
 //! that would be created past the total cap goes to the overflow service.
 //! Idle series are dropped by [`Store::sweep`].
 
+// No clock and no I/O here: see clippy.toml and tests/it/walls.rs.
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 pub mod changes;
 pub mod config;
 pub mod metric;
