@@ -56,7 +56,6 @@ use alertmanager::{AlertKey, AlertmanagerSink};
 use sender::{Outbox, Sink};
 use webhook::WebhookSink;
 
-use crate::history::{EventKind, History, HistoryError};
 use crate::model::IncidentEvent;
 use crate::telemetry;
 
@@ -156,30 +155,16 @@ impl Alerter {
         self
     }
 
-    /// Takes up the incidents `history` records as open, so a restarted
+    /// Takes up the incidents a previous run left open, so a restarted
     /// collector keeps their alerts firing at once instead of waiting for
     /// their next update (Alertmanager would otherwise let them expire
-    /// after `endsAt`). Each is replayed as it was opened, then as it was
-    /// last recorded: the labels are those it first fired with (the same
-    /// alert, not a new one), an escalation is taken up again, and the
-    /// annotations are the latest. Returns how many incidents were taken up.
-    pub fn restore(&mut self, history: &History) -> Result<usize, HistoryError> {
-        let open = history.open_incidents()?;
-        for latest in &open {
-            let first = history
-                .get_incident(&latest.id)?
-                .and_then(|(_, events)| {
-                    events
-                        .into_iter()
-                        .find(|event| event.kind == EventKind::Opened)
-                })
-                .map(|event| event.incident);
-            if let Some(first) = first {
-                self.restored.push(IncidentEvent::Opened(first));
-            }
-            self.restored.push(IncidentEvent::Updated(latest.clone()));
-        }
-        Ok(open.len())
+    /// after `endsAt`). `events` replay each as it was opened, then as it
+    /// was last recorded (`history::tasks::open_incident_events` reads
+    /// them): the labels are those it first fired with (the same alert, not
+    /// a new one), an escalation is taken up again, and the annotations are
+    /// the latest.
+    pub fn restore(&mut self, events: Vec<IncidentEvent>) {
+        self.restored.extend(events);
     }
 
     /// Delivers `events` until `stop` is cancelled; then takes the events

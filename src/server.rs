@@ -218,9 +218,16 @@ impl Server {
         let mut alerter = crate::alert::Alerter::new(&settings.alerting, addresses.admin)?;
         if let Some(alerter) = &mut alerter {
             // Open incidents from the last run keep firing from the start.
-            match alerter.restore(&history) {
-                Ok(0) => {}
-                Ok(restored) => tracing::info!(restored, "open incidents handed to alerting"),
+            match history_tasks::open_incident_events(&history) {
+                Ok(events) if events.is_empty() => {}
+                Ok(events) => {
+                    let restored = events
+                        .iter()
+                        .filter(|event| matches!(event, IncidentEvent::Updated(_)))
+                        .count();
+                    alerter.restore(events);
+                    tracing::info!(restored, "open incidents handed to alerting");
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cannot read open incidents for alerting")
                 }

@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{wall_clock_nanos, History, HistoryError, WRITE_ERRORS_METRIC};
+use super::{wall_clock_nanos, EventKind, History, HistoryError, WRITE_ERRORS_METRIC};
 use crate::detect::engine::{Engine, EngineSnapshot};
 use crate::model::Change;
 use crate::model::{rfc3339, Incident, IncidentEvent, IncidentState};
@@ -35,6 +35,28 @@ fn write_failed(what: &'static str, error: &dyn std::fmt::Display) {
 
 /// Restores the changes within retention into the change log; returns how
 /// many. Called at start, before anything records a change.
+/// The incidents the history records as open, as the events that bring a
+/// consumer up to date: each as it was opened (when that event is on
+/// record), then as it was last recorded. Alerting takes them at start-up.
+pub fn open_incident_events(history: &History) -> Result<Vec<IncidentEvent>, HistoryError> {
+    let mut events = Vec::new();
+    for latest in history.open_incidents()? {
+        let first = history
+            .get_incident(&latest.id)?
+            .and_then(|(_, events)| {
+                events
+                    .into_iter()
+                    .find(|event| event.kind == EventKind::Opened)
+            })
+            .map(|event| event.incident);
+        if let Some(first) = first {
+            events.push(IncidentEvent::Opened(first));
+        }
+        events.push(IncidentEvent::Updated(latest));
+    }
+    Ok(events)
+}
+
 pub fn restore_changes(
     history: &History,
     changes: &ChangeLog,

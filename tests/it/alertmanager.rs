@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::{test_settings, TestServer};
 use triage::alert::{AlertConfig, Alerter, Backoff, TargetConfig};
+use triage::history::tasks::open_incident_events;
 use triage::history::{History, StorageConfig};
 use triage::model::IncidentEvent;
 
@@ -692,7 +693,7 @@ fn alerter_after(
             max: Duration::from_millis(400),
         });
     if let Some(history) = history {
-        alerter.restore(history).expect("read the history");
+        alerter.restore(open_incident_events(history).expect("read the history"));
     }
     let (events, receiver) = broadcast::channel(16);
     let stop = CancellationToken::new();
