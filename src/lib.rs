@@ -55,3 +55,4 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tools;
+pub mod validate;
