@@ -40,7 +40,10 @@ use crate::detect::incident::KeyRecord;
 use crate::model::Change;
 use crate::model::{Incident, IncidentEvent, IncidentState};
 
+pub mod config;
 pub mod tasks;
+
+pub use config::StorageConfig;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "triage.db";
@@ -73,33 +76,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("history/migrations/0001_history.sql")),
     (2, include_str!("history/migrations/0002_snapshots.sql")),
 ];
-
-/// Settings of the `storage:` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StorageConfig {
-    /// Whether the history goes to disk. When false nothing touches the
-    /// disk: the history is kept in memory (and pruned the same way) and is
-    /// lost on exit.
-    pub enabled: bool,
-    /// Directory of `triage.db`; created if missing.
-    pub data_dir: PathBuf,
-    /// How long resolved incidents, changes and snapshots are kept.
-    pub retention: Duration,
-    /// How often the detection state is snapshotted (and once more at a
-    /// graceful shutdown).
-    pub snapshot_interval: Duration,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            enabled: true,
-            data_dir: PathBuf::from("./data"),
-            retention: Duration::from_secs(14 * 24 * 3600),
-            snapshot_interval: Duration::from_secs(60),
-        }
-    }
-}
 
 /// Why the history could not be opened, read or written.
 #[derive(Debug, Error)]

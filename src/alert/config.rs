@@ -16,6 +16,13 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use serde_yaml::Value;
+
+use crate::validate::{
+    at_least, count, describe, duration, flag, key_name, named_file, positive, text, Checker,
+    Section,
+};
+
 /// Labels triage sets on every alert; static labels may not replace them,
 /// because grouping, routing and inhibition depend on them.
 pub const RESERVED_LABELS: &[&str] = &[
@@ -271,6 +278,336 @@ pub(crate) fn fill_template(template: &str, value: impl Fn(&str) -> String) -> S
     }
     out.push_str(rest);
     out
+}
+
+// === the `alerting:` section of the config file ===
+
+/// Keys of `alerting`.
+pub(crate) const ALERTING_KEYS: &[&str] = &[
+    "alertmanagers",
+    "webhooks",
+    "resend_interval",
+    "resolved_resend_for",
+    "queue_capacity",
+    "labels",
+    "runbook_url",
+    "external_url",
+];
+/// Keys of each entry of `alerting.alertmanagers` and `alerting.webhooks`.
+pub(crate) const ALERT_TARGET_KEYS: &[&str] = &[
+    "url",
+    "timeout",
+    "basic_auth",
+    "bearer_token",
+    "bearer_token_file",
+    "tls",
+];
+/// Keys of a target's `basic_auth`.
+pub(crate) const BASIC_AUTH_KEYS: &[&str] = &["username", "password", "password_file"];
+/// Keys of a target's `tls`.
+pub(crate) const ALERT_TLS_KEYS: &[&str] =
+    &["ca_file", "cert_file", "key_file", "insecure_skip_verify"];
+/// Shortest alert resend interval: Alertmanager is not meant to be polled.
+const MIN_RESEND_INTERVAL: Duration = Duration::from_millis(100);
+/// Largest alert queue per target; an alert takes about a kilobyte.
+const MAX_ALERT_QUEUE: usize = 1_000_000;
+
+/// The `alerting:` part of the example config (`triage example-config`),
+/// with the comment above it.
+pub(crate) const EXAMPLE: &str = r#"# Alert delivery. Nothing is sent until a target is listed. Every alert goes
+# to every Alertmanager listed (replicas deduplicate among themselves). The
+# labels, annotations and a matching Alertmanager config are described in
+# docs/ALERTING.md.
+alerting:
+  # Alertmanagers, by base URL (/api/v2/alerts is appended). For example:
+  #   - url: "https://alertmanager.example:9093"
+  #     timeout: 10s
+  #     basic_auth:
+  #       username: triage
+  #       password_file: /etc/triage/alertmanager-password   # or password
+  #     # Or instead of basic_auth: bearer_token or bearer_token_file.
+  #     tls:
+  #       ca_file: /etc/triage/ca.pem        # trusted besides the built-in roots
+  #       cert_file: /etc/triage/client.pem  # client certificate, with key_file
+  #       key_file: /etc/triage/client-key.pem
+  #       insecure_skip_verify: false
+  alertmanagers: []
+  # JSON webhooks, by full URL, with the same keys as alertmanagers. Each
+  # incident event is POSTed once as {"event": "opened", "incident": {...}}
+  # (events: opened, updated, resolved).
+  webhooks: []
+  # Firing alerts are sent again this often, with endsAt 4 intervals ahead,
+  # so Alertmanager resolves them by itself if triage stops.
+  resend_interval: 60s
+  # A resolution keeps being sent this long, for Alertmanagers that missed it.
+  resolved_resend_for: 15m
+  # Most alerts waiting per target while it is unreachable; beyond it the
+  # oldest are dropped and counted in triage_alerts_dropped_total.
+  queue_capacity: 10000
+  # Labels added to every alert, e.g. {cluster: prod-eu, environment: prod}.
+  labels: {}
+  # Template of the runbook_url annotation ("" for none). Placeholders:
+  # {alertname}, {severity}, {service}, {operation}, {incident_id},
+  # {root_cause_service}; e.g. "https://runbooks.example/{alertname}?service={service}".
+  runbook_url: ""
+  # Base URL of the generatorURL link to each incident
+  # (<base>/api/v1/incidents/<id>); "" links to the admin address.
+  external_url: ""
+"#;
+
+/// Reads the `alerting` section into `alerting`: the targets (each
+/// problem at its list index), timings, queue size, static labels and
+/// link templates.
+pub(crate) fn check(checker: &mut Checker, top: &Section<'_>, alerting: &mut AlertConfig) {
+    let section = checker.section(top, "alerting", ALERTING_KEYS);
+    alerting.alertmanagers = alert_targets(checker, &section, "alertmanagers");
+    alerting.webhooks = alert_targets(checker, &section, "webhooks");
+    checker.field(
+        &section,
+        "resend_interval",
+        &mut alerting.resend_interval,
+        |value| at_least(duration(value)?, MIN_RESEND_INTERVAL),
+    );
+    checker.field(
+        &section,
+        "resolved_resend_for",
+        &mut alerting.resolved_resend_for,
+        duration,
+    );
+    checker.field(
+        &section,
+        "queue_capacity",
+        &mut alerting.queue_capacity,
+        |value| count(value, 1, MAX_ALERT_QUEUE),
+    );
+    alert_labels(checker, &section, &mut alerting.labels);
+    checker.field(
+        &section,
+        "runbook_url",
+        &mut alerting.runbook_url,
+        |value| {
+            let template = text(
+                value,
+                "a URL template such as \"https://runbooks.example/{alertname}\"",
+            )?;
+            if template.is_empty() {
+                return Ok(None);
+            }
+            runbook_template(template).map(Some)
+        },
+    );
+    checker.field(
+        &section,
+        "external_url",
+        &mut alerting.external_url,
+        |value| {
+            let url = text(value, "a URL such as \"https://triage.example\"")?;
+            if url.is_empty() {
+                return Ok(None);
+            }
+            http_url(url).map(Some)
+        },
+    );
+}
+
+/// Reads a list of alert targets; each entry's problems are reported
+/// under its index (`alerting.alertmanagers[1].url`).
+fn alert_targets(checker: &mut Checker, section: &Section<'_>, key: &str) -> Vec<TargetConfig> {
+    let path = section.key_path(key);
+    let items = match section.get(key) {
+        // `webhooks:` with nothing after it: none, like `[]`.
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Sequence(items)) => items,
+        Some(other) => {
+            checker.report(
+                path,
+                format!(
+                    "expected a list of targets such as [{{url: \"http://alertmanager:9093\"}}], got {}",
+                    describe(other)
+                ),
+            );
+            return Vec::new();
+        }
+    };
+    let mut targets = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{index}]");
+        if !matches!(item, Value::Mapping(_)) {
+            checker.report(
+                item_path,
+                format!(
+                    "expected a mapping with at least `url`, got {}",
+                    describe(item)
+                ),
+            );
+            continue;
+        }
+        let entry = checker.open(item_path, Some(item), ALERT_TARGET_KEYS);
+        if let Some(target) = alert_target(checker, &entry) {
+            targets.push(target);
+        }
+    }
+    targets
+}
+
+/// Reads one alert target; `None` when its url is missing or wrong.
+fn alert_target(checker: &mut Checker, entry: &Section<'_>) -> Option<TargetConfig> {
+    let mut url = None;
+    checker.field(entry, "url", &mut url, |value| {
+        http_url(text(value, "an http:// or https:// URL")?).map(Some)
+    });
+    if entry.get("url").is_none() {
+        checker.report(entry.key_path("url"), "missing; every target needs a url");
+    }
+    let mut timeout = TargetConfig::DEFAULT_TIMEOUT;
+    checker.field(entry, "timeout", &mut timeout, |value| {
+        positive(duration(value)?)
+    });
+
+    let mut auth = Auth::None;
+    let basic = checker.section(entry, "basic_auth", BASIC_AUTH_KEYS);
+    if basic.is_present() {
+        let mut username = None;
+        checker.field(&basic, "username", &mut username, |value| {
+            Ok(Some(text(value, "a user name")?.to_owned()))
+        });
+        if basic.get("username").is_none() {
+            checker.report(
+                basic.key_path("username"),
+                "missing; basic_auth needs a username",
+            );
+        }
+        let password = secret(checker, &basic, "password", "password_file");
+        if basic.get("password").is_none() && basic.get("password_file").is_none() {
+            checker.report(
+                basic.key_path("password"),
+                "missing; give basic_auth a password or a password_file",
+            );
+        }
+        if let (Some(username), Some(password)) = (username, password) {
+            auth = Auth::Basic { username, password };
+        }
+    }
+    if let Some(token) = secret(checker, entry, "bearer_token", "bearer_token_file") {
+        if basic.is_present() {
+            checker.report(
+                entry.key_path("basic_auth"),
+                "give basic_auth or a bearer token, not both",
+            );
+        } else {
+            auth = Auth::Bearer(token);
+        }
+    }
+
+    let tls_section = checker.section(entry, "tls", ALERT_TLS_KEYS);
+    let mut tls = TlsConfig::default();
+    for (key, target) in [
+        ("ca_file", &mut tls.ca_file),
+        ("cert_file", &mut tls.cert_file),
+        ("key_file", &mut tls.key_file),
+    ] {
+        checker.field(&tls_section, key, target, |value| {
+            named_file(value).map(Some)
+        });
+    }
+    checker.field(
+        &tls_section,
+        "insecure_skip_verify",
+        &mut tls.insecure_skip_verify,
+        flag,
+    );
+    for (given, missing) in [("cert_file", "key_file"), ("key_file", "cert_file")] {
+        if tls_section.get(given).is_some() && tls_section.get(missing).is_none() {
+            checker.report(
+                tls_section.key_path(missing),
+                format!("missing; required with {given}"),
+            );
+        }
+    }
+    url.map(|url| TargetConfig {
+        url,
+        timeout,
+        auth,
+        tls,
+    })
+}
+
+/// Reads a secret given inline under `inline` or in a file under `file`
+/// (not both); `None` when neither is given or either is wrong.
+fn secret(
+    checker: &mut Checker,
+    section: &Section<'_>,
+    inline: &str,
+    file: &str,
+) -> Option<Secret> {
+    let mut given = None;
+    checker.field(section, inline, &mut given, |value| {
+        let secret = text(value, "a string")?;
+        if secret.is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        Ok(Some(Secret::Inline(secret.to_owned())))
+    });
+    let mut from_file = None;
+    checker.field(section, file, &mut from_file, |value| {
+        named_file(value).map(|path| Some(Secret::File(path)))
+    });
+    match (given, from_file) {
+        (Some(_), Some(_)) => {
+            checker.report(
+                section.key_path(file),
+                format!("give {} or {file}, not both", section.key_path(inline)),
+            );
+            None
+        }
+        (given, from_file) => given.or(from_file),
+    }
+}
+
+/// Reads `alerting.labels`, reporting each bad entry at its own key.
+fn alert_labels(
+    checker: &mut Checker,
+    section: &Section<'_>,
+    target: &mut std::collections::BTreeMap<String, String>,
+) {
+    let path = section.key_path("labels");
+    match section.get("labels") {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(entries)) => {
+            let mut labels = std::collections::BTreeMap::new();
+            for (key, value) in entries {
+                let name = key_name(key);
+                let entry_path = format!("{path}.{name}");
+                if let Err(message) = label_name(&name) {
+                    checker.report(entry_path, message);
+                    continue;
+                }
+                // Label values are text; numbers and flags read as written.
+                let text = match value {
+                    Value::String(text) => text.clone(),
+                    Value::Number(number) => number.to_string(),
+                    Value::Bool(flag) => flag.to_string(),
+                    other => {
+                        checker.report(
+                            entry_path,
+                            format!("expected a label value, got {}", describe(other)),
+                        );
+                        continue;
+                    }
+                };
+                labels.insert(name, text);
+            }
+            *target = labels;
+        }
+        Some(other) => checker.report(
+            path,
+            format!(
+                "expected a mapping of label name to value, \
+                 such as {{cluster: prod-eu}}, got {}",
+                describe(other)
+            ),
+        ),
+    }
 }
 
 #[cfg(test)]

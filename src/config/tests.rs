@@ -1,6 +1,17 @@
 use super::*;
+use crate::alert::config::ALERTING_KEYS;
+use crate::alert::{Auth, Secret, TargetConfig, TlsConfig};
+use crate::detect::config::{DETECT_KEYS, ERRORS_KEYS, HYSTERESIS_KEYS, LATENCY_KEYS};
+use crate::detect::config::{METRICS_KEYS, SATURATION_KEYS, TRAFFIC_KEYS, TREND_KEYS};
+use crate::history::config::STORAGE_KEYS;
+use crate::ingest::changes::ApiToken;
 use crate::ingest::spans::SpanConfig;
+use crate::query::config::API_KEYS;
+use crate::query::{TlsFiles, TokenSource};
+use crate::store::config::STORE_KEYS;
+use crate::validate::parse_duration;
 use std::collections::BTreeSet;
+use std::num::NonZeroUsize;
 
 /// The problems `yaml` has, with no overrides.
 fn problems(yaml: &str) -> Vec<Problem> {

@@ -16,6 +16,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde_yaml::Value;
+
+use crate::validate::{
+    above_one, count, default_note, duration, flag, non_negative, positive, probability, real,
+    share, whole, Bound, Checker, Section,
+};
+
 /// Metric name patterns watched for level shifts by default: the OpenTelemetry
 /// semantic-convention metrics for memory, CPU, connection pools, runtime GC,
 /// and request rate/latency. Patterns match the name before any
@@ -361,6 +368,482 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 /// Owned copies of `items`.
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|item| item.to_string()).collect()
+}
+
+// === the `detect:` section of the config file ===
+
+/// Keys of `detect`.
+pub(crate) const DETECT_KEYS: &[&str] = &[
+    "warmup_windows",
+    "history_windows",
+    "relearn_after",
+    "lateness",
+    "seasonality",
+    "hysteresis",
+    "latency",
+    "errors",
+    "traffic",
+    "metrics",
+    "trend",
+    "saturation",
+    "severe_significance",
+];
+/// Keys of `detect.hysteresis`.
+pub(crate) const HYSTERESIS_KEYS: &[&str] = &["open_after", "open_after_severe", "resolve_after"];
+/// Keys of `detect.latency`.
+pub(crate) const LATENCY_KEYS: &[&str] = &[
+    "ratio",
+    "p50_min_ms",
+    "p95_min_ms",
+    "p99_min_ms",
+    "min_requests",
+    "p99_min_requests",
+    "min_z",
+    "severe_ratio",
+];
+/// Keys of `detect.errors`.
+pub(crate) const ERRORS_KEYS: &[&str] = &[
+    "significance",
+    "min_increase",
+    "min_requests",
+    "rate_floor",
+    "min_z",
+    "severe_ratio",
+];
+/// Keys of `detect.traffic`.
+pub(crate) const TRAFFIC_KEYS: &[&str] = &[
+    "significance",
+    "min_rate",
+    "drop_ratio",
+    "spike_ratio",
+    "min_z",
+    "severe_drop_ratio",
+    "severe_spike_ratio",
+];
+/// Keys of `detect.metrics`.
+pub(crate) const METRICS_KEYS: &[&str] = &["watch", "min_z", "min_change"];
+/// Keys of `detect.trend`.
+pub(crate) const TREND_KEYS: &[&str] = &[
+    "watch",
+    "min_duration",
+    "min_r2",
+    "min_rise",
+    "horizon",
+    "limits",
+];
+/// Keys of `detect.saturation`.
+pub(crate) const SATURATION_KEYS: &[&str] = &["pool_usage", "cpu_throttled"];
+/// Fewest windows of detection history: a median of fewer is one outlier
+/// away from wrong.
+const MIN_HISTORY_WINDOWS: usize = 10;
+/// Most windows of detection history. A window costs 32 bytes per series,
+/// so this bounds a series' history at 320 KB (28 hours at 10 s).
+const MAX_HISTORY_WINDOWS: usize = 10_000;
+/// Most consecutive windows the hysteresis counts: beyond this an incident
+/// would open or resolve too late to be useful.
+const MAX_HYSTERESIS_WINDOWS: usize = 1_000;
+
+/// The `detect:` part of the example config (`triage example-config`),
+/// with the comment above it.
+pub(crate) const EXAMPLE: &str = r#"# Anomaly detection. Each closed window of each series is compared with the
+# series' own robust baseline (median and MAD of its trailing windows, log
+# space for latency) and, once a day of history exists, with the same time
+# of day on previous days. Window counts below assume store.window = 10s.
+detect:
+  # Windows a series must be seen for before it may alert (reported as
+  # warming up): a median of 30 windows is stable, and a restarted collector
+  # is useful again within 5 minutes.
+  warmup_windows: 30
+  # Windows of history each series keeps as its baseline (32 bytes each), from
+  # 10 to 10000. One hour: a half-hour incident cannot drag the median, and a
+  # 30-minute trend fits in it.
+  history_windows: 360
+  # Anomalous windows stay out of the baseline so an incident cannot hide
+  # itself; a change that persists this long is taken as intended and learned.
+  relearn_after: 30m
+  # A window is judged this long after it ends (wall clock). SDK batch
+  # exporters flush every 5 s and pipelines add a few more; spans arriving
+  # later still count in the totals, as late.
+  lateness: 10s
+  # Also compare with the same time of day on the last 3 days, so a daily
+  # peak is not an incident.
+  seasonality: true
+  hysteresis:
+    # Consecutive anomalous windows before an incident opens: one odd window
+    # is common, two in a row rarely are.
+    open_after: 2
+    # The same for severe deviations (at most open_after): waiting costs time.
+    open_after_severe: 1
+    # Consecutive normal windows before an incident resolves; more than
+    # open_after, so a flapping series keeps one incident.
+    resolve_after: 3
+  latency:
+    # Alert only at this multiple of the baseline quantile (above 1) AND a
+    # rise of at least the absolute amounts below: 1.5x of 2 ms hurts nobody.
+    ratio: 1.5
+    p50_min_ms: 10
+    p95_min_ms: 20
+    # The p99 of a window is noisy, so it needs a larger move.
+    p99_min_ms: 50
+    # Fewer requests than this in a window: p50/p95 are not judged or learned
+    # (the p95 of 19 requests is the second-largest one).
+    min_requests: 20
+    # The same for p99, which needs 100 samples to be more than the maximum.
+    p99_min_requests: 100
+    # The shift must also stand out from the series' own noise (robust z in
+    # log space); this only bites on series noisy enough that 1.5x is normal.
+    min_z: 3.5
+    # This multiple of the baseline or more is severe (opens after
+    # open_after_severe windows); at least `ratio`.
+    severe_ratio: 3
+  errors:
+    # Binomial p-value below which errors are more than the baseline rate
+    # explains; thousands of series judged every 10s need a strict value.
+    significance: 1.0e-4
+    # And the error rate must rise by at least 2 percentage points.
+    min_increase: 0.02
+    # Fewer requests than this in a window are not judged: "3 of 4 failed"
+    # is not an incident, "10 of 10 failed" is.
+    min_requests: 10
+    # Smallest baseline rate assumed, so a series that never failed does not
+    # alert on its first error (1 of 3 failing then has p = 0.003).
+    rate_floor: 0.001
+    # Robust z against the per-window rates, for naturally bursty errors.
+    min_z: 3
+    # This multiple of the baseline rate, with p below severe_significance,
+    # is severe.
+    severe_ratio: 10
+  traffic:
+    # Poisson p-value below which a request count is a drop or a spike.
+    significance: 1.0e-4
+    # Requests per second a series' baseline needs to be judged at all:
+    # below it a series is idle and its silences and bursts mean nothing.
+    min_rate: 1
+    # A drop is this fraction of the baseline or less (0 to 1); traffic
+    # wobbles by tens of percent, losing half is an outage of something.
+    drop_ratio: 0.5
+    # A spike is this multiple of the baseline or more (above 1).
+    spike_ratio: 2
+    # Robust z against the per-window counts: traffic is burstier than Poisson.
+    min_z: 3
+    # Severe: at most this fraction of the baseline (service down)...
+    severe_drop_ratio: 0.1
+    # ...or at least this multiple (at least spike_ratio).
+    severe_spike_ratio: 5
+  metrics:
+    # Metric names watched for level shifts; `*` matches any characters, and
+    # {attr=value} suffixes are ignored. Defaults: semantic-convention memory,
+    # CPU, connection pools, runtime/GC and request duration. (CPU throttling
+    # is judged by its saturation rule, which needs no watching.)
+    watch:
+      - process.memory.usage
+      - container.memory.usage
+      - container.memory.working_set
+      - process.cpu.time
+      - process.cpu.utilization
+      - container.cpu.time
+      - container.cpu.usage
+      - container.cpu.utilization
+      - db.client.connection.*
+      - db.client.connections.*
+      - jvm.gc.duration
+      - jvm.memory.used
+      - process.runtime.*
+      - http.server.request.duration
+      - http.client.request.duration
+      - rpc.server.duration
+      - rpc.client.duration
+    # A level shift must be this many robust standard deviations out
+    # (metrics have heavy tails)...
+    min_z: 6
+    # ...and move by at least this fraction of the baseline level.
+    min_change: 0.5
+  trend:
+    # Metric names checked for sustained rises (memory leaks).
+    watch:
+      - process.memory.usage
+      - container.memory.usage
+      - container.memory.working_set
+      - jvm.memory.used
+      - process.runtime.*.memory.usage
+    # A rise shorter than this is warm-up or a batch job, not a trend.
+    min_duration: 30m
+    # The linear fit must be this good (0 to 1): steady, not one jump.
+    min_r2: 0.8
+    # And rise by at least this fraction of its starting level.
+    min_rise: 0.1
+    # A trend projected to reach its limit within this time is a saturation.
+    horizon: 6h
+    # Limits for metrics without a limit metric, by name pattern, in the
+    # metric's unit; the longest matching pattern wins. For example:
+    #   limits:
+    #     process.memory.usage: 2147483648
+    limits: {}
+  saturation:
+    # Connection-pool usage (used / max, 0 to 1) that, with requests waiting,
+    # is saturation.
+    pool_usage: 0.9
+    # Share of CPU periods throttled (0 to 1) that is saturation.
+    cpu_throttled: 0.25
+  # p-value below which a large deviation is severe: chance alone gives one
+  # such window per thousands of series-years.
+  severe_significance: 1.0e-9
+"#;
+
+/// Reads the `detect` section into `detect`, including the rules between
+/// its fields.
+pub(crate) fn check(checker: &mut Checker, top: &Section<'_>, detect: &mut DetectConfig) {
+    let section = checker.section(top, "detect", DETECT_KEYS);
+    let warmup_ok = checker.field(
+        &section,
+        "warmup_windows",
+        &mut detect.warmup_windows,
+        |value| Ok(count(value, 1, MAX_HISTORY_WINDOWS)?.get()),
+    );
+    let history_ok = checker.field(
+        &section,
+        "history_windows",
+        &mut detect.history_windows,
+        |value| Ok(count(value, MIN_HISTORY_WINDOWS, MAX_HISTORY_WINDOWS)?.get()),
+    );
+    checker.field(
+        &section,
+        "relearn_after",
+        &mut detect.relearn_after,
+        |value| positive(duration(value)?),
+    );
+    checker.field(&section, "lateness", &mut detect.lateness, duration);
+    checker.field(&section, "seasonality", &mut detect.seasonality, flag);
+    checker.field(
+        &section,
+        "severe_significance",
+        &mut detect.severe_significance,
+        probability,
+    );
+    if warmup_ok && history_ok && detect.warmup_windows > detect.history_windows {
+        checker.report(
+            section.key_path("warmup_windows"),
+            format!(
+                "{}{} is more than detect.history_windows ({}); \
+                 a series would warm up for longer than the history it keeps",
+                detect.warmup_windows,
+                default_note(&section, "warmup_windows"),
+                detect.history_windows,
+            ),
+        );
+    }
+
+    let hysteresis = checker.section(&section, "hysteresis", HYSTERESIS_KEYS);
+    let windows = |value: &Value| Ok(count(value, 1, MAX_HYSTERESIS_WINDOWS)?.get());
+    let open_ok = checker.field(&hysteresis, "open_after", &mut detect.open_after, windows);
+    let severe_ok = checker.field(
+        &hysteresis,
+        "open_after_severe",
+        &mut detect.open_after_severe,
+        windows,
+    );
+    checker.field(
+        &hysteresis,
+        "resolve_after",
+        &mut detect.resolve_after,
+        windows,
+    );
+    if open_ok && severe_ok && detect.open_after_severe > detect.open_after {
+        checker.report(
+            hysteresis.key_path("open_after_severe"),
+            format!(
+                "{}{} is more than detect.hysteresis.open_after ({}); \
+                 severe deviations should open incidents sooner, not later",
+                detect.open_after_severe,
+                default_note(&hysteresis, "open_after_severe"),
+                detect.open_after,
+            ),
+        );
+    }
+
+    let latency = checker.section(&section, "latency", LATENCY_KEYS);
+    let ratio_ok = checker.field(&latency, "ratio", &mut detect.latency_ratio, above_one);
+    checker.field(
+        &latency,
+        "p50_min_ms",
+        &mut detect.latency_p50_min_ms,
+        non_negative,
+    );
+    checker.field(
+        &latency,
+        "p95_min_ms",
+        &mut detect.latency_p95_min_ms,
+        non_negative,
+    );
+    checker.field(
+        &latency,
+        "p99_min_ms",
+        &mut detect.latency_p99_min_ms,
+        non_negative,
+    );
+    checker.field(
+        &latency,
+        "min_requests",
+        &mut detect.latency_min_requests,
+        whole,
+    );
+    checker.field(
+        &latency,
+        "p99_min_requests",
+        &mut detect.latency_p99_min_requests,
+        whole,
+    );
+    checker.field(&latency, "min_z", &mut detect.latency_min_z, non_negative);
+    let severe_ok = checker.field(
+        &latency,
+        "severe_ratio",
+        &mut detect.severe_latency_ratio,
+        above_one,
+    );
+    if ratio_ok && severe_ok && detect.severe_latency_ratio < detect.latency_ratio {
+        checker.report_below(
+            &latency,
+            "severe_ratio",
+            detect.severe_latency_ratio,
+            "ratio",
+            detect.latency_ratio,
+        );
+    }
+
+    let errors = checker.section(&section, "errors", ERRORS_KEYS);
+    checker.field(
+        &errors,
+        "significance",
+        &mut detect.error_significance,
+        probability,
+    );
+    checker.field(
+        &errors,
+        "min_increase",
+        &mut detect.error_min_increase,
+        |value| real(value, Bound::Closed(0.0), Bound::Open(1.0)),
+    );
+    checker.field(
+        &errors,
+        "min_requests",
+        &mut detect.error_min_requests,
+        whole,
+    );
+    checker.field(
+        &errors,
+        "rate_floor",
+        &mut detect.error_rate_floor,
+        probability,
+    );
+    checker.field(&errors, "min_z", &mut detect.error_min_z, non_negative);
+    checker.field(
+        &errors,
+        "severe_ratio",
+        &mut detect.severe_error_ratio,
+        above_one,
+    );
+
+    let traffic = checker.section(&section, "traffic", TRAFFIC_KEYS);
+    checker.field(
+        &traffic,
+        "significance",
+        &mut detect.traffic_significance,
+        probability,
+    );
+    checker.field(
+        &traffic,
+        "min_rate",
+        &mut detect.traffic_min_rate,
+        non_negative,
+    );
+    let drop_ok = checker.field(
+        &traffic,
+        "drop_ratio",
+        &mut detect.traffic_drop_ratio,
+        probability,
+    );
+    let spike_ok = checker.field(
+        &traffic,
+        "spike_ratio",
+        &mut detect.traffic_spike_ratio,
+        above_one,
+    );
+    checker.field(&traffic, "min_z", &mut detect.traffic_min_z, non_negative);
+    let severe_drop_ok = checker.field(
+        &traffic,
+        "severe_drop_ratio",
+        &mut detect.severe_traffic_drop_ratio,
+        |value| real(value, Bound::Closed(0.0), Bound::Open(1.0)),
+    );
+    let severe_spike_ok = checker.field(
+        &traffic,
+        "severe_spike_ratio",
+        &mut detect.severe_traffic_spike_ratio,
+        above_one,
+    );
+    if drop_ok && severe_drop_ok && detect.severe_traffic_drop_ratio > detect.traffic_drop_ratio {
+        checker.report(
+            traffic.key_path("severe_drop_ratio"),
+            format!(
+                "{}{} is more than detect.traffic.drop_ratio ({}); \
+                 a severe drop must lose at least as much traffic as a drop",
+                detect.severe_traffic_drop_ratio,
+                default_note(&traffic, "severe_drop_ratio"),
+                detect.traffic_drop_ratio,
+            ),
+        );
+    }
+    if spike_ok && severe_spike_ok && detect.severe_traffic_spike_ratio < detect.traffic_spike_ratio
+    {
+        checker.report_below(
+            &traffic,
+            "severe_spike_ratio",
+            detect.severe_traffic_spike_ratio,
+            "spike_ratio",
+            detect.traffic_spike_ratio,
+        );
+    }
+
+    let metrics = checker.section(&section, "metrics", METRICS_KEYS);
+    checker.patterns(&metrics, "watch", &mut detect.metric_patterns);
+    checker.field(&metrics, "min_z", &mut detect.metric_min_z, non_negative);
+    checker.field(
+        &metrics,
+        "min_change",
+        &mut detect.metric_min_change,
+        non_negative,
+    );
+
+    let trend = checker.section(&section, "trend", TREND_KEYS);
+    checker.patterns(&trend, "watch", &mut detect.trend_patterns);
+    checker.field(
+        &trend,
+        "min_duration",
+        &mut detect.trend_min_duration,
+        |value| positive(duration(value)?),
+    );
+    checker.field(&trend, "min_r2", &mut detect.trend_min_r2, |value| {
+        real(value, Bound::Closed(0.0), Bound::Closed(1.0))
+    });
+    checker.field(&trend, "min_rise", &mut detect.trend_min_rise, non_negative);
+    checker.field(&trend, "horizon", &mut detect.trend_horizon, |value| {
+        positive(duration(value)?)
+    });
+    checker.limits(&trend, &mut detect.limits);
+
+    let saturation = checker.section(&section, "saturation", SATURATION_KEYS);
+    checker.field(
+        &saturation,
+        "pool_usage",
+        &mut detect.pool_usage_ratio,
+        share,
+    );
+    checker.field(
+        &saturation,
+        "cpu_throttled",
+        &mut detect.cpu_throttled_ratio,
+        share,
+    );
 }
 
 #[cfg(test)]

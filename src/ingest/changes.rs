@@ -25,6 +25,10 @@
 //!   arrivals and departures are gathered into an episode that is reported
 //!   once nothing has come or gone for the debounce time.
 
+pub mod config;
+
+pub use config::{ApiToken, ChangesConfig};
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,10 +38,7 @@ use parking_lot::Mutex;
 
 use crate::model::{Change, ChangeKind, ChangeSource};
 use crate::store::changes::ChangeLog;
-use crate::store::changes::DEFAULT_CAPACITY;
 use crate::telemetry;
-use std::num::NonZeroUsize;
-use std::time::Duration;
 
 /// Most services tracked; more are counted as overflow.
 const MAX_SERVICES: usize = 5_000;
@@ -865,77 +866,3 @@ pub fn workload_name<'a>(kind: &str, name: &'a str) -> &'a str {
 
 #[cfg(test)]
 mod tests;
-
-/// Validated settings of change tracking (see `crate::config` for the YAML
-/// side).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangesConfig {
-    /// How far before an incident's onset changes are correlated with it.
-    pub lookback: Duration,
-    /// Changes kept in memory; the oldest is dropped first.
-    pub capacity: NonZeroUsize,
-    /// Bearer token `POST /api/v1/changes` requires; `None` accepts any
-    /// caller that can reach the admin port.
-    pub api_token: Option<ApiToken>,
-    /// Whether changes are inferred from the telemetry (versions, instances,
-    /// flag variants, Kubernetes events).
-    pub detect_from_telemetry: bool,
-    /// A rollout or scaling is reported once no instance has come or gone
-    /// for this long, as one change.
-    pub rollout_debounce: Duration,
-    /// An instance that sends nothing for this long has gone; also the
-    /// start-up period whose versions and instances are the baseline.
-    pub instance_timeout: Duration,
-    /// Length of the periods whose flag-variant shares are compared; a key's
-    /// first period is its baseline.
-    pub flag_window: Duration,
-    /// A variant that served under 5% of a key's evaluations in one period
-    /// and serves at least this share in the next is a flag change.
-    pub flag_shift: f64,
-}
-
-impl Default for ChangesConfig {
-    fn default() -> Self {
-        ChangesConfig {
-            lookback: Duration::from_secs(30 * 60),
-            capacity: NonZeroUsize::new(DEFAULT_CAPACITY).expect("non-zero"),
-            api_token: None,
-            detect_from_telemetry: true,
-            rollout_debounce: Duration::from_secs(2 * 60),
-            instance_timeout: Duration::from_secs(60),
-            flag_window: Duration::from_secs(5 * 60),
-            flag_shift: 0.2,
-        }
-    }
-}
-
-/// A bearer token, kept out of `Debug` output so settings can be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiToken(String);
-
-impl ApiToken {
-    /// Wraps a token; `None` when it is empty (after trimming a file's
-    /// trailing newline), which would accept an empty `Bearer` header.
-    pub fn new(token: &str) -> Option<ApiToken> {
-        let token = token.trim();
-        (!token.is_empty()).then(|| ApiToken(token.to_owned()))
-    }
-
-    /// Whether `given` is this token. The comparison takes the same time
-    /// wherever the first difference is, so the token cannot be guessed
-    /// byte by byte from response times.
-    pub fn matches(&self, given: &str) -> bool {
-        let (expected, given) = (self.0.as_bytes(), given.as_bytes());
-        let mut difference = u8::from(expected.len() != given.len());
-        for (i, byte) in expected.iter().enumerate() {
-            difference |= byte ^ given.get(i).copied().unwrap_or(0);
-        }
-        difference == 0
-    }
-}
-
-impl std::fmt::Debug for ApiToken {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("ApiToken(<redacted>)")
-    }
-}

@@ -45,14 +45,15 @@
 //! the receivers' borrowed [`TraceBatch`].
 
 pub mod buffer;
+pub mod config;
 pub mod sketch;
 
+pub use config::SpanConfig;
+
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -118,41 +119,6 @@ const FLAG_KEY: usize = 10;
 
 /// Separates a flag's key from its variant inside a sketch value.
 const FLAG_SEPARATOR: char = '\u{1f}';
-
-/// Settings of the span analysis (`analyze:` in the YAML file).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SpanConfig {
-    /// Extra span attribute keys the drill-down looks at (at most
-    /// `receiver::wire::MAX_EXTRA_KEYS`; `*.suffix` matches any key ending
-    /// so).
-    pub attributes: Vec<String>,
-    /// Bound on spans waiting in the trace buffer for their parent.
-    pub trace_buffer_capacity: NonZeroUsize,
-    /// How long (store-clock time) a span waits there for its parent.
-    pub trace_buffer_ttl: Duration,
-    /// Counters per attribute key, per service and window, in the
-    /// drill-down's heavy-hitter sketches.
-    pub sketch_size: NonZeroUsize,
-    /// Fewest bad spans a value needs before the drill-down reports it.
-    pub min_bad_spans: u64,
-    /// Smallest share of the bad spans a value needs to be reported.
-    pub min_bad_share: f64,
-}
-
-impl Default for SpanConfig {
-    fn default() -> Self {
-        SpanConfig {
-            // Tenant-like keys are where data issues concentrate, and cost
-            // one sketch per service and window when present.
-            attributes: vec!["*.tenant".to_string()],
-            trace_buffer_capacity: NonZeroUsize::new(100_000).expect("non-zero"),
-            trace_buffer_ttl: Duration::from_secs(30),
-            sketch_size: NonZeroUsize::new(32).expect("non-zero"),
-            min_bad_spans: 5,
-            min_bad_share: 0.2,
-        }
-    }
-}
 
 /// Calls on one edge over some windows (see [`SpanAnalyzer::edge_calls`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

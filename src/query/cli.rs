@@ -295,7 +295,7 @@ fn since_nanos(since: Option<&str>) -> Result<u64, QueryError> {
     let Some(text) = since else {
         return Ok(0);
     };
-    let back = crate::config::parse_duration(text).map_err(QueryError::Since)?;
+    let back = crate::validate::parse_duration(text).map_err(QueryError::Since)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos() as u64)

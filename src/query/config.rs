@@ -9,6 +9,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
+use crate::validate::{endpoint, file_path, text, Checker, Section};
+
 /// Default port of the query API.
 pub const API_PORT: u16 = 4320;
 
@@ -61,6 +63,96 @@ impl fmt::Debug for TokenSource {
             TokenSource::File(path) => f.debug_tuple("File").field(path).finish(),
         }
     }
+}
+
+// === the `api:` section of the config file ===
+
+/// Keys of `api`.
+pub(crate) const API_KEYS: &[&str] = &["endpoint", "auth", "tls"];
+/// Keys of `api.auth`.
+pub(crate) const API_AUTH_KEYS: &[&str] = &["bearer_token", "bearer_token_file"];
+/// Keys of `api.tls`.
+pub(crate) const API_TLS_KEYS: &[&str] = &["cert_file", "key_file"];
+
+/// The `api:` part of the example config (`triage example-config`).
+pub(crate) const EXAMPLE: &str = r#"api:
+  # Where the gRPC query API (triage.v1.TriageQuery, grpc.health.v1 health and
+  # server reflection) listens; `triage query` connects here.
+  # Flag --api-endpoint, env TRIAGE_API_ENDPOINT.
+  endpoint: "127.0.0.1:4320"
+  # Require `authorization: Bearer <token>` on every query and reflection
+  # call (health stays open). Give the token or a file holding it, not both.
+  auth:
+    # bearer_token: "change-me"
+    # bearer_token_file: /etc/triage/api-token
+  # Serve TLS with this PEM certificate chain and key (both or neither).
+  tls:
+    # cert_file: /etc/triage/tls.crt
+    # key_file: /etc/triage/tls.key
+"#;
+
+/// Reads the `api` section into `api`: the endpoint, then token and TLS
+/// files, whose pairs must be consistent. Files are only named here;
+/// they are read when the server starts.
+pub(crate) fn check(checker: &mut Checker, top: &Section<'_>, api: &mut ApiConfig) {
+    let section = checker.section(top, "api", API_KEYS);
+    checker.field(&section, "endpoint", &mut api.endpoint, |value| {
+        endpoint(value, API_PORT)
+    });
+
+    let auth = checker.section(&section, "auth", API_AUTH_KEYS);
+    let mut token = None;
+    checker.field(&auth, "bearer_token", &mut token, |value| {
+        let token = text(value, "a token string")?;
+        // It travels in an HTTP/2 header, so it must be visible ASCII.
+        if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
+            return Err("must be non-empty printable ASCII without spaces".to_owned());
+        }
+        Ok(Some(TokenSource::Inline(token.to_owned())))
+    });
+    let mut token_file = None;
+    checker.field(&auth, "bearer_token_file", &mut token_file, |value| {
+        Ok(Some(TokenSource::File(file_path(value)?)))
+    });
+    api.bearer_token = match (token, token_file) {
+        (Some(_), Some(_)) => {
+            checker.report(
+                auth.key_path("bearer_token_file"),
+                "give api.auth.bearer_token or bearer_token_file, not both",
+            );
+            None
+        }
+        (inline, file) => inline.or(file),
+    };
+
+    let tls = checker.section(&section, "tls", API_TLS_KEYS);
+    let mut cert_file = None;
+    checker.field(&tls, "cert_file", &mut cert_file, |value| {
+        file_path(value).map(Some)
+    });
+    let mut key_file = None;
+    checker.field(&tls, "key_file", &mut key_file, |value| {
+        file_path(value).map(Some)
+    });
+    api.tls = match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+            cert_file,
+            key_file,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            if tls.get("key_file").is_none() {
+                checker.report(tls.key_path("key_file"), "required with cert_file");
+            }
+            None
+        }
+        (None, Some(_)) => {
+            if tls.get("cert_file").is_none() {
+                checker.report(tls.key_path("cert_file"), "required with key_file");
+            }
+            None
+        }
+    };
 }
 
 #[cfg(test)]
