@@ -712,7 +712,7 @@ pub fn format_duration(duration: Duration) -> String {
     format!("{duration:?}")
 }
 
-/// The problems of [`ConfigError::Invalid`], one per line.
+/// `problems`, one per line, as a config error shows them.
 pub fn display_problems(problems: &[Problem]) -> String {
     problems
         .iter()

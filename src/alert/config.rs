@@ -1,5 +1,6 @@
-//! Typed settings of alert delivery (the `alerting:` section), and the value
-//! checks `crate::config` uses to validate that section.
+//! The `alerting:` section: typed settings of alert delivery
+//! ([`AlertConfig`]), the keys, value checks and rules that validate them,
+//! and their part of the example config.
 //!
 //! Invariant: an [`AlertConfig`] holds only checked values: http(s) URLs with
 //! a host, label names Alertmanager accepts and that do not replace the
@@ -15,7 +16,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Url;
-
 use serde_yaml::Value;
 
 use crate::validate::{
@@ -181,7 +181,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-// === value checks used by `crate::config` ===
+// === value checks used by `check` ===
 
 /// An `http` or `https` URL with a host.
 pub fn http_url(text: &str) -> Result<Url, String> {

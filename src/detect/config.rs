@@ -1,5 +1,5 @@
-//! Detection thresholds, already validated (see `crate::config` for the YAML
-//! side, `detect:`).
+//! The `detect:` section: detection thresholds ([`DetectConfig`]), the keys
+//! and rules that validate them, and their part of the example config.
 //!
 //! Every field says its default and why that default was chosen: the
 //! thresholds decide how many pages a tired on-call engineer gets, so their
@@ -7,7 +7,7 @@
 //! store window; with another window length the same counts cover a
 //! proportionally different time.
 //!
-//! Invariant (kept by `crate::config`, assumed here): counts are at least 1,
+//! Invariant (kept by `check` below, assumed here): counts are at least 1,
 //! `warmup_windows <= history_windows`, `open_after_severe <= open_after`,
 //! probabilities and fractions lie strictly between 0 and 1, ratios that
 //! mean "more than" are above 1, and durations are positive. The detectors

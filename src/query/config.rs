@@ -1,5 +1,6 @@
-//! Settings of the query API listener, already validated (see
-//! `crate::config` for the YAML side).
+//! The `api:` section: settings of the query API listener ([`ApiConfig`]),
+//! the keys and rules that validate them, and their part of the example
+//! config.
 //!
 //! Files named here (token, certificate, key) are read when the server
 //! binds, not when the config is validated, so that `triage validate` on a

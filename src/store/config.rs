@@ -1,4 +1,6 @@
-//! Store settings, already validated (see `crate::config` for the YAML side).
+//! The `store:` section: store settings ([`StoreConfig`]), the keys and
+//! rules that validate them (`metric_attributes` included), and their part of
+//! the example config.
 
 use std::num::NonZeroUsize;
 use std::time::Duration;

@@ -14,7 +14,7 @@ use crate::validate::{count, describe, duration, positive, share, whole, Checker
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpanConfig {
     /// Extra span attribute keys the drill-down looks at (at most
-    /// `receiver::wire::MAX_EXTRA_KEYS`; `*.suffix` matches any key ending
+    /// [`MAX_EXTRA_KEYS`]; `*.suffix` matches any key ending
     /// so).
     pub attributes: Vec<String>,
     /// Bound on spans waiting in the trace buffer for their parent.
