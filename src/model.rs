@@ -26,7 +26,7 @@ pub use anomaly::{Anomaly, AnomalyKind, Readiness, Severity};
 pub use change::{Change, ChangeFilter, ChangeKind, ChangeSource};
 pub use incident::{Incident, IncidentEvent, IncidentState, SeriesAnomaly};
 pub use log::log_attribute_read;
-pub use series::{SeriesKey, SeriesKind};
+pub use series::{SeriesKey, SeriesKind, COLLECTOR_SERVICE};
 pub use span::{
     invalid_span, is_flag_key, kind, operation_name, peer, ExtraKeys, ExtraValue,
     ResourceAttributes, ResourceView, SpanAttributes, SpanView, TraceBatch, ValueRef, FLAG_EVENT,

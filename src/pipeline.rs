@@ -32,6 +32,7 @@ use crate::ingest::Ingest;
 use crate::model::{Incident, IncidentEvent};
 use crate::store::changes::ChangeLog;
 use crate::store::{Clock, Store, StoreConfig};
+use crate::telemetry;
 
 /// The settings of every stage the pipeline builds.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -201,6 +202,14 @@ impl Pipeline {
         }
         let found = self.engine.advance(&self.store, now);
         self.analyze(found)
+    }
+
+    /// Mirrors the pipeline's own counters into self-metrics (live mode;
+    /// replay installs no recorder).
+    pub fn report_metrics(&self) {
+        self.change_detector.report_metrics();
+        metrics::counter!(telemetry::DETECT_TRAFFIC_SPIKES)
+            .absolute(self.engine.incidents().traffic_spikes());
     }
 
     /// Resolves every client span still waiting for its pair and judges

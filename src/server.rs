@@ -443,7 +443,7 @@ async fn drive(
             let found = pipeline.tick(now);
             // Copied here, off the runtime; written by the snapshotter.
             let snapshot = snapshot_window.map(|window| pipeline.engine().snapshot(window));
-            pipeline.change_detector().report_metrics();
+            pipeline.report_metrics();
             (pipeline, found, snapshot)
         })
         .await;

@@ -79,6 +79,10 @@ pub const CHANGES_REFUSED: &str = "triage_changes_refused_total";
 /// `deduplicated`: a repeated Kubernetes event; `merged_rollout`: a rollout
 /// already told by its version change).
 pub const CHANGES_DETECTOR_SKIPPED: &str = "triage_changes_detector_skipped_total";
+/// Windows in which some series' traffic spiked. A spike is context kept
+/// on the incident it accompanies, never a page of its own, so this counter
+/// is where a surge without effects shows.
+pub const DETECT_TRAFFIC_SPIKES: &str = "triage_detect_traffic_spikes_total";
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -152,6 +156,10 @@ fn describe() {
     describe_counter!(CHANGES_RECORDED, "Change events recorded, by source.");
     describe_counter!(CHANGES_DROPPED, "Change events dropped from a full log.");
     describe_counter!(CHANGES_REFUSED, "Posted change events refused, by reason.");
+    describe_counter!(
+        DETECT_TRAFFIC_SPIKES,
+        "Windows in which a series' traffic spiked (context on incidents, never a page alone)."
+    );
     describe_counter!(
         CHANGES_DETECTOR_SKIPPED,
         "Telemetry observations change detection left out, by reason."

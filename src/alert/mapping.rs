@@ -38,6 +38,7 @@ const MAX_LISTED: usize = 10;
 
 /// Kinds in order of importance, with their alert names; see the module docs.
 const KIND_NAMES: &[(AnomalyKind, &str)] = &[
+    (AnomalyKind::NoData, "TelemetryNoData"),
     (AnomalyKind::ErrorRate, "ErrorRateAnomaly"),
     (AnomalyKind::TrafficDrop, "TrafficDrop"),
     (AnomalyKind::Latency, "LatencyAnomaly"),
@@ -302,6 +303,10 @@ fn suggested_action(incident: &Incident) -> String {
             "Open the exemplar traces to see where {service}'s errors start; \
              roll back a change listed above if there is one."
         ),
+        Some(AnomalyKind::NoData) => "No service sends telemetry any more: check the pipeline in \
+             front of triage (SDK exporters, OTel Collectors, network, triage's own \
+             receivers and /metrics refusals) before any one service."
+            .to_owned(),
         Some(AnomalyKind::TrafficDrop) => format!(
             "Check that {service} and its callers are up and reachable \
              (recent deploys, health checks, load balancer, DNS)."

@@ -21,11 +21,10 @@ use super::series::Trend;
 use crate::detect::incident::{Hysteresis, IncidentTracker, SeriesResult};
 use crate::detect::incident::{KeyRecord, Reconciled, TrackerSnapshot};
 use crate::detect::{service_rules, DetectConfig, SeriesDetector, SeriesInfo, WindowStats};
-use crate::model::Anomaly;
-use crate::model::Incident;
-use crate::model::IncidentEvent;
-use crate::model::Readiness;
-use crate::model::{SeriesKey, SeriesKind};
+use crate::model::{
+    Anomaly, AnomalyKind, Incident, IncidentEvent, Readiness, SeriesKey, SeriesKind, Severity,
+    COLLECTOR_SERVICE,
+};
 use crate::store::window::SubWindows;
 use crate::store::{SeriesStats, Store};
 use serde::{Deserialize, Serialize};
@@ -192,6 +191,7 @@ impl Engine {
         self.evidence.clear();
         let mut metrics: BTreeMap<Arc<str>, Vec<(SeriesKey, WindowStats)>> = BTreeMap::new();
         let mut entries = snapshot.iter().peekable();
+        let mut span_requests = 0;
         for (key, tracked) in self.series.iter_mut() {
             while entries.next_if(|entry| entry.key < *key).is_some() {}
             let entry = entries.next_if(|entry| entry.key == *key);
@@ -204,6 +204,9 @@ impl Engine {
                 None if key.kind == SeriesKind::Metric => continue,
                 None => empty.clone(),
             };
+            if matches!(key.kind, SeriesKind::Operation | SeriesKind::Edge) {
+                span_requests += stats.requests;
+            }
             let anomalies = tracked
                 .detector
                 .observe(&self.config, start, window_secs, &stats);
@@ -238,6 +241,8 @@ impl Engine {
                     .unwrap_or_default(),
             });
         }
+
+        self.silence(&mut results, span_requests);
 
         for (service, series) in &metrics {
             let trends: Vec<Option<Trend>> = series
@@ -278,6 +283,81 @@ impl Engine {
             }
         }
         self.incidents.window(window, start, end, results)
+    }
+
+    /// Turns a window in which no service sent a single span, while some
+    /// lost traffic they were expected to have, into one `no_data`
+    /// condition on the collector: the input stopped, not every service at
+    /// once. The per-service drops are taken out, so they neither open nor
+    /// keep open incidents of their own. Once spans arrive again the
+    /// collector's pseudo-series reports a normal window and resolves.
+    fn silence(&self, results: &mut Vec<SeriesResult>, span_requests: u64) {
+        let key = SeriesKey::new(SeriesKind::Operation, COLLECTOR_SERVICE, "telemetry input");
+        let silent: BTreeSet<Arc<str>> = if span_requests == 0 {
+            results
+                .iter()
+                .filter(|result| {
+                    result
+                        .anomalies
+                        .iter()
+                        .any(|anomaly| anomaly.kind == AnomalyKind::TrafficDrop)
+                })
+                .map(|result| Arc::clone(&result.key.service))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        // One silent service is that service's outage: only a collector
+        // that hears from nobody is told apart.
+        if silent.len() < 2 {
+            if self.incidents.tracked_keys().any(|tracked| *tracked == key) {
+                results.push(SeriesResult {
+                    key,
+                    anomalies: Vec::new(),
+                    exemplars: Vec::new(),
+                    onset_unix_nanos: None,
+                });
+            }
+            return;
+        }
+        let mut expected = 0.0;
+        for result in results.iter_mut() {
+            // Edges count the same requests as their callees' operations.
+            let counted = result.key.kind == SeriesKind::Operation;
+            result.anomalies.retain(|anomaly| {
+                if anomaly.kind != AnomalyKind::TrafficDrop {
+                    return true;
+                }
+                if counted {
+                    expected += anomaly.baseline;
+                }
+                false
+            });
+            if result.anomalies.is_empty() {
+                result.onset_unix_nanos = None;
+            }
+        }
+        results.push(SeriesResult {
+            key,
+            anomalies: vec![Anomaly {
+                kind: AnomalyKind::NoData,
+                severity: Severity::Critical,
+                severe: false,
+                measure: "spans/s".to_owned(),
+                current: 0.0,
+                baseline: expected,
+                unit: "req/s".to_owned(),
+                summary: format!(
+                    "no spans from any service; {} services that expected {} requests/s \
+                     went silent at once",
+                    silent.len(),
+                    super::series::format_rate(expected)
+                ),
+                time_to_limit_secs: None,
+            }],
+            exemplars: Vec::new(),
+            onset_unix_nanos: None,
+        });
     }
 
     /// Services that have had a saturation result (tracked by the incident

@@ -22,6 +22,16 @@
 //! deduplicates on. A restored or reconciled incident keeps the id it was
 //! published with, whatever its onset.
 //!
+//! # Context, not pages
+//!
+//! A traffic spike alone is not user pain: more requests matter through
+//! their effects, and when latency, errors or saturation follow, those open
+//! the incident. So a spike never makes a series fire. It is context: kept
+//! on the open incident of its service (as a warning, whatever its size),
+//! where analysis and people can see that load rose, and counted
+//! ([`IncidentTracker::traffic_spikes`]) for the self-metrics. A drop still
+//! fires: lost traffic is an outage of something.
+//!
 //! The tracker is a pure state machine over closed windows: it emits
 //! [`IncidentEvent`]s (opened, updated, resolved) and never reads a clock, so
 //! a replay of the same data gives the same events.
@@ -32,7 +42,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{rfc3339, Incident, IncidentEvent, IncidentState, SeriesAnomaly};
-use crate::model::{Anomaly, Severity};
+use crate::model::{Anomaly, AnomalyKind, Severity};
 use crate::model::{SeriesKey, SeriesKind};
 
 /// Most exemplar trace ids an incident carries.
@@ -96,6 +106,9 @@ pub struct IncidentTracker {
     hysteresis: Hysteresis,
     tracks: BTreeMap<SeriesKey, SeriesTrack>,
     open: BTreeMap<Arc<str>, OpenIncident>,
+    /// Windows in which a series spiked (context, never a page), since
+    /// start.
+    traffic_spikes: u64,
 }
 
 impl IncidentTracker {
@@ -109,6 +122,12 @@ impl IncidentTracker {
     /// Open incidents, by service.
     pub fn open_incidents(&self) -> Vec<&Incident> {
         self.open.values().map(|open| &open.incident).collect()
+    }
+
+    /// Windows in which some series' traffic spiked, since start: context
+    /// kept on incidents, never a page on its own.
+    pub fn traffic_spikes(&self) -> u64 {
+        self.traffic_spikes
     }
 
     /// Series the tracker has seen.
@@ -133,7 +152,17 @@ impl IncidentTracker {
         let window_nanos = end.saturating_sub(start);
         let mut touched: BTreeSet<Arc<str>> = BTreeSet::new();
         let mut opened: BTreeSet<Arc<str>> = BTreeSet::new();
-        for result in results {
+        let mut context: Vec<(SeriesKey, Anomaly)> = Vec::new();
+        for mut result in results {
+            // A spike is context, not a page (see the module docs): it
+            // leaves the series' hysteresis alone.
+            result.anomalies.retain(|anomaly| {
+                if anomaly.kind != AnomalyKind::TrafficSpike {
+                    return true;
+                }
+                context.push((result.key.clone(), anomaly.clone()));
+                false
+            });
             let track = self.tracks.entry(result.key.clone()).or_default();
             if result.anomalies.is_empty() {
                 track.anomalous_run = 0;
@@ -206,6 +235,33 @@ impl IncidentTracker {
                 entry.exemplars.drain(..excess);
             }
             touched.insert(service);
+        }
+        self.traffic_spikes += context.len() as u64;
+        for (key, anomaly) in context {
+            let Some(entry) = self.open.get_mut(&key.service) else {
+                continue;
+            };
+            // A series' own paging anomaly says more than its load.
+            if entry
+                .series
+                .get(&key)
+                .is_some_and(|held| held.anomaly.kind != AnomalyKind::TrafficSpike)
+            {
+                continue;
+            }
+            entry.series.insert(
+                key.clone(),
+                SeriesAnomaly {
+                    series_kind: key.kind.as_str().to_string(),
+                    series: key.name.to_string(),
+                    anomaly: Anomaly {
+                        severity: Severity::Warning,
+                        severe: false,
+                        ..anomaly
+                    },
+                },
+            );
+            touched.insert(Arc::clone(&key.service));
         }
 
         let mut events = Vec::new();

@@ -200,7 +200,10 @@ fn first_sub(
             };
             (evidence, anomaly.baseline, direction)
         }
-        AnomalyKind::LevelShift | AnomalyKind::Trend | AnomalyKind::Saturation => return None,
+        AnomalyKind::LevelShift
+        | AnomalyKind::Trend
+        | AnomalyKind::Saturation
+        | AnomalyKind::NoData => return None,
     };
     if !(baseline > 0.0 && baseline.is_finite()) {
         return None;

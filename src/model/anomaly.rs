@@ -18,6 +18,10 @@ pub enum AnomalyKind {
     Saturation,
     /// ERROR-and-above log records rising (log series `all`).
     ErrorLogs,
+    /// Every service went silent in the same window: the collector (or the
+    /// pipeline in front of it) lost its input. One condition on the
+    /// collector's own pseudo-service, not one traffic drop per service.
+    NoData,
 }
 
 #[derive(

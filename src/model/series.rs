@@ -50,6 +50,11 @@ impl SeriesKind {
     }
 }
 
+/// The pseudo-service of conditions on the collector itself (its input
+/// stopped), named like the store's overflow series so it cannot clash
+/// with a real `service.name` in practice.
+pub const COLLECTOR_SERVICE: &str = "__collector__";
+
 /// Identifies one series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeriesKey {

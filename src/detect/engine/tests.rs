@@ -239,3 +239,47 @@ fn own_series_are_bounded_by_operations_and_feed_evidence_not_incidents() {
         .tracked_keys()
         .all(|key| key.kind != SeriesKind::Own));
 }
+
+#[test]
+fn every_service_silent_at_once_is_one_no_data_condition_on_the_collector() {
+    use crate::model::{AnomalyKind, COLLECTOR_SERVICE};
+    let (store, clock, mut engine) = setup();
+    let silent = 900..1_100;
+    let mut events = Vec::new();
+    for second in 0..1_300u64 {
+        clock.set(START + (second + 1) * SECOND);
+        if !silent.contains(&second) {
+            second_of_traffic(&store, second, 20, 40, 0);
+            let catalog = store.service("catalog");
+            for i in 0..10 {
+                let sample = Sample {
+                    end_unix_nanos: START + second * SECOND + i * (SECOND / 10),
+                    duration_nanos: 30_000_000,
+                    error: false,
+                    trace_id: u128::from(second * 100 + i + 1),
+                };
+                store.record_operation(&catalog, "GET /items", sample);
+            }
+        }
+        events.extend(engine.advance(&store, START + (second + 1) * SECOND));
+    }
+    let opened: Vec<&Incident> = events
+        .iter()
+        .filter_map(|event| match event {
+            IncidentEvent::Opened(incident) => Some(incident),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened.len(), 1, "{opened:#?}");
+    assert_eq!(opened[0].service, COLLECTOR_SERVICE);
+    assert_eq!(opened[0].kinds, vec![AnomalyKind::NoData]);
+    assert!(
+        opened[0].summary.contains("2 services"),
+        "{}",
+        opened[0].summary
+    );
+    let resolved = events
+        .iter()
+        .any(|event| matches!(event, IncidentEvent::Resolved(incident) if incident.service == COLLECTOR_SERVICE));
+    assert!(resolved, "resolves once spans arrive again: {events:#?}");
+}

@@ -267,3 +267,82 @@ fn a_refined_onset_moves_the_onset_but_not_the_id() {
         Some(100 * window + 6_000_000_000)
     );
 }
+
+#[test]
+fn traffic_spikes_never_page_but_ride_along_as_context() {
+    let mut tracker = IncidentTracker::new(Hysteresis::default());
+    let spike = |severe| anomaly(AnomalyKind::TrafficSpike, severe);
+    // A long, severe burst on every operation of two services opens nothing.
+    for index in 1..=10 {
+        let events = step(
+            &mut tracker,
+            index,
+            vec![
+                result("shop", "GET /", vec![spike(true)]),
+                result("shop", "GET /cart", vec![spike(false)]),
+                result("cart", "GET /cart", vec![spike(true)]),
+            ],
+        );
+        assert!(events.is_empty(), "window {index}: {events:?}");
+    }
+    assert!(tracker.open_incidents().is_empty());
+    assert_eq!(tracker.traffic_spikes(), 30);
+
+    // When latency follows, latency opens the incident; the spike of a
+    // sibling series is kept on it as a warning, and a series' own latency
+    // is not displaced by its spike.
+    let both = || {
+        vec![
+            result(
+                "shop",
+                "GET /",
+                vec![spike(true), anomaly(AnomalyKind::Latency, false)],
+            ),
+            result("shop", "GET /cart", vec![spike(true)]),
+        ]
+    };
+    assert!(step(&mut tracker, 11, both()).is_empty());
+    assert_eq!(
+        step(&mut tracker, 12, both()).len(),
+        1,
+        "latency opens after two windows"
+    );
+    let incident = tracker.open_incidents()[0].clone();
+    assert_eq!(
+        incident.kinds,
+        vec![AnomalyKind::Latency, AnomalyKind::TrafficSpike]
+    );
+    assert_eq!(
+        incident.severity,
+        Severity::Warning,
+        "a spike never escalates"
+    );
+    let by_series: BTreeMap<&str, AnomalyKind> = incident
+        .anomalies
+        .iter()
+        .map(|held| (held.series.as_str(), held.anomaly.kind))
+        .collect();
+    assert_eq!(by_series["GET /"], AnomalyKind::Latency);
+    assert_eq!(by_series["GET /cart"], AnomalyKind::TrafficSpike);
+
+    // The spike going on does not keep the incident open once latency is
+    // back to normal.
+    let spike_only = || vec![result("shop", "GET /", vec![spike(true)])];
+    assert!(step(&mut tracker, 13, spike_only()).is_empty());
+    assert!(step(&mut tracker, 14, spike_only()).is_empty());
+    assert_eq!(step(&mut tracker, 15, spike_only())[0].0, "resolved");
+}
+
+#[test]
+fn traffic_drops_still_page() {
+    let mut tracker = IncidentTracker::new(Hysteresis::default());
+    let drop = || {
+        vec![result(
+            "shop",
+            "GET /",
+            vec![anomaly(AnomalyKind::TrafficDrop, false)],
+        )]
+    };
+    assert!(step(&mut tracker, 1, drop()).is_empty());
+    assert_eq!(step(&mut tracker, 2, drop())[0].0, "opened");
+}
