@@ -7,13 +7,25 @@ Source: https://github.com/IntelligentDDS/Nezha (FSE'23), folders
 this script never lists or reads it, and refuses to run on any other date.
 
 Usage:
-    python3 nezha.py SOURCE OUT_DIR [--reference-minutes 10] [--healthy-minutes 12]
-                     [--span-status-from-logs] [--gzip]
+    python3 nezha.py [convert] SOURCE OUT_DIR [--reference-minutes 10] [--healthy-minutes 12]
+                     [--span-status-from-logs] [--gzip] [--only CASE...]
+    python3 nezha.py replay DATA_DIR --triage BINARY [--config FILE] [--events events]
+    python3 nezha.py score DATA_DIR [--events events]
 
-SOURCE is either the bare git directory the session's fetch tool returns
-(read with `git show HEAD:path`) or a checkout/extracted copy of the
+convert: SOURCE is either the bare git directory the session's fetch tool
+returns (read with `git show HEAD:path`) or a checkout/extracted copy of the
 repository. OUT_DIR gets one `<case>.jsonl` per fault, `healthy.jsonl`,
-`labels.json` and `manifest.json`. Standard library only.
+`labels.json` and `manifest.json`. The word `convert` may be left out.
+
+replay: runs `BINARY replay [--config FILE] FILE` on every case and
+healthy.jsonl; incident events to DATA_DIR/EVENTS/<case>.jsonl, stderr to
+<case>.stderr.txt. Exits 1 if a run failed or rejected any item.
+
+score: markdown tables per case and in total: detection, time to detect,
+false incidents, AS@1/AS@3 (rules in benches/data/README.md, "Scoring").
+Caches each case's caller graph in DATA_DIR/callgraph.json.
+
+Standard library only.
 
 See benches/data/README.md for the mapping and the case construction.
 """
@@ -26,6 +38,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -605,8 +618,7 @@ def fault_cases(src: Source) -> list[dict]:
     return cases
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_convert_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("source", help="the fetched Nezha repository: bare git dir or a checkout")
     ap.add_argument("out", help="output directory (outside the triage checkout)")
     ap.add_argument("--reference-minutes", type=int, default=10,
@@ -618,7 +630,9 @@ def main() -> int:
                          "data itself carries no status)")
     ap.add_argument("--gzip", action="store_true", help="write .jsonl.gz")
     ap.add_argument("--only", nargs="*", help="convert only these case names (and healthy)")
-    args = ap.parse_args()
+
+
+def cmd_convert(args) -> int:
 
     out = os.path.abspath(args.out)
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -723,6 +737,346 @@ def main() -> int:
         json.dump(manifest, f, indent=1)
     print(f"stats: {dict(stats)}", file=sys.stderr)
     return 0
+
+
+# ---------------------------------------------------------------- replay
+
+
+def load_labels(data_dir: str) -> list[dict]:
+    with open(os.path.join(data_dir, "labels.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def healthy_file(data_dir: str) -> str:
+    """healthy.jsonl or healthy.jsonl.gz, as the manifest names it."""
+    try:
+        with open(os.path.join(data_dir, "manifest.json"), encoding="utf-8") as f:
+            for entry in json.load(f)["files"]:
+                if entry["file"].startswith("healthy."):
+                    return entry["file"]
+    except (OSError, KeyError, ValueError):
+        pass
+    return "healthy.jsonl.gz" if os.path.exists(os.path.join(data_dir, "healthy.jsonl.gz")) else "healthy.jsonl"
+
+
+def items(data_dir: str) -> list[tuple[str, str]]:
+    """(name, file) for every fault case, then the healthy file."""
+    return [(c["case"], c["file"]) for c in load_labels(data_dir)] + [("healthy", healthy_file(data_dir))]
+
+
+def cmd_replay(args) -> int:
+    data = os.path.abspath(args.data)
+    ev_dir = os.path.join(data, args.events)
+    os.makedirs(ev_dir, exist_ok=True)
+    bad = 0
+    for name, file in items(data):
+        cmd = [args.triage, "replay"]
+        if args.config:
+            cmd += ["--config", args.config]
+        cmd.append(os.path.join(data, file))
+        with open(os.path.join(ev_dir, name + ".jsonl"), "w", encoding="utf-8") as ev:
+            p = subprocess.run(cmd, stdout=ev, stderr=subprocess.PIPE)
+        err = p.stderr.decode(errors="replace")
+        with open(os.path.join(ev_dir, name + ".stderr.txt"), "w", encoding="utf-8") as f:
+            f.write(err)
+        # triage replay's summary: "N lines: ... (K rejected); M incident events; ..."
+        m = re.findall(r"\((\d+) rejected\)", err)
+        rejected = sum(int(x) for x in m) if m else None
+        summary = err.strip().splitlines()[-1] if err.strip() else ""
+        print(f"{name}: exit {p.returncode}, rejected {rejected}: {summary}", file=sys.stderr)
+        if p.returncode != 0 or rejected != 0:
+            bad += 1
+    print(f"events in {ev_dir}; {bad} item(s) failed, rejected items or printed no summary",
+          file=sys.stderr)
+    return 1 if bad else 0
+
+
+# ---------------------------------------------------------------- score
+
+# An incident is on time if opened_unix_nanos + LATENESS is the moment it would have
+# paged live: replay stamps windows by event time, a live collector waits this long for
+# late spans before closing a window.
+LATENESS = 10 * NS
+GRAPH_CACHE = "callgraph.json"
+GRAPH_VERSION = 1
+
+
+def open_text(path: str):
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+
+
+def scan_case(path: str) -> dict:
+    """Caller graph, services with spans and event time range of one converted file.
+
+    An edge A -> B is a CLIENT or PRODUCER span of service A whose child (same trace,
+    parentSpanId = its spanId) is a SERVER or CONSUMER span of service B != A."""
+    spans = {}  # (trace, span) -> (service, kind)
+    children = []  # (trace, parent, service, kind)
+    services = set()
+    first = last = None
+
+    def see(t: int) -> None:
+        nonlocal first, last
+        first = t if first is None or t < first else first
+        last = t if last is None or t > last else last
+
+    with open_text(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            req = json.loads(line)
+            for rs in req.get("resourceSpans", []):
+                svc = next((a["value"].get("stringValue") for a in rs["resource"]["attributes"]
+                            if a["key"] == "service.name"), "?")
+                services.add(svc)
+                for ss in rs.get("scopeSpans", []):
+                    for sp in ss.get("spans", []):
+                        kind = sp.get("kind", 0)
+                        spans[(sp["traceId"], sp["spanId"])] = (svc, kind)
+                        if sp.get("parentSpanId"):
+                            children.append((sp["traceId"], sp["parentSpanId"], svc, kind))
+                        see(int(sp["startTimeUnixNano"]))
+                        see(int(sp["endTimeUnixNano"]))
+            for rl in req.get("resourceLogs", []):
+                for sl in rl.get("scopeLogs", []):
+                    for r in sl.get("logRecords", []):
+                        see(int(r["timeUnixNano"]))
+            for rm in req.get("resourceMetrics", []):
+                for sm in rm.get("scopeMetrics", []):
+                    for m in sm.get("metrics", []):
+                        for body in m.values():
+                            if isinstance(body, dict):
+                                for dp in body.get("dataPoints", []):
+                                    see(int(dp["timeUnixNano"]))
+    edges = Counter()
+    for trace, parent, svc, kind in children:
+        p = spans.get((trace, parent))
+        if p and p[0] != svc and p[1] in (KIND_CLIENT, KIND_PRODUCER) and kind in (KIND_SERVER, KIND_CONSUMER):
+            edges[(p[0], svc)] += 1
+    return {"services": sorted(services), "first_unix_nanos": first, "last_unix_nanos": last,
+            "edges": [[a, b, n] for (a, b), n in sorted(edges.items())]}
+
+
+def case_graphs(data_dir: str, names: list[tuple[str, str]]) -> dict:
+    """scan_case for every item, cached in DATA_DIR/callgraph.json (keyed by file size and mtime)."""
+    path = os.path.join(data_dir, GRAPH_CACHE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            cache = json.load(f)
+        if cache.get("version") != GRAPH_VERSION:
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    items_ = cache.setdefault("items", {})
+    cache["version"] = GRAPH_VERSION
+    changed = False
+    for name, file in names:
+        full = os.path.join(data_dir, file)
+        st = os.stat(full)
+        key = {"file": file, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        hit = items_.get(name)
+        if hit and all(hit.get(k) == v for k, v in key.items()):
+            continue
+        print(f"caller graph: scanning {file}", file=sys.stderr)
+        items_[name] = {**key, **scan_case(full)}
+        changed = True
+    if changed:
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(cache, f, indent=1)
+        os.replace(tmp, path)
+    return items_
+
+
+def read_incidents(path: str) -> list[dict]:
+    """One record per incident id, in order of first appearance: the snapshot of its
+    `opened` event (or its first event), its last snapshot, and every service named by
+    any of its events (service, services, root_causes[].service)."""
+    by_id: dict[str, dict] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            e = json.loads(line)
+            inc = e["incident"]
+            r = by_id.setdefault(inc["id"], {"id": inc["id"], "first": None, "named": set()})
+            if r["first"] is None or (e.get("event") == "opened" and not r.get("seen_opened")):
+                r["first"] = inc
+            r["seen_opened"] = r.get("seen_opened") or e.get("event") == "opened"
+            r["last"] = inc
+            r["named"].update(named(inc))
+            r["opened"] = inc.get("opened_unix_nanos") or r.get("opened") or inc.get("onset_unix_nanos")
+    return list(by_id.values())
+
+
+def named(inc: dict) -> set:
+    out = {inc.get("service")} | set(inc.get("services") or [])
+    out |= {rc.get("service") for rc in inc.get("root_causes") or []}
+    out.discard(None)
+    return out
+
+
+def ranking(inc: dict) -> list[str]:
+    """root_causes[].service in order; the incident's service alone when it has none."""
+    rcs = [rc.get("service") for rc in inc.get("root_causes") or [] if rc.get("service")]
+    return rcs or [inc.get("service")]
+
+
+def short(svc: str | None) -> str:
+    if not svc:
+        return "-"
+    return svc[3:] if svc.startswith("ts-") else svc
+
+
+def secs(ns: float) -> str:
+    return f"{ns / NS:.0f}"
+
+
+def rate(n: int, hours: float) -> str:
+    return f"{n / hours:.1f}" if hours > 0 else "-"
+
+
+def cmd_score(args) -> int:
+    data = os.path.abspath(args.data)
+    ev_dir = os.path.join(data, args.events)
+    labels = load_labels(data)
+    names = items(data)
+    graphs = case_graphs(data, names)
+    missing = [n for n, _ in names if not os.path.exists(os.path.join(ev_dir, n + ".jsonl"))]
+    if missing:
+        raise SystemExit(f"no events for {', '.join(missing)} in {ev_dir} (run `replay` first)")
+
+    rows = []
+    tot = Counter()
+    ttds = []
+    ref_hours = ref_service_days = 0.0
+    for c in labels:
+        g = graphs[c["case"]]
+        svc, inject = c["service"], c["inject_unix_nanos"]
+        end = g["last_unix_nanos"]  # end of the case's recorded data
+        callers = sorted({a for a, b, _ in g["edges"] if b == svc and a != svc})
+        targets = {svc, *callers}
+        incs = read_incidents(os.path.join(ev_dir, c["case"] + ".jsonl"))
+        before = [i for i in incs if i["opened"] < inject]
+        in_ref = [i for i in before if i["opened"] < c["reference_end_unix_nanos"]]
+        inside = [i for i in incs if inject <= i["opened"] <= end]
+        after = [i for i in incs if i["opened"] > end]
+        hits = sorted((i for i in inside if i["named"] & targets), key=lambda i: i["opened"])
+        already = [i for i in before if i["named"] & targets
+                   and (i["last"].get("resolved_unix_nanos") or math.inf) > inject]
+        hours = (inject - g["first_unix_nanos"]) / NS / 3600
+        ref_hours += hours
+        ref_service_days += hours / 24 * len(g["services"])
+        tot["false_ref"] += len(in_ref)
+        tot["false_pre"] += len(before) - len(in_ref)
+        tot["after"] += len(after)
+        tot["inside_other"] += len(inside) - len(hits)
+        row = {
+            "case": c["case"].replace(f"tt-{DATE}-", ""), "fault": c["fault_type"], "svc": short(svc),
+            "callers": ", ".join(short(x) for x in callers) or "-",
+            "window": secs(end - inject), "incidents": len(incs),
+            "false": f"{len(in_ref)} / {len(before) - len(in_ref)}",
+            "already": len(already), "other": len(inside) - len(hits), "after": len(after),
+        }
+        if hits:
+            h = hits[0]
+            ttd = h["opened"] + LATENESS - inject
+            ttds.append(ttd)
+            at_open, at_last = ranking(h["first"]), ranking(h["last"])
+            a1, a3 = svc in at_open[:1], svc in at_open[:3]
+            f1, f3 = svc in at_last[:1], svc in at_last[:3]
+            tot["detected"] += 1
+            tot["as1"] += a1
+            tot["as3"] += a3
+            tot["as1_last"] += f1
+            tot["as3_last"] += f3
+            via = sorted(h["named"] & targets, key=lambda x: (x != svc, x))
+            row.update(detected="yes", ttd=secs(ttd),
+                       via=f"{short(h['first'].get('service'))} ({'/'.join(h['first'].get('kinds') or [])})"
+                           f"; names {', '.join(short(x) for x in via)}",
+                       top=", ".join(short(x) for x in at_open[:3]),
+                       as_open=f"{int(a1)} / {int(a3)}", as_last=f"{int(f1)} / {int(f3)}")
+        else:
+            row.update(detected="no", ttd="-", via="-", top="-", as_open="0 / 0", as_last="0 / 0")
+        rows.append(row)
+
+    hg = graphs["healthy"]
+    h_incs = read_incidents(os.path.join(ev_dir, "healthy.jsonl"))
+    h_after = sum(1 for i in h_incs if i["opened"] > hg["last_unix_nanos"])
+    h_hours = (hg["last_unix_nanos"] - hg["first_unix_nanos"]) / NS / 3600
+    h_sd = h_hours / 24 * len(hg["services"])
+
+    n = len(labels)
+    print(f"## Nezha TrainTicket {DATE}: {n} faults, events from {args.events}/")
+    print()
+    print(f"Detection: an incident opened between the inject time and the case's last recorded "
+          f"event that names (service, services, root_causes) the faulty service or a direct "
+          f"caller (caller graph from the case's CLIENT->SERVER spans). Time to detect = "
+          f"opened + {LATENESS // NS} s - inject. AS@k on that first incident's root_causes "
+          f"(its service when it has none), at its `opened` event and at its last event; "
+          f"a missed fault counts 0. False incidents: opened before the inject "
+          f"(reference block / recorded pre-inject data), and every incident of healthy.jsonl.")
+    print()
+    print("| case | fault | service | direct callers | window s | incidents | false ref / pre | "
+          "open at inject | detected | TTD s | first hit: service (kinds); names | "
+          "root causes at open | AS@1 / AS@3 at open | AS@1 / AS@3 last | other in window | after data |")
+    print("|" + "---|" * 16)
+    for r in rows:
+        print("| " + " | ".join(str(r[k]) for k in (
+            "case", "fault", "svc", "callers", "window", "incidents", "false", "already", "detected",
+            "ttd", "via", "top", "as_open", "as_last", "other", "after")) + " |")
+    print()
+    ttds.sort()
+    med = ttds[len(ttds) // 2] if len(ttds) % 2 else (
+        (ttds[len(ttds) // 2 - 1] + ttds[len(ttds) // 2]) / 2 if ttds else None)
+    false_before = tot["false_ref"] + tot["false_pre"]
+    print("| total | value |")
+    print("|---|---|")
+    print(f"| detected | {tot['detected']}/{n} |")
+    if ttds:
+        print(f"| time to detect s: median / mean / min / max | {secs(med)} / "
+              f"{secs(sum(ttds) / len(ttds))} / {secs(ttds[0])} / {secs(ttds[-1])} |")
+    else:
+        print("| time to detect s | - |")
+    print(f"| AS@1 / AS@3 at open | {tot['as1'] / n:.2f} / {tot['as3'] / n:.2f} "
+          f"({tot['as1']}/{n}, {tot['as3']}/{n}) |")
+    print(f"| AS@1 / AS@3 at the incident's last event | {tot['as1_last'] / n:.2f} / "
+          f"{tot['as3_last'] / n:.2f} ({tot['as1_last']}/{n}, {tot['as3_last']}/{n}) |")
+    print(f"| other incidents opened in fault windows (not naming faulty service or a caller) | "
+          f"{tot['inside_other']} |")
+    print(f"| incidents opened after a case's last event (end-of-data flush, not scored) | {tot['after']} |")
+    print(f"| false before the fault (reference block + pre-inject) | {false_before} "
+          f"({tot['false_ref']} + {tot['false_pre']}) in {ref_hours * 60:.0f} min: "
+          f"{rate(false_before, ref_hours)}/hour, {rate(false_before, ref_service_days)}/service-day |")
+    print(f"| false on healthy.jsonl ({len(hg['services'])} services) | {len(h_incs)} in "
+          f"{h_hours * 60:.1f} min ({h_after} opened after its last event): "
+          f"{rate(len(h_incs), h_hours)}/hour, {rate(len(h_incs), h_sd)}/service-day |")
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    doc = __doc__.split("\n\n")
+    if not argv or argv[0] not in ("convert", "replay", "score", "-h", "--help"):
+        # The original form, `nezha.py SOURCE OUT_DIR [options]`, is `convert`.
+        argv = ["convert"] + argv
+    ap = argparse.ArgumentParser(description=doc[0], epilog="\n\n".join(doc[1:]),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    add_convert_args(sub.add_parser("convert", help="Nezha repository -> case files, labels.json"))
+    r = sub.add_parser("replay", help="run `triage replay` on every case and healthy.jsonl")
+    r.add_argument("data", help="the converted data directory (labels.json, cases)")
+    r.add_argument("--triage", required=True, help="the triage binary")
+    r.add_argument("--config", help="config file passed to `triage replay --config`")
+    r.add_argument("--events", default="events", help="events subdirectory of DATA (default events)")
+    s = sub.add_parser("score", help="detection, time to detect, false incidents, AS@1/AS@3")
+    s.add_argument("data", help="the converted data directory")
+    s.add_argument("--events", default="events", help="events subdirectory of DATA (default events)")
+    args = ap.parse_args(argv)
+    return {"convert": cmd_convert, "replay": cmd_replay, "score": cmd_score}[args.cmd](args)
 
 
 if __name__ == "__main__":
