@@ -28,6 +28,7 @@ pub mod incident;
 pub mod onset;
 pub mod rules;
 pub mod series;
+pub mod sparse;
 pub mod stats;
 
 pub use config::DetectConfig;

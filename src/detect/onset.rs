@@ -58,9 +58,7 @@
 
 use crate::detect::DetectConfig;
 use crate::model::{Anomaly, AnomalyKind};
-use crate::store::window::{
-    sub_bucket_bounds, SubWindow, SubWindows, SUB_BUCKETS, SUB_WINDOWS, VALUE_SCALE,
-};
+use crate::store::window::{count_above, SubWindow, SubWindows, SUB_WINDOWS, VALUE_SCALE};
 
 /// How much less likely than the best boundary an earlier one may be and
 /// still be chosen: a likelihood ratio of 10 (ln 10). Below that, the data
@@ -212,32 +210,9 @@ fn first_sub(
     change_point(&evidence, window_first, baseline, direction)
 }
 
-/// Requests of `sub` slower than `threshold` microseconds: the buckets
-/// above it, and the share of the bucket it falls in that lies above it
-/// (log-uniform inside the bucket).
+/// Requests of `sub` slower than `threshold` microseconds.
 pub(crate) fn slower_than(sub: &SubWindow, threshold: f64) -> f64 {
-    let mut slower = 0.0;
-    for bucket in 0..SUB_BUCKETS {
-        let count = f64::from(sub.latency[bucket]);
-        if count == 0.0 {
-            continue;
-        }
-        let (lower, upper) = sub_bucket_bounds(bucket);
-        let (lower, upper) = (lower as f64, upper as f64);
-        if lower >= threshold {
-            slower += count;
-        } else if upper > threshold {
-            // The open last bucket and the first (from 0) have no log
-            // width to interpolate over: count half.
-            let share = if bucket == 0 || bucket == SUB_BUCKETS - 1 {
-                0.5
-            } else {
-                (upper / threshold).ln() / (upper / lower).ln()
-            };
-            slower += count * share;
-        }
-    }
-    slower
+    count_above(sub.latency.iter().map(|&count| f64::from(count)), threshold)
 }
 
 /// The change point: the earliest boundary whose likelihood ratio is

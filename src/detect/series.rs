@@ -101,6 +101,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::config::{base_name, DetectConfig};
+use super::sparse::{self, Sparse};
 use super::stats::{self, Spread};
 use crate::detect::{SeriesInfo, WindowStats};
 use crate::model::SeriesKind;
@@ -216,6 +217,10 @@ pub struct SeriesDetector {
     /// `None` (after a restore, or changes too broad to follow).
     #[serde(skip)]
     sorted: Option<Sorted>,
+    /// Evidence accumulated over the last two minutes for windows too
+    /// sparse to judge on their own (span and log series).
+    #[serde(default)]
+    sparse: Sparse,
 }
 
 /// What one window left behind: 32 bytes.
@@ -402,6 +407,7 @@ impl SeriesDetector {
             trend: None,
             distribution: false,
             sorted: None,
+            sparse: Sparse::default(),
         }
     }
 
@@ -509,14 +515,38 @@ impl SeriesDetector {
                 baseline: &baseline,
                 slot: self.slot_baseline(config, window_start_unix_nanos),
             };
+            // What the per-window tests cannot judge for want of requests
+            // is judged on the last two minutes together.
+            let sparse_window = |error_kind, latency: bool| sparse::Window {
+                requests: stats.requests,
+                errors: stats.errors,
+                subs: stats.subs.as_ref(),
+                window_secs,
+                errors_sparse: stats.requests < config.error_min_requests,
+                latency_sparse: latency && stats.requests < config.latency_min_requests,
+                baseline_error_rate: (baseline.windows >= MIN_BASELINE_WINDOWS
+                    && baseline.requests_total > 0)
+                    .then(|| baseline.errors_total as f64 / baseline.requests_total as f64),
+                error_kind,
+            };
             match role {
                 Role::Requests => {
                     let scale = QuantileScale::spans();
                     anomalies.extend(judge.latency(&scale));
                     anomalies.extend(judge.errors(AnomalyKind::ErrorRate));
                     anomalies.extend(judge.traffic());
+                    anomalies.extend(
+                        self.sparse
+                            .judge(config, &sparse_window(AnomalyKind::ErrorRate, true)),
+                    );
                 }
-                Role::ErrorLogs => anomalies.extend(judge.errors(AnomalyKind::ErrorLogs)),
+                Role::ErrorLogs => {
+                    anomalies.extend(judge.errors(AnomalyKind::ErrorLogs));
+                    anomalies.extend(
+                        self.sparse
+                            .judge(config, &sparse_window(AnomalyKind::ErrorLogs, false)),
+                    );
+                }
                 Role::Metric { levels: true, .. } => {
                     let scale = QuantileScale::metric(&self.info.name);
                     anomalies.extend(judge.latency(&scale));
@@ -533,6 +563,10 @@ impl SeriesDetector {
         } else {
             FLAG_ANOMALOUS
         };
+        if matches!(role, Role::Requests | Role::ErrorLogs) {
+            self.sparse
+                .learn(config, !anomalies.is_empty(), window_secs);
+        }
         if !ready {
             anomalies.clear();
         }
@@ -579,6 +613,7 @@ impl SeriesDetector {
         self.open_slot = None;
         self.trend = None;
         self.sorted = None;
+        self.sparse = Sparse::default();
     }
 
     /// Which detectors apply, under `config`.

@@ -83,6 +83,33 @@ pub fn sub_bucket_bounds(bucket: usize) -> (u64, u64) {
     (lower, upper)
 }
 
+/// How many of `counts` (one per latency bucket, as a [`SubWindow`] keeps
+/// them) lie above `threshold` microseconds: the buckets above it, and the
+/// share of the bucket it falls in that lies above it (log-uniform inside
+/// the bucket; half of the open first and last buckets, which have no log
+/// width to interpolate over).
+pub fn count_above(counts: impl IntoIterator<Item = f64>, threshold: f64) -> f64 {
+    let mut slower = 0.0;
+    for (bucket, count) in counts.into_iter().enumerate().take(SUB_BUCKETS) {
+        if count == 0.0 {
+            continue;
+        }
+        let (lower, upper) = sub_bucket_bounds(bucket);
+        let (lower, upper) = (lower as f64, upper as f64);
+        if lower >= threshold {
+            slower += count;
+        } else if upper > threshold {
+            let share = if bucket == 0 || bucket == SUB_BUCKETS - 1 {
+                0.5
+            } else {
+                (upper / threshold).ln() / (upper / lower).ln()
+            };
+            slower += count * share;
+        }
+    }
+    slower
+}
+
 impl SubWindow {
     /// Adds one span: the hot path, kept to a few instructions.
     #[inline]
