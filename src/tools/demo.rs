@@ -245,6 +245,7 @@ impl DemoPlan {
             benign_deploys: false,
             daily_shape: false,
             benign_changes: Vec::new(),
+            shop: sim::Shop::First,
         }
     }
 }

@@ -50,7 +50,10 @@ mod topology;
 mod truth;
 
 pub use cli::{run_simulate, SimulateArgs};
-pub use fault::{parse_duration, parse_fault, Fault, FaultKind, Scope, FAULT_SPECS};
+pub use fault::{
+    parse_duration, parse_fault, parse_fault_in, Fault, FaultKind, Scope, FAULT_SPECS,
+};
+pub use model::Shop;
 pub use output::{send_otlp, write_json_lines, SimSummary};
 pub use topology::{Edge, EdgeKind, ServiceInfo, Topology};
 pub use truth::{GroundTruth, ScenarioTruth, ScopeAttribute, TruthEdge};
@@ -84,6 +87,8 @@ pub struct Scenario {
     /// Harmless changes at set times, posted like the harmful ones:
     /// distractors for change correlation.
     pub benign_changes: Vec<BenignChange>,
+    /// The simulated system (the first shop unless set).
+    pub shop: Shop,
 }
 
 /// A harmless change at a set time.
@@ -118,6 +123,7 @@ impl Default for Scenario {
             benign_deploys: true,
             daily_shape: true,
             benign_changes: Vec::new(),
+            shop: Shop::First,
         }
     }
 }
@@ -125,6 +131,16 @@ impl Default for Scenario {
 // === impl Scenario ===
 
 impl Scenario {
+    /// One healthy hour of `shop` at its own default rate, with its daily
+    /// (and weekly) shape, bursts and benign changes.
+    pub fn for_shop(shop: Shop) -> Self {
+        Scenario {
+            entry_rate_per_sec: model::model_of(shop).traffic.default_rate,
+            shop,
+            ..Scenario::default()
+        }
+    }
+
     /// The ground truth of the scenario's faults and the change events of
     /// its run (what [`Simulator::ground_truth`] and [`Simulator::changes`]
     /// give, without keeping a simulator).
@@ -228,7 +244,7 @@ impl Simulator {
             let spec = scenario
                 .faults
                 .iter()
-                .find(|fault| fault::resolve(model::model(), &fault.kind).is_err())
+                .find(|fault| fault::resolve(model::model_of(scenario.shop), &fault.kind).is_err())
                 .map(|fault| fault.kind.to_string())
                 .unwrap_or_else(|| "benign change".to_owned());
             SimError::Fault { spec, reason }
@@ -280,9 +296,14 @@ impl Iterator for Simulator {
     }
 }
 
-/// The simulated topology, without building a simulator.
+/// The first shop's topology, without building a simulator.
 pub fn topology() -> &'static Topology {
     &model::model().topology
+}
+
+/// The topology of `shop`, without building a simulator.
+pub fn topology_of(shop: Shop) -> &'static Topology {
+    &model::model_of(shop).topology
 }
 
 /// The scenarios the evaluation runs: "healthy" and one per fault kind (two
@@ -324,6 +345,128 @@ pub fn named_scenarios() -> Vec<(&'static str, Scenario)> {
         ("pool-exhaustion", with("pool-exhaustion:catalog", 40)),
         ("cpu-throttling", with("cpu-throttling:pricing", 40)),
         ("bad-deploy", with("bad-deploy:payment", 40)),
+    ]
+    .into_iter()
+    .chain(shop2_scenarios())
+    .collect()
+}
+
+/// The faults written for the second shop, as (spec, what happens), for
+/// `--list`. Every other fault spec applies to it too, with its names.
+pub const SHOP2_FAULTS: [(&str, &str); 12] = [
+    (
+        "slow-deploy:search",
+        "a new version rolls out pod by pod, 3x slower on its own pods only",
+    ),
+    (
+        "slowdown:listing:1.4:/listings/batch",
+        "one endpoint of a busy service: own time x1.4 (p95 about +40%)",
+    ),
+    (
+        "error-rate:auth:1:ValidateToken",
+        "one endpoint of a busy service: +1 percentage point of errors",
+    ),
+    (
+        "noisy-neighbour:search",
+        "search's pods on one k8s.node.name 2.5x slower, the others not",
+    ),
+    (
+        "error-rate:webhook-receiver:20",
+        "a low-rate service (about 0.6/s): 0.1% -> 20% errors",
+    ),
+    (
+        "error-rate:backoffice:20",
+        "a low-rate admin console (0.3/s): 0.1% -> 20% errors",
+    ),
+    (
+        "slowdown:reporting:3",
+        "a low-rate job (0.2/s): own time x3 (p95 about x3)",
+    ),
+    (
+        "slowdown:ledger:3",
+        "a low-rate service (about 2/s): own time x3",
+    ),
+    ("down:availability", "a service down: its callers time out"),
+    (
+        "slow-dependency:booking",
+        "a slow database: booking-db answers 10x slower",
+    ),
+    (
+        "errors:search (with --fault-for 3m)",
+        "an error burst: 25% of searches fail for 3 minutes",
+    ),
+    (
+        "errors:reviews + slow-dependency:guest-profile",
+        "two independent faults at once on unrelated services",
+    ),
+];
+
+/// The second shop's detection scenarios (in [`named_scenarios`], named
+/// `shop2-*`): each 40 minutes at the shop's default rate (40 entry
+/// requests/s) from Monday 09:00 UTC with its daily and weekly shape,
+/// bursts, benign deploys and configuration changes, the fault from
+/// 30 min 6 s as in the first shop's set; and `shop2-healthy`, four
+/// healthy hours from Friday 20:00 UTC (the evening peak, its decline and
+/// the easing into the weekend) for counting false incidents.
+pub fn shop2_scenarios() -> Vec<(&'static str, Scenario)> {
+    let minutes = |m: u64| Duration::from_secs(m * 60);
+    let base = || Scenario {
+        duration: minutes(40),
+        ..Scenario::for_shop(Shop::Second)
+    };
+    let fault = |spec: &str, length: Option<Duration>| Fault {
+        kind: parse_fault_in(Shop::Second, spec).expect("built-in fault specs are valid"),
+        start: minutes(30) + Duration::from_secs(6),
+        duration: length,
+    };
+    let with = |specs: &[&str]| Scenario {
+        faults: specs.iter().map(|spec| fault(spec, None)).collect(),
+        ..base()
+    };
+    vec![
+        (
+            "shop2-healthy",
+            Scenario {
+                // Friday 2025-01-10 20:00 UTC.
+                start_unix_nanos: DEFAULT_START_UNIX_NANOS
+                    + (4 * 86_400 + 11 * 3600) * 1_000_000_000,
+                duration: minutes(240),
+                ..base()
+            },
+        ),
+        ("shop2-slow-deploy", with(&["slow-deploy:search"])),
+        (
+            "shop2-endpoint-latency",
+            with(&["slowdown:listing:1.4:/listings/batch"]),
+        ),
+        (
+            "shop2-endpoint-errors",
+            with(&["error-rate:auth:1:ValidateToken"]),
+        ),
+        ("shop2-noisy-neighbour", with(&["noisy-neighbour:search"])),
+        (
+            "shop2-two-faults",
+            with(&["errors:reviews", "slow-dependency:guest-profile"]),
+        ),
+        (
+            "shop2-lowrate-errors",
+            with(&["error-rate:webhook-receiver:20"]),
+        ),
+        (
+            "shop2-lowrate-admin-errors",
+            with(&["error-rate:backoffice:20"]),
+        ),
+        ("shop2-lowrate-latency", with(&["slowdown:reporting:3"])),
+        ("shop2-lowrate-ledger-latency", with(&["slowdown:ledger:3"])),
+        ("shop2-down", with(&["down:availability"])),
+        ("shop2-slow-db", with(&["slow-dependency:booking"])),
+        (
+            "shop2-error-burst",
+            Scenario {
+                faults: vec![fault("errors:search", Some(minutes(3)))],
+                ..base()
+            },
+        ),
     ]
 }
 

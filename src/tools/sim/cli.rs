@@ -10,8 +10,9 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use crate::tools::sim::{
-    find_scenario, named_scenarios, parse_duration, parse_fault, rca_scenarios, send_otlp,
-    write_json_lines, Fault, Scenario, ScenarioTruth, Signals, SimError, Simulator, FAULT_SPECS,
+    find_scenario, named_scenarios, parse_duration, parse_fault_in, rca_scenarios, send_otlp,
+    topology_of, write_json_lines, Fault, Scenario, ScenarioTruth, Shop, Signals, SimError,
+    Simulator, FAULT_SPECS,
 };
 
 /// Generate OTLP traffic for a simulated microservice shop (12 services),
@@ -36,6 +37,12 @@ pub struct SimulateArgs {
     /// List the named scenarios and fault specs, then exit.
     #[arg(long)]
     pub list: bool,
+    /// The simulated system: "first" (the default: the 12-service web
+    /// shop) or "second" (`stays`, a 15-service travel-booking platform
+    /// sharing nothing with the first; its scenarios are named shop2-*).
+    /// Faults are checked against its services.
+    #[arg(long, value_name = "first|second")]
+    pub shop: Option<String>,
     /// Inject a fault, e.g. latency:payment, errors:checkout:/api/checkout,
     /// down:inventory, retry-storm:checkout:payment, bad-deploy:payment,
     /// slow:inventory:250, timeouts:checkout:payment,
@@ -102,12 +109,30 @@ pub struct SimulateArgs {
 impl SimulateArgs {
     /// The scenario these arguments describe.
     pub fn to_scenario(&self) -> Result<Scenario, SimError> {
+        let shop = match &self.shop {
+            None => None,
+            Some(text) => Some(Shop::parse(text).ok_or_else(|| {
+                SimError::Args(format!(
+                    "--shop {text:?}: use \"first\" (the default) or \"second\""
+                ))
+            })?),
+        };
         let mut scenario = match self.scenario.as_ref().or(self.scenario_option.as_ref()) {
-            None => Scenario::default(),
-            Some(name) => find_scenario(name).ok_or_else(|| SimError::UnknownScenario {
-                name: name.clone(),
-                known: scenario_names(),
-            })?,
+            None => Scenario::for_shop(shop.unwrap_or_default()),
+            Some(name) => {
+                let scenario = find_scenario(name).ok_or_else(|| SimError::UnknownScenario {
+                    name: name.clone(),
+                    known: scenario_names(),
+                })?;
+                if shop.is_some_and(|shop| shop != scenario.shop) {
+                    return Err(SimError::Args(format!(
+                        "scenario {name} runs the {} shop, not the one --shop names; \
+                         leave --shop out",
+                        scenario.shop.name()
+                    )));
+                }
+                scenario
+            }
         };
         if let Some(duration) = &self.duration {
             scenario.duration = parse_duration(duration)?;
@@ -166,7 +191,7 @@ impl SimulateArgs {
             ));
         }
         for (index, spec) in self.faults.iter().enumerate() {
-            let kind = parse_fault(spec)?;
+            let kind = parse_fault_in(scenario.shop, spec)?;
             let start = parse_duration(&self.fault_at[index])?;
             let duration = self
                 .fault_for
@@ -255,8 +280,12 @@ fn describe_scenarios() -> String {
         } else {
             format!(", {}", items.join(", "))
         };
+        let shop = match scenario.shop {
+            Shop::First => String::new(),
+            other => format!(" ({} shop)", other.name()),
+        };
         text.push_str(&format!(
-            "  {name:<22} {} min, {} req/s{detail}\n",
+            "  {name:<22} {} min, {} req/s{shop}{detail}\n",
             scenario.duration.as_secs() / 60,
             scenario.entry_rate_per_sec,
         ));
@@ -273,6 +302,24 @@ fn describe_scenarios() -> String {
     let names: Vec<&str> = topology.services.iter().map(|s| s.name.as_str()).collect();
     text.push_str(&names.join(", "));
     text.push('\n');
+    text.push_str(&describe_second_shop());
+    text
+}
+
+/// The second shop in `--list`: its services and the faults written for
+/// it (every fault spec above applies to it as well, with its names).
+fn describe_second_shop() -> String {
+    let topology = topology_of(Shop::Second);
+    let names: Vec<&str> = topology.services.iter().map(|s| s.name.as_str()).collect();
+    let mut text = format!(
+        "Second shop (--shop second, scenarios shop2-*; {} services, entries {}):\n  Services: {}\n  Faults:\n",
+        names.len(),
+        topology.entries.join(", "),
+        names.join(", ")
+    );
+    for (spec, what) in super::SHOP2_FAULTS {
+        text.push_str(&format!("    {spec:<44} {what}\n"));
+    }
     text
 }
 

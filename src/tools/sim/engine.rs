@@ -36,7 +36,9 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use crate::model::{Change, ChangeKind, ChangeSource};
 use crate::tools::sim::fault::{self, FaultKind, Resolved, ResolvedScope};
 use crate::tools::sim::metrics::{self, PodMetrics, INTERVAL_SECONDS, SCHEMA_URL};
-use crate::tools::sim::model::{kv_str, model, Model, OpId, ServiceId, REGIONS};
+use crate::tools::sim::model::{
+    kv_int, kv_str, model_of, DailyShape, Model, OpId, Placement, ServiceId,
+};
 use crate::tools::sim::rng::Rng;
 use crate::tools::sim::truth::{self, GroundTruth, ScopeAttribute, TruthEdge};
 use crate::tools::sim::{Batch, BenignChangeKind, Scenario, Signals};
@@ -49,18 +51,14 @@ const MS: f64 = 1e6;
 
 /// Pods of one service are replaced this far apart during a rollout.
 const ROLLOUT_STEP_SECONDS: u64 = 15;
-/// Mean time between benign deploys (across all services).
-const BENIGN_DEPLOY_MEAN_GAP_SECONDS: f64 = 30.0 * 60.0;
 /// Benign deploys keep this far from any fault's start: not within
 /// `BEFORE` seconds before it nor `AFTER` seconds after it.
 const DEPLOY_QUIET_BEFORE_SECONDS: u64 = 15 * 60;
 const DEPLOY_QUIET_AFTER_SECONDS: u64 = 5 * 60;
-/// Traffic bursts (users arriving together: a campaign e-mail, a retrying
-/// client): mean time between them, their length and their size. They are
-/// noise a detector should tolerate, so they stay short and moderate.
-const BURST_MEAN_GAP_SECONDS: f64 = 20.0 * 60.0;
-const BURST_SECONDS: (u64, u64) = (5, 20);
-const BURST_FACTOR: (f64, f64) = (1.2, 1.6);
+// Traffic bursts (users arriving together: a campaign e-mail, a retrying
+// client), benign deploys and configuration changes follow the shop's
+// `TrafficProfile`: bursts are noise a detector should tolerate, so they
+// stay short and moderate.
 /// Background log records per pod per second.
 const BACKGROUND_LOGS_PER_POD: f64 = 0.8;
 /// Share of served requests that write an access log.
@@ -92,6 +90,9 @@ pub struct Effects {
     pub hang: bool,
     /// Effects that apply only to requests in a scope.
     pub scoped: Vec<ScopedEffect>,
+    /// Own time multipliers and extra error rates of one operation (or
+    /// all): (operation, latency, error rate).
+    pub degrade: Vec<(Option<OpId>, f64, f64)>,
 }
 
 /// What a scoped fault does to the requests in its scope.
@@ -109,8 +110,10 @@ pub struct ScopedEffect {
 /// A scope in the engine's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineScope {
-    /// Traces served in this region (index into `REGIONS`).
+    /// Traces served in this region (index into the model's regions).
     Region(usize),
+    /// Requests served by pods on this node (index into `Engine::nodes`).
+    Node(usize),
     /// Requests served by this pod (index into `Engine::pods`).
     Pod(usize),
     /// Traces whose trace attribute `key` (index into
@@ -132,6 +135,7 @@ impl Default for Effects {
             added_ms: 0.0,
             hang: false,
             scoped: Vec::new(),
+            degrade: Vec::new(),
         }
     }
 }
@@ -141,6 +145,8 @@ impl Default for Effects {
 pub struct Pod {
     pub service: ServiceId,
     pub version: usize,
+    /// The node it runs on (index into `Engine::nodes`).
+    pub node: usize,
     pub resource: Resource,
     /// False once a rollout replaced it.
     pub live: bool,
@@ -153,7 +159,10 @@ pub struct Pod {
 #[derive(Debug)]
 struct Version {
     text: String,
+    /// Slower (and rolled back from when its fault ends).
     bad: bool,
+    /// Bad and also failing more (a bad deploy, not a slow one).
+    failing: bool,
     /// The replica-set hash in its pods' names.
     hash: String,
 }
@@ -247,6 +256,20 @@ impl Bucket {
     }
 }
 
+/// A harmless configuration change: the service's pods reload it one
+/// after the other and announce it in a log record.
+#[derive(Debug, Clone)]
+struct ConfigChange {
+    second: u64,
+    service: ServiceId,
+    key: &'static str,
+    value: &'static str,
+    revision: u64,
+}
+
+/// Pods of a service pick up a configuration change this far apart.
+const CONFIG_RELOAD_STEP_MS: u64 = 1_500;
+
 /// A traffic burst in progress.
 #[derive(Debug, Clone, Copy)]
 struct Burst {
@@ -257,6 +280,9 @@ struct Burst {
 /// The generator's state.
 pub struct Engine {
     model: &'static Model,
+    /// `k8s.node.name` of every node a pod was placed on, in order of
+    /// first use.
+    nodes: Vec<String>,
     start_ns: u64,
     seconds: u64,
     /// The next second to generate.
@@ -280,6 +306,8 @@ pub struct Engine {
     rollouts: VecDeque<Replacement>,
     /// Benign deploys still to start: (second, service).
     benign: VecDeque<(u64, ServiceId)>,
+    /// Benign configuration changes still to apply, in time order.
+    config_changes: VecDeque<ConfigChange>,
     effects: Vec<Effects>,
     storms: Vec<(ServiceId, ServiceId)>,
     /// Caller timeouts overridden this second: (caller, callee, ms).
@@ -330,6 +358,63 @@ fn next_version(latest: &str, bad: bool) -> String {
     format!("{}.{}.{}", parts[0], parts[1], parts[2])
 }
 
+/// The daily (and weekly) factor of the entry rate at `now` (Unix ns).
+pub(crate) fn shape_factor(daily: DailyShape, weekly: Option<[f64; 7]>, now: u64) -> f64 {
+    let hour = (now / SECOND % 86_400) as f64 / 3600.0;
+    let day_factor = match daily {
+        // Peak at 16:00 UTC, trough at 04:00; peak = 3 x trough.
+        DailyShape::Sine => 1.0 + 0.5 * (std::f64::consts::TAU * (hour - 10.0) / 24.0).sin(),
+        DailyShape::TwoPeaks => {
+            // Hours from `at`, the short way round the clock.
+            let from = |at: f64| {
+                let d = (hour - at).rem_euclid(24.0);
+                d.min(24.0 - d)
+            };
+            let bump = |at: f64, width: f64| (-(from(at) / width).powi(2)).exp();
+            // Normalised so that the day's mean is about 1.
+            (0.35 + 0.75 * bump(11.5, 3.0) + 1.0 * bump(19.5, 2.5)) / 0.7
+        }
+    };
+    let Some(days) = weekly else {
+        return day_factor;
+    };
+    // 1970-01-01 was a Thursday: day 0 is index 3 from Monday. The factor
+    // eases from one day's to the next over the three hours either side of
+    // midnight.
+    let day = now / SECOND / 86_400;
+    let weekday = |day: u64| days[((day + 3) % 7) as usize];
+    let week_factor = if hour >= 21.0 {
+        let t = (hour - 21.0) / 6.0;
+        weekday(day) + (weekday(day + 1) - weekday(day)) * t
+    } else if hour < 3.0 {
+        let t = (hour + 3.0) / 6.0;
+        weekday(day.saturating_sub(1)) + (weekday(day) - weekday(day.saturating_sub(1))) * t
+    } else {
+        weekday(day)
+    };
+    day_factor * week_factor
+}
+
+/// A GKE-style node name for node `node` of `region`, derived from the
+/// names alone (no random draw).
+fn pool_node_name(namespace: &str, region: &str, node: u64) -> String {
+    // FNV-1a of the region and node, for a stable instance suffix.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in region.bytes().chain(node.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let suffix: String = (0..4)
+        .map(|i| ALPHABET[((hash >> (i * 8)) % ALPHABET.len() as u64) as usize] as char)
+        .collect();
+    format!(
+        "gke-{namespace}-prod-pool-{}-{:08x}-{suffix}",
+        node / 2 + 1,
+        (hash >> 32) as u32
+    )
+}
+
 /// The first simulated second at or after `time` (faults and planned
 /// changes take effect at the start of a second).
 fn second_at(time: u64, start_ns: u64) -> u64 {
@@ -345,7 +430,8 @@ impl Engine {
     pub fn schedule(scenario: &Scenario, strict: bool) -> Result<Schedule, String> {
         let mut faults = Vec::new();
         for fault in &scenario.faults {
-            let resolved = match fault::resolve(model(), &fault.kind) {
+            let model = model_of(scenario.shop);
+            let resolved = match fault::resolve(model, &fault.kind) {
                 Ok(resolved) => resolved,
                 Err(reason) if strict => return Err(reason),
                 Err(reason) => {
@@ -377,10 +463,11 @@ impl Engine {
                 BenignChangeKind::Deploy { service } => (service, None),
                 BenignChangeKind::FlagFlip { service, flag } => (service, Some(flag)),
             };
-            let Some(service) = model().service_id(name) else {
+            let model = model_of(scenario.shop);
+            let Some(service) = model.service_id(name) else {
                 let reason = format!(
                     "benign change on unknown service {name:?}; the simulated services are {}",
-                    model().service_names()
+                    model.service_names()
                 );
                 if strict {
                     return Err(reason);
@@ -402,12 +489,13 @@ impl Engine {
     /// A generator for `scenario` with its faults already scheduled.
     pub fn new(scenario: &Scenario, schedule: Schedule) -> Self {
         let Schedule { faults, changes } = schedule;
-        let model = model();
+        let model = model_of(scenario.shop);
         let seed = scenario.seed;
         let seconds = scenario.duration.as_secs();
         let start_ns = scenario.start_unix_nanos;
         let mut engine = Engine {
             model,
+            nodes: Vec::new(),
             start_ns,
             seconds,
             second: 0,
@@ -427,6 +515,7 @@ impl Engine {
             versions: Vec::new(),
             rollouts: VecDeque::new(),
             benign: VecDeque::new(),
+            config_changes: VecDeque::new(),
             effects: vec![Effects::default(); model.services.len()],
             storms: Vec::new(),
             timeouts: Vec::new(),
@@ -449,15 +538,16 @@ impl Engine {
             engine.versions.push(vec![Version {
                 text: format!("{major}.{minor}.{patch}"),
                 bad: false,
+                failing: false,
                 hash,
             }]);
             let mut regions = Vec::new();
-            for region in 0..REGIONS.len() {
+            for region in 0..model.regions.len() {
                 let mut replicas = Vec::new();
-                for _ in 0..def.replicas {
+                for replica in 0..def.replicas {
                     // Pods have been up for a while when the run starts.
                     let started = start_ns.saturating_sub(3600 * SECOND);
-                    let pod = engine.new_pod(service, region, 0, started);
+                    let pod = engine.new_pod(service, region, replica, 0, started);
                     engine.pods[pod].metrics.warm_up(start_ns - started);
                     replicas.push(pod);
                 }
@@ -467,12 +557,111 @@ impl Engine {
         }
         if scenario.benign_deploys {
             engine.plan_benign_deploys();
+            engine.plan_config_changes(seed);
         }
         engine.bind_faults();
-        let (changes, fault_changes) = engine.plan_changes();
+        let (mut changes, fault_changes) = engine.plan_changes();
+        if !engine.config_changes.is_empty() {
+            changes.extend(engine.config_changes.iter().map(|change| {
+                let name = model.services[change.service].name;
+                Change {
+                    id: 0,
+                    service: name.to_owned(),
+                    kind: ChangeKind::Config,
+                    version: None,
+                    key: Some(change.key.to_owned()),
+                    value: Some(change.value.to_owned()),
+                    description: format!(
+                        "config {}={} on {name} (revision {})",
+                        change.key, change.value, change.revision
+                    ),
+                    time_unix_nanos: start_ns + change.second * SECOND,
+                    link: Some(format!(
+                        "https://config.example.com/{}/{name}/revisions/{}",
+                        model.namespace, change.revision
+                    )),
+                    source: ChangeSource::Api,
+                }
+            }));
+            // Stable: changes of one second keep their order.
+            changes.sort_by_key(|change| change.time_unix_nanos);
+        }
         engine.truth = engine.ground_truth(fault_changes);
         engine.changes = changes;
         engine
+    }
+
+    /// Draws the benign configuration changes of the run (none unless the
+    /// shop has keys to change), from a stream of their own. Like benign
+    /// deploys they keep clear of the faults' starts.
+    fn plan_config_changes(&mut self, seed: u64) {
+        let Some(gap) = self.model.traffic.config_change_gap_seconds else {
+            return;
+        };
+        if self.model.config_keys.is_empty() {
+            return;
+        }
+        let mut rng = Rng::new(seed, 7);
+        let mut at = 0.0;
+        let mut revision = 4_000 + rng.below(1_000);
+        loop {
+            at += rng.exponential(gap);
+            let second = at as u64;
+            if second >= self.seconds {
+                break;
+            }
+            let key =
+                &self.model.config_keys[rng.below(self.model.config_keys.len() as u64) as usize];
+            let value = key.values[rng.below(key.values.len() as u64) as usize];
+            revision += 1 + rng.below(5);
+            let near_fault = self.faults.iter().any(|fault| {
+                let fault_second = (fault.start - self.start_ns) / SECOND;
+                second + DEPLOY_QUIET_BEFORE_SECONDS >= fault_second
+                    && second <= fault_second + DEPLOY_QUIET_AFTER_SECONDS
+            });
+            if !near_fault {
+                self.config_changes.push_back(ConfigChange {
+                    second,
+                    service: key.service,
+                    key: key.key,
+                    value,
+                    revision,
+                });
+            }
+        }
+    }
+
+    /// Applies the configuration changes due at `now`: every live pod of the
+    /// service reloads, one after the other, and logs it.
+    fn apply_config_changes(&mut self, now: u64) {
+        while self
+            .config_changes
+            .front()
+            .is_some_and(|change| change.second <= self.second)
+        {
+            let Some(change) = self.config_changes.pop_front() else {
+                break;
+            };
+            let pods: Vec<usize> = self.slots[change.service]
+                .iter()
+                .flatten()
+                .copied()
+                .collect();
+            let body = format!(
+                "configuration change applied: {}={} (revision {}, from config-server)",
+                change.key, change.value, change.revision
+            );
+            for (index, pod) in pods.into_iter().enumerate() {
+                let time = now + index as u64 * CONFIG_RELOAD_STEP_MS * 1_000_000 + 3_000_000;
+                let attributes = vec![
+                    kv_str("config.key", change.key),
+                    kv_str("config.value", change.value),
+                    kv_int("config.revision", change.revision as i64),
+                    kv_str("config.source", "config-server"),
+                ];
+                self.log_with(pod, time, 9, "INFO", &body, None, attributes);
+            }
+        }
     }
 
     /// Binds what the faults and planned changes refer to: scopes to pods
@@ -505,6 +694,10 @@ impl Engine {
             if let Resolved::FlagFlip(service, key) = &self.faults[index].fault {
                 let (service, key) = (*service, key.clone());
                 self.faults[index].flag = Some(self.flag(service, &key, true));
+            }
+            if let Resolved::NoisyNeighbour(service) = self.faults[index].fault {
+                let first = self.slots[service][0][0];
+                self.faults[index].scope = Some(EngineScope::Node(self.pods[first].node));
             }
         }
         for index in 0..self.planned.len() {
@@ -612,7 +805,8 @@ impl Engine {
                     description,
                     time_unix_nanos: time,
                     link: Some(format!(
-                        "https://ci.example.com/shop/{name}/pipelines/{}",
+                        "https://ci.example.com/{}/{name}/pipelines/{}",
+                        self.model.namespace,
                         1000 + pipeline
                     )),
                     source: ChangeSource::Api,
@@ -636,7 +830,10 @@ impl Engine {
                         format!("feature flag {key} on {name}: turned off (variant off for all)")
                     },
                     time_unix_nanos: time,
-                    link: Some(format!("https://flags.example.com/shop/{key}")),
+                    link: Some(format!(
+                        "https://flags.example.com/{}/{key}",
+                        self.model.namespace
+                    )),
                     source: ChangeSource::Api,
                 }
             };
@@ -663,7 +860,9 @@ impl Engine {
                     }
                 }
                 Step::FaultStart(index) => match &self.faults[index].fault {
-                    Resolved::BadDeploy(service) | Resolved::Canary(service) => {
+                    Resolved::BadDeploy(service)
+                    | Resolved::Canary(service)
+                    | Resolved::SlowDeploy(service) => {
                         let canary = matches!(self.faults[index].fault, Resolved::Canary(_));
                         let version = push(&mut versions, *service, true);
                         let name = self.model.services[*service].name;
@@ -684,7 +883,9 @@ impl Engine {
                     _ => {}
                 },
                 Step::FaultEnd(index) => match &self.faults[index].fault {
-                    Resolved::BadDeploy(service) | Resolved::Canary(service) => {
+                    Resolved::BadDeploy(service)
+                    | Resolved::Canary(service)
+                    | Resolved::SlowDeploy(service) => {
                         if let Some((good, _)) =
                             versions[*service].iter().rev().find(|(_, bad)| !bad)
                         {
@@ -713,24 +914,29 @@ impl Engine {
                 let scope = match (&fault.fault, fault.scope) {
                     (_, Some(EngineScope::Region(region))) => Some(ScopeAttribute {
                         key: "cloud.region".to_owned(),
-                        value: REGIONS[region].0.to_owned(),
+                        value: model.regions[region].0.to_owned(),
                     }),
                     (_, Some(EngineScope::Pod(pod))) => Some(ScopeAttribute {
                         key: "k8s.pod.name".to_owned(),
                         value: self.pod_name(pod).to_owned(),
                     }),
+                    (_, Some(EngineScope::Node(node))) => Some(ScopeAttribute {
+                        key: "k8s.node.name".to_owned(),
+                        value: self.nodes[node].clone(),
+                    }),
                     (_, Some(EngineScope::Attribute { key, value })) => Some(ScopeAttribute {
                         key: self.trace_keys[key].clone(),
                         value: fault::TENANTS[value].0.to_owned(),
                     }),
-                    (Resolved::BadDeploy(_) | Resolved::Canary(_), None) => {
-                        change.as_ref().and_then(|change| {
-                            change.version.as_ref().map(|version| ScopeAttribute {
-                                key: "service.version".to_owned(),
-                                value: version.clone(),
-                            })
+                    (
+                        Resolved::BadDeploy(_) | Resolved::Canary(_) | Resolved::SlowDeploy(_),
+                        None,
+                    ) => change.as_ref().and_then(|change| {
+                        change.version.as_ref().map(|version| ScopeAttribute {
+                            key: "service.version".to_owned(),
+                            value: version.clone(),
                         })
-                    }
+                    }),
                     (Resolved::FlagFlip(_, key), None) => Some(ScopeAttribute {
                         key: format!("feature_flag.{key}"),
                         value: "on".to_owned(),
@@ -756,7 +962,9 @@ impl Engine {
                     _ => None,
                 };
                 let operation = match &fault.fault {
-                    Resolved::Errors(_, Some(op), _) => Some(model.ops[*op].server_name.clone()),
+                    Resolved::Errors(_, Some(op), _) | Resolved::Degrade { op: Some(op), .. } => {
+                        Some(model.ops[*op].server_name.clone())
+                    }
                     _ => None,
                 };
                 GroundTruth {
@@ -828,7 +1036,9 @@ impl Engine {
         };
         let mut at = 0.0;
         loop {
-            at += self.deploys.exponential(BENIGN_DEPLOY_MEAN_GAP_SECONDS);
+            at += self
+                .deploys
+                .exponential(self.model.traffic.benign_deploy_gap_seconds);
             let second = at as u64;
             if second >= self.seconds {
                 break;
@@ -852,6 +1062,7 @@ impl Engine {
         &mut self,
         service: ServiceId,
         region: usize,
+        replica: usize,
         version: usize,
         started: u64,
     ) -> usize {
@@ -869,15 +1080,36 @@ impl Engine {
             (lo >> 48) & 0x3fff | 0x8000,
             lo & 0xffff_ffff_ffff
         );
-        let (region_name, _) = REGIONS[region];
-        let node = self.deploys.below(6);
+        let (region_name, _) = self.model.regions[region];
+        let (node, node_name) = match self.model.placement {
+            Placement::Random => {
+                let node = self.deploys.below(6);
+                let name = format!(
+                    "ip-10-{}-{}-{}.{region_name}.compute.internal",
+                    region * 16 + node as usize,
+                    self.deploys.below(250) + 2,
+                    (node * 37 + 11) % 250
+                );
+                (node, name)
+            }
+            Placement::Pool { nodes_per_region } => {
+                // Replicas of a service on consecutive nodes, services
+                // staggered, so that each node hosts a mix of services.
+                let node = ((service * 3 + replica) % nodes_per_region) as u64;
+                (
+                    node,
+                    pool_node_name(self.model.namespace, region_name, node),
+                )
+            }
+        };
         let zone = ["a", "b", "c"][(node % 3) as usize];
-        let node_name = format!(
-            "ip-10-{}-{}-{}.{region_name}.compute.internal",
-            region * 16 + node as usize,
-            self.deploys.below(250) + 2,
-            (node * 37 + 11) % 250
-        );
+        let node = match self.nodes.iter().position(|known| *known == node_name) {
+            Some(index) => index,
+            None => {
+                self.nodes.push(node_name.clone());
+                self.nodes.len() - 1
+            }
+        };
         let hash = &self.versions[service][version].hash;
         let mut attributes = def.resource_attrs.clone();
         attributes.extend([
@@ -894,6 +1126,7 @@ impl Engine {
         self.pods.push(Pod {
             service,
             version,
+            node,
             resource: Resource {
                 attributes,
                 dropped_attributes_count: 0,
@@ -912,7 +1145,7 @@ impl Engine {
         let replicas = self.model.services[service].replicas;
         let mut step = 0;
         for replica in 0..replicas {
-            for region in 0..REGIONS.len() {
+            for region in 0..self.model.regions.len() {
                 self.rollouts.push_back(Replacement {
                     at: at + step * ROLLOUT_STEP_SECONDS * SECOND,
                     service,
@@ -928,26 +1161,33 @@ impl Engine {
             .sort_by_key(|replacement| replacement.at);
     }
 
-    /// A new version of `service`, derived from its newest one.
-    fn new_version(&mut self, service: ServiceId, bad: bool) -> usize {
+    /// A new version of `service`, derived from its newest one; a bad one
+    /// is slower, and fails more when `failing`.
+    fn new_version(&mut self, service: ServiceId, bad: bool, failing: bool) -> usize {
         let latest = self.versions[service]
             .last()
             .map_or("1.0.0", |version| version.text.as_str());
         let text = next_version(latest, bad);
         let hash = self.replica_set_hash();
-        self.versions[service].push(Version { text, bad, hash });
+        self.versions[service].push(Version {
+            text,
+            bad,
+            failing: bad && failing,
+            hash,
+        });
         self.versions[service].len() - 1
     }
 
     /// Starts and ends faults, applies deploys, and works out the effects
     /// for the second starting at `now`.
     fn advance(&mut self, now: u64) {
+        self.apply_config_changes(now);
         while let Some(&(second, service)) = self.benign.front() {
             if second > self.second {
                 break;
             }
             self.benign.pop_front();
-            let version = self.new_version(service, false);
+            let version = self.new_version(service, false, false);
             self.roll_out(service, version, now);
         }
         while let Some((second, _)) = self.planned.front() {
@@ -959,7 +1199,7 @@ impl Engine {
             };
             match change {
                 Planned::Deploy(service) => {
-                    let version = self.new_version(service, false);
+                    let version = self.new_version(service, false, false);
                     self.roll_out(service, version, now);
                 }
                 Planned::Flag(service, key) => {
@@ -979,12 +1219,16 @@ impl Engine {
                 self.faults[index].started = true;
                 match self.faults[index].fault {
                     Resolved::BadDeploy(service) => {
-                        let version = self.new_version(service, true);
+                        let version = self.new_version(service, true, true);
+                        self.roll_out(service, version, now);
+                    }
+                    Resolved::SlowDeploy(service) => {
+                        let version = self.new_version(service, true, false);
                         self.roll_out(service, version, now);
                     }
                     Resolved::Canary(service) => {
                         // The first pod of the first region only.
-                        let version = self.new_version(service, true);
+                        let version = self.new_version(service, true, true);
                         self.rollouts.push_back(Replacement {
                             at: now,
                             service,
@@ -1005,8 +1249,9 @@ impl Engine {
             let fault = &self.faults[index];
             if fault.started && !fault.ended && fault.end.is_some_and(|end| end <= now) {
                 self.faults[index].ended = true;
-                if let Resolved::BadDeploy(service) | Resolved::Canary(service) =
-                    self.faults[index].fault
+                if let Resolved::BadDeploy(service)
+                | Resolved::Canary(service)
+                | Resolved::SlowDeploy(service) = self.faults[index].fault
                 {
                     // Roll back to the newest good version.
                     if let Some(good) = self.versions[service].iter().rposition(|v| !v.bad) {
@@ -1035,7 +1280,7 @@ impl Engine {
                 continue;
             }
             self.pods[old].live = false;
-            let pod = self.new_pod(service, region, version, now);
+            let pod = self.new_pod(service, region, replica, version, now);
             self.slots[service][region][replica] = pod;
             self.log(pod, now + 1_000_000, 9, "INFO", "service started", None);
         }
@@ -1114,8 +1359,25 @@ impl Engine {
                     self.effects[service].throttled = true;
                     self.effects[service].latency *= fault::THROTTLING_LATENCY_FACTOR;
                 }
+                Resolved::Degrade {
+                    service,
+                    op,
+                    latency,
+                    error_rate,
+                } => self.effects[service]
+                    .degrade
+                    .push((op, latency, error_rate)),
+                Resolved::NoisyNeighbour(service) => {
+                    self.effects[service].scoped.push(scoped(ScopedEffect {
+                        latency: fault::NOISY_NEIGHBOUR_LATENCY_FACTOR,
+                        ..nothing
+                    }))
+                }
                 // Work through the bad version's pods and the flags.
-                Resolved::BadDeploy(_) | Resolved::Canary(_) | Resolved::FlagFlip(..) => {}
+                Resolved::BadDeploy(_)
+                | Resolved::Canary(_)
+                | Resolved::SlowDeploy(_)
+                | Resolved::FlagFlip(..) => {}
             }
         }
     }
@@ -1123,19 +1385,20 @@ impl Engine {
     /// The entry rate for the second starting at `now`.
     fn entry_rate(&mut self, now: u64) -> f64 {
         let mut rate = self.rate;
+        let profile = &self.model.traffic;
         if self.daily_shape {
-            // Peak at 16:00 UTC, trough at 04:00; peak = 3 x trough.
-            let hour = (now / SECOND % 86_400) as f64 / 3600.0;
-            rate *= 1.0 + 0.5 * (std::f64::consts::TAU * (hour - 10.0) / 24.0).sin();
+            rate *= shape_factor(profile.daily, profile.weekly, now);
         }
         match self.burst {
             Some(burst) if burst.until > self.second => rate *= burst.factor,
             _ => {
                 self.burst = None;
-                if self.traffic.chance(1.0 / BURST_MEAN_GAP_SECONDS) {
-                    let (shortest, longest) = BURST_SECONDS;
+                if self.traffic.chance(1.0 / profile.burst_gap_seconds) {
+                    let (shortest, longest) = profile.burst_seconds;
                     let length = shortest + self.traffic.below(longest - shortest + 1);
-                    let factor = self.traffic.range(BURST_FACTOR.0, BURST_FACTOR.1);
+                    let factor = self
+                        .traffic
+                        .range(profile.burst_factor.0, profile.burst_factor.1);
                     self.burst = Some(Burst {
                         until: self.second + length,
                         factor,
@@ -1177,6 +1440,29 @@ impl Engine {
         body: &str,
         context: Option<(&[u8; 16], u64)>,
     ) {
+        self.log_with(
+            pod,
+            time,
+            severity,
+            severity_text,
+            body,
+            context,
+            Vec::new(),
+        );
+    }
+
+    /// A log record with attributes.
+    #[allow(clippy::too_many_arguments)]
+    fn log_with(
+        &mut self,
+        pod: usize,
+        time: u64,
+        severity: i32,
+        severity_text: &str,
+        body: &str,
+        context: Option<(&[u8; 16], u64)>,
+        attributes: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+    ) {
         if !self.signals.logs {
             return;
         }
@@ -1190,7 +1476,7 @@ impl Engine {
             severity_number: severity,
             severity_text: severity_text.to_owned(),
             body: str_value(body),
-            attributes: Vec::new(),
+            attributes,
             dropped_attributes_count: 0,
             flags,
             trace_id,

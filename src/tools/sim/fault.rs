@@ -12,7 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::tools::sim::model::{model, Model, OpId, ServiceId, REGIONS};
+use crate::tools::sim::model::{model_of, Model, OpId, ServiceId, Shop};
 use crate::tools::sim::SimError;
 
 /// Own time multiplier of a `Latency` fault.
@@ -64,6 +64,9 @@ pub const FLAG_ROLLOUT_SHARE: f64 = 0.5;
 /// Probability that a request served the new variant of a harmful flag
 /// fails.
 pub const FLAG_ERROR_RATE: f64 = 0.3;
+/// Own time multiplier of the pods of a service on the node with a noisy
+/// neighbour (CPU steal, a saturated disk or network link).
+pub const NOISY_NEIGHBOUR_LATENCY_FACTOR: f64 = 2.5;
 /// The values of a tenant-like trace attribute (`app.tenant` in the specs),
 /// with their shares of the traffic.
 pub const TENANTS: [(&str, f64); 5] = [
@@ -136,6 +139,31 @@ pub enum FaultKind {
     /// A bad new version goes to one pod only (a canary), so both versions
     /// serve side by side and only the canary's spans are slower and fail.
     Canary { service: String },
+    /// A new `service.version` rolls out pod by pod and is
+    /// [`BAD_DEPLOY_LATENCY_FACTOR`] times slower on its own pods, with no
+    /// more errors. Rolled back at the end of a fault with a duration.
+    SlowDeploy { service: String },
+    /// The own time of the service (or of one route/method of it) is
+    /// multiplied by `factor_milli / 1000`: a moderate rise such as 1.4,
+    /// or a larger one on a quiet service.
+    Slowdown {
+        service: String,
+        factor_milli: u32,
+        route: Option<String>,
+    },
+    /// The service (or one route/method of it) fails `basis_points /
+    /// 10_000` more of its requests: +1 percentage point on a busy
+    /// endpoint, or 20% on a quiet service.
+    ErrorRate {
+        service: String,
+        basis_points: u32,
+        route: Option<String>,
+    },
+    /// Something else on one node (the node of the service's first pod)
+    /// hogs it: the service's pods on that node are
+    /// [`NOISY_NEIGHBOUR_LATENCY_FACTOR`] times slower, its pods elsewhere
+    /// are not.
+    NoisyNeighbour { service: String },
 }
 
 /// Where a scoped fault bites.
@@ -225,6 +253,10 @@ impl FaultKind {
             FaultKind::MissingTimeout { .. } => "missing-timeout",
             FaultKind::FlagFlip { .. } => "flag-flip",
             FaultKind::Canary { .. } => "canary",
+            FaultKind::SlowDeploy { .. } => "slow-deploy",
+            FaultKind::Slowdown { .. } => "slowdown",
+            FaultKind::ErrorRate { .. } => "error-rate",
+            FaultKind::NoisyNeighbour { .. } => "noisy-neighbour",
         }
     }
 
@@ -253,7 +285,11 @@ impl FaultKind {
             | FaultKind::BadDeploy { service }
             | FaultKind::Slow { service, .. }
             | FaultKind::FlagFlip { service, .. }
-            | FaultKind::Canary { service } => service,
+            | FaultKind::Canary { service }
+            | FaultKind::SlowDeploy { service }
+            | FaultKind::Slowdown { service, .. }
+            | FaultKind::ErrorRate { service, .. }
+            | FaultKind::NoisyNeighbour { service } => service,
             FaultKind::RetryStorm { callee, .. }
             | FaultKind::Timeouts { callee, .. }
             | FaultKind::MissingTimeout { callee, .. } => callee,
@@ -279,6 +315,34 @@ impl fmt::Display for FaultKind {
                 service, added_ms, ..
             } => write!(f, "slow:{service}:{added_ms}")?,
             FaultKind::FlagFlip { service, flag } => write!(f, "flag-flip:{service}:{flag}")?,
+            FaultKind::Slowdown {
+                service,
+                factor_milli,
+                route,
+            } => {
+                write!(
+                    f,
+                    "slowdown:{service}:{}",
+                    f64::from(*factor_milli) / 1000.0
+                )?;
+                if let Some(route) = route {
+                    write!(f, ":{route}")?;
+                }
+            }
+            FaultKind::ErrorRate {
+                service,
+                basis_points,
+                route,
+            } => {
+                write!(
+                    f,
+                    "error-rate:{service}:{}",
+                    f64::from(*basis_points) / 100.0
+                )?;
+                if let Some(route) = route {
+                    write!(f, ":{route}")?;
+                }
+            }
             other => write!(f, "{}:{}", other.name(), other.service())?,
         }
         match self.scope() {
@@ -293,7 +357,9 @@ pub const FAULT_SPECS: &str = "latency:SERVICE, errors:SERVICE[:ROUTE], down:SER
      slow-dependency:SERVICE, retry-storm:CALLER:CALLEE, memory-leak:SERVICE, \
      pool-exhaustion:SERVICE, cpu-throttling:SERVICE, bad-deploy:SERVICE, \
      slow:SERVICE[:MS], timeouts:CALLER:CALLEE, missing-timeout:CALLER:CALLEE, \
-     flag-flip:SERVICE:FLAG, canary:SERVICE; latency, errors and slow take a scope: \
+     flag-flip:SERVICE:FLAG, canary:SERVICE, slow-deploy:SERVICE, \
+     slowdown:SERVICE:FACTOR[:ROUTE], error-rate:SERVICE:PERCENT[:ROUTE], \
+     noisy-neighbour:SERVICE; latency, errors and slow take a scope: \
      @cloud.region=REGION, @pod=INDEX or @KEY=TENANT (e.g. @app.tenant=acme)";
 
 /// Reads a fault spec such as `latency:payment`,
@@ -301,8 +367,13 @@ pub const FAULT_SPECS: &str = "latency:SERVICE, errors:SERVICE[:ROUTE], down:SER
 /// `retry-storm:checkout:payment`, `bad-deploy:payment`, `slow:inventory:300`,
 /// `flag-flip:checkout:new-checkout-flow` or a scoped one such as
 /// `errors:inventory@cloud.region=eu-west-1`, and checks it against the
-/// simulated topology.
+/// first shop's topology.
 pub fn parse_fault(spec: &str) -> Result<FaultKind, SimError> {
+    parse_fault_in(Shop::First, spec)
+}
+
+/// Reads a fault spec and checks it against the topology of `shop`.
+pub fn parse_fault_in(shop: Shop, spec: &str) -> Result<FaultKind, SimError> {
     let bad = |reason: String| SimError::Fault {
         spec: spec.to_owned(),
         reason,
@@ -330,6 +401,9 @@ pub fn parse_fault(spec: &str) -> Result<FaultKind, SimError> {
             | "missing_timeout"
             | "flag-flip"
             | "flag_flip"
+            | "slowdown"
+            | "error-rate"
+            | "error_rate"
     );
     if second.is_some() && !takes_two {
         return Err(bad(format!(
@@ -399,13 +473,61 @@ pub fn parse_fault(spec: &str) -> Result<FaultKind, SimError> {
         "pool-exhaustion" | "pool_exhaustion" => FaultKind::PoolExhaustion { service },
         "cpu-throttling" | "cpu_throttling" => FaultKind::CpuThrottling { service },
         "bad-deploy" | "bad_deploy" => FaultKind::BadDeploy { service },
+        "slow-deploy" | "slow_deploy" => FaultKind::SlowDeploy { service },
+        "noisy-neighbour" | "noisy_neighbour" | "noisy-neighbor" | "noisy_neighbor" => {
+            FaultKind::NoisyNeighbour { service }
+        }
+        "slowdown" | "error-rate" | "error_rate" => {
+            let slowdown = kind == "slowdown";
+            let example = if slowdown {
+                format!("slowdown:{service}:1.4 or slowdown:{service}:3:ROUTE")
+            } else {
+                format!("error-rate:{service}:1 or error-rate:{service}:20:ROUTE")
+            };
+            let Some(rest) = second else {
+                return Err(bad(format!("expected {example}")));
+            };
+            let (number, route) = match rest.split_once(':') {
+                Some((number, route)) => (number.trim(), Some(route.trim().to_owned())),
+                None => (rest, None),
+            };
+            let route = route.filter(|route| !route.is_empty());
+            let value: f64 = number
+                .trim_end_matches('%')
+                .trim_start_matches('x')
+                .parse()
+                .map_err(|_| bad(format!("{number:?} is not a number; expected {example}")))?;
+            if slowdown {
+                if !(value > 0.0 && value <= 100.0) {
+                    return Err(bad(format!(
+                        "the factor must be above 0 and at most 100; expected {example}"
+                    )));
+                }
+                FaultKind::Slowdown {
+                    service: service.clone(),
+                    factor_milli: (value * 1000.0).round() as u32,
+                    route,
+                }
+            } else {
+                if !(value > 0.0 && value <= 100.0) {
+                    return Err(bad(format!(
+                        "the percentage must be above 0 and at most 100; expected {example}"
+                    )));
+                }
+                FaultKind::ErrorRate {
+                    service: service.clone(),
+                    basis_points: (value * 100.0).round() as u32,
+                    route,
+                }
+            }
+        }
         other => {
             return Err(bad(format!(
                 "unknown fault kind {other:?}; expected one of {FAULT_SPECS}"
             )))
         }
     };
-    resolve(model(), &fault).map_err(bad)?;
+    resolve(model_of(shop), &fault).map_err(bad)?;
     Ok(fault)
 }
 
@@ -478,12 +600,24 @@ pub(crate) enum Resolved {
     },
     FlagFlip(ServiceId, String),
     Canary(ServiceId),
+    SlowDeploy(ServiceId),
+    /// Own time x `latency` and `error_rate` more failures, on one
+    /// operation or all.
+    Degrade {
+        service: ServiceId,
+        op: Option<OpId>,
+        latency: f64,
+        error_rate: f64,
+    },
+    /// The pods of the service on one node are slower; the node is the one
+    /// its first pod runs on when the run starts.
+    NoisyNeighbour(ServiceId),
 }
 
 /// A scope with its names resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ResolvedScope {
-    /// Index into `REGIONS`.
+    /// Index into the model's regions.
     Region(usize),
     /// Index of the pod among the service's pods: `region * replicas +
     /// replica`.
@@ -548,11 +682,13 @@ pub(crate) fn resolve(model: &Model, fault: &FaultKind) -> Result<Resolved, Stri
         };
         Ok(Some(match scope {
             Scope::Region(name) => {
-                let index = REGIONS
+                let index = model
+                    .regions
                     .iter()
                     .position(|(region, _)| region == name)
                     .ok_or_else(|| {
-                        let names: Vec<&str> = REGIONS.iter().map(|(region, _)| *region).collect();
+                        let names: Vec<&str> =
+                            model.regions.iter().map(|(region, _)| *region).collect();
                         format!(
                             "unknown region {name:?}; the regions are {}",
                             names.join(", ")
@@ -561,7 +697,7 @@ pub(crate) fn resolve(model: &Model, fault: &FaultKind) -> Result<Resolved, Stri
                 ResolvedScope::Region(index)
             }
             Scope::Pod(index) => {
-                let pods = model.services[id].replicas * REGIONS.len();
+                let pods = model.services[id].replicas * model.regions.len();
                 if *index >= pods {
                     return Err(format!(
                         "{} has {pods} pods: give an index from 0 to {}",
@@ -599,7 +735,49 @@ pub(crate) fn resolve(model: &Model, fault: &FaultKind) -> Result<Resolved, Stri
             }
         }))
     };
+    let route_of = |id: ServiceId, name: &str, route: &Option<String>| match route {
+        None => Ok(None),
+        Some(route) => model.op_by_route(id, route).map(Some).ok_or_else(|| {
+            let routes: Vec<&str> = model.services[id]
+                .ops
+                .iter()
+                .map(|&op| model.ops[op].route())
+                .collect();
+            format!(
+                "{name} has no route {route:?}; its routes are {}",
+                routes.join(", ")
+            )
+        }),
+    };
     Ok(match fault {
+        FaultKind::SlowDeploy { service: name } => Resolved::SlowDeploy(service(name)?),
+        FaultKind::NoisyNeighbour { service: name } => Resolved::NoisyNeighbour(service(name)?),
+        FaultKind::Slowdown {
+            service: name,
+            factor_milli,
+            route,
+        } => {
+            let id = service(name)?;
+            Resolved::Degrade {
+                service: id,
+                op: route_of(id, name, route)?,
+                latency: f64::from(*factor_milli) / 1000.0,
+                error_rate: 0.0,
+            }
+        }
+        FaultKind::ErrorRate {
+            service: name,
+            basis_points,
+            route,
+        } => {
+            let id = service(name)?;
+            Resolved::Degrade {
+                service: id,
+                op: route_of(id, name, route)?,
+                latency: 1.0,
+                error_rate: f64::from(*basis_points) / 10_000.0,
+            }
+        }
         FaultKind::Latency {
             service: name,
             scope: within,
@@ -715,7 +893,10 @@ impl Resolved {
             | Resolved::BadDeploy(id)
             | Resolved::Slow(id, _, _)
             | Resolved::FlagFlip(id, _)
-            | Resolved::Canary(id) => [Some(id), None],
+            | Resolved::Canary(id)
+            | Resolved::SlowDeploy(id)
+            | Resolved::Degrade { service: id, .. }
+            | Resolved::NoisyNeighbour(id) => [Some(id), None],
             Resolved::RetryStorm { caller, callee } | Resolved::Hang { caller, callee, .. } => {
                 [Some(caller), Some(callee)]
             }
@@ -727,7 +908,8 @@ impl Resolved {
     pub(crate) fn pins_pods(&self) -> bool {
         matches!(
             self,
-            Resolved::Latency(_, Some(ResolvedScope::Pod(_)))
+            Resolved::NoisyNeighbour(_)
+                | Resolved::Latency(_, Some(ResolvedScope::Pod(_)))
                 | Resolved::Errors(_, _, Some(ResolvedScope::Pod(_)))
                 | Resolved::Slow(_, _, Some(ResolvedScope::Pod(_)))
         )

@@ -16,6 +16,8 @@ use std::sync::OnceLock;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 
+mod stays;
+
 pub type ServiceId = usize;
 pub type OpId = usize;
 pub type DbOpId = usize;
@@ -28,8 +30,122 @@ const TIMEOUT_ENTRY_MS: f64 = 10_000.0;
 /// How many variants of each templated URL path are pre-formatted.
 const PATH_VARIANTS: usize = 48;
 
-/// The two regions traffic is split between, with their shares.
+/// The two regions the first shop's traffic is split between, with their
+/// shares.
 pub const REGIONS: [(&str, f64); 2] = [("us-east-1", 0.6), ("eu-west-1", 0.4)];
+
+/// Which simulated system runs: the original shop the detectors were tuned
+/// on, or the second one, which shares nothing with it (its own topology,
+/// names, rates, request mix, latency shapes and traffic shape) and exists
+/// to judge detection on traffic it was not built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Shop {
+    /// The web shop: 12 services behind `frontend` (the default).
+    #[default]
+    First,
+    /// `stays`, a travel-booking platform: 15 services behind
+    /// `edge-gateway`, plus a webhook receiver, a back office and a
+    /// reporting job with traffic of their own.
+    Second,
+}
+
+impl Shop {
+    pub const ALL: [Shop; 2] = [Shop::First, Shop::Second];
+
+    /// The name used on the command line (`--shop`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Shop::First => "first",
+            Shop::Second => "second",
+        }
+    }
+
+    /// Reads `first`/`shop1`/`1` or `second`/`shop2`/`2`/`stays`.
+    pub fn parse(text: &str) -> Option<Shop> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "first" | "shop1" | "1" | "shop" | "default" => Some(Shop::First),
+            "second" | "shop2" | "2" | "stays" => Some(Shop::Second),
+            _ => None,
+        }
+    }
+}
+
+/// How the entry rate moves over the day (UTC).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DailyShape {
+    /// A sine: trough at 04:00 (0.5x), peak at 16:00 (1.5x).
+    Sine,
+    /// A lunchtime and a larger evening peak over a night trough:
+    /// about 0.5x at 04:00, 1.6x at 11:30 and 2x at 19:30.
+    TwoPeaks,
+}
+
+/// The shape of a shop's traffic over time, and how often harmless changes
+/// happen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficProfile {
+    /// The entry rate a scenario of this shop uses unless told otherwise.
+    pub default_rate: f64,
+    pub daily: DailyShape,
+    /// Factor per day of the week (Monday first), eased across midnight;
+    /// `None`: every day alike.
+    pub weekly: Option<[f64; 7]>,
+    /// Bursts: mean time between them, length range (s) and factor range.
+    pub burst_gap_seconds: f64,
+    pub burst_seconds: (u64, u64),
+    pub burst_factor: (f64, f64),
+    /// Mean time between random benign deploys (across all services).
+    pub benign_deploy_gap_seconds: f64,
+    /// Mean time between benign configuration changes (announced in logs),
+    /// `None` for none.
+    pub config_change_gap_seconds: Option<f64>,
+}
+
+/// Where pods run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// A node drawn at random for each pod (the first shop).
+    Random,
+    /// A fixed pool of nodes per region; the pod in slot (service, replica)
+    /// always runs on the same node, so replacements stay there, and the
+    /// replicas of one service run on different nodes.
+    Pool { nodes_per_region: usize },
+}
+
+/// Entry traffic that does not come through the entry service: a webhook
+/// receiver, an admin console, a scheduled job.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Operations with their cumulative weights.
+    pub ops: Vec<(OpId, f64)>,
+    pub rate: SourceRate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SourceRate {
+    /// This share of the entry rate (after the daily shape and bursts).
+    Share(f64),
+    /// A fixed rate per second, whatever the time and the entry rate.
+    Fixed(f64),
+}
+
+/// A heavy tail: with probability `share`, a duration is multiplied by a
+/// Pareto factor (minimum 1, shape `alpha`, capped at `cap`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tail {
+    pub share: f64,
+    pub alpha: f64,
+    pub cap: f64,
+}
+
+/// A configuration key a service reloads at run time, with the values it
+/// can take (benign configuration changes pick from them).
+#[derive(Debug, Clone)]
+pub struct ConfigKey {
+    pub service: ServiceId,
+    pub key: &'static str,
+    pub values: &'static [&'static str],
+}
 
 /// A service, as run in the simulation.
 #[derive(Debug)]
@@ -54,6 +170,8 @@ pub struct ServiceDef {
     pub dbs: Vec<usize>,
     /// Resource attribute template (everything but the per-pod attributes).
     pub resource_attrs: Vec<KeyValue>,
+    /// The public host name, for a service reached from the internet.
+    pub public_host: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +203,7 @@ pub enum OpKind {
         method: &'static str,
     },
     /// Processing of a message from the queue (a CONSUMER span).
-    Consume,
+    Consume { topic: &'static str },
 }
 
 /// One endpoint of a service.
@@ -113,6 +231,8 @@ pub struct OpDef {
     /// index-aligned.
     pub paths: Vec<String>,
     pub urls: Vec<String>,
+    /// A heavy tail on the own time, if any.
+    pub tail: Option<Tail>,
 }
 
 impl OpDef {
@@ -122,7 +242,7 @@ impl OpDef {
         match self.kind {
             OpKind::Http { route, .. } => route,
             OpKind::Grpc { method, .. } => method,
-            OpKind::Consume => "orders",
+            OpKind::Consume { topic } => topic,
         }
     }
 }
@@ -137,6 +257,8 @@ pub struct Call {
     /// When true, the caller degrades gracefully if the call fails.
     pub optional: bool,
     pub timeout_ms: f64,
+    /// Attempts after a failed one (the client's retry policy; 0: none).
+    pub retries: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +267,7 @@ pub enum Target {
     Op(OpId),
     /// A query or command against a database, cache or external API.
     Db(DbOpId),
-    /// Publishing to the `orders` queue (consumed by `QUEUE_CONSUMER`).
+    /// Publishing to the shop's queue (consumed by `Model::queue`).
     Publish,
 }
 
@@ -153,6 +275,8 @@ pub enum Target {
 pub enum DbSystem {
     Postgresql,
     Redis,
+    /// A search index.
+    Elasticsearch,
     /// A third-party HTTP API.
     External,
 }
@@ -162,6 +286,7 @@ impl DbSystem {
         match self {
             DbSystem::Postgresql => "postgresql",
             DbSystem::Redis => "redis",
+            DbSystem::Elasticsearch => "elasticsearch",
             DbSystem::External => "http",
         }
     }
@@ -185,9 +310,12 @@ pub struct DbOpDef {
     pub error_rate: f64,
     pub name: String,
     pub attrs: Vec<KeyValue>,
+    /// A heavy tail on the call time, if any.
+    pub tail: Option<Tail>,
 }
 
-/// The queue between `checkout` and `notification`.
+/// The shop's queue (`orders` between `checkout` and `notification` in the
+/// first shop).
 #[derive(Debug)]
 pub struct QueueDef {
     pub consumer: OpId,
@@ -207,12 +335,36 @@ pub struct Model {
     /// Entry operations with their cumulative weights.
     pub entry_ops: Vec<(OpId, f64)>,
     pub topology: super::Topology,
+    /// The regions traffic is split between, with their shares.
+    pub regions: &'static [(&'static str, f64)],
+    /// `service.namespace` and `k8s.namespace.name`; also in change links.
+    pub namespace: &'static str,
+    /// Entry traffic besides the entry service's.
+    pub sources: Vec<Source>,
+    pub traffic: TrafficProfile,
+    pub placement: Placement,
+    /// Keys that benign configuration changes touch.
+    pub config_keys: Vec<ConfigKey>,
 }
 
-/// The model, built on first use.
+/// The first shop's model, built on first use.
 pub fn model() -> &'static Model {
-    static MODEL: OnceLock<Model> = OnceLock::new();
-    MODEL.get_or_init(build)
+    model_of(Shop::First)
+}
+
+/// The model of `shop`, built on first use.
+pub fn model_of(shop: Shop) -> &'static Model {
+    static FIRST: OnceLock<Model> = OnceLock::new();
+    static SECOND: OnceLock<Model> = OnceLock::new();
+    match shop {
+        Shop::First => FIRST.get_or_init(build),
+        Shop::Second => SECOND.get_or_init(stays::build),
+    }
+}
+
+/// A Pareto factor (minimum 1) at `pick` in [0, 1).
+pub fn pareto(pick: f64, alpha: f64, cap: f64) -> f64 {
+    (1.0 - pick).max(1e-12).powf(-1.0 / alpha).min(cap)
 }
 
 // === attribute helpers ===
@@ -289,6 +441,8 @@ impl Model {
 
 struct ServiceSpec {
     name: &'static str,
+    /// Reached from the internet at this host (HTTPS on 443).
+    public_host: Option<&'static str>,
     language: &'static str,
     version: (u32, u32, u32),
     replicas: usize,
@@ -305,6 +459,12 @@ struct Builder {
     ops: Vec<OpDef>,
     dbs: Vec<DbDef>,
     db_ops: Vec<DbOpDef>,
+    /// `service.namespace` and `k8s.namespace.name`.
+    namespace: &'static str,
+    /// `cloud.provider`.
+    provider: &'static str,
+    /// The message broker: `messaging.system`, its address and port.
+    broker: (&'static str, &'static str, i64),
 }
 
 fn call(target: Target) -> Call {
@@ -313,6 +473,7 @@ fn call(target: Target) -> Call {
         probability: 1.0,
         optional: false,
         timeout_ms: TIMEOUT_SHORT_MS,
+        retries: 0,
     }
 }
 
@@ -345,18 +506,22 @@ impl Call {
     fn timeout(self, timeout_ms: f64) -> Self {
         Call { timeout_ms, ..self }
     }
+
+    fn retries(self, retries: u32) -> Self {
+        Call { retries, ..self }
+    }
 }
 
 impl Builder {
     fn service(&mut self, spec: ServiceSpec) -> ServiceId {
         let resource_attrs = vec![
             kv_str("service.name", spec.name),
-            kv_str("service.namespace", "shop"),
+            kv_str("service.namespace", self.namespace),
             kv_str("deployment.environment.name", "production"),
             kv_str("telemetry.sdk.language", spec.language),
             kv_str("telemetry.sdk.name", "opentelemetry"),
-            kv_str("cloud.provider", "aws"),
-            kv_str("k8s.namespace.name", "shop"),
+            kv_str("cloud.provider", self.provider),
+            kv_str("k8s.namespace.name", self.namespace),
             kv_str("k8s.deployment.name", spec.name),
             kv_str("k8s.container.name", spec.name),
         ];
@@ -373,6 +538,7 @@ impl Builder {
             ops: Vec::new(),
             dbs: Vec::new(),
             resource_attrs,
+            public_host: spec.public_host,
         });
         self.services.len() - 1
     }
@@ -406,11 +572,11 @@ impl Builder {
     ) -> DbOpId {
         let def = &self.dbs[db];
         let (name, attrs) = match def.system {
-            DbSystem::Postgresql | DbSystem::Redis => {
-                let port = if def.system == DbSystem::Redis {
-                    6379
-                } else {
-                    5432
+            DbSystem::Postgresql | DbSystem::Redis | DbSystem::Elasticsearch => {
+                let port = match def.system {
+                    DbSystem::Redis => 6379,
+                    DbSystem::Elasticsearch => 9200,
+                    _ => 5432,
                 };
                 let mut attrs = vec![
                     kv_str("db.system.name", def.system.as_str()),
@@ -448,25 +614,23 @@ impl Builder {
             error_rate: 0.0002,
             name,
             attrs,
+            tail: None,
         });
         self.db_ops.len() - 1
     }
 
     fn add_op(&mut self, service: ServiceId, kind: OpKind, own_ms: f64, own_sigma: f64) -> OpId {
         let host = self.services[service].name;
+        let public_host = self.services[service].public_host;
+        let (broker, broker_address, broker_port) = self.broker;
         let mut paths = Vec::new();
         let mut urls = Vec::new();
         let (server_name, server_attrs, client_name, client_attrs) = match kind {
             OpKind::Http { method, route } => {
                 // The entry service is reached from the internet, the others
                 // inside the cluster.
-                let (scheme, address, port, base) = if host == "frontend" {
-                    (
-                        "https",
-                        "shop.example.com",
-                        443,
-                        "https://shop.example.com".to_owned(),
-                    )
+                let (scheme, address, port, base) = if let Some(public) = public_host {
+                    ("https", public, 443, format!("https://{public}"))
                 } else {
                     ("http", host, 8080, format!("http://{host}:8080"))
                 };
@@ -509,19 +673,19 @@ impl Builder {
                 ];
                 (name.clone(), common.clone(), name, common)
             }
-            OpKind::Consume => {
+            OpKind::Consume { topic } => {
                 let server = vec![
-                    kv_str("messaging.system", "kafka"),
-                    kv_str("messaging.destination.name", "orders"),
+                    kv_str("messaging.system", broker),
+                    kv_str("messaging.destination.name", topic),
                     kv_str("messaging.operation.type", "process"),
                     kv_str("messaging.operation.name", "process"),
                     kv_str("messaging.consumer.group.name", host),
-                    kv_str("server.address", "kafka"),
-                    kv_int("server.port", 9092),
+                    kv_str("server.address", broker_address),
+                    kv_int("server.port", broker_port),
                 ];
                 // Nobody calls a consumer: the producer's span is its parent.
                 (
-                    "process orders".to_owned(),
+                    format!("process {topic}"),
                     server,
                     String::new(),
                     Vec::new(),
@@ -543,6 +707,7 @@ impl Builder {
             client_attrs,
             paths,
             urls,
+            tail: None,
         });
         let id = self.ops.len() - 1;
         self.services[service].ops.push(id);
@@ -590,6 +755,7 @@ fn spec(
 ) -> ServiceSpec {
     ServiceSpec {
         name,
+        public_host: None,
         language,
         version,
         replicas: 1,
@@ -613,6 +779,9 @@ fn build() -> Model {
         ops: Vec::new(),
         dbs: Vec::new(),
         db_ops: Vec::new(),
+        namespace: "shop",
+        provider: "aws",
+        broker: ("kafka", "kafka", 9092),
     };
 
     // Level 4: currency, which asks an external rates API on cache misses.
@@ -842,7 +1011,7 @@ fn build() -> Model {
     });
     let notification_db = b.db(notification, Postgresql, "notification-db", "notifications");
     let notification_insert = b.db_op(notification_db, "INSERT", "notifications", 2.5, 0.4);
-    let consume = b.add_op(notification, OpKind::Consume, 5.0, 0.4);
+    let consume = b.add_op(notification, OpKind::Consume { topic: "orders" }, 5.0, 0.4);
     b.ops[consume].steps = vec![vec![op(user_get)], vec![db(notification_insert)]];
 
     let checkout = b.service(ServiceSpec {
@@ -872,6 +1041,7 @@ fn build() -> Model {
     let frontend = b.service(ServiceSpec {
         replicas: 3,
         memory_mb: 220.0,
+        public_host: Some("shop.example.com"),
         ..spec("frontend", "nodejs", (2, 3, 1), Http)
     });
     let entry = |b: &mut Builder, method, route, own_ms, weight, steps| {
@@ -950,6 +1120,21 @@ fn build() -> Model {
         entry: frontend,
         entry_ops,
         topology: super::Topology::default(),
+        regions: &REGIONS,
+        namespace: "shop",
+        sources: Vec::new(),
+        traffic: TrafficProfile {
+            default_rate: 20.0,
+            daily: DailyShape::Sine,
+            weekly: None,
+            burst_gap_seconds: 20.0 * 60.0,
+            burst_seconds: (5, 20),
+            burst_factor: (1.2, 1.6),
+            benign_deploy_gap_seconds: 30.0 * 60.0,
+            config_change_gap_seconds: None,
+        },
+        placement: Placement::Random,
+        config_keys: Vec::new(),
     };
     model.topology = super::Topology::from_model(&model);
     model

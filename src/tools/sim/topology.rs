@@ -9,6 +9,10 @@ use crate::tools::sim::model::{DbSystem, Model, OpKind, Target};
 pub struct Topology {
     /// The service that receives the entry (user) traffic.
     pub entry: String,
+    /// Every service that receives traffic from outside: the entry first,
+    /// then those with traffic of their own (a webhook receiver, an admin
+    /// console, a scheduled job).
+    pub entries: Vec<String>,
     pub services: Vec<ServiceInfo>,
     /// Caller -> callee edges, one per (caller, callee, kind).
     pub edges: Vec<Edge>,
@@ -49,9 +53,9 @@ pub struct Edge {
 pub enum EdgeKind {
     Http,
     Grpc,
-    /// Through the `orders` queue (PRODUCER -> CONSUMER).
+    /// Through the shop's queue (PRODUCER -> CONSUMER).
     Messaging,
-    /// PostgreSQL (CLIENT spans with `db.system.name`).
+    /// PostgreSQL or a search index (CLIENT spans with `db.system.name`).
     Database,
     /// Redis.
     Cache,
@@ -125,14 +129,14 @@ impl Topology {
                         let kind = match model.ops[target].kind {
                             OpKind::Http { .. } => EdgeKind::Http,
                             OpKind::Grpc { .. } => EdgeKind::Grpc,
-                            OpKind::Consume => EdgeKind::Messaging,
+                            OpKind::Consume { .. } => EdgeKind::Messaging,
                         };
                         add(caller, callee.name, kind, call.optional);
                     }
                     Target::Db(db_op) => {
                         let db = &model.dbs[model.db_ops[db_op].db];
                         let kind = match db.system {
-                            DbSystem::Postgresql => EdgeKind::Database,
+                            DbSystem::Postgresql | DbSystem::Elasticsearch => EdgeKind::Database,
                             DbSystem::Redis => EdgeKind::Cache,
                             DbSystem::External => EdgeKind::External,
                         };
@@ -154,7 +158,7 @@ impl Topology {
                     name: service.name.to_owned(),
                     protocol: service.protocol.as_str(),
                     version: format!("{major}.{minor}.{patch}"),
-                    pods: service.replicas * super::model::REGIONS.len(),
+                    pods: service.replicas * model.regions.len(),
                     operations: service
                         .ops
                         .iter()
@@ -174,8 +178,18 @@ impl Topology {
                 }
             })
             .collect();
+        let mut entries = vec![model.services[model.entry].name.to_owned()];
+        for source in &model.sources {
+            for &(op, _) in &source.ops {
+                let name = model.services[model.ops[op].service].name;
+                if !entries.iter().any(|known| known == name) {
+                    entries.push(name.to_owned());
+                }
+            }
+        }
         Topology {
             entry: model.services[model.entry].name.to_owned(),
+            entries,
             services,
             edges,
         }

@@ -97,13 +97,17 @@ pub(crate) fn pattern(fault: &Resolved) -> Option<PatternKind> {
         Resolved::Errors(_, _, Some(ResolvedScope::Attribute { .. })) => {
             Some(PatternKind::DataIssue)
         }
-        Resolved::BadDeploy(_) | Resolved::Canary(_) => Some(PatternKind::BadDeploy),
+        Resolved::BadDeploy(_) | Resolved::Canary(_) | Resolved::SlowDeploy(_) => {
+            Some(PatternKind::BadDeploy)
+        }
         Resolved::FlagFlip(..) => Some(PatternKind::FlagFlip),
         Resolved::Down(_) => Some(PatternKind::DependencyDown),
         Resolved::Latency(..)
         | Resolved::Errors(..)
         | Resolved::SlowDependency(_)
-        | Resolved::Slow(..) => None,
+        | Resolved::Slow(..)
+        | Resolved::Degrade { .. }
+        | Resolved::NoisyNeighbour(_) => None,
     }
 }
 
@@ -133,7 +137,19 @@ pub(crate) fn affected(model: &Model, fault: &Resolved) -> Vec<String> {
         | Resolved::CpuThrottling(service)
         | Resolved::BadDeploy(service)
         | Resolved::Canary(service)
+        | Resolved::SlowDeploy(service)
+        | Resolved::NoisyNeighbour(service)
         | Resolved::Down(service) => (*service, ops_of(*service), true),
+        Resolved::Degrade {
+            service,
+            op,
+            latency,
+            ..
+        } => (
+            *service,
+            op.map_or_else(|| ops_of(*service), |op| vec![op]),
+            *latency > 1.0,
+        ),
         Resolved::Hang { callee, .. } => (*callee, ops_of(*callee), true),
         Resolved::Errors(service, Some(op), _) => (*service, vec![*op], false),
         Resolved::Errors(service, None, _) | Resolved::FlagFlip(service, _) => {

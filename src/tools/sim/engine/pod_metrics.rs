@@ -185,7 +185,7 @@ pub fn tick(
                         model::OpKind::Http { method, route } => (method, route),
                         _ => ("_OTHER", ""),
                     };
-                    let scheme = if model.services[def.service].name == "frontend" {
+                    let scheme = if model.services[def.service].public_host.is_some() {
                         "https"
                     } else {
                         "http"

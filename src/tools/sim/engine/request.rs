@@ -22,7 +22,7 @@ use crate::tools::sim::engine::{
 };
 use crate::tools::sim::fault;
 use crate::tools::sim::model::{
-    kv_int, kv_str, Call, DbSystem, OpId, OpKind, ServiceId, Target, REGIONS,
+    kv_int, kv_str, pareto, Call, DbSystem, OpId, OpKind, ServiceId, SourceRate, Target,
 };
 
 /// How a request or call turned out.
@@ -127,11 +127,13 @@ struct TraceCtx {
 }
 
 impl TraceCtx {
-    /// Whether a request of this trace served by `pod` is in `scope`.
-    fn in_scope(&self, scope: EngineScope, pod: usize) -> bool {
+    /// Whether a request of this trace served by `pod` (on `node`) is in
+    /// `scope`.
+    fn in_scope(&self, scope: EngineScope, pod: usize, node: usize) -> bool {
         match scope {
             EngineScope::Region(region) => self.region == region,
             EngineScope::Pod(scoped) => pod == scoped,
+            EngineScope::Node(scoped) => node == scoped,
             EngineScope::Attribute { key, value } => self.attributes.get(key) == Some(&value),
         }
     }
@@ -194,8 +196,9 @@ impl Engine {
         if effect.error_op.is_none_or(|target| target == op_id) {
             error_rate += effect.error_rate;
         }
+        let node = self.pods[pod].node;
         for scoped in &effect.scoped {
-            if !trace.in_scope(scoped.scope, pod) {
+            if !trace.in_scope(scoped.scope, pod, node) {
                 continue;
             }
             latency *= scoped.latency;
@@ -205,10 +208,19 @@ impl Engine {
                 bad_data |= scoped.data;
             }
         }
+        for &(target, factor, extra) in &effect.degrade {
+            if target.is_none_or(|target| target == op_id) {
+                latency *= factor;
+                error_rate += extra;
+            }
+        }
         let hang = effect.hang;
-        if self.versions[service][self.pods[pod].version].bad {
+        let version = &self.versions[service][self.pods[pod].version];
+        if version.bad {
             latency *= fault::BAD_DEPLOY_LATENCY_FACTOR;
-            error_rate += fault::BAD_DEPLOY_ERROR_RATE;
+            if version.failing {
+                error_rate += fault::BAD_DEPLOY_ERROR_RATE;
+            }
         }
         // Flags are evaluated at the start of the request.
         let mut events = Vec::new();
@@ -242,7 +254,12 @@ impl Engine {
                 .requests
                 .log_normal(fault::HANG_MEDIAN_MS, fault::HANG_SIGMA);
         }
-        let own_ms = self.requests.log_normal(op.own_ms, op.own_sigma);
+        let mut own_ms = self.requests.log_normal(op.own_ms, op.own_sigma);
+        if let Some(tail) = op.tail {
+            if self.requests.chance(tail.share) {
+                own_ms *= pareto(self.requests.uniform(), tail.alpha, tail.cap);
+            }
+        }
         let own = if shed {
             ms_to_ns(own_ms * 0.1)
         } else {
@@ -341,7 +358,7 @@ impl Engine {
                     attributes.push(kv_str("error.type", grpc_error_type(code)));
                 }
             }
-            OpKind::Consume => {
+            OpKind::Consume { .. } => {
                 if let Outcome::Failed(failure) = outcome {
                     attributes.push(kv_str("error.type", failure.exception_type()));
                 }
@@ -363,7 +380,7 @@ impl Engine {
             });
         }
         let kind = match op.kind {
-            OpKind::Consume => SpanKind::Consumer,
+            OpKind::Consume { .. } => SpanKind::Consumer,
             _ => SpanKind::Server,
         };
         let flags = if parent == 0 {
@@ -460,7 +477,11 @@ impl Engine {
         let op = &model.ops[target];
         let callee = op.service;
         let storm = self.storms.contains(&(service, callee));
-        let attempts = if storm { fault::RETRY_MAX_ATTEMPTS } else { 1 };
+        let attempts = if storm {
+            fault::RETRY_MAX_ATTEMPTS
+        } else {
+            1 + call.retries
+        };
         let timeout_ms = self
             .timeouts
             .iter()
@@ -529,7 +550,7 @@ impl Engine {
                         attributes.push(kv_str("error.type", grpc_error_type(code)));
                     }
                 }
-                OpKind::Consume => {}
+                OpKind::Consume { .. } => {}
             }
             if let Outcome::Failed(failure) = outcome {
                 status = Status {
@@ -580,6 +601,8 @@ impl Engine {
         result
     }
 
+    /// A call to a database, cache or external API, retried as the call's
+    /// policy says (each attempt its own CLIENT span).
     #[allow(clippy::too_many_arguments)]
     fn call_db(
         &mut self,
@@ -591,13 +614,51 @@ impl Engine {
         start: u64,
         parent: u64,
     ) -> Served {
+        let attempts = 1 + call.retries;
+        let mut time = start;
+        let mut attempt = 1;
+        loop {
+            let served = self.db_attempt(trace, service, pod, call, db_op, time, parent, attempt);
+            if !served.outcome.failed() || attempt >= attempts {
+                return served;
+            }
+            self.log(
+                pod,
+                served.end,
+                13,
+                "WARN",
+                "call failed, retrying",
+                Some((&trace.id, parent)),
+            );
+            time = served.end + ms_to_ns(self.requests.range(20.0, 120.0));
+            attempt += 1;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn db_attempt(
+        &mut self,
+        trace: &TraceCtx,
+        service: ServiceId,
+        pod: usize,
+        call: &Call,
+        db_op: usize,
+        start: u64,
+        parent: u64,
+        attempt: u32,
+    ) -> Served {
         let model = self.model;
         let def = &model.db_ops[db_op];
         let db = &model.dbs[def.db];
         let effect = &self.effects[service];
         let slowdown = effect.dependency_slowdown;
         let exhausted = effect.pool_exhausted && db.system == DbSystem::Postgresql;
-        let use_ms = self.requests.log_normal(def.median_ms, def.sigma) * slowdown;
+        let mut use_ms = self.requests.log_normal(def.median_ms, def.sigma) * slowdown;
+        if let Some(tail) = def.tail {
+            if self.requests.chance(tail.share) {
+                use_ms *= pareto(self.requests.uniform(), tail.alpha, tail.cap);
+            }
+        }
         let failed = self.requests.chance(def.error_rate);
         let mut outcome = if failed {
             Outcome::Failed(Failure::Internal)
@@ -648,6 +709,9 @@ impl Engine {
             };
         } else if db.system == DbSystem::External {
             attributes.push(kv_int("http.response.status_code", 200));
+        }
+        if attempt > 1 && db.system == DbSystem::External {
+            attributes.push(kv_int("http.request.resend_count", i64::from(attempt - 1)));
         }
         let span = Span {
             trace_id: trace.id.to_vec(),
@@ -715,7 +779,8 @@ impl Engine {
         if self.effects[model.entry].down {
             // Users get connection errors at the load balancer; nothing is
             // traced. Keep the traffic generator in step anyway.
-            let _ = self.entry_rate(now);
+            let rate = self.entry_rate(now);
+            self.generate_sources(now, rate);
             return;
         }
         let rate = self.entry_rate(now);
@@ -735,7 +800,7 @@ impl Engine {
                 .find(|(_, cumulative)| pick < *cumulative)
                 .or(model.entry_ops.last())
                 .map_or(0, |(op, _)| *op);
-            let region = if self.traffic.chance(REGIONS[0].1) {
+            let region = if self.traffic.chance(model.regions[0].1) {
                 0
             } else {
                 1
@@ -755,6 +820,56 @@ impl Engine {
             };
             let path = self.requests.below(64) as usize;
             self.serve(&trace, op, arrival, 0, false, path);
+        }
+        self.generate_sources(now, rate);
+    }
+
+    /// Requests of the shop's other sources (webhooks, an admin console, a
+    /// scheduled job) arriving in the second starting at `now`, when the
+    /// entry rate is `entry_rate`. Draws nothing when the shop has none.
+    fn generate_sources(&mut self, now: u64, entry_rate: f64) {
+        let model = self.model;
+        for source in &model.sources {
+            let rate = match source.rate {
+                SourceRate::Share(share) => share * entry_rate,
+                SourceRate::Fixed(rate) => rate,
+            };
+            let count = self.traffic.poisson(rate);
+            let total = source.ops.last().map_or(1.0, |(_, total)| *total);
+            for _ in 0..count {
+                let arrival = now + self.traffic.below(SECOND);
+                let pick = self.traffic.uniform() * total;
+                let op = source
+                    .ops
+                    .iter()
+                    .find(|(_, cumulative)| pick < *cumulative)
+                    .or(source.ops.last())
+                    .map_or(0, |(op, _)| *op);
+                let region = if self.traffic.chance(model.regions[0].1) {
+                    0
+                } else {
+                    1
+                };
+                let attributes = self
+                    .trace_keys
+                    .iter()
+                    .map(|_| tenant(self.traffic.uniform()))
+                    .collect();
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&self.ids.id64().to_be_bytes());
+                id[8..].copy_from_slice(&self.ids.next_u64().to_be_bytes());
+                let path = self.requests.below(64) as usize;
+                // A service that is down refuses its callers at the door.
+                if self.effects[model.ops[op].service].down {
+                    continue;
+                }
+                let trace = TraceCtx {
+                    id,
+                    region,
+                    attributes,
+                };
+                self.serve(&trace, op, arrival, 0, false, path);
+            }
         }
     }
 }
