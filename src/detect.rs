@@ -6,6 +6,10 @@
 //! - [`SeriesDetector`]: one per series; keeps the series' robust baseline
 //!   (median and MAD of trailing windows, log space for latency; same time of
 //!   day once a day of history exists) and judges each closed window.
+//! - [`sparse::Sparse`]: for windows with too few requests to judge on
+//!   their own, errors and slow requests accumulated over the last two
+//!   minutes and tested exactly, so a service at half a request per second
+//!   is judged too.
 //! - [`service_rules`]: saturation rules that need several metric series of
 //!   one service at once (pool usage vs max, CPU throttling, memory trend vs
 //!   limit).
