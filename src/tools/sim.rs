@@ -360,7 +360,7 @@ pub const SHOP2_FAULTS: [(&str, &str); 12] = [
     ),
     (
         "slowdown:listing:1.4:/listings/batch",
-        "one endpoint of a busy service: own time x1.4 (p95 about +40%)",
+        "one endpoint of a busy service takes 1.4x as long (p95 +40%)",
     ),
     (
         "error-rate:auth:1:ValidateToken",
@@ -380,11 +380,11 @@ pub const SHOP2_FAULTS: [(&str, &str); 12] = [
     ),
     (
         "slowdown:reporting:3",
-        "a low-rate job (0.2/s): own time x3 (p95 about x3)",
+        "a low-rate job (0.2/s) takes 3x as long (p95 x3)",
     ),
     (
         "slowdown:ledger:3",
-        "a low-rate service (about 2/s): own time x3",
+        "a low-rate service (about 2/s) takes 3x as long",
     ),
     ("down:availability", "a service down: its callers time out"),
     (

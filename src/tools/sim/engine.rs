@@ -1608,6 +1608,18 @@ impl Engine {
         self.signals = signals;
     }
 
+    /// The entry rate of each of the first `seconds` seconds, as the run
+    /// would draw it (for tests of the traffic shape and bursts).
+    #[cfg(test)]
+    pub(crate) fn entry_rates(&mut self, seconds: u64) -> Vec<f64> {
+        (0..seconds)
+            .map(|second| {
+                self.second = second;
+                self.entry_rate(self.start_ns + second * SECOND)
+            })
+            .collect()
+    }
+
     /// Batches left, for `Iterator::size_hint`.
     pub fn remaining(&self) -> usize {
         (self.seconds - self.second.min(self.seconds)) as usize

@@ -143,9 +143,11 @@ pub enum FaultKind {
     /// [`BAD_DEPLOY_LATENCY_FACTOR`] times slower on its own pods, with no
     /// more errors. Rolled back at the end of a fault with a duration.
     SlowDeploy { service: String },
-    /// The own time of the service (or of one route/method of it) is
-    /// multiplied by `factor_milli / 1000`: a moderate rise such as 1.4,
-    /// or a larger one on a quiet service.
+    /// The service (or one route/method of it) takes `factor_milli / 1000`
+    /// times as long: its own time is multiplied and it waits as much
+    /// longer around its calls, so its SERVER spans (and their p95) stretch
+    /// by the factor; a moderate rise such as 1.4, or a larger one on a
+    /// quiet service.
     Slowdown {
         service: String,
         factor_milli: u32,

@@ -89,6 +89,7 @@ struct Row {
     service: String,
     version: String,
     pod: String,
+    node: String,
     region: String,
     trace: Vec<u8>,
     id: Vec<u8>,
@@ -127,12 +128,14 @@ fn rows(batches: &[Batch]) -> Vec<Row> {
             let service = attr_str(resource, "service.name").unwrap().to_owned();
             let version = attr_str(resource, "service.version").unwrap().to_owned();
             let pod = attr_str(resource, "k8s.pod.name").unwrap().to_owned();
+            let node = attr_str(resource, "k8s.node.name").unwrap().to_owned();
             let region = attr_str(resource, "cloud.region").unwrap().to_owned();
             for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
                 rows.push(Row {
                     service: service.clone(),
                     version: version.clone(),
                     pod: pod.clone(),
+                    node: node.clone(),
                     region: region.clone(),
                     trace: span.trace_id.clone(),
                     id: span.span_id.clone(),
@@ -1775,3 +1778,4 @@ fn large_requests_are_split_by_resource() {
 
 mod rca;
 mod readers;
+mod shop2;

@@ -208,12 +208,17 @@ impl Engine {
                 bad_data |= scoped.data;
             }
         }
+        // A degraded operation takes `stretch` times as long as it would
+        // have: its own work is slower and it waits as much longer around
+        // its calls (contention, pauses).
+        let mut stretch = 1.0;
         for &(target, factor, extra) in &effect.degrade {
             if target.is_none_or(|target| target == op_id) {
-                latency *= factor;
+                stretch *= factor;
                 error_rate += extra;
             }
         }
+        latency *= stretch;
         let hang = effect.hang;
         let version = &self.versions[service][self.pods[pod].version];
         if version.bad {
@@ -305,6 +310,10 @@ impl Engine {
                     break 'steps;
                 }
             }
+        }
+        if stretch != 1.0 && !shed {
+            let in_calls = time - (start + before);
+            time += (in_calls as f64 * (stretch - 1.0)).max(0.0) as u64;
         }
         time += own + waited - before;
         let local_error = self.requests.chance(error_rate);

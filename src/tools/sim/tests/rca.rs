@@ -20,7 +20,7 @@ fn traces(scenario: Scenario) -> (Vec<Row>, u64) {
 }
 
 /// Children (CLIENT and PRODUCER spans) by (trace, parent span id).
-fn children(rows: &[Row]) -> HashMap<(Vec<u8>, Vec<u8>), Vec<&Row>> {
+pub(super) fn children(rows: &[Row]) -> HashMap<(Vec<u8>, Vec<u8>), Vec<&Row>> {
     let mut children: HashMap<(Vec<u8>, Vec<u8>), Vec<&Row>> = HashMap::new();
     for row in rows {
         if row.kind == SpanKind::Client as i32 || row.kind == SpanKind::Producer as i32 {
@@ -35,7 +35,7 @@ fn children(rows: &[Row]) -> HashMap<(Vec<u8>, Vec<u8>), Vec<&Row>> {
 
 /// A span's own (exclusive) time: its duration less the time covered by
 /// its outgoing calls.
-fn exclusive_ms(span: &Row, children: &HashMap<(Vec<u8>, Vec<u8>), Vec<&Row>>) -> f64 {
+pub(super) fn exclusive_ms(span: &Row, children: &HashMap<(Vec<u8>, Vec<u8>), Vec<&Row>>) -> f64 {
     let mut intervals: Vec<(u64, u64)> = children
         .get(&(span.trace.clone(), span.id.clone()))
         .map(|calls| {
