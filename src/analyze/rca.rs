@@ -431,7 +431,23 @@ impl Analyzer {
                         .iter()
                         .filter(|past| members.iter().any(|member| member.service == past.service)),
                 );
-                rank(context, graph, &evidence, &incident, &group.stopped)
+                // A callee that is a member of another open group has its
+                // own incident: the caller's slow calls to it are a symptom
+                // of that fault, not a second origin of this one.
+                let elsewhere: BTreeSet<&str> = self
+                    .member_of
+                    .iter()
+                    .filter(|(_, group_id)| group_id.as_str() != id)
+                    .map(|(service, _)| service.as_str())
+                    .collect();
+                rank(
+                    context,
+                    graph,
+                    &evidence,
+                    &incident,
+                    &group.stopped,
+                    &elsewhere,
+                )
             };
         incident.root_causes = ranked
             .iter()
@@ -578,6 +594,7 @@ fn rank(
     members: &[&Incident],
     incident: &Incident,
     stopped: &BTreeSet<String>,
+    elsewhere: &BTreeSet<&str>,
 ) -> Vec<(String, OriginEvidence, f64)> {
     let store = context.store;
     let (now, before) = ranges(store, incident);
@@ -601,6 +618,7 @@ fn rank(
             if anomaly.series_kind == "edge"
                 && is_kind(anomaly, &[AnomalyKind::Latency, AnomalyKind::ErrorRate])
                 && graph.is_service(callee)
+                && !elsewhere.contains(callee)
                 && !candidates.iter().any(|(known, _)| *known == callee)
             {
                 candidates.push((callee, Vec::new()));
