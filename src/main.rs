@@ -90,7 +90,8 @@ struct ReplayArgs {
 
 #[derive(Debug, Args)]
 struct EvalArgs {
-    /// Only these scenarios (see `triage simulate --list`); default all.
+    /// Only these scenarios (see `triage simulate --list`; a trailing `*`
+    /// selects all it starts, e.g. 'shop2-*'); default the first shop's set.
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<String>,
     /// Config file with the detection settings to evaluate.
@@ -416,15 +417,21 @@ fn selected_runs(
     all: Vec<(&'static str, triage::tools::sim::Scenario)>,
     args: &EvalArgs,
 ) -> anyhow::Result<Vec<(&'static str, u64, triage::tools::sim::Scenario)>> {
+    // A name ending in `*` selects every scenario it starts ("shop2-*").
+    let matches = |wanted: &str, name: &str| match wanted.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => wanted == name,
+    };
     for name in &args.scenarios {
-        if !all.iter().any(|(known, _)| known == name) {
+        if !all.iter().any(|(known, _)| matches(name, known)) {
             let known: Vec<&str> = all.iter().map(|(known, _)| *known).collect();
             anyhow::bail!("unknown scenario {name:?}; known: {}", known.join(", "));
         }
     }
     let mut runs = Vec::new();
     for (name, scenario) in all {
-        if !args.scenarios.is_empty() && !args.scenarios.iter().any(|wanted| wanted == name) {
+        if !args.scenarios.is_empty() && !args.scenarios.iter().any(|wanted| matches(wanted, name))
+        {
             continue;
         }
         for seed in 1..=args.seeds.max(1) {
