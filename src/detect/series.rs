@@ -517,7 +517,7 @@ impl SeriesDetector {
             };
             // What the per-window tests cannot judge for want of requests
             // is judged on the last two minutes together.
-            let sparse_window = |error_kind, latency: bool| sparse::Window {
+            let sparse_window = |error_kind, latency: bool, found: &[Anomaly]| sparse::Window {
                 requests: stats.requests,
                 errors: stats.errors,
                 subs: stats.subs.as_ref(),
@@ -528,6 +528,11 @@ impl SeriesDetector {
                     && baseline.requests_total > 0)
                     .then(|| baseline.errors_total as f64 / baseline.requests_total as f64),
                 error_kind,
+                error_found: found.iter().any(|anomaly| anomaly.kind == error_kind),
+                latency_found: found
+                    .iter()
+                    .any(|anomaly| anomaly.kind == AnomalyKind::Latency),
+                latency_judged: latency,
             };
             match role {
                 Role::Requests => {
@@ -535,17 +540,13 @@ impl SeriesDetector {
                     anomalies.extend(judge.latency(&scale));
                     anomalies.extend(judge.errors(AnomalyKind::ErrorRate));
                     anomalies.extend(judge.traffic());
-                    anomalies.extend(
-                        self.sparse
-                            .judge(config, &sparse_window(AnomalyKind::ErrorRate, true)),
-                    );
+                    let window = sparse_window(AnomalyKind::ErrorRate, true, &anomalies);
+                    anomalies.extend(self.sparse.judge(config, &window));
                 }
                 Role::ErrorLogs => {
                     anomalies.extend(judge.errors(AnomalyKind::ErrorLogs));
-                    anomalies.extend(
-                        self.sparse
-                            .judge(config, &sparse_window(AnomalyKind::ErrorLogs, false)),
-                    );
+                    let window = sparse_window(AnomalyKind::ErrorLogs, false, &anomalies);
+                    anomalies.extend(self.sparse.judge(config, &window));
                 }
                 Role::Metric { levels: true, .. } => {
                     let scale = QuantileScale::metric(&self.info.name);

@@ -46,8 +46,21 @@
 //! two minutes after the fault ends, which delays the resolution of a
 //! sparse series' incident by as much; a busy series never gets here.
 //!
-//! Memory: 64 bytes of baseline and 40 bytes per accumulated window (12 at
-//! the default 10 s windows), about 600 bytes per span or log series.
+//! # Small sustained shifts
+//!
+//! The same state also judges shifts too small for any one window of a busy
+//! series but lasting: errors a point above the baseline, or a p95 40%
+//! higher, for ten minutes ([`SUSTAINED_SECS`]). Each window leaves its
+//! requests, errors, and requests slower than 1.2 times the pooled
+//! baseline's p95; over the last ten minutes the error rate and that slow
+//! share must each be higher than the baseline's in both halves (so one
+//! burst is not a shift) and significantly so in the whole, at
+//! [`SUSTAINED_SIGNIFICANCE`]: strict, because real errors and slow
+//! requests come in clumps, which a binomial test does not expect.
+//!
+//! Memory: 64 bytes of baseline, 40 bytes per accumulated window (12 at
+//! the default 10 s windows) and 12 bytes per window of the last ten
+//! minutes (60), about 1.3 KB per span or log series.
 
 use std::collections::VecDeque;
 
@@ -78,6 +91,31 @@ const SLOW_SHARE_FLOOR: f64 = 0.05;
 const MIN_BASELINE_REQUESTS: f64 = 50.0;
 /// Most windows accumulated, whatever the window length.
 const MAX_WINDOWS: usize = 120;
+/// How far back a small sustained shift is looked for.
+pub const SUSTAINED_SECS: f64 = 600.0;
+/// Significance of a sustained shift over the whole span.
+pub const SUSTAINED_SIGNIFICANCE: f64 = 1e-6;
+/// Least rise of the error rate, in both halves of the span (half a point:
+/// a one-point shift clears it with room for noise).
+const SUSTAINED_ERROR_RISE: f64 = 0.005;
+/// Slow means slower than this times the baseline p95: a p95 40% higher
+/// puts several times the baseline's share above it.
+const SUSTAINED_SLOW_FACTOR: f64 = 1.2;
+/// Least rise of the slow share, in both halves of the span.
+const SUSTAINED_SLOW_RISE: f64 = 0.04;
+/// Fewest requests in each half of the span before a shift is judged.
+const SUSTAINED_MIN_REQUESTS: u64 = 200;
+
+/// One window of the sustained span: 12 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Block {
+    requests: u32,
+    errors: u32,
+    /// Requests with a latency (span series) and, of them, those slower
+    /// than the threshold of the time, rounded down.
+    timed: u16,
+    slow: u16,
+}
 
 /// One accumulated window: 40 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -98,6 +136,9 @@ pub struct Sparse {
     recent: VecDeque<Recent>,
     /// Consecutive windows judged anomalous (by any judge), for re-learning.
     anomalous_run: u32,
+    /// The last ten minutes of windows, oldest first, for sustained shifts.
+    #[serde(default)]
+    long: VecDeque<Block>,
 }
 
 /// What the window gives the sparse judge: its counts and sub-windows, and
@@ -117,6 +158,12 @@ pub struct Window<'a> {
     pub baseline_error_rate: Option<f64>,
     /// What the window's anomalies are called: `ErrorRate` or `ErrorLogs`.
     pub error_kind: AnomalyKind,
+    /// Whether the per-window tests already found an error or latency
+    /// anomaly in this window (then the sustained test adds nothing).
+    pub error_found: bool,
+    pub latency_found: bool,
+    /// Whether latency is judged on this series at all (spans).
+    pub latency_judged: bool,
 }
 
 impl Sparse {
@@ -139,6 +186,22 @@ impl Sparse {
         });
         while self.recent.len() > keep {
             self.recent.pop_front();
+        }
+        let threshold = self.sustained_threshold(config);
+        let timed: u32 = latency.iter().map(|&count| u32::from(count)).sum();
+        let slow = threshold.map_or(0.0, |threshold| {
+            count_above(latency.iter().map(|&count| f64::from(count)), threshold)
+        });
+        let keep_long =
+            ((SUSTAINED_SECS / window.window_secs).ceil() as usize).clamp(1, MAX_WINDOWS * 5);
+        self.long.push_back(Block {
+            requests: u32::try_from(window.requests).unwrap_or(u32::MAX),
+            errors: u32::try_from(window.errors).unwrap_or(u32::MAX),
+            timed: u16::try_from(timed).unwrap_or(u16::MAX),
+            slow: (slow.floor() as u64).min(u64::from(u16::MAX)) as u16,
+        });
+        while self.long.len() > keep_long {
+            self.long.pop_front();
         }
         let mut anomalies = Vec::new();
         let Some(baseline_rate) = window.baseline_error_rate else {
@@ -177,7 +240,162 @@ impl Sparse {
         if window.latency_sparse {
             anomalies.extend(self.latency_anomaly(config, window.window_secs, tries));
         }
+        // A window another test already found anomalous is explained: it
+        // is left out of the sustained span, which is for shifts no single
+        // window shows (and so a short fault does not linger in it).
+        if window.error_found || window.latency_found || !anomalies.is_empty() {
+            if let Some(block) = self.long.back_mut() {
+                *block = Block {
+                    requests: 0,
+                    errors: 0,
+                    timed: 0,
+                    slow: 0,
+                };
+            }
+        }
+        let has = |anomalies: &[Anomaly], kind| anomalies.iter().any(|a: &Anomaly| a.kind == kind);
+        if self.long.len() == keep_long {
+            if !window.error_found && !has(&anomalies, window.error_kind) {
+                anomalies.extend(self.sustained_errors(window, baseline_rate));
+            }
+            if window.latency_judged
+                && !window.latency_found
+                && !has(&anomalies, AnomalyKind::Latency)
+            {
+                anomalies.extend(self.sustained_latency(threshold, window.window_secs));
+            }
+        }
         anomalies
+    }
+
+    /// The slow threshold of sustained shifts: 1.2 times the pooled
+    /// baseline's p95, once the baseline describes a distribution.
+    fn sustained_threshold(&self, _config: &DetectConfig) -> Option<f64> {
+        let pooled: f64 = self.baseline.iter().map(|&count| f64::from(count)).sum();
+        if pooled < MIN_BASELINE_REQUESTS {
+            return None;
+        }
+        let baseline = self.pooled();
+        quantile(&baseline, 0.95).map(|p95| p95 * SUSTAINED_SLOW_FACTOR)
+    }
+
+    /// The pooled latency baseline as counts (zeros before the first span
+    /// window).
+    fn pooled(&self) -> [f64; SUB_BUCKETS] {
+        let mut pooled = [0.0; SUB_BUCKETS];
+        for (out, &count) in pooled.iter_mut().zip(&self.baseline) {
+            *out = f64::from(count);
+        }
+        pooled
+    }
+
+    /// The two halves of the sustained span: (requests, errors, timed, slow).
+    fn halves(&self) -> [(u64, u64, u64, u64); 2] {
+        let middle = self.long.len() / 2;
+        let sum = |blocks: std::collections::vec_deque::Iter<'_, Block>| {
+            blocks.fold((0, 0, 0, 0), |(r, e, t, s), block| {
+                (
+                    r + u64::from(block.requests),
+                    e + u64::from(block.errors.min(block.requests)),
+                    t + u64::from(block.timed),
+                    s + u64::from(block.slow.min(block.timed)),
+                )
+            })
+        };
+        [
+            sum(self.long.range(..middle)),
+            sum(self.long.range(middle..)),
+        ]
+    }
+
+    /// An error rate higher than the baseline's by half a point or more in
+    /// both halves of the last ten minutes, and significantly so overall.
+    fn sustained_errors(&self, window: &Window<'_>, baseline_rate: f64) -> Option<Anomaly> {
+        let halves = self.halves();
+        let rate = |(requests, errors, _, _): (u64, u64, u64, u64)| {
+            (requests >= SUSTAINED_MIN_REQUESTS).then(|| errors as f64 / requests as f64)
+        };
+        let risen =
+            |half| rate(half).is_some_and(|rate| rate - baseline_rate >= SUSTAINED_ERROR_RISE);
+        if !halves.into_iter().all(risen) {
+            return None;
+        }
+        let requests = halves[0].0 + halves[1].0;
+        let errors = halves[0].1 + halves[1].1;
+        let assumed = baseline_rate.max(1e-4);
+        if stats::binomial_upper_tail(errors, requests, assumed) >= SUSTAINED_SIGNIFICANCE {
+            return None;
+        }
+        let current = errors as f64 / requests as f64;
+        let (measure, noun) = match window.error_kind {
+            AnomalyKind::ErrorLogs => ("error logs", "log records"),
+            _ => ("error rate", "requests"),
+        };
+        let secs = self.long.len() as f64 * window.window_secs;
+        Some(Anomaly {
+            kind: window.error_kind,
+            severity: Severity::Warning,
+            severe: false,
+            measure: measure.to_owned(),
+            current: current * 100.0,
+            baseline: baseline_rate * 100.0,
+            unit: "%".to_owned(),
+            summary: format!(
+                "{measure} {} vs {} baseline for {} min, {errors} of {requests} {noun}",
+                format_percent(current),
+                format_percent(baseline_rate),
+                (secs / 60.0).round()
+            ),
+            time_to_limit_secs: None,
+        })
+    }
+
+    /// A share of requests slower than 1.2 times the baseline p95 higher
+    /// than the baseline's share by four points or more in both halves of
+    /// the last ten minutes, and significantly so overall.
+    fn sustained_latency(&self, threshold: Option<f64>, window_secs: f64) -> Option<Anomaly> {
+        let threshold = threshold?;
+        let baseline = self.pooled();
+        let pooled: f64 = baseline.iter().sum();
+        let expected = count_above(baseline.iter().copied(), threshold) / pooled;
+        let halves = self.halves();
+        let share = |(_, _, timed, slow): (u64, u64, u64, u64)| {
+            (timed >= SUSTAINED_MIN_REQUESTS).then(|| slow as f64 / timed as f64)
+        };
+        let risen = |half| {
+            share(half).is_some_and(|share| {
+                share - expected >= SUSTAINED_SLOW_RISE && share >= 1.5 * expected
+            })
+        };
+        if !halves.into_iter().all(risen) {
+            return None;
+        }
+        let timed = halves[0].2 + halves[1].2;
+        let slow = halves[0].3 + halves[1].3;
+        if stats::binomial_upper_tail(slow, timed, expected.max(0.01)) >= SUSTAINED_SIGNIFICANCE {
+            return None;
+        }
+        let p95 = quantile(&baseline, 0.95)?;
+        let secs = self.long.len() as f64 * window_secs;
+        Some(Anomaly {
+            kind: AnomalyKind::Latency,
+            severity: Severity::Warning,
+            severe: false,
+            measure: "p95".to_owned(),
+            current: slow as f64 / timed as f64 * 100.0,
+            baseline: expected * 100.0,
+            unit: "% slow".to_owned(),
+            summary: format!(
+                "{slow} of {timed} requests slower than {} for {} min ({} vs {} in the \
+                 baseline, whose p95 is about {})",
+                format_ms(threshold / 1e3),
+                (secs / 60.0).round(),
+                format_percent(slow as f64 / timed as f64),
+                format_percent(expected),
+                format_ms(p95 / 1e3),
+            ),
+            time_to_limit_secs: None,
+        })
     }
 
     /// Folds the newest window into the latency baseline unless it was
@@ -219,11 +437,7 @@ impl Sparse {
         if pooled < MIN_BASELINE_REQUESTS {
             return None;
         }
-        let baseline: Vec<f64> = self
-            .baseline
-            .iter()
-            .map(|&count| f64::from(count))
-            .collect();
+        let baseline = self.pooled();
         let p95 = quantile(&baseline, 0.95)?;
         let threshold = (p95 * config.latency_ratio).max(p95 + config.latency_p95_min_ms * 1e3);
         let expected =

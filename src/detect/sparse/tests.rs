@@ -29,6 +29,9 @@ fn window<'a>(subs: &'a SubWindows, baseline_error_rate: f64) -> Window<'a> {
         latency_sparse: true,
         baseline_error_rate: Some(baseline_error_rate),
         error_kind: AnomalyKind::ErrorRate,
+        error_found: false,
+        latency_found: false,
+        latency_judged: true,
     }
 }
 
@@ -169,4 +172,72 @@ fn a_one_window_burst_is_not_sustained_evidence() {
     sparse.learn(&config, false, WINDOW_SECS);
     let found = run(&mut sparse, 0..12, 0.001, |_| (5, 0, 40));
     assert!(found.iter().all(Vec::is_empty), "{found:?}");
+}
+
+/// Judges `windows` busy windows (30 requests each, busy enough for the
+/// per-window tests, which are taken to have found nothing), `errors` and
+/// `slow` (at 100 ms, the rest at 40 ms) given per window index.
+fn busy(
+    sparse: &mut Sparse,
+    windows: std::ops::Range<u32>,
+    shape: impl Fn(u32) -> (u32, u32),
+) -> Vec<Vec<Anomaly>> {
+    let config = DetectConfig::default();
+    windows
+        .map(|index| {
+            let (errors, slow) = shape(index);
+            let mut subs = subs(30, errors, 40, 0);
+            // `slow` requests at 100 ms instead of 40.
+            let from = sub_bucket(40_000);
+            let to = sub_bucket(100_000);
+            let mut moved = 0;
+            for sub in subs.iter_mut() {
+                while moved < slow && sub.latency[from] > 0 {
+                    sub.latency[from] -= 1;
+                    sub.latency[to] += 1;
+                    moved += 1;
+                }
+            }
+            let window = Window {
+                errors_sparse: false,
+                latency_sparse: false,
+                ..window(&subs, 0.001)
+            };
+            let found = sparse.judge(&config, &window);
+            sparse.learn(&config, !found.is_empty(), WINDOW_SECS);
+            found
+        })
+        .collect()
+}
+
+#[test]
+fn a_small_error_rise_that_lasts_ten_minutes_is_found_and_a_burst_is_not() {
+    let mut sparse = Sparse::default();
+    let healthy = busy(&mut sparse, 0..360, |_| (0, 0));
+    assert!(healthy.iter().all(Vec::is_empty));
+    // One burst of 5 failures in one window (caught, if at all, by the
+    // per-window test), then quiet: no sustained shift.
+    let burst = busy(&mut sparse, 0..90, |index| (u32::from(index == 0) * 5, 0));
+    assert!(burst.iter().all(Vec::is_empty), "{burst:?}");
+    // One more point of errors (about one failure every three windows of
+    // 30 requests) for fifteen minutes.
+    let shifted = busy(&mut sparse, 0..90, |index| (u32::from(index % 3 == 0), 0));
+    let first = shifted
+        .iter()
+        .position(|anomalies| anomalies.iter().any(|a| a.kind == AnomalyKind::ErrorRate))
+        .expect("found");
+    assert!((30..=70).contains(&first), "after {first} windows");
+}
+
+#[test]
+fn a_p95_rise_that_lasts_ten_minutes_is_found() {
+    let mut sparse = Sparse::default();
+    busy(&mut sparse, 0..360, |index| (0, u32::from(index % 20 == 0)));
+    // One request in six at 100 ms: the p95 moved there.
+    let shifted = busy(&mut sparse, 0..90, |_| (0, 5));
+    let first = shifted
+        .iter()
+        .position(|anomalies| anomalies.iter().any(|a| a.kind == AnomalyKind::Latency))
+        .expect("found");
+    assert!(first <= 70, "after {first} windows");
 }
