@@ -799,36 +799,9 @@ impl Engine {
             self.arrivals.push(self.traffic.below(SECOND));
         }
         self.arrivals.sort_unstable();
-        let total = model.entry_ops.last().map_or(1.0, |(_, total)| *total);
         for index in 0..self.arrivals.len() {
             let arrival = now + self.arrivals[index];
-            let pick = self.traffic.uniform() * total;
-            let op = model
-                .entry_ops
-                .iter()
-                .find(|(_, cumulative)| pick < *cumulative)
-                .or(model.entry_ops.last())
-                .map_or(0, |(op, _)| *op);
-            let region = if self.traffic.chance(model.regions[0].1) {
-                0
-            } else {
-                1
-            };
-            let attributes = self
-                .trace_keys
-                .iter()
-                .map(|_| tenant(self.traffic.uniform()))
-                .collect();
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&self.ids.id64().to_be_bytes());
-            id[8..].copy_from_slice(&self.ids.next_u64().to_be_bytes());
-            let trace = TraceCtx {
-                id,
-                region,
-                attributes,
-            };
-            let path = self.requests.below(64) as usize;
-            self.serve(&trace, op, arrival, 0, false, path);
+            self.start_trace(&model.entry_ops, arrival, false);
         }
         self.generate_sources(now, rate);
     }
@@ -844,42 +817,50 @@ impl Engine {
                 SourceRate::Fixed(rate) => rate,
             };
             let count = self.traffic.poisson(rate);
-            let total = source.ops.last().map_or(1.0, |(_, total)| *total);
             for _ in 0..count {
                 let arrival = now + self.traffic.below(SECOND);
-                let pick = self.traffic.uniform() * total;
-                let op = source
-                    .ops
-                    .iter()
-                    .find(|(_, cumulative)| pick < *cumulative)
-                    .or(source.ops.last())
-                    .map_or(0, |(op, _)| *op);
-                let region = if self.traffic.chance(model.regions[0].1) {
-                    0
-                } else {
-                    1
-                };
-                let attributes = self
-                    .trace_keys
-                    .iter()
-                    .map(|_| tenant(self.traffic.uniform()))
-                    .collect();
-                let mut id = [0u8; 16];
-                id[..8].copy_from_slice(&self.ids.id64().to_be_bytes());
-                id[8..].copy_from_slice(&self.ids.next_u64().to_be_bytes());
-                let path = self.requests.below(64) as usize;
                 // A service that is down refuses its callers at the door.
-                if self.effects[model.ops[op].service].down {
-                    continue;
-                }
-                let trace = TraceCtx {
-                    id,
-                    region,
-                    attributes,
-                };
-                self.serve(&trace, op, arrival, 0, false, path);
+                self.start_trace(&source.ops, arrival, true);
             }
         }
+    }
+
+    /// Starts one trace at `arrival` on an operation drawn from `ops`
+    /// (cumulative weights), in a region and with trace attributes drawn
+    /// like every trace's; with `refuse_down`, not at all when that
+    /// operation's service is down.
+    fn start_trace(&mut self, ops: &[(OpId, f64)], arrival: u64, refuse_down: bool) {
+        let model = self.model;
+        let total = ops.last().map_or(1.0, |(_, total)| *total);
+        let pick = self.traffic.uniform() * total;
+        let op = ops
+            .iter()
+            .find(|(_, cumulative)| pick < *cumulative)
+            .or(ops.last())
+            .map_or(0, |(op, _)| *op);
+        let region = if self.traffic.chance(model.regions[0].1) {
+            0
+        } else {
+            1
+        };
+        let attributes = self
+            .trace_keys
+            .iter()
+            .map(|_| tenant(self.traffic.uniform()))
+            .collect();
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.ids.id64().to_be_bytes());
+        id[8..].copy_from_slice(&self.ids.next_u64().to_be_bytes());
+        let path = self.requests.below(64) as usize;
+        if refuse_down && self.effects[model.ops[op].service].down {
+            return;
+        }
+        let trace = TraceCtx {
+            id,
+            region,
+            attributes,
+        };
+        self.serve(&trace, op, arrival, 0, false, path);
     }
 }
 
