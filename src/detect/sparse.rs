@@ -187,7 +187,7 @@ impl Sparse {
         while self.recent.len() > keep {
             self.recent.pop_front();
         }
-        let threshold = self.sustained_threshold(config);
+        let threshold = self.sustained_threshold();
         let timed: u32 = latency.iter().map(|&count| u32::from(count)).sum();
         let slow = threshold.map_or(0.0, |threshold| {
             count_above(latency.iter().map(|&count| f64::from(count)), threshold)
@@ -270,7 +270,7 @@ impl Sparse {
 
     /// The slow threshold of sustained shifts: 1.2 times the pooled
     /// baseline's p95, once the baseline describes a distribution.
-    fn sustained_threshold(&self, _config: &DetectConfig) -> Option<f64> {
+    fn sustained_threshold(&self) -> Option<f64> {
         let pooled: f64 = self.baseline.iter().map(|&count| f64::from(count)).sum();
         if pooled < MIN_BASELINE_REQUESTS {
             return None;
