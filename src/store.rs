@@ -206,10 +206,7 @@ fn window_stats(window: &window::Window, index: i64) -> SeriesStats {
 fn merge_into(merged: &mut Option<Histogram<u32>>, histogram: &Histogram<u32>) {
     match merged {
         None => *merged = Some(histogram.clone()),
-        // Both sides auto-resize, so adding cannot fail on range.
-        Some(total) => {
-            let _ = total.add(histogram);
-        }
+        Some(total) => window::merge_histogram(total, histogram),
     }
 }
 

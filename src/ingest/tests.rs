@@ -476,3 +476,44 @@ fn up_down_counters_are_levels_and_pods_are_separate_streams() {
     assert_eq!(in_use.values.points, 4, "every up-down point is a level");
     assert_eq!(in_use.values.max, 10.05);
 }
+
+/// Regression: two delta points whose bucket counts are three billion each,
+/// in one window, used to saturate the window's bucket while the
+/// histogram's total kept adding; reading its quantiles then panicked
+/// inside the detection tick and detection stopped for good.
+#[test]
+fn bucket_counts_past_u32_cannot_break_the_window() {
+    let ingest = ingest();
+    let point = |seconds_ago: u64| HistogramDataPoint {
+        time_unix_nano: NOW - seconds_ago * 1_000_000_000,
+        count: 3_000_000_000,
+        sum: Some(f64::MAX),
+        bucket_counts: vec![3_000_000_000, 0],
+        explicit_bounds: vec![0.5],
+        ..Default::default()
+    };
+    let histogram = Metric {
+        name: "bomb".to_string(),
+        data: Some(Data::Histogram(Histogram {
+            data_points: vec![point(2), point(1)],
+            aggregation_temporality: TEMPORALITY_DELTA,
+        })),
+        ..Default::default()
+    };
+    let outcome = ingest.metrics(&metrics_request("web", vec![histogram.clone(), histogram]));
+    assert_eq!(outcome.accepted, 4);
+    let bomb = stats(&ingest, SeriesKind::Metric, "web", "bomb").expect("series");
+    assert_eq!(
+        bomb.requests,
+        4 * 3_000_000_000,
+        "every count accounted for"
+    );
+    let p99 = bomb.p99.expect("quantiles read without panicking");
+    assert!(p99 <= 0.5, "all in the first bucket: {p99}");
+    // What the detection tick reads: every series' quantiles in the window.
+    let index = ingest.store().window_index(NOW - 1_000_000_000);
+    let snapshot = ingest.store().snapshot(index);
+    assert!(snapshot
+        .iter()
+        .any(|series| series.key.name.as_ref() == "bomb"));
+}

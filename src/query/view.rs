@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{SeriesKey, SeriesKind};
-use crate::store::window::VALUE_SCALE;
+use crate::store::window::{merge_histogram, VALUE_SCALE};
 use crate::store::Store;
 
 /// A service and what it is made of.
@@ -275,10 +275,7 @@ fn red(store: &Store, keys: &[SeriesKey], range: Range) -> RedStats {
         if let Some(histogram) = store.histogram(key, from, to) {
             match merged.as_mut() {
                 None => merged = Some(histogram),
-                // Both sides auto-resize, so adding cannot fail on range.
-                Some(total) => {
-                    let _ = total.add(&histogram);
-                }
+                Some(total) => merge_histogram(total, &histogram),
             }
         }
     }

@@ -445,3 +445,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_full_bucket_stops_counting_and_the_total_agrees() {
+    let mut histogram = window::new_histogram();
+    for value in [250, 250, 250, 3_600_000_000] {
+        window::record_n(&mut histogram, value, 3_000_000_000);
+    }
+    let buckets: u64 = histogram
+        .iter_recorded()
+        .map(|bucket| u64::from(bucket.count_at_value()))
+        .sum();
+    assert_eq!(histogram.len(), buckets);
+    assert_eq!(histogram.len(), u64::from(u32::MAX) + 3_000_000_000);
+    let mut other = histogram.clone();
+    window::merge_histogram(&mut other, &histogram);
+    let buckets: u64 = other
+        .iter_recorded()
+        .map(|bucket| u64::from(bucket.count_at_value()))
+        .sum();
+    assert_eq!(other.len(), buckets);
+    assert_eq!(other.len(), 2 * u64::from(u32::MAX));
+    assert_eq!(other.value_at_quantile(0.99), other.max());
+}

@@ -340,14 +340,16 @@ impl Ring {
         errors: u64,
         latency: Option<u64>,
     ) -> bool {
-        self.totals.requests += count;
-        self.totals.errors += errors;
+        let count = count.min(MAX_RECORD_COUNT);
+        let errors = errors.min(count);
+        self.totals.requests = self.totals.requests.saturating_add(count);
+        self.totals.errors = self.totals.errors.saturating_add(errors);
         let Some(window) = self.slot(index) else {
-            self.totals.late += count;
+            self.totals.late = self.totals.late.saturating_add(count);
             return false;
         };
-        window.requests += count;
-        window.errors += errors;
+        window.requests = window.requests.saturating_add(count);
+        window.errors = window.errors.saturating_add(errors);
         if let Some(value) = latency {
             record_n(window.histogram_mut(), value, count);
         }
@@ -408,13 +410,16 @@ impl Ring {
         time: u64,
         buckets: impl Iterator<Item = (u64, u64)>,
     ) -> bool {
-        self.totals.requests += count;
+        let count = count.min(MAX_RECORD_COUNT);
+        self.totals.requests = self.totals.requests.saturating_add(count);
         let Some(window) = self.slot(index) else {
-            self.totals.late += count;
+            self.totals.late = self.totals.late.saturating_add(count);
             return false;
         };
-        window.requests += count;
-        window.values.add(sum, time);
+        window.requests = window.requests.saturating_add(count);
+        if sum.is_finite() {
+            window.values.add(sum, time);
+        }
         let histogram = window.histogram_mut();
         for (value, n) in buckets {
             if n > 0 {
@@ -458,11 +463,45 @@ impl Ring {
     }
 }
 
-/// Records `count` values, growing the histogram as needed; a count that
-/// would overflow a bucket's counter saturates it instead.
-fn record_n(histogram: &mut Histogram<u32>, value: u64, count: u64) {
-    let count = u32::try_from(count).unwrap_or(u32::MAX);
-    if histogram.record_n(value, count).is_err() {
-        histogram.saturating_record_n(value, count);
+/// The most observations one record may add (a metric point's count, a
+/// bucket's count). A wire value above it is clamped: no real point holds
+/// four billion observations, and with it sums of windows cannot overflow.
+pub const MAX_RECORD_COUNT: u64 = u32::MAX as u64;
+
+/// Records `count` values, growing the histogram as needed. A bucket's
+/// counter stops at `u32::MAX`: only what fits is recorded, so the
+/// histogram's total always equals the sum of its buckets. (The crate's own
+/// saturating paths clamp the bucket but add the whole count to the total,
+/// and its quantile walk then fails an assertion.)
+pub fn record_n(histogram: &mut Histogram<u32>, value: u64, count: u64) {
+    // For a value past the counts array this is the last slot's count, so
+    // the room is never overstated.
+    let held = histogram.count_at(value);
+    let count = u32::try_from(count)
+        .unwrap_or(u32::MAX)
+        .min(u32::MAX - held);
+    if count > 0 {
+        // Fails only if the histogram cannot grow to `value` (beyond what a
+        // u64 of microseconds needs); such a value is not recorded.
+        let _ = histogram.record_n(value, count);
+    }
+}
+
+/// Adds `other` into `total`. When the two totals together could overflow
+/// a bucket, the buckets are added one by one through [`record_n`], which
+/// keeps the total consistent with the buckets.
+pub fn merge_histogram(total: &mut Histogram<u32>, other: &Histogram<u32>) {
+    if total.len().saturating_add(other.len()) <= u64::from(u32::MAX) {
+        // No bucket can overflow, and both sides auto-resize, so adding
+        // cannot fail on range.
+        let _ = total.add(other);
+        return;
+    }
+    for bucket in other.iter_recorded() {
+        record_n(
+            total,
+            bucket.value_iterated_to(),
+            bucket.count_at_value().into(),
+        );
     }
 }
