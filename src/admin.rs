@@ -11,6 +11,7 @@
 
 pub mod changes;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use parking_lot::Mutex;
 
 use crate::admin::changes as changes_api;
 use crate::ingest::changes::ApiToken;
@@ -36,6 +38,9 @@ pub struct Health {
     /// Set when shutdown begins; the collector then reports not ready so
     /// load balancers stop sending while in-flight requests finish.
     draining: AtomicBool,
+    /// Tasks down after a panic, with the panic message, until they run
+    /// again; the collector is not ready meanwhile.
+    down: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl Health {
@@ -48,7 +53,33 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+        self.not_ready_reason().is_none()
+    }
+
+    /// Marks `task` down after a panic (`message`).
+    pub fn task_down(&self, task: &'static str, message: &str) {
+        self.down.lock().insert(task, message.to_string());
+    }
+
+    /// Marks `task` running again.
+    pub fn task_up(&self, task: &'static str) {
+        let mut down = self.down.lock();
+        if !down.is_empty() {
+            down.remove(task);
+        }
+    }
+
+    /// Why the collector is not ready, or `None` when it is.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Some("starting".to_string());
+        }
+        if self.draining.load(Ordering::SeqCst) {
+            return Some("shutting down".to_string());
+        }
+        let down = self.down.lock();
+        let (task, message) = down.iter().next()?;
+        Some(format!("task {task} panicked and is restarting: {message}"))
     }
 }
 
@@ -84,10 +115,12 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    match state.health.not_ready_reason() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
     }
 }
 

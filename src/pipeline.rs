@@ -204,6 +204,12 @@ impl Pipeline {
         self.analyze(found)
     }
 
+    /// After a tick panicked: moves detection past the windows that tick
+    /// was closing (see [`Engine::skip_past`]); returns how many.
+    pub fn skip_failed_windows(&mut self, now: u64) -> i64 {
+        self.engine.skip_past(&self.store, now)
+    }
+
     /// Mirrors the pipeline's own counters into self-metrics (live mode;
     /// replay installs no recorder).
     pub fn report_metrics(&self) {

@@ -36,6 +36,8 @@ use crate::store::changes::ChangeLog;
 use crate::store::Store;
 use crate::telemetry;
 
+mod supervise;
+
 /// How often the pipeline ticks: client spans waiting for a pair are
 /// checked for expiry, and detection checks for windows to close.
 const TICK: Duration = Duration::from_millis(500);
@@ -122,6 +124,9 @@ impl Server {
         settings: Settings,
         store: Arc<Store>,
     ) -> Result<Server, ServerError> {
+        // Installed before any component creates its metric handles: a
+        // handle made earlier records nowhere.
+        let _ = telemetry::recorder();
         let grpc = bind("OTLP/gRPC", settings.grpc.endpoint).await?;
         let http = bind("OTLP/HTTP", settings.http.endpoint).await?;
         let admin = bind("admin HTTP", settings.admin.endpoint).await?;
@@ -215,24 +220,7 @@ impl Server {
         let store = Arc::clone(pipeline.store());
         let changes = Arc::clone(pipeline.changes());
         // Set up before serving, so an unusable alerting file fails start-up.
-        let mut alerter = crate::alert::Alerter::new(&settings.alerting, addresses.admin)?;
-        if let Some(alerter) = &mut alerter {
-            // Open incidents from the last run keep firing from the start.
-            match history_tasks::open_incident_events(&history) {
-                Ok(events) if events.is_empty() => {}
-                Ok(events) => {
-                    let restored = events
-                        .iter()
-                        .filter(|event| matches!(event, IncidentEvent::Updated(_)))
-                        .count();
-                    alerter.restore(events);
-                    tracing::info!(restored, "open incidents handed to alerting");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read open incidents for alerting")
-                }
-            }
-        }
+        let alerter = start_alerter(&settings.alerting, addresses.admin, &history)?;
         let sink: Arc<dyn Sink> = pipeline.ingest().clone();
 
         let (traces, metrics, logs) = grpc::services(
@@ -288,22 +276,84 @@ impl Server {
 
         // Recorders subscribe before restoring, which may publish catch-up
         // events; the incident recorder ends when detection drops `events`.
-        let incident_recorder = tokio::spawn(history_tasks::record_incidents(
-            Arc::clone(&history),
-            events.subscribe(),
+        // Each is supervised: after a panic it is started again, with a new
+        // subscription (a weak sender, so that the channel still closes
+        // when detection ends).
+        let incident_recorder = tokio::spawn(supervise::supervise(
+            "incident_recorder",
+            Arc::clone(&health),
+            {
+                let (history, weak) = (Arc::clone(&history), events.downgrade());
+                let mut first = Some(events.subscribe());
+                move || {
+                    let receiver = first
+                        .take()
+                        .or_else(|| weak.upgrade().map(|events| events.subscribe()))?;
+                    Some(history_tasks::record_incidents(
+                        Arc::clone(&history),
+                        receiver,
+                    ))
+                }
+            },
         ));
-        let change_recorder = tokio::spawn(history_tasks::record_changes(
-            Arc::clone(&history),
-            changes.subscribe(),
-            shutdown.clone(),
+        let change_recorder = tokio::spawn(supervise::supervise(
+            "change_recorder",
+            Arc::clone(&health),
+            {
+                let (history, changes, shutdown) =
+                    (Arc::clone(&history), Arc::clone(&changes), shutdown.clone());
+                let mut first = Some(changes.subscribe());
+                move || {
+                    let receiver = first.take().unwrap_or_else(|| changes.subscribe());
+                    Some(history_tasks::record_changes(
+                        Arc::clone(&history),
+                        receiver,
+                        shutdown.clone(),
+                    ))
+                }
+            },
         ));
-        let history_upkeep =
-            tokio::spawn(history_tasks::prune(Arc::clone(&history), shutdown.clone()));
+        let history_upkeep = tokio::spawn(supervise::supervise(
+            "history_upkeep",
+            Arc::clone(&health),
+            {
+                let (history, shutdown) = (Arc::clone(&history), shutdown.clone());
+                move || Some(history_tasks::prune(Arc::clone(&history), shutdown.clone()))
+            },
+        ));
         // Stopped only after detection has, so its last events are delivered.
         let alerting_stop = CancellationToken::new();
         let alerting = alerter.map(|alerter| {
-            let events = events.subscribe();
-            tokio::spawn(alerter.run(events, alerting_stop.clone()))
+            let (history, weak, stop) = (
+                Arc::clone(&history),
+                events.downgrade(),
+                alerting_stop.clone(),
+            );
+            let config = settings.alerting.clone();
+            let admin = addresses.admin;
+            let mut first = Some((alerter, events.subscribe()));
+            tokio::spawn(supervise::supervise(
+                "alerting",
+                Arc::clone(&health),
+                move || {
+                    let (alerter, receiver) = match first.take() {
+                        Some(started) => started,
+                        // Rebuilt as at start-up, with the open incidents.
+                        None => {
+                            let receiver = weak.upgrade()?.subscribe();
+                            match start_alerter(&config, admin, &history) {
+                                Ok(Some(alerter)) => (alerter, receiver),
+                                Ok(None) => return None,
+                                Err(error) => {
+                                    tracing::error!(%error, "cannot restart alerting");
+                                    return None;
+                                }
+                            }
+                        }
+                    };
+                    Some(alerter.run(receiver, stop.clone()))
+                },
+            ))
         });
         // Baselines and open incidents from the last run, before detection
         // starts; events that bring the record up to date go to every
@@ -326,7 +376,13 @@ impl Server {
                 settings.store.window,
             )
         });
-        let detection = tokio::spawn(drive(pipeline, events, snapshots, shutdown.clone()));
+        let detection = tokio::spawn(drive(
+            pipeline,
+            events,
+            snapshots,
+            Arc::clone(&health),
+            shutdown.clone(),
+        ));
 
         let api = api.spawn(ApiSources {
             store: Arc::clone(&store),
@@ -409,15 +465,45 @@ impl Server {
     }
 }
 
+/// An alerter for `config` (`None` with no targets), given the incidents
+/// the history records as open so that they keep firing from the start.
+fn start_alerter(
+    config: &crate::alert::AlertConfig,
+    admin: SocketAddr,
+    history: &History,
+) -> Result<Option<crate::alert::Alerter>, crate::alert::AlertError> {
+    let mut alerter = crate::alert::Alerter::new(config, admin)?;
+    if let Some(alerter) = &mut alerter {
+        match history_tasks::open_incident_events(history) {
+            Ok(events) if events.is_empty() => {}
+            Ok(events) => {
+                let restored = events
+                    .iter()
+                    .filter(|event| matches!(event, IncidentEvent::Updated(_)))
+                    .count();
+                alerter.restore(events);
+                tracing::info!(restored, "open incidents handed to alerting");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read open incidents for alerting")
+            }
+        }
+    }
+    Ok(alerter)
+}
+
 /// Ticks the pipeline with the wall clock (through the store's clock) and
 /// publishes incident events, until shutdown; then saves a last snapshot and
 /// hands the pipeline back for the final flush. The tick runs on a blocking
 /// thread: closing a window walks every series, which must not stall the
-/// receivers' tasks. `None` if a tick panicked (detection stops, logged).
+/// receivers' tasks. A tick that panics is caught: the pipeline carries on
+/// from its state at the next tick, and `/readyz` reports detection down
+/// until a tick succeeds. `None` only if the blocking thread was cancelled.
 async fn drive(
     mut pipeline: Pipeline,
     events: broadcast::Sender<IncidentEvent>,
     mut snapshots: Option<Snapshotter>,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Option<Pipeline> {
     let mut tick = tokio::time::interval(TICK);
@@ -438,20 +524,40 @@ async fn drive(
             .as_ref()
             .filter(|snapshots| snapshots.due())
             .map(Snapshotter::window);
+        let health = Arc::clone(&health);
         let result = tokio::task::spawn_blocking(move || {
             let now = pipeline.store().now_unix_nanos();
-            let found = pipeline.tick(now);
-            // Copied here, off the runtime; written by the snapshotter.
-            let snapshot = snapshot_window.map(|window| pipeline.engine().snapshot(window));
-            pipeline.report_metrics();
-            (pipeline, found, snapshot)
+            let ticked = supervise::catch_panic(
+                "detection",
+                &health,
+                || format!("tick at {now} (Unix ns)"),
+                &mut pipeline,
+                |pipeline| {
+                    let found = pipeline.tick(now);
+                    // Copied here, off the runtime; written by the snapshotter.
+                    let snapshot = snapshot_window.map(|window| pipeline.engine().snapshot(window));
+                    pipeline.report_metrics();
+                    (found, snapshot)
+                },
+            );
+            if ticked.is_none() {
+                // Not again at every tick: the windows it was closing
+                // are given up, and the next tick starts after them.
+                let skipped = pipeline.skip_failed_windows(now);
+                tracing::error!(
+                    skipped,
+                    "detection skipped the windows whose analysis panicked"
+                );
+            }
+            (pipeline, ticked)
         })
         .await;
-        let Ok((returned, found, snapshot)) = result else {
-            tracing::error!("detection task failed; detection stops");
+        let Ok((returned, ticked)) = result else {
+            tracing::error!("detection thread was cancelled; detection stops");
             return None;
         };
         pipeline = returned;
+        let (found, snapshot) = ticked.unwrap_or_default();
         if let (Some(snapshots), Some(snapshot)) = (snapshots.as_mut(), snapshot) {
             snapshots.save(snapshot);
         }

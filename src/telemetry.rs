@@ -35,6 +35,8 @@ pub const RECEIVER_REFUSED_REQUESTS: &str = "triage_receiver_refused_requests_to
 pub const INGEST_BATCH_DURATION: &str = "triage_ingest_batch_duration_seconds";
 /// Series currently held.
 pub const STORE_SERIES: &str = "triage_store_series";
+/// Panics of a long-running task (`task` label), each followed by a restart.
+pub const TASK_RESTARTS: &str = "triage_task_restarts_total";
 /// Services currently held.
 pub const STORE_SERVICES: &str = "triage_store_services";
 /// Samples folded into an overflow series because a cardinality cap was hit.
@@ -126,6 +128,10 @@ fn describe() {
         "Time to record one export request."
     );
     describe_gauge!(STORE_SERIES, "Series held in the store.");
+    describe_counter!(
+        TASK_RESTARTS,
+        "Panics of a long-running task, each followed by a restart from its state."
+    );
     describe_gauge!(STORE_SERVICES, "Services held in the store.");
     describe_counter!(
         STORE_OVERFLOW,

@@ -139,6 +139,22 @@ impl Engine {
         events
     }
 
+    /// Moves past every window the watermark at `now_unix_nanos` has
+    /// passed without judging them: after a window's analysis panicked,
+    /// detection carries on with the next one rather than failing on the
+    /// same window at every tick. Returns how many windows were skipped.
+    pub fn skip_past(&mut self, store: &Store, now_unix_nanos: u64) -> i64 {
+        let watermark = now_unix_nanos.saturating_sub(self.lateness_nanos);
+        let last = store.window_index(watermark) - 1;
+        let first = self.next_window.unwrap_or(last);
+        if last < first {
+            return 0;
+        }
+        store.mark_closed(last);
+        self.next_window = Some(last + 1);
+        last - first + 1
+    }
+
     /// Starts tracking a series with a fresh detector, as last seen with
     /// data in window `last_data`.
     fn track(&mut self, key: SeriesKey, last_data: i64) {

@@ -27,4 +27,5 @@ mod python_sdk;
 mod query_api;
 mod restart;
 mod rust_sdk;
+mod supervision;
 mod walls;

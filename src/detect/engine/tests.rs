@@ -144,6 +144,25 @@ fn windows_close_once_in_order_and_mark_the_store() {
     );
 }
 
+#[test]
+fn skipping_moves_past_the_windows_a_failed_tick_was_closing() {
+    let (store, _, mut engine) = setup();
+    engine.advance(&store, START + 100 * SECOND);
+    let closed = store.closed_through().expect("closed a window");
+    // Three more windows (10 s each) reach the watermark; a tick closing
+    // them failed, so they are given up rather than retried.
+    let later = START + 130 * SECOND;
+    assert_eq!(engine.skip_past(&store, later), 3);
+    assert_eq!(store.closed_through(), Some(closed + 3));
+    assert_eq!(
+        engine.skip_past(&store, later),
+        0,
+        "nothing is skipped twice"
+    );
+    assert!(engine.advance(&store, later).is_empty());
+    assert_eq!(store.closed_through(), Some(closed + 3), "nor closed again");
+}
+
 /// The first incident opened by `run`.
 fn first_opened(events: &[(u64, IncidentEvent)]) -> &crate::model::Incident {
     events
