@@ -388,6 +388,7 @@ impl Server {
             store: Arc::clone(&store),
             changes: Arc::clone(&changes),
             history: Arc::clone(&history),
+            change_token: settings.changes.api_token.clone(),
         })?;
         api.serving().await;
         health.set_ready();

@@ -44,6 +44,7 @@ use super::config::{ApiConfig, TokenSource};
 use super::pb::triage_query_server::{TriageQuery, TriageQueryServer};
 use super::{pb, view, EventName, EventRecord};
 use crate::history::{EventKind, History, HistoryError, IncidentFilter, StoredEvent};
+use crate::ingest::changes::ApiToken;
 use crate::model::rfc3339;
 use crate::model::{Change, ChangeFilter, ChangeKind, ChangeSource};
 use crate::store::changes::ChangeLog;
@@ -121,11 +122,17 @@ pub struct Sources {
     pub changes: Arc<ChangeLog>,
     /// Incidents and their events.
     pub history: Arc<History>,
+    /// The token `POST /api/v1/changes` requires (`changes.api_token`).
+    /// `RecordChange` writes the same log, so it requires it too, unless
+    /// the API has a token of its own (which every call then carries).
+    pub change_token: Option<ApiToken>,
 }
 
 /// The `triage.v1.TriageQuery` implementation.
 pub struct QueryService {
     sources: Sources,
+    /// Whether every call was checked against the API's own token.
+    authenticated: bool,
     /// Ends every open watch stream when the API stops, so that closing the
     /// listener does not wait for clients that would never hang up.
     stop: CancellationToken,
@@ -210,6 +217,7 @@ impl Api {
     pub fn spawn(self, sources: Sources) -> Result<ApiHandle, ApiError> {
         let stop = CancellationToken::new();
         let (reporter, health) = health(&stop);
+        let authenticated = self.token.is_some();
         let auth = Auth { token: self.token };
         let reflection =
             |error: tonic_reflection::server::Error| ApiError::Reflection(error.to_string());
@@ -225,6 +233,7 @@ impl Api {
             .map_err(reflection)?;
         let query = TriageQueryServer::new(QueryService {
             sources,
+            authenticated,
             stop: stop.clone(),
         });
 
@@ -326,22 +335,26 @@ impl ApiHandle {
 
 // === impl Auth ===
 
+/// The bearer token of a call, if it carries one.
+fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    metadata
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let Some(token) = &self.token else {
             return Ok(request);
         };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            });
-        match given {
-            Some(given) if same(given.trim().as_bytes(), token.as_bytes()) => Ok(request),
+        match bearer(request.metadata()) {
+            Some(given) if same(given.as_bytes(), token.as_bytes()) => Ok(request),
             Some(_) => Err(Status::unauthenticated("invalid bearer token")),
             None => Err(Status::unauthenticated(
                 "missing bearer token: send the header `authorization: Bearer <token>` \
@@ -664,6 +677,16 @@ impl TriageQuery for QueryService {
         &self,
         request: Request<pb::RecordChangeRequest>,
     ) -> Result<Response<pb::RecordChangeResponse>, Status> {
+        if let Some(token) = self.sources.change_token.as_ref() {
+            if !self.authenticated
+                && !bearer(request.metadata()).is_some_and(|given| token.matches(given))
+            {
+                return Err(Status::unauthenticated(
+                    "RecordChange requires `authorization: Bearer <token>` with the token of \
+                     changes.api_token (or api.auth's token when the API has one)",
+                ));
+            }
+        }
         let now = self.sources.store.now_unix_nanos();
         let mut change = change_from_request(request.into_inner(), now)?;
         change.id = self.sources.changes.record(change.clone());

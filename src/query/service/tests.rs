@@ -22,7 +22,9 @@ fn service() -> QueryService {
             )),
             changes: Arc::new(ChangeLog::default()),
             history: Arc::new(History::in_memory()),
+            change_token: None,
         },
+        authenticated: false,
         stop: CancellationToken::new(),
     }
 }
@@ -309,4 +311,42 @@ fn bearer_tokens_are_checked() {
     assert!(auth.call(with("Basic s3cret")).is_err());
     assert!(auth.call(with("Bearer s3cret")).is_ok());
     assert!(!same(b"s3cret", b"s3cre"));
+}
+
+/// `RecordChange` writes what `POST /api/v1/changes` writes, so with
+/// `changes.api_token` set it needs that token too (it once needed none).
+#[tokio::test]
+async fn record_change_requires_the_change_token() {
+    let mut service = service();
+    service.sources.change_token = ApiToken::new("s3cret");
+    let with = |token: Option<&str>| {
+        let mut request = Request::new(change_request("cart", "deploy"));
+        if let Some(token) = token {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header value"),
+            );
+        }
+        request
+    };
+    for refused in [None, Some("wrong")] {
+        let status = service
+            .record_change(with(refused))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert!(status.message().contains("changes.api_token"));
+    }
+    assert!(service.sources.changes.is_empty(), "nothing recorded");
+    service
+        .record_change(with(Some("s3cret")))
+        .await
+        .expect("recorded with the token");
+    // With a token of its own, the API checked every call already.
+    service.authenticated = true;
+    service
+        .record_change(with(None))
+        .await
+        .expect("the interceptor vouched for it");
+    assert_eq!(service.sources.changes.len(), 2);
 }
