@@ -479,32 +479,32 @@ impl Store {
     /// series of the service when a cap is reached.
     fn create_series(&self, service: &ServiceEntry, kind: SeriesKind, name: &str) -> Arc<Series> {
         let map = &service.series[kind.index()];
-        let within_caps = if kind == SeriesKind::Own {
-            // Bounded by the operation series instead of the caps: at most
-            // one own series per operation (plus one overflow).
-            name != OVERFLOW && service.series[SeriesKind::Operation.index()].contains_key(name)
-        } else {
-            name != OVERFLOW
-                && self.n_series() < self.config.max_series.get()
-                && service.n_series.load(Ordering::Relaxed)
-                    < self.config.max_series_per_service.get()
-        };
+        // An own-time series also needs its operation's series: at most one
+        // per operation (plus one overflow). Every kind counts in the caps,
+        // which bound memory.
+        let has_operation = kind != SeriesKind::Own
+            || service.series[SeriesKind::Operation.index()].contains_key(name);
+        let within_caps = name != OVERFLOW
+            && has_operation
+            && self.n_series() < self.config.max_series.get()
+            && service.n_series.load(Ordering::Relaxed) < self.config.max_series_per_service.get();
         let name = if within_caps {
             name
         } else {
-            self.counters
-                .overflow_samples
-                .fetch_add(1, Ordering::Relaxed);
+            // A span whose operation overflowed was counted there already.
+            if has_operation {
+                self.counters
+                    .overflow_samples
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             OVERFLOW
         };
         match map.entry(Arc::from(name)) {
             dashmap::Entry::Occupied(occupied) => Arc::clone(occupied.get()),
             dashmap::Entry::Vacant(vacant) => {
                 // Counted under the shard's write lock, so each series is counted once.
-                if kind != SeriesKind::Own {
-                    self.n_series.fetch_add(1, Ordering::Relaxed);
-                    service.n_series.fetch_add(1, Ordering::Relaxed);
-                }
+                self.n_series.fetch_add(1, Ordering::Relaxed);
+                service.n_series.fetch_add(1, Ordering::Relaxed);
                 let series = Arc::new(Series {
                     key: SeriesKey {
                         kind,
@@ -601,12 +601,11 @@ impl Store {
         let ttl = self.config.series_ttl.as_nanos() as u64;
         let mut dropped = 0;
         for service in self.services.iter() {
-            for (map, kind) in service.series.iter().zip(SeriesKind::ALL) {
+            for map in &service.series {
                 map.retain(|_, series| {
                     let idle = now.saturating_sub(series.last_seen.load(Ordering::Relaxed));
                     let keep = idle <= ttl;
-                    // Own series are not counted (see `create_series`).
-                    if !keep && kind != SeriesKind::Own {
+                    if !keep {
                         dropped += 1;
                         service.n_series.fetch_sub(1, Ordering::Relaxed);
                     }

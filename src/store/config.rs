@@ -103,8 +103,8 @@ pub(crate) const EXAMPLE: &str = r#"store:
   # Cap on series across all services. Beyond it, samples fold into each
   # service's overflow series instead of using more memory.
   max_series: 20000
-  # Cap on series of one service (operations, edges, metrics and logs);
-  # at most `max_series`.
+  # Cap on series of one service (operations and their own time, edges,
+  # metrics and logs); at most `max_series`.
   max_series_per_service: 2000
   # Series that record nothing for this long are dropped (at least `window`).
   series_ttl: 15m

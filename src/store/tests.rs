@@ -468,3 +468,36 @@ fn a_full_bucket_stops_counting_and_the_total_agrees() {
     assert_eq!(other.len(), 2 * u64::from(u32::MAX));
     assert_eq!(other.value_at_quantile(0.99), other.max());
 }
+
+#[test]
+fn own_time_series_count_in_the_caps_and_an_overflowed_span_once() {
+    let config = StoreConfig {
+        max_series: NonZeroUsize::new(2).expect("non-zero"),
+        ..StoreConfig::default()
+    };
+    let (store, _) = store_at(1_000, config);
+    let service = store.service("api");
+    for operation in ["a", "b"] {
+        store.record_operation(&service, operation, sample(995, 5, false));
+        store.record_span(
+            &service,
+            SeriesKind::Own,
+            operation,
+            sample(995, 5, false),
+            1_000 * SECOND,
+        );
+    }
+    // "a" and its own series fill the cap; "b" and its own time overflow.
+    assert_eq!(store.series("api", SeriesKind::Operation).len(), 2);
+    let names = |kind| {
+        store
+            .series("api", kind)
+            .iter()
+            .map(|key| key.name.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(SeriesKind::Operation), ["__overflow__", "a"]);
+    assert_eq!(names(SeriesKind::Own), ["__overflow__", "a"]);
+    let overflowed = store.counters.overflow_samples.load(Ordering::Relaxed);
+    assert_eq!(overflowed, 1, "the span of b, counted once");
+}

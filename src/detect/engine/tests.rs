@@ -228,17 +228,21 @@ fn own_series_are_bounded_by_operations_and_feed_evidence_not_incidents() {
         error: true,
         trace_id: 5,
     };
-    // Without an operation of that name, an own sample goes to overflow and
-    // is not counted as a series.
+    // Without an operation of that name, an own sample goes to the own
+    // overflow series. Every series counts in the caps.
     store.record_span(&service, SeriesKind::Own, "nope", sample, T0);
-    assert_eq!(store.n_series(), 0);
+    assert_eq!(store.n_series(), 1);
     assert_eq!(
         store.series("api", SeriesKind::Own)[0].name.as_ref(),
         OVERFLOW
     );
     store.record_operation(&service, "op", sample);
     store.record_span(&service, SeriesKind::Own, "op", sample, T0);
-    assert_eq!(store.n_series(), 1, "only the operation counts");
+    assert_eq!(
+        store.n_series(),
+        3,
+        "overflow, operation and its own series"
+    );
 
     let mut engine = Engine::new(DetectConfig {
         lateness: Duration::from_secs(1),
