@@ -202,6 +202,26 @@ fn unpaired_clients_fall_back_to_their_attributes() {
     database.attributes = vec![
         string_attribute("db.system.name", "postgresql"),
         string_attribute("db.namespace", "orders"),
+        string_attribute("server.address", "orders-db"),
+    ];
+    // Two caches with the same namespace stay two callees.
+    let mut sessions = span(1, 5, None, "GET", SpanKind::Client, 1);
+    sessions.attributes = vec![
+        string_attribute("db.system.name", "redis"),
+        string_attribute("db.namespace", "0"),
+        string_attribute("server.address", "session-cache"),
+    ];
+    let mut carts = span(1, 6, None, "GET", SpanKind::Client, 1);
+    carts.attributes = vec![
+        string_attribute("db.system.name", "redis"),
+        string_attribute("db.namespace", "0"),
+        string_attribute("server.address", "cart-cache"),
+    ];
+    // A database named like its service is not an edge to itself.
+    let mut own = span(1, 7, None, "SELECT", SpanKind::Client, 1);
+    own.attributes = vec![
+        string_attribute("db.system.name", "postgresql"),
+        string_attribute("db.namespace", "api"),
     ];
     let mut queue = span(1, 2, None, "publish", SpanKind::Producer, 1);
     queue.attributes = vec![string_attribute("messaging.destination.name", "events")];
@@ -211,7 +231,10 @@ fn unpaired_clients_fall_back_to_their_attributes() {
         string_attribute("server.address", "10.0.0.1"),
     ];
     let anonymous = span(1, 4, None, "GET", SpanKind::Client, 4);
-    ingest.traces(&traces(Some("api"), vec![database, queue, peer, anonymous]));
+    ingest.traces(&traces(
+        Some("api"),
+        vec![database, queue, peer, anonymous, sessions, carts, own],
+    ));
     // Database and queue edges are named at once; the others wait for a child.
     assert_eq!(ingest.store().pairing_len(), 2);
     assert_eq!(ingest.store().flush_pairs(), 2);
@@ -219,7 +242,18 @@ fn unpaired_clients_fall_back_to_their_attributes() {
         .into_iter()
         .map(|(_, callee)| callee)
         .collect();
-    assert_eq!(callees, vec!["events", "inventory", "orders", UNKNOWN_PEER]);
+    assert_eq!(
+        callees,
+        vec![
+            "cart-cache",
+            "events",
+            "inventory",
+            "orders-db",
+            "postgresql",
+            "session-cache",
+            UNKNOWN_PEER
+        ]
+    );
 }
 
 fn metrics_request(service: &str, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {

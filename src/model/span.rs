@@ -323,18 +323,23 @@ pub struct TraceBatch<'a> {
     pub extras: Vec<ExtraValue<'a>>,
 }
 
-/// The callee a client span names itself.
+/// The callee a client span names itself, when no traced server answered
+/// it: `peer.service`, else the messaging destination, else
+/// `server.address` (a database or cache host, an external API), else the
+/// database system. A database's `db.namespace` is not a callee: five
+/// Redis caches all have namespace `0`, and a database is often named like
+/// the service that owns it, which would make an edge to itself.
 pub fn peer<'a>(attributes: &SpanAttributes<'a>) -> &'a str {
-    attributes
-        .peer_service
-        .or(attributes
-            .db_namespace
-            .filter(|_| attributes.db_system.is_some()))
-        .or(attributes.db_system)
-        .or(attributes.messaging_destination)
-        .or(attributes.server_address)
-        .filter(|name| !name.is_empty())
-        .unwrap_or(UNKNOWN_PEER)
+    [
+        attributes.peer_service,
+        attributes.messaging_destination,
+        attributes.server_address,
+        attributes.db_system,
+    ]
+    .into_iter()
+    .flatten()
+    .find(|name| !name.is_empty())
+    .unwrap_or(UNKNOWN_PEER)
 }
 
 /// Why a span cannot be used, or `None` if it can.

@@ -33,8 +33,8 @@ const WAIT: Duration = Duration::from_secs(5);
 const OPERATION: &str = "GET /items";
 /// Operation of the SERVER spans whose parents are the caller's CLIENT spans.
 const CHILD_OPERATION: &str = "GET /stock";
-/// Database named by the DB client span (`db.namespace`).
-const DATABASE: &str = "inventory";
+/// Database host named by the DB client span (`server.address`).
+const DATABASE: &str = "inventory-db";
 /// Number of SERVER spans with latencies 1..=N ms.
 const N_SPANS: u64 = 100;
 /// Number of client/server span pairs between the caller and the service.
@@ -206,7 +206,8 @@ fn emit_spans(service_provider: SdkTracerProvider, caller_provider: SdkTracerPro
         .with_start_time(start)
         .with_attributes([
             KeyValue::new("db.system.name", "postgresql"),
-            KeyValue::new("db.namespace", DATABASE),
+            KeyValue::new("db.namespace", "inventory"),
+            KeyValue::new("server.address", DATABASE),
             KeyValue::new("db.operation.name", "SELECT"),
         ])
         .start(&service_tracer);

@@ -43,6 +43,8 @@ DB_CALLS = 10
 PAYMENTS_ADDRESS = "payments.internal"
 DB_SYSTEM = "postgresql"
 DB_NAMESPACE = "payments"
+# The database host: what names the edge (the namespace is detail).
+DB_ADDRESS = "payments-db"
 MILLISECOND_NS = 1_000_000
 EXPORT_TIMEOUT_S = 10
 
@@ -174,6 +176,7 @@ def main():
                     attributes={
                         "db.system.name": DB_SYSTEM,
                         "db.namespace": DB_NAMESPACE,
+                        "server.address": DB_ADDRESS,
                     },
                 )
                 query.end(end_time=now - 3 * margin)
@@ -230,6 +233,7 @@ def main():
             "calls": db_calls,
             "system": DB_SYSTEM,
             "namespace": DB_NAMESPACE,
+            "address": DB_ADDRESS,
         },
         "exported": exported,
     }
