@@ -825,7 +825,21 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
         } else if let Some((callee, _)) = &evidence.dependency {
             format!("check {service}'s dependency {callee} (pool size, timeouts, its health)")
         } else {
-            format!("investigate {service} (profile the slow operation, check its logs); scale it out if it is overloaded")
+            let slow = evidence.own_time_ratio.is_some_and(|ratio| ratio >= 1.2);
+            let failing = evidence
+                .local_error_increase
+                .is_some_and(|increase| increase > 0.0);
+            match (slow, failing) {
+                (false, true) => format!(
+                    "investigate {service}'s failures (its error logs and the failing traces)"
+                ),
+                (true, true) => format!(
+                    "investigate {service} (its error logs and the failing traces, then the slow operation)"
+                ),
+                _ => format!(
+                    "investigate {service} (profile the slow operation, check its logs); scale it out if it is overloaded"
+                ),
+            }
         };
         out.push(Hypothesis {
             kind: HypothesisKind::Origin,
