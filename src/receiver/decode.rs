@@ -1,4 +1,8 @@
-//! The general OTLP/JSON decoder, shared by the HTTP receiver and replay.
+//! The general OTLP/JSON decoder, shared by the HTTP receiver and replay,
+//! and what every receiver's decoding is held to: the [`Limits`] a request
+//! is measured against before it is decoded (`limits`, `schema`), the pool
+//! decoding runs on (`pool`), and the steps both transports take for each
+//! export request (`export`).
 //!
 //! OTLP/JSON goes through `serde_json::Value` first so that
 //! [`normalize_json`] can smooth over what the `opentelemetry-proto` serde
@@ -25,6 +29,17 @@ use crate::model::{
     ExtraKeys, ExtraValue, ResourceAttributes, ResourceView, SpanAttributes, SpanView, TraceBatch,
     ValueRef, FLAG_EVENT, UNKNOWN_SERVICE,
 };
+
+mod export;
+pub(crate) mod limits;
+mod pool;
+pub mod schema;
+#[cfg(test)]
+pub(crate) mod test_support;
+
+pub use export::{export_json, export_protobuf, Export, Refused};
+pub use limits::{Limits, Measured, OverLimit, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ITEMS};
+pub use pool::{DecodePool, Decoding, PoolError};
 
 /// An export request that can be decoded from OTLP/JSON.
 pub trait JsonExport: Default + DeserializeOwned {

@@ -1,34 +1,41 @@
 //! The OTLP/gRPC receiver: `TraceService`, `MetricsService` and `LogsService`
-//! `Export`, from `opentelemetry-proto`'s generated tonic services.
+//! `Export`.
+//!
+//! Each method is served by a [`RawExportService`], which takes the request
+//! message as bytes (tonic still handles framing, gzip and the size limit),
+//! measures it against the decoding [`Limits`] and refuses it with
+//! INVALID_ARGUMENT if it crosses them, then decodes it and hands it to the
+//! sink on the [`DecodePool`], off the async workers. Traces are decoded by
+//! the sink's zero-copy reader (`Sink::traces_protobuf`), metrics and logs
+//! by prost.
 //!
 //! tonic answers two kinds of bad requests with codes OTLP clients would
 //! misread: a message over the size limit gets OUT_OF_RANGE (which OTLP
 //! clients retry) and an undecodable message gets INTERNAL. [`OtlpStatusLayer`]
 //! rewrites them to RESOURCE_EXHAUSTED (not retryable without RetryInfo) and
 //! INVALID_ARGUMENT, as the OTLP specification asks, and counts them.
+//!
+//! A request over the decoding limits is refused with INVALID_ARGUMENT, not
+//! RESOURCE_EXHAUSTED: sent again as it is it would fail again, OTLP
+//! recommends INVALID_ARGUMENT for what must not be retried, and some
+//! exporters retry RESOURCE_EXHAUSTED whether or not RetryInfo is given.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    logs_service_server::{LogsService, LogsServiceServer},
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    metrics_service_server::{MetricsService, MetricsServiceServer},
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
-use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 
+use super::decode::{export_protobuf, DecodePool, Decoding, Export, Limits, Refused};
 use super::{Outcome, Signal, Sink};
 use crate::telemetry;
 
@@ -49,135 +56,114 @@ impl Default for GrpcConfig {
     }
 }
 
-/// Implements the OTLP metrics and logs export services over one sink.
-#[derive(Clone)]
-pub struct GrpcReceiver {
-    sink: Arc<dyn Sink>,
+/// An export request served over gRPC: its service's full name.
+pub trait GrpcExport: Export {
+    const SERVICE: &'static str;
 }
 
-impl GrpcReceiver {
-    pub fn new(sink: Arc<dyn Sink>) -> Self {
-        GrpcReceiver { sink }
-    }
+impl GrpcExport for ExportTraceServiceRequest {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
-fn rejected(outcome: &Outcome) -> Option<(i64, String)> {
-    (outcome.rejected > 0).then(|| (outcome.rejected as i64, outcome.error_message.clone()))
+impl GrpcExport for ExportMetricsServiceRequest {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
 }
 
-#[tonic::async_trait]
-impl MetricsService for GrpcReceiver {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let outcome = self.sink.metrics(request.get_ref());
-        telemetry::record_outcome(
-            TRANSPORT,
-            Signal::Metrics.as_str(),
-            outcome.accepted,
-            outcome.rejected,
-        );
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: rejected(&outcome).map(|(rejected_data_points, error_message)| {
-                ExportMetricsPartialSuccess {
-                    rejected_data_points,
-                    error_message,
-                }
-            }),
-        }))
-    }
+impl GrpcExport for ExportLogsServiceRequest {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
 }
 
-#[tonic::async_trait]
-impl LogsService for GrpcReceiver {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let outcome = self.sink.logs(request.get_ref());
-        telemetry::record_outcome(
-            TRANSPORT,
-            Signal::Logs.as_str(),
-            outcome.accepted,
-            outcome.rejected,
-        );
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: rejected(&outcome).map(|(rejected_log_records, error_message)| {
-                ExportLogsPartialSuccess {
-                    rejected_log_records,
-                    error_message,
-                }
-            }),
-        }))
-    }
-}
-
-/// The three services, configured (gzip, size limit), ready to be added to a
-/// `tonic::transport::Server`. Traces are served by [`RawTraceService`], which
-/// hands the request bytes to the sink's zero-copy reader.
+/// The three services, configured (gzip, size limit), with the default
+/// [`Limits`] and the process's shared [`DecodePool`], ready to be added to
+/// a `tonic::transport::Server`.
 pub fn services(
     sink: Arc<dyn Sink>,
     config: &GrpcConfig,
 ) -> (
-    RawTraceService,
-    MetricsServiceServer<GrpcReceiver>,
-    LogsServiceServer<GrpcReceiver>,
+    RawExportService<ExportTraceServiceRequest>,
+    RawExportService<ExportMetricsServiceRequest>,
+    RawExportService<ExportLogsServiceRequest>,
 ) {
-    let receiver = GrpcReceiver::new(Arc::clone(&sink));
-    let limit = config.max_recv_msg_size;
+    services_with(sink, config, Decoding::default())
+}
+
+/// [`services`] with the given limits and decode pool (the HTTP receiver
+/// should share the pool, so that decoding is bounded across both).
+pub fn services_with(
+    sink: Arc<dyn Sink>,
+    config: &GrpcConfig,
+    decoding: Decoding,
+) -> (
+    RawExportService<ExportTraceServiceRequest>,
+    RawExportService<ExportMetricsServiceRequest>,
+    RawExportService<ExportLogsServiceRequest>,
+) {
     (
-        RawTraceService {
-            sink,
-            max_recv_msg_size: limit,
-        },
-        MetricsServiceServer::new(receiver.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(limit),
-        LogsServiceServer::new(receiver)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(limit),
+        RawExportService::new(Arc::clone(&sink), config, decoding.clone()),
+        RawExportService::new(Arc::clone(&sink), config, decoding.clone()),
+        RawExportService::new(sink, config, decoding),
     )
 }
 
-// === RawTraceService ===
+// === RawExportService ===
 
-/// gRPC path of the OTLP trace export method.
-const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
-/// `TraceService/Export` that passes the request's protobuf bytes to
-/// [`Sink::traces_protobuf`] instead of decoding them into prost types first.
-/// Compression and the size limit are tonic's, as for the other services.
-#[derive(Clone)]
-pub struct RawTraceService {
+/// The `Export` method of the service of `R`: the request's protobuf bytes
+/// are measured against the limits before anything decodes them. Compression
+/// and the size limit are tonic's.
+pub struct RawExportService<R> {
     sink: Arc<dyn Sink>,
     max_recv_msg_size: usize,
+    limits: Limits,
+    /// Where requests are decoded and recorded: blocking threads, a
+    /// bounded number of requests at a time.
+    pool: DecodePool,
+    request: PhantomData<fn() -> R>,
 }
 
-impl NamedService for RawTraceService {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+impl<R: GrpcExport> RawExportService<R> {
+    pub fn new(sink: Arc<dyn Sink>, config: &GrpcConfig, decoding: Decoding) -> Self {
+        RawExportService {
+            sink,
+            max_recv_msg_size: config.max_recv_msg_size,
+            limits: decoding.limits,
+            pool: decoding.pool,
+            request: PhantomData,
+        }
+    }
+}
+
+impl<R> Clone for RawExportService<R> {
+    fn clone(&self) -> Self {
+        RawExportService {
+            sink: Arc::clone(&self.sink),
+            max_recv_msg_size: self.max_recv_msg_size,
+            limits: self.limits,
+            pool: self.pool.clone(),
+            request: PhantomData,
+        }
+    }
+}
+
+impl<R: GrpcExport> NamedService for RawExportService<R> {
+    const NAME: &'static str = R::SERVICE;
 }
 
 /// Reads a request message as raw bytes; writes the response with prost.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawTraceCodec;
+struct RawCodec<T>(PhantomData<fn() -> T>);
 
 #[derive(Debug, Clone, Copy, Default)]
 struct RawDecoder;
 
-#[derive(Debug, Clone, Copy, Default)]
-struct ResponseEncoder;
+struct ResponseEncoder<T>(PhantomData<fn() -> T>);
 
-impl Codec for RawTraceCodec {
-    type Encode = ExportTraceServiceResponse;
+impl<T: prost::Message + Send + 'static> Codec for RawCodec<T> {
+    type Encode = T;
     type Decode = Bytes;
-    type Encoder = ResponseEncoder;
+    type Encoder = ResponseEncoder<T>;
     type Decoder = RawDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ResponseEncoder
+        ResponseEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -194,55 +180,77 @@ impl Decoder for RawDecoder {
     }
 }
 
-impl Encoder for ResponseEncoder {
-    type Item = ExportTraceServiceResponse;
+impl<T: prost::Message> Encoder for ResponseEncoder<T> {
+    type Item = T;
     type Error = Status;
 
-    fn encode(
-        &mut self,
-        item: ExportTraceServiceResponse,
-        dst: &mut EncodeBuf<'_>,
-    ) -> Result<(), Status> {
+    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         item.encode(dst)
             .map_err(|error| Status::internal(format!("cannot encode response: {error}")))
     }
 }
 
 /// The unary handler: bytes in, response out.
-struct ExportRaw(Arc<dyn Sink>);
+struct ExportRaw<R> {
+    sink: Arc<dyn Sink>,
+    limits: Limits,
+    pool: DecodePool,
+    request: PhantomData<fn() -> R>,
+}
 
-impl UnaryService<Bytes> for ExportRaw {
-    type Response = ExportTraceServiceResponse;
-    type Future = BoxFuture<Result<Response<ExportTraceServiceResponse>, Status>>;
+impl<R: GrpcExport> UnaryService<Bytes> for ExportRaw<R> {
+    type Response = R::Response;
+    type Future = BoxFuture<Result<Response<R::Response>, Status>>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let sink = Arc::clone(&self.0);
+        let sink = Arc::clone(&self.sink);
+        let limits = self.limits;
+        let pool = self.pool.clone();
         Box::pin(async move {
-            let outcome = sink.traces_protobuf(request.get_ref()).map_err(|error| {
-                telemetry::record_refused_request(TRANSPORT, Signal::Traces.as_str(), "decode");
-                tracing::debug!(%error, "refused OTLP/gRPC trace request");
-                Status::invalid_argument(error.0)
-            })?;
-            telemetry::record_outcome(
-                TRANSPORT,
-                Signal::Traces.as_str(),
-                outcome.accepted,
-                outcome.rejected,
-            );
-            Ok(Response::new(ExportTraceServiceResponse {
-                partial_success: rejected(&outcome).map(|(rejected_spans, error_message)| {
-                    ExportTracePartialSuccess {
-                        rejected_spans,
-                        error_message,
-                    }
-                }),
-            }))
+            let body = request.into_inner();
+            let signal = R::SIGNAL.as_str();
+            let outcome = match pool
+                .run(move || export_protobuf::<R>(&body, sink.as_ref(), limits))
+                .await
+            {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(refused)) => {
+                    let (reason, message) = match refused {
+                        Refused::OverLimit(over) => (over.reason(), over.to_string()),
+                        Refused::Decode(detail) => (
+                            "decode",
+                            format!("cannot decode {} as protobuf: {detail}", R::NAME),
+                        ),
+                    };
+                    telemetry::record_refused_request(TRANSPORT, signal, reason);
+                    tracing::debug!(signal, reason, error = %message, "refused OTLP/gRPC request");
+                    return Err(Status::invalid_argument(message));
+                }
+                Err(error) => {
+                    telemetry::record_refused_request(TRANSPORT, signal, "internal");
+                    tracing::warn!(signal, %error, "OTLP/gRPC request failed");
+                    return Err(Status::internal(error.to_string()));
+                }
+            };
+            telemetry::record_outcome(TRANSPORT, signal, outcome.accepted, outcome.rejected);
+            Ok(Response::new(R::response(partial(&outcome))))
         })
     }
 }
 
-impl<B> tower::Service<http::Request<B>> for RawTraceService
+/// `(rejected, error_message)` of a partial success, if items were rejected.
+fn partial(outcome: &Outcome) -> Option<(i64, String)> {
+    (outcome.rejected > 0).then(|| {
+        (
+            i64::try_from(outcome.rejected).unwrap_or(i64::MAX),
+            outcome.error_message.clone(),
+        )
+    })
+}
+
+impl<R, B> tower::Service<http::Request<B>> for RawExportService<R>
 where
+    R: GrpcExport,
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
@@ -255,13 +263,24 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != TRACE_EXPORT_PATH {
+        let method = request
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|path| path.strip_prefix(R::SERVICE))
+            .and_then(|path| path.strip_prefix('/'));
+        if method != Some("Export") {
             return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
         }
-        let handler = ExportRaw(Arc::clone(&self.sink));
+        let handler = ExportRaw::<R> {
+            sink: Arc::clone(&self.sink),
+            limits: self.limits,
+            pool: self.pool.clone(),
+            request: PhantomData,
+        };
         let limit = self.max_recv_msg_size;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(RawTraceCodec)
+            let mut grpc = tonic::server::Grpc::new(RawCodec::<R::Response>(PhantomData))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(limit);
@@ -365,3 +384,6 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,18 +3,21 @@
 //! Each request goes through the same steps, and the first that fails answers
 //! it: content type (`application/x-protobuf` or `application/json`, else
 //! 415), content encoding (`gzip` or `identity`, else 415), body read with a
-//! cap, decompression with the same cap on its output (413), decoding (400),
-//! then the [`Sink`]. A decoded request is answered 200 with the matching
-//! `Export*ServiceResponse`, carrying a partial success when the sink rejected
-//! items.
+//! cap, decompression with the same cap on its output (413), the decoding
+//! [`Limits`] (items, and the memory decoding would take, measured before
+//! decoding: 400), decoding (400), then the [`Sink`]. Everything after the
+//! body is read runs on the [`DecodePool`], off the async workers. A decoded
+//! request is answered 200 with the matching `Export*ServiceResponse`,
+//! carrying a partial success when the sink rejected items.
 //!
 //! Invariants:
 //!
 //! - No input makes this module panic or allocate more than about the
-//!   configured body size (plus what decoding the accepted bytes needs): the
-//!   raw body is read through a length limit, and gzip is inflated in chunks
-//!   into a buffer that never grows past the limit, so a small gzip bomb is
-//!   refused after inflating at most `max_request_body_size` bytes.
+//!   configured body size plus `Limits::max_decoded_bytes`: the raw body is
+//!   read through a length limit, gzip is inflated in chunks into a buffer
+//!   that never grows past the limit (a small gzip bomb is refused after
+//!   inflating at most `max_request_body_size` bytes), and a body whose
+//!   decoding would take more than the limit is refused before decoding.
 //! - Error bodies are a `google.rpc.Status`, encoded like the request (JSON for
 //!   JSON requests, protobuf otherwise; 415 answers are always protobuf since
 //!   the client's encoding is not one we speak).
@@ -35,17 +38,17 @@ use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse},
-    metrics::v1::{
-        ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-    },
-    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
 };
 use prost::Message;
 use serde_json::Value;
 
-use super::decode::{decode_json, JsonExport};
-use super::{Outcome, Signal, Sink};
+use super::decode::{
+    export_json, export_protobuf, DecodePool, Decoding, Export, Limits, OverLimit, PoolError,
+    Refused,
+};
+use super::{Outcome, Sink};
 
 /// Counter of OTLP/HTTP requests answered by the export handlers, labelled
 /// `signal` and `status` (the HTTP status code). Unknown paths and wrong
@@ -53,8 +56,9 @@ use super::{Outcome, Signal, Sink};
 pub const HTTP_REQUESTS_TOTAL: &str = "triage_http_requests_total";
 
 /// Counter of refused requests, labelled `transport` (`http` here), `signal`
-/// and `reason` (`decode`, `too_large`, `unsupported_media_type`,
-/// `unsupported_encoding`).
+/// and `reason` (`decode`, `too_large`, `too_many_items`,
+/// `decoded_too_large`, `unsupported_media_type`, `unsupported_encoding`,
+/// `internal`).
 pub const RECEIVER_REFUSED_REQUESTS_TOTAL: &str = "triage_receiver_refused_requests_total";
 
 /// The usual OTLP/HTTP body limit: 20 MiB after decompression.
@@ -66,6 +70,7 @@ const JSON: &str = "application/json";
 /// `google.rpc.Code` values used in error bodies.
 const CODE_INVALID_ARGUMENT: i32 = 3;
 const CODE_RESOURCE_EXHAUSTED: i32 = 8;
+const CODE_INTERNAL: i32 = 13;
 
 /// Size of the steps in which gzip output is produced; the limit is checked
 /// before each step is copied into the output buffer.
@@ -102,12 +107,24 @@ pub struct AnyMsg {
     pub value: Vec<u8>,
 }
 
-/// The axum router serving `POST /v1/traces`, `/v1/metrics` and `/v1/logs`.
+/// The axum router serving `POST /v1/traces`, `/v1/metrics` and `/v1/logs`,
+/// with the default [`Limits`] and the process's shared [`DecodePool`].
 ///
 /// Other methods on those paths are answered 405 with `Allow: POST`, other
 /// paths 404, both by axum.
 pub fn router(sink: Arc<dyn Sink>, config: HttpConfig) -> Router {
-    let receiver = Arc::new(Receiver { sink, config });
+    router_with(sink, config, Decoding::default())
+}
+
+/// [`router`] with the given limits and decode pool (the gRPC receiver
+/// should share the pool, so that decoding is bounded across both).
+pub fn router_with(sink: Arc<dyn Sink>, config: HttpConfig, decoding: Decoding) -> Router {
+    let receiver = Arc::new(Receiver {
+        sink,
+        config,
+        limits: decoding.limits,
+        pool: decoding.pool,
+    });
     Router::new()
         .route("/v1/traces", post(handle::<ExportTraceServiceRequest>))
         .route("/v1/metrics", post(handle::<ExportMetricsServiceRequest>))
@@ -120,6 +137,11 @@ struct Receiver {
     /// Where decoded requests go.
     sink: Arc<dyn Sink>,
     config: HttpConfig,
+    /// What decoding one request may cost.
+    limits: Limits,
+    /// Where bodies are decompressed, decoded and recorded: blocking
+    /// threads, a bounded number of requests at a time.
+    pool: DecodePool,
 }
 
 /// The two OTLP/HTTP encodings; a response uses the request's.
@@ -149,34 +171,17 @@ enum Refusal {
     Protobuf { name: &'static str, detail: String },
     #[error("cannot decode {name} as JSON: {detail}")]
     Json { name: &'static str, detail: String },
-}
-
-/// What differs between the three export requests.
-trait Export: Message + JsonExport + 'static {
-    const SIGNAL: Signal;
-    /// Message name used in error messages.
-    const NAME: &'static str;
-    /// lowerCamelCase name of the response's `rejected_<items>` field.
-    const REJECTED_FIELD: &'static str;
-
-    fn export(&self, sink: &dyn Sink) -> Outcome;
-
-    /// Decodes a protobuf body and hands it to the sink. Traces override this
-    /// to use the sink's zero-copy path.
-    fn export_protobuf(body: &[u8], sink: &dyn Sink) -> Result<Outcome, String> {
-        let request = Self::decode(body).map_err(|error| error.to_string())?;
-        Ok(request.export(sink))
-    }
-
-    /// The protobuf response; `partial` is `(rejected, error_message)`.
-    fn encode_response(partial: Option<(i64, String)>) -> Vec<u8>;
+    #[error("{0}")]
+    OverLimit(OverLimit),
+    #[error("{0}")]
+    Internal(PoolError),
 }
 
 // === impl Receiver ===
 
 impl Receiver {
-    /// Reads, decompresses and decodes the body of a request whose content
-    /// type has been checked.
+    /// Reads the body of a request whose content type has been checked, then
+    /// decompresses, measures, decodes and records it on the decode pool.
     async fn read_request<R: Export>(
         &self,
         format: Format,
@@ -185,32 +190,48 @@ impl Receiver {
         let limit = self.config.max_request_body_size;
         let gzip = content_gzip(request.headers())?;
         let body = read_body(request.into_body(), limit).await?;
-        let body = if gzip && !body.is_empty() {
-            Bytes::from(inflate(&body[..], limit)?)
-        } else {
-            body
-        };
-        let sink = self.sink.as_ref();
-        match format {
-            Format::Protobuf => {
-                R::export_protobuf(&body, sink).map_err(|detail| Refusal::Protobuf {
-                    name: R::NAME,
-                    detail,
-                })
-            }
-            Format::Json => decode_json::<R>(&body)
-                .map(|request| request.export(sink))
-                .map_err(|detail| Refusal::Json {
-                    name: R::NAME,
-                    detail,
-                }),
-        }
+        let sink = Arc::clone(&self.sink);
+        let limits = self.limits;
+        self.pool
+            .run(move || {
+                let body = if gzip && !body.is_empty() {
+                    Bytes::from(inflate(&body[..], limit)?)
+                } else {
+                    body
+                };
+                decode::<R>(format, &body, sink.as_ref(), limits)
+            })
+            .await
+            .map_err(Refusal::Internal)?
     }
 }
 
-/// The handler behind every route. Decoding and the sink run on the request's
-/// task: the sink is cheap by contract, and a decode is bounded by the body
-/// limit.
+/// Measures, decodes and records one body (on a blocking thread).
+fn decode<R: Export>(
+    format: Format,
+    body: &[u8],
+    sink: &dyn Sink,
+    limits: Limits,
+) -> Result<Outcome, Refusal> {
+    let result = match format {
+        Format::Protobuf => export_protobuf::<R>(body, sink, limits),
+        Format::Json => export_json::<R>(body, sink, limits),
+    };
+    result.map_err(|refused| match (refused, format) {
+        (Refused::OverLimit(over), _) => Refusal::OverLimit(over),
+        (Refused::Decode(detail), Format::Protobuf) => Refusal::Protobuf {
+            name: R::NAME,
+            detail,
+        },
+        (Refused::Decode(detail), Format::Json) => Refusal::Json {
+            name: R::NAME,
+            detail,
+        },
+    })
+}
+
+/// The handler behind every route. The body is read on the request's task;
+/// decoding and the sink run on the decode pool (see [`Receiver::pool`]).
 async fn handle<R: Export>(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
     let signal = R::SIGNAL;
     let result = match content_format(request.headers()) {
@@ -267,7 +288,7 @@ fn success<R: Export>(format: Format, outcome: Outcome) -> Response {
         (rejected, outcome.error_message)
     });
     let body = match format {
-        Format::Protobuf => R::encode_response(partial),
+        Format::Protobuf => R::response(partial).encode_to_vec(),
         Format::Json => {
             // Built by hand: the derive writes `"partialSuccess":null` on full
             // success and the count as a number, where OTLP/JSON wants the
@@ -396,7 +417,9 @@ impl Refusal {
             Refusal::Read(_)
             | Refusal::Gzip(_)
             | Refusal::Protobuf { .. }
-            | Refusal::Json { .. } => StatusCode::BAD_REQUEST,
+            | Refusal::Json { .. }
+            | Refusal::OverLimit(_) => StatusCode::BAD_REQUEST,
+            Refusal::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -410,15 +433,22 @@ impl Refusal {
             | Refusal::Gzip(_)
             | Refusal::Protobuf { .. }
             | Refusal::Json { .. } => "decode",
+            Refusal::OverLimit(over) => over.reason(),
+            Refusal::Internal(_) => "internal",
         }
     }
 
-    /// The `google.rpc.Code` of the error body. Over the limit is
-    /// RESOURCE_EXHAUSTED as on gRPC (and, without RetryInfo, not retryable);
-    /// everything else is the client's argument being invalid.
+    /// The `google.rpc.Code` of the error body. A body over the size limit
+    /// is RESOURCE_EXHAUSTED as on gRPC (and, without RetryInfo, not
+    /// retryable). A request over the decoding limits is INVALID_ARGUMENT,
+    /// as on gRPC: OTLP recommends it for requests that must not be retried
+    /// as they are, and some exporters retry RESOURCE_EXHAUSTED regardless.
+    /// Everything else but our own failure is the client's argument being
+    /// invalid too.
     fn rpc_code(&self) -> i32 {
         match self {
             Refusal::TooLarge { .. } => CODE_RESOURCE_EXHAUSTED,
+            Refusal::Internal(_) => CODE_INTERNAL,
             _ => CODE_INVALID_ARGUMENT,
         }
     }
@@ -447,79 +477,6 @@ impl Refusal {
             .into_bytes(),
         };
         with_body(status, format, body)
-    }
-}
-
-// === impl Export ===
-
-impl Export for ExportTraceServiceRequest {
-    const SIGNAL: Signal = Signal::Traces;
-    const NAME: &'static str = "ExportTraceServiceRequest";
-    const REJECTED_FIELD: &'static str = "rejectedSpans";
-
-    fn export(&self, sink: &dyn Sink) -> Outcome {
-        sink.traces(self)
-    }
-
-    fn export_protobuf(body: &[u8], sink: &dyn Sink) -> Result<Outcome, String> {
-        sink.traces_protobuf(body)
-            .map_err(|error| error.to_string())
-    }
-
-    fn encode_response(partial: Option<(i64, String)>) -> Vec<u8> {
-        ExportTraceServiceResponse {
-            partial_success: partial.map(|(rejected_spans, error_message)| {
-                ExportTracePartialSuccess {
-                    rejected_spans,
-                    error_message,
-                }
-            }),
-        }
-        .encode_to_vec()
-    }
-}
-
-impl Export for ExportMetricsServiceRequest {
-    const SIGNAL: Signal = Signal::Metrics;
-    const NAME: &'static str = "ExportMetricsServiceRequest";
-    const REJECTED_FIELD: &'static str = "rejectedDataPoints";
-
-    fn export(&self, sink: &dyn Sink) -> Outcome {
-        sink.metrics(self)
-    }
-
-    fn encode_response(partial: Option<(i64, String)>) -> Vec<u8> {
-        ExportMetricsServiceResponse {
-            partial_success: partial.map(|(rejected_data_points, error_message)| {
-                ExportMetricsPartialSuccess {
-                    rejected_data_points,
-                    error_message,
-                }
-            }),
-        }
-        .encode_to_vec()
-    }
-}
-
-impl Export for ExportLogsServiceRequest {
-    const SIGNAL: Signal = Signal::Logs;
-    const NAME: &'static str = "ExportLogsServiceRequest";
-    const REJECTED_FIELD: &'static str = "rejectedLogRecords";
-
-    fn export(&self, sink: &dyn Sink) -> Outcome {
-        sink.logs(self)
-    }
-
-    fn encode_response(partial: Option<(i64, String)>) -> Vec<u8> {
-        ExportLogsServiceResponse {
-            partial_success: partial.map(|(rejected_log_records, error_message)| {
-                ExportLogsPartialSuccess {
-                    rejected_log_records,
-                    error_message,
-                }
-            }),
-        }
-        .encode_to_vec()
     }
 }
 

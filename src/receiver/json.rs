@@ -308,10 +308,12 @@ impl<'a> JsonTraces<'a> {
     }
 }
 
+mod measure;
 mod requests;
 mod scan;
 mod traces;
 
+pub use measure::measure;
 pub use requests::{read_logs, read_metrics};
 pub use traces::ScannedTraces;
 

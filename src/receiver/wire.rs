@@ -423,5 +423,9 @@ fn status_code(bytes: &[u8]) -> Result<i32, WireError> {
     Ok(code)
 }
 
+mod measure;
+
+pub use measure::{measure_prost, measure_views};
+
 #[cfg(test)]
 mod tests;

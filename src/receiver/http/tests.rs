@@ -4,6 +4,11 @@ use std::sync::Mutex;
 use axum::http::Method;
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceResponse,
+    metrics::v1::ExportMetricsServiceResponse,
+    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse},
+};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -14,6 +19,8 @@ use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Spa
 use tower::ServiceExt;
 
 use super::*;
+use crate::receiver::decode::schema::Message as Schema;
+use crate::receiver::decode::test_support::{self, BOMB_BYTES};
 
 /// A sink that records every request and rejects `reject` items of each.
 #[derive(Default)]
@@ -1013,6 +1020,201 @@ async fn unknown_paths_are_not_found() {
     }
 }
 
+// --- decoding limits and the decode pool (issue #14) ---
+
+async fn call_decoding(sink: &Arc<RecordingSink>, decoding: Decoding, request: Request) -> Reply {
+    let sink: Arc<dyn Sink> = sink.clone();
+    let response = router_with(sink, HttpConfig::default(), decoding)
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn limits(max_items: usize, max_decoded_bytes: usize) -> Decoding {
+    Decoding {
+        limits: Limits {
+            max_items,
+            max_decoded_bytes,
+        },
+        pool: DecodePool::default(),
+    }
+}
+
+const SIGNALS: [(&str, Schema, &str); 3] = [
+    ("/v1/traces", Schema::ExportTraces, "spans"),
+    ("/v1/metrics", Schema::ExportMetrics, "metric data points"),
+    ("/v1/logs", Schema::ExportLogs, "log records"),
+];
+
+fn over_items(items: &str) -> String {
+    format!(
+        "request carries more than 100000 {items}, the limit per request (max_items); \
+         send smaller batches"
+    )
+}
+
+/// The bodies of issue #14: 20 MiB of empty items, about 20 KB gzipped.
+#[tokio::test]
+async fn a_gzip_bomb_of_empty_items_is_refused_before_decoding() {
+    let sink = RecordingSink::rejecting(0);
+    for (path, schema, items) in SIGNALS {
+        let body = test_support::protobuf(schema, test_support::protobuf_items(BOMB_BYTES));
+        let bomb = gzip(&body);
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        let headers = [("content-type", PROTOBUF), ("content-encoding", "gzip")];
+        let reply = call(&sink, post(path, &headers, bomb)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+        let status = reply.rpc_status();
+        assert_eq!(status.code, CODE_INVALID_ARGUMENT);
+        assert_eq!(status.message, over_items(items));
+
+        let body = test_support::json(schema, test_support::json_items(BOMB_BYTES));
+        let headers = [("content-type", JSON), ("content-encoding", "gzip")];
+        let reply = call(&sink, post(path, &headers, gzip(body.as_bytes()))).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(
+            reply.json(),
+            serde_json::json!({ "code": CODE_INVALID_ARGUMENT, "message": over_items(items) })
+        );
+    }
+    assert_eq!(
+        sink.n_requests(),
+        0,
+        "nothing of a refused request is recorded"
+    );
+    // The receiver goes on answering.
+    let reply = call(
+        &sink,
+        post_protobuf("/v1/traces", traces_request().encode_to_vec()),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(sink.only_traces(), traces_request());
+}
+
+#[tokio::test]
+async fn items_up_to_the_limit_are_accepted() {
+    let sink = RecordingSink::rejecting(0);
+    let mut request = traces_request();
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    spans.push(spans[0].clone());
+    spans.push(spans[0].clone());
+    let body = request.encode_to_vec();
+    let reply = call_decoding(&sink, limits(3, 1 << 20), post_protobuf("/v1/traces", body)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(sink.only_traces(), request);
+
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    spans.push(spans[0].clone());
+    let json = serde_json::to_string(&request).unwrap();
+    let reply = call_decoding(&sink, limits(3, 1 << 20), post_json("/v1/traces", &json)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.json()["message"],
+        "request carries more than 3 spans, the limit per request (max_items); \
+         send smaller batches"
+    );
+}
+
+#[tokio::test]
+async fn a_request_whose_decoding_would_take_too_much_memory_is_refused() {
+    // No item at all: a hundred thousand empty resources.
+    let body = [0x0a, 0x00].repeat(100_000);
+    let sink = RecordingSink::rejecting(0);
+    for (path, _, _) in SIGNALS {
+        let reply = call_decoding(
+            &sink,
+            limits(10, 1 << 20),
+            post_protobuf(path, body.clone()),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+        let status = reply.rpc_status();
+        assert_eq!(status.code, CODE_INVALID_ARGUMENT);
+        assert_eq!(
+            status.message,
+            "decoding the request would take more than 1 MiB, the limit per request \
+             (max_decoded_bytes), from 200000 bytes of protobuf; send smaller batches"
+        );
+    }
+    assert_eq!(sink.n_requests(), 0);
+    // Within the default limits the same body is an ordinary request.
+    let reply = call(&sink, post_protobuf("/v1/logs", body)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+/// A sink whose logs wait until the test releases them (or 30 s pass, so
+/// that a regression fails instead of hanging).
+struct BlockingSink {
+    inner: Arc<RecordingSink>,
+    entered: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+    released: std::sync::atomic::AtomicBool,
+}
+
+impl Sink for BlockingSink {
+    fn traces(&self, request: &ExportTraceServiceRequest) -> Outcome {
+        self.inner.traces(request)
+    }
+
+    fn metrics(&self, request: &ExportMetricsServiceRequest) -> Outcome {
+        self.inner.metrics(request)
+    }
+
+    fn logs(&self, request: &ExportLogsServiceRequest) -> Outcome {
+        if let Some(entered) = self.entered.lock().unwrap().take() {
+            let _ = entered.send(());
+        }
+        let wait = self
+            .release
+            .lock()
+            .unwrap()
+            .recv_timeout(std::time::Duration::from_secs(30));
+        self.released
+            .store(wait.is_ok(), std::sync::atomic::Ordering::SeqCst);
+        self.inner.logs(request)
+    }
+}
+
+/// Decoding and recording run on the decode pool: while one request is
+/// inside the sink, the (single-threaded) runtime goes on serving others.
+#[tokio::test]
+async fn a_request_being_decoded_does_not_hold_up_others() {
+    let (entered, inside) = tokio::sync::oneshot::channel();
+    let (release, waiting) = std::sync::mpsc::channel();
+    let sink = Arc::new(BlockingSink {
+        inner: RecordingSink::rejecting(0),
+        entered: Mutex::new(Some(entered)),
+        release: Mutex::new(waiting),
+        released: std::sync::atomic::AtomicBool::new(false),
+    });
+    let decoding = Decoding {
+        limits: Limits::default(),
+        pool: DecodePool::new(std::num::NonZeroUsize::new(2).unwrap()),
+    };
+    let app = router_with(sink.clone(), HttpConfig::default(), decoding);
+    let logs = post_protobuf("/v1/logs", logs_request().encode_to_vec());
+    let first = tokio::spawn(app.clone().oneshot(logs));
+    inside.await.unwrap();
+    let metrics = post_protobuf("/v1/metrics", metrics_request().encode_to_vec());
+    let second = app.oneshot(metrics).await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert!(
+        sink.released.load(std::sync::atomic::Ordering::SeqCst),
+        "the metrics request was answered while the logs request was in the sink"
+    );
+}
+
 // --- self-metrics ---
 
 #[test]
@@ -1046,12 +1248,19 @@ fn requests_and_refusals_are_counted() {
                 "{}",
             );
             call(&sink, http_request).await;
+            let spans = test_support::protobuf(Schema::ExportTraces, 4);
+            call_decoding(
+                &sink,
+                limits(3, 1 << 20),
+                post_protobuf("/v1/traces", spans),
+            )
+            .await;
         });
     });
     let rendered = handle.render();
     for line in [
         r#"triage_http_requests_total{signal="traces",status="200"} 1"#,
-        r#"triage_http_requests_total{signal="traces",status="400"} 1"#,
+        r#"triage_http_requests_total{signal="traces",status="400"} 2"#,
         r#"triage_http_requests_total{signal="logs",status="415"} 1"#,
         r#"triage_http_requests_total{signal="metrics",status="413"} 1"#,
         r#"triage_http_requests_total{signal="metrics",status="415"} 1"#,
@@ -1059,6 +1268,7 @@ fn requests_and_refusals_are_counted() {
         r#"triage_receiver_refused_requests_total{transport="http",signal="logs",reason="unsupported_media_type"} 1"#,
         r#"triage_receiver_refused_requests_total{transport="http",signal="metrics",reason="too_large"} 1"#,
         r#"triage_receiver_refused_requests_total{transport="http",signal="metrics",reason="unsupported_encoding"} 1"#,
+        r#"triage_receiver_refused_requests_total{transport="http",signal="traces",reason="too_many_items"} 1"#,
     ] {
         assert!(rendered.contains(line), "missing {line} in:\n{rendered}");
     }

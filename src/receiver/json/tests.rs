@@ -232,7 +232,7 @@ pub(crate) mod scanning {
         }
     }
 
-    fn metrics_request() -> ExportMetricsServiceRequest {
+    pub(crate) fn metrics_request() -> ExportMetricsServiceRequest {
         let metric = |name: &str, data: Data| Metric {
             name: name.into(),
             description: "what it is".into(),
@@ -345,7 +345,7 @@ pub(crate) mod scanning {
         }
     }
 
-    fn logs_request() -> ExportLogsServiceRequest {
+    pub(crate) fn logs_request() -> ExportLogsServiceRequest {
         let body = AnyValue {
             value: Some(Value::KvlistValue(KeyValueList {
                 values: vec![
@@ -590,5 +590,169 @@ pub(crate) mod scanning {
             .value,
             ValueRef::Bool(true)
         );
+    }
+}
+
+// === measure: the limits, checked before decoding ===
+
+mod measure {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    };
+    use proptest::prelude::*;
+    use serde_json::Value as Json;
+
+    use super::*;
+    use crate::receiver::decode::schema::Message as Schema;
+    use crate::receiver::decode::test_support::{
+        self, logs_heap, metrics_heap, traces_heap, BOMB_BYTES,
+    };
+    use crate::receiver::decode::{decode_json, Limits, OverLimit};
+    use crate::receiver::json::measure;
+
+    fn items_over(limit: usize, items: &'static str) -> OverLimit {
+        OverLimit::TooManyItems { items, limit }
+    }
+
+    /// At least what a `serde_json::Value` holds: its vectors, strings and
+    /// object entries (the B-tree nodes around them cannot be seen).
+    fn json_heap(value: &Json) -> usize {
+        match value {
+            Json::String(text) => text.capacity(),
+            Json::Array(items) => {
+                items.capacity() * 32 + items.iter().map(json_heap).sum::<usize>()
+            }
+            Json::Object(members) => members
+                .iter()
+                .map(|(key, member)| key.capacity() + 56 + json_heap(member))
+                .sum(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn estimates_cover_the_value_tree_and_the_request() {
+        let json = serde_json::to_string(&request()).expect("serializes");
+        let measured = measure(json.as_bytes(), Schema::ExportTraces, Limits::default()).unwrap();
+        assert_eq!(measured.items, 2);
+        let decoded: ExportTraceServiceRequest = decode_json(json.as_bytes()).unwrap();
+        let tree: Json = serde_json::from_str(&json).unwrap();
+        assert!(measured.decoded_bytes >= json_heap(&tree) + traces_heap(&decoded));
+
+        let json = serde_json::to_string(&scanning::metrics_request()).unwrap();
+        let measured = measure(json.as_bytes(), Schema::ExportMetrics, Limits::default()).unwrap();
+        let decoded: ExportMetricsServiceRequest = decode_json(json.as_bytes()).unwrap();
+        let tree: Json = serde_json::from_str(&json).unwrap();
+        assert!(measured.decoded_bytes >= json_heap(&tree) + metrics_heap(&decoded));
+
+        let json = serde_json::to_string(&scanning::logs_request()).unwrap();
+        let measured = measure(json.as_bytes(), Schema::ExportLogs, Limits::default()).unwrap();
+        let decoded: ExportLogsServiceRequest = decode_json(json.as_bytes()).unwrap();
+        let tree: Json = serde_json::from_str(&json).unwrap();
+        assert!(measured.decoded_bytes >= json_heap(&tree) + logs_heap(&decoded));
+    }
+
+    #[test]
+    fn a_bomb_of_empty_items_is_refused_at_the_item_limit() {
+        let n = test_support::json_items(BOMB_BYTES);
+        for (request, items) in [
+            (Schema::ExportTraces, "spans"),
+            (Schema::ExportMetrics, "metric data points"),
+            (Schema::ExportLogs, "log records"),
+        ] {
+            let body = test_support::json(request, n);
+            assert_eq!(
+                measure(body.as_bytes(), request, Limits::default()),
+                Err(items_over(100_000, items))
+            );
+        }
+    }
+
+    #[test]
+    fn escaped_member_names_are_read_as_serde_json_reads_them() {
+        let body = r#"{"resourceSpans":[{"scopeSpans":[{"sp\u0061ns":[{},{},{}]}]}]}"#;
+        let decoded: ExportTraceServiceRequest = decode_json(body.as_bytes()).unwrap();
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), 3);
+        let limits = Limits {
+            max_items: 2,
+            ..Limits::default()
+        };
+        assert_eq!(
+            measure(body.as_bytes(), Schema::ExportTraces, limits),
+            Err(items_over(2, "spans"))
+        );
+    }
+
+    #[test]
+    fn members_no_field_reads_still_cost_their_value_tree() {
+        let junk = vec!["{}"; 400_000].join(",");
+        let body = format!(r#"{{"resourceSpans":[],"junk":[{junk}]}}"#);
+        let limits = Limits {
+            max_decoded_bytes: 8 << 20,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            measure(body.as_bytes(), Schema::ExportTraces, limits),
+            Err(OverLimit::TooLarge { format: "JSON", .. })
+        ));
+    }
+
+    #[test]
+    fn values_nested_in_flattened_oneofs_count_once_per_copy() {
+        // The same hundred strings, in one attribute array or nested ten
+        // arrays deep: serde buffers each level's contents again.
+        let strings = vec![r#"{"stringValue":"x"}"#; 100].join(",");
+        let mut nested = strings.clone();
+        for _ in 0..10 {
+            nested = format!(r#"{{"arrayValue":{{"values":[{nested}]}}}}"#);
+        }
+        let flat = format!(r#"{{"arrayValue":{{"values":[{strings}]}}}}"#);
+        let body = |value: &str| {
+            format!(
+                r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"a","value":{value}}}]}}}}]}}"#
+            )
+        };
+        let flat = measure(
+            body(&flat).as_bytes(),
+            Schema::ExportTraces,
+            Limits::default(),
+        );
+        let nested = measure(
+            body(&nested).as_bytes(),
+            Schema::ExportTraces,
+            Limits::default(),
+        );
+        assert!(
+            nested.unwrap().decoded_bytes > flat.unwrap().decoded_bytes * 2,
+            "deeper values are copied more often"
+        );
+    }
+
+    #[test]
+    fn malformed_or_too_deep_json_is_left_to_the_decoder() {
+        for body in [&b""[..], b"{", b"[1,", b"{\"a\" 1}", b"\"open", b"nul"] {
+            assert!(measure(body, Schema::ExportLogs, Limits::default()).is_ok());
+        }
+        // Nested far deeper than serde_json reads: no stack overflow.
+        let deep = "[".repeat(200_000);
+        assert!(measure(deep.as_bytes(), Schema::ExportLogs, Limits::default()).is_ok());
+        assert!(decode_json::<ExportLogsServiceRequest>(deep.as_bytes()).is_err());
+    }
+
+    proptest! {
+        /// On arbitrary text the walk never panics, and whatever the
+        /// general decoder builds from it, the estimate covers.
+        #[test]
+        fn estimates_never_panic_and_cover_the_decoder(text in r#"[\[\]{}",:a-z0-9\\ ]{0,80}"#) {
+            let measured = measure(text.as_bytes(), Schema::ExportLogs, Limits::default());
+            if let Ok(decoded) = decode_json::<ExportLogsServiceRequest>(text.as_bytes()) {
+                prop_assert!(measured.unwrap().decoded_bytes >= logs_heap(&decoded));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = measure(&bytes, Schema::ExportMetrics, Limits::default());
+        }
     }
 }

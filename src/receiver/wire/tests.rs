@@ -259,3 +259,350 @@ proptest! {
         let _ = TraceBatch::read(&bytes);
     }
 }
+
+// --- measure: the limits, checked before decoding ---
+
+mod measure {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    };
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        exponential_histogram_data_point::Buckets, metric::Data,
+        summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogram,
+        ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
+        NumberDataPoint, ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint,
+    };
+    use opentelemetry_proto::tonic::trace::v1::span::Link;
+
+    use super::*;
+    use crate::receiver::decode::schema::Message as Schema;
+    use crate::receiver::decode::test_support::{
+        self, batch_heap, logs_heap, metrics_heap, traces_heap, BOMB_BYTES,
+    };
+    use crate::receiver::decode::{Limits, OverLimit};
+
+    fn items_over(limit: usize, items: &'static str) -> OverLimit {
+        OverLimit::TooManyItems { items, limit }
+    }
+
+    fn traces() -> ExportTraceServiceRequest {
+        let mut spans: Vec<Span> = (0..40).map(rich_span).collect();
+        spans.push(Span::default());
+        spans[0].links.push(Link {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes: vec![attribute("a", Value::StringValue("b".into()))],
+            ..Default::default()
+        });
+        request(spans, Some("checkout"))
+    }
+
+    fn metrics() -> ExportMetricsServiceRequest {
+        let attributes = || {
+            vec![
+                attribute("http.route", Value::StringValue("/a".into())),
+                attribute("state", Value::StringValue("idle".into())),
+            ]
+        };
+        let number = |n: u64| NumberDataPoint {
+            attributes: attributes(),
+            time_unix_nano: n,
+            exemplars: vec![Exemplar {
+                span_id: vec![1; 8],
+                trace_id: vec![2; 16],
+                filtered_attributes: attributes(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let metric = |name: &str, data: Data| Metric {
+            name: name.into(),
+            unit: "ms".into(),
+            data: Some(data),
+            metadata: attributes(),
+            ..Default::default()
+        };
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: attributes(),
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        metric(
+                            "gauge",
+                            Data::Gauge(Gauge {
+                                data_points: (0..20).map(number).collect(),
+                            }),
+                        ),
+                        metric(
+                            "histogram",
+                            Data::Histogram(Histogram {
+                                data_points: vec![HistogramDataPoint {
+                                    attributes: attributes(),
+                                    bucket_counts: vec![1; 17],
+                                    explicit_bounds: vec![0.5; 16],
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            }),
+                        ),
+                        metric(
+                            "exponential",
+                            Data::ExponentialHistogram(ExponentialHistogram {
+                                data_points: vec![ExponentialHistogramDataPoint {
+                                    positive: Some(Buckets {
+                                        offset: 3,
+                                        bucket_counts: vec![0, 300, 1, 1 << 40, 5],
+                                    }),
+                                    negative: Some(Buckets {
+                                        offset: 0,
+                                        bucket_counts: vec![9; 33],
+                                    }),
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            }),
+                        ),
+                        metric(
+                            "summary",
+                            Data::Summary(Summary {
+                                data_points: vec![SummaryDataPoint {
+                                    quantile_values: vec![ValueAtQuantile::default(); 3],
+                                    ..Default::default()
+                                }],
+                            }),
+                        ),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn logs() -> ExportLogsServiceRequest {
+        let record = |n: u8| LogRecord {
+            severity_text: "WARN".into(),
+            body: Some(AnyValue {
+                value: Some(Value::KvlistValue(
+                    opentelemetry_proto::tonic::common::v1::KeyValueList {
+                        values: vec![attribute("message", Value::StringValue("x".repeat(90)))],
+                    },
+                )),
+            }),
+            attributes: vec![attribute(
+                "k8s.event.reason",
+                Value::StringValue("Killing".into()),
+            )],
+            trace_id: vec![n; 16],
+            span_id: vec![n; 8],
+            ..Default::default()
+        };
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: (0..30).map(record).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn estimates_cover_what_the_decoders_allocate() {
+        let request = traces();
+        let bytes = request.encode_to_vec();
+        let measured = measure_views(&bytes, Limits::default()).expect("within the limits");
+        assert_eq!(measured.items, 41);
+        let keys = ExtraKeys::new(&["*.tenant", "ratio"]);
+        let batch = TraceBatch::read_with(&bytes, &keys).expect("valid");
+        assert!(measured.decoded_bytes >= batch_heap(&batch));
+
+        let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("valid");
+        let copied = measure_prost(&bytes, Schema::ExportTraces, Limits::default()).unwrap();
+        assert_eq!(copied.items, 41);
+        assert!(copied.decoded_bytes >= traces_heap(&decoded));
+        // Read without copying, spans take far less than decoded by prost.
+        assert!(measured.decoded_bytes * 2 < copied.decoded_bytes);
+
+        let bytes = metrics().encode_to_vec();
+        let decoded = ExportMetricsServiceRequest::decode(&bytes[..]).expect("valid");
+        let measured = measure_prost(&bytes, Schema::ExportMetrics, Limits::default()).unwrap();
+        assert_eq!(measured.items, 23);
+        assert!(measured.decoded_bytes >= metrics_heap(&decoded));
+
+        let bytes = logs().encode_to_vec();
+        let decoded = ExportLogsServiceRequest::decode(&bytes[..]).expect("valid");
+        let measured = measure_prost(&bytes, Schema::ExportLogs, Limits::default()).unwrap();
+        assert_eq!(measured.items, 30);
+        assert!(measured.decoded_bytes >= logs_heap(&decoded));
+    }
+
+    #[test]
+    fn a_bomb_of_empty_items_is_refused_at_the_item_limit() {
+        let n = test_support::protobuf_items(BOMB_BYTES);
+        let bytes = test_support::protobuf(Schema::ExportTraces, n);
+        assert_eq!(
+            measure_views(&bytes, Limits::default()),
+            Err(items_over(100_000, "spans"))
+        );
+        assert_eq!(
+            measure_prost(&bytes, Schema::ExportTraces, Limits::default()),
+            Err(items_over(100_000, "spans"))
+        );
+        for (request, items) in [
+            (Schema::ExportMetrics, "metric data points"),
+            (Schema::ExportLogs, "log records"),
+        ] {
+            let bytes = test_support::protobuf(request, n);
+            assert_eq!(
+                measure_prost(&bytes, request, Limits::default()),
+                Err(items_over(100_000, items))
+            );
+        }
+        // At the limit is within it.
+        let bytes = test_support::protobuf(Schema::ExportTraces, 100_000);
+        assert_eq!(
+            measure_views(&bytes, Limits::default()).unwrap().items,
+            100_000
+        );
+    }
+
+    #[test]
+    fn empty_containers_are_refused_at_the_memory_limit() {
+        // No item at all: ten million empty resources.
+        let bytes = [0x0a, 0x00].repeat(test_support::protobuf_items(BOMB_BYTES));
+        assert!(matches!(
+            measure_views(&bytes, Limits::default()),
+            Err(OverLimit::TooLarge { limit, wire_bytes, .. })
+                if limit == 64 << 20 && wire_bytes == bytes.len()
+        ));
+        for request in [
+            Schema::ExportTraces,
+            Schema::ExportMetrics,
+            Schema::ExportLogs,
+        ] {
+            assert!(matches!(
+                measure_prost(&bytes, request, Limits::default()),
+                Err(OverLimit::TooLarge { .. })
+            ));
+        }
+        // Empty attributes in one span: no item, a `KeyValue` each for prost.
+        let span = [0x4a, 0x00].repeat(1 << 20);
+        let scope = [&[0x12][..], &encode_len(&span)].concat();
+        let resource = [&[0x12][..], &encode_len(&scope)].concat();
+        let bytes = [&[0x0a][..], &encode_len(&resource)].concat();
+        let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("valid");
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), 1);
+        let tight = Limits {
+            max_items: 10,
+            max_decoded_bytes: traces_heap(&decoded) / 2,
+        };
+        assert!(matches!(
+            measure_prost(&bytes, Schema::ExportTraces, tight),
+            Err(OverLimit::TooLarge { .. })
+        ));
+    }
+
+    /// A length prefix and the bytes.
+    fn encode_len(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn packed_numbers_are_counted_as_decoded() {
+        // Exponential histogram buckets: one byte per uint64 on the wire.
+        let mut request = metrics();
+        let Some(Data::ExponentialHistogram(histogram)) =
+            &mut request.resource_metrics[0].scope_metrics[0].metrics[2].data
+        else {
+            panic!("the third metric is the exponential histogram");
+        };
+        histogram.data_points[0].positive = Some(Buckets {
+            offset: 0,
+            bucket_counts: vec![0; 1 << 20],
+        });
+        let bytes = request.encode_to_vec();
+        let decoded = ExportMetricsServiceRequest::decode(&bytes[..]).expect("valid");
+        let measured = measure_prost(&bytes, Schema::ExportMetrics, Limits::default()).unwrap();
+        assert!(measured.decoded_bytes >= metrics_heap(&decoded));
+        assert!(measured.decoded_bytes > 8 << 20, "{measured:?}");
+    }
+
+    #[test]
+    fn malformed_framing_is_left_to_the_decoder() {
+        for garbage in [
+            &[0x0a, 0xff, 0xff][..],
+            &[0x0b][..],
+            &[0x00][..],
+            &[0x0f][..],
+        ] {
+            assert!(measure_views(garbage, Limits::default()).is_ok());
+            assert!(measure_prost(garbage, Schema::ExportMetrics, Limits::default()).is_ok());
+        }
+        // A malformed submessage is skipped, and what follows it counted.
+        let mut bytes = vec![0x0a, 0x03, 0x12, 0x01, 0xff];
+        bytes.extend(test_support::protobuf(Schema::ExportLogs, 3));
+        let measured = measure_prost(&bytes, Schema::ExportLogs, Limits::default()).unwrap();
+        assert_eq!(measured.items, 3);
+    }
+
+    #[test]
+    fn unknown_groups_are_skipped_as_prost_does() {
+        // Field 9, a group holding a varint, then three log records.
+        let mut bytes = vec![0x4b, 0x08, 0x01, 0x4c];
+        bytes.extend(test_support::protobuf(Schema::ExportLogs, 3));
+        let decoded = ExportLogsServiceRequest::decode(&bytes[..]).expect("prost skips the group");
+        assert_eq!(decoded.resource_logs[0].scope_logs[0].log_records.len(), 3);
+        let measured = measure_prost(&bytes, Schema::ExportLogs, Limits::default()).unwrap();
+        assert_eq!(measured.items, 3);
+    }
+
+    proptest! {
+        /// On arbitrary bytes the walks never panic, and whatever prost
+        /// decodes from them, the estimate covers.
+        #[test]
+        fn estimates_never_panic_and_cover_prost(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = measure_views(&bytes, Limits::default());
+            let measured = measure_prost(&bytes, Schema::ExportTraces, Limits::default());
+            if let Ok(decoded) = ExportTraceServiceRequest::decode(bytes.as_slice()) {
+                prop_assert!(measured.unwrap().decoded_bytes >= traces_heap(&decoded));
+            }
+            let measured = measure_prost(&bytes, Schema::ExportMetrics, Limits::default());
+            if let Ok(decoded) = ExportMetricsServiceRequest::decode(bytes.as_slice()) {
+                prop_assert!(measured.unwrap().decoded_bytes >= metrics_heap(&decoded));
+            }
+            let measured = measure_prost(&bytes, Schema::ExportLogs, Limits::default());
+            if let Ok(decoded) = ExportLogsServiceRequest::decode(bytes.as_slice()) {
+                prop_assert!(measured.unwrap().decoded_bytes >= logs_heap(&decoded));
+            }
+        }
+
+        /// One byte of a valid request changed: whatever prost or the
+        /// zero-copy reader still decode, the estimate covers.
+        #[test]
+        fn estimates_cover_mutated_requests(position in 0usize..4000, byte in any::<u8>()) {
+            let mut bytes = metrics().encode_to_vec();
+            let at = position % bytes.len();
+            bytes[at] = byte;
+            let measured = measure_prost(&bytes, Schema::ExportMetrics, Limits::default());
+            if let Ok(decoded) = ExportMetricsServiceRequest::decode(bytes.as_slice()) {
+                prop_assert!(measured.unwrap().decoded_bytes >= metrics_heap(&decoded));
+            }
+            let mut bytes = traces().encode_to_vec();
+            let at = position % bytes.len();
+            bytes[at] = byte;
+            let measured = measure_views(&bytes, Limits::default());
+            if let Ok(batch) = TraceBatch::read_with(&bytes, &ExtraKeys::new(&["*.tenant"])) {
+                prop_assert!(measured.unwrap().decoded_bytes >= batch_heap(&batch));
+            }
+        }
+    }
+}

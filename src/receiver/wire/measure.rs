@@ -1,0 +1,264 @@
+//! Walks a protobuf export request before it is decoded: counts its items
+//! and estimates what decoding it will allocate, refusing it as soon as it
+//! crosses the [`Limits`] (see `decode::limits`). The walk allocates nothing
+//! and reads each byte at most once.
+//!
+//! Two decoders read protobuf requests, and they allocate differently:
+//!
+//! - prost ([`measure_prost`], metrics and logs) allocates every repeated
+//!   message, string and repeated number; the walk follows
+//!   `decode::schema` through every level prost decodes.
+//! - the zero-copy trace reader ([`measure_views`], `TraceBatch::read_with`)
+//!   borrows everything and allocates three vectors: one view per resource,
+//!   one per span and, at most, one extra value per span attribute.
+//!
+//! Invariant: the walk never stops earlier than the decoder it measures
+//! for. Where the decoder would fail (framing it cannot read), the walk
+//! stops too and lets the request through, and the decoder refuses it with
+//! its own, precise message; everything before that point has been counted.
+//! A submessage the walk cannot read is skipped as opaque bytes and the walk
+//! goes on with its parent, since a decoder that does not look inside it
+//! (the zero-copy reader skips attribute arrays, for one) goes on too.
+
+use std::mem::size_of;
+
+use super::{Reader, WireError};
+use crate::model::{ExtraValue, ResourceView, SpanView};
+use crate::receiver::decode::limits::{growth, heap, Budget, Limits, Measured, OverLimit};
+use crate::receiver::decode::schema::{Field, Message};
+
+/// prost's recursion limit: it refuses messages nested deeper.
+const RECURSION_LIMIT: u32 = 100;
+
+/// Why a walk stopped.
+enum Stop {
+    Over(OverLimit),
+    /// Framing the decoder cannot read either.
+    Malformed,
+}
+
+impl From<OverLimit> for Stop {
+    fn from(over: OverLimit) -> Self {
+        Stop::Over(over)
+    }
+}
+
+impl From<WireError> for Stop {
+    fn from(_: WireError) -> Self {
+        Stop::Malformed
+    }
+}
+
+/// Protobuf wire types.
+const VARINT: u64 = 0;
+const FIXED64: u64 = 1;
+const LEN: u64 = 2;
+const START_GROUP: u64 = 3;
+const END_GROUP: u64 = 4;
+const FIXED32: u64 = 5;
+
+/// Checks a protobuf request of type `root` (an `Export*ServiceRequest`)
+/// against `limits` before prost decodes it.
+pub fn measure_prost(bytes: &[u8], root: Message, limits: Limits) -> Result<Measured, OverLimit> {
+    let mut budget = Budget::new(limits, root.items_name(), "protobuf", bytes.len());
+    finish(message(bytes, root, &mut budget, 0), &budget)
+}
+
+/// Checks a protobuf `ExportTraceServiceRequest` against `limits` before the
+/// zero-copy reader (`TraceBatch::read_with`) reads it.
+pub fn measure_views(bytes: &[u8], limits: Limits) -> Result<Measured, OverLimit> {
+    let mut budget = Budget::new(limits, "spans", "protobuf", bytes.len());
+    let mut batch = Batch::default();
+    finish(trace_request(bytes, &mut batch, &mut budget), &budget)
+}
+
+fn finish(walk: Result<(), Stop>, budget: &Budget) -> Result<Measured, OverLimit> {
+    match walk {
+        Err(Stop::Over(over)) => Err(over),
+        Ok(()) | Err(Stop::Malformed) => Ok(budget.measured()),
+    }
+}
+
+/// Walks a submessage; one the walk cannot read is opaque bytes to it.
+fn nested(
+    walk: impl FnOnce(&mut Budget) -> Result<(), Stop>,
+    budget: &mut Budget,
+) -> Result<(), OverLimit> {
+    match walk(budget) {
+        Err(Stop::Over(over)) => Err(over),
+        Ok(()) | Err(Stop::Malformed) => Ok(()),
+    }
+}
+
+// === prost ===
+
+/// Walks one message as prost decodes it.
+fn message(
+    bytes: &[u8],
+    message_type: Message,
+    budget: &mut Budget,
+    depth: u32,
+) -> Result<(), Stop> {
+    if depth > RECURSION_LIMIT {
+        return Err(Stop::Malformed);
+    }
+    let mut reader = Reader::new(bytes, "measure");
+    // Elements so far of each repeated field, by field number (OTLP's
+    // repeated fields are all numbered below 16): each is one `Vec`.
+    let mut lens = [0usize; 16];
+    let mut spare = 0;
+    while let Some((number, wire_type)) = key(&mut reader)? {
+        let len = lens.get_mut(number as usize).unwrap_or(&mut spare);
+        match (message_type.field(number), wire_type) {
+            (Field::Repeated(child), LEN) => {
+                let body = reader.len_delimited()?;
+                budget.charge(growth(*len, 1, child.size()))?;
+                *len += 1;
+                if child.is_item() {
+                    budget.item()?;
+                }
+                nested(|budget| message(body, child, budget, depth + 1), budget)?;
+            }
+            (Field::Inline(child), LEN) => {
+                let body = reader.len_delimited()?;
+                nested(|budget| message(body, child, budget, depth + 1), budget)?;
+            }
+            (Field::Bytes, LEN) => budget.charge(heap(reader.len_delimited()?.len()))?,
+            (Field::RepeatedBytes, LEN) => {
+                let body = reader.len_delimited()?;
+                budget.charge(growth(*len, 1, size_of::<String>()))?;
+                *len += 1;
+                budget.charge(heap(body.len()))?;
+            }
+            (Field::RepeatedNumber { varint }, LEN) => {
+                // Packed: prost pushes each number into the `Vec`.
+                let body = reader.len_delimited()?;
+                let numbers = if varint {
+                    body.iter().filter(|byte| **byte < 0x80).count()
+                } else {
+                    body.len() / 8
+                };
+                budget.charge(growth(*len, numbers, 8))?;
+                *len += numbers;
+            }
+            (Field::RepeatedNumber { varint: true }, VARINT)
+            | (Field::RepeatedNumber { varint: false }, FIXED64) => {
+                skip(&mut reader, number, wire_type, depth)?;
+                budget.charge(growth(*len, 1, 8))?;
+                *len += 1;
+            }
+            // Scalars, unknown fields, and known fields of the wrong wire
+            // type (which prost refuses).
+            _ => skip(&mut reader, number, wire_type, depth)?,
+        }
+    }
+    Ok(())
+}
+
+/// The next field's number and wire type, or `None` at the end. Unlike
+/// [`Reader::field`], groups are read: prost skips them in unknown fields.
+fn key(reader: &mut Reader<'_>) -> Result<Option<(u64, u64)>, Stop> {
+    if reader.bytes.is_empty() {
+        return Ok(None);
+    }
+    let key = reader.varint()?;
+    let (number, wire_type) = (key >> 3, key & 7);
+    if number == 0 || wire_type > FIXED32 {
+        return Err(Stop::Malformed);
+    }
+    Ok(Some((number, wire_type)))
+}
+
+/// Skips a field by its wire type, a group up to its end.
+fn skip(reader: &mut Reader<'_>, number: u64, wire_type: u64, depth: u32) -> Result<(), Stop> {
+    match wire_type {
+        VARINT => drop(reader.varint()?),
+        FIXED64 => drop(reader.take(8)?),
+        LEN => drop(reader.len_delimited()?),
+        FIXED32 => drop(reader.take(4)?),
+        START_GROUP => {
+            if depth >= RECURSION_LIMIT {
+                return Err(Stop::Malformed);
+            }
+            loop {
+                match key(reader)? {
+                    Some((end, END_GROUP)) if end == number => break,
+                    Some((_, END_GROUP)) | None => return Err(Stop::Malformed),
+                    Some((inner, wire_type)) => skip(reader, inner, wire_type, depth + 1)?,
+                }
+            }
+        }
+        _ => return Err(Stop::Malformed),
+    }
+    Ok(())
+}
+
+// === zero-copy trace views ===
+
+/// The lengths of the vectors a `TraceBatch` holds.
+#[derive(Default)]
+struct Batch {
+    resources: usize,
+    spans: usize,
+    extras: usize,
+}
+
+/// Walks an `ExportTraceServiceRequest` as `TraceBatch::read_with` reads
+/// it. The reader refuses groups at every level it reads, so this walk does
+/// too ([`Reader::field`]).
+fn trace_request(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Result<(), Stop> {
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        if number == 1 && wire_type == super::WireType::Len {
+            let body = reader.len_delimited()?;
+            budget.charge(growth(batch.resources, 1, size_of::<ResourceView<'_>>()))?;
+            batch.resources += 1;
+            nested(|budget| resource_spans(body, batch, budget), budget)?;
+        } else {
+            reader.skip(wire_type)?;
+        }
+    }
+    Ok(())
+}
+
+fn resource_spans(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Result<(), Stop> {
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        if number == 2 && wire_type == super::WireType::Len {
+            let body = reader.len_delimited()?;
+            nested(|budget| scope_spans(body, batch, budget), budget)?;
+        } else {
+            reader.skip(wire_type)?;
+        }
+    }
+    Ok(())
+}
+
+fn scope_spans(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Result<(), Stop> {
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        if number == 2 && wire_type == super::WireType::Len {
+            let body = reader.len_delimited()?;
+            budget.item()?;
+            budget.charge(growth(batch.spans, 1, size_of::<SpanView<'_>>()))?;
+            batch.spans += 1;
+            nested(|budget| span(body, batch, budget), budget)?;
+        } else {
+            reader.skip(wire_type)?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts a span's attributes: each may be a configured extra key's value.
+fn span(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Result<(), Stop> {
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        if number == 9 && wire_type == super::WireType::Len {
+            budget.charge(growth(batch.extras, 1, size_of::<ExtraValue<'_>>()))?;
+            batch.extras += 1;
+        }
+        reader.skip(wire_type)?;
+    }
+    Ok(())
+}
