@@ -29,12 +29,15 @@
 //! - `alerting:` in [`crate::alert::config`].
 //!
 //! This module keeps the top level, the receivers, `admin:`, `log:` and
-//! `shutdown_timeout`, whose types live here, and the overrides. It opens the
+//! `shutdown_timeout`, whose types live here, and the overrides. The
+//! listeners' connection limits (`max_connections`, the read and idle
+//! timeouts) are read here too; `crate::server::listen` enforces them. It opens the
 //! document and hands each section to its `check` in file order, so problems
 //! come out in the order they always have; a test checks that the example
 //! names every key the sections know and parses to the defaults.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -49,8 +52,8 @@ use crate::ingest::changes::{self, ChangesConfig};
 use crate::ingest::spans::{self, SpanConfig};
 use crate::query::{self, ApiConfig};
 use crate::store::{self, StoreConfig};
-use crate::validate::{at_most, display_problems, duration, endpoint, localhost, positive};
-use crate::validate::{size_mib, socket_addr, text, Checker, MIB};
+use crate::validate::{at_least, at_most, count, display_problems, duration, endpoint, localhost};
+use crate::validate::{positive, size_mib, socket_addr, text, Checker, Section, MIB};
 
 pub use crate::validate::Problem;
 
@@ -60,10 +63,31 @@ const GRPC_PORT: u16 = 4317;
 const HTTP_PORT: u16 = 4318;
 /// Default port of the admin server.
 const ADMIN_PORT: u16 = 8888;
+/// Default connection cap of each OTLP listener.
+const OTLP_MAX_CONNECTIONS: usize = 1024;
+/// Default connection cap of the admin listener: probes and scrapes only.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Longest shutdown drain. Orchestrators kill a process that takes longer
 /// than a few minutes to stop anyway.
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Most connections one listener may be allowed. Each takes a file
+/// descriptor, and open-files limits past a million are rare.
+const MAX_MAX_CONNECTIONS: usize = 1 << 20;
+/// Most concurrent gRPC streams per connection that may be configured.
+const MAX_CONCURRENT_STREAMS: usize = 10_000;
+/// Longest `read_header_timeout`: headers are a few hundred bytes.
+const MAX_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Longest `read_timeout` and `request_timeout`.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Longest `idle_timeout` and `keepalive_interval`.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Shortest `keepalive_interval`: pinging every client more often than
+/// once a second is load, not liveness checking.
+const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest `keepalive_timeout`.
+const MAX_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Keys of the document's top level.
 const TOP_KEYS: &[&str] = &[
@@ -84,11 +108,34 @@ const RECEIVERS_KEYS: &[&str] = &["otlp"];
 /// Keys of `receivers.otlp`.
 const OTLP_KEYS: &[&str] = &["grpc", "http"];
 /// Keys of `receivers.otlp.grpc`.
-const GRPC_KEYS: &[&str] = &["endpoint", "max_recv_msg_size_mib"];
+const GRPC_KEYS: &[&str] = &[
+    "endpoint",
+    "max_recv_msg_size_mib",
+    "max_connections",
+    "max_concurrent_streams",
+    "read_header_timeout",
+    "request_timeout",
+    "idle_timeout",
+    "keepalive_interval",
+    "keepalive_timeout",
+];
 /// Keys of `receivers.otlp.http`.
-const HTTP_KEYS: &[&str] = &["endpoint", "max_request_body_size_mib"];
+const HTTP_KEYS: &[&str] = &[
+    "endpoint",
+    "max_request_body_size_mib",
+    "max_connections",
+    "read_header_timeout",
+    "read_timeout",
+    "idle_timeout",
+];
 /// Keys of `admin`.
-const ADMIN_KEYS: &[&str] = &["endpoint"];
+const ADMIN_KEYS: &[&str] = &[
+    "endpoint",
+    "max_connections",
+    "read_header_timeout",
+    "read_timeout",
+    "idle_timeout",
+];
 /// Keys of `log`.
 const LOG_KEYS: &[&str] = &["level", "format"];
 
@@ -142,6 +189,21 @@ pub struct GrpcSettings {
     pub endpoint: SocketAddr,
     /// Largest request message accepted, in bytes.
     pub max_recv_msg_size: usize,
+    /// How many connections stay open, and how long one may stay silent.
+    /// `read_header_timeout` is the time a new connection has to send the
+    /// HTTP/2 connection preface.
+    pub connections: ConnectionLimits,
+    /// Calls in flight on one connection: advertised to the client as
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`, and enforced by the server
+    /// as a per-connection concurrency limit.
+    pub max_concurrent_streams: NonZeroUsize,
+    /// Longest call, from its headers to its answer, body included; a
+    /// client's shorter `grpc-timeout` wins.
+    pub request_timeout: Duration,
+    /// How often each connection is sent an HTTP/2 ping.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
 }
 
 /// Settings of the OTLP/HTTP receiver.
@@ -151,6 +213,11 @@ pub struct HttpSettings {
     pub endpoint: SocketAddr,
     /// Largest request body accepted, in bytes, after decompression.
     pub max_request_body_size: usize,
+    /// How many connections stay open, and how long one may stay silent.
+    pub connections: ConnectionLimits,
+    /// How long a request body may take to arrive once its headers have;
+    /// a slower upload is answered 408 and its buffers are freed.
+    pub read_timeout: Duration,
 }
 
 /// Settings of the admin HTTP server.
@@ -158,6 +225,27 @@ pub struct HttpSettings {
 pub struct AdminSettings {
     /// Address the server listens on; port 0 picks a free port.
     pub endpoint: SocketAddr,
+    /// How many connections stay open, and how long one may stay silent.
+    /// Separate from the OTLP listeners' so that `/healthz` keeps
+    /// answering while they are flooded.
+    pub connections: ConnectionLimits,
+    /// As [`HttpSettings::read_timeout`].
+    pub read_timeout: Duration,
+}
+
+/// What every listener bounds: the connections it keeps open, and how long
+/// each may stay silent. See docs/RELIABILITY.md, "Listeners".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once. One more is closed as soon as it is
+    /// accepted, and counted.
+    pub max_connections: NonZeroUsize,
+    /// How long a request's headers may take to arrive (HTTP/1.1), and how
+    /// long a new connection may take to start speaking (the first request,
+    /// or the HTTP/2 preface).
+    pub read_header_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
 }
 
 /// Settings of the process's own logs.
@@ -222,13 +310,37 @@ impl Default for Settings {
             grpc: GrpcSettings {
                 endpoint: localhost(GRPC_PORT),
                 max_recv_msg_size: 4 * MIB,
+                connections: ConnectionLimits {
+                    max_connections: NonZeroUsize::new(OTLP_MAX_CONNECTIONS).expect("non-zero"),
+                    read_header_timeout: Duration::from_secs(10),
+                    // Longer than HTTP's: gRPC clients keep one connection
+                    // and reconnect less cheaply; and a closed idle
+                    // connection gets no GOAWAY (see server::listen).
+                    idle_timeout: Duration::from_secs(5 * 60),
+                },
+                max_concurrent_streams: NonZeroUsize::new(100).expect("non-zero"),
+                request_timeout: Duration::from_secs(30),
+                keepalive_interval: Duration::from_secs(60),
+                keepalive_timeout: Duration::from_secs(20),
             },
             http: HttpSettings {
                 endpoint: localhost(HTTP_PORT),
                 max_request_body_size: 20 * MIB,
+                connections: ConnectionLimits {
+                    max_connections: NonZeroUsize::new(OTLP_MAX_CONNECTIONS).expect("non-zero"),
+                    read_header_timeout: Duration::from_secs(10),
+                    idle_timeout: Duration::from_secs(2 * 60),
+                },
+                read_timeout: Duration::from_secs(30),
             },
             admin: AdminSettings {
                 endpoint: localhost(ADMIN_PORT),
+                connections: ConnectionLimits {
+                    max_connections: NonZeroUsize::new(ADMIN_MAX_CONNECTIONS).expect("non-zero"),
+                    read_header_timeout: Duration::from_secs(10),
+                    idle_timeout: Duration::from_secs(2 * 60),
+                },
+                read_timeout: Duration::from_secs(30),
             },
             api: ApiConfig::default(),
             store: StoreConfig::default(),
@@ -314,6 +426,54 @@ impl Settings {
             &mut settings.grpc.max_recv_msg_size,
             size_mib,
         );
+        let limits = &mut settings.grpc.connections;
+        check.field(
+            &grpc,
+            "max_connections",
+            &mut limits.max_connections,
+            |value| count(value, 1, MAX_MAX_CONNECTIONS),
+        );
+        check.field(
+            &grpc,
+            "max_concurrent_streams",
+            &mut settings.grpc.max_concurrent_streams,
+            |value| count(value, 1, MAX_CONCURRENT_STREAMS),
+        );
+        check.field(
+            &grpc,
+            "read_header_timeout",
+            &mut limits.read_header_timeout,
+            read_header_timeout,
+        );
+        check.field(
+            &grpc,
+            "request_timeout",
+            &mut settings.grpc.request_timeout,
+            request_timeout,
+        );
+        check.field(
+            &grpc,
+            "idle_timeout",
+            &mut limits.idle_timeout,
+            idle_timeout,
+        );
+        check.field(
+            &grpc,
+            "keepalive_interval",
+            &mut settings.grpc.keepalive_interval,
+            |value| {
+                at_most(
+                    at_least(duration(value)?, MIN_KEEPALIVE_INTERVAL)?,
+                    MAX_IDLE_TIMEOUT,
+                )
+            },
+        );
+        check.field(
+            &grpc,
+            "keepalive_timeout",
+            &mut settings.grpc.keepalive_timeout,
+            |value| at_most(positive(duration(value)?)?, MAX_KEEPALIVE_TIMEOUT),
+        );
         let http = check.section(&otlp, "http", HTTP_KEYS);
         check.field(&http, "endpoint", &mut settings.http.endpoint, |value| {
             endpoint(value, HTTP_PORT)
@@ -324,11 +484,23 @@ impl Settings {
             &mut settings.http.max_request_body_size,
             size_mib,
         );
+        check_http_limits(
+            &mut check,
+            &http,
+            &mut settings.http.connections,
+            &mut settings.http.read_timeout,
+        );
 
         let admin = check.section(&top, "admin", ADMIN_KEYS);
         check.field(&admin, "endpoint", &mut settings.admin.endpoint, |value| {
             endpoint(value, ADMIN_PORT)
         });
+        check_http_limits(
+            &mut check,
+            &admin,
+            &mut settings.admin.connections,
+            &mut settings.admin.read_timeout,
+        );
 
         query::config::check(&mut check, &top, &mut settings.api);
         store::config::check(&mut check, &top, &mut settings.store);
@@ -434,17 +606,52 @@ receivers:
       endpoint: "127.0.0.1:4317"
       # Largest gRPC message accepted, in MiB (fractions allowed; at most 1024).
       max_recv_msg_size_mib: 4
+      # Connections kept open at once. One more is closed as soon as it is
+      # accepted and counted in triage_listener_refused_connections_total.
+      max_connections: 1024
+      # Calls in flight on one connection (HTTP/2 max concurrent streams,
+      # also enforced by the server).
+      max_concurrent_streams: 100
+      # How long a new connection may take to send the HTTP/2 preface.
+      read_header_timeout: 10s
+      # Longest call, body included (a client's shorter grpc-timeout wins).
+      request_timeout: 30s
+      # A connection with no call in flight for this long is closed.
+      idle_timeout: 5m
+      # Each connection is pinged this often, and closed when a ping is not
+      # answered within keepalive_timeout.
+      keepalive_interval: 1m
+      keepalive_timeout: 20s
     http:
       # Where the OTLP/HTTP receiver listens.
       # Flag --http-endpoint, env TRIAGE_HTTP_ENDPOINT.
       endpoint: "127.0.0.1:4318"
       # Largest request body accepted after decompression, in MiB (at most 1024).
       max_request_body_size_mib: 20
+      # Connections kept open at once; more are closed as soon as accepted.
+      max_connections: 1024
+      # How long a request's headers may take to arrive; a new connection
+      # must start its first request within it too. On HTTP/1.1 the clock
+      # starts when the connection is ready for the next request, so a
+      # keep-alive connection idle this long is closed as well.
+      read_header_timeout: 10s
+      # How long a request body may take to arrive once its headers have;
+      # a slower upload is answered 408 and dropped.
+      read_timeout: 30s
+      # A connection with no request in flight for this long is closed.
+      idle_timeout: 2m
 
 admin:
   # Where /metrics, /healthz and /readyz are served.
   # Flag --admin-endpoint, env TRIAGE_ADMIN_ENDPOINT.
   endpoint: "127.0.0.1:8888"
+  # The admin port's own limits, apart from the OTLP listeners' so that
+  # /healthz keeps answering while those are flooded. Same meanings as
+  # under receivers.otlp.http.
+  max_connections: 64
+  read_header_timeout: 10s
+  read_timeout: 30s
+  idle_timeout: 2m
 "#;
 
 /// The end of the example config: `log:` and `shutdown_timeout`.
@@ -458,6 +665,50 @@ const EXAMPLE_TAIL: &str = r#"log:
 # How long shutdown waits for in-flight work to drain (at most 5m).
 shutdown_timeout: 10s
 "#;
+
+/// Reads the connection limits of an HTTP listener (`receivers.otlp.http`
+/// or `admin`), in the order the example lists them.
+fn check_http_limits(
+    check: &mut Checker,
+    section: &Section<'_>,
+    limits: &mut ConnectionLimits,
+    read_timeout: &mut Duration,
+) {
+    check.field(
+        section,
+        "max_connections",
+        &mut limits.max_connections,
+        |value| count(value, 1, MAX_MAX_CONNECTIONS),
+    );
+    check.field(
+        section,
+        "read_header_timeout",
+        &mut limits.read_header_timeout,
+        read_header_timeout,
+    );
+    check.field(section, "read_timeout", read_timeout, request_timeout);
+    check.field(
+        section,
+        "idle_timeout",
+        &mut limits.idle_timeout,
+        idle_timeout,
+    );
+}
+
+/// A `read_header_timeout`: more than zero, at most 5m.
+fn read_header_timeout(value: &Value) -> Result<Duration, String> {
+    at_most(positive(duration(value)?)?, MAX_READ_HEADER_TIMEOUT)
+}
+
+/// A `read_timeout` or `request_timeout`: more than zero, at most 1h.
+fn request_timeout(value: &Value) -> Result<Duration, String> {
+    at_most(positive(duration(value)?)?, MAX_REQUEST_TIMEOUT)
+}
+
+/// An `idle_timeout`: more than zero, at most 1d.
+fn idle_timeout(value: &Value) -> Result<Duration, String> {
+    at_most(positive(duration(value)?)?, MAX_IDLE_TIMEOUT)
+}
 
 /// A `tracing` filter directive string.
 fn log_level(text: &str) -> Result<String, String> {

@@ -103,11 +103,26 @@ receivers:
     grpc:
       endpoint: "0.0.0.0:14317"
       max_recv_msg_size_mib: 0.5
+      max_connections: 2000
+      max_concurrent_streams: 8
+      read_header_timeout: 5s
+      request_timeout: 1m
+      idle_timeout: 15m
+      keepalive_interval: 30s
+      keepalive_timeout: 5s
     http:
       endpoint: "[::]:14318"
       max_request_body_size_mib: 64
+      max_connections: 300
+      read_header_timeout: 3s
+      read_timeout: 20s
+      idle_timeout: 90s
 admin:
   endpoint: localhost:0
+  max_connections: 16
+  read_header_timeout: 2s
+  read_timeout: 4s
+  idle_timeout: 1m
 api:
   endpoint: "0.0.0.0:14320"
   auth: { bearer_token_file: /run/secrets/api-token }
@@ -195,13 +210,34 @@ shutdown_timeout: 5m
         grpc: GrpcSettings {
             endpoint: "0.0.0.0:14317".parse().expect("addr"),
             max_recv_msg_size: 512 * 1024,
+            connections: ConnectionLimits {
+                max_connections: NonZeroUsize::new(2000).expect("non-zero"),
+                read_header_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(15 * 60),
+            },
+            max_concurrent_streams: NonZeroUsize::new(8).expect("non-zero"),
+            request_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(5),
         },
         http: HttpSettings {
             endpoint: "[::]:14318".parse().expect("addr"),
             max_request_body_size: 64 * 1024 * 1024,
+            connections: ConnectionLimits {
+                max_connections: NonZeroUsize::new(300).expect("non-zero"),
+                read_header_timeout: Duration::from_secs(3),
+                idle_timeout: Duration::from_secs(90),
+            },
+            read_timeout: Duration::from_secs(20),
         },
         admin: AdminSettings {
             endpoint: "127.0.0.1:0".parse().expect("addr"),
+            connections: ConnectionLimits {
+                max_connections: NonZeroUsize::new(16).expect("non-zero"),
+                read_header_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(60),
+            },
+            read_timeout: Duration::from_secs(4),
         },
         api: ApiConfig {
             endpoint: "0.0.0.0:14320".parse().expect("addr"),
@@ -1331,4 +1367,83 @@ fn alerting_may_be_empty_and_then_sends_nothing() {
         assert_eq!(loaded.alerting, AlertConfig::default(), "{yaml}");
         assert!(!loaded.alerting.enabled());
     }
+}
+
+#[test]
+fn listener_limits_problems_name_their_field() {
+    let yaml = r#"
+receivers:
+  otlp:
+    grpc:
+      max_connections: 0
+      max_concurrent_streams: 20000
+      read_header_timeout: 0s
+      request_timeout: 2h
+      idle_timeout: 10
+      keepalive_interval: 500ms
+      keepalive_timeout: 10m
+    http:
+      max_connections: -1
+      read_header_timeout: 6m
+      read_timeout: soon
+      idle_timeout: 2d
+admin:
+  max_connections: 1.5
+  read_header_timeout: 0s
+  read_timeout: 0s
+  idle_timeout: 0s
+"#;
+    let found = problems(yaml);
+    let expected = set(&[
+        "receivers.otlp.grpc.max_connections",
+        "receivers.otlp.grpc.max_concurrent_streams",
+        "receivers.otlp.grpc.read_header_timeout",
+        "receivers.otlp.grpc.request_timeout",
+        "receivers.otlp.grpc.idle_timeout",
+        "receivers.otlp.grpc.keepalive_interval",
+        "receivers.otlp.grpc.keepalive_timeout",
+        "receivers.otlp.http.max_connections",
+        "receivers.otlp.http.read_header_timeout",
+        "receivers.otlp.http.read_timeout",
+        "receivers.otlp.http.idle_timeout",
+        "admin.max_connections",
+        "admin.read_header_timeout",
+        "admin.read_timeout",
+        "admin.idle_timeout",
+    ]);
+    let found_paths: BTreeSet<String> = found.iter().map(|problem| problem.path.clone()).collect();
+    assert_eq!(found_paths, expected);
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    let message = |path: &str| {
+        found
+            .iter()
+            .find(|problem| problem.path == path)
+            .map(|problem| problem.message.clone())
+            .expect("problem at path")
+    };
+    assert!(message("receivers.otlp.grpc.max_connections").contains("from 1 to 1048576"));
+    assert!(message("receivers.otlp.grpc.max_concurrent_streams").contains("from 1 to 10000"));
+    assert!(message("receivers.otlp.grpc.keepalive_interval").contains("at least 1s"));
+    assert!(message("receivers.otlp.http.read_header_timeout").contains("at most 5m"));
+    assert!(message("admin.read_timeout").contains("more than 0s"));
+}
+
+#[test]
+fn listener_limits_are_per_listener() {
+    let loaded = settings(
+        "receivers:\n  otlp:\n    http:\n      max_connections: 10\nadmin:\n  idle_timeout: 5s\n",
+    );
+    let defaults = Settings::default();
+    assert_eq!(loaded.http.connections.max_connections.get(), 10);
+    assert_eq!(loaded.grpc.connections, defaults.grpc.connections);
+    assert_eq!(
+        loaded.admin.connections.max_connections,
+        defaults.admin.connections.max_connections
+    );
+    assert_eq!(
+        loaded.admin.connections.idle_timeout,
+        Duration::from_secs(5)
+    );
+    assert_eq!(defaults.admin.connections.max_connections.get(), 64);
+    assert_eq!(defaults.http.connections.max_connections.get(), 1024);
 }
