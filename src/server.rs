@@ -10,6 +10,12 @@
 //! listeners stop accepting and in-flight requests finish (bounded by the
 //! shutdown timeout) -> client spans still waiting for a pair are resolved ->
 //! the admin listener closes last.
+//!
+//! Every listener but the query API's is a [`listen::Listener`]: its own
+//! connection cap, accept errors that never end it, and connections that
+//! close when silent; [`serve`] adds the per-request limits (HTTP header and
+//! body timeouts, gRPC streams, concurrency and call timeout). See
+//! docs/RELIABILITY.md, "Listeners".
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +24,6 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
@@ -36,6 +41,8 @@ use crate::store::changes::ChangeLog;
 use crate::store::Store;
 use crate::telemetry;
 
+pub mod listen;
+pub mod serve;
 mod supervise;
 
 /// How often the pipeline ticks: client spans waiting for a pair are
@@ -98,6 +105,11 @@ pub struct Server {
 /// Incident events buffered per subscriber before it lags.
 const EVENT_BUFFER: usize = 1024;
 
+/// The listeners' names in logs and in the `listener` metric label.
+const LISTENER_GRPC: &str = "otlp_grpc";
+const LISTENER_HTTP: &str = "otlp_http";
+const LISTENER_ADMIN: &str = "admin";
+
 async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(address)
         .await
@@ -127,6 +139,20 @@ impl Server {
         // Installed before any component creates its metric handles: a
         // handle made earlier records nowhere.
         let _ = telemetry::recorder();
+        listen::raise_open_files_limit(&[
+            (
+                LISTENER_GRPC,
+                settings.grpc.connections.max_connections.get(),
+            ),
+            (
+                LISTENER_HTTP,
+                settings.http.connections.max_connections.get(),
+            ),
+            (
+                LISTENER_ADMIN,
+                settings.admin.connections.max_connections.get(),
+            ),
+        ]);
         let grpc = bind("OTLP/gRPC", settings.grpc.endpoint).await?;
         let http = bind("OTLP/HTTP", settings.http.endpoint).await?;
         let admin = bind("admin HTTP", settings.admin.endpoint).await?;
@@ -229,16 +255,27 @@ impl Server {
                 max_recv_msg_size: settings.grpc.max_recv_msg_size,
             },
         );
-        let grpc_shutdown = shutdown.clone();
+        let grpc_settings = &settings.grpc;
+        let streams = grpc_settings.max_concurrent_streams.get();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
+                // h2 refuses streams over the advertised limit; the
+                // concurrency limit also holds calls whose stream the client
+                // reset but whose handler still runs (rapid reset).
+                .max_concurrent_streams(u32::try_from(streams).unwrap_or(u32::MAX))
+                .concurrency_limit_per_connection(streams)
+                .timeout(grpc_settings.request_timeout)
+                .http2_keepalive_interval(Some(grpc_settings.keepalive_interval))
+                .http2_keepalive_timeout(Some(grpc_settings.keepalive_timeout))
+                .layer(serve::TrackLayer)
                 .layer(OtlpStatusLayer)
                 .add_service(traces)
                 .add_service(metrics)
                 .add_service(logs)
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(grpc),
-                    grpc_shutdown.cancelled_owned(),
+                    listen::Listener::new(LISTENER_GRPC, grpc, grpc_settings.connections)
+                        .incoming(),
+                    shutdown.clone().cancelled_owned(),
                 ),
         );
 
@@ -248,12 +285,16 @@ impl Server {
                 max_request_body_size: settings.http.max_request_body_size,
             },
         );
-        let http_shutdown = shutdown.clone();
-        let http_task = tokio::spawn(async move {
-            axum::serve(http, http_router)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await
-        });
+        let http_task = tokio::spawn(serve::serve_http(
+            listen::Listener::new(LISTENER_HTTP, http, settings.http.connections),
+            http_router,
+            serve::HttpLimits {
+                read_header_timeout: settings.http.connections.read_header_timeout,
+                read_timeout: settings.http.read_timeout,
+                errors: serve::ErrorBody::Otlp,
+            },
+            shutdown.clone(),
+        ));
 
         let admin_stop = CancellationToken::new();
         let admin_router = admin::router(
@@ -267,12 +308,16 @@ impl Server {
             store: Arc::clone(&store),
         }))
         .merge(admin::incidents_router(Arc::clone(&history)));
-        let admin_shutdown = admin_stop.clone();
-        let admin_task = tokio::spawn(async move {
-            axum::serve(admin, admin_router)
-                .with_graceful_shutdown(admin_shutdown.cancelled_owned())
-                .await
-        });
+        let admin_task = tokio::spawn(serve::serve_http(
+            listen::Listener::new(LISTENER_ADMIN, admin, settings.admin.connections),
+            admin_router,
+            serve::HttpLimits {
+                read_header_timeout: settings.admin.connections.read_header_timeout,
+                read_timeout: settings.admin.read_timeout,
+                errors: serve::ErrorBody::Text,
+            },
+            admin_stop.clone(),
+        ));
 
         // Recorders subscribe before restoring, which may publish catch-up
         // events; the incident recorder ends when detection drops `events`.
@@ -453,7 +498,7 @@ impl Server {
                         message: error.to_string(),
                     });
                 }
-                if let Ok(Err(error)) = http_result {
+                if let Err(error) = http_result {
                     return Err(ServerError::Serve {
                         what: "OTLP/HTTP",
                         message: error.to_string(),

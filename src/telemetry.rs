@@ -85,6 +85,22 @@ pub const CHANGES_DETECTOR_SKIPPED: &str = "triage_changes_detector_skipped_tota
 /// on the incident it accompanies, never a page of its own, so this counter
 /// is where a surge without effects shows.
 pub const DETECT_TRAFFIC_SPIKES: &str = "triage_detect_traffic_spikes_total";
+/// Connections open, by `listener` (`otlp_grpc`, `otlp_http`, `admin`).
+pub const LISTENER_CONNECTIONS: &str = "triage_listener_connections";
+/// Each listener's `max_connections`, by `listener`.
+pub const LISTENER_MAX_CONNECTIONS: &str = "triage_listener_max_connections";
+/// Connections closed as soon as they were accepted, by `listener` and
+/// `reason` (`connection_limit`: the listener's cap was reached).
+pub const LISTENER_REFUSED: &str = "triage_listener_refused_connections_total";
+/// Failed accepts, by `listener` and `kind` (`fd_limit`: out of file
+/// descriptors; `no_memory`; `aborted`: the peer left first; `other`). The
+/// listener keeps accepting.
+pub const LISTENER_ACCEPT_ERRORS: &str = "triage_listener_accept_errors_total";
+/// Connections or requests the server ended for being slow, by `listener`
+/// and `kind` (`handshake`: no first request or HTTP/2 preface in time;
+/// `header`: request headers too slow; `body`: request body too slow,
+/// answered 408; `idle`: no request in flight for the idle timeout).
+pub const LISTENER_TIMEOUTS: &str = "triage_listener_timeouts_total";
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -169,6 +185,23 @@ fn describe() {
     describe_counter!(
         CHANGES_DETECTOR_SKIPPED,
         "Telemetry observations change detection left out, by reason."
+    );
+    describe_gauge!(LISTENER_CONNECTIONS, "Connections open, by listener.");
+    describe_gauge!(
+        LISTENER_MAX_CONNECTIONS,
+        "Most connections each listener keeps open (max_connections)."
+    );
+    describe_counter!(
+        LISTENER_REFUSED,
+        "Connections closed as soon as accepted, by listener and reason."
+    );
+    describe_counter!(
+        LISTENER_ACCEPT_ERRORS,
+        "Failed accepts (fd_limit: out of file descriptors), by listener and kind."
+    );
+    describe_counter!(
+        LISTENER_TIMEOUTS,
+        "Connections or requests ended for being slow or idle, by listener and kind."
     );
 }
 
