@@ -58,6 +58,9 @@ const MAX_PAGE_SIZE: usize = 1000;
 const REPLAY_PAGE: usize = 500;
 /// Events queued for one watcher before the sender waits for the client.
 const WATCH_BUFFER: usize = 64;
+/// Incident watch streams open at once; each holds a task and a buffer,
+/// so their number is bounded rather than left to clients.
+pub const MAX_WATCHERS: usize = 256;
 /// Longest text accepted in a field of a recorded change. Changes are kept
 /// in memory and in every correlated incident, so a pasted log must not be.
 const MAX_CHANGE_FIELD_BYTES: usize = 4096;
@@ -131,6 +134,8 @@ pub struct Sources {
 /// The `triage.v1.TriageQuery` implementation.
 pub struct QueryService {
     sources: Sources,
+    /// One permit per open incident watch stream.
+    watchers: Arc<tokio::sync::Semaphore>,
     /// Whether every call was checked against the API's own token.
     authenticated: bool,
     /// Ends every open watch stream when the API stops, so that closing the
@@ -233,6 +238,7 @@ impl Api {
             .map_err(reflection)?;
         let query = TriageQueryServer::new(QueryService {
             sources,
+            watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
             authenticated,
             stop: stop.clone(),
         });
@@ -657,6 +663,14 @@ impl TriageQuery for QueryService {
         &self,
         request: Request<pb::WatchIncidentsRequest>,
     ) -> Result<Response<Self::WatchIncidentsStream>, Status> {
+        let permit = Arc::clone(&self.watchers)
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{MAX_WATCHERS} incident watch streams are open, the most this collector \
+                     serves at once; close one, or retry later"
+                ))
+            })?;
         let start = request.into_inner().start;
         let history = Arc::clone(&self.sources.history);
         // Subscribed here, before the replay reads anything: see the module
@@ -668,6 +682,7 @@ impl TriageQuery for QueryService {
             sender,
             stop: self.stop.clone(),
             last_sent: None,
+            _permit: permit,
         };
         tokio::spawn(watcher.run(start, live));
         Ok(Response::new(ReceiverStream::new(receiver)))
@@ -733,6 +748,8 @@ struct Watcher {
     stop: CancellationToken,
     /// Sequence number of the last event sent (or of the resume point).
     last_sent: Option<u64>,
+    /// Released when the watch ends.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Why a watch ended early.

@@ -25,6 +25,7 @@ fn service() -> QueryService {
             change_token: None,
         },
         authenticated: false,
+        watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
         stop: CancellationToken::new(),
     }
 }
@@ -349,4 +350,31 @@ async fn record_change_requires_the_change_token() {
         .await
         .expect("the interceptor vouched for it");
     assert_eq!(service.sources.changes.len(), 2);
+}
+
+#[tokio::test]
+async fn watch_streams_are_bounded() {
+    let mut service = service();
+    service.watchers = Arc::new(tokio::sync::Semaphore::new(2));
+    let request = || Request::new(pb::WatchIncidentsRequest::default());
+    let first = service.watch_incidents(request()).await.expect("first");
+    let _second = service.watch_incidents(request()).await.expect("second");
+    let status = service
+        .watch_incidents(request())
+        .await
+        .expect_err("a third is one too many");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    // Closing a stream ends its watcher, which frees its place.
+    drop(first);
+    let reopened = async {
+        loop {
+            match service.watch_incidents(request()).await {
+                Ok(stream) => return stream,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, reopened)
+        .await
+        .expect("a place frees up once a client hangs up");
 }
