@@ -32,4 +32,4 @@ pub use span::{
     ResourceAttributes, ResourceView, SpanAttributes, SpanView, TraceBatch, ValueRef, FLAG_EVENT,
     MAX_EXTRA_KEYS, UNKNOWN_PEER, UNKNOWN_SERVICE,
 };
-pub use time::rfc3339;
+pub use time::{relative_to_onset, rfc3339};

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::config::fill_template;
-use crate::model::Incident;
+use crate::model::{relative_to_onset, Incident};
 use crate::model::{AnomalyKind, Severity};
 
 /// Longest annotation kept, in bytes; longer text is cut at a character
@@ -229,13 +229,13 @@ fn changes(incident: &Incident) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             text,
-            "- {} {}{}: {} at {}, {:.0}s before onset (score {:.2}: {})",
+            "- {} {}{}: {} at {}, {} (score {:.2}: {})",
             change.kind,
             change.service,
             subject,
             change.description,
             change.time,
-            change.before_onset_secs,
+            relative_to_onset(change.before_onset_secs),
             change.score,
             change.reason
         );

@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use crate::model::rfc3339;
+use crate::model::{relative_to_onset, rfc3339};
 use crate::model::{AttributeLift, CorrelatedChange};
 use crate::model::{Change, ChangeKind, ChangeSource};
 
@@ -151,7 +151,7 @@ pub fn correlate(changes: &[Change], input: &CorrelationInput) -> Vec<Correlated
         }
         let score = score.clamp(0.0, 1.0);
         let reason = [
-            format!("{} {}", what(change), when(before)),
+            format!("{} {}", what(change), relative_to_onset(before)),
             explain_attribution(change, &attribution),
             explain_placement(&change.service, placement, input),
         ]
@@ -308,24 +308,6 @@ fn what(change: &Change) -> String {
             Some(reason) => format!("{reason} on {service}"),
             None => format!("infrastructure event on {service}"),
         },
-    }
-}
-
-/// "4 min before onset", "at onset", "20 s after onset".
-fn when(before_secs: f64) -> String {
-    let span = |secs: f64| {
-        if secs >= 90.0 {
-            format!("{:.0} min", secs / 60.0)
-        } else {
-            format!("{secs:.0} s")
-        }
-    };
-    if before_secs.abs() < 1.0 {
-        "at onset".to_owned()
-    } else if before_secs > 0.0 {
-        format!("{} before onset", span(before_secs))
-    } else {
-        format!("{} after onset", span(-before_secs))
     }
 }
 

@@ -17,7 +17,7 @@ use crate::analyze::correlate::CorrelationInput;
 use crate::ingest::spans::SpanAnalyzer;
 use crate::model::AnomalyKind;
 use crate::model::ChangeFilter;
-use crate::model::Incident;
+use crate::model::{relative_to_onset, Incident};
 use crate::model::{
     AttributeLift, BlastRadius, Evidence, Hypothesis, HypothesisKind, Pattern, PatternKind,
 };
@@ -688,7 +688,7 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
             subject: format!("change {}", change.id),
             score: change.score.clamp(0.0, 1.0),
             summary: format!(
-                "the {} of {}{} {:.0} s before the onset caused it",
+                "the {} of {}{} {} caused it",
                 change.kind.replace('_', " "),
                 change.service,
                 if subject.is_empty() {
@@ -696,7 +696,7 @@ fn hypotheses(incident: &Incident, ranked: &[(String, OriginEvidence, f64)]) -> 
                 } else {
                     format!(" ({subject})")
                 },
-                change.before_onset_secs.max(0.0)
+                relative_to_onset(change.before_onset_secs)
             ),
             evidence_for: vec![Evidence {
                 text: change.reason.clone(),

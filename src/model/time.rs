@@ -27,3 +27,38 @@ pub fn rfc3339(unix_nanos: u64) -> String {
         in_day % 60
     )
 }
+
+/// When something happened relative to an incident's onset, as every text
+/// says it: "4 min before onset", "at onset", "20 s after onset".
+/// `before_secs` is positive before the onset.
+pub fn relative_to_onset(before_secs: f64) -> String {
+    let span = |secs: f64| {
+        if secs >= 90.0 {
+            format!("{:.0} min", secs / 60.0)
+        } else {
+            format!("{secs:.0} s")
+        }
+    };
+    if before_secs.abs() < 1.0 || !before_secs.is_finite() {
+        "at onset".to_owned()
+    } else if before_secs > 0.0 {
+        format!("{} before onset", span(before_secs))
+    } else {
+        format!("{} after onset", span(-before_secs))
+    }
+}
+
+#[cfg(test)]
+mod onset_tests {
+    use super::relative_to_onset;
+
+    #[test]
+    fn one_wording_on_both_sides_of_the_onset() {
+        assert_eq!(relative_to_onset(0.4), "at onset");
+        assert_eq!(relative_to_onset(-0.4), "at onset");
+        assert_eq!(relative_to_onset(45.0), "45 s before onset");
+        assert_eq!(relative_to_onset(-2.0), "2 s after onset");
+        assert_eq!(relative_to_onset(240.0), "4 min before onset");
+        assert_eq!(relative_to_onset(f64::NAN), "at onset");
+    }
+}

@@ -541,14 +541,14 @@ fn incident_report(incident: &Incident, events: &[EventRecord]) -> String {
         }
     }
     if !incident.changes.is_empty() {
-        text.push_str("\nchanges before the onset:\n");
+        text.push_str("\nchanges around the onset:\n");
         for change in &incident.changes {
             text.push_str(&format!(
-                "  #{} {} {} ({:.0}s before): {}\n",
+                "  #{} {} {} ({}): {}\n",
                 change.id,
                 change.service,
                 change.kind,
-                change.before_onset_secs,
+                crate::model::relative_to_onset(change.before_onset_secs),
                 change.description
             ));
         }

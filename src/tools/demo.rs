@@ -680,14 +680,14 @@ fn describe_analysis(incident: &Incident, lines: &mut Vec<String>) {
         ));
     }
     if !incident.changes.is_empty() {
-        lines.push(format!("{INDENT}changes before the onset:"));
+        lines.push(format!("{INDENT}changes around the onset:"));
         for change in &incident.changes {
             lines.push(format!(
-                "{INDENT}  - {} {}: {} ({:.0}s before the onset; {})",
+                "{INDENT}  - {} {}: {} ({}; {})",
                 change.kind,
                 change.service,
                 change.description,
-                change.before_onset_secs,
+                crate::model::relative_to_onset(change.before_onset_secs),
                 change.reason
             ));
         }

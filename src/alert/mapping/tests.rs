@@ -192,7 +192,7 @@ fn with_analysis_the_annotations_carry_hypotheses_changes_and_blast_radius() {
     assert_eq!(
         annotations["changes"],
         "- deploy payment v1.4.2: rolled out by CI at 2024-12-01T00:02:30Z, \
-         40s before onset (score 0.90: same service, just before)"
+         40 s before onset (score 0.90: same service, just before)"
     );
     assert_eq!(
         annotations["blast_radius"],

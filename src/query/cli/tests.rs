@@ -105,7 +105,7 @@ fn incident_report_shows_the_analysis() {
         "- errors unchanged",
         "fix: roll back payment to v1.4.1",
         "pool_wait on payment",
-        "#3 payment deploy (40s before)",
+        "#3 payment deploy (40 s before onset)",
         "blast radius: 300 of 1000 requests (30.00%)",
         "cloud.region=eu-west-1",
         "exemplar traces: 0af7651916cd43dd8448eb211c80319c",
