@@ -4,8 +4,9 @@
 //!
 //! Invariants: every database call runs on a blocking thread, never on the
 //! async runtime; a failed write is logged and counted
-//! ([`WRITE_ERRORS_METRIC`]) and never stops detection or ingestion; at most
-//! one snapshot write is in flight.
+//! ([`WRITE_ERRORS_METRIC`](super::WRITE_ERRORS_METRIC), and
+//! [`History::health`]) and never stops detection or ingestion; at most one
+//! snapshot write is in flight.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{wall_clock_nanos, EventKind, History, HistoryError, WRITE_ERRORS_METRIC};
+use super::{wall_clock_nanos, EventKind, History, HistoryError};
 use crate::detect::engine::{Engine, EngineSnapshot};
 use crate::model::Change;
 use crate::model::{rfc3339, Incident, IncidentEvent, IncidentState};
@@ -26,12 +27,6 @@ use crate::store::Store;
 /// How often old history is pruned. Retention is days; an hour late is
 /// nothing.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Counts and logs a failed history write of `what`.
-fn write_failed(what: &'static str, error: &dyn std::fmt::Display) {
-    metrics::counter!(WRITE_ERRORS_METRIC, "what" => what).increment(1);
-    tracing::error!(what, %error, "history write failed; carrying on");
-}
 
 /// Restores the changes within retention into the change log; returns how
 /// many. Called at start, before anything records a change.
@@ -182,25 +177,24 @@ pub async fn record_incidents(
     loop {
         match events.recv().await {
             Ok(event) => {
-                let history = Arc::clone(&history);
+                let writer = Arc::clone(&history);
                 let written = tokio::task::spawn_blocking(move || {
-                    history.record_event(&event, wall_clock_nanos())
+                    writer.record_event(&event, wall_clock_nanos())
                 })
                 .await;
-                match written {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => write_failed("incident_event", &error),
-                    Err(error) => write_failed("incident_event", &error),
+                // A failed write was counted and logged by the history;
+                // only a write task that panicked is counted here.
+                if let Err(error) = written {
+                    history.write_failed("incident_event", 1, &error);
                 }
             }
-            Err(RecvError::Lagged(missed)) => {
-                metrics::counter!(WRITE_ERRORS_METRIC, "what" => "incident_event")
-                    .increment(missed);
-                tracing::error!(
-                    missed,
-                    "history fell behind; incident events were not recorded"
-                );
-            }
+            Err(RecvError::Lagged(missed)) => history.write_failed(
+                "incident_event",
+                missed,
+                &format_args!(
+                    "the history fell behind; {missed} incident events were not recorded"
+                ),
+            ),
             Err(RecvError::Closed) => return,
         }
     }
@@ -220,10 +214,11 @@ pub async fn record_changes(
         };
         match received {
             Ok(change) => write_change(&history, change).await,
-            Err(RecvError::Lagged(missed)) => {
-                metrics::counter!(WRITE_ERRORS_METRIC, "what" => "change").increment(missed);
-                tracing::error!(missed, "history fell behind; changes were not recorded");
-            }
+            Err(RecvError::Lagged(missed)) => history.write_failed(
+                "change",
+                missed,
+                &format_args!("the history fell behind; {missed} changes were not recorded"),
+            ),
             Err(RecvError::Closed) => return,
         }
     }
@@ -233,11 +228,10 @@ pub async fn record_changes(
 }
 
 async fn write_change(history: &Arc<History>, change: Change) {
-    let history = Arc::clone(history);
-    match tokio::task::spawn_blocking(move || history.record_change(&change)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => write_failed("change", &error),
-        Err(error) => write_failed("change", &error),
+    let writer = Arc::clone(history);
+    // A failed write was counted and logged by the history.
+    if let Err(error) = tokio::task::spawn_blocking(move || writer.record_change(&change)).await {
+        history.write_failed("change", 1, &error);
     }
 }
 
@@ -250,15 +244,16 @@ pub async fn prune(history: Arc<History>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let history = Arc::clone(&history);
-        match tokio::task::spawn_blocking(move || history.prune(wall_clock_nanos())).await {
+        let pruner = Arc::clone(&history);
+        match tokio::task::spawn_blocking(move || pruner.prune(wall_clock_nanos())).await {
             Ok(Ok(counts)) => {
                 if counts != super::PruneCounts::default() {
                     tracing::info!(?counts, "pruned history past retention");
                 }
             }
-            Ok(Err(error)) => write_failed("prune", &error),
-            Err(error) => write_failed("prune", &error),
+            // Counted and logged by the history.
+            Ok(Err(_)) => {}
+            Err(error) => history.write_failed("prune", 1, &error),
         }
     }
 }
@@ -326,12 +321,12 @@ impl Snapshotter {
 
 fn write_snapshot(history: &History, snapshot: &EngineSnapshot) {
     let started = Instant::now();
-    match history.save_snapshot(wall_clock_nanos(), snapshot) {
-        Ok(()) => tracing::debug!(
+    // A failure is counted and logged by the history.
+    if history.save_snapshot(wall_clock_nanos(), snapshot).is_ok() {
+        tracing::debug!(
             series = snapshot.series.len(),
             took_ms = started.elapsed().as_millis() as u64,
             "saved detection snapshot"
-        ),
-        Err(error) => write_failed("snapshot", &error),
+        );
     }
 }

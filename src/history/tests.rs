@@ -769,6 +769,24 @@ fn snapshot_of_many_series_round_trips_and_is_measured() {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .unwrap();
+    // What the check at every start costs on this database, and what the
+    // full check would, each on a new connection as at start (its page cache
+    // empty; the operating system's is warm).
+    // The best of three, since the first read also warms the files.
+    let time_check = |pragma: &str| {
+        (0..3)
+            .map(|_| {
+                let connection = Connection::open(dir.path().join("data").join(DB_FILE)).unwrap();
+                let started = std::time::Instant::now();
+                let result: String = connection.query_row(pragma, [], |row| row.get(0)).unwrap();
+                assert_eq!(result, "ok");
+                started.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    };
+    let quick = time_check("PRAGMA quick_check");
+    let integrity = time_check("PRAGMA integrity_check");
     let file = std::fs::metadata(dir.path().join("data").join(DB_FILE))
         .map(|meta| meta.len())
         .unwrap_or(0)
@@ -778,7 +796,8 @@ fn snapshot_of_many_series_round_trips_and_is_measured() {
     eprintln!(
         "snapshot of {n_series} series: {:.1} MB of baseline JSON ({} bytes per series), \
          stored compressed in {:.1} MB ({} bytes per series), {:.1} MB on disk; \
-         saved in {save:?}, loaded in {load:?}",
+         saved in {save:?}, loaded in {load:?}; quick_check {quick:?}, integrity_check \
+         {integrity:?}",
         json as f64 / 1e6,
         json / n_series as i64,
         stored as f64 / 1e6,
@@ -820,4 +839,396 @@ fn a_snapshot_from_a_clock_far_ahead_does_not_stall_detection() {
         store.window_start(closed) >= resume_start + 60 * SECOND,
         "nothing before the saved next window is closed again"
     );
+}
+
+// === damaged databases ===
+
+/// A database as a collector leaves it after a clean stop: incidents with
+/// their events, enough changes to fill several pages, and a snapshot.
+/// Returns its config and the file.
+fn written_database(dir: &Path) -> (StorageConfig, PathBuf) {
+    let config = file_config(dir);
+    let history = History::open(&config).expect("open");
+    for i in 0..20 {
+        open_and_resolve(&history, &format!("service-{i}"), i * 100);
+    }
+    for id in 0..200 {
+        let mut change = change(id, "payment", id);
+        change.description = format!(
+            "payment v{id} rolled out by pipeline {id} {}",
+            "x".repeat(200)
+        );
+        history.record_change(&change).expect("record change");
+    }
+    let snapshot = trained_engine().1.snapshot(StoreConfig::default().window);
+    history.save_snapshot(START, &snapshot).expect("snapshot");
+    drop(history);
+    let path = config.data_dir.join(DB_FILE);
+    assert!(
+        !sidecar(&path, "-wal").exists(),
+        "a clean close checkpoints the WAL into the file"
+    );
+    (config, path)
+}
+
+/// Files in `dir` named `triage.db.corrupt-*`, without their `-wal` and
+/// `-shm` (opening a WAL database makes them, so they are there too).
+fn moved_aside(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| {
+            path.file_name().is_some_and(|name| {
+                let name = name.to_string_lossy();
+                name.starts_with("triage.db.corrupt-")
+                    && !name.ends_with("-wal")
+                    && !name.ends_with("-shm")
+            })
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Opens the history over a file damaged to `damaged` bytes and checks that
+/// it was moved aside untouched, that the new history is empty and works,
+/// and that health and a reopen say so.
+fn check_recovery(config: &StorageConfig, damaged: &[u8], reason: &str) -> Recovery {
+    let path = config.data_dir.join(DB_FILE);
+    std::fs::write(&path, damaged).expect("write the damaged file");
+
+    let history = History::open(config).expect("a damaged database does not stop start-up");
+    let health = history.health();
+    let recovery = health.recovered.clone().expect("a recovery is reported");
+    assert_eq!(recovery.reason, reason, "{recovery:?}");
+    assert_eq!(
+        moved_aside(&config.data_dir),
+        vec![recovery.moved_to.clone()]
+    );
+    assert_eq!(
+        std::fs::read(&recovery.moved_to).expect("the damaged file is kept"),
+        damaged,
+        "moved aside as it was found"
+    );
+    assert_eq!(health.write_failures, 0);
+    let problem = health.problem().expect("health names the recovery");
+    assert!(
+        problem.contains(&*recovery.moved_to.to_string_lossy()),
+        "{problem}"
+    );
+
+    // The new history starts empty and records and reads back.
+    assert!(history.events_after(0, 10).unwrap().is_empty());
+    assert!(history.changes(0).unwrap().is_empty());
+    open_and_resolve(&history, "payment", 100);
+    history.record_change(&change(7, "payment", 90)).unwrap();
+    assert_eq!(history.events_after(0, 10).unwrap().len(), 2);
+    assert_eq!(history.changes(0).unwrap()[0].id, 7);
+    drop(history);
+
+    // Sound now: the next start keeps it and moves nothing more.
+    let history = History::open(config).expect("reopen");
+    assert_eq!(history.health(), HistoryHealth::default());
+    assert_eq!(history.events_after(0, 10).unwrap().len(), 2);
+    assert_eq!(moved_aside(&config.data_dir).len(), 1);
+    recovery
+}
+
+#[test]
+fn a_truncated_database_is_moved_aside() {
+    // Cut in half, after the first page, inside the header.
+    for keep in [|len: usize| len / 2, |_| 4096, |_| 50] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (config, path) = written_database(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 16 * 4096, "{} bytes", bytes.len());
+        bytes.truncate(keep(bytes.len()));
+        check_recovery(&config, &bytes, "corrupt");
+    }
+}
+
+#[test]
+fn garbage_in_a_data_page_is_moved_aside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, path) = written_database(dir.path());
+    // The root page of `changes`: it holds the table's rows or the
+    // pointers to them.
+    let (page, page_size): (i64, i64) = {
+        let connection = Connection::open(&path).unwrap();
+        let page = connection
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'changes'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let size = connection
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .unwrap();
+        (page, size)
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    let offset = ((page - 1) * page_size) as usize;
+    assert!(offset > 0 && offset + 1024 < bytes.len());
+    // A kilobyte of junk (a fixed pseudo-random pattern) over the page's
+    // header, cell pointers and first cells, as a bad sector or a stray
+    // write would leave it.
+    let mut noise: u32 = 0x2545_f491;
+    for byte in &mut bytes[offset..offset + 1024] {
+        noise ^= noise << 13;
+        noise ^= noise >> 17;
+        noise ^= noise << 5;
+        *byte = noise as u8;
+    }
+    let recovery = check_recovery(&config, &bytes, "corrupt");
+    // Found by the check, not by a failed read.
+    assert!(
+        recovery.problem.contains(&format!("page {page}")),
+        "{recovery:?}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_moved_aside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = file_config(dir.path());
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    // A config file written to the wrong path, longer than SQLite's header.
+    let long = "storage:\n  data_dir: /var/lib/triage\n".repeat(20);
+    check_recovery(&config, long.as_bytes(), "not_a_database");
+    // And one shorter than the header.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = file_config(dir.path());
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    check_recovery(&config, b"hello\n", "not_a_database");
+}
+
+#[test]
+fn an_empty_file_is_a_new_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = file_config(dir.path());
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    std::fs::write(config.data_dir.join(DB_FILE), b"").unwrap();
+    let history = History::open(&config).expect("open");
+    assert_eq!(history.health(), HistoryHealth::default(), "not a recovery");
+    assert!(moved_aside(&config.data_dir).is_empty());
+    open_and_resolve(&history, "payment", 100);
+    assert_eq!(history.events_after(0, 10).unwrap().len(), 2);
+    assert_eq!(schema_version(&history.connection.lock()).unwrap(), 2);
+}
+
+#[test]
+fn a_damaged_database_goes_aside_with_its_wal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, path) = written_database(dir.path());
+    // A copy taken while a collector runs, as a crash leaves the files: the
+    // latest writes are in the WAL only.
+    let crashed = dir.path().join("crashed");
+    std::fs::create_dir_all(&crashed).unwrap();
+    let copy = crashed.join(DB_FILE);
+    {
+        let history = History::open(&config).expect("open");
+        history.record_change(&change(500, "cart", 0)).unwrap();
+        for suffix in ["", "-wal"] {
+            std::fs::copy(sidecar(&path, suffix), sidecar(&copy, suffix)).unwrap();
+        }
+    }
+    let wal = std::fs::read(sidecar(&copy, "-wal")).unwrap();
+    assert!(!wal.is_empty());
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&copy, &bytes).unwrap();
+
+    let config = StorageConfig {
+        data_dir: crashed,
+        ..config
+    };
+    let history = History::open(&config).expect("open");
+    let moved_to = history.health().recovered.expect("recovered").moved_to;
+    assert_eq!(std::fs::read(&moved_to).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read(sidecar(&moved_to, "-wal")).expect("the WAL went along"),
+        wal,
+        "as it was found"
+    );
+    // The new database did not take the old WAL's frames.
+    assert!(history.changes(0).unwrap().is_empty());
+}
+
+#[test]
+fn failed_writes_are_counted_until_one_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = History::open(&file_config(dir.path())).expect("open");
+    assert_eq!(history.health().problem(), None);
+    // Writes refused as a read-only or full disk would refuse them.
+    history
+        .connection
+        .lock()
+        .execute_batch("PRAGMA query_only = ON")
+        .unwrap();
+    history
+        .record_change(&change(1, "payment", 0))
+        .expect_err("refused");
+    let event = IncidentEvent::Opened(incident("payment", 100, IncidentState::Open));
+    history.record_event(&event, START).expect_err("refused");
+    let health = history.health();
+    assert_eq!(health.write_failures, 2);
+    assert!(health.failing && !health.damaged, "{health:?}");
+    let error = health.last_write_error.clone().expect("the error");
+    assert!(error.starts_with("incident_event: "), "{error}");
+    assert!(health.last_write_error_unix_nanos.is_some());
+    assert!(
+        health
+            .problem()
+            .expect("a problem")
+            .contains("writes are failing"),
+        "{health:?}"
+    );
+
+    history
+        .connection
+        .lock()
+        .execute_batch("PRAGMA query_only = OFF")
+        .unwrap();
+    history.record_change(&change(1, "payment", 0)).unwrap();
+    let health = history.health();
+    assert_eq!(health.write_failures, 2, "the total stays");
+    assert!(!health.failing, "the latest write succeeded");
+    assert_eq!(health.last_write_error.as_deref(), Some(error.as_str()));
+    // Failures outside the history's own methods count the same way.
+    history.write_failed("change", 3, &"the history fell behind");
+    assert_eq!(history.health().write_failures, 5);
+}
+
+#[test]
+fn only_errors_that_mean_a_damaged_file_are_damage() {
+    let sqlite = |code| {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("said".to_owned()))
+    };
+    let open = |code| HistoryError::Open {
+        path: PathBuf::from("triage.db"),
+        source: sqlite(code),
+    };
+    let reason = |error: &HistoryError| damage(error).map(|(reason, _)| reason);
+    assert_eq!(
+        reason(&open(rusqlite::ffi::SQLITE_CORRUPT)),
+        Some("corrupt")
+    );
+    assert_eq!(
+        reason(&open(rusqlite::ffi::SQLITE_NOTADB)),
+        Some("not_a_database")
+    );
+    assert_eq!(
+        reason(&HistoryError::Sqlite(sqlite(rusqlite::ffi::SQLITE_CORRUPT))),
+        Some("corrupt"),
+        "a write that finds the file damaged"
+    );
+    assert_eq!(
+        reason(&HistoryError::Damaged {
+            path: PathBuf::from("triage.db"),
+            problems: "Page 7: invalid page type".to_owned(),
+        }),
+        Some("corrupt")
+    );
+    // Permissions, a full disk, a lock held elsewhere, a newer build: the
+    // file is fine, and moving it aside would lose it.
+    for code in [
+        rusqlite::ffi::SQLITE_CANTOPEN,
+        rusqlite::ffi::SQLITE_READONLY,
+        rusqlite::ffi::SQLITE_PERM,
+        rusqlite::ffi::SQLITE_FULL,
+        rusqlite::ffi::SQLITE_BUSY,
+        rusqlite::ffi::SQLITE_IOERR,
+    ] {
+        assert_eq!(reason(&open(code)), None, "{code}");
+    }
+    let newer = HistoryError::NewerSchema {
+        path: PathBuf::from("triage.db"),
+        found: 9,
+        known: 2,
+    };
+    assert_eq!(reason(&newer), None);
+}
+
+#[test]
+fn unreadable_rows_are_skipped_at_restore() {
+    both(|history| {
+        history.record_change(&change(1, "payment", 10)).unwrap();
+        history.record_change(&change(2, "payment", 20)).unwrap();
+        history.record_change(&change(3, "payment", 30)).unwrap();
+        for service in ["a", "b", "c"] {
+            let event = IncidentEvent::Opened(incident(service, 10, IncidentState::Open));
+            history.record_event(&event, START).unwrap();
+        }
+        // Bytes changed inside values: not JSON, and not even UTF-8.
+        history
+            .connection
+            .lock()
+            .execute_batch(
+                "UPDATE changes SET change = '{\"id\": 1, garbage' WHERE id = 1;
+                 UPDATE changes SET change = CAST(x'7bff22' AS TEXT) WHERE id = 3;
+                 UPDATE incidents SET incident = CAST(x'ff' AS TEXT) WHERE service = 'b';",
+            )
+            .unwrap();
+        let changes = history.changes(0).unwrap();
+        assert_eq!(changes.iter().map(|c| c.id).collect::<Vec<_>>(), vec![2]);
+        let open = history.open_incidents().unwrap();
+        assert_eq!(
+            open.iter().map(|i| i.service.as_str()).collect::<Vec<_>>(),
+            vec!["a", "c"]
+        );
+    });
+}
+
+#[test]
+fn a_file_damaged_while_open_is_reported_as_damaged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = file_config(dir.path());
+    let history = History::open(&config).expect("open");
+    for id in 0..50 {
+        history.record_change(&change(id, "payment", id)).unwrap();
+    }
+    // Everything in the main file, and nothing of it in SQLite's cache, so
+    // the next write reads the pages from disk.
+    let (page, page_size): (i64, i64) = {
+        let connection = history.connection.lock();
+        connection
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        let page = connection
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'changes'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let size = connection
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .unwrap();
+        (page, size)
+    };
+    let path = config.data_dir.join(DB_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let offset = ((page - 1) * page_size) as usize;
+    bytes[offset..offset + 512].fill(0xa5);
+    std::fs::write(&path, &bytes).unwrap();
+    history
+        .connection
+        .lock()
+        .execute_batch("PRAGMA shrink_memory")
+        .unwrap();
+
+    history
+        .record_change(&change(99, "payment", 99))
+        .expect_err("the page is junk");
+    let health = history.health();
+    assert!(health.damaged && health.failing, "{health:?}");
+    assert!(
+        health.problem().expect("a problem").contains("restart"),
+        "{health:?}"
+    );
+    drop(history);
+    // The restart moves it aside.
+    let history = History::open(&config).expect("reopen");
+    assert!(history.health().recovered.is_some());
 }
