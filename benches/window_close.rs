@@ -104,7 +104,7 @@ impl Scale {
                         Sample {
                             end_unix_nanos: start + i * SECOND,
                             duration_nanos: millis * 1_000_000,
-                            error: draw % 100 == 0,
+                            error: draw.is_multiple_of(100),
                             trace_id: u128::from(draw),
                         },
                     );

@@ -24,6 +24,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 
 use crate::admin::changes as changes_api;
+use crate::history::History;
 use crate::ingest::changes::ApiToken;
 use crate::model::Change;
 use crate::store::changes::ChangeLog;
@@ -41,6 +42,10 @@ pub struct Health {
     /// Tasks down after a panic, with the panic message, until they run
     /// again; the collector is not ready meanwhile.
     down: Mutex<BTreeMap<&'static str, String>>,
+    /// The history, whose trouble (a database moved aside, failing
+    /// writes) `/readyz` reports without turning not ready: detection
+    /// works without it.
+    history: std::sync::OnceLock<Arc<History>>,
 }
 
 impl Health {
@@ -54,6 +59,20 @@ impl Health {
 
     pub fn is_ready(&self) -> bool {
         self.not_ready_reason().is_none()
+    }
+
+    /// Lets `/readyz` report the history's trouble.
+    pub fn watch_history(&self, history: Arc<History>) {
+        let _ = self.history.set(history);
+    }
+
+    /// What is wrong that does not make the collector unready.
+    pub fn warnings(&self) -> Vec<String> {
+        self.history
+            .get()
+            .and_then(|history| history.health().problem())
+            .into_iter()
+            .collect()
     }
 
     /// Marks `task` down after a panic (`message`).
@@ -115,13 +134,17 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    match state.health.not_ready_reason() {
+    let mut answer = match state.health.not_ready_reason() {
         None => (StatusCode::OK, "ready\n".to_string()),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
         ),
+    };
+    for warning in state.health.warnings() {
+        answer.1.push_str(&format!("warning: {warning}\n"));
     }
+    answer
 }
 
 // === change events ===

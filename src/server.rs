@@ -139,6 +139,7 @@ impl Server {
         // Installed before any component creates its metric handles: a
         // handle made earlier records nowhere.
         let _ = telemetry::recorder();
+        crate::history::describe_metrics();
         listen::raise_open_files_limit(&[
             (
                 LISTENER_GRPC,
@@ -183,10 +184,12 @@ impl Server {
         if restored > 0 {
             tracing::info!(restored, "restored change events");
         }
+        let health = Arc::new(Health::default());
+        health.watch_history(Arc::clone(&history));
         Ok(Server {
             settings,
             pipeline,
-            health: Arc::new(Health::default()),
+            health,
             history,
             grpc,
             http,
@@ -267,7 +270,10 @@ impl Server {
                 .timeout(grpc_settings.request_timeout)
                 .http2_keepalive_interval(Some(grpc_settings.keepalive_interval))
                 .http2_keepalive_timeout(Some(grpc_settings.keepalive_timeout))
-                .layer(serve::TrackLayer)
+                .layer(serve::TrackLayer::new(serve::BodyBudget::new(
+                    LISTENER_GRPC,
+                    grpc_settings.max_buffered,
+                )))
                 .layer(OtlpStatusLayer)
                 .add_service(traces)
                 .add_service(metrics)
@@ -293,6 +299,10 @@ impl Server {
                 read_timeout: settings.http.read_timeout,
                 errors: serve::ErrorBody::Otlp,
             },
+            Some(serve::BodyBudget::new(
+                LISTENER_HTTP,
+                settings.http.max_buffered,
+            )),
             shutdown.clone(),
         ));
 
@@ -316,6 +326,8 @@ impl Server {
                 read_timeout: settings.admin.read_timeout,
                 errors: serve::ErrorBody::Text,
             },
+            // A 16 KiB body limit and 64 connections bound the admin port.
+            None,
             admin_stop.clone(),
         ));
 

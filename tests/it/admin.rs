@@ -251,3 +251,35 @@ async fn shutdown_drains_a_request_in_flight() {
 async fn wait_readyz_draining(server: &TestServer) {
     wait_readyz(server, reqwest::StatusCode::SERVICE_UNAVAILABLE).await;
 }
+
+/// A damaged history database is moved aside at start; the collector is
+/// ready (detection does not need the history) and `/readyz` says so.
+#[tokio::test]
+async fn readyz_reports_a_history_moved_aside() {
+    let data = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        data.path().join(triage::history::DB_FILE),
+        b"this is not a SQLite database, but it is long enough to look like one's header",
+    )
+    .expect("write a damaged database");
+    let mut settings = test_settings();
+    settings.storage.enabled = true;
+    settings.storage.data_dir = data.path().to_owned();
+    let server = TestServer::start_with(settings).await;
+    wait_readyz(&server, reqwest::StatusCode::OK).await;
+    let body = get(format!("{}/readyz", server.admin_url()))
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(body.starts_with("ready\n"), "{body}");
+    assert!(
+        body.contains("warning: history: a damaged database was moved aside"),
+        "{body}"
+    );
+    let moved = std::fs::read_dir(data.path())
+        .expect("list")
+        .filter_map(Result::ok)
+        .any(|entry| entry.file_name().to_string_lossy().contains(".corrupt-"));
+    assert!(moved, "the damaged file is kept beside the new one");
+}
