@@ -53,7 +53,7 @@ use crate::ingest::spans::{self, SpanConfig};
 use crate::query::{self, ApiConfig};
 use crate::store::{self, StoreConfig};
 use crate::validate::{at_least, at_most, count, display_problems, duration, endpoint, localhost};
-use crate::validate::{positive, size_mib, socket_addr, text, Checker, Section, MIB};
+use crate::validate::{default_note, positive, size_mib, socket_addr, text, Checker, Section, MIB};
 
 pub use crate::validate::Problem;
 
@@ -111,6 +111,7 @@ const OTLP_KEYS: &[&str] = &["grpc", "http"];
 const GRPC_KEYS: &[&str] = &[
     "endpoint",
     "max_recv_msg_size_mib",
+    "max_buffered_mib",
     "max_connections",
     "max_concurrent_streams",
     "read_header_timeout",
@@ -123,6 +124,7 @@ const GRPC_KEYS: &[&str] = &[
 const HTTP_KEYS: &[&str] = &[
     "endpoint",
     "max_request_body_size_mib",
+    "max_buffered_mib",
     "max_connections",
     "read_header_timeout",
     "read_timeout",
@@ -189,6 +191,10 @@ pub struct GrpcSettings {
     pub endpoint: SocketAddr,
     /// Largest request message accepted, in bytes.
     pub max_recv_msg_size: usize,
+    /// Request bytes held at once across all calls on this listener; a
+    /// call whose next bytes do not fit waits for room. At least
+    /// `max_recv_msg_size`.
+    pub max_buffered: usize,
     /// How many connections stay open, and how long one may stay silent.
     /// `read_header_timeout` is the time a new connection has to send the
     /// HTTP/2 connection preface.
@@ -213,6 +219,10 @@ pub struct HttpSettings {
     pub endpoint: SocketAddr,
     /// Largest request body accepted, in bytes, after decompression.
     pub max_request_body_size: usize,
+    /// Request-body bytes held at once across all requests on this
+    /// listener; a request whose next bytes do not fit waits for room (its
+    /// sender is slowed by TCP). At least `max_request_body_size`.
+    pub max_buffered: usize,
     /// How many connections stay open, and how long one may stay silent.
     pub connections: ConnectionLimits,
     /// How long a request body may take to arrive once its headers have;
@@ -310,6 +320,7 @@ impl Default for Settings {
             grpc: GrpcSettings {
                 endpoint: localhost(GRPC_PORT),
                 max_recv_msg_size: 4 * MIB,
+                max_buffered: 128 * MIB,
                 connections: ConnectionLimits {
                     max_connections: NonZeroUsize::new(OTLP_MAX_CONNECTIONS).expect("non-zero"),
                     read_header_timeout: Duration::from_secs(10),
@@ -326,6 +337,7 @@ impl Default for Settings {
             http: HttpSettings {
                 endpoint: localhost(HTTP_PORT),
                 max_request_body_size: 20 * MIB,
+                max_buffered: 128 * MIB,
                 connections: ConnectionLimits {
                     max_connections: NonZeroUsize::new(OTLP_MAX_CONNECTIONS).expect("non-zero"),
                     read_header_timeout: Duration::from_secs(10),
@@ -420,12 +432,26 @@ impl Settings {
         check.field(&grpc, "endpoint", &mut settings.grpc.endpoint, |value| {
             endpoint(value, GRPC_PORT)
         });
-        check.field(
+        let message_ok = check.field(
             &grpc,
             "max_recv_msg_size_mib",
             &mut settings.grpc.max_recv_msg_size,
             size_mib,
         );
+        let buffered_ok = check.field(
+            &grpc,
+            "max_buffered_mib",
+            &mut settings.grpc.max_buffered,
+            size_mib,
+        );
+        if message_ok && buffered_ok {
+            fit_largest(
+                &mut check,
+                &grpc,
+                ("max_buffered_mib", &mut settings.grpc.max_buffered),
+                ("max_recv_msg_size_mib", settings.grpc.max_recv_msg_size),
+            );
+        }
         let limits = &mut settings.grpc.connections;
         check.field(
             &grpc,
@@ -478,12 +504,29 @@ impl Settings {
         check.field(&http, "endpoint", &mut settings.http.endpoint, |value| {
             endpoint(value, HTTP_PORT)
         });
-        check.field(
+        let body_ok = check.field(
             &http,
             "max_request_body_size_mib",
             &mut settings.http.max_request_body_size,
             size_mib,
         );
+        let buffered_ok = check.field(
+            &http,
+            "max_buffered_mib",
+            &mut settings.http.max_buffered,
+            size_mib,
+        );
+        if body_ok && buffered_ok {
+            fit_largest(
+                &mut check,
+                &http,
+                ("max_buffered_mib", &mut settings.http.max_buffered),
+                (
+                    "max_request_body_size_mib",
+                    settings.http.max_request_body_size,
+                ),
+            );
+        }
         check_http_limits(
             &mut check,
             &http,
@@ -606,6 +649,10 @@ receivers:
       endpoint: "127.0.0.1:4317"
       # Largest gRPC message accepted, in MiB (fractions allowed; at most 1024).
       max_recv_msg_size_mib: 4
+      # Request bytes held at once across all calls, in MiB; a call whose
+      # next bytes do not fit waits for room. At least max_recv_msg_size_mib
+      # (left out, it grows to it).
+      max_buffered_mib: 128
       # Connections kept open at once. One more is closed as soon as it is
       # accepted and counted in triage_listener_refused_connections_total.
       max_connections: 1024
@@ -628,6 +675,10 @@ receivers:
       endpoint: "127.0.0.1:4318"
       # Largest request body accepted after decompression, in MiB (at most 1024).
       max_request_body_size_mib: 20
+      # Request-body bytes held at once across all requests, in MiB; a
+      # request whose next bytes do not fit waits for room (TCP slows its
+      # sender). At least max_request_body_size_mib (left out, it grows to it).
+      max_buffered_mib: 128
       # Connections kept open at once; more are closed as soon as accepted.
       max_connections: 1024
       # How long a request's headers may take to arrive; a new connection
@@ -692,6 +743,36 @@ fn check_http_limits(
         "idle_timeout",
         &mut limits.idle_timeout,
         idle_timeout,
+    );
+}
+
+/// Makes a listener's byte budget (`buffered`) hold one largest request
+/// (`largest`), which otherwise could never be read: the default grows to
+/// it, so that raising only the size limit stays valid; a value written in
+/// the file that is smaller is a problem.
+fn fit_largest(
+    check: &mut Checker,
+    section: &Section<'_>,
+    (buffered_key, buffered): (&str, &mut usize),
+    (largest_key, largest): (&str, usize),
+) {
+    if *buffered >= largest {
+        return;
+    }
+    if section.get(buffered_key).is_none() {
+        *buffered = largest;
+        return;
+    }
+    let mib = |bytes: usize| bytes as f64 / MIB as f64;
+    check.report(
+        section.key_path(buffered_key),
+        format!(
+            "{} is less than {} ({}{}); the largest request would never fit",
+            mib(*buffered),
+            section.key_path(largest_key),
+            mib(largest),
+            default_note(section, largest_key),
+        ),
     );
 }
 

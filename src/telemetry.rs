@@ -101,6 +101,13 @@ pub const LISTENER_ACCEPT_ERRORS: &str = "triage_listener_accept_errors_total";
 /// `header`: request headers too slow; `body`: request body too slow,
 /// answered 408; `idle`: no request in flight for the idle timeout).
 pub const LISTENER_TIMEOUTS: &str = "triage_listener_timeouts_total";
+/// Request-body bytes held against each OTLP listener's budget
+/// (`max_buffered_mib`), by `listener`.
+pub const LISTENER_BUFFERED: &str = "triage_listener_buffered_bytes";
+/// Each OTLP listener's budget for request-body bytes, by `listener`.
+pub const LISTENER_BUFFER_LIMIT: &str = "triage_listener_buffer_limit_bytes";
+/// Request-body frames that waited for room in the budget, by `listener`.
+pub const LISTENER_BUFFER_WAITS: &str = "triage_listener_buffer_waits_total";
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -202,6 +209,20 @@ fn describe() {
     describe_counter!(
         LISTENER_TIMEOUTS,
         "Connections or requests ended for being slow or idle, by listener and kind."
+    );
+    describe_gauge!(
+        LISTENER_BUFFERED,
+        Unit::Bytes,
+        "Request-body bytes held against the listener's budget."
+    );
+    describe_gauge!(
+        LISTENER_BUFFER_LIMIT,
+        Unit::Bytes,
+        "The listener's budget for request-body bytes (max_buffered_mib)."
+    );
+    describe_counter!(
+        LISTENER_BUFFER_WAITS,
+        "Request-body frames that waited for room in the listener's budget."
     );
 }
 

@@ -103,6 +103,7 @@ receivers:
     grpc:
       endpoint: "0.0.0.0:14317"
       max_recv_msg_size_mib: 0.5
+      max_buffered_mib: 64
       max_connections: 2000
       max_concurrent_streams: 8
       read_header_timeout: 5s
@@ -113,6 +114,7 @@ receivers:
     http:
       endpoint: "[::]:14318"
       max_request_body_size_mib: 64
+      max_buffered_mib: 512
       max_connections: 300
       read_header_timeout: 3s
       read_timeout: 20s
@@ -210,6 +212,7 @@ shutdown_timeout: 5m
         grpc: GrpcSettings {
             endpoint: "0.0.0.0:14317".parse().expect("addr"),
             max_recv_msg_size: 512 * 1024,
+            max_buffered: 64 * 1024 * 1024,
             connections: ConnectionLimits {
                 max_connections: NonZeroUsize::new(2000).expect("non-zero"),
                 read_header_timeout: Duration::from_secs(5),
@@ -223,6 +226,7 @@ shutdown_timeout: 5m
         http: HttpSettings {
             endpoint: "[::]:14318".parse().expect("addr"),
             max_request_body_size: 64 * 1024 * 1024,
+            max_buffered: 512 * 1024 * 1024,
             connections: ConnectionLimits {
                 max_connections: NonZeroUsize::new(300).expect("non-zero"),
                 read_header_timeout: Duration::from_secs(3),
@@ -1446,4 +1450,26 @@ fn listener_limits_are_per_listener() {
     );
     assert_eq!(defaults.admin.connections.max_connections.get(), 64);
     assert_eq!(defaults.http.connections.max_connections.get(), 1024);
+}
+
+#[test]
+fn a_listener_budget_holds_its_largest_request() {
+    // Left out, the budget grows to the largest request.
+    let loaded = settings("receivers:\n  otlp:\n    http:\n      max_request_body_size_mib: 200\n");
+    assert_eq!(loaded.http.max_buffered, 200 * MIB);
+    assert_eq!(loaded.grpc.max_buffered, 128 * MIB);
+    // Written smaller, it is a problem.
+    let problem = only_problem("receivers:\n  otlp:\n    grpc:\n      max_buffered_mib: 2\n");
+    assert_eq!(problem.path, "receivers.otlp.grpc.max_buffered_mib");
+    assert_eq!(
+        problem.message,
+        "2 is less than receivers.otlp.grpc.max_recv_msg_size_mib (4 (the default)); \
+         the largest request would never fit"
+    );
+    // A wrong side is reported once, on its own.
+    let problem = only_problem(
+        "receivers:\n  otlp:\n    http:\n      max_buffered_mib: 0\n      max_request_body_size_mib: 64\n",
+    );
+    assert_eq!(problem.path, "receivers.otlp.http.max_buffered_mib");
+    assert!(problem.message.contains("more than 0"));
 }

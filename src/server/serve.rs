@@ -13,6 +13,14 @@
 //! flight on the connection it came on, through the [`ConnectInfo`] tonic
 //! puts in the request's extensions.
 //!
+//! Both OTLP listeners hold request bytes against a [`BodyBudget`]: each
+//! data frame of a request body takes its size from the listener's budget
+//! before the handler sees it, and gives it back when the request is
+//! answered (or dropped). A frame that does not fit waits, and meanwhile the
+//! connection is not read, so TCP slows its sender. The connection cap bounds
+//! how many uploads there are and the read timeout how long they last; the
+//! budget bounds the memory they hold together, whatever their speed.
+//!
 //! Shutdown: when the token is cancelled the accept loop stops (the
 //! listening socket closes), every connection is told to finish (HTTP/1.1
 //! closes after the response in flight, HTTP/2 sends GOAWAY), and
@@ -24,7 +32,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -36,7 +44,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use metrics::{counter, Counter};
+use metrics::{counter, gauge, Counter, Gauge};
+use parking_lot::Mutex;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
@@ -60,6 +70,42 @@ pub struct HttpLimits {
     pub errors: ErrorBody,
 }
 
+/// Request-body bytes one listener holds at once (see the module docs).
+#[derive(Clone)]
+pub struct BodyBudget {
+    /// One permit per byte.
+    permits: Arc<Semaphore>,
+    /// The whole budget in bytes; no frame asks for more than this.
+    total: usize,
+    /// `triage_listener_buffered_bytes` for the listener.
+    held: Gauge,
+    /// `triage_listener_buffer_waits_total` for the listener.
+    waits: Counter,
+}
+
+/// What one request holds of its listener's budget. Shared by the request's
+/// body (which adds to it) and its handling (which keeps it until the answer
+/// is ready), so it is given back once both are gone.
+type Claim = Arc<Mutex<Claimed>>;
+
+#[derive(Default)]
+struct Claimed {
+    permit: Option<OwnedSemaphorePermit>,
+    held: Option<Gauge>,
+}
+
+/// A request body whose data frames are paid for from a [`BodyBudget`]
+/// before they are passed on.
+struct Budgeted<B> {
+    inner: B,
+    budget: BodyBudget,
+    claim: Claim,
+    /// A frame read but not yet paid for, and the wait for room.
+    waiting: Option<(Frame<Bytes>, Acquiring)>,
+}
+
+type Acquiring = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
 /// How the 408 for a slow body is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorBody {
@@ -70,21 +116,23 @@ pub enum ErrorBody {
     Text,
 }
 
-/// One connection's request handling: the router, plus the in-flight mark
-/// and the body deadline.
+/// One connection's request handling: the router, plus the in-flight mark,
+/// the body deadline and the byte budget.
 #[derive(Clone)]
 struct Guarded {
     router: Router,
     activity: Arc<Activity>,
     limits: HttpLimits,
+    /// `None` on the admin port, whose bodies are a few KiB and few.
+    budget: Option<BodyBudget>,
     /// `triage_listener_timeouts_total{kind="body"}` for this listener.
     body_timeouts: Counter,
 }
 
 /// A request body that says when it has been read to the end (or failed),
 /// so that a handler still working after that is not cut off.
-struct Watched {
-    inner: Incoming,
+struct Watched<B> {
+    inner: B,
     /// Set once the body has ended or failed.
     done: Arc<AtomicBool>,
 }
@@ -107,6 +155,7 @@ pub async fn serve_http(
     mut listener: Listener,
     router: Router,
     limits: HttpLimits,
+    budget: Option<BodyBudget>,
     shutdown: CancellationToken,
 ) {
     let name = listener.name();
@@ -125,6 +174,7 @@ pub async fn serve_http(
                     router: router.clone(),
                     activity: conn.activity(),
                     limits,
+                    budget: budget.clone(),
                     body_timeouts: body_timeouts.clone(),
                 };
                 connections.spawn(serve_connection(
@@ -210,16 +260,24 @@ impl Service<Request<Incoming>> for Guarded {
         let json = is_json(request.headers().get(header::CONTENT_TYPE));
         let (parts, body) = request.into_parts();
         let done = Arc::new(AtomicBool::new(body.is_end_stream()));
-        let body = Body::new(Watched {
-            inner: body,
-            done: Arc::clone(&done),
-        });
+        let claim = Claim::default();
+        let body = match &self.budget {
+            Some(budget) => Body::new(Watched {
+                inner: Budgeted::new(body, budget.clone(), Arc::clone(&claim)),
+                done: Arc::clone(&done),
+            }),
+            None => Body::new(Watched {
+                inner: body,
+                done: Arc::clone(&done),
+            }),
+        };
         let handling = self.router.call(Request::from_parts(parts, body));
         let limits = self.limits;
         let body_timeouts = self.body_timeouts.clone();
         Box::pin(async move {
-            // Held until the answer is ready: the connection is not idle.
-            let _busy = busy;
+            // Held until the answer is ready: the connection is not idle,
+            // and the body's bytes are still counted.
+            let (_busy, _claim) = (busy, claim);
             let overdue = async {
                 tokio::time::sleep_until(deadline).await;
                 if done.load(Ordering::Acquire) {
@@ -281,14 +339,17 @@ fn body_timeout(limits: HttpLimits, json: bool) -> Response<Body> {
 
 // === impl Watched ===
 
-impl HttpBody for Watched {
+impl<B> HttpBody for Watched<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -310,36 +371,173 @@ impl HttpBody for Watched {
     }
 }
 
+// === impl BodyBudget ===
+
+impl BodyBudget {
+    /// A budget of `bytes` for `listener`'s request bodies.
+    pub fn new(listener: &'static str, bytes: usize) -> BodyBudget {
+        let total = bytes.clamp(1, Semaphore::MAX_PERMITS);
+        gauge!(telemetry::LISTENER_BUFFER_LIMIT, "listener" => listener).set(total as f64);
+        BodyBudget {
+            permits: Arc::new(Semaphore::new(total)),
+            total,
+            held: gauge!(telemetry::LISTENER_BUFFERED, "listener" => listener),
+            waits: counter!(telemetry::LISTENER_BUFFER_WAITS, "listener" => listener),
+        }
+    }
+}
+
+// === impl Claimed ===
+
+impl Claimed {
+    fn add(&mut self, permit: OwnedSemaphorePermit, held: &Gauge) {
+        held.increment(permit.num_permits() as f64);
+        self.held.get_or_insert_with(|| held.clone());
+        match &mut self.permit {
+            Some(claimed) => claimed.merge(permit),
+            None => self.permit = Some(permit),
+        }
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if let (Some(permit), Some(held)) = (&self.permit, &self.held) {
+            held.decrement(permit.num_permits() as f64);
+        }
+    }
+}
+
+// === impl Budgeted ===
+
+impl<B> Budgeted<B> {
+    fn new(inner: B, budget: BodyBudget, claim: Claim) -> Budgeted<B> {
+        Budgeted {
+            inner,
+            budget,
+            claim,
+            waiting: None,
+        }
+    }
+
+    fn pay(&self, permit: OwnedSemaphorePermit) {
+        self.claim.lock().add(permit, &self.budget.held);
+    }
+}
+
+impl<B> HttpBody for Budgeted<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        if let Some((frame, mut acquiring)) = this.waiting.take() {
+            match acquiring.as_mut().poll(cx) {
+                Poll::Pending => {
+                    this.waiting = Some((frame, acquiring));
+                    return Poll::Pending;
+                }
+                Poll::Ready(paid) => {
+                    // The semaphore is never closed, so this is a permit.
+                    if let Ok(permit) = paid {
+                        this.pay(permit);
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+            }
+        }
+        let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            other => return Poll::Ready(other),
+        };
+        // A frame bigger than the whole budget takes all of it rather than
+        // waiting for ever.
+        let size = frame
+            .data_ref()
+            .map_or(0, Bytes::len)
+            .min(this.budget.total);
+        let Ok(size) = u32::try_from(size) else {
+            return Poll::Ready(Some(Ok(frame)));
+        };
+        if size == 0 {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match Arc::clone(&this.budget.permits).try_acquire_many_owned(size) {
+            Ok(permit) => {
+                this.pay(permit);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Err(_) => {
+                this.budget.waits.increment(1);
+                let acquiring: Acquiring =
+                    Box::pin(Arc::clone(&this.budget.permits).acquire_many_owned(size));
+                this.waiting = Some((frame, acquiring));
+                // Polled at once, so that it registers for a wake-up.
+                Pin::new(this).poll_frame(cx)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.waiting.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 // === gRPC ===
 
 /// Marks each gRPC call in flight on its connection (see the module docs),
-/// and gives it tonic's own `TcpConnectInfo` so that `remote_addr` works.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TrackLayer;
-
-/// The service [`TrackLayer`] makes.
-#[derive(Debug, Clone)]
-pub struct Track<S> {
-    inner: S,
+/// pays for its request bytes from the listener's [`BodyBudget`], and gives
+/// it tonic's own `TcpConnectInfo` so that `remote_addr` works.
+#[derive(Clone)]
+pub struct TrackLayer {
+    budget: BodyBudget,
 }
 
-/// A call's answer, with its in-flight mark held until the answer is ready.
+/// The service [`TrackLayer`] makes.
+#[derive(Clone)]
+pub struct Track<S> {
+    inner: S,
+    budget: BodyBudget,
+}
+
+/// A call's answer, with its in-flight mark and its claim on the budget
+/// held until the answer is ready.
 pub struct Tracked<F> {
     inner: Pin<Box<F>>,
     _busy: Option<Busy>,
+    _claim: Claim,
+}
+
+impl TrackLayer {
+    pub fn new(budget: BodyBudget) -> TrackLayer {
+        TrackLayer { budget }
+    }
 }
 
 impl<S> tower::Layer<S> for TrackLayer {
     type Service = Track<S>;
 
     fn layer(&self, inner: S) -> Track<S> {
-        Track { inner }
+        Track {
+            inner,
+            budget: self.budget.clone(),
+        }
     }
 }
 
-impl<S, B> Service<Request<B>> for Track<S>
+impl<S> Service<Request<tonic::body::Body>> for Track<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<tonic::body::Body>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -349,7 +547,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Tracked<S::Future> {
+    fn call(&mut self, request: Request<tonic::body::Body>) -> Tracked<S::Future> {
+        let claim = Claim::default();
+        let budget = self.budget.clone();
+        let body_claim = Arc::clone(&claim);
+        let mut request =
+            request.map(|body| tonic::body::Body::new(Budgeted::new(body, budget, body_claim)));
         let info = request.extensions().get::<ConnectInfo>().cloned();
         let busy = info.map(|info| {
             request.extensions_mut().insert(info.tcp());
@@ -358,6 +561,7 @@ where
         Tracked {
             inner: Box::pin(self.inner.call(request)),
             _busy: busy,
+            _claim: claim,
         }
     }
 }
