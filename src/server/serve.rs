@@ -573,3 +573,6 @@ impl<F: Future> Future for Tracked<F> {
         self.inner.as_mut().poll(cx)
     }
 }
+
+#[cfg(test)]
+mod tests;
