@@ -171,15 +171,23 @@ fn root_cause_service(incident: &Incident) -> &str {
         .unwrap_or(&incident.service)
 }
 
-/// The most severe anomalous operation (or edge, as `-> callee`), if any.
+/// The most severe anomalous operation (or edge, as `caller -> callee`),
+/// if any. In a cascade the series carry their service (`cart: GET /x`).
 fn first_operation(incident: &Incident) -> Option<String> {
     incident
         .anomalies
         .iter()
-        .find_map(|anomaly| match anomaly.series_kind.as_str() {
-            "operation" => Some(anomaly.series.clone()),
-            "edge" => Some(format!("-> {}", anomaly.series)),
-            _ => None,
+        .find_map(|anomaly| {
+            let (service, series) = match anomaly.series.split_once(": ") {
+                Some((service, series)) => (service, series),
+                None => (incident.service.as_str(), anomaly.series.as_str()),
+            };
+            match anomaly.series_kind.as_str() {
+                "operation" if service == incident.service => Some(series.to_owned()),
+                "operation" => Some(format!("{service}: {series}")),
+                "edge" => Some(format!("{service} -> {series}")),
+                _ => None,
+            }
         })
         .or_else(|| incident.operations.first().cloned())
 }

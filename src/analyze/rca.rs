@@ -554,7 +554,8 @@ fn merge(id: &str, members: &[&Incident]) -> Incident {
         .iter()
         .flat_map(|m| {
             m.operations.iter().map(move |op| {
-                if several {
+                // Edges already name their caller.
+                if several && !op.starts_with(&format!("{} -> ", m.service)) {
                     format!("{} {op}", m.service)
                 } else {
                     op.clone()

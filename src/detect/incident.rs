@@ -620,7 +620,7 @@ fn refresh(open: &mut OpenIncident) {
         .keys()
         .filter_map(|key| match key.kind {
             SeriesKind::Operation => Some(key.name.to_string()),
-            SeriesKind::Edge => Some(format!("-> {}", key.name)),
+            SeriesKind::Edge => Some(format!("{} -> {}", key.service, key.name)),
             _ => None,
         })
         .collect::<BTreeSet<_>>()
@@ -634,10 +634,10 @@ fn refresh(open: &mut OpenIncident) {
     incident.summary = match anomalies.first() {
         Some(first) => {
             let more = anomalies.len() - 1;
-            let subject = if first.series_kind == "operation" || first.series_kind == "edge" {
-                format!("{} {}", incident.service, first.series)
-            } else {
-                incident.service.clone()
+            let subject = match first.series_kind.as_str() {
+                "operation" => format!("{} {}", incident.service, first.series),
+                "edge" => format!("{} -> {}", incident.service, first.series),
+                _ => incident.service.clone(),
             };
             if more == 0 {
                 format!("{subject}: {}", first.anomaly.summary)

@@ -222,3 +222,24 @@ fn the_generator_url_points_at_the_incident() {
         "https://triage.example/api/v1/incidents/svc%20a%2Fb@1"
     );
 }
+
+#[test]
+fn an_edge_is_named_with_its_caller() {
+    let operation = |service: &str, series: &str| {
+        let mut incident = incident();
+        incident.service = service.to_owned();
+        incident.anomalies.truncate(1);
+        incident.anomalies[0].series_kind = "edge".to_owned();
+        incident.anomalies[0].series = series.to_owned();
+        first_operation(&incident)
+    };
+    assert_eq!(
+        operation("checkout", "payment").as_deref(),
+        Some("checkout -> payment")
+    );
+    // In a cascade named after inventory, an edge of checkout's.
+    assert_eq!(
+        operation("inventory", "checkout: payment").as_deref(),
+        Some("checkout -> payment")
+    );
+}
