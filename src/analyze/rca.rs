@@ -273,6 +273,7 @@ impl Analyzer {
                 other => other,
             })
             .collect();
+        let events = callees_first(events);
         let mut opened: BTreeSet<String> = BTreeSet::new();
         let mut touched: BTreeSet<String> = refresh;
         let mut resolved_at: BTreeMap<String, u64> = BTreeMap::new();
@@ -484,6 +485,53 @@ fn is_cohort(incident: &Incident) -> bool {
             .anomalies
             .iter()
             .all(|anomaly| anomaly.series_kind == cohort::SERIES_KIND)
+}
+
+/// The events with the incidents opened together ordered callees first:
+/// an incident whose degraded calls go to another one opening in the same
+/// batch comes after it. Each caller then finds its callee's group to join,
+/// instead of opening a group of its own that the callee joins only one of
+/// (two pages for one slow database behind two callers). Other events keep
+/// their order; a cycle keeps the order it came in.
+fn callees_first(events: Vec<IncidentEvent>) -> Vec<IncidentEvent> {
+    let opening: BTreeSet<String> = events
+        .iter()
+        .filter_map(|event| match event {
+            IncidentEvent::Opened(incident) => Some(incident.service.clone()),
+            _ => None,
+        })
+        .collect();
+    if opening.len() < 2 {
+        return events;
+    }
+    let calls_into = |incident: &Incident, pending: &BTreeSet<String>| {
+        incident.anomalies.iter().any(|anomaly| {
+            anomaly.series_kind == "edge"
+                && anomaly.series != incident.service
+                && pending.contains(&anomaly.series)
+        })
+    };
+    // The opened ones are reordered among the places they held.
+    let slots: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, event)| matches!(event, IncidentEvent::Opened(_)))
+        .map(|(at, _)| at)
+        .collect();
+    let mut events: Vec<Option<IncidentEvent>> = events.into_iter().map(Some).collect();
+    let mut waiting: Vec<IncidentEvent> =
+        slots.iter().filter_map(|at| events[*at].take()).collect();
+    let mut pending = opening;
+    for at in slots {
+        let ready = waiting
+            .iter()
+            .position(|event| !calls_into(event.incident(), &pending));
+        // A cycle: the first one goes, the order it came in.
+        let event = waiting.remove(ready.unwrap_or(0));
+        pending.remove(&event.incident().service);
+        events[at] = Some(event);
+    }
+    events.into_iter().flatten().collect()
 }
 
 /// Whether `caller`'s incident shows its calls to `callee`'s service
@@ -818,6 +866,51 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn callers_opening_with_their_callee_join_its_incident() {
+        // cart -> inventory <- catalog; cart and catalog do not call each
+        // other.
+        let store = store();
+        let sample = Sample {
+            end_unix_nanos: START,
+            duration_nanos: 1_000_000,
+            error: false,
+            trace_id: 1,
+        };
+        for caller in ["cart", "catalog"] {
+            let entry = store.service(caller);
+            store.record_edge(&entry, "inventory", sample);
+            store.record_operation(&entry, "GET /", sample);
+        }
+        let entry = store.service("inventory");
+        store.record_operation(&entry, "GET /", sample);
+        let changes = ChangeLog::default();
+        let context = context(&store, &changes);
+        let mut analyzer = Analyzer::new(RcaConfig::default());
+        let caller = |service: &str| {
+            let mut incident = incident(service, 0);
+            incident.anomalies = self::incident("checkout", 0).anomalies;
+            incident.anomalies[0].series = "inventory".to_string();
+            IncidentEvent::Opened(incident)
+        };
+        // All three open in the same window, the callers first (by name):
+        // each must find inventory's group, not open one of its own that
+        // inventory then joins only one of.
+        let events = analyzer.process(
+            vec![
+                caller("cart"),
+                caller("catalog"),
+                IncidentEvent::Opened(incident("inventory", 0)),
+            ],
+            context,
+        );
+        let opened = opened(&events);
+        assert_eq!(opened.len(), 1, "one incident for one fault: {events:#?}");
+        assert_eq!(analyzer.open_incidents().len(), 1);
+        let all = analyzer.open_incidents()[0];
+        assert_eq!(all.services.len(), 3, "{all:#?}");
     }
 
     #[test]
