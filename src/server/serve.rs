@@ -58,6 +58,11 @@ use crate::telemetry;
 /// this only keeps one connection from multiplexing without bound).
 const HTTP2_MAX_STREAMS: u32 = 100;
 
+/// Largest HTTP/1.1 read buffer (hyper's default is about 400 KiB). A body
+/// frame is read before it is paid for from the [`BodyBudget`], so each
+/// connection may hold one frame beyond the budget: this bounds it.
+const HTTP1_MAX_BUFFER: usize = 64 * 1024;
+
 /// What an HTTP listener bounds per request.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -202,6 +207,7 @@ fn builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.read_header_timeout)
+        .max_buf_size(HTTP1_MAX_BUFFER)
         .keep_alive(true);
     builder
         .http2()
