@@ -51,6 +51,7 @@ use crate::model::{ExtraKeys, ResourceAttributes, SpanView, TraceBatch};
 use crate::receiver::decode::{
     decoded_batch, resource_attributes, service_name, span_view, string_value,
 };
+use crate::receiver::json::ScannedTraces;
 use crate::receiver::{DecodeError, Outcome, Signal, Sink};
 use crate::store::metric::HistogramPoint;
 use crate::store::pairing::{ClientOutcome, PairKey};
@@ -687,6 +688,16 @@ impl Sink for Ingest {
         let batch =
             TraceBatch::read_with(bytes, extra).map_err(|error| DecodeError(error.to_string()))?;
         Ok(self.record_batch(&batch))
+    }
+
+    fn traces_json(&self, body: &str) -> Option<Outcome> {
+        let none = ExtraKeys::none();
+        let extra = self
+            .spans
+            .as_ref()
+            .map_or(&none, |spans| spans.extra_keys());
+        let traces = ScannedTraces::read(body, extra)?;
+        Some(self.record_batch(&traces.batch()))
     }
 
     fn traces(&self, request: &ExportTraceServiceRequest) -> Outcome {

@@ -69,6 +69,13 @@ pub trait Sink: Send + Sync + 'static {
             })?;
         Ok(self.traces(&request))
     }
+
+    /// An OTLP/JSON `ExportTraceServiceRequest` read by a borrowing reader
+    /// (no `serde_json::Value`, no owned copies); `None` when the sink has
+    /// none or it cannot read this body, and the general decoder is used.
+    fn traces_json(&self, _body: &str) -> Option<Outcome> {
+        None
+    }
     fn metrics(&self, request: &ExportMetricsServiceRequest) -> Outcome;
     fn logs(&self, request: &ExportLogsServiceRequest) -> Outcome;
 }

@@ -22,6 +22,7 @@ mod cli;
 mod demo;
 mod deploy;
 mod eval;
+mod limits;
 mod listeners;
 mod otlp_grpc;
 mod python_sdk;
