@@ -1274,7 +1274,16 @@ fn summaries_format_numbers_for_people() {
 
 proptest! {
     // Each case is 2,000 windows; a handful of seeds and shapes is plenty.
-    #![proptest_config(ProptestConfig::with_cases(8))]
+    // The cases are drawn from a fixed seed: a run draws 16,000
+    // windows, and one case once held two windows in a row with 12 and 11
+    // failures where 2.6 were expected (p about 5e-10 together), which
+    // the detector rightly flagged. The same eight cases every run, so the
+    // suite does not fail on such a draw.
+    #![proptest_config(ProptestConfig {
+        cases: 8,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x7472_6961_6765),
+        ..ProptestConfig::default()
+    })]
 
     /// 2,000 windows (5.5 hours) of stationary traffic: Poisson counts,
     /// binomial errors, 5% log-normal latency jitter.
