@@ -54,6 +54,10 @@ import urllib.request
 
 MIB = 1024 * 1024
 MAX_CONNECTIONS = 2000
+# Opening a scenario's connections stops after this many seconds (a server
+# that has stopped accepting would otherwise take a second per connection).
+CONNECT_BUDGET = 20.0
+CONNECT_STARTED = [0.0]
 
 
 def free_port():
@@ -210,15 +214,22 @@ class Conn:
 
 
 def connect_all(port, count):
+    """Up to `count` connections; one the kernel does not complete within a
+    second (a full backlog: the server is not accepting) is given up and
+    not counted, so this takes at most a second per connection refused that
+    way."""
     conns = []
     for _ in range(count):
         sock = socket.socket()
         # Closed with a reset, so thousands of closes leave no TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.settimeout(1.0)
         try:
             sock.connect(("127.0.0.1", port))
         except OSError:
             sock.close()
+            if time.monotonic() - CONNECT_STARTED[0] > CONNECT_BUDGET:
+                break
             continue
         sock.setblocking(False)
         conns.append(Conn(sock, time.monotonic()))
@@ -228,6 +239,7 @@ def connect_all(port, count):
 def run_scenario(name, collector, count, hold, head, trickle):
     ports = collector.ports
     connecting = time.monotonic()
+    CONNECT_STARTED[0] = connecting
     if name == "idle":
         conns = connect_all(ports["http"], count // 2) + connect_all(ports["grpc"], count - count // 2)
         first, every = b"", b""
