@@ -496,7 +496,15 @@ impl Server {
             tracing::warn!(%error, "query API did not close cleanly");
         }
         admin_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+        let admin_abort = admin_task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(1), admin_task)
+            .await
+            .is_err()
+        {
+            // A scrape still running: dropping the serving task closes its
+            // connections rather than leaving them to outlive the server.
+            admin_abort.abort();
+        }
 
         match drained {
             Err(_) => {
