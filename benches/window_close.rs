@@ -34,7 +34,18 @@ fn resident_bytes() -> usize {
 
 const SERVICES: usize = 100;
 const OPERATIONS: usize = 100;
-const SERIES: usize = SERVICES * OPERATIONS;
+
+/// Services and operations per service: the full scale under `cargo
+/// bench`; a small one when `cargo test --all-targets` runs the bench once
+/// as a smoke test (a debug build would take many minutes to warm 10,000
+/// series up).
+fn scale() -> (usize, usize) {
+    if std::env::args().any(|arg| arg == "--bench") {
+        (SERVICES, OPERATIONS)
+    } else {
+        (4, 5)
+    }
+}
 /// Requests per series per window (10 s): 1 request/s.
 const PER_WINDOW: u64 = 10;
 const SECOND: u64 = 1_000_000_000;
@@ -61,15 +72,15 @@ struct Scale {
 }
 
 impl Scale {
-    fn new() -> Scale {
+    fn new((services, operations): (usize, usize)) -> Scale {
         let clock = Arc::new(ManualClock::new(T0));
         let config = StoreConfig {
-            max_series: NonZeroUsize::new(4 * SERIES).expect("non-zero"),
+            max_series: NonZeroUsize::new(4 * services * operations).expect("non-zero"),
             ..StoreConfig::default()
         };
-        let names = (0..SERVICES)
+        let names = (0..services)
             .map(|service| {
-                let operations = (0..OPERATIONS)
+                let operations = (0..operations)
                     .map(|operation| format!("GET /api/{service}/resource/{operation}"))
                     .collect();
                 (format!("service-{service:03}"), operations)
@@ -119,7 +130,9 @@ impl Scale {
 }
 
 fn window_close(c: &mut Criterion) {
-    let mut scale = Scale::new();
+    let (services, operations) = scale();
+    let series = services * operations;
+    let mut scale = Scale::new((services, operations));
     let settings = Settings::default();
     let before = resident_bytes();
     let ring = scale.store.config().windows.get();
@@ -129,7 +142,11 @@ fn window_close(c: &mut Criterion) {
     let store_bytes = resident_bytes() - before;
     let mut pipeline = Pipeline::new(&settings, Arc::clone(&scale.store));
     // Judge long enough for every detector's history to be full.
-    let history = settings.detect.history_windows + settings.detect.warmup_windows;
+    let history = if series == SERVICES * OPERATIONS {
+        settings.detect.history_windows + settings.detect.warmup_windows
+    } else {
+        settings.detect.warmup_windows + 2
+    };
     let with_store = resident_bytes();
     let mut tick_total = Duration::ZERO;
     for _ in 0..history {
@@ -147,8 +164,8 @@ fn window_close(c: &mut Criterion) {
         scale.store.n_series(),
         ring,
         scale.window_nanos() / SECOND,
-        store_bytes / SERIES,
-        detect_bytes / SERIES,
+        store_bytes / series,
+        detect_bytes / series,
         history,
         tick_total.as_secs_f64() * 1e3 / history as f64,
     );
