@@ -105,8 +105,10 @@ const TOP_KEYS: &[&str] = &[
 ];
 /// Keys of `receivers`.
 const RECEIVERS_KEYS: &[&str] = &["otlp"];
+/// Most items one export request may be allowed to carry.
+const MAX_ITEMS_PER_REQUEST: usize = 10_000_000;
 /// Keys of `receivers.otlp`.
-const OTLP_KEYS: &[&str] = &["grpc", "http"];
+const OTLP_KEYS: &[&str] = &["grpc", "http", "max_items_per_request", "max_decoded_mib"];
 /// Keys of `receivers.otlp.grpc`.
 const GRPC_KEYS: &[&str] = &[
     "endpoint",
@@ -162,6 +164,8 @@ pub struct Settings {
     pub grpc: GrpcSettings,
     /// The OTLP/HTTP receiver.
     pub http: HttpSettings,
+    /// Per-request decoding limits, shared by both OTLP receivers.
+    pub decode: crate::receiver::decode::Limits,
     /// The admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
     pub admin: AdminSettings,
     /// The gRPC query API (with health and reflection).
@@ -317,6 +321,7 @@ pub enum ConfigError {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            decode: crate::receiver::decode::Limits::default(),
             grpc: GrpcSettings {
                 endpoint: localhost(GRPC_PORT),
                 max_recv_msg_size: 4 * MIB,
@@ -428,6 +433,18 @@ impl Settings {
 
         let receivers = check.section(&top, "receivers", RECEIVERS_KEYS);
         let otlp = check.section(&receivers, "otlp", OTLP_KEYS);
+        check.field(
+            &otlp,
+            "max_items_per_request",
+            &mut settings.decode.max_items,
+            |value| count(value, 1, MAX_ITEMS_PER_REQUEST).map(NonZeroUsize::get),
+        );
+        check.field(
+            &otlp,
+            "max_decoded_mib",
+            &mut settings.decode.max_decoded_bytes,
+            size_mib,
+        );
         let grpc = check.section(&otlp, "grpc", GRPC_KEYS);
         check.field(&grpc, "endpoint", &mut settings.grpc.endpoint, |value| {
             endpoint(value, GRPC_PORT)
@@ -643,6 +660,14 @@ const EXAMPLE_HEAD: &str = r#"# triage configuration.
 
 receivers:
   otlp:
+    # Most items (spans, metric data points, log records) in one export
+    # request; a request with more is refused as INVALID_ARGUMENT / 400
+    # before it is decoded (exporters send a few thousand).
+    max_items_per_request: 100000
+    # Most memory decoding one request may take, in MiB, estimated from its
+    # bytes before decoding; over it, refused like the above. One request
+    # per core decodes at a time.
+    max_decoded_mib: 64
     grpc:
       # Where the OTLP/gRPC receiver listens. Use "0.0.0.0:4317" to accept
       # traffic from other hosts. Flag --grpc-endpoint, env TRIAGE_GRPC_ENDPOINT.

@@ -34,6 +34,7 @@ use crate::ingest::spans::SpanAnalyzer;
 use crate::model::IncidentEvent;
 use crate::pipeline::{Pipeline, WallClock};
 use crate::query::service::{Api, ApiError, Sources as ApiSources};
+use crate::receiver::decode::{DecodePool, Decoding};
 use crate::receiver::grpc::{self, GrpcConfig, OtlpStatusLayer};
 use crate::receiver::http::{self as otlp_http, HttpConfig};
 use crate::receiver::Sink;
@@ -252,11 +253,18 @@ impl Server {
         let alerter = start_alerter(&settings.alerting, addresses.admin, &history)?;
         let sink: Arc<dyn Sink> = pipeline.ingest().clone();
 
-        let (traces, metrics, logs) = grpc::services(
+        // One decode pool for both receivers, so decoding is bounded
+        // across them (one request per core).
+        let decoding = Decoding {
+            limits: settings.decode,
+            pool: DecodePool::default(),
+        };
+        let (traces, metrics, logs) = grpc::services_with(
             Arc::clone(&sink),
             &GrpcConfig {
                 max_recv_msg_size: settings.grpc.max_recv_msg_size,
             },
+            decoding.clone(),
         );
         let grpc_settings = &settings.grpc;
         let streams = grpc_settings.max_concurrent_streams.get();
@@ -285,11 +293,12 @@ impl Server {
                 ),
         );
 
-        let http_router = otlp_http::router(
+        let http_router = otlp_http::router_with(
             Arc::clone(&sink),
             HttpConfig {
                 max_request_body_size: settings.http.max_request_body_size,
             },
+            decoding,
         );
         let http_task = tokio::spawn(serve::serve_http(
             listen::Listener::new(LISTENER_HTTP, http, settings.http.connections),

@@ -209,6 +209,7 @@ shutdown_timeout: 5m
 "#,
     );
     let expected = Settings {
+        decode: crate::receiver::decode::Limits::default(),
         grpc: GrpcSettings {
             endpoint: "0.0.0.0:14317".parse().expect("addr"),
             max_recv_msg_size: 512 * 1024,
@@ -1472,4 +1473,23 @@ fn a_listener_budget_holds_its_largest_request() {
     );
     assert_eq!(problem.path, "receivers.otlp.http.max_buffered_mib");
     assert!(problem.message.contains("more than 0"));
+}
+
+#[test]
+fn decoding_limits_are_read_and_checked() {
+    let loaded =
+        settings("receivers:\n  otlp:\n    max_items_per_request: 5000\n    max_decoded_mib: 16\n");
+    assert_eq!(loaded.decode.max_items, 5000);
+    assert_eq!(loaded.decode.max_decoded_bytes, 16 * MIB);
+    assert_eq!(
+        Settings::default().decode,
+        crate::receiver::decode::Limits::default()
+    );
+    assert_eq!(
+        paths("receivers:\n  otlp:\n    max_items_per_request: 0\n    max_decoded_mib: -1\n"),
+        BTreeSet::from([
+            "receivers.otlp.max_decoded_mib".to_owned(),
+            "receivers.otlp.max_items_per_request".to_owned(),
+        ])
+    );
 }
