@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: a real collector on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod collector;
 pub mod raw_codec;
 
 use std::net::SocketAddr;

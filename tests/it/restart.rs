@@ -11,12 +11,12 @@
 //! Everything is observed from outside, as a user would: the JSON log lines
 //! and the history database, read with SQLite in read-only mode.
 
-use std::io::{BufRead, BufReader, Read as _};
+use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
@@ -26,6 +26,8 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
+
+use crate::common::collector::Collector;
 
 /// The service the traffic comes from, and its one operation.
 const SERVICE: &str = "payment";
@@ -71,135 +73,6 @@ fn example_config() -> String {
         .output()
         .expect("run triage example-config");
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// A running collector; killed when dropped so a failing test leaves no
-/// process behind.
-struct Collector {
-    child: Child,
-    http: SocketAddr,
-    /// JSON log lines from stderr, as they come.
-    lines: mpsc::Receiver<Value>,
-    /// Lines read so far, for failure messages and later checks.
-    seen: Vec<Value>,
-}
-
-impl Collector {
-    fn start(config: &Path) -> Collector {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_triage"))
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn triage");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let value =
-                    serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
-                if sender.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut collector = Collector {
-            child,
-            http: "127.0.0.1:0".parse().expect("address"),
-            lines,
-            seen: Vec::new(),
-        };
-        let ready = collector.wait_for_log("triage is ready");
-        collector.http = ready["http"]
-            .as_str()
-            .and_then(|address| address.parse().ok())
-            .unwrap_or_else(|| panic!("ready line names the HTTP address: {ready}"));
-        collector
-    }
-
-    /// Waits for a log line whose message contains `message`.
-    fn wait_for_log(&mut self, message: &str) -> Value {
-        if let Some(found) = self.seen.iter().find(|line| line_has(line, message)) {
-            return found.clone();
-        }
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line_has(&line, message) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log line {message:?} within {PATIENCE:?}; got:\n{}",
-                    self.log_text()
-                ),
-            }
-        }
-    }
-
-    /// The log lines that have arrived so far.
-    fn drain_log(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    fn log_text(&self) -> String {
-        self.seen
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// SIGKILL: no drain, no final snapshot, as in a crash or an OOM kill.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL triage");
-        self.child.wait().expect("wait for triage");
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("send SIGTERM");
-        assert!(status.success());
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "triage did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn line_has(line: &Value, message: &str) -> bool {
-    match line {
-        Value::Object(_) => line["fields"]["message"]
-            .as_str()
-            .or_else(|| line["message"].as_str())
-            .is_some_and(|text| text.contains(message)),
-        Value::String(text) => text.contains(message),
-        _ => false,
-    }
 }
 
 /// A field of a JSON log line (tracing puts fields under `fields`).

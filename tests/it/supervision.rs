@@ -3,88 +3,12 @@
 //! billion, twice in one window), and must stay ready, detect on, and
 //! report its own metrics, alert delivery's included.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-const PATIENCE: Duration = Duration::from_secs(30);
-
-struct Collector {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Collector {
-    fn start(config: &str) -> (Collector, Value) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("triage.yaml");
-        std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_triage"))
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn triage");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let value =
-                    serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
-                if sender.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut collector = Collector {
-            child,
-            lines,
-            seen: Vec::new(),
-        };
-        let ready = collector.wait_for("triage is ready");
-        (collector, ready)
-    }
-
-    fn wait_for(&mut self, message: &str) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no log line {message:?}: {:?}", self.seen));
-            self.seen.push(line.clone());
-            if line.to_string().contains(message) {
-                return line;
-            }
-        }
-    }
-
-    fn log_text(&mut self) -> String {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
+use crate::common::collector::Collector;
 
 fn address(ready: &Value, field: &str) -> SocketAddr {
     ready["fields"][field]
@@ -146,7 +70,11 @@ alerting:
 shutdown_timeout: 5s
 "#
     );
-    let (mut collector, ready) = Collector::start(&config);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("triage.yaml");
+    std::fs::write(&path, config).expect("write config");
+    let mut collector = Collector::start(&path);
+    let ready = collector.ready.clone();
     let http = address(&ready, "http");
     let admin = address(&ready, "admin");
     let client = reqwest::Client::new();
@@ -171,6 +99,7 @@ shutdown_timeout: 5s
         .await
         .expect("readyz");
     let status = readyz.status();
+    collector.drain_log();
     let body = readyz.text().await.unwrap_or_default();
     assert_eq!(status, 200, "{body}\n{}", collector.log_text());
     let metrics = client
@@ -190,6 +119,7 @@ shutdown_timeout: 5s
         metrics.contains("triage_alerts_queue_capacity{"),
         "alert delivery's metrics are exported: {metrics}"
     );
+    collector.drain_log();
     let log = collector.log_text();
     assert!(!log.contains("panicked"), "{log}");
 }
