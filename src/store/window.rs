@@ -474,6 +474,13 @@ pub const MAX_RECORD_COUNT: u64 = u32::MAX as u64;
 /// saturating paths clamp the bucket but add the whole count to the total,
 /// and its quantile walk then fails an assertion.)
 pub fn record_n(histogram: &mut Histogram<u32>, value: u64, count: u64) {
+    // The common case, kept cheap on the per-span path: while the whole
+    // histogram holds less than a bucket can, no bucket can overflow.
+    if histogram.len().saturating_add(count) <= u64::from(u32::MAX) {
+        // Fails only if the histogram cannot grow to `value`.
+        let _ = histogram.record_n(value, count as u32);
+        return;
+    }
     // For a value past the counts array this is the last slot's count, so
     // the room is never overstated.
     let held = histogram.count_at(value);
