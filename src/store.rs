@@ -28,6 +28,7 @@
 
 pub mod changes;
 pub mod config;
+pub mod histogram;
 pub mod metric;
 pub mod pairing;
 pub mod window;
@@ -39,9 +40,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
+use self::histogram::LatencyHistogram;
 use self::metric::CumulativeTracker;
 use self::pairing::PairingBuffer;
 use self::window::{Ring, SubWindows, Totals, ValueStats, SUB_WINDOWS, VALUE_SCALE};
@@ -179,10 +180,7 @@ pub struct WindowSnapshot {
 }
 
 fn window_stats(window: &window::Window, index: i64) -> SeriesStats {
-    let histogram = window
-        .histogram
-        .as_ref()
-        .filter(|histogram| !histogram.is_empty());
+    let histogram = Some(&window.histogram).filter(|histogram| !histogram.is_empty());
     let [p50, p90, p95, p99] = latency_quantiles(histogram);
     SeriesStats {
         windows: Some((index, index)),
@@ -203,23 +201,27 @@ fn window_stats(window: &window::Window, index: i64) -> SeriesStats {
 }
 
 /// Adds `histogram` to `merged` (a copy of it, the first time).
-fn merge_into(merged: &mut Option<Histogram<u32>>, histogram: &Histogram<u32>) {
+fn merge_into(merged: &mut Option<LatencyHistogram>, histogram: &LatencyHistogram) {
+    if histogram.is_empty() {
+        return;
+    }
     match merged {
         None => *merged = Some(histogram.clone()),
-        Some(total) => window::merge_histogram(total, histogram),
+        Some(total) => total.merge(histogram),
     }
 }
 
 /// The p50, p90, p95 and p99 of a latency histogram, scaled to
 /// milliseconds (spans) or the metric's unit, read in one pass over its
 /// counts; all `None` for no histogram or an empty one.
-fn latency_quantiles(histogram: Option<&Histogram<u32>>) -> [Option<f64>; 4] {
+fn latency_quantiles(histogram: Option<&LatencyHistogram>) -> [Option<f64>; 4] {
     const QUANTILES: [f64; 4] = [0.50, 0.90, 0.95, 0.99];
     let Some(histogram) = histogram.filter(|histogram| !histogram.is_empty()) else {
         return [None; 4];
     };
-    let mut values = histogram.value_at_quantiles(QUANTILES);
-    std::array::from_fn(|_| values.next().map(|value| value as f64 / VALUE_SCALE))
+    histogram
+        .value_at_quantiles(QUANTILES)
+        .map(|value| Some(value as f64 / VALUE_SCALE))
 }
 
 /// A dependency edge as listed by [`Store::edges`].
@@ -715,13 +717,11 @@ impl Store {
     ) -> Option<(u64, Option<f64>)> {
         let series = self.find(key)?;
         let mut requests = 0;
-        let mut merged: Option<Histogram<u32>> = None;
+        let mut merged: Option<LatencyHistogram> = None;
         let ring = series.ring.lock();
         for window in ring.windows(from, to) {
             requests += window.requests;
-            if let Some(histogram) = &window.histogram {
-                merge_into(&mut merged, histogram);
-            }
+            merge_into(&mut merged, &window.histogram);
         }
         let value = merged
             .filter(|histogram| !histogram.is_empty())
@@ -735,7 +735,7 @@ impl Store {
         let mut requests = 0;
         let mut errors = 0;
         let mut values = ValueStats::default();
-        let mut merged: Option<Histogram<u32>> = None;
+        let mut merged: Option<LatencyHistogram> = None;
         let mut range: Option<(i64, i64)> = None;
         {
             let ring = series.ring.lock();
@@ -748,9 +748,7 @@ impl Store {
                 requests += window.requests;
                 errors += window.errors;
                 values.merge(&window.values);
-                if let Some(histogram) = &window.histogram {
-                    merge_into(&mut merged, histogram);
-                }
+                merge_into(&mut merged, &window.histogram);
             }
         }
         let [p50, p90, p95, p99] = latency_quantiles(merged.as_ref());
@@ -812,16 +810,12 @@ impl Store {
 
     /// Merged latency histogram of a series over windows `from..=to`, in
     /// scaled units (microseconds for spans); for detection.
-    pub fn histogram(&self, key: &SeriesKey, from: i64, to: i64) -> Option<Histogram<u32>> {
+    pub fn histogram(&self, key: &SeriesKey, from: i64, to: i64) -> Option<LatencyHistogram> {
         let series = self.find(key)?;
         let ring = series.ring.lock();
-        let mut merged: Option<Histogram<u32>> = None;
-        for histogram in ring
-            .windows(from, to)
-            .into_iter()
-            .filter_map(|window| window.histogram.as_ref())
-        {
-            merge_into(&mut merged, histogram);
+        let mut merged: Option<LatencyHistogram> = None;
+        for window in ring.windows(from, to) {
+            merge_into(&mut merged, &window.histogram);
         }
         merged
     }

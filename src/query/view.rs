@@ -11,11 +11,11 @@
 
 use std::collections::BTreeSet;
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{SeriesKey, SeriesKind};
-use crate::store::window::{merge_histogram, VALUE_SCALE};
+use crate::store::histogram::LatencyHistogram;
+use crate::store::window::VALUE_SCALE;
 use crate::store::Store;
 
 /// A service and what it is made of.
@@ -259,7 +259,7 @@ fn red(store: &Store, keys: &[SeriesKey], range: Range) -> RedStats {
     let mut requests = 0;
     let mut errors = 0;
     let mut covered: Option<(i64, i64)> = None;
-    let mut merged: Option<Histogram<u32>> = None;
+    let mut merged: Option<LatencyHistogram> = None;
     for key in keys {
         let Some(stats) = store.stats_windows(key, from, to) else {
             continue;
@@ -275,7 +275,7 @@ fn red(store: &Store, keys: &[SeriesKey], range: Range) -> RedStats {
         if let Some(histogram) = store.histogram(key, from, to) {
             match merged.as_mut() {
                 None => merged = Some(histogram),
-                Some(total) => merge_histogram(total, &histogram),
+                Some(total) => total.merge(&histogram),
             }
         }
     }

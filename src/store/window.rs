@@ -16,13 +16,11 @@
 //! ([`SUB_BUCKETS`] buckets). They let detection place the onset of an
 //! anomaly inside the window in which it was found (`detect::onset`). A
 //! window's sub-windows take 200 bytes, allocated the first time a span or
-//! log record lands in the slot and reused like the histogram; the HDR
-//! histogram next to them takes a few KiB.
+//! log record lands in the slot and reused like the histogram; the latency
+//! histogram next to them takes a word per non-empty bucket (see
+//! [`LatencyHistogram`]).
 
-use hdrhistogram::Histogram;
-
-/// Significant decimal digits kept by every histogram (1% relative error).
-pub const SIGNIFICANT_DIGITS: u8 = 2;
+use super::histogram::LatencyHistogram;
 
 /// Span latencies are recorded in microseconds and metric distribution values
 /// in thousandths of their unit; dividing by this gives milliseconds or units.
@@ -194,8 +192,9 @@ pub struct Window {
     pub index: Option<i64>,
     pub requests: u64,
     pub errors: u64,
-    /// Latency (or distribution values) in scaled units; `None` until needed.
-    pub histogram: Option<Histogram<u32>>,
+    /// Latency (or distribution values) in scaled units; empty (and
+    /// unallocated) until needed.
+    pub histogram: LatencyHistogram,
     pub values: ValueStats,
     pub exemplars: Exemplars,
     /// Sub-window counts of span and log series; `None` until a span or
@@ -246,7 +245,7 @@ impl Window {
             index: None,
             requests: 0,
             errors: 0,
-            histogram: None,
+            histogram: LatencyHistogram::new(),
             values: ValueStats::default(),
             exemplars: Exemplars::default(),
             subs: None,
@@ -257,18 +256,12 @@ impl Window {
         self.index = Some(index);
         self.requests = 0;
         self.errors = 0;
-        if let Some(histogram) = self.histogram.as_mut() {
-            histogram.reset();
-        }
+        self.histogram.reset();
         self.values = ValueStats::default();
         self.exemplars = Exemplars::default();
         if let Some(subs) = self.subs.as_mut() {
             **subs = SubWindows::default();
         }
-    }
-
-    fn histogram_mut(&mut self) -> &mut Histogram<u32> {
-        self.histogram.get_or_insert_with(new_histogram)
     }
 
     /// Sub-window `sub` (clamped to the last), allocating the sub-windows
@@ -278,12 +271,6 @@ impl Window {
         let subs = self.subs.get_or_insert_with(Box::default);
         &mut subs[sub.min(SUB_WINDOWS - 1)]
     }
-}
-
-/// An empty auto-resizing histogram: it grows to the largest value recorded,
-/// so a series of fast calls stays small.
-pub fn new_histogram() -> Histogram<u32> {
-    Histogram::new(SIGNIFICANT_DIGITS).expect("2 significant digits is a valid precision")
 }
 
 /// Lifetime totals of a series, kept next to the ring so that what was
@@ -351,7 +338,7 @@ impl Ring {
         window.requests = window.requests.saturating_add(count);
         window.errors = window.errors.saturating_add(errors);
         if let Some(value) = latency {
-            record_n(window.histogram_mut(), value, count);
+            window.histogram.record_n(value, count);
         }
         window.sub_mut(sub).add(count, errors, latency);
         true
@@ -376,7 +363,7 @@ impl Ring {
         };
         window.requests += 1;
         window.errors += u64::from(error);
-        record_n(window.histogram_mut(), latency, 1);
+        window.histogram.record_n(latency, 1);
         window.exemplars.offer(latency, error, trace_id);
         window.sub_mut(sub).add_span(latency, error);
         true
@@ -420,11 +407,8 @@ impl Ring {
         if sum.is_finite() {
             window.values.add(sum, time);
         }
-        let histogram = window.histogram_mut();
         for (value, n) in buckets {
-            if n > 0 {
-                record_n(histogram, value, n);
-            }
+            window.histogram.record_n(value, n);
         }
         true
     }
@@ -451,8 +435,7 @@ impl Ring {
         let histograms: usize = self
             .slots
             .iter()
-            .filter_map(|window| window.histogram.as_ref())
-            .map(|histogram| histogram.distinct_values() * std::mem::size_of::<u32>())
+            .map(|window| window.histogram.heap_bytes())
             .sum();
         let subs = self
             .slots
@@ -467,48 +450,3 @@ impl Ring {
 /// bucket's count). A wire value above it is clamped: no real point holds
 /// four billion observations, and with it sums of windows cannot overflow.
 pub const MAX_RECORD_COUNT: u64 = u32::MAX as u64;
-
-/// Records `count` values, growing the histogram as needed. A bucket's
-/// counter stops at `u32::MAX`: only what fits is recorded, so the
-/// histogram's total always equals the sum of its buckets. (The crate's own
-/// saturating paths clamp the bucket but add the whole count to the total,
-/// and its quantile walk then fails an assertion.)
-pub fn record_n(histogram: &mut Histogram<u32>, value: u64, count: u64) {
-    // The common case, kept cheap on the per-span path: while the whole
-    // histogram holds less than a bucket can, no bucket can overflow.
-    if histogram.len().saturating_add(count) <= u64::from(u32::MAX) {
-        // Fails only if the histogram cannot grow to `value`.
-        let _ = histogram.record_n(value, count as u32);
-        return;
-    }
-    // For a value past the counts array this is the last slot's count, so
-    // the room is never overstated.
-    let held = histogram.count_at(value);
-    let count = u32::try_from(count)
-        .unwrap_or(u32::MAX)
-        .min(u32::MAX - held);
-    if count > 0 {
-        // Fails only if the histogram cannot grow to `value` (beyond what a
-        // u64 of microseconds needs); such a value is not recorded.
-        let _ = histogram.record_n(value, count);
-    }
-}
-
-/// Adds `other` into `total`. When the two totals together could overflow
-/// a bucket, the buckets are added one by one through [`record_n`], which
-/// keeps the total consistent with the buckets.
-pub fn merge_histogram(total: &mut Histogram<u32>, other: &Histogram<u32>) {
-    if total.len().saturating_add(other.len()) <= u64::from(u32::MAX) {
-        // No bucket can overflow, and both sides auto-resize, so adding
-        // cannot fail on range.
-        let _ = total.add(other);
-        return;
-    }
-    for bucket in other.iter_recorded() {
-        record_n(
-            total,
-            bucket.value_iterated_to(),
-            bucket.count_at_value().into(),
-        );
-    }
-}
