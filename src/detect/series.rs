@@ -581,11 +581,19 @@ impl SeriesDetector {
         if self.distribution {
             summary.level = f32::NAN;
         }
+        let limit = config.history_windows.max(1);
+        if self.history.len() == self.history.capacity() {
+            // Grown by hand: doubling would leave 360 windows in room for
+            // 512, and this is the largest part of a series' state.
+            let len = self.history.len();
+            self.history
+                .reserve_exact((len / 4 + 8).min((limit + 1).saturating_sub(len)).max(1));
+        }
         self.history.push_back(summary);
         if let Some(sorted) = self.sorted.as_mut().filter(|_| summary.usable()) {
             sorted.add(&summary);
         }
-        while self.history.len() > config.history_windows.max(1) {
+        while self.history.len() > limit {
             let Some(oldest) = self.history.pop_front() else {
                 break;
             };
@@ -672,7 +680,10 @@ impl SeriesDetector {
         scratch.extend(
             usable()
                 .filter(|window| u64::from(window.requests()) >= config.error_min_requests.max(1))
-                .map(|window| f64::from(window.errors) / f64::from(window.requests())),
+                // Rounded through f32, as the sorted baseline keeps them.
+                .map(|window| {
+                    f64::from((f64::from(window.errors) / f64::from(window.requests())) as f32)
+                }),
         );
         baseline.error_rates = robust(&mut scratch);
 

@@ -203,14 +203,17 @@ pub struct Window {
 }
 
 /// Trace ids worth opening for a window: its slowest span and its latest
-/// failing spans. Fixed size, so recording never allocates for them.
+/// failing spans. Fixed size (64 bytes), so recording never allocates for
+/// them; a trace id of 0 means none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Exemplars {
-    /// (latency in scaled units, trace id) of the slowest span seen.
-    pub slowest: Option<(u64, u128)>,
+    /// Trace id of the slowest span seen.
+    slowest: u128,
     /// The latest failing spans' trace ids, newest in `errors[next - 1]`.
-    pub errors: [u128; 2],
-    next: usize,
+    errors: [u128; 2],
+    /// Latency of the slowest span, in scaled units.
+    slowest_latency: u64,
+    next: u8,
 }
 
 impl Exemplars {
@@ -218,22 +221,26 @@ impl Exemplars {
         if trace_id == 0 {
             return;
         }
-        if self.slowest.is_none_or(|(slowest, _)| latency > slowest) {
-            self.slowest = Some((latency, trace_id));
+        if self.slowest == 0 || latency > self.slowest_latency {
+            self.slowest = trace_id;
+            self.slowest_latency = latency;
         }
         if error {
-            self.errors[self.next % self.errors.len()] = trace_id;
-            self.next += 1;
+            self.errors[usize::from(self.next) % self.errors.len()] = trace_id;
+            self.next = (self.next + 1) % self.errors.len() as u8;
         }
+    }
+
+    /// The slowest span seen, as (latency in scaled units, trace id).
+    pub fn slowest(&self) -> Option<(u64, u128)> {
+        (self.slowest != 0).then_some((self.slowest_latency, self.slowest))
     }
 
     /// The distinct trace ids held: failing ones first, then the slowest.
     pub fn trace_ids(&self) -> Vec<u128> {
         let mut ids: Vec<u128> = self.errors.iter().copied().filter(|id| *id != 0).collect();
-        if let Some((_, id)) = self.slowest {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
+        if self.slowest != 0 && !ids.contains(&self.slowest) {
+            ids.push(self.slowest);
         }
         ids
     }

@@ -25,13 +25,13 @@ pub(super) struct Sorted {
     windows: usize,
     errors_total: u64,
     requests_total: u64,
-    requests: Vec<f64>,
+    requests: Vec<f32>,
     /// Error rates of the windows with at least `error_min_requests`.
-    error_rates: Vec<f64>,
+    error_rates: Vec<f32>,
     /// Finite ln p50, p95, p99.
-    ln_quantiles: [Vec<f64>; 3],
+    ln_quantiles: [Vec<f32>; 3],
     /// Finite levels.
-    level: Vec<f64>,
+    level: Vec<f32>,
 }
 
 impl Sorted {
@@ -49,7 +49,8 @@ impl Sorted {
             sorted.visit(window, |values, value| values.push(value));
         }
         for values in sorted.measures_mut() {
-            values.sort_unstable_by(f64::total_cmp);
+            values.sort_unstable_by(f32::total_cmp);
+            values.shrink_to_fit();
         }
         sorted
     }
@@ -87,25 +88,28 @@ impl Sorted {
 
     /// Applies `apply` to each measure's vector with the window's value for
     /// it.
-    fn visit(&mut self, window: &WindowSummary, mut apply: impl FnMut(&mut Vec<f64>, f64)) {
-        apply(&mut self.requests, f64::from(window.requests()));
+    ///
+    /// The values are kept as `f32`, half the bytes of `f64`: the summaries
+    /// they come from hold quantiles and levels as `f32` already, request
+    /// counts are exact in it below 2^24 a window, and an error rate loses
+    /// nothing a threshold could tell apart.
+    fn visit(&mut self, window: &WindowSummary, mut apply: impl FnMut(&mut Vec<f32>, f32)) {
+        apply(&mut self.requests, window.requests() as f32);
         if u64::from(window.requests()) >= self.error_min_requests.max(1) {
-            apply(
-                &mut self.error_rates,
-                f64::from(window.errors) / f64::from(window.requests()),
-            );
+            let rate = f64::from(window.errors) / f64::from(window.requests());
+            apply(&mut self.error_rates, rate as f32);
         }
         for (values, value) in self.ln_quantiles.iter_mut().zip(window.ln_quantiles) {
             if value.is_finite() {
-                apply(values, f64::from(value));
+                apply(values, value);
             }
         }
         if window.level.is_finite() {
-            apply(&mut self.level, f64::from(window.level));
+            apply(&mut self.level, window.level);
         }
     }
 
-    fn measures_mut(&mut self) -> impl Iterator<Item = &mut Vec<f64>> {
+    fn measures_mut(&mut self) -> impl Iterator<Item = &mut Vec<f32>> {
         [&mut self.requests, &mut self.error_rates, &mut self.level]
             .into_iter()
             .chain(self.ln_quantiles.iter_mut())
@@ -129,12 +133,17 @@ impl Sorted {
     }
 }
 
-fn insert(values: &mut Vec<f64>, value: f64) {
+fn insert(values: &mut Vec<f32>, value: f32) {
+    if values.len() == values.capacity() {
+        // A quarter more at a time rather than double: these vectors live
+        // as long as their series.
+        values.reserve_exact(values.len() / 4 + 8);
+    }
     let at = values.partition_point(|held| held.total_cmp(&value) == Ordering::Less);
     values.insert(at, value);
 }
 
-fn remove(values: &mut Vec<f64>, value: f64) {
+fn remove(values: &mut Vec<f32>, value: f32) {
     let at = values.partition_point(|held| held.total_cmp(&value) == Ordering::Less);
     if values
         .get(at)
@@ -147,7 +156,7 @@ fn remove(values: &mut Vec<f64>, value: f64) {
 }
 
 /// Median and MAD of sorted `values` when there are enough of them.
-fn robust(values: &[f64]) -> Option<Spread> {
+fn robust(values: &[f32]) -> Option<Spread> {
     if values.len() < MIN_BASELINE_WINDOWS {
         return None;
     }
@@ -155,38 +164,39 @@ fn robust(values: &[f64]) -> Option<Spread> {
 }
 
 /// Median, MAD and range of sorted `values` when there are enough of them.
-fn envelope(values: &[f64]) -> Option<Envelope> {
+fn envelope(values: &[f32]) -> Option<Envelope> {
     if values.len() < MIN_BASELINE_WINDOWS {
         return None;
     }
     let rank = ((values.len() as f64 * UPPER_QUANTILE).ceil() as usize).clamp(1, values.len()) - 1;
     Some(Envelope {
         spread: spread(values)?,
-        min: values[0],
-        upper: values[rank],
-        max: values[values.len() - 1],
+        min: f64::from(values[0]),
+        upper: f64::from(values[rank]),
+        max: f64::from(values[values.len() - 1]),
     })
 }
 
 /// Median and MAD of sorted, non-empty `values`, as `stats::spread` gives
 /// them: the median is the middle value (the mean of the two middle ones for
 /// an even count), the MAD the median of the absolute deviations from it.
-fn spread(values: &[f64]) -> Option<Spread> {
+fn spread(values: &[f32]) -> Option<Spread> {
+    let value = |at: usize| values.get(at).map(|value| f64::from(*value));
     let n = values.len();
     let mid = n / 2;
     let middle = |lower: f64, upper: f64| lower + (upper - lower) / 2.0;
     let median = if n % 2 == 1 {
-        *values.get(mid)?
+        value(mid)?
     } else {
-        middle(*values.get(mid - 1)?, *values.get(mid)?)
+        middle(value(mid - 1)?, value(mid)?)
     };
     // The deviations from the median, in ascending order, are two sorted
     // runs: the values below the median walking down from it, and the
     // values from it upwards. The MAD is the middle of their merge, found
     // by bisection instead of walking half the values.
-    let split = values.partition_point(|value| *value < median);
-    let below = |at: usize| (values[split - 1 - at] - median).abs();
-    let above = |at: usize| (values[split + at] - median).abs();
+    let split = values.partition_point(|value| f64::from(*value) < median);
+    let below = |at: usize| (f64::from(values[split - 1 - at]) - median).abs();
+    let above = |at: usize| (f64::from(values[split + at]) - median).abs();
     let nth = |rank: usize| nth_of_merged(split, n - split, rank, below, above);
     let mad = if n % 2 == 1 {
         nth(mid)
@@ -251,12 +261,13 @@ mod tests {
         #[test]
         fn spread_of_sorted_values_equals_selection(
             mut values in proptest::collection::vec(
-                prop_oneof![0u32..20, 0u32..100_000].prop_map(|value| f64::from(value) / 7.0),
+                prop_oneof![0u32..20, 0u32..100_000].prop_map(|value| value as f32 / 7.0),
                 1..400,
             ),
         ) {
-            values.sort_unstable_by(f64::total_cmp);
-            let expected = stats::spread(&mut values.clone());
+            values.sort_unstable_by(f32::total_cmp);
+            let mut wide: Vec<f64> = values.iter().map(|value| f64::from(*value)).collect();
+            let expected = stats::spread(&mut wide);
             prop_assert_eq!(spread(&values), expected);
         }
 
