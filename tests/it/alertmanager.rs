@@ -13,7 +13,7 @@
 //!   inhibits a symptom while its root cause's alert fires.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{test_settings, TestServer};
+use crate::common::{require_command, test_settings, TestServer};
 use triage::alert::{AlertConfig, Alerter, Backoff, TargetConfig};
 use triage::history::tasks::open_incident_events;
 use triage::history::{History, StorageConfig};
@@ -69,13 +69,7 @@ impl Alertmanager {
     }
 
     fn spawn(&mut self) {
-        let binary = find_binary(ALERTMANAGER).unwrap_or_else(|| {
-            panic!(
-                "{ALERTMANAGER} is not installed; install it with \
-                 `apt-get install -y --no-install-recommends prometheus-alertmanager` \
-                 (.ci/run does this)"
-            )
-        });
+        let binary = require_command(ALERTMANAGER, "prometheus-alertmanager");
         let log = std::fs::File::create(self.dir.path().join("alertmanager.log")).expect("log");
         let child = Command::new(binary)
             .arg(format!(
@@ -178,13 +172,6 @@ fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(5))
         .build()
         .expect("HTTP client")
-}
-
-fn find_binary(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 /// A port the OS says is free now. Alertmanager takes its address as a flag,

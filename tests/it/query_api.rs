@@ -12,7 +12,7 @@
 //! watch that resumes from an event id with no gap and no duplicate.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
@@ -29,7 +29,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::common::{test_settings, TestServer};
+use crate::common::{require_python, test_settings, TestServer};
 use triage::model::Severity;
 use triage::model::{rfc3339, Incident, IncidentEvent, IncidentState};
 use triage::model::{SeriesKey, SeriesKind};
@@ -618,23 +618,6 @@ async fn cli_prints_json_and_tables() {
 
 // === a client that is not ours: Python grpcio with server reflection ===
 
-/// The venv's interpreter, or `None` (test skipped) outside CI without one.
-fn python_interpreter() -> Option<PathBuf> {
-    let python = std::env::var_os("TRIAGE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no Python interpreter at {}: .ci/run should have created the venv",
-        python.display()
-    );
-    eprintln!("skipped: no Python interpreter at {}", python.display());
-    None
-}
-
 /// A child process killed when dropped, so a failing test leaves nothing
 /// running.
 struct Child(std::process::Child);
@@ -648,9 +631,7 @@ impl Drop for Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_discovers_the_api_by_reflection() {
-    let Some(python) = python_interpreter() else {
-        return;
-    };
+    let python = require_python();
     let server = start(Some(TOKEN)).await;
     send_shop_traffic(&server).await;
     let seqs = record_incidents(&server);
