@@ -20,14 +20,15 @@ const DEFAULT_INCIDENT_LIMIT: usize = 50;
 /// `triage query`: options shared by every query command.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// Address of the query API (api.endpoint of `triage run`); https:// for
-    /// a TLS listener.
+    /// Address of the query API, HOST:PORT as in api.endpoint of `triage
+    /// run`; TLS when --ca-cert is given. A URL works too: http://HOST:PORT,
+    /// or https://HOST:PORT for a TLS listener.
     #[arg(
         long,
         global = true,
-        value_name = "URL",
+        value_name = "HOST:PORT",
         env = "TRIAGE_API_ADDR",
-        default_value = "http://127.0.0.1:4320"
+        default_value = "127.0.0.1:4320"
     )]
     pub addr: String,
     /// Bearer token, when the API requires one (api.auth).

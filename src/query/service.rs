@@ -559,7 +559,7 @@ impl TriageQuery for QueryService {
                 view::Range::resolve(&store, request.since_unix_nanos, request.until_unix_nanos);
             view::service_stats(&store, &request.service, range).ok_or_else(|| {
                 Status::not_found(format!(
-                    "service {:?} is not known (ListServices lists the known ones)",
+                    "service {:?} is not known (`triage query services` lists the known ones)",
                     request.service
                 ))
             })

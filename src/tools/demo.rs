@@ -480,7 +480,7 @@ fn write_banner(
     writeln!(out, "  OTLP/HTTP  {}", addresses.http)?;
     writeln!(
         out,
-        "  query API  {}   (in another terminal: triage query --addr http://{} incidents)",
+        "  query API  {}   (in another terminal: triage query --addr {} incidents)",
         addresses.api, addresses.api
     )?;
     writeln!(

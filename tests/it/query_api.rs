@@ -463,6 +463,15 @@ async fn tls_and_token_from_a_file() {
     .await
     .expect("TLS handshake with the configured certificate");
     assert!(api.services().await.expect("services").is_empty());
+    // HOST:PORT, as in api.endpoint, with a CA certificate means TLS too.
+    let mut api = Client::connect(&ClientConfig {
+        address: server.addresses.api.to_string(),
+        token: Some(TOKEN.to_owned()),
+        ca_cert: Some(cert_file.clone()),
+    })
+    .await
+    .expect("TLS to HOST:PORT when a CA certificate is given");
+    assert!(api.services().await.expect("services").is_empty());
 
     // A plaintext client cannot talk to the TLS listener.
     let plaintext = tokio::time::timeout(WAIT, async {
@@ -506,8 +515,10 @@ async fn triage_query(server: Option<&TestServer>, args: &[&str]) -> (bool, Stri
     for name in ["TRIAGE_API_ADDR", "TRIAGE_API_TOKEN", "TRIAGE_API_CA_CERT"] {
         command.env_remove(name);
     }
+    // HOST:PORT, as api.endpoint is written; the test of a closed port
+    // below gives a URL, which works too.
     if let Some(server) = server {
-        command.args(["--addr", &server.api_url()]);
+        command.args(["--addr", &server.addresses.api.to_string()]);
     }
     let output = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || command.output()))
         .await
@@ -606,6 +617,12 @@ async fn cli_prints_json_and_tables() {
         triage_query(Some(&server), &["incident", "nope@1", "--token", TOKEN]).await;
     assert!(!ok);
     assert!(stderr.contains("NotFound"), "{stderr}");
+    // Hints name the CLI command to run, not the gRPC method behind it.
+    let (ok, _, stderr) =
+        triage_query(Some(&server), &["stats", "nosuch", "--token", TOKEN]).await;
+    assert!(!ok);
+    assert!(stderr.contains("`triage query services`"), "{stderr}");
+    assert!(!stderr.contains("ListServices"), "{stderr}");
 
     // Nothing listening: advice on what to check.
     let closed = server.api_url();
