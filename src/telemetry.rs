@@ -252,11 +252,18 @@ pub fn record_change_refused(reason: &'static str) {
 
 /// Sets up `tracing` logs to stderr, as text or JSON, filtered by `level`
 /// (an `EnvFilter` directive such as `info` or `triage=debug,info`).
+///
+/// Text is coloured only when stderr is a terminal and `NO_COLOR` is unset
+/// or empty (<https://no-color.org>): a file, a pipe or a container's log
+/// driver gets plain text, without escape codes.
 pub fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_new(level).map_err(|error| error.to_string())?;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

@@ -135,10 +135,26 @@ pub enum QueryError {
     Since(String),
     /// stdout could not be written (e.g. a closed pipe).
     #[error("cannot write the output: {0}")]
-    Output(#[from] std::io::Error),
+    Output(std::io::Error),
     /// The JSON encoder failed.
     #[error("cannot encode JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+// The two causes above are part of their messages and deliberately not
+// `source()`s (so no `#[from]`): printed as a chain (`{:#}`) they would
+// appear twice.
+
+impl From<std::io::Error> for QueryError {
+    fn from(error: std::io::Error) -> Self {
+        QueryError::Output(error)
+    }
+}
+
+impl From<serde_json::Error> for QueryError {
+    fn from(error: serde_json::Error) -> Self {
+        QueryError::Json(error)
+    }
 }
 
 /// Runs one query command, printing to stdout.

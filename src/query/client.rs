@@ -74,9 +74,17 @@ pub enum ClientError {
     /// The server refused the call.
     #[error("{}", describe(.0))]
     Call(Status),
-    /// The server's answer does not fit this build's types.
+    /// The server's answer does not fit this build's types. The cause is
+    /// part of the message and deliberately not a `source()` (hence the
+    /// `From` impl below): printed as a chain it would appear twice.
     #[error("unexpected answer from the server: {0}")]
-    Convert(#[from] ConvertError),
+    Convert(ConvertError),
+}
+
+impl From<ConvertError> for ClientError {
+    fn from(error: ConvertError) -> Self {
+        ClientError::Convert(error)
+    }
 }
 
 /// Adds `authorization: Bearer <token>` to every request.

@@ -259,3 +259,69 @@ fn sigterm_drains_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A port in use is reported once, with the listener and the address, and
+/// not as "Address already in use: Address already in use".
+#[test]
+fn a_port_in_use_is_reported_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let address = taken.local_addr().expect("address").to_string();
+    let (code, _, stderr) = output(triage().args([
+        "run",
+        "--grpc-endpoint",
+        &address,
+        "--http-endpoint",
+        "127.0.0.1:0",
+        "--admin-endpoint",
+        "127.0.0.1:0",
+        "--api-endpoint",
+        "127.0.0.1:0",
+        "--log-format",
+        "text",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with("triage: "))
+        .unwrap_or_else(|| panic!("an error line:\n{stderr}"));
+    assert!(
+        line.contains(&format!("cannot listen on {address} for OTLP/gRPC")),
+        "{line}"
+    );
+    assert_eq!(
+        line.matches("Address already in use").count(),
+        1,
+        "each cause once: {line}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "no colour codes: {stderr:?}");
+}
+
+/// Text logs written to a pipe (not a terminal) carry no colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let mut child = triage()
+        .args([
+            "run",
+            "--grpc-endpoint",
+            "127.0.0.1:0",
+            "--http-endpoint",
+            "127.0.0.1:0",
+            "--admin-endpoint",
+            "127.0.0.1:0",
+            "--api-endpoint",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ])
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let ready = wait_for_line(&mut child, "triage is ready");
+    terminate(&child);
+    let status = child.wait().expect("wait");
+    let ready = ready.expect("ready line");
+    assert!(ready.contains(" INFO "), "a text log line: {ready:?}");
+    assert!(!ready.contains('\u{1b}'), "no colour codes: {ready:?}");
+    assert_eq!(status.code(), Some(0));
+}
