@@ -458,7 +458,7 @@ async fn tls_and_token_from_a_file() {
     let mut api = Client::connect(&ClientConfig {
         address: https.clone(),
         token: Some(TOKEN.to_owned()),
-        ca_cert: Some(cert_file),
+        ca_cert: Some(cert_file.clone()),
     })
     .await
     .expect("TLS handshake with the configured certificate");
@@ -467,7 +467,7 @@ async fn tls_and_token_from_a_file() {
     let mut api = Client::connect(&ClientConfig {
         address: server.addresses.api.to_string(),
         token: Some(TOKEN.to_owned()),
-        ca_cert: Some(cert_file.clone()),
+        ca_cert: Some(cert_file),
     })
     .await
     .expect("TLS to HOST:PORT when a CA certificate is given");
