@@ -101,6 +101,14 @@ pub fn describe_metrics() {
         RECOVERED_METRIC,
         "Damaged history databases moved aside at start, by reason."
     );
+    // At zero from the start, so that alerts on their increase (docs/HISTORY.md)
+    // fire on the first failure.
+    for what in ["incident_event", "change", "snapshot", "prune"] {
+        metrics::counter!(WRITE_ERRORS_METRIC, "what" => what).increment(0);
+    }
+    for reason in ["corrupt", "not_a_database"] {
+        metrics::counter!(RECOVERED_METRIC, "reason" => reason).increment(0);
+    }
 }
 
 /// The numbered migrations, applied in order. Never edit one that has been

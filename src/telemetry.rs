@@ -6,6 +6,15 @@
 //! these names (the store mirrors its gauges when `/metrics` is scraped,
 //! `Store::report_gauges`; the change detector its counters on each tick,
 //! `ChangeDetector::report_metrics`); nothing here reaches into them.
+//!
+//! Counters that the docs tell people to alert on exist at zero from the
+//! start (`increase()` and `rate()` see nothing of a series' first
+//! increment): those named here are registered with the recorder; those
+//! labelled by a component's own names (listeners, tasks, alert targets,
+//! history writes) by the component when it starts. `process` adds the
+//! `process_*` figures and `triage_build_info` to each scrape.
+
+pub mod process;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -133,6 +142,7 @@ pub fn recorder() -> PrometheusHandle {
                 );
             }
             describe();
+            register_zero_counters();
             handle
         })
         .clone()
@@ -224,6 +234,36 @@ fn describe() {
         LISTENER_BUFFER_WAITS,
         "Request-body frames that waited for room in the listener's budget."
     );
+}
+
+/// The OTLP transports and signals, as the receivers label them.
+const TRANSPORTS: [&str; 2] = ["grpc", "http"];
+const SIGNALS: [&str; 3] = ["traces", "metrics", "logs"];
+
+/// Creates the counters named here at zero, so that a scrape right after
+/// start shows them and an alert on their increase fires on the first one.
+fn register_zero_counters() {
+    for transport in TRANSPORTS {
+        for signal in SIGNALS {
+            counter!(RECEIVER_ACCEPTED, "transport" => transport, "signal" => signal).increment(0);
+            counter!(RECEIVER_REFUSED, "transport" => transport, "signal" => signal, "reason" => "invalid")
+                .increment(0);
+        }
+    }
+    counter!(ALERTS_EVENTS_MISSED).increment(0);
+    counter!(DETECT_TRAFFIC_SPIKES).increment(0);
+}
+
+/// `/metrics`: what the recorder holds, then the process's own figures and
+/// the build info.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    process::Sample::read().write(&mut text);
+    process::write_build_info(&mut text);
+    text
 }
 
 /// Counts one request's outcome for a transport.
