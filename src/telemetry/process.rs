@@ -57,9 +57,10 @@ impl Sample {
             virtual_bytes: stat.as_ref().map(|stat| stat.vsize),
             open_fds,
             max_fds,
-            start_time_seconds: stat.as_ref().zip(boot_time).map(|(stat, boot)| {
-                boot as f64 + stat.starttime as f64 / TICKS_PER_SECOND
-            }),
+            start_time_seconds: stat
+                .as_ref()
+                .zip(boot_time)
+                .map(|(stat, boot)| boot as f64 + stat.starttime as f64 / TICKS_PER_SECOND),
         }
     }
 

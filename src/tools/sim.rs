@@ -205,10 +205,7 @@ pub enum SimError {
     // The cause is part of the message and deliberately not a `source()`:
     // printed as a chain (`{:#}`) it would appear twice.
     #[error("cannot write {path}: {error}")]
-    Io {
-        path: String,
-        error: std::io::Error,
-    },
+    Io { path: String, error: std::io::Error },
     #[error("cannot connect to the OTLP/gRPC endpoint {endpoint}: {reason}; is a collector listening there (e.g. `triage run`)? The endpoint looks like http://127.0.0.1:4317")]
     Connect { endpoint: String, reason: String },
     #[error("exporting {signal} to {endpoint} failed: {status}")]

@@ -320,7 +320,10 @@ fn documented_alert_counters() -> Vec<(String, Vec<(String, String)>)> {
                             .split(',')
                             .filter_map(|pair| pair.split_once('='))
                             .map(|(key, value)| {
-                                (key.trim().to_owned(), value.trim().trim_matches('"').to_owned())
+                                (
+                                    key.trim().to_owned(),
+                                    value.trim().trim_matches('"').to_owned(),
+                                )
                             })
                             .collect()
                     })
@@ -376,7 +379,11 @@ async fn metrics_of_a_fresh_process_have_process_build_and_alerted_counters() {
         .as_str()
         .expect("ready line names the admin address")
         .to_owned();
-    let body = get(format!("http://{admin}/metrics")).await.text().await.expect("body");
+    let body = get(format!("http://{admin}/metrics"))
+        .await
+        .text()
+        .await
+        .expect("body");
 
     // The process, as every Prometheus client library names it.
     for name in [
@@ -395,7 +402,10 @@ async fn metrics_of_a_fresh_process_have_process_build_and_alerted_counters() {
             .and_then(|value| value.parse().ok())
             .unwrap_or_else(|| panic!("{name} has a value: {}", lines[0]));
         assert!(value >= 0.0, "{}", lines[0]);
-        assert!(body.contains(&format!("# TYPE {name} ")), "{name} has a TYPE");
+        assert!(
+            body.contains(&format!("# TYPE {name} ")),
+            "{name} has a TYPE"
+        );
     }
     let started: f64 = samples(&body, "process_start_time_seconds")[0]
         .rsplit(' ')
@@ -422,7 +432,10 @@ async fn metrics_of_a_fresh_process_have_process_build_and_alerted_counters() {
     // Every counter the docs say to alert on, at zero before anything
     // happened.
     let counters = documented_alert_counters();
-    assert!(counters.len() >= 8, "alert expressions in the docs: {counters:?}");
+    assert!(
+        counters.len() >= 8,
+        "alert expressions in the docs: {counters:?}"
+    );
     for (name, selector) in counters {
         let matching: Vec<&str> = samples(&body, &name)
             .into_iter()

@@ -934,7 +934,9 @@ async fn the_documented_alertmanager_config_routes_and_inhibits_symptoms() {
         &alertmanager,
     )
     .await;
-    let title = posted["attachments"][0]["title"].as_str().unwrap_or_default();
+    let title = posted["attachments"][0]["title"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         title.starts_with("[FIRING] critical ") && title.ends_with(" on payment"),
         "{posted:#}"
@@ -1053,7 +1055,10 @@ fn documented_config(base: &str, secrets: &Path) -> String {
         for config in &mut pagerduty {
             let key = secrets.join(format!("{name}-routing-key"));
             std::fs::write(&key, format!("{PAGERDUTY_KEY}\n")).expect("write key");
-            assert!(config.get("routing_key_file").is_some(), "{name}: key in a file");
+            assert!(
+                config.get("routing_key_file").is_some(),
+                "{name}: key in a file"
+            );
             config["routing_key_file"] = key.display().to_string().into();
             // Events API v2 is posted to `url`, PagerDuty's by default.
             config["url"] = url.clone().into();
@@ -1062,7 +1067,10 @@ fn documented_config(base: &str, secrets: &Path) -> String {
         for config in &mut slack {
             let file = secrets.join(format!("{name}-webhook-url"));
             std::fs::write(&file, format!("{url}\n")).expect("write URL");
-            assert!(config.get("api_url_file").is_some(), "{name}: URL in a file");
+            assert!(
+                config.get("api_url_file").is_some(),
+                "{name}: URL in a file"
+            );
             config["api_url_file"] = file.display().to_string().into();
         }
         let mut webhooks = configs("webhook_configs", receiver);
@@ -1079,7 +1087,10 @@ fn documented_config(base: &str, secrets: &Path) -> String {
                 receiver[kind] = serde_yaml::Value::Sequence(list);
             }
         }
-        assert!(configured > 0, "{name}: a receiver this test can point at itself");
+        assert!(
+            configured > 0,
+            "{name}: a receiver this test can point at itself"
+        );
     }
     serde_yaml::to_string(&config).expect("YAML")
 }

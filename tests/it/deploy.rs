@@ -441,7 +441,11 @@ fn workloads_agree_with_their_triage_configs() {
                 .find(|variable| str_at(variable, &["name"]) == Some("OTEL_EXPORTER_OTLP_ENDPOINT"))
                 .and_then(|variable| str_at(variable, &["value"]))
                 .unwrap_or_else(|| panic!("{where_}: the app sets OTEL_EXPORTER_OTLP_ENDPOINT"));
-            let bound = endpoint(&config, &["receivers", "otlp", "grpc", "endpoint"], "127.0.0.1:4317");
+            let bound = endpoint(
+                &config,
+                &["receivers", "otlp", "grpc", "endpoint"],
+                "127.0.0.1:4317",
+            );
             assert_eq!(app_endpoint, format!("http://{bound}"), "{where_}");
             assert!(bound.starts_with("127.0.0.1:"), "{where_}: {bound}");
         }

@@ -618,8 +618,7 @@ async fn cli_prints_json_and_tables() {
     assert!(!ok);
     assert!(stderr.contains("NotFound"), "{stderr}");
     // Hints name the CLI command to run, not the gRPC method behind it.
-    let (ok, _, stderr) =
-        triage_query(Some(&server), &["stats", "nosuch", "--token", TOKEN]).await;
+    let (ok, _, stderr) = triage_query(Some(&server), &["stats", "nosuch", "--token", TOKEN]).await;
     assert!(!ok);
     assert!(stderr.contains("`triage query services`"), "{stderr}");
     assert!(!stderr.contains("ListServices"), "{stderr}");
