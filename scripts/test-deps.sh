@@ -32,9 +32,10 @@ need() {
 need prometheus-alertmanager prometheus-alertmanager
 need amtool prometheus-alertmanager
 need prlimit util-linux
-need python3 python3
-# `python3 -m venv` needs ensurepip, which Debian ships apart.
-if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+# `python3 -m venv` needs ensurepip, which Debian ships apart as python3-venv.
+if ! command -v python3 >/dev/null 2>&1; then
+    packages+=(python3 python3-venv)
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     packages+=(python3-venv)
 fi
 
