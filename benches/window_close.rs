@@ -140,6 +140,18 @@ fn window_close(c: &mut Criterion) {
         scale.record_window();
     }
     let store_bytes = resident_bytes() - before;
+    let window_structs = ring * std::mem::size_of::<triage::store::window::Window>();
+    let heap = scale.store.histogram_bytes() / series;
+    println!(
+        "store per series: {} window structs of {} B = {} B; histograms and \
+         sub-windows {} B (heap, without allocator headers); the rest \
+         (keys, maps, pairing, allocator) {} B",
+        ring,
+        std::mem::size_of::<triage::store::window::Window>(),
+        window_structs,
+        heap,
+        (store_bytes / series).saturating_sub(window_structs + heap),
+    );
     let mut pipeline = Pipeline::new(&settings, Arc::clone(&scale.store));
     // Judge long enough for every detector's history to be full.
     let history = if series == SERVICES * OPERATIONS {
