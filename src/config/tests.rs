@@ -882,12 +882,18 @@ fn the_example_lists_every_key() {
         }
     }
     // Each of the four listeners shows every TLS and auth key, commented.
+    let count = |text: &str, prefix: &str| {
+        text.lines()
+            .filter(|line| line.trim_start().starts_with(prefix))
+            .count()
+    };
     for key in TLS_KEYS.iter().chain(AUTH_KEYS) {
-        let shown = example_yaml()
-            .lines()
-            .filter(|line| line.trim_start().starts_with(&format!("# {key}:")))
-            .count();
-        assert_eq!(shown, 4, "`# {key}:` in the example");
+        let in_fragment = count(crate::security::config::EXAMPLE, &format!("{key}:"));
+        assert!(in_fragment > 0, "{key}");
+        assert!(
+            count(example_yaml(), &format!("# {key}:")) >= 4 * in_fragment,
+            "`# {key}:` in the example"
+        );
     }
 }
 

@@ -395,7 +395,7 @@ mod tests {
     use super::*;
 
     /// Reads `yaml` as a listener section holding `tls` and `auth`.
-    fn read(yaml: &str) -> Result<(Option<TlsConfig>, AuthConfig), Vec<crate::Problem>> {
+    fn read(yaml: &str) -> Result<(Option<TlsConfig>, AuthConfig), Vec<crate::validate::Problem>> {
         let document: Value = serde_yaml::from_str(yaml).expect("YAML");
         let mut checker = Checker::default();
         let top = checker.open("listener".to_owned(), Some(&document), &["tls", "auth"]);

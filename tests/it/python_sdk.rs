@@ -158,7 +158,12 @@ pub(crate) async fn send_spans_with(
             .arg(&tls.client_key)
             // Through the environment, not the command line, as a real
             // deployment would pass a secret.
-            .env("TRIAGE_TEST_TOKEN", &tls.token);
+            .env("TRIAGE_TEST_TOKEN", &tls.token)
+            // requests lets these override the CA a session is given
+            // (the exporter's certificate_file): a machine-wide bundle
+            // would hide the test's CA.
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE");
     }
     command
         // Loopback is never proxied, and the developer's own OTEL_* settings

@@ -51,6 +51,13 @@ impl Pki {
         let ca_key = KeyPair::generate().expect("CA key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // What OpenSSL's strict verification (Python 3.13's default)
+        // requires of a CA: key usage with certificate signing.
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
         ca_params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "triage test CA");
@@ -130,6 +137,12 @@ fn signed(issuer: &Issuer<'_, KeyPair>, name: &str, usage: ExtendedKeyUsagePurpo
         CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("params");
     params.distinguished_name.push(rcgen::DnType::CommonName, name);
     params.extended_key_usages = vec![usage];
+    // OpenSSL's strict verification wants the issuer's key named.
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyEncipherment,
+    ];
     let cert = params.signed_by(&key, issuer).expect("sign");
     (cert.pem(), key.serialize_pem())
 }
@@ -217,6 +230,7 @@ fn http_export(service: &str) -> Vec<u8> {
                     value: Some(AnyValue {
                         value: Some(any_value::Value::StringValue(service.to_owned())),
                     }),
+                    ..Default::default()
                 }],
                 ..Default::default()
             }),
@@ -400,7 +414,7 @@ async fn admin_probes_stay_open_and_everything_else_needs_a_token() {
     }
 
     // Writes: the admin token or changes.api_token; nothing else.
-    let change = r#"{"service":"cart","kind":"deployment","version":"v2"}"#;
+    let change = r#"{"service":"cart","kind":"deploy","version":"v2"}"#;
     let post = |token: Option<&'static str>| {
         let mut request = client
             .post(url("/api/v1/changes"))
@@ -439,24 +453,22 @@ async fn query_api_takes_several_tokens_and_record_change_needs_one() {
 
     // The API has no tokens of its own, but auth is configured on the
     // admin port: RecordChange, a write, needs one of its tokens.
-    let connect = |token: Option<&str>| {
-        Client::connect(&ClientConfig {
-            address: format!("https://{}", server.addresses.api),
-            token: token.map(str::to_owned),
-            ca_cert: Some(pki.ca.clone()),
-        })
+    let config = |token: Option<&str>| ClientConfig {
+        address: format!("https://{}", server.addresses.api),
+        token: token.map(str::to_owned),
+        ca_cert: Some(pki.ca.clone()),
     };
-    let mut anonymous = connect(None).await.expect("TLS connection");
+    let mut anonymous = Client::connect(&config(None)).await.expect("TLS connection");
     assert!(anonymous.services().await.is_ok(), "reads stay open");
     let request = triage::query::pb::RecordChangeRequest {
         service: "cart".to_owned(),
-        kind: "deployment".to_owned(),
+        kind: "deploy".to_owned(),
         ..Default::default()
     };
     let refused = anonymous.record_change(request.clone()).await.expect_err("refused");
     assert!(refused.to_string().contains("RecordChange requires"), "{refused}");
     assert!(server.changes.is_empty());
-    let mut writer = connect(Some(TOKEN)).await.expect("TLS connection");
+    let mut writer = Client::connect(&config(Some(TOKEN))).await.expect("TLS connection");
     writer.record_change(request).await.expect("recorded with the admin token");
     assert_eq!(server.changes.len(), 1);
     server.stop().await;
@@ -471,13 +483,16 @@ async fn query_api_takes_several_tokens_and_record_change_needs_one() {
         ..AuthConfig::tokens(["inline"])
     };
     let server = TestServer::start_with(settings).await;
-    let channel = |identity: bool| {
+    let endpoint = |identity: bool| {
         Channel::from_shared(format!("https://{}", server.addresses.api))
             .expect("URI")
             .tls_config(pki.tonic_tls(identity))
             .expect("TLS")
             .connect_timeout(Duration::from_secs(3))
-            .connect()
+    };
+    let channel = |identity: bool| {
+        let endpoint = endpoint(identity);
+        async move { endpoint.connect().await }
     };
     let call = |channel: Channel, token: Option<&'static str>| async move {
         let mut client = triage::query::pb::triage_query_client::TriageQueryClient::new(channel);
