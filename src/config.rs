@@ -779,7 +779,8 @@ const EXAMPLE_ADMIN: &str = r#"admin:
 "#;
 
 /// What `admin.auth` covers, shown above its keys in the example.
-const ADMIN_AUTH_NOTE: &str = "# Every admin route but GET /healthz and /readyz (probes send no token)
+const ADMIN_AUTH_NOTE: &str =
+    "# Every admin route but GET /healthz and /readyz (probes send no token)
 # needs a token, /metrics included. POST /api/v1/changes also accepts
 # changes.api_token.";
 

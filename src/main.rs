@@ -254,8 +254,8 @@ fn healthcheck(url: &str) -> anyhow::Result<()> {
             .trim_end_matches(']');
         let name = rustls::pki_types::ServerName::try_from(host.to_owned())
             .with_context(|| format!("{host:?} is not a host name"))?;
-        let connection = rustls::ClientConnection::new(probe_tls_config()?, name)
-            .context("cannot start TLS")?;
+        let connection =
+            rustls::ClientConnection::new(probe_tls_config()?, name).context("cannot start TLS")?;
         Box::new(rustls::StreamOwned::new(connection, socket))
     } else {
         Box::new(socket)

@@ -654,10 +654,8 @@ impl Guards {
             LISTENER_ADMIN,
             [admin.auth.clone(), change_token(LISTENER_ADMIN)],
         );
-        let api_changes = BearerAuth::any_of(
-            "query_api",
-            [admin.auth.clone(), change_token("query_api")],
-        );
+        let api_changes =
+            BearerAuth::any_of("query_api", [admin.auth.clone(), change_token("query_api")]);
         Ok(Guards {
             grpc,
             http,

@@ -875,7 +875,10 @@ fn the_example_lists_every_key() {
             // Every listener's `tls:` and `auth:` are there but empty
             // (off by default); their keys are commented out, checked below.
             if ["tls", "auth"].contains(key) {
-                assert!(section.get(key).is_some_and(Value::is_null), "{path:?} {key}");
+                assert!(
+                    section.get(key).is_some_and(Value::is_null),
+                    "{path:?} {key}"
+                );
                 continue;
             }
             assert!(section.get(key).is_some(), "{path:?} lacks {key}");

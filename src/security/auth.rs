@@ -340,7 +340,10 @@ mod tests {
             auth.check_headers(&header("Bearer three")),
             Err(Denied::Invalid)
         );
-        assert_eq!(auth.check_headers(&header("Basic one")), Err(Denied::Missing));
+        assert_eq!(
+            auth.check_headers(&header("Basic one")),
+            Err(Denied::Missing)
+        );
         assert_eq!(auth.check_headers(&HeaderMap::new()), Err(Denied::Missing));
         assert_eq!(auth.check(Some("Bearer")), Err(Denied::Missing));
         assert!(BearerAuth::load("test", "t.auth", &AuthConfig::default())
@@ -359,7 +362,10 @@ mod tests {
         };
         let error = BearerAuth::load("test", "admin.auth", &config).expect_err("unset");
         assert_eq!(error.field, "admin.auth.bearer_token_env[0]");
-        assert!(error.message.contains("TRIAGE_TEST_SURELY_UNSET_TOKEN"), "{error}");
+        assert!(
+            error.message.contains("TRIAGE_TEST_SURELY_UNSET_TOKEN"),
+            "{error}"
+        );
 
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "\n").expect("write");
@@ -369,7 +375,12 @@ mod tests {
         };
         let error = BearerAuth::load("test", "admin.auth", &config).expect_err("missing");
         assert_eq!(error.field, "admin.auth.bearer_token_files[0]");
-        assert!(error.to_string().starts_with("admin.auth.bearer_token_files[0]: cannot read "), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("admin.auth.bearer_token_files[0]: cannot read "),
+            "{error}"
+        );
         assert!(error.message.contains("missing"), "{error}");
     }
 
@@ -406,11 +417,13 @@ mod tests {
 
     #[test]
     fn any_of_accepts_each_parts_tokens() {
-        let admin = BearerAuth::load("admin", "admin.auth", &AuthConfig::tokens(["a"]))
-            .expect("loads");
-        let changes = BearerAuth::fixed("admin", "changes.api_token", vec![
-            Secret::new("c").expect("token"),
-        ]);
+        let admin =
+            BearerAuth::load("admin", "admin.auth", &AuthConfig::tokens(["a"])).expect("loads");
+        let changes = BearerAuth::fixed(
+            "admin",
+            "changes.api_token",
+            vec![Secret::new("c").expect("token")],
+        );
         let both = BearerAuth::any_of("admin", [admin, changes]).expect("some");
         assert_eq!(both.check(Some("Bearer a")), Ok(()));
         assert_eq!(both.check(Some("Bearer c")), Ok(()));

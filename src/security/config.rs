@@ -276,7 +276,10 @@ pub fn check_tls(checker: &mut Checker, parent: &Section<'_>, tls: &mut Option<T
         }),
         (cert_file, key_file) => {
             // A key that is present but wrong was reported already.
-            for (key, found) in [("cert_file", cert_file.is_some()), ("key_file", key_file.is_some())] {
+            for (key, found) in [
+                ("cert_file", cert_file.is_some()),
+                ("key_file", key_file.is_some()),
+            ] {
                 if !found && section.get(key).is_none() {
                     checker.report(
                         section.key_path(key),
@@ -299,9 +302,13 @@ pub fn check_auth<'a>(
     auth: &mut AuthConfig,
 ) -> Section<'a> {
     let section = checker.section(parent, "auth", known);
-    list(checker, &section, "bearer_tokens", &mut auth.bearer_tokens, |value| {
-        token(value)
-    });
+    list(
+        checker,
+        &section,
+        "bearer_tokens",
+        &mut auth.bearer_tokens,
+        token,
+    );
     list(
         checker,
         &section,
@@ -317,9 +324,7 @@ pub fn check_auth<'a>(
         |value| {
             let name = text(value, "an environment variable name")?;
             let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
                 return Err(format!(
@@ -353,7 +358,12 @@ fn tls_version(value: &Value) -> Result<TlsVersion, String> {
     let written = match value {
         Value::String(text) => text.clone(),
         Value::Number(number) => number.to_string(),
-        other => return Err(format!("expected \"1.2\" or \"1.3\", got {}", describe(other))),
+        other => {
+            return Err(format!(
+                "expected \"1.2\" or \"1.3\", got {}",
+                describe(other)
+            ))
+        }
     };
     match written.as_str() {
         "1.2" => Ok(TlsVersion::V1_2),
@@ -411,7 +421,10 @@ mod tests {
         let document: Value = serde_yaml::from_str(EXAMPLE).expect("YAML");
         for (section, keys) in [("tls", TLS_KEYS), ("auth", AUTH_KEYS)] {
             for key in keys {
-                assert!(document[section].get(key).is_some(), "{section} lacks {key}");
+                assert!(
+                    document[section].get(key).is_some(),
+                    "{section} lacks {key}"
+                );
             }
         }
         let (tls, auth) = read(EXAMPLE).expect("valid");
@@ -475,10 +488,11 @@ mod tests {
 
     #[test]
     fn a_single_value_is_a_list_of_one_and_versions_may_be_numbers() {
-        let (tls, auth) =
-            read("tls: { cert_file: c, key_file: k, min_version: 1.3, reload_interval: 0s }\n\
-                  auth: { bearer_token_env: TOKEN }")
-                .expect("valid");
+        let (tls, auth) = read(
+            "tls: { cert_file: c, key_file: k, min_version: 1.3, reload_interval: 0s }\n\
+                  auth: { bearer_token_env: TOKEN }",
+        )
+        .expect("valid");
         let tls = tls.expect("tls");
         assert_eq!(tls.min_version, TlsVersion::V1_3);
         assert_eq!(tls.reload_interval, Duration::ZERO);

@@ -217,112 +217,120 @@ impl Acceptor {
         tracing::debug!(listener = self.listener, error = %result, "TLS handshake refused");
         Err(result)
     }
-
 }
 
 /// The files' modification times and sizes, to tell when they change.
 fn stamps(config: &TlsConfig) -> Stamps {
-        let stamp = |path: Option<&Path>| {
-            let metadata = std::fs::metadata(path?).ok()?;
-            Some((metadata.modified().ok()?, metadata.len()))
-        };
-        [
-            stamp(Some(&config.cert_file)),
-            stamp(Some(&config.key_file)),
-            stamp(config.client_ca_file.as_deref()),
-        ]
-    }
+    let stamp = |path: Option<&Path>| {
+        let metadata = std::fs::metadata(path?).ok()?;
+        Some((metadata.modified().ok()?, metadata.len()))
+    };
+    [
+        stamp(Some(&config.cert_file)),
+        stamp(Some(&config.key_file)),
+        stamp(config.client_ca_file.as_deref()),
+    ]
+}
 
 /// Reads the files of `config` and builds a server configuration from them;
 /// an error names the key under `section` and the file.
 fn build(section: &str, config: &TlsConfig, alpn: Alpn) -> Result<ServerConfig, LoadError> {
-        let field = |key: &str| format!("{section}.{key}");
-        let read = |key: &str, path: &Path| {
-            std::fs::read(path).map_err(|error| {
-                LoadError::new(field(key), format!("cannot read {}: {error}", path.display()))
-            })
-        };
-        let pem = read("cert_file", &config.cert_file)?;
-        let chain = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| {
-                LoadError::new(
-                    field("cert_file"),
-                    format!("{} is not a PEM certificate: {error}", config.cert_file.display()),
-                )
-            })?;
-        if chain.is_empty() {
-            return Err(LoadError::new(
+    let field = |key: &str| format!("{section}.{key}");
+    let read = |key: &str, path: &Path| {
+        std::fs::read(path).map_err(|error| {
+            LoadError::new(
+                field(key),
+                format!("cannot read {}: {error}", path.display()),
+            )
+        })
+    };
+    let pem = read("cert_file", &config.cert_file)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| {
+            LoadError::new(
                 field("cert_file"),
-                format!("{} holds no PEM certificate", config.cert_file.display()),
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_slice(&read("key_file", &config.key_file)?).map_err(
-            |error| {
-                LoadError::new(
-                    field("key_file"),
-                    format!("{} holds no usable PEM private key: {error}", config.key_file.display()),
-                )
-            },
-        )?;
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
-            TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            TlsVersion::V1_3 => &[&rustls::version::TLS13],
-        };
-        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(versions)
-            .map_err(|error| LoadError::new(field("min_version"), error.to_string()))?;
-        let builder = match &config.client_ca_file {
-            None => builder.with_no_client_auth(),
-            Some(path) => {
-                let pem = read("client_ca_file", path)?;
-                let mut roots = RootCertStore::empty();
-                for certificate in CertificateDer::pem_slice_iter(&pem) {
-                    let added = certificate
-                        .map_err(|error| error.to_string())
-                        .and_then(|certificate| {
-                            roots.add(certificate).map_err(|error| error.to_string())
-                        });
-                    if let Err(error) = added {
-                        return Err(LoadError::new(
-                            field("client_ca_file"),
-                            format!("{} holds an unusable CA certificate: {error}", path.display()),
-                        ));
-                    }
-                }
-                if roots.is_empty() {
-                    return Err(LoadError::new(
-                        field("client_ca_file"),
-                        format!("{} holds no PEM certificate", path.display()),
-                    ));
-                }
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .map_err(|error| {
-                            LoadError::new(field("client_ca_file"), error.to_string())
-                        })?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let mut server = builder.with_single_cert(chain, key).map_err(|error| {
+                format!(
+                    "{} is not a PEM certificate: {error}",
+                    config.cert_file.display()
+                ),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(LoadError::new(
+            field("cert_file"),
+            format!("{} holds no PEM certificate", config.cert_file.display()),
+        ));
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(&read("key_file", &config.key_file)?).map_err(|error| {
             LoadError::new(
                 field("key_file"),
                 format!(
-                    "{} and {} do not make a usable certificate: {error}",
-                    config.cert_file.display(),
+                    "{} holds no usable PEM private key: {error}",
                     config.key_file.display()
                 ),
             )
         })?;
-        server.alpn_protocols = match alpn {
-            Alpn::Http2 => vec![b"h2".to_vec()],
-            Alpn::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        };
-        Ok(server)
-    }
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions)
+        .map_err(|error| LoadError::new(field("min_version"), error.to_string()))?;
+    let builder = match &config.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let pem = read("client_ca_file", path)?;
+            let mut roots = RootCertStore::empty();
+            for certificate in CertificateDer::pem_slice_iter(&pem) {
+                let added =
+                    certificate
+                        .map_err(|error| error.to_string())
+                        .and_then(|certificate| {
+                            roots.add(certificate).map_err(|error| error.to_string())
+                        });
+                if let Err(error) = added {
+                    return Err(LoadError::new(
+                        field("client_ca_file"),
+                        format!(
+                            "{} holds an unusable CA certificate: {error}",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+            if roots.is_empty() {
+                return Err(LoadError::new(
+                    field("client_ca_file"),
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|error| LoadError::new(field("client_ca_file"), error.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server = builder.with_single_cert(chain, key).map_err(|error| {
+        LoadError::new(
+            field("key_file"),
+            format!(
+                "{} and {} do not make a usable certificate: {error}",
+                config.cert_file.display(),
+                config.key_file.display()
+            ),
+        )
+    })?;
+    server.alpn_protocols = match alpn {
+        Alpn::Http2 => vec![b"h2".to_vec()],
+        Alpn::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
+    Ok(server)
+}
 
 // === impl TlsIncoming ===
 

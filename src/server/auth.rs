@@ -130,7 +130,8 @@ pub async fn otlp_http(State(auth): State<BearerAuth>, request: Request, next: N
 pub async fn admin(State(auth): State<BearerAuth>, request: Request, next: Next) -> Response {
     let method = request.method();
     let path = request.uri().path();
-    let open = (method == Method::GET || method == Method::HEAD) && OPEN_ADMIN_PATHS.contains(&path);
+    let open =
+        (method == Method::GET || method == Method::HEAD) && OPEN_ADMIN_PATHS.contains(&path);
     // Its handler checks the admin tokens and changes.api_token.
     let change_write = method == Method::POST && path == "/api/v1/changes";
     if open || change_write {

@@ -832,7 +832,8 @@ fn workloads_mount_the_secrets_their_tls_and_auth_name() {
             .filter(|mount| {
                 let name = str_at(mount, &["name"]);
                 list(pod, &["volumes"]).into_iter().any(|volume| {
-                    str_at(volume, &["name"]) == name && at(volume, &["secret", "secretName"]).is_some()
+                    str_at(volume, &["name"]) == name
+                        && at(volume, &["secret", "secretName"]).is_some()
                 })
             })
             .filter_map(|mount| str_at(mount, &["mountPath"]))
@@ -846,7 +847,10 @@ fn workloads_mount_the_secrets_their_tls_and_auth_name() {
             );
         }
     }
-    assert!(secured >= 2, "the gateway and the shards serve TLS with tokens: {secured}");
+    assert!(
+        secured >= 2,
+        "the gateway and the shards serve TLS with tokens: {secured}"
+    );
 
     // The collectors in front of the gateway and the shards speak TLS
     // and send the token.
@@ -854,12 +858,23 @@ fn workloads_mount_the_secrets_their_tls_and_auth_name() {
     let lb = collector("otelcol-loadbalancing.yaml");
     for exporter in [
         at(&tee, &["exporters", "otlp/triage"]).expect("tee exporter"),
-        at(&lb, &["exporters", "loadbalancing/triage", "protocol", "otlp"]).expect("lb exporter"),
+        at(
+            &lb,
+            &["exporters", "loadbalancing/triage", "protocol", "otlp"],
+        )
+        .expect("lb exporter"),
     ] {
-        assert!(str_at(exporter, &["tls", "ca_file"]).is_some(), "{exporter:?}");
-        assert_ne!(at(exporter, &["tls", "insecure"]).and_then(Value::as_bool), Some(true));
         assert!(
-            str_at(exporter, &["headers", "authorization"]).is_some_and(|value| value.starts_with("Bearer ")),
+            str_at(exporter, &["tls", "ca_file"]).is_some(),
+            "{exporter:?}"
+        );
+        assert_ne!(
+            at(exporter, &["tls", "insecure"]).and_then(Value::as_bool),
+            Some(true)
+        );
+        assert!(
+            str_at(exporter, &["headers", "authorization"])
+                .is_some_and(|value| value.starts_with("Bearer ")),
             "{exporter:?}"
         );
     }

@@ -69,8 +69,10 @@ impl Pki {
             path
         };
         let ca_path = write("ca.crt", ca.pem());
-        let (server_cert, server_key) = signed(&issuer, "server", ExtendedKeyUsagePurpose::ServerAuth);
-        let (client_cert, client_key) = signed(&issuer, "client", ExtendedKeyUsagePurpose::ClientAuth);
+        let (server_cert, server_key) =
+            signed(&issuer, "server", ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_cert, client_key) =
+            signed(&issuer, "client", ExtendedKeyUsagePurpose::ClientAuth);
         Pki {
             ca: ca_path,
             server_cert: write("server.crt", server_cert),
@@ -116,9 +118,7 @@ impl Pki {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(&Pki::read(&self.ca)).expect("CA"),
-            )
+            .add_root_certificate(reqwest::Certificate::from_pem(&Pki::read(&self.ca)).expect("CA"))
             .timeout(WAIT);
         if identity {
             let mut pem = Pki::read(&self.client_cert);
@@ -131,11 +131,17 @@ impl Pki {
 
 /// A certificate for `127.0.0.1` and `localhost` signed by `issuer`, as
 /// (certificate PEM, key PEM).
-fn signed(issuer: &Issuer<'_, KeyPair>, name: &str, usage: ExtendedKeyUsagePurpose) -> (String, String) {
+fn signed(
+    issuer: &Issuer<'_, KeyPair>,
+    name: &str,
+    usage: ExtendedKeyUsagePurpose,
+) -> (String, String) {
     let key = KeyPair::generate().expect("key");
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("params");
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
     params.extended_key_usages = vec![usage];
     // OpenSSL's strict verification wants the issuer's key named.
     params.use_authority_key_identifier_extension = true;
@@ -278,7 +284,11 @@ impl opentelemetry_sdk::trace::SpanExporter for Checked {
 
 /// Sends `n` SERVER spans `GET /secure` as `service`; returns the export
 /// errors.
-async fn send(provider: SdkTracerProvider, n: usize, errors: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+async fn send(
+    provider: SdkTracerProvider,
+    n: usize,
+    errors: &Arc<Mutex<Vec<String>>>,
+) -> Vec<String> {
     let tracer = provider.tracer("tls-test");
     for _ in 0..n {
         let mut span = tracer
@@ -309,7 +319,12 @@ async fn rust_sdk_exports_over_mtls_with_a_token_and_the_wrong_ones_are_refused(
 
     // Certificate and token: the spans arrive.
     let errors = Arc::new(Mutex::new(Vec::new()));
-    let sent = send(provider(&pki, &server, true, Some(TOKEN), "tls-ok", &errors), 3, &errors).await;
+    let sent = send(
+        provider(&pki, &server, true, Some(TOKEN), "tls-ok", &errors),
+        3,
+        &errors,
+    )
+    .await;
     assert!(sent.is_empty(), "{sent:?}");
     server
         .wait_for(WAIT, |_| (recorded(&server, "tls-ok") == 3).then_some(()))
@@ -319,7 +334,12 @@ async fn rust_sdk_exports_over_mtls_with_a_token_and_the_wrong_ones_are_refused(
     for (token, case) in [(Some("wrong"), "wrong"), (None, "none")] {
         let service = format!("tls-token-{case}");
         let errors = Arc::new(Mutex::new(Vec::new()));
-        let failed = send(provider(&pki, &server, true, token, &service, &errors), 2, &errors).await;
+        let failed = send(
+            provider(&pki, &server, true, token, &service, &errors),
+            2,
+            &errors,
+        )
+        .await;
         assert_eq!(failed.len(), 2, "{case}: {failed:?}");
         assert!(
             failed.iter().all(|error| error.contains("Unauthenticated")),
@@ -330,7 +350,12 @@ async fn rust_sdk_exports_over_mtls_with_a_token_and_the_wrong_ones_are_refused(
 
     // No client certificate: the handshake is refused under mTLS.
     let errors = Arc::new(Mutex::new(Vec::new()));
-    let failed = send(provider(&pki, &server, false, Some(TOKEN), "tls-no-cert", &errors), 1, &errors).await;
+    let failed = send(
+        provider(&pki, &server, false, Some(TOKEN), "tls-no-cert", &errors),
+        1,
+        &errors,
+    )
+    .await;
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(recorded(&server, "tls-no-cert"), 0);
 
@@ -348,7 +373,9 @@ async fn rust_sdk_exports_over_mtls_with_a_token_and_the_wrong_ones_are_refused(
         request.send()
     };
     for (token, service) in [(Some("wrong"), "http-wrong"), (None, "http-none")] {
-        let response = post(pki.reqwest(true), token, service).await.expect("answered");
+        let response = post(pki.reqwest(true), token, service)
+            .await
+            .expect("answered");
         assert_eq!(response.status(), 401, "{service}");
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
         let status = response.bytes().await.expect("body");
@@ -357,7 +384,9 @@ async fn rust_sdk_exports_over_mtls_with_a_token_and_the_wrong_ones_are_refused(
     }
     let no_cert = post(pki.reqwest(false), Some(TOKEN), "http-no-cert").await;
     assert!(no_cert.is_err(), "{no_cert:?}");
-    let response = post(pki.reqwest(true), Some(TOKEN), "http-ok").await.expect("answered");
+    let response = post(pki.reqwest(true), Some(TOKEN), "http-ok")
+        .await
+        .expect("answered");
     assert_eq!(response.status(), 200);
     server
         .wait_for(WAIT, |_| (recorded(&server, "http-ok") == 1).then_some(()))
@@ -376,18 +405,39 @@ async fn rust_sdk_exports_over_mtls_with_a_token_and_the_wrong_ones_are_refused(
         .expect("body");
     // At least: the recorder is shared by every server in this process.
     for (series, least) in [
-        ("triage_auth_refused_total{listener=\"otlp_grpc\",reason=\"invalid\"}", 2.0),
-        ("triage_auth_refused_total{listener=\"otlp_grpc\",reason=\"missing\"}", 2.0),
-        ("triage_auth_refused_total{listener=\"otlp_http\",reason=\"invalid\"}", 1.0),
-        ("triage_auth_refused_total{listener=\"otlp_http\",reason=\"missing\"}", 1.0),
-        ("triage_tls_handshake_failures_total{listener=\"otlp_grpc\",reason=\"error\"}", 1.0),
-        ("triage_tls_handshake_failures_total{listener=\"otlp_http\",reason=\"error\"}", 1.0),
+        (
+            "triage_auth_refused_total{listener=\"otlp_grpc\",reason=\"invalid\"}",
+            2.0,
+        ),
+        (
+            "triage_auth_refused_total{listener=\"otlp_grpc\",reason=\"missing\"}",
+            2.0,
+        ),
+        (
+            "triage_auth_refused_total{listener=\"otlp_http\",reason=\"invalid\"}",
+            1.0,
+        ),
+        (
+            "triage_auth_refused_total{listener=\"otlp_http\",reason=\"missing\"}",
+            1.0,
+        ),
+        (
+            "triage_tls_handshake_failures_total{listener=\"otlp_grpc\",reason=\"error\"}",
+            1.0,
+        ),
+        (
+            "triage_tls_handshake_failures_total{listener=\"otlp_http\",reason=\"error\"}",
+            1.0,
+        ),
     ] {
         let value = metrics
             .lines()
             .find_map(|line| line.strip_prefix(series))
             .and_then(|value| value.trim().parse::<f64>().ok());
-        assert!(value.is_some_and(|value| value >= least), "{series} >= {least} in\n{metrics}");
+        assert!(
+            value.is_some_and(|value| value >= least),
+            "{series} >= {least} in\n{metrics}"
+        );
     }
     server.stop().await;
 }
@@ -409,7 +459,12 @@ async fn admin_probes_stay_open_and_everything_else_needs_a_token() {
         let response = client.get(url(path)).send().await.expect("GET");
         assert_eq!(response.status(), 401, "{path}");
         assert_eq!(response.headers()["www-authenticate"], "Bearer", "{path}");
-        let with = client.get(url(path)).bearer_auth(TOKEN).send().await.expect("GET");
+        let with = client
+            .get(url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET");
         assert_ne!(with.status(), 401, "{path}");
     }
 
@@ -429,7 +484,10 @@ async fn admin_probes_stay_open_and_everything_else_needs_a_token() {
     assert_eq!(post(Some("wrong")).await.expect("post").status(), 401);
     assert!(server.changes.is_empty(), "nothing recorded");
     assert_eq!(post(Some(TOKEN)).await.expect("post").status(), 201);
-    assert_eq!(post(Some("change-token")).await.expect("post").status(), 201);
+    assert_eq!(
+        post(Some("change-token")).await.expect("post").status(),
+        201
+    );
     assert_eq!(server.changes.len(), 2);
 
     // Plaintext HTTP on the TLS port gets no answer.
@@ -458,18 +516,31 @@ async fn query_api_takes_several_tokens_and_record_change_needs_one() {
         token: token.map(str::to_owned),
         ca_cert: Some(pki.ca.clone()),
     };
-    let mut anonymous = Client::connect(&config(None)).await.expect("TLS connection");
+    let mut anonymous = Client::connect(&config(None))
+        .await
+        .expect("TLS connection");
     assert!(anonymous.services().await.is_ok(), "reads stay open");
     let request = triage::query::pb::RecordChangeRequest {
         service: "cart".to_owned(),
         kind: "deploy".to_owned(),
         ..Default::default()
     };
-    let refused = anonymous.record_change(request.clone()).await.expect_err("refused");
-    assert!(refused.to_string().contains("RecordChange requires"), "{refused}");
+    let refused = anonymous
+        .record_change(request.clone())
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.to_string().contains("RecordChange requires"),
+        "{refused}"
+    );
     assert!(server.changes.is_empty());
-    let mut writer = Client::connect(&config(Some(TOKEN))).await.expect("TLS connection");
-    writer.record_change(request).await.expect("recorded with the admin token");
+    let mut writer = Client::connect(&config(Some(TOKEN)))
+        .await
+        .expect("TLS connection");
+    writer
+        .record_change(request)
+        .await
+        .expect("recorded with the admin token");
     assert_eq!(server.changes.len(), 1);
     server.stop().await;
 
@@ -498,21 +569,28 @@ async fn query_api_takes_several_tokens_and_record_change_needs_one() {
         let mut client = triage::query::pb::triage_query_client::TriageQueryClient::new(channel);
         let mut request = tonic::Request::new(triage::query::pb::ListServicesRequest::default());
         if let Some(token) = token {
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
         }
         client.list_services(request).await.map(|_| ())
     };
     for token in ["inline", "from-a-file"] {
-        call(channel(true).await.expect("mTLS"), Some(token)).await.expect(token);
+        call(channel(true).await.expect("mTLS"), Some(token))
+            .await
+            .expect(token);
     }
-    let denied = call(channel(true).await.expect("mTLS"), Some("other")).await.expect_err("wrong");
+    let denied = call(channel(true).await.expect("mTLS"), Some("other"))
+        .await
+        .expect_err("wrong");
     assert_eq!(denied.code(), tonic::Code::Unauthenticated);
     // Without a client certificate the connection fails.
     let no_cert = match channel(false).await {
         Err(error) => Err(error.to_string()),
-        Ok(channel) => call(channel, Some("inline")).await.map_err(|status| status.to_string()),
+        Ok(channel) => call(channel, Some("inline"))
+            .await
+            .map_err(|status| status.to_string()),
     };
     assert!(no_cert.is_err(), "{no_cert:?}");
     server.stop().await;
@@ -527,7 +605,11 @@ async fn a_certificate_replaced_on_disk_is_served_after_the_reload() {
 
     let served = |address| async move { served_certificate(address).await };
     let first = served(server.addresses.http).await;
-    let (cert, key) = signed(&pki.issuer, "replacement", ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = signed(
+        &pki.issuer,
+        "replacement",
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
     // Key first, then the certificate: in between, the pair does not
     // match, which must keep the old one rather than break the listener.
     std::fs::write(&pki.server_key, key).expect("write key");
@@ -541,8 +623,14 @@ async fn a_certificate_replaced_on_disk_is_served_after_the_reload() {
         if now_served == expected {
             break;
         }
-        assert_eq!(now_served, first, "only the old or the new certificate is served");
-        assert!(Instant::now() < deadline, "the new certificate was not served within {WAIT:?}");
+        assert_eq!(
+            now_served, first,
+            "only the old or the new certificate is served"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not served within {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // And the data path still works with it.
@@ -580,7 +668,12 @@ async fn served_certificate(address: std::net::SocketAddr) -> Vec<u8> {
             cert: &rustls_pki_types::CertificateDer<'_>,
             dss: &rustls::DigitallySignedStruct,
         ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn verify_tls13_signature(
             &self,
@@ -588,7 +681,12 @@ async fn served_certificate(address: std::net::SocketAddr) -> Vec<u8> {
             cert: &rustls_pki_types::CertificateDer<'_>,
             dss: &rustls::DigitallySignedStruct,
         ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
@@ -601,11 +699,15 @@ async fn served_certificate(address: std::net::SocketAddr) -> Vec<u8> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(LookOnly(provider)))
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
     let tls = tokio::time::timeout(
         WAIT,
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name"), tcp),
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(
+            rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name"),
+            tcp,
+        ),
     )
     .await
     .expect("handshake in time")
@@ -628,14 +730,27 @@ async fn a_slow_tls_handshake_is_closed_at_the_handshake_timeout() {
     let server = TestServer::start_with(settings).await;
     // A TLS record header promising a ClientHello that never comes: more
     // than the 24 bytes that count as "started speaking" in plaintext.
-    let mut stream = tokio::net::TcpStream::connect(server.addresses.grpc).await.expect("connect");
-    stream.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]).await.expect("write");
+    let mut stream = tokio::net::TcpStream::connect(server.addresses.grpc)
+        .await
+        .expect("connect");
+    stream
+        .write_all(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ])
+        .await
+        .expect("write");
     stream.write_all(&[0u8; 32]).await.expect("write");
     let started = Instant::now();
     let mut buffer = [0u8; 64];
-    let closed = tokio::time::timeout(WAIT, stream.read(&mut buffer)).await.expect("closed in time");
+    let closed = tokio::time::timeout(WAIT, stream.read(&mut buffer))
+        .await
+        .expect("closed in time");
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     server.stop().await;
 }
 
@@ -654,9 +769,23 @@ async fn python_sdk_exports_over_tls_http_and_grpc_with_a_token() {
         client_key: pki.client_key.clone(),
         token: TOKEN.to_owned(),
     };
-    let http = crate::python_sdk::send_spans_with(&python, "http/protobuf", server.addresses.http, "tls-http", Some(&tls)).await;
+    let http = crate::python_sdk::send_spans_with(
+        &python,
+        "http/protobuf",
+        server.addresses.http,
+        "tls-http",
+        Some(&tls),
+    )
+    .await;
     crate::python_sdk::check_recorded(&server, &http).await;
-    let grpc = crate::python_sdk::send_spans_with(&python, "grpc", server.addresses.grpc, "tls-grpc", Some(&tls)).await;
+    let grpc = crate::python_sdk::send_spans_with(
+        &python,
+        "grpc",
+        server.addresses.grpc,
+        "tls-grpc",
+        Some(&tls),
+    )
+    .await;
     crate::python_sdk::check_recorded(&server, &grpc).await;
     server.stop().await;
 }

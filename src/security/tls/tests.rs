@@ -8,7 +8,10 @@ use super::*;
 fn certificate(dir: &Path, name: &str) -> TlsConfig {
     let certified =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
-    let (cert_file, key_file) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let (cert_file, key_file) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
     std::fs::write(&cert_file, certified.cert.pem()).expect("write cert");
     std::fs::write(&key_file, certified.signing_key.serialize_pem()).expect("write key");
     TlsConfig::new(cert_file, key_file)
@@ -36,7 +39,10 @@ fn unusable_files_are_named_with_their_field() {
     );
 
     let not_pem = TlsConfig::new(&good.cert_file, &good.cert_file);
-    assert_eq!(load(&not_pem).expect_err("a cert as key").field, "receivers.otlp.grpc.tls.key_file");
+    assert_eq!(
+        load(&not_pem).expect_err("a cert as key").field,
+        "receivers.otlp.grpc.tls.key_file"
+    );
 
     let mismatched = TlsConfig::new(&good.cert_file, &other.key_file);
     let error = load(&mismatched).expect_err("key of another certificate");
@@ -48,7 +54,10 @@ fn unusable_files_are_named_with_their_field() {
         client_ca_file: Some(garbage),
         ..good.clone()
     };
-    assert_eq!(load(&bad_ca).expect_err("bad CA").field, "receivers.otlp.grpc.tls.client_ca_file");
+    assert_eq!(
+        load(&bad_ca).expect_err("bad CA").field,
+        "receivers.otlp.grpc.tls.client_ca_file"
+    );
 }
 
 #[test]
@@ -72,7 +81,10 @@ fn changed_files_are_reloaded_after_the_interval_and_broken_ones_keep_the_old() 
     let reloaded_at = later + Duration::from_secs(11);
     let second = acceptor.server_config_at(reloaded_at);
     assert!(!Arc::ptr_eq(&first, &second));
-    assert_eq!(second.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    assert_eq!(
+        second.alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
 
     // A half-written key: the previous config stays.
     std::fs::write(&config.key_file, "-----BEGIN PRIVATE KEY-----\n").expect("truncate key");
@@ -86,18 +98,30 @@ fn changed_files_are_reloaded_after_the_interval_and_broken_ones_keep_the_old() 
     std::fs::copy(&replaced.cert_file, &never.cert_file).expect("copy cert");
     std::fs::copy(&replaced.key_file, &never.key_file).expect("copy key");
     let before = fixed.server_config_at(start);
-    assert!(Arc::ptr_eq(&before, &fixed.server_config_at(start + Duration::from_secs(3600))));
+    assert!(Arc::ptr_eq(
+        &before,
+        &fixed.server_config_at(start + Duration::from_secs(3600))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_never_finishes_the_handshake_is_dropped_at_the_deadline() {
     let dir = tempfile::tempdir().expect("dir");
-    let acceptor = Acceptor::load("test", "admin.tls", &certificate(dir.path(), "s"), Alpn::Http)
-        .expect("loads");
+    let acceptor = Acceptor::load(
+        "test",
+        "admin.tls",
+        &certificate(dir.path(), "s"),
+        Alpn::Http,
+    )
+    .expect("loads");
     // The client end stays open and silent.
     let (server, _client) = tokio::io::duplex(4096);
     let started = tokio::time::Instant::now();
     let result = acceptor.handshake(server, Duration::from_secs(10)).await;
-    assert!(matches!(result, Err(HandshakeError::Timeout(_))), "{:?}", result.err());
+    assert!(
+        matches!(result, Err(HandshakeError::Timeout(_))),
+        "{:?}",
+        result.err()
+    );
     assert_eq!(started.elapsed(), Duration::from_secs(10));
 }
