@@ -196,6 +196,7 @@ async fn client(server: &TestServer, token: Option<&str>) -> Client {
         address: server.api_url(),
         token: token.map(str::to_owned),
         ca_cert: None,
+        client_cert: None,
     })
     .await
     .expect("connects")
@@ -460,6 +461,7 @@ async fn tls_and_token_from_a_file() {
         address: https.clone(),
         token: Some(TOKEN.to_owned()),
         ca_cert: Some(cert_file),
+        client_cert: None,
     })
     .await
     .expect("TLS handshake with the configured certificate");
@@ -471,6 +473,7 @@ async fn tls_and_token_from_a_file() {
             address: server.api_url(),
             token: Some(TOKEN.to_owned()),
             ca_cert: None,
+            client_cert: None,
         })
         .await
         {

@@ -515,6 +515,7 @@ async fn query_api_takes_several_tokens_and_record_change_needs_one() {
         address: format!("https://{}", server.addresses.api),
         token: token.map(str::to_owned),
         ca_cert: Some(pki.ca.clone()),
+        client_cert: None,
     };
     let mut anonymous = Client::connect(&config(None))
         .await
@@ -585,6 +586,16 @@ async fn query_api_takes_several_tokens_and_record_change_needs_one() {
         .await
         .expect_err("wrong");
     assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+    // `triage query`'s client presents its certificate too.
+    let mut client = Client::connect(&ClientConfig {
+        address: format!("https://{}", server.addresses.api),
+        token: Some("from-a-file".to_owned()),
+        ca_cert: Some(pki.ca.clone()),
+        client_cert: Some((pki.client_cert.clone(), pki.client_key.clone())),
+    })
+    .await
+    .expect("mTLS connection");
+    assert!(client.services().await.expect("services").is_empty());
     // Without a client certificate the connection fails.
     let no_cert = match channel(false).await {
         Err(error) => Err(error.to_string()),
