@@ -7,7 +7,9 @@
 //! header read timeout needs one. Each request is marked in flight on its
 //! connection (for the idle timeout) and raced against its body's deadline:
 //! a body still arriving `read_timeout` after the headers is answered 408 and
-//! the handler, with whatever it had buffered, is dropped.
+//! the handler, with whatever it had buffered, is dropped. On a TLS listener
+//! the connection's task first completes the handshake, within the
+//! listener's `read_header_timeout` (`crate::security::tls`).
 //!
 //! gRPC: tonic serves its own connections; [`TrackLayer`] marks each call in
 //! flight on the connection it came on, through the [`ConnectInfo`] tonic
