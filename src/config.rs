@@ -51,6 +51,8 @@ use crate::history::{self, StorageConfig};
 use crate::ingest::changes::{self, ChangesConfig};
 use crate::ingest::spans::{self, SpanConfig};
 use crate::query::{self, ApiConfig};
+use crate::security::config::{check_auth, check_tls, AUTH_KEYS};
+use crate::security::{self, AuthConfig, TlsConfig};
 use crate::store::{self, StoreConfig};
 use crate::validate::{at_least, at_most, count, display_problems, duration, endpoint, localhost};
 use crate::validate::{default_note, positive, size_mib, socket_addr, text, Checker, Section, MIB};
@@ -121,6 +123,8 @@ const GRPC_KEYS: &[&str] = &[
     "idle_timeout",
     "keepalive_interval",
     "keepalive_timeout",
+    "tls",
+    "auth",
 ];
 /// Keys of `receivers.otlp.http`.
 const HTTP_KEYS: &[&str] = &[
@@ -131,6 +135,8 @@ const HTTP_KEYS: &[&str] = &[
     "read_header_timeout",
     "read_timeout",
     "idle_timeout",
+    "tls",
+    "auth",
 ];
 /// Keys of `admin`.
 const ADMIN_KEYS: &[&str] = &[
@@ -139,6 +145,8 @@ const ADMIN_KEYS: &[&str] = &[
     "read_header_timeout",
     "read_timeout",
     "idle_timeout",
+    "tls",
+    "auth",
 ];
 /// Keys of `log`.
 const LOG_KEYS: &[&str] = &["level", "format"];
@@ -214,6 +222,10 @@ pub struct GrpcSettings {
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed.
     pub keepalive_timeout: Duration,
+    /// Server TLS (and mTLS with a client CA); `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens every export call must carry; empty: none needed.
+    pub auth: AuthConfig,
 }
 
 /// Settings of the OTLP/HTTP receiver.
@@ -232,6 +244,10 @@ pub struct HttpSettings {
     /// How long a request body may take to arrive once its headers have;
     /// a slower upload is answered 408 and its buffers are freed.
     pub read_timeout: Duration,
+    /// Server TLS (and mTLS with a client CA); `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens every export request must carry; empty: none needed.
+    pub auth: AuthConfig,
 }
 
 /// Settings of the admin HTTP server.
@@ -245,6 +261,11 @@ pub struct AdminSettings {
     pub connections: ConnectionLimits,
     /// As [`HttpSettings::read_timeout`].
     pub read_timeout: Duration,
+    /// Server TLS (and mTLS with a client CA); `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens every request but the probes (`/healthz`, `/readyz`)
+    /// must carry; empty: none needed.
+    pub auth: AuthConfig,
 }
 
 /// What every listener bounds: the connections it keeps open, and how long
@@ -340,6 +361,8 @@ impl Default for Settings {
                 request_timeout: Duration::from_secs(30),
                 keepalive_interval: Duration::from_secs(60),
                 keepalive_timeout: Duration::from_secs(20),
+                tls: None,
+                auth: AuthConfig::default(),
             },
             http: HttpSettings {
                 endpoint: localhost(HTTP_PORT),
@@ -351,6 +374,8 @@ impl Default for Settings {
                     idle_timeout: Duration::from_secs(2 * 60),
                 },
                 read_timeout: Duration::from_secs(30),
+                tls: None,
+                auth: AuthConfig::default(),
             },
             admin: AdminSettings {
                 endpoint: localhost(ADMIN_PORT),
@@ -360,6 +385,8 @@ impl Default for Settings {
                     idle_timeout: Duration::from_secs(2 * 60),
                 },
                 read_timeout: Duration::from_secs(30),
+                tls: None,
+                auth: AuthConfig::default(),
             },
             api: ApiConfig::default(),
             store: StoreConfig::default(),
@@ -519,6 +546,8 @@ impl Settings {
             &mut settings.grpc.keepalive_timeout,
             |value| at_most(positive(duration(value)?)?, MAX_KEEPALIVE_TIMEOUT),
         );
+        check_tls(&mut check, &grpc, &mut settings.grpc.tls);
+        check_auth(&mut check, &grpc, AUTH_KEYS, &mut settings.grpc.auth);
         let http = check.section(&otlp, "http", HTTP_KEYS);
         check.field(&http, "endpoint", &mut settings.http.endpoint, |value| {
             endpoint(value, HTTP_PORT)
@@ -552,6 +581,8 @@ impl Settings {
             &mut settings.http.connections,
             &mut settings.http.read_timeout,
         );
+        check_tls(&mut check, &http, &mut settings.http.tls);
+        check_auth(&mut check, &http, AUTH_KEYS, &mut settings.http.auth);
 
         let admin = check.section(&top, "admin", ADMIN_KEYS);
         check.field(&admin, "endpoint", &mut settings.admin.endpoint, |value| {
@@ -563,6 +594,8 @@ impl Settings {
             &mut settings.admin.connections,
             &mut settings.admin.read_timeout,
         );
+        check_tls(&mut check, &admin, &mut settings.admin.tls);
+        check_auth(&mut check, &admin, AUTH_KEYS, &mut settings.admin.auth);
 
         query::config::check(&mut check, &top, &mut settings.api);
         store::config::check(&mut check, &top, &mut settings.store);
@@ -633,9 +666,18 @@ impl Settings {
 pub fn example_yaml() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
     TEXT.get_or_init(|| {
+        let grpc = format!("{EXAMPLE_HEAD}{}", security::config::example(6, ""));
+        let http = format!("{EXAMPLE_HTTP}{}", security::config::example(6, ""));
+        let admin = format!(
+            "{EXAMPLE_ADMIN}{}",
+            security::config::example(2, ADMIN_AUTH_NOTE)
+        );
+        let receivers = format!("{grpc}{http}");
+        let api = query::config::example();
         [
-            EXAMPLE_HEAD,
-            query::config::EXAMPLE,
+            receivers.as_str(),
+            admin.as_str(),
+            api.as_str(),
             store::config::EXAMPLE,
             spans::config::EXAMPLE,
             detect::config::EXAMPLE,
@@ -648,8 +690,9 @@ pub fn example_yaml() -> &'static str {
     })
 }
 
-/// The top of the example config: how to read it, then the `receivers:` and
-/// `admin:` sections, whose types live here.
+/// The top of the example config: how to read it, then `receivers.otlp`
+/// up to the end of its `grpc` part; the receivers and `admin:` are here
+/// because their types are, each followed by its `tls:` and `auth:`.
 const EXAMPLE_HEAD: &str = r#"# triage configuration.
 #
 # Every key is optional; the values below are the defaults. Precedence is
@@ -696,7 +739,10 @@ receivers:
       # answered within keepalive_timeout.
       keepalive_interval: 1m
       keepalive_timeout: 20s
-    http:
+"#;
+
+/// The `receivers.otlp.http` part of the example config.
+const EXAMPLE_HTTP: &str = r#"    http:
       # Where the OTLP/HTTP receiver listens.
       # Flag --http-endpoint, env TRIAGE_HTTP_ENDPOINT.
       endpoint: "127.0.0.1:4318"
@@ -718,8 +764,10 @@ receivers:
       read_timeout: 30s
       # A connection with no request in flight for this long is closed.
       idle_timeout: 2m
+"#;
 
-admin:
+/// The `admin:` part of the example config.
+const EXAMPLE_ADMIN: &str = r#"admin:
   # Where /metrics, /healthz and /readyz are served.
   # Flag --admin-endpoint, env TRIAGE_ADMIN_ENDPOINT.
   endpoint: "127.0.0.1:8888"
@@ -731,6 +779,12 @@ admin:
   read_timeout: 30s
   idle_timeout: 2m
 "#;
+
+/// What `admin.auth` covers, shown above its keys in the example.
+const ADMIN_AUTH_NOTE: &str =
+    "# Every admin route but GET /healthz and /readyz (probes send no token)
+# needs a token, /metrics included. POST /api/v1/changes also accepts
+# changes.api_token.";
 
 /// The end of the example config: `log:` and `shutdown_timeout`.
 const EXAMPLE_TAIL: &str = r#"log:

@@ -22,7 +22,7 @@ pub mod config;
 pub mod service;
 pub mod view;
 
-pub use config::{ApiConfig, TlsFiles, TokenSource};
+pub use config::ApiConfig;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,12 @@
 //! close when silent; [`serve`] adds the per-request limits (HTTP header and
 //! body timeouts, gRPC streams, concurrency and call timeout). See
 //! docs/RELIABILITY.md, "Listeners".
+//!
+//! Each listener's TLS files and tokens are loaded at bind, so an unusable
+//! one fails start-up naming its config field; with TLS the handshake runs
+//! per connection under the listener's handshake timeout
+//! (`crate::security::tls`), and [`auth`] checks tokens before a request
+//! reaches a handler. docs/SECURITY.md has the whole picture.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,10 +44,13 @@ use crate::receiver::decode::{DecodePool, Decoding};
 use crate::receiver::grpc::{self, GrpcConfig, OtlpStatusLayer};
 use crate::receiver::http::{self as otlp_http, HttpConfig};
 use crate::receiver::Sink;
+use crate::security::tls::{Acceptor, Alpn, TlsIncoming};
+use crate::security::{AuthConfig, BearerAuth, LoadError, TlsConfig};
 use crate::store::changes::ChangeLog;
 use crate::store::Store;
 use crate::telemetry;
 
+pub mod auth;
 pub mod listen;
 pub mod serve;
 mod supervise;
@@ -72,6 +81,10 @@ pub enum ServerError {
     /// The history database cannot be opened (names the path).
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// A TLS or token file (or token variable) of a listener is unusable;
+    /// names the config field.
+    #[error(transparent)]
+    Security(#[from] LoadError),
 }
 
 /// The addresses actually bound.
@@ -96,6 +109,8 @@ pub struct Server {
     admin: TcpListener,
     /// The query API, bound with its token and TLS files read.
     api: Api,
+    /// TLS and tokens of the other listeners, loaded at bind.
+    guards: Guards,
     addresses: Addresses,
     /// Incident events (opened, updated, resolved) for whoever subscribes:
     /// alerting, the query API, storage. Slow subscribers lag and are told
@@ -104,6 +119,28 @@ pub struct Server {
     /// Incidents, their events, changes and detection snapshots, on disk
     /// unless storage is disabled.
     history: Arc<History>,
+}
+
+/// What guards one listener: its TLS configuration (reloaded as its files
+/// change) and the tokens it requires.
+#[derive(Clone, Default)]
+struct Guard {
+    tls: Option<Arc<Acceptor>>,
+    auth: Option<BearerAuth>,
+}
+
+/// The guards of the OTLP and admin listeners, and the tokens a change
+/// write accepts.
+struct Guards {
+    grpc: Guard,
+    http: Guard,
+    admin: Guard,
+    /// `POST /api/v1/changes` accepts `changes.api_token` and the admin
+    /// tokens.
+    admin_changes: Option<BearerAuth>,
+    /// `RecordChange` accepts the same tokens, when the query API has none
+    /// of its own.
+    api_changes: Option<BearerAuth>,
 }
 
 /// Incident events buffered per subscriber before it lags.
@@ -162,6 +199,7 @@ impl Server {
         let http = bind("OTLP/HTTP", settings.http.endpoint).await?;
         let admin = bind("admin HTTP", settings.admin.endpoint).await?;
         let api = Api::bind(&settings.api).await?;
+        let guards = Guards::load(&settings)?;
         let local = |listener: &TcpListener, what, address| {
             listener.local_addr().map_err(|error| ServerError::Bind {
                 what,
@@ -199,6 +237,7 @@ impl Server {
             http,
             admin,
             api,
+            guards,
             addresses,
             events: broadcast::channel(EVENT_BUFFER).0,
         })
@@ -246,6 +285,7 @@ impl Server {
             http,
             admin,
             api,
+            guards,
             addresses,
             events,
             history,
@@ -285,24 +325,36 @@ impl Server {
                     LISTENER_GRPC,
                     grpc_settings.max_buffered,
                 )))
+                // Before decoding: a call without a token reads nothing.
+                .layer(auth::GrpcAuthLayer::new(guards.grpc.auth.clone()))
                 .layer(OtlpStatusLayer)
                 .add_service(traces)
                 .add_service(metrics)
                 .add_service(logs)
                 .serve_with_incoming_shutdown(
-                    listen::Listener::new(LISTENER_GRPC, grpc, grpc_settings.connections)
-                        .incoming(),
+                    TlsIncoming::new(
+                        listen::Listener::new(LISTENER_GRPC, grpc, grpc_settings.connections)
+                            .incoming(),
+                        guards.grpc.tls.clone(),
+                        grpc_settings.connections.read_header_timeout,
+                    ),
                     shutdown.clone().cancelled_owned(),
                 ),
         );
 
-        let http_router = otlp_http::router_with(
+        let mut http_router = otlp_http::router_with(
             Arc::clone(&sink),
             HttpConfig {
                 max_request_body_size: settings.http.max_request_body_size,
             },
             decoding,
         );
+        if let Some(tokens) = guards.http.auth.clone() {
+            http_router = http_router.layer(axum::middleware::from_fn_with_state(
+                tokens,
+                auth::otlp_http,
+            ));
+        }
         let http_task = tokio::spawn(serve::serve_http(
             listen::Listener::new(LISTENER_HTTP, http, settings.http.connections),
             http_router,
@@ -315,21 +367,26 @@ impl Server {
                 LISTENER_HTTP,
                 settings.http.max_buffered,
             )),
+            guards.http.tls.clone(),
             shutdown.clone(),
         ));
 
         let admin_stop = CancellationToken::new();
-        let admin_router = admin::router(
+        let mut admin_router = admin::router(
             telemetry::recorder(),
             Arc::clone(&store),
             Arc::clone(&health),
         )
         .merge(admin::changes_router(admin::ChangesApi {
             log: Arc::clone(&changes),
-            token: settings.changes.api_token.clone(),
+            auth: guards.admin_changes.clone(),
             store: Arc::clone(&store),
         }))
         .merge(admin::incidents_router(Arc::clone(&history)));
+        if let Some(tokens) = guards.admin.auth.clone() {
+            admin_router =
+                admin_router.layer(axum::middleware::from_fn_with_state(tokens, auth::admin));
+        }
         let admin_task = tokio::spawn(serve::serve_http(
             listen::Listener::new(LISTENER_ADMIN, admin, settings.admin.connections),
             admin_router,
@@ -340,6 +397,7 @@ impl Server {
             },
             // A 16 KiB body limit and 64 connections bound the admin port.
             None,
+            guards.admin.tls.clone(),
             admin_stop.clone(),
         ));
 
@@ -457,7 +515,7 @@ impl Server {
             store: Arc::clone(&store),
             changes: Arc::clone(&changes),
             history: Arc::clone(&history),
-            change_token: settings.changes.api_token.clone(),
+            change_auth: guards.api_changes.clone(),
         })?;
         api.serving().await;
         health.set_ready();
@@ -540,6 +598,74 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+// === impl Guards ===
+
+impl Guards {
+    /// Reads every listener's TLS files and tokens.
+    fn load(settings: &Settings) -> Result<Guards, LoadError> {
+        let guard = |listener: &'static str,
+                     section: &str,
+                     tls: &Option<TlsConfig>,
+                     auth: &AuthConfig,
+                     alpn: Alpn|
+         -> Result<Guard, LoadError> {
+            Ok(Guard {
+                tls: match tls {
+                    None => None,
+                    Some(tls) => Some(Acceptor::load(
+                        listener,
+                        &format!("{section}.tls"),
+                        tls,
+                        alpn,
+                    )?),
+                },
+                auth: BearerAuth::load(listener, &format!("{section}.auth"), auth)?,
+            })
+        };
+        let grpc = guard(
+            LISTENER_GRPC,
+            "receivers.otlp.grpc",
+            &settings.grpc.tls,
+            &settings.grpc.auth,
+            Alpn::Http2,
+        )?;
+        let http = guard(
+            LISTENER_HTTP,
+            "receivers.otlp.http",
+            &settings.http.tls,
+            &settings.http.auth,
+            Alpn::Http,
+        )?;
+        let admin = guard(
+            LISTENER_ADMIN,
+            "admin",
+            &settings.admin.tls,
+            &settings.admin.auth,
+            Alpn::Http,
+        )?;
+        let change_token = |listener| {
+            BearerAuth::fixed(
+                listener,
+                "changes.api_token",
+                settings.changes.api_token.iter().cloned().collect(),
+            )
+        };
+        let admin_changes = BearerAuth::any_of(
+            LISTENER_ADMIN,
+            [admin.auth.clone(), change_token(LISTENER_ADMIN)],
+        );
+        let api_changes =
+            BearerAuth::any_of("query_api", [admin.auth.clone(), change_token("query_api")]);
+        Ok(Guards {
+            grpc,
+            http,
+            admin,
+            admin_changes,
+            api_changes,
+        })
     }
 }
 

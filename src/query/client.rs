@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
 use super::pb::triage_query_client::TriageQueryClient;
@@ -32,6 +32,9 @@ pub struct ClientConfig {
     pub token: Option<String>,
     /// PEM file of the CA that signed the server's certificate (https).
     pub ca_cert: Option<PathBuf>,
+    /// PEM certificate and key to present when the API requires client
+    /// certificates (`api.tls.client_ca_file`); both or neither.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// Why a query failed, worded for the person at the terminal.
@@ -54,6 +57,14 @@ pub enum ClientError {
     /// The CA certificate could not be read or used.
     #[error("cannot use --ca-cert {}: {message}", .path.display())]
     CaCert {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The client certificate or key could not be read.
+    #[error("cannot use --client-cert / --client-key {}: {message}", .path.display())]
+    ClientCert {
         /// The file.
         path: PathBuf,
         /// What went wrong.
@@ -148,6 +159,15 @@ impl Client {
                     message: error.to_string(),
                 })?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some((cert, key)) = &config.client_cert {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path).map_err(|error| ClientError::ClientCert {
+                        path: path.clone(),
+                        message: error.to_string(),
+                    })
+                };
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
             }
             endpoint = endpoint
                 .tls_config(tls)

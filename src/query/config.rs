@@ -2,15 +2,17 @@
 //! the keys and rules that validate them, and their part of the example
 //! config.
 //!
-//! Files named here (token, certificate, key) are read when the server
-//! binds, not when the config is validated, so that `triage validate` on a
-//! laptop does not need the production secrets.
+//! The `tls:` and `auth:` keys are every listener's (`crate::security`);
+//! `auth` also reads the single-token keys it had first. Files named here
+//! (tokens, certificate, key, CA) are read when the server binds, not when
+//! the config is validated, so that `triage validate` on a laptop does not
+//! need the production secrets.
 
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
 
-use crate::validate::{endpoint, file_path, text, Checker, Section};
+use crate::security::config::{check_auth, check_tls, example as security_example, token};
+use crate::security::{AuthConfig, TlsConfig};
+use crate::validate::{endpoint, file_path, Checker, Section};
 
 /// Default port of the query API.
 pub const API_PORT: u16 = 4320;
@@ -20,48 +22,19 @@ pub const API_PORT: u16 = 4320;
 pub struct ApiConfig {
     /// Address the gRPC API listens on; port 0 picks a free port.
     pub endpoint: SocketAddr,
-    /// Bearer token every query call must carry; `None`: no authentication.
-    pub bearer_token: Option<TokenSource>,
-    /// Certificate and key to serve TLS with; `None`: plaintext.
-    pub tls: Option<TlsFiles>,
-}
-
-/// Where the bearer token comes from.
-#[derive(Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// Written in the config file.
-    Inline(String),
-    /// Read from this file at start-up (surrounding whitespace trimmed), so
-    /// the secret can live in a Kubernetes secret volume.
-    File(PathBuf),
-}
-
-/// PEM files of the server's TLS identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// Certificate chain, leaf first.
-    pub cert_file: PathBuf,
-    /// Private key of the leaf certificate.
-    pub key_file: PathBuf,
+    /// Bearer tokens every query and reflection call must carry (health
+    /// stays open); empty: no authentication.
+    pub auth: AuthConfig,
+    /// Server TLS (and mTLS with a client CA); `None`: plaintext.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             endpoint: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, API_PORT)),
-            bearer_token: None,
+            auth: AuthConfig::default(),
             tls: None,
-        }
-    }
-}
-
-// Written by hand so that a token never reaches a log line or a panic
-// message through `{:?}` of the settings.
-impl fmt::Debug for TokenSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TokenSource::Inline(_) => f.write_str("Inline(<redacted>)"),
-            TokenSource::File(path) => f.debug_tuple("File").field(path).finish(),
         }
     }
 }
@@ -70,90 +43,53 @@ impl fmt::Debug for TokenSource {
 
 /// Keys of `api`.
 pub(crate) const API_KEYS: &[&str] = &["endpoint", "auth", "tls"];
-/// Keys of `api.auth`.
-pub(crate) const API_AUTH_KEYS: &[&str] = &["bearer_token", "bearer_token_file"];
-/// Keys of `api.tls`.
-pub(crate) const API_TLS_KEYS: &[&str] = &["cert_file", "key_file"];
+/// Keys of `api.auth`: every listener's, and the single-token keys it had
+/// before listeners took several (still read, added to the lists).
+pub(crate) const API_AUTH_KEYS: &[&str] = &[
+    "bearer_tokens",
+    "bearer_token_files",
+    "bearer_token_env",
+    "reload_interval",
+    "bearer_token",
+    "bearer_token_file",
+];
 
-/// The `api:` part of the example config (`triage example-config`).
-pub(crate) const EXAMPLE: &str = r#"api:
+/// The top of the `api:` part of the example config.
+const EXAMPLE_HEAD: &str = r#"api:
   # Where the gRPC query API (triage.v1.TriageQuery, grpc.health.v1 health and
   # server reflection) listens; `triage query` connects here.
   # Flag --api-endpoint, env TRIAGE_API_ENDPOINT.
   endpoint: "127.0.0.1:4320"
-  # Require `authorization: Bearer <token>` on every query and reflection
-  # call (health stays open). Give the token or a file holding it, not both.
-  auth:
-    # bearer_token: "change-me"
-    # bearer_token_file: /etc/triage/api-token
-  # Serve TLS with this PEM certificate chain and key (both or neither).
-  tls:
-    # cert_file: /etc/triage/tls.crt
-    # key_file: /etc/triage/tls.key
 "#;
 
-/// Reads the `api` section into `api`: the endpoint, then token and TLS
-/// files, whose pairs must be consistent. Files are only named here;
-/// they are read when the server starts.
+/// What `api.auth` covers, shown above its keys in the example.
+const AUTH_NOTE: &str = "# Every query and reflection call needs a token; health stays open.
+# bearer_token and bearer_token_file (one token each) are still read.";
+
+/// The `api:` part of the example config (`triage example-config`).
+pub(crate) fn example() -> String {
+    format!("{EXAMPLE_HEAD}{}", security_example(2, AUTH_NOTE))
+}
+
+/// Reads the `api` section into `api`: the endpoint, the tokens and TLS.
+/// Files are only named here; they are read when the server starts.
 pub(crate) fn check(checker: &mut Checker, top: &Section<'_>, api: &mut ApiConfig) {
     let section = checker.section(top, "api", API_KEYS);
     checker.field(&section, "endpoint", &mut api.endpoint, |value| {
         endpoint(value, API_PORT)
     });
-
-    let auth = checker.section(&section, "auth", API_AUTH_KEYS);
-    let mut token = None;
-    checker.field(&auth, "bearer_token", &mut token, |value| {
-        let token = text(value, "a token string")?;
-        // It travels in an HTTP/2 header, so it must be visible ASCII.
-        if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
-            return Err("must be non-empty printable ASCII without spaces".to_owned());
-        }
-        Ok(Some(TokenSource::Inline(token.to_owned())))
+    check_tls(checker, &section, &mut api.tls);
+    let auth = check_auth(checker, &section, API_AUTH_KEYS, &mut api.auth);
+    let mut inline = None;
+    checker.field(&auth, "bearer_token", &mut inline, |value| {
+        token(value).map(Some)
     });
-    let mut token_file = None;
-    checker.field(&auth, "bearer_token_file", &mut token_file, |value| {
-        Ok(Some(TokenSource::File(file_path(value)?)))
-    });
-    api.bearer_token = match (token, token_file) {
-        (Some(_), Some(_)) => {
-            checker.report(
-                auth.key_path("bearer_token_file"),
-                "give api.auth.bearer_token or bearer_token_file, not both",
-            );
-            None
-        }
-        (inline, file) => inline.or(file),
-    };
-
-    let tls = checker.section(&section, "tls", API_TLS_KEYS);
-    let mut cert_file = None;
-    checker.field(&tls, "cert_file", &mut cert_file, |value| {
+    api.auth.bearer_tokens.extend(inline);
+    let mut file = None;
+    checker.field(&auth, "bearer_token_file", &mut file, |value| {
         file_path(value).map(Some)
     });
-    let mut key_file = None;
-    checker.field(&tls, "key_file", &mut key_file, |value| {
-        file_path(value).map(Some)
-    });
-    api.tls = match (cert_file, key_file) {
-        (Some(cert_file), Some(key_file)) => Some(TlsFiles {
-            cert_file,
-            key_file,
-        }),
-        (None, None) => None,
-        (Some(_), None) => {
-            if tls.get("key_file").is_none() {
-                checker.report(tls.key_path("key_file"), "required with cert_file");
-            }
-            None
-        }
-        (None, Some(_)) => {
-            if tls.get("cert_file").is_none() {
-                checker.report(tls.key_path("cert_file"), "required with key_file");
-            }
-            None
-        }
-    };
+    api.auth.bearer_token_files.extend(file);
 }
 
 #[cfg(test)]
@@ -162,7 +98,11 @@ mod tests {
 
     #[test]
     fn debug_does_not_show_the_token() {
-        let shown = format!("{:?}", TokenSource::Inline("s3cret".into()));
+        let config = ApiConfig {
+            auth: AuthConfig::tokens(["s3cret"]),
+            ..ApiConfig::default()
+        };
+        let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

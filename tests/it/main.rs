@@ -30,4 +30,5 @@ mod query_api;
 mod restart;
 mod rust_sdk;
 mod supervision;
+mod tls;
 mod walls;
