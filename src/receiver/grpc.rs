@@ -15,6 +15,12 @@
 //! rewrites them to RESOURCE_EXHAUSTED (not retryable without RetryInfo) and
 //! INVALID_ARGUMENT, as the OTLP specification asks, and counts them.
 //!
+//! Admission (`receiver::admission`): while memory is over the soft limit,
+//! or the decode queue is full, a call is answered UNAVAILABLE with a
+//! `google.rpc.RetryInfo` detail before tonic reads its message; a call
+//! whose message then finds the queue full or waits too long for a decoder
+//! gets the same answer. Exporters retry it.
+//!
 //! A request over the decoding limits is refused with INVALID_ARGUMENT, not
 //! RESOURCE_EXHAUSTED: sent again as it is it would fail again, OTLP
 //! recommends INVALID_ARGUMENT for what must not be retried, and some
@@ -35,7 +41,8 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 
-use super::decode::{export_protobuf, DecodePool, Decoding, Export, Limits, Refused};
+use super::admission::Busy;
+use super::decode::{export_protobuf, DecodePool, Decoding, Export, Limits, PoolError, Refused};
 use super::{Outcome, Signal, Sink};
 use crate::telemetry;
 
@@ -209,8 +216,11 @@ impl<R: GrpcExport> UnaryService<Bytes> for ExportRaw<R> {
         Box::pin(async move {
             let body = request.into_inner();
             let signal = R::SIGNAL.as_str();
+            let bytes = body.len();
             let outcome = match pool
-                .run(move || export_protobuf::<R>(&body, sink.as_ref(), limits))
+                .run(bytes, move || {
+                    export_protobuf::<R>(&body, sink.as_ref(), limits)
+                })
                 .await
             {
                 Ok(Ok(outcome)) => outcome,
@@ -226,6 +236,7 @@ impl<R: GrpcExport> UnaryService<Bytes> for ExportRaw<R> {
                     tracing::debug!(signal, reason, error = %message, "refused OTLP/gRPC request");
                     return Err(Status::invalid_argument(message));
                 }
+                Err(PoolError::Busy(busy)) => return Err(refuse_busy(signal, &busy)),
                 Err(error) => {
                     telemetry::record_refused_request(TRANSPORT, signal, "internal");
                     tracing::warn!(signal, %error, "OTLP/gRPC request failed");
@@ -236,6 +247,14 @@ impl<R: GrpcExport> UnaryService<Bytes> for ExportRaw<R> {
             Ok(Response::new(R::response(partial(&outcome))))
         })
     }
+}
+
+/// Counts a request refused for now (admission control) and answers it
+/// UNAVAILABLE with RetryInfo.
+fn refuse_busy(signal: &'static str, busy: &Busy) -> Status {
+    telemetry::record_refused_request(TRANSPORT, signal, busy.reason());
+    tracing::debug!(signal, reason = busy.reason(), error = %busy, "refused OTLP/gRPC request for now");
+    busy.grpc_status()
 }
 
 /// `(rejected, error_message)` of a partial success, if items were rejected.
@@ -271,6 +290,12 @@ where
             .and_then(|path| path.strip_prefix('/'));
         if method != Some("Export") {
             return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
+        }
+        // Before tonic reads the message: a refused request costs its
+        // headers only.
+        if let Err(busy) = self.pool.admit() {
+            let status = refuse_busy(R::SIGNAL.as_str(), &busy);
+            return Box::pin(async move { Ok(status.into_http()) });
         }
         let handler = ExportRaw::<R> {
             sink: Arc::clone(&self.sink),
