@@ -42,7 +42,9 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 
 use super::admission::Busy;
-use super::decode::{export_protobuf, DecodePool, Decoding, Export, Limits, PoolError, Refused};
+use super::decode::{
+    export_protobuf, DecodePool, Decoding, Export, Limits, PoolError, Refused, Ticket,
+};
 use super::{Outcome, Signal, Sink};
 use crate::telemetry;
 
@@ -202,6 +204,8 @@ struct ExportRaw<R> {
     sink: Arc<dyn Sink>,
     limits: Limits,
     pool: DecodePool,
+    /// The call's place in the decode queue, taken when it was admitted.
+    ticket: Option<Ticket>,
     request: PhantomData<fn() -> R>,
 }
 
@@ -213,16 +217,19 @@ impl<R: GrpcExport> UnaryService<Bytes> for ExportRaw<R> {
         let sink = Arc::clone(&self.sink);
         let limits = self.limits;
         let pool = self.pool.clone();
+        let ticket = self.ticket.take();
         Box::pin(async move {
             let body = request.into_inner();
             let signal = R::SIGNAL.as_str();
             let bytes = body.len();
-            let outcome = match pool
-                .run(bytes, move || {
-                    export_protobuf::<R>(&body, sink.as_ref(), limits)
-                })
-                .await
-            {
+            let work = move || export_protobuf::<R>(&body, sink.as_ref(), limits);
+            // The ticket taken at admission; a handler called again (tonic
+            // does not) is admitted anew.
+            let ran = match ticket {
+                Some(ticket) => pool.run(ticket, bytes, work).await,
+                None => pool.admit_and_run(bytes, work).await,
+            };
+            let outcome = match ran {
                 Ok(Ok(outcome)) => outcome,
                 Ok(Err(refused)) => {
                     let (reason, message) = match refused {
@@ -293,14 +300,18 @@ where
         }
         // Before tonic reads the message: a refused request costs its
         // headers only.
-        if let Err(busy) = self.pool.admit() {
-            let status = refuse_busy(R::SIGNAL.as_str(), &busy);
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
+        let ticket = match self.pool.admit() {
+            Ok(ticket) => ticket,
+            Err(busy) => {
+                let status = refuse_busy(R::SIGNAL.as_str(), &busy);
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        };
         let handler = ExportRaw::<R> {
             sink: Arc::clone(&self.sink),
             limits: self.limits,
             pool: self.pool.clone(),
+            ticket: Some(ticket),
             request: PhantomData,
         };
         let limit = self.max_recv_msg_size;

@@ -195,12 +195,12 @@ impl Receiver {
         let limit = self.config.max_request_body_size;
         let gzip = content_gzip(request.headers())?;
         // Before the body is read: a refused request costs its headers only.
-        self.pool.admit().map_err(Refusal::Busy)?;
+        let ticket = self.pool.admit().map_err(Refusal::Busy)?;
         let body = read_body(request.into_body(), limit).await?;
         let sink = Arc::clone(&self.sink);
         let limits = self.limits;
         self.pool
-            .run(body.len(), move || {
+            .run(ticket, body.len(), move || {
                 let body = if gzip && !body.is_empty() {
                     Bytes::from(inflate(&body[..], limit)?)
                 } else {

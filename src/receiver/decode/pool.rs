@@ -9,17 +9,19 @@
 //! wait without holding a thread, and the memory decoded requests take at
 //! once is bounded by permits × `Limits::max_decoded_bytes`.
 //!
-//! The wait is bounded too (`receiver::admission`): a request that finds
-//! `max_requests` others waiting, or whose body would take the bytes held
-//! by the waiting requests past `max_bytes`, or that waits longer than
-//! `max_wait`, is refused with a retryable [`Busy`] and never decoded.
+//! The wait is bounded too (`receiver::admission`): a request is counted
+//! from its admission, before its body is read, until it gets a worker. A
+//! request that finds `max_requests` others admitted and not yet decoding,
+//! or whose body would take the bytes they hold past `max_bytes`, or that
+//! waits longer than `max_wait`, is refused with a retryable [`Busy`] and
+//! never decoded.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use metrics::gauge;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::limits::Limits;
 use crate::receiver::admission::{
@@ -62,10 +64,12 @@ struct Queue {
     bytes: AtomicUsize,
 }
 
-/// A request's place in the queue; leaving it (by getting a permit, timing
-/// out or being dropped) gives back its count and bytes.
-struct Place<'a> {
-    queue: &'a Queue,
+/// A request's place in the queue, from its admission (before its body is
+/// read) until it gets a decoding permit, is refused or is dropped; leaving
+/// gives back its count and bytes. Handed out by [`DecodePool::admit`].
+#[derive(Debug)]
+pub struct Ticket {
+    queue: Arc<Queue>,
     bytes: usize,
 }
 
@@ -103,34 +107,47 @@ impl DecodePool {
         &self.memory
     }
 
-    /// Whether a new request may be read at all: memory is under the soft
-    /// limit and the queue is not full. Receivers ask before reading a
-    /// body, so that a refused request costs no more than its headers.
-    pub fn admit(&self) -> Result<(), Busy> {
+    /// Admits a new request before its body is read, or says why not:
+    /// memory is over the soft limit, or `max_requests` requests are
+    /// already admitted and not yet decoding (reading their bodies or
+    /// waiting for a worker). A refused request costs no more than its
+    /// headers; an admitted one keeps its place (the [`Ticket`]) until
+    /// [`DecodePool::run`] gets it a worker.
+    pub fn admit(&self) -> Result<Ticket, Busy> {
         self.memory.check()?;
-        let waiting = self.queue.requests.load(Ordering::Relaxed);
-        if waiting >= self.queue.limits.max_requests && self.permits.available_permits() == 0 {
-            return Err(Busy::QueueFull(waiting));
-        }
-        Ok(())
+        self.queue.enter()
     }
 
     /// Runs `work` on a blocking thread once a permit is free. `bytes` is
     /// the size of the body the request holds while it waits. A request
-    /// that finds the queue full, or waits longer than `max_wait`, is
-    /// refused with [`PoolError::Busy`] and `work` is not run.
-    pub async fn run<T, F>(&self, bytes: usize, work: F) -> Result<T, PoolError>
+    /// whose body takes the queue past `max_bytes`, that waits longer than
+    /// `max_wait`, or that finds memory over the soft limit (its body
+    /// arrived while memory rose; decoding would add to it) is refused with
+    /// [`PoolError::Busy`] and `work` is not run.
+    pub async fn run<T, F>(&self, mut ticket: Ticket, bytes: usize, work: F) -> Result<T, PoolError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.memory.check().map_err(PoolError::Busy)?;
+        ticket.hold(bytes).map_err(PoolError::Busy)?;
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => permit,
-            Err(TryAcquireError::NoPermits) => self.wait(bytes).await?,
+            Err(TryAcquireError::NoPermits) => {
+                let max_wait = self.queue.limits.max_wait;
+                let waiting = Arc::clone(&self.permits).acquire_owned();
+                match tokio::time::timeout(max_wait, waiting).await {
+                    Ok(Ok(permit)) => permit,
+                    // The semaphore is never closed.
+                    Ok(Err(error)) => return Err(PoolError::Failed(error.to_string())),
+                    Err(_) => return Err(PoolError::Busy(Busy::Waited(max_wait))),
+                }
+            }
             Err(TryAcquireError::Closed) => {
                 return Err(PoolError::Failed("the decode pool is closed".into()))
             }
         };
+        drop(ticket);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             work()
@@ -139,16 +156,15 @@ impl DecodePool {
         .map_err(|error| PoolError::Failed(error.to_string()))
     }
 
-    /// Waits in the queue for a permit, within its bounds.
-    async fn wait(&self, bytes: usize) -> Result<OwnedSemaphorePermit, PoolError> {
-        let _place = self.queue.enter(bytes).map_err(PoolError::Busy)?;
-        let max_wait = self.queue.limits.max_wait;
-        match tokio::time::timeout(max_wait, Arc::clone(&self.permits).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            // The semaphore is never closed.
-            Ok(Err(error)) => Err(PoolError::Failed(error.to_string())),
-            Err(_) => Err(PoolError::Busy(Busy::Waited(max_wait))),
-        }
+    /// [`DecodePool::admit`] then [`DecodePool::run`], for callers that
+    /// hold the body already.
+    pub async fn admit_and_run<T, F>(&self, bytes: usize, work: F) -> Result<T, PoolError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let ticket = self.admit().map_err(PoolError::Busy)?;
+        self.run(ticket, bytes, work).await
     }
 }
 
@@ -158,27 +174,39 @@ fn cores() -> NonZeroUsize {
 }
 
 impl Queue {
-    /// Takes a place for a request of `bytes`, or says why there is none.
-    fn enter(&self, bytes: usize) -> Result<Place<'_>, Busy> {
+    /// Takes a place for a new request, or says why there is none.
+    fn enter(self: &Arc<Self>) -> Result<Ticket, Busy> {
         let waiting = self.requests.fetch_add(1, Ordering::Relaxed);
         if waiting >= self.limits.max_requests {
             self.requests.fetch_sub(1, Ordering::Relaxed);
             return Err(Busy::QueueFull(waiting));
         }
-        let held = self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        // One request may always wait alone, whatever its size.
-        if held > 0 && held.saturating_add(bytes) > self.limits.max_bytes {
-            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.requests.fetch_sub(1, Ordering::Relaxed);
-            return Err(Busy::QueueBytes(held));
-        }
         gauge!(DECODE_QUEUE_REQUESTS).increment(1.0);
-        gauge!(DECODE_QUEUE_BYTES).increment(bytes as f64);
-        Ok(Place { queue: self, bytes })
+        Ok(Ticket {
+            queue: Arc::clone(self),
+            bytes: 0,
+        })
     }
 }
 
-impl Drop for Place<'_> {
+impl Ticket {
+    /// Adds the request's body, `bytes`, to the queue's account, unless it
+    /// would take it past `max_bytes`; one request may always wait alone,
+    /// whatever its size.
+    fn hold(&mut self, bytes: usize) -> Result<(), Busy> {
+        let queue = &self.queue;
+        let held = queue.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if held > 0 && held.saturating_add(bytes) > queue.limits.max_bytes {
+            queue.bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(Busy::QueueBytes(held));
+        }
+        self.bytes += bytes;
+        gauge!(DECODE_QUEUE_BYTES).increment(bytes as f64);
+        Ok(())
+    }
+}
+
+impl Drop for Ticket {
     fn drop(&mut self) {
         self.queue.requests.fetch_sub(1, Ordering::Relaxed);
         self.queue.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
@@ -214,14 +242,14 @@ mod tests {
     #[tokio::test]
     async fn work_runs_and_a_panic_is_an_error() {
         let pool = DecodePool::new(NonZeroUsize::MIN);
-        assert_eq!(pool.run(0, || 2 + 2).await.unwrap(), 4);
+        assert_eq!(pool.admit_and_run(0, || 2 + 2).await.unwrap(), 4);
         let error = pool
-            .run(0, || -> u32 { panic!("sink bug") })
+            .admit_and_run(0, || -> u32 { panic!("sink bug") })
             .await
             .unwrap_err();
         assert!(error.to_string().contains("panicked"), "{error}");
         // The permit of the panicked work came back.
-        assert_eq!(pool.run(0, || 1).await.unwrap(), 1);
+        assert_eq!(pool.admit_and_run(0, || 1).await.unwrap(), 1);
     }
 
     /// A pool of one worker held by a task until `release` is sent.
@@ -231,7 +259,7 @@ mod tests {
         let (started, running) = tokio::sync::oneshot::channel();
         let held = pool.clone();
         tokio::spawn(async move {
-            held.run(0, move || {
+            held.admit_and_run(0, move || {
                 let _ = started.send(());
                 let _ = wait.recv();
             })
@@ -256,32 +284,35 @@ mod tests {
             max_wait: std::time::Duration::from_secs(60),
         };
         let (pool, release) = held_pool(queue).await;
-        assert_eq!(pool.admit(), Ok(()));
+        assert!(pool.admit().is_ok());
         let first = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.run(60, || 1).await }
+            async move { pool.admit_and_run(60, || 1).await }
         });
         while pool.queue.requests.load(Ordering::Relaxed) < 1 {
             tokio::task::yield_now().await;
         }
         // 60 + 50 bytes would cross the bound of 100.
-        assert_eq!(busy(pool.run(50, || 2).await), Busy::QueueBytes(60));
+        assert_eq!(
+            busy(pool.admit_and_run(50, || 2).await),
+            Busy::QueueBytes(60)
+        );
         let second = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.run(30, || 3).await }
+            async move { pool.admit_and_run(30, || 3).await }
         });
         while pool.queue.requests.load(Ordering::Relaxed) < 2 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(busy(pool.run(0, || 4).await), Busy::QueueFull(2));
-        assert_eq!(pool.admit(), Err(Busy::QueueFull(2)));
+        assert_eq!(busy(pool.admit_and_run(0, || 4).await), Busy::QueueFull(2));
+        assert_eq!(pool.admit().unwrap_err(), Busy::QueueFull(2));
         release.send(()).unwrap();
         assert_eq!(first.await.unwrap().unwrap(), 1);
         assert_eq!(second.await.unwrap().unwrap(), 3);
         // Everything given back.
         assert_eq!(pool.queue.requests.load(Ordering::Relaxed), 0);
         assert_eq!(pool.queue.bytes.load(Ordering::Relaxed), 0);
-        assert_eq!(pool.run(10, || 5).await.unwrap(), 5);
+        assert_eq!(pool.admit_and_run(10, || 5).await.unwrap(), 5);
     }
 
     #[tokio::test]
@@ -293,12 +324,15 @@ mod tests {
         let (pool, release) = held_pool(queue).await;
         let large = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.run(150, || 1).await }
+            async move { pool.admit_and_run(150, || 1).await }
         });
         while pool.queue.requests.load(Ordering::Relaxed) < 1 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(busy(pool.run(0, || 2).await), Busy::QueueBytes(150));
+        assert_eq!(
+            busy(pool.admit_and_run(0, || 2).await),
+            Busy::QueueBytes(150)
+        );
         release.send(()).unwrap();
         assert_eq!(large.await.unwrap().unwrap(), 1);
     }
@@ -314,7 +348,7 @@ mod tests {
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&ran);
         let refused = pool
-            .run(10, move || flag.store(true, Ordering::SeqCst))
+            .admit_and_run(10, move || flag.store(true, Ordering::SeqCst))
             .await;
         assert_eq!(
             busy(refused),
@@ -330,10 +364,10 @@ mod tests {
         let pool = DecodePool::per_core();
         let limiter = MemoryLimiter::off();
         let pool = DecodePool::with_admission(cores(), pool.queue.limits, Arc::clone(&limiter));
-        assert_eq!(pool.admit(), Ok(()));
+        assert!(pool.admit().is_ok());
         limiter.force(Some(true));
         assert_eq!(pool.admit().unwrap_err().reason(), "memory_limit");
         limiter.force(None);
-        assert_eq!(pool.admit(), Ok(()));
+        assert!(pool.admit().is_ok());
     }
 }
