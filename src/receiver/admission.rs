@@ -502,7 +502,7 @@ mod tests {
         assert_eq!(retry.retry_delay.unwrap().seconds, 1);
         let grpc = busy.grpc_status();
         assert_eq!(grpc.code(), tonic::Code::Unavailable);
-        assert_eq!(&grpc.details()[..], &busy.rpc_status().encode_to_vec()[..]);
+        assert_eq!(grpc.details(), &busy.rpc_status().encode_to_vec()[..]);
         let memory = Busy::Memory {
             resident: 0,
             soft_limit: 0,
