@@ -292,3 +292,54 @@ async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     }
     results
 }
+
+/// The same over gRPC, the transport of issue #14's overload: concurrent
+/// calls on a few connections are each answered OK or UNAVAILABLE with
+/// RetryInfo, some are refused, and exactly the accepted spans are recorded.
+#[tokio::test]
+async fn a_grpc_overload_is_answered_unavailable_instead_of_queued() {
+    let mut settings = test_settings();
+    settings.admission.queue.max_requests = 4;
+    settings.admission.queue.max_wait = Duration::from_millis(500);
+    let server = crate::common::TestServer::start_with(settings).await;
+    const N_CALLS: usize = 120;
+    const SPANS: usize = 2_000;
+    let request = spans("grpc-flood", "GET /", SPANS);
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(
+            TraceServiceClient::connect(server.grpc_url())
+                .await
+                .unwrap()
+                .max_encoding_message_size(usize::MAX),
+        );
+    }
+    let started = Instant::now();
+    let calls = (0..N_CALLS)
+        .map(|n| {
+            let mut client = clients[n % clients.len()].clone();
+            let request = request.clone();
+            tokio::spawn(async move {
+                match client.export(request).await {
+                    Ok(_) => true,
+                    Err(status) => {
+                        assert_grpc_retryable(&status);
+                        false
+                    }
+                }
+            })
+        })
+        .collect();
+    let answers = futures_join(calls).await;
+    let elapsed = started.elapsed();
+    let accepted = answers.iter().filter(|&&ok| ok).count();
+    assert!(
+        accepted > 0 && accepted < N_CALLS,
+        "{accepted} of {N_CALLS} in {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+    let key = SeriesKey::new(SeriesKind::Operation, "grpc-flood", "GET /");
+    let recorded = server.store.stats(&key, 0, u64::MAX).unwrap().requests;
+    assert_eq!(recorded, (accepted * SPANS) as u64);
+    server.stop().await;
+}
