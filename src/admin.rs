@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 use crate::admin::changes as changes_api;
 use crate::history::History;
 use crate::model::Change;
+use crate::receiver::admission::MemoryLimiter;
 use crate::security::BearerAuth;
 use crate::store::changes::ChangeLog;
 use crate::store::Store;
@@ -48,6 +49,12 @@ pub struct Health {
     /// writes) `/readyz` reports without turning not ready: detection
     /// works without it.
     history: std::sync::OnceLock<Arc<History>>,
+    /// The receivers' memory gate: while it refuses export requests
+    /// `/readyz` says so, still 200. Being over the memory limit is
+    /// backpressure the exporters handle by retrying; taking the collector
+    /// out of a load balancer would only move the load to its peers, and
+    /// a sidecar has none.
+    memory: std::sync::OnceLock<Arc<MemoryLimiter>>,
 }
 
 impl Health {
@@ -68,13 +75,19 @@ impl Health {
         let _ = self.history.set(history);
     }
 
+    /// Lets `/readyz` report that the memory limiter refuses requests.
+    pub fn watch_memory(&self, memory: Arc<MemoryLimiter>) {
+        let _ = self.memory.set(memory);
+    }
+
     /// What is wrong that does not make the collector unready.
     pub fn warnings(&self) -> Vec<String> {
-        self.history
+        let history = self
+            .history
             .get()
-            .and_then(|history| history.health().problem())
-            .into_iter()
-            .collect()
+            .and_then(|history| history.health().problem());
+        let memory = self.memory.get().and_then(|memory| memory.warning());
+        history.into_iter().chain(memory).collect()
     }
 
     /// Marks `task` down after a panic (`message`).

@@ -110,7 +110,27 @@ const RECEIVERS_KEYS: &[&str] = &["otlp"];
 /// Most items one export request may be allowed to carry.
 const MAX_ITEMS_PER_REQUEST: usize = 10_000_000;
 /// Keys of `receivers.otlp`.
-const OTLP_KEYS: &[&str] = &["grpc", "http", "max_items_per_request", "max_decoded_mib"];
+const OTLP_KEYS: &[&str] = &[
+    "grpc",
+    "http",
+    "max_items_per_request",
+    "max_decoded_mib",
+    "memory_limit_mib",
+    "memory_spike_limit_mib",
+    "memory_check_interval",
+    "max_queued_requests",
+    "max_queued_mib",
+    "max_queue_wait",
+];
+/// Largest `memory_limit_mib`: 1 TiB.
+const MAX_MEMORY_LIMIT_MIB: u64 = 1 << 20;
+/// Most requests that may be allowed to wait for a decoder.
+const MAX_QUEUED_REQUESTS: usize = 1_000_000;
+/// Shortest and longest `memory_check_interval`.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest `max_queue_wait`.
+const MAX_QUEUE_WAIT: Duration = Duration::from_secs(60);
 /// Keys of `receivers.otlp.grpc`.
 const GRPC_KEYS: &[&str] = &[
     "endpoint",
@@ -174,6 +194,10 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Per-request decoding limits, shared by both OTLP receivers.
     pub decode: crate::receiver::decode::Limits,
+    /// When the OTLP receivers refuse requests for now: the memory limit
+    /// and the bounds of the decode queue (docs/RELIABILITY.md, "Memory
+    /// limit and admission").
+    pub admission: crate::receiver::admission::AdmissionSettings,
     /// The admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
     pub admin: AdminSettings,
     /// The gRPC query API (with health and reflection).
@@ -345,6 +369,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             decode: crate::receiver::decode::Limits::default(),
+            admission: crate::receiver::admission::AdmissionSettings::default(),
             grpc: GrpcSettings {
                 endpoint: localhost(GRPC_PORT),
                 max_recv_msg_size: 4 * MIB,
@@ -474,6 +499,7 @@ impl Settings {
             &mut settings.decode.max_decoded_bytes,
             size_mib,
         );
+        check_admission(&mut check, &otlp, &mut settings.admission);
         let grpc = check.section(&otlp, "grpc", GRPC_KEYS);
         check.field(&grpc, "endpoint", &mut settings.grpc.endpoint, |value| {
             endpoint(value, GRPC_PORT)
@@ -713,6 +739,24 @@ receivers:
     # bytes before decoding; over it, refused like the above. One request
     # per core decodes at a time.
     max_decoded_mib: 64
+    # Memory limit, like the OTel Collector's memory_limiter: the resident
+    # memory is sampled every memory_check_interval, and while it is above
+    # the soft limit (memory_limit_mib - memory_spike_limit_mib) export
+    # requests are refused before they are read, with gRPC UNAVAILABLE +
+    # RetryInfo / HTTP 503 + Retry-After, which exporters retry. 0: no
+    # limit. Set it below the container's memory limit (the manifests in
+    # deploy/ use 200 for a 256Mi container).
+    memory_limit_mib: 0
+    # Growth expected between two samples, in MiB; 0: a fifth of
+    # memory_limit_mib (the Collector's default).
+    memory_spike_limit_mib: 0
+    memory_check_interval: 1s
+    # Requests waiting for a decoder (one decodes per core) are bounded by
+    # count, by the MiB their bodies hold, and by how long each waits; past
+    # any bound a request is refused like above instead of queueing.
+    max_queued_requests: 128
+    max_queued_mib: 32
+    max_queue_wait: 2s
     grpc:
       # Where the OTLP/gRPC receiver listens. Use "0.0.0.0:4317" to accept
       # traffic from other hosts. Flag --grpc-endpoint, env TRIAGE_GRPC_ENDPOINT.
@@ -797,6 +841,84 @@ const EXAMPLE_TAIL: &str = r#"log:
 # How long shutdown waits for in-flight work to drain (at most 5m).
 shutdown_timeout: 10s
 "#;
+
+/// Reads the memory limit and the decode queue's bounds of
+/// `receivers.otlp`. The spike allowance defaults to a fifth of the limit,
+/// as the OTel Collector's `memory_limiter` does.
+fn check_admission(
+    check: &mut Checker,
+    otlp: &Section<'_>,
+    admission: &mut crate::receiver::admission::AdmissionSettings,
+) {
+    use crate::receiver::admission::{MemoryLimit, DEFAULT_CHECK_INTERVAL};
+    let mut limit_mib = 0;
+    check.field(otlp, "memory_limit_mib", &mut limit_mib, memory_mib);
+    // 0: a fifth of the limit.
+    let mut spike_mib = 0;
+    check.field(otlp, "memory_spike_limit_mib", &mut spike_mib, memory_mib);
+    let mut check_interval = DEFAULT_CHECK_INTERVAL;
+    check.field(
+        otlp,
+        "memory_check_interval",
+        &mut check_interval,
+        |value| {
+            at_most(
+                at_least(duration(value)?, MIN_CHECK_INTERVAL)?,
+                MAX_CHECK_INTERVAL,
+            )
+        },
+    );
+    let limit = limit_mib * MIB as u64;
+    admission.memory = if limit_mib == 0 {
+        if spike_mib > 0 {
+            check.report(
+                otlp.key_path("memory_spike_limit_mib"),
+                "needs memory_limit_mib (0 or left out: no memory limit)",
+            );
+        }
+        None
+    } else if spike_mib >= limit_mib {
+        check.report(
+            otlp.key_path("memory_spike_limit_mib"),
+            format!(
+                "{spike_mib} must be less than {} ({limit_mib}); the soft limit is their difference",
+                otlp.key_path("memory_limit_mib")
+            ),
+        );
+        None
+    } else {
+        Some(MemoryLimit {
+            limit,
+            spike: match spike_mib {
+                0 => limit / 5,
+                spike => spike * MIB as u64,
+            },
+            check_interval,
+        })
+    };
+    let queue = &mut admission.queue;
+    check.field(
+        otlp,
+        "max_queued_requests",
+        &mut queue.max_requests,
+        |value| count(value, 1, MAX_QUEUED_REQUESTS).map(NonZeroUsize::get),
+    );
+    check.field(otlp, "max_queued_mib", &mut queue.max_bytes, size_mib);
+    check.field(otlp, "max_queue_wait", &mut queue.max_wait, |value| {
+        at_most(positive(duration(value)?)?, MAX_QUEUE_WAIT)
+    });
+}
+
+/// A whole number of MiB for the memory limit, 0 (off) to 1 TiB.
+fn memory_mib(value: &Value) -> Result<u64, String> {
+    match value.as_u64() {
+        Some(mib) if mib <= MAX_MEMORY_LIMIT_MIB => Ok(mib),
+        _ => Err(format!(
+            "expected a whole number of MiB from 0 to {MAX_MEMORY_LIMIT_MIB}, got {}",
+            serde_yaml::to_string(value).unwrap_or_default().trim_end()
+        )),
+    }
+}
 
 /// Reads the connection limits of an HTTP listener (`receivers.otlp.http`
 /// or `admin`), in the order the example lists them.

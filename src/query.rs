@@ -431,6 +431,8 @@ impl From<&Topology> for pb::GetTopologyResponse {
                     callee_side: edge.callee_side.as_ref().map(Into::into),
                 })
                 .collect(),
+            // Set by the service when more pages follow.
+            next_page_token: String::new(),
         }
     }
 }

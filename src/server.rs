@@ -11,7 +11,7 @@
 //! shutdown timeout) -> client spans still waiting for a pair are resolved ->
 //! the admin listener closes last.
 //!
-//! Every listener but the query API's is a [`listen::Listener`]: its own
+//! Every listener, the query API's included (`api`), is a [`listen::Listener`]: its own
 //! connection cap, accept errors that never end it, and connections that
 //! close when silent; [`serve`] adds the per-request limits (HTTP header and
 //! body timeouts, gRPC streams, concurrency and call timeout). See
@@ -40,6 +40,7 @@ use crate::ingest::spans::SpanAnalyzer;
 use crate::model::IncidentEvent;
 use crate::pipeline::{Pipeline, WallClock};
 use crate::query::service::{Api, ApiError, Sources as ApiSources};
+use crate::receiver::admission::{self, MemoryLimiter};
 use crate::receiver::decode::{DecodePool, Decoding};
 use crate::receiver::grpc::{self, GrpcConfig, OtlpStatusLayer};
 use crate::receiver::http::{self as otlp_http, HttpConfig};
@@ -50,6 +51,7 @@ use crate::store::changes::ChangeLog;
 use crate::store::Store;
 use crate::telemetry;
 
+mod api;
 pub mod auth;
 pub mod listen;
 pub mod serve;
@@ -119,6 +121,8 @@ pub struct Server {
     /// Incidents, their events, changes and detection snapshots, on disk
     /// unless storage is disabled.
     history: Arc<History>,
+    /// The receivers' memory gate; its sampling task starts in `run`.
+    memory: Arc<MemoryLimiter>,
 }
 
 /// What guards one listener: its TLS configuration (reloaded as its files
@@ -181,6 +185,7 @@ impl Server {
         // handle made earlier records nowhere.
         let _ = telemetry::recorder();
         crate::history::describe_metrics();
+        admission::describe_metrics();
         listen::raise_open_files_limit(&[
             (
                 LISTENER_GRPC,
@@ -194,6 +199,7 @@ impl Server {
                 LISTENER_ADMIN,
                 settings.admin.connections.max_connections.get(),
             ),
+            (api::LISTENER_API, settings.api.limits.max_connections.get()),
         ]);
         let grpc = bind("OTLP/gRPC", settings.grpc.endpoint).await?;
         let http = bind("OTLP/HTTP", settings.http.endpoint).await?;
@@ -228,6 +234,8 @@ impl Server {
         }
         let health = Arc::new(Health::default());
         health.watch_history(Arc::clone(&history));
+        let memory = MemoryLimiter::new(settings.admission.memory);
+        health.watch_memory(Arc::clone(&memory));
         Ok(Server {
             settings,
             pipeline,
@@ -240,7 +248,13 @@ impl Server {
             guards,
             addresses,
             events: broadcast::channel(EVENT_BUFFER).0,
+            memory,
         })
+    }
+
+    /// The receivers' memory limiter (tests force its state).
+    pub fn memory_limiter(&self) -> Arc<MemoryLimiter> {
+        Arc::clone(&self.memory)
     }
 
     /// Subscribes to incident events.
@@ -289,6 +303,7 @@ impl Server {
             addresses,
             events,
             history,
+            memory,
         } = self;
         let store = Arc::clone(pipeline.store());
         let changes = Arc::clone(pipeline.changes());
@@ -297,11 +312,18 @@ impl Server {
         let sink: Arc<dyn Sink> = pipeline.ingest().clone();
 
         // One decode pool for both receivers, so decoding is bounded
-        // across them (one request per core).
+        // across them (one request per core), and so are its queue and the
+        // memory gate.
         let decoding = Decoding {
             limits: settings.decode,
-            pool: DecodePool::default(),
+            pool: DecodePool::with_admission(
+                std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN),
+                settings.admission.queue,
+                Arc::clone(&memory),
+            ),
         };
+        // Samples the resident memory until shutdown (nothing without a limit).
+        tokio::spawn(Arc::clone(&memory).run(shutdown.clone()));
         let (traces, metrics, logs) = grpc::services_with(
             Arc::clone(&sink),
             &GrpcConfig {
@@ -511,12 +533,16 @@ impl Server {
             shutdown.clone(),
         ));
 
-        let api = api.spawn(ApiSources {
-            store: Arc::clone(&store),
-            changes: Arc::clone(&changes),
-            history: Arc::clone(&history),
-            change_auth: guards.api_changes.clone(),
-        })?;
+        let api_limits = settings.api.limits;
+        let api = api.spawn(
+            ApiSources {
+                store: Arc::clone(&store),
+                changes: Arc::clone(&changes),
+                history: Arc::clone(&history),
+                change_auth: guards.api_changes.clone(),
+            },
+            |serving| crate::server::api::serve(serving, api_limits),
+        )?;
         api.serving().await;
         health.set_ready();
         tracing::info!(

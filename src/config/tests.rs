@@ -211,6 +211,7 @@ shutdown_timeout: 5m
     );
     let expected = Settings {
         decode: crate::receiver::decode::Limits::default(),
+        admission: Default::default(),
         grpc: GrpcSettings {
             endpoint: "0.0.0.0:14317".parse().expect("addr"),
             max_recv_msg_size: 512 * 1024,
@@ -258,6 +259,7 @@ shutdown_timeout: 5m
                 ..AuthConfig::default()
             },
             tls: Some(ListenerTls::new("tls.crt", "tls.key")),
+            limits: Default::default(),
         },
         store: StoreConfig {
             window: Duration::from_secs(90),
@@ -1576,5 +1578,71 @@ fn decoding_limits_are_read_and_checked() {
             "receivers.otlp.max_decoded_mib".to_owned(),
             "receivers.otlp.max_items_per_request".to_owned(),
         ])
+    );
+}
+
+#[test]
+fn memory_limit_and_decode_queue() {
+    use crate::receiver::admission::{MemoryLimit, QueueLimits};
+    let parsed = settings(
+        r#"
+receivers:
+  otlp:
+    memory_limit_mib: 200
+    memory_check_interval: 500ms
+    max_queued_requests: 10
+    max_queued_mib: 4
+    max_queue_wait: 1s
+"#,
+    );
+    assert_eq!(
+        parsed.admission.memory,
+        Some(MemoryLimit {
+            limit: 200 * MIB as u64,
+            // A fifth by default, as the Collector's memory_limiter.
+            spike: 40 * MIB as u64,
+            check_interval: Duration::from_millis(500),
+        })
+    );
+    assert_eq!(
+        parsed.admission.queue,
+        QueueLimits {
+            max_requests: 10,
+            max_bytes: 4 * MIB,
+            max_wait: Duration::from_secs(1),
+        }
+    );
+    let spike = settings("receivers: {otlp: {memory_limit_mib: 100, memory_spike_limit_mib: 10}}");
+    assert_eq!(
+        spike.admission.memory.unwrap().soft_limit(),
+        90 * MIB as u64
+    );
+    assert_eq!(settings("{}").admission.memory, None);
+    assert_eq!(
+        problems(
+            "receivers: {otlp: {memory_limit_mib: 100, memory_spike_limit_mib: 100, \
+             memory_check_interval: 1ms, max_queued_requests: 0, max_queue_wait: 0s}}"
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>(),
+        vec![
+            "receivers.otlp.memory_check_interval: must be at least 10ms, got 1ms".to_owned(),
+            "receivers.otlp.memory_spike_limit_mib: 100 must be less than \
+             receivers.otlp.memory_limit_mib (100); the soft limit is their difference"
+                .to_owned(),
+            "receivers.otlp.max_queued_requests: must be from 1 to 1000000, got 0".to_owned(),
+            "receivers.otlp.max_queue_wait: must be more than 0s".to_owned(),
+        ]
+    );
+    assert_eq!(
+        problems("receivers: {otlp: {memory_spike_limit_mib: 5, memory_limit_mib: -1}}")
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        vec![
+            "receivers.otlp.memory_limit_mib: expected a whole number of MiB from 0 to 1048576, got -1".to_owned(),
+            "receivers.otlp.memory_spike_limit_mib: needs memory_limit_mib (0 or left out: no memory limit)".to_owned(),
+        ]
     );
 }

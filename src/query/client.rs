@@ -226,17 +226,48 @@ impl Client {
         Ok(response.into_inner().into())
     }
 
-    /// The dependency graph since `since_unix_nanos` (0: all held).
+    /// The dependency graph since `since_unix_nanos` (0: all held), every
+    /// page of it.
     pub async fn topology(&mut self, since_unix_nanos: u64) -> Result<Topology, ClientError> {
-        let response = self
-            .inner
-            .get_topology(unary(pb::GetTopologyRequest {
-                since_unix_nanos,
-                until_unix_nanos: 0,
-            }))
-            .await
-            .map_err(ClientError::Call)?;
-        Ok(response.into_inner().into())
+        self.topology_in_pages(since_unix_nanos, 0).await
+    }
+
+    /// As [`Client::topology`], asking for pages of `page_size` nodes and
+    /// edges (0: the server's default) and following them to the last.
+    pub async fn topology_in_pages(
+        &mut self,
+        since_unix_nanos: u64,
+        page_size: u32,
+    ) -> Result<Topology, ClientError> {
+        let mut page_token = String::new();
+        let mut topology: Option<Topology> = None;
+        loop {
+            let response = self
+                .inner
+                .get_topology(unary(pb::GetTopologyRequest {
+                    since_unix_nanos,
+                    until_unix_nanos: 0,
+                    page_size,
+                    page_token,
+                }))
+                .await
+                .map_err(ClientError::Call)?
+                .into_inner();
+            page_token = response.next_page_token.clone();
+            let page = Topology::from(response);
+            let whole = match topology.take() {
+                None => page,
+                Some(mut whole) => {
+                    whole.nodes.extend(page.nodes);
+                    whole.edges.extend(page.edges);
+                    whole
+                }
+            };
+            if page_token.is_empty() {
+                return Ok(whole);
+            }
+            topology = Some(whole);
+        }
     }
 
     /// One page of incidents and the token of the next.

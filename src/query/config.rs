@@ -9,9 +9,12 @@
 //! need the production secrets.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::num::NonZeroUsize;
+use std::time::Duration;
 
 use crate::security::config::{check_auth, check_tls, example as security_example, token};
 use crate::security::{AuthConfig, TlsConfig};
+use crate::validate::{at_least, at_most, count, duration, positive};
 use crate::validate::{endpoint, file_path, Checker, Section};
 
 /// Default port of the query API.
@@ -27,6 +30,49 @@ pub struct ApiConfig {
     pub auth: AuthConfig,
     /// Server TLS (and mTLS with a client CA); `None`: plaintext.
     pub tls: Option<TlsConfig>,
+    /// Connections, calls and their deadlines, as on the OTLP/gRPC
+    /// listener (docs/RELIABILITY.md, "Listeners").
+    pub limits: ApiLimits,
+}
+
+/// What the query API's listener bounds; the same keys and meanings as
+/// `receivers.otlp.grpc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Most connections open at once; one more is closed when accepted.
+    pub max_connections: NonZeroUsize,
+    /// How long a new connection may take to send the HTTP/2 preface (or
+    /// start its TLS handshake).
+    pub read_header_timeout: Duration,
+    /// How long a connection may stay open with no call in flight (a
+    /// watch stream counts as a call until it ends).
+    pub idle_timeout: Duration,
+    /// Longest unary call; a client's shorter `grpc-timeout` wins. Watch
+    /// streams are not cut: the bound ends when their first answer starts.
+    pub request_timeout: Duration,
+    /// Calls in flight on one connection (HTTP/2 max concurrent streams,
+    /// also enforced by the server).
+    pub max_concurrent_streams: NonZeroUsize,
+    /// How often each connection is sent an HTTP/2 ping.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            // Watchers (at most MAX_WATCHERS = 256 streams) usually share
+            // few connections; the CLI opens one per command.
+            max_connections: NonZeroUsize::new(256).expect("non-zero"),
+            read_header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5 * 60),
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_streams: NonZeroUsize::new(100).expect("non-zero"),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -35,6 +81,7 @@ impl Default for ApiConfig {
             endpoint: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, API_PORT)),
             auth: AuthConfig::default(),
             tls: None,
+            limits: ApiLimits::default(),
         }
     }
 }
@@ -42,7 +89,33 @@ impl Default for ApiConfig {
 // === the `api:` section of the config file ===
 
 /// Keys of `api`.
-pub(crate) const API_KEYS: &[&str] = &["endpoint", "auth", "tls"];
+pub(crate) const API_KEYS: &[&str] = &[
+    "endpoint",
+    "max_connections",
+    "max_concurrent_streams",
+    "read_header_timeout",
+    "request_timeout",
+    "idle_timeout",
+    "keepalive_interval",
+    "keepalive_timeout",
+    "auth",
+    "tls",
+];
+// The bounds of `receivers.otlp.grpc`'s same keys (`crate::config`).
+/// Most connections the listener may be allowed.
+const MAX_MAX_CONNECTIONS: usize = 1 << 20;
+/// Most concurrent streams per connection that may be configured.
+const MAX_CONCURRENT_STREAMS: usize = 10_000;
+/// Longest `read_header_timeout`.
+const MAX_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Longest `request_timeout`.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Longest `idle_timeout` and `keepalive_interval`.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Shortest `keepalive_interval`.
+const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest `keepalive_timeout`.
+const MAX_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Keys of `api.auth`: every listener's, and the single-token keys it had
 /// before listeners took several (still read, added to the lists).
 pub(crate) const API_AUTH_KEYS: &[&str] = &[
@@ -60,6 +133,16 @@ const EXAMPLE_HEAD: &str = r#"api:
   # server reflection) listens; `triage query` connects here.
   # Flag --api-endpoint, env TRIAGE_API_ENDPOINT.
   endpoint: "127.0.0.1:4320"
+  # The listener's limits, with the meanings they have under
+  # receivers.otlp.grpc. A watch stream keeps its connection busy (never
+  # idle) and is not cut by request_timeout.
+  max_connections: 256
+  max_concurrent_streams: 100
+  read_header_timeout: 10s
+  request_timeout: 30s
+  idle_timeout: 5m
+  keepalive_interval: 1m
+  keepalive_timeout: 20s
 "#;
 
 /// What `api.auth` covers, shown above its keys in the example.
@@ -78,6 +161,7 @@ pub(crate) fn check(checker: &mut Checker, top: &Section<'_>, api: &mut ApiConfi
     checker.field(&section, "endpoint", &mut api.endpoint, |value| {
         endpoint(value, API_PORT)
     });
+    check_limits(checker, &section, &mut api.limits);
     check_tls(checker, &section, &mut api.tls);
     let auth = check_auth(checker, &section, API_AUTH_KEYS, &mut api.auth);
     let mut inline = None;
@@ -90,6 +174,54 @@ pub(crate) fn check(checker: &mut Checker, top: &Section<'_>, api: &mut ApiConfi
         file_path(value).map(Some)
     });
     api.auth.bearer_token_files.extend(file);
+}
+
+/// Reads the listener's limits, in the order the example lists them.
+fn check_limits(checker: &mut Checker, section: &Section<'_>, limits: &mut ApiLimits) {
+    checker.field(
+        section,
+        "max_connections",
+        &mut limits.max_connections,
+        |value| count(value, 1, MAX_MAX_CONNECTIONS),
+    );
+    checker.field(
+        section,
+        "max_concurrent_streams",
+        &mut limits.max_concurrent_streams,
+        |value| count(value, 1, MAX_CONCURRENT_STREAMS),
+    );
+    checker.field(
+        section,
+        "read_header_timeout",
+        &mut limits.read_header_timeout,
+        |value| at_most(positive(duration(value)?)?, MAX_READ_HEADER_TIMEOUT),
+    );
+    checker.field(
+        section,
+        "request_timeout",
+        &mut limits.request_timeout,
+        |value| at_most(positive(duration(value)?)?, MAX_REQUEST_TIMEOUT),
+    );
+    checker.field(section, "idle_timeout", &mut limits.idle_timeout, |value| {
+        at_most(positive(duration(value)?)?, MAX_IDLE_TIMEOUT)
+    });
+    checker.field(
+        section,
+        "keepalive_interval",
+        &mut limits.keepalive_interval,
+        |value| {
+            at_most(
+                at_least(duration(value)?, MIN_KEEPALIVE_INTERVAL)?,
+                MAX_IDLE_TIMEOUT,
+            )
+        },
+    );
+    checker.field(
+        section,
+        "keepalive_timeout",
+        &mut limits.keepalive_timeout,
+        |value| at_most(positive(duration(value)?)?, MAX_KEEPALIVE_TIMEOUT),
+    );
 }
 
 #[cfg(test)]

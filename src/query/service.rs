@@ -17,8 +17,8 @@
 //! own it still requires one: `changes.api_token` or an admin token, the
 //! tokens `POST /api/v1/changes` accepts.
 //!
-//! TLS handshakes run on their own tasks, each within
-//! [`HANDSHAKE_TIMEOUT`], so a slow client neither holds up the others nor
+//! TLS handshakes run on their own tasks, each within the listener's
+//! `read_header_timeout`, so a slow client neither holds up the others nor
 //! keeps its connection for long.
 //!
 //! Invariant for `WatchIncidents`: a watcher subscribes to the history's
@@ -36,10 +36,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::service::interceptor::InterceptedService;
+use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
@@ -52,7 +53,7 @@ use super::{pb, view, EventName, EventRecord};
 use crate::history::{EventKind, History, HistoryError, IncidentFilter, StoredEvent};
 use crate::model::rfc3339;
 use crate::model::{Change, ChangeFilter, ChangeKind, ChangeSource};
-use crate::security::tls::{Acceptor, Alpn, TlsIncoming};
+use crate::security::tls::{Acceptor, Alpn};
 use crate::security::{BearerAuth, LoadError};
 use crate::store::changes::ChangeLog;
 use crate::store::Store;
@@ -61,6 +62,12 @@ use crate::store::Store;
 const DEFAULT_PAGE_SIZE: usize = 50;
 /// Largest page served; bounds the response size.
 const MAX_PAGE_SIZE: usize = 1000;
+/// Topology nodes and edges per page when the request does not say. A
+/// node or edge is about 100 bytes of protobuf, so a page is about 100 KB,
+/// far from gRPC's 4 MiB default message limit.
+const DEFAULT_TOPOLOGY_PAGE: usize = 1000;
+/// Largest topology page served.
+const MAX_TOPOLOGY_PAGE: usize = 5000;
 /// Stored events read per history call while a watch replays or catches up.
 const REPLAY_PAGE: usize = 500;
 /// Events queued for one watcher before the sender waits for the client.
@@ -73,8 +80,6 @@ pub const MAX_WATCHERS: usize = 256;
 const MAX_CHANGE_FIELD_BYTES: usize = 4096;
 /// How long closing the listener may take once streams have been ended.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a new connection has to complete its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The listener's name in logs and metric labels.
 const LISTENER: &str = "query_api";
 
@@ -197,8 +202,12 @@ impl Api {
         self.address
     }
 
-    /// Starts serving on a task of its own.
-    pub fn spawn(self, sources: Sources) -> Result<ApiHandle, ApiError> {
+    /// Starts serving: `serve` spawns the task that serves [`Serving`].
+    pub fn spawn(
+        self,
+        sources: Sources,
+        serve: impl FnOnce(Serving) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    ) -> Result<ApiHandle, ApiError> {
         let stop = CancellationToken::new();
         let (reporter, health) = health(&stop);
         let authenticated = self.auth.is_some();
@@ -222,23 +231,84 @@ impl Api {
             stop: stop.clone(),
         });
 
-        let router = tonic::transport::Server::builder()
-            .add_service(health)
+        let routes = Routes::new(health)
             .add_service(InterceptedService::new(query, auth.clone()))
             .add_service(InterceptedService::new(reflection_v1, auth.clone()))
             .add_service(InterceptedService::new(reflection_v1alpha, auth));
-        let incoming = TlsIncoming::new(
-            TcpListenerStream::new(self.listener),
-            self.tls,
-            HANDSHAKE_TIMEOUT,
-        );
-        let task = tokio::spawn(
-            router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
-        );
+        let task = serve(Serving {
+            builder: tonic::transport::Server::builder(),
+            routes,
+            listener: self.listener,
+            tls: self.tls,
+            stop: stop.clone(),
+        });
         Ok(ApiHandle {
             reporter,
             stop,
             task,
+        })
+    }
+}
+
+/// What the server needs to serve the API on its listener with the
+/// listener's limits (`server`, which owns the connection handling): the
+/// tonic builder, the services, the bound socket, its TLS (handshaken on
+/// the listener's accepted connections), and the token that stops serving.
+pub struct Serving {
+    pub builder: tonic::transport::Server,
+    pub routes: Routes,
+    pub listener: TcpListener,
+    pub tls: Option<Arc<Acceptor>>,
+    pub stop: CancellationToken,
+}
+
+/// What a topology page token carries: the range of the first page, so
+/// that every page covers the same one, and the last item sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TopologyCursor {
+    range: view::Range,
+    after: view::TopologyKey,
+}
+
+impl TopologyCursor {
+    /// `t1.<since>.<until>.<hex service>.<hex callee, or "-" for a node>`.
+    fn encode(&self) -> String {
+        let callee = self
+            .after
+            .callee
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), hex::encode);
+        format!(
+            "t1.{}.{}.{}.{callee}",
+            self.range.since_unix_nanos,
+            self.range.until_unix_nanos,
+            hex::encode(&self.after.service)
+        )
+    }
+
+    /// `None` for anything [`TopologyCursor::encode`] did not write.
+    fn decode(token: &str) -> Option<TopologyCursor> {
+        let mut parts = token.split('.');
+        if parts.next()? != "t1" {
+            return None;
+        }
+        let since_unix_nanos = parts.next()?.parse().ok()?;
+        let until_unix_nanos = parts.next()?.parse().ok()?;
+        let text = |part: &str| String::from_utf8(hex::decode(part).ok()?).ok();
+        let service = text(parts.next()?)?;
+        let callee = match parts.next()? {
+            "-" => None,
+            callee => Some(text(callee)?),
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(TopologyCursor {
+            range: view::Range {
+                since_unix_nanos,
+                until_unix_nanos,
+            },
+            after: view::TopologyKey { service, callee },
         })
     }
 }
@@ -510,15 +580,45 @@ impl TriageQuery for QueryService {
         request: Request<pb::GetTopologyRequest>,
     ) -> Result<Response<pb::GetTopologyResponse>, Status> {
         let request = request.into_inner();
-        check_range(request.since_unix_nanos, request.until_unix_nanos)?;
+        let page_size = match request.page_size as usize {
+            0 => DEFAULT_TOPOLOGY_PAGE,
+            size if size > MAX_TOPOLOGY_PAGE => {
+                return Err(invalid(
+                    "page_size",
+                    format!("at most {MAX_TOPOLOGY_PAGE}, got {size}"),
+                ))
+            }
+            size => size,
+        };
+        let cursor = if request.page_token.is_empty() {
+            check_range(request.since_unix_nanos, request.until_unix_nanos)?;
+            None
+        } else {
+            Some(TopologyCursor::decode(&request.page_token).ok_or_else(|| {
+                invalid(
+                    "page_token",
+                    "not a token this server handed out; start again without one",
+                )
+            })?)
+        };
         let store = Arc::clone(&self.sources.store);
-        let topology = blocking("reading the topology", move || {
-            let range =
-                view::Range::resolve(&store, request.since_unix_nanos, request.until_unix_nanos);
-            Ok(view::topology(&store, range))
+        let (page, next) = blocking("reading the topology", move || {
+            let range = match &cursor {
+                Some(cursor) => cursor.range,
+                None => {
+                    view::Range::resolve(&store, request.since_unix_nanos, request.until_unix_nanos)
+                }
+            };
+            let topology = view::topology(&store, range);
+            let after = cursor.as_ref().map(|cursor| &cursor.after);
+            let (page, next) = view::topology_page(topology, page_size, after);
+            let next = next.map(|after| TopologyCursor { range, after }.encode());
+            Ok((page, next))
         })
         .await?;
-        Ok(Response::new((&topology).into()))
+        let mut response = pb::GetTopologyResponse::from(&page);
+        response.next_page_token = next.unwrap_or_default();
+        Ok(Response::new(response))
     }
 
     async fn list_incidents(

@@ -15,8 +15,10 @@
 mod common;
 
 mod admin;
+mod admission;
 mod alertmanager;
 mod analysis_spans;
+mod api_listener;
 mod changes;
 mod cli;
 mod demo;

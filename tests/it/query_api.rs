@@ -795,3 +795,29 @@ async fn the_admin_port_serves_an_incident_by_id() {
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
     server.stop().await;
 }
+
+/// More services than a page: the client follows `next_page_token` to the
+/// last page and gets every node and edge once (GetTopology paging).
+#[tokio::test]
+async fn the_client_follows_topology_pages() {
+    let server = TestServer::start().await;
+    let now = server.store.now_unix_nanos();
+    let sample = triage::store::Sample {
+        end_unix_nanos: now,
+        duration_nanos: 2_000_000,
+        error: false,
+        trace_id: 1,
+    };
+    for n in 0..12 {
+        let service = server.store.service(&format!("svc-{n:02}"));
+        server.store.record_operation(&service, "GET /", sample);
+        server.store.record_edge(&service, "db", sample);
+    }
+    let mut api = client(&server, None).await;
+    let paged = api.topology_in_pages(0, 5).await.expect("topology pages");
+    assert_eq!(paged.nodes.len(), 13, "12 services and db");
+    assert_eq!(paged.edges.len(), 12);
+    let whole = api.topology(0).await.expect("topology");
+    assert_eq!(paged, whole);
+    server.stop().await;
+}

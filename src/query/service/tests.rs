@@ -383,3 +383,76 @@ async fn watch_streams_are_bounded() {
         .await
         .expect("a place frees up once a client hangs up");
 }
+
+/// More services than one default page: a request without paging gets the
+/// first page and a token; following the tokens gives every node once;
+/// a token not handed out is refused.
+#[tokio::test]
+async fn topology_is_paged() {
+    let service = service();
+    let store = Arc::clone(&service.sources.store);
+    let now = store.now_unix_nanos();
+    for n in 0..(DEFAULT_TOPOLOGY_PAGE + 200) {
+        let caller = store.service(&format!("svc-{n:05}"));
+        let sample = crate::store::Sample {
+            end_unix_nanos: now,
+            duration_nanos: 1_000_000,
+            error: false,
+            trace_id: 1,
+        };
+        store.record_operation(&caller, "GET /", sample);
+        store.record_edge(&caller, "db", sample);
+    }
+    let n_nodes = DEFAULT_TOPOLOGY_PAGE + 200 + 1;
+    let first = service
+        .get_topology(Request::new(pb::GetTopologyRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.nodes.len() + first.edges.len(), DEFAULT_TOPOLOGY_PAGE);
+    assert!(!first.next_page_token.is_empty());
+
+    let mut nodes = Vec::new();
+    let mut edges = 0;
+    let mut token = String::new();
+    loop {
+        let page = service
+            .get_topology(Request::new(pb::GetTopologyRequest {
+                page_size: 700,
+                page_token: token,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.nodes.len() + page.edges.len() <= 700);
+        nodes.extend(page.nodes.into_iter().map(|node| node.service));
+        edges += page.edges.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(nodes.len(), n_nodes);
+    assert!(
+        nodes.windows(2).all(|pair| pair[0] < pair[1]),
+        "in order, once each"
+    );
+    assert_eq!(edges, DEFAULT_TOPOLOGY_PAGE + 200);
+
+    for (page_size, page_token) in [
+        (MAX_TOPOLOGY_PAGE as u32 + 1, ""),
+        (0, "t1.x"),
+        (0, "bogus"),
+    ] {
+        let status = service
+            .get_topology(Request::new(pb::GetTopologyRequest {
+                page_size,
+                page_token: page_token.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+}
