@@ -46,7 +46,7 @@ use parking_lot::Mutex;
 use self::histogram::LatencyHistogram;
 use self::metric::CumulativeTracker;
 use self::pairing::PairingBuffer;
-use self::window::{Ring, SubWindows, Totals, ValueStats, SUB_WINDOWS, VALUE_SCALE};
+use self::window::{Exemplars, Ring, SubWindows, Totals, ValueStats, SUB_WINDOWS, VALUE_SCALE};
 use crate::model::{SeriesKey, SeriesKind, UNKNOWN_PEER};
 use crate::telemetry;
 
@@ -794,8 +794,11 @@ impl Store {
                 Some(WindowSnapshot {
                     key: series.key.clone(),
                     stats: window_stats(window, index),
-                    exemplars: window.exemplars.trace_ids(),
-                    subs: window.subs.as_deref().copied(),
+                    exemplars: ring
+                        .exemplars(index)
+                        .map(Exemplars::trace_ids)
+                        .unwrap_or_default(),
+                    subs: ring.subs(index).copied(),
                 })
             })
             .collect()
@@ -806,7 +809,7 @@ impl Store {
     pub fn subs(&self, key: &SeriesKey, index: i64) -> Option<SubWindows> {
         let series = self.find(key)?;
         let ring = series.ring.lock();
-        ring.window(index)?.subs.as_deref().copied()
+        ring.subs(index).copied()
     }
 
     /// Merged latency histogram of a series over windows `from..=to`, in

@@ -478,3 +478,30 @@ fn own_time_series_count_in_the_caps_and_an_overflowed_span_once() {
     let overflowed = store.counters.overflow_samples.load(Ordering::Relaxed);
     assert_eq!(overflowed, 1, "the span of b, counted once");
 }
+
+/// Sub-windows and exemplars are kept for the newest DETAIL_WINDOWS windows
+/// only; older windows keep their counts, and a late span for a window the
+/// detail ring has moved past counts without touching a newer window's
+/// detail.
+#[test]
+fn details_are_kept_for_the_newest_windows_only() {
+    let mut ring = window::Ring::new(30);
+    for index in 0..20 {
+        assert!(ring.record_span(index, 0, 1_000, index % 2 == 0, 7 + index as u128));
+    }
+    let detail = window::DETAIL_WINDOWS as i64;
+    for index in 0..20 {
+        let kept = index >= 20 - detail;
+        assert_eq!(ring.subs(index).is_some(), kept, "window {index}");
+        assert_eq!(ring.exemplars(index).is_some(), kept, "window {index}");
+        assert_eq!(ring.window(index).expect("window").requests, 1);
+    }
+    let newest = *ring.subs(19).expect("newest");
+    // Window 11 shares its detail slot with window 19 and is older.
+    assert!(ring.record_span(19 - detail, 0, 5_000, true, 99));
+    assert_eq!(ring.window(19 - detail).expect("window").requests, 2);
+    assert_eq!(*ring.subs(19).expect("newest"), newest);
+    assert_eq!(ring.exemplars(19).expect("newest").trace_ids(), vec![26]);
+    // The detail slots are allocated once, not per window.
+    assert!(ring.histogram_bytes() < 30 * 64 + window::DETAIL_WINDOWS * 512);
+}

@@ -10,15 +10,18 @@
 //!
 //! # Sub-windows
 //!
-//! Each window of a span or log series also keeps [`SUB_WINDOWS`] equal
-//! sub-windows (2 s each at the default 10 s windows) with request and error
-//! counts and, for spans, a coarse log2 latency histogram
-//! ([`SUB_BUCKETS`] buckets). They let detection place the onset of an
-//! anomaly inside the window in which it was found (`detect::onset`). A
-//! window's sub-windows take 200 bytes, allocated the first time a span or
-//! log record lands in the slot and reused like the histogram; the latency
-//! histogram next to them takes a word per non-empty bucket (see
-//! [`LatencyHistogram`]).
+//! The newest [`DETAIL_WINDOWS`] windows of a span or log series also keep
+//! [`SUB_WINDOWS`] equal sub-windows (2 s each at the default 10 s windows)
+//! with request and error counts and, for spans, a coarse log2 latency
+//! histogram ([`SUB_BUCKETS`] buckets), and the window's exemplar trace
+//! ids. Detection reads them only for the window it closes and the one
+//! before (to place an onset inside the window, `detect::onset`, and to
+//! name traces), so they are kept in a ring of their own, much shorter than
+//! the window ring: 280 bytes a slot, allocated with the series' first span
+//! or log record. A sample for a window older than the detail ring holds
+//! still counts in its window; only its sub-window and exemplar are
+//! skipped. The latency histogram of each window takes a word per
+//! non-empty bucket (see [`LatencyHistogram`]).
 
 use super::histogram::LatencyHistogram;
 
@@ -36,6 +39,14 @@ pub const SUB_BUCKETS: usize = 16;
 /// Upper bound of the first latency bucket, in microseconds; each later
 /// bucket doubles it, so the last one starts at about 4.1 s.
 pub const SUB_BUCKET_FIRST_MICROS: u64 = 250;
+
+/// Windows of a series that keep sub-windows and exemplars (see the module
+/// documentation): the window being closed, the one before it, and those
+/// still receiving spans during the allowed lateness. Eight covers a
+/// lateness of five windows (50 s at the default 10 s windows); with more,
+/// the onset of an incident is placed to its window rather than to a
+/// sub-window.
+pub const DETAIL_WINDOWS: usize = 8;
 
 /// One sub-window of a window: counts and a coarse latency histogram.
 /// 40 bytes; counters saturate instead of wrapping.
@@ -196,10 +207,16 @@ pub struct Window {
     /// unallocated) until needed.
     pub histogram: LatencyHistogram,
     pub values: ValueStats,
-    pub exemplars: Exemplars,
-    /// Sub-window counts of span and log series; `None` until a span or
-    /// log record needs them (never for metric series).
-    pub subs: Option<Box<SubWindows>>,
+}
+
+/// What the newest windows of a span or log series keep beside their
+/// counts: sub-windows and exemplars.
+#[derive(Debug, Clone, Default)]
+struct Detail {
+    /// Window number, or `None` for a slot never used.
+    index: Option<i64>,
+    exemplars: Exemplars,
+    subs: SubWindows,
 }
 
 /// Trace ids worth opening for a window: its slowest span and its latest
@@ -254,8 +271,6 @@ impl Window {
             errors: 0,
             histogram: LatencyHistogram::new(),
             values: ValueStats::default(),
-            exemplars: Exemplars::default(),
-            subs: None,
         }
     }
 
@@ -265,18 +280,6 @@ impl Window {
         self.errors = 0;
         self.histogram.reset();
         self.values = ValueStats::default();
-        self.exemplars = Exemplars::default();
-        if let Some(subs) = self.subs.as_mut() {
-            **subs = SubWindows::default();
-        }
-    }
-
-    /// Sub-window `sub` (clamped to the last), allocating the sub-windows
-    /// on first use.
-    #[inline]
-    fn sub_mut(&mut self, sub: usize) -> &mut SubWindow {
-        let subs = self.subs.get_or_insert_with(Box::default);
-        &mut subs[sub.min(SUB_WINDOWS - 1)]
     }
 }
 
@@ -296,6 +299,9 @@ pub struct Totals {
 #[derive(Debug)]
 pub struct Ring {
     slots: Box<[Window]>,
+    /// Sub-windows and exemplars of the newest windows; `None` until a
+    /// span or log record needs them (never for metric series).
+    details: Option<Box<[Detail]>>,
     pub totals: Totals,
 }
 
@@ -303,6 +309,7 @@ impl Ring {
     pub fn new(n_windows: usize) -> Self {
         Ring {
             slots: (0..n_windows.max(1)).map(|_| Window::empty()).collect(),
+            details: None,
             totals: Totals::default(),
         }
     }
@@ -321,6 +328,45 @@ impl Ring {
                 Some(window)
             }
         }
+    }
+
+    /// The detail slot of window `index`, allocating the detail ring on
+    /// first use and resetting a slot that held an older window; `None`
+    /// when the slot holds a newer one.
+    #[inline]
+    fn detail_mut(&mut self, index: i64) -> Option<&mut Detail> {
+        let n = self.slots.len().min(DETAIL_WINDOWS);
+        let details = self
+            .details
+            .get_or_insert_with(|| (0..n).map(|_| Detail::default()).collect());
+        let detail = &mut details[index.rem_euclid(n as i64) as usize];
+        match detail.index {
+            Some(current) if current == index => {}
+            Some(current) if current > index => return None,
+            _ => {
+                *detail = Detail {
+                    index: Some(index),
+                    ..Detail::default()
+                }
+            }
+        }
+        Some(detail)
+    }
+
+    fn detail(&self, index: i64) -> Option<&Detail> {
+        let details = self.details.as_deref()?;
+        let detail = &details[index.rem_euclid(details.len() as i64) as usize];
+        (detail.index == Some(index)).then_some(detail)
+    }
+
+    /// The sub-windows of window `index`, while the detail ring holds it.
+    pub fn subs(&self, index: i64) -> Option<&SubWindows> {
+        self.detail(index).map(|detail| &detail.subs)
+    }
+
+    /// The exemplars of window `index`, while the detail ring holds it.
+    pub fn exemplars(&self, index: i64) -> Option<&Exemplars> {
+        self.detail(index).map(|detail| &detail.exemplars)
     }
 
     /// Records `count` requests (`errors` of them failed) in sub-window
@@ -347,7 +393,9 @@ impl Ring {
         if let Some(value) = latency {
             window.histogram.record_n(value, count);
         }
-        window.sub_mut(sub).add(count, errors, latency);
+        if let Some(detail) = self.detail_mut(index) {
+            detail.subs[sub.min(SUB_WINDOWS - 1)].add(count, errors, latency);
+        }
         true
     }
 
@@ -371,8 +419,10 @@ impl Ring {
         window.requests += 1;
         window.errors += u64::from(error);
         window.histogram.record_n(latency, 1);
-        window.exemplars.offer(latency, error, trace_id);
-        window.sub_mut(sub).add_span(latency, error);
+        if let Some(detail) = self.detail_mut(index) {
+            detail.exemplars.offer(latency, error, trace_id);
+            detail.subs[sub.min(SUB_WINDOWS - 1)].add_span(latency, error);
+        }
         true
     }
 
@@ -436,7 +486,7 @@ impl Ring {
         self.slots.iter().filter_map(|window| window.index).max()
     }
 
-    /// Bytes held by this ring's histograms and sub-windows (for the
+    /// Bytes held by this ring's histograms and detail slots (for the
     /// memory self-metric and docs).
     pub fn histogram_bytes(&self) -> usize {
         let histograms: usize = self
@@ -444,12 +494,11 @@ impl Ring {
             .iter()
             .map(|window| window.histogram.heap_bytes())
             .sum();
-        let subs = self
-            .slots
-            .iter()
-            .filter(|window| window.subs.is_some())
-            .count();
-        histograms + subs * std::mem::size_of::<SubWindows>()
+        let details = self
+            .details
+            .as_ref()
+            .map_or(0, |details| details.len() * std::mem::size_of::<Detail>());
+        histograms + details
     }
 }
 
