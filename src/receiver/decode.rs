@@ -34,7 +34,10 @@ mod export;
 pub(crate) mod limits;
 mod pool;
 pub mod schema;
-#[cfg(test)]
+// Also built for `cargo fuzz` (`--cfg fuzzing`): the fuzz checks in
+// `tools::fuzz` hold the estimates to the same heap counts as the tests.
+#[cfg(any(test, fuzzing))]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod test_support;
 
 pub use export::{export_json, export_protobuf, Export, Refused};
