@@ -213,9 +213,17 @@ fn any_value(bytes: &[u8]) -> Result<RawValue<'_>, WireError> {
                 RawValue::Other(ValueRef::Double(f64::from_bits(reader.fixed64()?)))
             }
             (1..=4, _) => return Err(error("field has the wrong wire type", "AnyValue")),
-            _ => {
+            // An array, a key-value list or bytes: a value recording does
+            // not read.
+            (5..=7, _) => {
                 reader.skip(wire_type)?;
                 RawValue::Other(ValueRef::Other)
+            }
+            // A field this version does not know: prost skips it and keeps
+            // the value read so far.
+            _ => {
+                reader.skip(wire_type)?;
+                value
             }
         };
     }

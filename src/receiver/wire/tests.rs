@@ -341,6 +341,33 @@ fn a_flag_event_before_the_flag_attribute_does_not_lend_its_variant() {
     assert_eq!(vec![span], prost_spans(&decoded));
 }
 
+/// Found by libFuzzer (`protobuf` target, second run): an unknown field
+/// after the string in an `AnyValue` turned the value into "other".
+#[test]
+fn an_unknown_field_after_a_value_keeps_the_value() {
+    fn field(number: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![number << 3 | 2, body.len() as u8];
+        out.extend_from_slice(body);
+        out
+    }
+    // AnyValue: string "eu-west-1", then field 12 as fixed32 (tag 0x65).
+    let value = [&field(1, b"eu-west-1")[..], &[0x65, 1, 2, 3, 4]].concat();
+    let key_value = [field(1, b"cloud.region"), field(2, &value)].concat();
+    let bytes = field(1, &field(1, &field(1, &key_value)));
+
+    let batch = TraceBatch::read(&bytes).unwrap();
+    assert_eq!(
+        batch.resources[0].attributes.cloud_region,
+        Some("eu-west-1")
+    );
+    let decoded = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+    let resource = decoded.resource_spans[0].resource.as_ref();
+    assert_eq!(
+        crate::receiver::decode::resource_attributes(resource),
+        batch.resources[0].attributes
+    );
+}
+
 #[test]
 fn duplicate_service_names_read_the_same_as_prost_requests() {
     let mut request = request(vec![rich_span(1)], Some("first"));
