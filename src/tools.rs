@@ -7,4 +7,8 @@
 
 pub mod demo;
 pub mod eval;
+/// The checks the fuzz targets in `fuzz/` run (see its own documentation).
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod sim;

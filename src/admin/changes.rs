@@ -165,7 +165,11 @@ pub fn parse_change(body: &[u8], now_unix_nanos: u64) -> Result<Change, RequestE
     let version = problems.text(&body, "version", MAX_NAME_LEN);
     let key = problems.text(&body, "key", MAX_NAME_LEN);
     let value = problems.text(&body, "value", MAX_NAME_LEN);
-    let description = problems.text(&body, "description", MAX_TEXT_LEN);
+    // A blank description reads as none: the default says more (a CI
+    // template whose variables came out empty would otherwise store "").
+    let description = problems
+        .text(&body, "description", MAX_TEXT_LEN)
+        .filter(|text| !text.trim().is_empty());
     let link = problems.text(&body, "link", MAX_TEXT_LEN);
     if kind == Some(ChangeKind::FeatureFlag) && key.is_none() && absent("key") {
         problems.report(

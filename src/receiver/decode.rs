@@ -34,7 +34,10 @@ mod export;
 pub(crate) mod limits;
 mod pool;
 pub mod schema;
-#[cfg(test)]
+// Also built for `cargo fuzz` (`--cfg fuzzing`): the fuzz checks in
+// `tools::fuzz` hold the estimates to the same heap counts as the tests.
+#[cfg(any(test, fuzzing))]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod test_support;
 
 pub use export::{export_json, export_protobuf, Export, Refused};
@@ -249,15 +252,14 @@ pub fn string_value(attribute: &KeyValue) -> Option<&str> {
 }
 
 /// `service.name` of a resource, `unknown_service` when missing or empty.
+/// Of several, the last string one counts, as in the zero-copy readers.
 pub fn service_name(resource: Option<&Resource>) -> &str {
     resource
-        .and_then(|resource| {
-            resource
-                .attributes
-                .iter()
-                .find(|attribute| attribute.key == "service.name")
-        })
-        .and_then(string_value)
+        .into_iter()
+        .flat_map(|resource| &resource.attributes)
+        .filter(|attribute| attribute.key == "service.name")
+        .filter_map(string_value)
+        .next_back()
         .filter(|name| !name.is_empty())
         .unwrap_or(UNKNOWN_SERVICE)
 }
@@ -285,11 +287,13 @@ pub fn span_view(span: &Span) -> SpanView<'_> {
         attributes.note(attribute.key.as_bytes(), value_ref(attribute));
     }
     for event in span.events.iter().filter(|event| event.name == FLAG_EVENT) {
+        // Of several attributes with one key, the last counts, as in the
+        // zero-copy readers.
         let text = |key: &str| {
             event
                 .attributes
                 .iter()
-                .find(|attribute| attribute.key == key)
+                .rfind(|attribute| attribute.key == key)
                 .and_then(string_value)
         };
         let variant = text("feature_flag.result.variant").or_else(|| text("feature_flag.variant"));

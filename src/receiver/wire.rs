@@ -45,7 +45,14 @@ enum WireType {
     Fixed64,
     Len,
     Fixed32,
+    /// A group (a proto2 encoding OTLP never uses), already skipped by
+    /// [`Reader::field`]: prost skips one in a field it does not know and
+    /// refuses one in a field it reads, as `Reader::expect` does.
+    Group,
 }
+
+/// Groups nested deeper than this are refused (prost's recursion limit).
+const MAX_GROUP_DEPTH: u32 = 100;
 
 /// A cursor over one message's bytes.
 struct Reader<'a> {
@@ -88,14 +95,42 @@ impl<'a> Reader<'a> {
             1 => WireType::Fixed64,
             2 => WireType::Len,
             5 => WireType::Fixed32,
-            _ => {
-                return Err(error(
-                    "unsupported wire type (groups are not allowed)",
-                    self.context,
-                ))
+            3 => {
+                self.skip_group(number, 0)?;
+                WireType::Group
             }
+            4 => return Err(error("end of a group that was not started", self.context)),
+            _ => return Err(error("invalid wire type", self.context)),
         };
         Ok(Some((number, wire_type)))
+    }
+
+    /// Skips the fields of a group up to its end, as prost skips a group
+    /// in a field it does not know; `depth` groups enclose this one.
+    fn skip_group(&mut self, number: u64, depth: u32) -> Result<(), WireError> {
+        if depth >= MAX_GROUP_DEPTH {
+            return Err(error("groups nested too deep", self.context));
+        }
+        loop {
+            if self.bytes.is_empty() {
+                return Err(error("group without an end", self.context));
+            }
+            let key = self.varint()?;
+            let inner = key >> 3;
+            if inner == 0 {
+                return Err(error("field number 0", self.context));
+            }
+            match key & 7 {
+                0 => drop(self.varint()?),
+                1 => drop(self.take(8)?),
+                2 => drop(self.len_delimited()?),
+                5 => drop(self.take(4)?),
+                3 => self.skip_group(inner, depth + 1)?,
+                4 if inner == number => return Ok(()),
+                4 => return Err(error("group ends with another group's end", self.context)),
+                _ => return Err(error("invalid wire type", self.context)),
+            }
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
@@ -127,6 +162,7 @@ impl<'a> Reader<'a> {
             WireType::Fixed64 => self.take(8).map(drop),
             WireType::Fixed32 => self.take(4).map(drop),
             WireType::Len => self.len_delimited().map(drop),
+            WireType::Group => Ok(()),
         }
     }
 
@@ -177,9 +213,17 @@ fn any_value(bytes: &[u8]) -> Result<RawValue<'_>, WireError> {
                 RawValue::Other(ValueRef::Double(f64::from_bits(reader.fixed64()?)))
             }
             (1..=4, _) => return Err(error("field has the wrong wire type", "AnyValue")),
-            _ => {
+            // An array, a key-value list or bytes: a value recording does
+            // not read.
+            (5..=7, _) => {
                 reader.skip(wire_type)?;
                 RawValue::Other(ValueRef::Other)
+            }
+            // A field this version does not know: prost skips it and keeps
+            // the value read so far.
+            _ => {
+                reader.skip(wire_type)?;
+                value
             }
         };
     }
@@ -347,6 +391,9 @@ fn span<'a>(
 ) -> Result<SpanView<'a>, WireError> {
     let mut reader = Reader::new(bytes, "Span");
     let mut span = SpanView::default();
+    // The first flag event, applied once the span's own attributes are all
+    // read, whichever order the fields come in, as the prost path does.
+    let mut events = SpanAttributes::default();
     while let Some((number, wire_type)) = reader.field()? {
         match number {
             1 => {
@@ -396,22 +443,25 @@ fn span<'a>(
             11 => {
                 reader.expect(wire_type, WireType::Len)?;
                 if let Some((key, variant)) = flag_event(reader.len_delimited()?)? {
-                    span.attributes.note_flag_event(key, variant);
+                    events.note_flag_event(key, variant);
                 }
             }
             15 => {
                 reader.expect(wire_type, WireType::Len)?;
-                span.status_code = status_code(reader.len_delimited()?)?;
+                span.status_code = status_code(reader.len_delimited()?, span.status_code)?;
             }
             _ => reader.skip(wire_type)?,
         }
     }
+    span.attributes
+        .note_flag_event(events.feature_flag_key, events.feature_flag_variant);
     Ok(span)
 }
 
-fn status_code(bytes: &[u8]) -> Result<i32, WireError> {
+/// The code of a `Status`; `code` is the one read so far, kept when this
+/// one has none, since a message field given twice is merged.
+fn status_code(bytes: &[u8], mut code: i32) -> Result<i32, WireError> {
     let mut reader = Reader::new(bytes, "Status");
-    let mut code = 0;
     while let Some((number, wire_type)) = reader.field()? {
         if number == 3 {
             reader.expect(wire_type, WireType::Varint)?;

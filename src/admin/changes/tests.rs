@@ -31,6 +31,19 @@ fn a_minimal_change_gets_the_time_and_a_description() {
     assert_eq!(change.description, "cart: feature flag new-cart = on");
 }
 
+/// Found by fuzzing (the `changes` target): `"description": ""` was stored
+/// as an empty description.
+#[test]
+fn a_blank_description_gets_the_default_one() {
+    for blank in ["", "  "] {
+        let body = format!(
+            r#"{{"service":"cart","kind":"deploy","version":"v2","description":"{blank}"}}"#
+        );
+        let change = parse_change(body.as_bytes(), NOW).expect("valid");
+        assert_eq!(change.description, "cart: deploy v2");
+    }
+}
+
 /// Each bad body is refused naming the field that is wrong.
 #[test]
 fn bad_changes_name_the_field() {

@@ -524,6 +524,25 @@ pub(crate) mod scanning {
         );
     }
 
+    /// The JSON twin of the protobuf reader's defect of the same name
+    /// (docs/RELIABILITY.md, "Fuzzing"): "events" written before
+    /// "attributes" lent the event's variant to the span's own flag.
+    #[test]
+    fn a_flag_event_before_the_flag_attribute_does_not_lend_its_variant() {
+        let line = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{
+            "events":[{"name":"feature_flag.evaluation","attributes":[
+                {"key":"feature_flag.key","value":{"stringValue":"f"}},
+                {"key":"feature_flag.result.variant","value":{"stringValue":"on"}}]}],
+            "attributes":[{"key":"feature_flag.key","value":{"stringValue":"g"}}]}]}]}]}"#;
+        let keys = ExtraKeys::none();
+        let scanned = ScannedTraces::read(line, &keys).expect("scans");
+        let batch = scanned.batch();
+        assert_eq!(batch.spans[0].attributes.feature_flag_key, Some("g"));
+        assert_eq!(batch.spans[0].attributes.feature_flag_variant, None);
+        let slow = JsonTraces::read(line.as_bytes()).expect("serde reads");
+        assert_eq!(batch, slow.batch_with(&keys));
+    }
+
     #[test]
     fn what_the_scanners_cannot_read_is_left_to_the_slower_readers() {
         let keys = ExtraKeys::none();

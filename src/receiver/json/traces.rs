@@ -184,6 +184,9 @@ impl<'a> ScannedTraces<'a> {
         let ids = &mut self.ids;
         let extras = &mut self.extras;
         let view = &mut span.view;
+        // The first flag event, applied once the span's own attributes are
+        // all read, whichever order the members come in.
+        let mut events = SpanAttributes::default();
         scanner.object_in_order(SPAN, |scanner, member| {
             match member {
                 "traceId" => span.trace_id = scanner.hex_id(ids)?,
@@ -219,11 +222,13 @@ impl<'a> ScannedTraces<'a> {
                         scanner.skip()
                     }
                 })?,
-                "events" => scanner.array(|scanner| event(scanner, &mut view.attributes))?,
+                "events" => scanner.array(|scanner| event(scanner, &mut events))?,
                 _ => scanner.skip()?,
             }
             Ok(())
         })?;
+        view.attributes
+            .note_flag_event(events.feature_flag_key, events.feature_flag_variant);
         self.spans.push(span);
         Ok(())
     }

@@ -156,7 +156,8 @@ fn message(
 }
 
 /// The next field's number and wire type, or `None` at the end. Unlike
-/// [`Reader::field`], groups are read: prost skips them in unknown fields.
+/// [`Reader::field`], which skips a group itself, this returns it, for
+/// [`skip`] to walk it at its depth.
 fn key(reader: &mut Reader<'_>) -> Result<Option<(u64, u64)>, Stop> {
     if reader.bytes.is_empty() {
         return Ok(None);
@@ -204,8 +205,7 @@ struct Batch {
 }
 
 /// Walks an `ExportTraceServiceRequest` as `TraceBatch::read_with` reads
-/// it. The reader refuses groups at every level it reads, so this walk does
-/// too ([`Reader::field`]).
+/// it, skipping groups where the reader does ([`Reader::field`]).
 fn trace_request(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Result<(), Stop> {
     let mut reader = Reader::new(bytes, "measure");
     while let Some((number, wire_type)) = reader.field()? {

@@ -238,6 +238,152 @@ fn malformed_bytes_are_refused() {
     assert!(TraceBatch::read(&bytes).is_err());
 }
 
+// --- disagreements with prost that the `protobuf` fuzz check found
+// (docs/RELIABILITY.md, "Fuzzing") ---
+
+/// A span whose bytes are `parts` one after the other: protobuf merges
+/// them, as a sender may split a message.
+fn merged(parts: &[Span]) -> Vec<u8> {
+    let span: Vec<u8> = parts.iter().flat_map(Message::encode_to_vec).collect();
+    let mut scope = vec![0x12];
+    prost::encoding::encode_varint(span.len() as u64, &mut scope);
+    scope.extend(span);
+    let mut resource = vec![0x12];
+    prost::encoding::encode_varint(scope.len() as u64, &mut resource);
+    resource.extend(scope);
+    let mut request = vec![0x0a];
+    prost::encoding::encode_varint(resource.len() as u64, &mut request);
+    request.extend(resource);
+    request
+}
+
+/// The spans of a prost request's first scope, as recording reads them.
+fn prost_spans(request: &ExportTraceServiceRequest) -> Vec<SpanView<'_>> {
+    request.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(span_view)
+        .collect()
+}
+
+#[test]
+fn groups_in_unknown_fields_are_skipped_as_prost_does() {
+    let mut bytes = request(vec![rich_span(1)], Some("svc")).encode_to_vec();
+    // Field 9 of the request: a group holding a varint and a nested group.
+    bytes.extend([0x4b, 0x08, 0x01, 0x13, 0x14, 0x4c]);
+    assert!(ExportTraceServiceRequest::decode(&bytes[..]).is_ok());
+    assert_eq!(TraceBatch::read(&bytes).unwrap().spans.len(), 1);
+    // A group where a message is expected, one never ended, one ended by
+    // another field's end, or an end alone: prost refuses each too.
+    for bad in [
+        &[0x0b, 0x0c][..],
+        &[0x4b, 0x08, 0x01][..],
+        &[0x4b, 0x54][..],
+        &[0x4c][..],
+    ] {
+        assert!(ExportTraceServiceRequest::decode(bad).is_err(), "{bad:?}");
+        assert!(TraceBatch::read(bad).is_err(), "{bad:?}");
+    }
+    // Nested past prost's recursion limit.
+    let deep: Vec<u8> = [vec![0x4b; 101], vec![0x4c; 101]].concat();
+    assert!(TraceBatch::read(&deep).is_err());
+}
+
+#[test]
+fn a_status_given_twice_is_merged_as_prost_merges_it() {
+    let mut failed = rich_span(1);
+    failed.status = Some(Status {
+        code: 2,
+        ..Default::default()
+    });
+    let later = Span {
+        status: Some(Status {
+            message: "timeout".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let bytes = merged(&[failed, later]);
+    let batch = TraceBatch::read(&bytes).unwrap();
+    assert_eq!(batch.spans[0].status_code, 2);
+    let decoded = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+    assert_eq!(batch.spans, prost_spans(&decoded));
+}
+
+#[test]
+fn a_flag_event_before_the_flag_attribute_does_not_lend_its_variant() {
+    let mut evaluated = rich_span(1);
+    evaluated.attributes.clear();
+    evaluated.events = vec![Event {
+        name: FLAG_EVENT.into(),
+        attributes: vec![
+            attribute("feature_flag.key", Value::StringValue("f".into())),
+            attribute(
+                "feature_flag.result.variant",
+                Value::StringValue("on".into()),
+            ),
+        ],
+        ..Default::default()
+    }];
+    let own = Span {
+        attributes: vec![attribute(
+            "feature_flag.key",
+            Value::StringValue("g".into()),
+        )],
+        ..Default::default()
+    };
+    // Events (field 11) first, then the span's own attribute (field 9).
+    let bytes = merged(&[evaluated, own]);
+    let span = TraceBatch::read(&bytes).unwrap().spans[0];
+    assert_eq!(span.attributes.feature_flag_key, Some("g"));
+    assert_eq!(span.attributes.feature_flag_variant, None);
+    let decoded = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+    assert_eq!(vec![span], prost_spans(&decoded));
+}
+
+/// Found by libFuzzer (`protobuf` target, second run): an unknown field
+/// after the string in an `AnyValue` turned the value into "other".
+#[test]
+fn an_unknown_field_after_a_value_keeps_the_value() {
+    fn field(number: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![number << 3 | 2, body.len() as u8];
+        out.extend_from_slice(body);
+        out
+    }
+    // AnyValue: string "eu-west-1", then field 12 as fixed32 (tag 0x65).
+    let value = [&field(1, b"eu-west-1")[..], &[0x65, 1, 2, 3, 4]].concat();
+    let key_value = [field(1, b"cloud.region"), field(2, &value)].concat();
+    let bytes = field(1, &field(1, &field(1, &key_value)));
+
+    let batch = TraceBatch::read(&bytes).unwrap();
+    assert_eq!(
+        batch.resources[0].attributes.cloud_region,
+        Some("eu-west-1")
+    );
+    let decoded = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+    let resource = decoded.resource_spans[0].resource.as_ref();
+    assert_eq!(
+        crate::receiver::decode::resource_attributes(resource),
+        batch.resources[0].attributes
+    );
+}
+
+#[test]
+fn duplicate_service_names_read_the_same_as_prost_requests() {
+    let mut request = request(vec![rich_span(1)], Some("first"));
+    let resource = request.resource_spans[0].resource.as_mut().unwrap();
+    resource.attributes.extend([
+        attribute("service.name", Value::StringValue("last".into())),
+        attribute("service.name", Value::IntValue(7)),
+    ]);
+    let bytes = request.encode_to_vec();
+    let batch = TraceBatch::read(&bytes).unwrap();
+    assert_eq!(batch.resources[0].service_name, Some("last"));
+    let decoded = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+    let resource = decoded.resource_spans[0].resource.as_ref();
+    assert_eq!(crate::receiver::decode::service_name(resource), "last");
+}
+
 proptest! {
     /// On arbitrary bytes the reader never panics, and whenever prost can
     /// decode them, the reader accepts them too.

@@ -1,0 +1,59 @@
+use std::path::PathBuf;
+
+use super::*;
+
+/// Runs `check` on every seed of `fuzz/corpus/<target>/`, so the checks
+/// and the committed corpus are exercised by `cargo test` on a stable
+/// toolchain too; returns how many seeds there were.
+fn seeds(target: &str, check: fn(&[u8])) -> usize {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut n_seeds = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let outcome = std::panic::catch_unwind(|| check(&bytes));
+        assert!(outcome.is_ok(), "{} fails its check", path.display());
+        n_seeds += 1;
+    }
+    n_seeds
+}
+
+#[test]
+fn every_seed_passes_its_target_check() {
+    assert!(seeds("protobuf", protobuf) >= 5);
+    assert!(seeds("otlp_json", otlp_json) >= 5);
+    assert!(seeds("config", config) >= 3);
+    assert!(seeds("changes", changes) >= 4);
+}
+
+/// The seeds are real requests: each one is read, not only survived.
+#[test]
+fn the_seeds_are_accepted_by_the_parsers_they_feed() {
+    let extra = ExtraKeys::none();
+    for name in ["traces", "traces_error", "traces_flag"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        let bytes = std::fs::read(dir.join(format!("protobuf/{name}.binpb"))).unwrap();
+        assert!(
+            !TraceBatch::read(&bytes).unwrap().spans.is_empty(),
+            "{name}"
+        );
+        let text = std::fs::read_to_string(dir.join(format!("otlp_json/{name}.json"))).unwrap();
+        assert!(
+            !ScannedTraces::read(&text, &extra).unwrap().is_empty(),
+            "{name}"
+        );
+    }
+    let example = crate::config::example_yaml();
+    assert!(Settings::from_yaml(example, &Overrides::default()).is_ok());
+    assert!(parse_change(br#"{"service":"cart","kind":"deploy"}"#, NOW_UNIX_NANOS).is_ok());
+}
+
+/// A check fails loudly when its property breaks: a sink handed more
+/// items than the limit allows trips `within`.
+#[test]
+#[should_panic(expected = "items through a limit of 3")]
+fn a_limit_crossed_fails_the_check() {
+    within::<ExportLogsServiceRequest>(TIGHT, |sink| Ok(sink.add(4)));
+}
