@@ -102,10 +102,33 @@ fn message(
     if depth > RECURSION_LIMIT {
         return Err(Stop::Malformed);
     }
+    message_into(bytes, message_type, budget, depth, &mut [0; 16])
+}
+
+/// Walks one occurrence of a message whose repeated fields already hold
+/// `lens` elements: prost merges every occurrence of a singular message
+/// field into one message, so their repeated fields grow one `Vec`.
+///
+/// Exact for a singular field given several times in one parent; for one
+/// nested in such a field (a `value` given twice, each with an
+/// `array_value`), the inner vectors are counted per occurrence, which can
+/// undercount their growth (docs/RELIABILITY.md, "Fuzzing").
+fn message_into(
+    bytes: &[u8],
+    message_type: Message,
+    budget: &mut Budget,
+    depth: u32,
+    lens: &mut [usize; 16],
+) -> Result<(), Stop> {
+    if depth > RECURSION_LIMIT {
+        return Err(Stop::Malformed);
+    }
     let mut reader = Reader::new(bytes, "measure");
     // Elements so far of each repeated field, by field number (OTLP's
-    // repeated fields are all numbered below 16): each is one `Vec`.
-    let mut lens = [0usize; 16];
+    // repeated fields are all numbered below 16): each is one `Vec`. And
+    // the same for each singular message field's occurrences so far.
+    let mut inline_lens = [[0usize; 16]; 16];
+    let mut spare_lens = [0usize; 16];
     let mut spare = 0;
     while let Some((number, wire_type)) = key(&mut reader)? {
         let len = lens.get_mut(number as usize).unwrap_or(&mut spare);
@@ -121,7 +144,13 @@ fn message(
             }
             (Field::Inline(child), LEN) => {
                 let body = reader.len_delimited()?;
-                nested(|budget| message(body, child, budget, depth + 1), budget)?;
+                let lens = inline_lens
+                    .get_mut(number as usize)
+                    .unwrap_or(&mut spare_lens);
+                nested(
+                    |budget| message_into(body, child, budget, depth + 1, lens),
+                    budget,
+                )?;
             }
             (Field::Bytes, LEN) => budget.charge(heap(reader.len_delimited()?.len()))?,
             (Field::RepeatedBytes, LEN) => {
