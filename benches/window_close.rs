@@ -39,7 +39,17 @@ const OPERATIONS: usize = 100;
 /// bench`; a small one when `cargo test --all-targets` runs the bench once
 /// as a smoke test (a debug build would take many minutes to warm 10,000
 /// series up).
+///
+/// `WINDOW_CLOSE_SCALE=services,operations` sets another scale, for
+/// profiling under callgrind at a size that finishes.
 fn scale() -> (usize, usize) {
+    let custom = std::env::var("WINDOW_CLOSE_SCALE").ok().and_then(|value| {
+        let (services, operations) = value.split_once(',')?;
+        Some((services.trim().parse().ok()?, operations.trim().parse().ok()?))
+    });
+    if let Some(scale) = custom {
+        return scale;
+    }
     if std::env::args().any(|arg| arg == "--bench") {
         (SERVICES, OPERATIONS)
     } else {
@@ -140,9 +150,21 @@ fn window_close(c: &mut Criterion) {
         scale.record_window();
     }
     let store_bytes = resident_bytes() - before;
+    let window_structs = ring * std::mem::size_of::<triage::store::window::Window>();
+    let heap = scale.store.histogram_bytes() / series;
+    println!(
+        "store per series: {} window structs of {} B = {} B; histograms and \
+         sub-windows {} B (heap, without allocator headers); the rest \
+         (keys, maps, pairing, allocator) {} B",
+        ring,
+        std::mem::size_of::<triage::store::window::Window>(),
+        window_structs,
+        heap,
+        (store_bytes / series).saturating_sub(window_structs + heap),
+    );
     let mut pipeline = Pipeline::new(&settings, Arc::clone(&scale.store));
     // Judge long enough for every detector's history to be full.
-    let history = if series == SERVICES * OPERATIONS {
+    let history = if std::env::args().any(|arg| arg == "--bench") {
         settings.detect.history_windows + settings.detect.warmup_windows
     } else {
         settings.detect.warmup_windows + 2

@@ -129,7 +129,7 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        telemetry::render(&state.metrics),
     )
 }
 

@@ -297,12 +297,14 @@ pub struct Overrides {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read config file {}: {source}", .path.display())]
+    // The cause is part of the message and deliberately not a `source()`:
+    // printed as a chain (`{:#}`) it would appear twice.
+    #[error("cannot read config file {}: {error}", .path.display())]
     Read {
         /// The file as given.
         path: PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The text is not YAML, so none of it could be checked.
     #[error("invalid YAML in {message}")]
@@ -393,9 +395,9 @@ impl Settings {
         match file {
             None => Settings::parse("", "config", overrides),
             Some(path) => {
-                let yaml = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let yaml = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
                     path: path.to_owned(),
-                    source,
+                    error,
                 })?;
                 Settings::parse(&yaml, &path.display().to_string(), overrides)
             }

@@ -101,6 +101,14 @@ pub fn describe_metrics() {
         RECOVERED_METRIC,
         "Damaged history databases moved aside at start, by reason."
     );
+    // At zero from the start, so that alerts on their increase (docs/HISTORY.md)
+    // fire on the first failure.
+    for what in ["incident_event", "change", "snapshot", "prune"] {
+        metrics::counter!(WRITE_ERRORS_METRIC, "what" => what).increment(0);
+    }
+    for reason in ["corrupt", "not_a_database"] {
+        metrics::counter!(RECOVERED_METRIC, "reason" => reason).increment(0);
+    }
 }
 
 /// The numbered migrations, applied in order. Never edit one that has been
@@ -113,22 +121,25 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// Why the history could not be opened, read or written.
 #[derive(Debug, Error)]
 pub enum HistoryError {
+    // Causes are part of the messages below and deliberately not
+    // `source()`s (hence the hand-written `From` impls below): printed as a
+    // chain (`{:#}`) they would appear twice.
     /// The data directory does not exist and cannot be created.
-    #[error("cannot create the data directory {}: {source}", .path.display())]
+    #[error("cannot create the data directory {}: {error}", .path.display())]
     CreateDir {
         /// The directory as configured.
         path: PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The database cannot be opened, set up or migrated (often: the
     /// directory is not writable).
-    #[error("cannot open the history database {}: {source}", .path.display())]
+    #[error("cannot open the history database {}: {error}", .path.display())]
     Open {
         /// The database file.
         path: PathBuf,
         /// What SQLite said.
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     /// The database is damaged (`PRAGMA quick_check` listed problems).
     /// [`History::open`] moves such a file aside; this is returned only if
@@ -143,7 +154,7 @@ pub enum HistoryError {
     /// A damaged database could not be moved aside (usually: the directory
     /// is not writable).
     #[error(
-        "the history database {} is damaged and cannot be moved aside to {}: {source}",
+        "the history database {} is damaged and cannot be moved aside to {}: {error}",
         .path.display(),
         .to.display()
     )]
@@ -153,7 +164,7 @@ pub enum HistoryError {
         /// Where it was to go.
         to: PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The database was written by a newer build.
     #[error(
@@ -171,16 +182,36 @@ pub enum HistoryError {
     },
     /// A read or write failed.
     #[error("history database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// A stored JSON value could not be written or read back.
     #[error("history JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// A baseline could not be compressed.
     #[error("cannot compress a baseline: {0}")]
-    Compress(#[from] std::io::Error),
+    Compress(std::io::Error),
     /// A page token that this history did not hand out.
     #[error("invalid page token")]
     BadPageToken,
+}
+
+// === impl HistoryError ===
+
+impl From<rusqlite::Error> for HistoryError {
+    fn from(error: rusqlite::Error) -> Self {
+        HistoryError::Sqlite(error)
+    }
+}
+
+impl From<serde_json::Error> for HistoryError {
+    fn from(error: serde_json::Error) -> Self {
+        HistoryError::Json(error)
+    }
+}
+
+impl From<std::io::Error> for HistoryError {
+    fn from(error: std::io::Error) -> Self {
+        HistoryError::Compress(error)
+    }
 }
 
 /// What an incident event was.
@@ -375,9 +406,9 @@ impl History {
         if !config.enabled {
             return Ok(History::in_memory_with(config.retention));
         }
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| HistoryError::CreateDir {
+        std::fs::create_dir_all(&config.data_dir).map_err(|error| HistoryError::CreateDir {
             path: config.data_dir.clone(),
-            source,
+            error,
         })?;
         let path = config.data_dir.join(DB_FILE);
         if is_empty_file(&path) && !is_nonempty_file(&sidecar(&path, "-wal")) {
@@ -960,9 +991,9 @@ impl History {
 /// Opens `path`, checks it, switches it to WAL and migrates it. Errors that
 /// mean the file is damaged are told apart by [`damage`].
 fn connect(path: &Path) -> Result<Connection, HistoryError> {
-    let fail = |source| HistoryError::Open {
+    let fail = |error| HistoryError::Open {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut connection = Connection::open(path).map_err(fail)?;
     connection.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
@@ -1021,9 +1052,9 @@ fn read_ahead(path: &Path) {
 /// so it finds little more, and the quick check is the one worth running at
 /// every start.
 fn quick_check(connection: &Connection, path: &Path) -> Result<(), HistoryError> {
-    let fail = |source| HistoryError::Open {
+    let fail = |error| HistoryError::Open {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut statement = connection
         .prepare(&format!("PRAGMA quick_check({QUICK_CHECK_PROBLEMS})"))
@@ -1057,7 +1088,7 @@ fn quick_check(connection: &Connection, path: &Path) -> Result<(), HistoryError>
 fn damage(error: &HistoryError) -> Option<(&'static str, String)> {
     let source = match error {
         HistoryError::Damaged { problems, .. } => return Some(("corrupt", problems.clone())),
-        HistoryError::Open { source, .. } | HistoryError::Sqlite(source) => source,
+        HistoryError::Open { error: sqlite, .. } | HistoryError::Sqlite(sqlite) => sqlite,
         _ => return None,
     };
     match source.sqlite_error_code()? {
@@ -1085,10 +1116,10 @@ fn move_aside(path: &Path) -> Result<PathBuf, HistoryError> {
         let from = sidecar(path, suffix);
         if suffix.is_empty() || from.exists() {
             let to = sidecar(&aside, suffix);
-            std::fs::rename(&from, &to).map_err(|source| HistoryError::MoveAside {
+            std::fs::rename(&from, &to).map_err(|error| HistoryError::MoveAside {
                 path: from,
                 to,
-                source,
+                error,
             })?;
         }
     }
@@ -1120,9 +1151,9 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), HistoryError>
 
 /// [`migrate`], stopping after version `target` (tests build old schemas).
 fn migrate_to(connection: &mut Connection, path: &Path, target: i64) -> Result<(), HistoryError> {
-    let fail = |source| HistoryError::Open {
+    let fail = |error| HistoryError::Open {
         path: path.to_owned(),
-        source,
+        error,
     };
     connection
         .execute_batch(

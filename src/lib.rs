@@ -10,8 +10,8 @@
 //!   self-metric names, the Prometheus recorder and logging; the machinery
 //!   that reads a YAML config section and collects every problem.
 //! - [`store`]: RED series (per service, operation, dependency edge, metric
-//!   and log severity) in event-time windows of HDR histograms and
-//!   counters, bounded; the change log; the in-process read API.
+//!   and log severity) in event-time windows of compact log-linear
+//!   latency histograms and counters, bounded; the change log; the in-process read API.
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP transports and the decoders
 //!   (protobuf wire reader, JSON readers). Protobuf types stop here and in
 //!   `ingest`, which reads the decoded metric and log requests.

@@ -15,14 +15,26 @@ use triage::telemetry;
 
 /// triage: an OpenTelemetry-native anomaly-detection collector.
 ///
-/// Receives OTLP traces, metrics and logs (gRPC :4317, HTTP :4318), keeps
-/// rate/error/duration statistics per service, operation and dependency edge,
-/// and serves its own metrics and health on the admin port (:8888).
+/// Receives OTLP traces, metrics and logs, keeps rate/error/duration
+/// statistics per service, operation and dependency edge, detects anomalies
+/// and finds where an incident started.
+///
+/// Ports, each on 127.0.0.1 by default (`triage run --help` for the flags):
+///   4317  OTLP/gRPC receiver                    --grpc-endpoint
+///   4318  OTLP/HTTP receiver                    --http-endpoint
+///   8888  admin: /metrics, /healthz, /readyz    --admin-endpoint
+///   4320  gRPC query API (`triage query`)       --api-endpoint
 ///
 /// Settings come from, highest first: command-line flags, TRIAGE_* environment
 /// variables, the YAML file given with --config, embedded defaults.
 #[derive(Debug, Parser)]
-#[command(name = "triage", version, propagate_version = true)]
+// Verbatim, so that clap keeps the ports table's lines as written.
+#[command(
+    name = "triage",
+    version,
+    propagate_version = true,
+    verbatim_doc_comment
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

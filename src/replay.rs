@@ -44,10 +44,12 @@ pub use input::{Format, Signal};
 
 #[derive(Debug, Error)]
 pub enum ReplayError {
-    #[error("cannot read {path}: {source}")]
+    // The cause is part of the message and deliberately not a `source()`:
+    // printed as a chain (`{:#}`) it would appear twice.
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}:{line}: {message}")]
     Decode {
@@ -343,9 +345,9 @@ pub fn open_counted(
     path: &Path,
     count: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Box<dyn BufRead + Send>, ReplayError> {
-    let file = std::fs::File::open(path).map_err(|source| ReplayError::Read {
+    let file = std::fs::File::open(path).map_err(|error| ReplayError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let file = input::Counting::new(file, count);
     let reader: Box<dyn Read + Send> =
@@ -377,9 +379,9 @@ pub fn replay_input(
     mut input: Box<dyn BufRead + Send>,
     mut emit: impl FnMut(&[IncidentEvent]),
 ) -> Result<Format, ReplayError> {
-    let format = input::sniff_format(&mut input).map_err(|source| ReplayError::Read {
+    let format = input::sniff_format(&mut input).map_err(|error| ReplayError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let workers = decode_workers();
     let mut jobs = Vec::with_capacity(workers);
@@ -603,7 +605,7 @@ impl Decoder<'_> {
                     Format::JsonLines => {
                         let _ = done.send(Err(ReplayError::Read {
                             path: self.path.to_path_buf(),
-                            source: error,
+                            error,
                         }));
                         return;
                     }
@@ -727,9 +729,9 @@ pub fn replay_lines(
     mut emit: impl FnMut(&[IncidentEvent]),
 ) -> Result<(), ReplayError> {
     for (number, line) in input.split(b'\n').enumerate() {
-        let line = line.map_err(|source| ReplayError::Read {
+        let line = line.map_err(|error| ReplayError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;

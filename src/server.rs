@@ -52,16 +52,19 @@ const TICK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
-    #[error("cannot listen on {address} for {what}: {source}")]
+    // The cause is part of the message and deliberately not a `source()`:
+    // printed as a chain (`{:#}`) it would otherwise appear twice.
+    #[error("cannot listen on {address} for {what}: {error}")]
     Bind {
         what: &'static str,
         address: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{what} server failed: {message}")]
     Serve { what: &'static str, message: String },
-    /// Alert delivery could not be set up (a configured file is unusable).
-    #[error("alerting: {0}")]
+    /// Alert delivery could not be set up (a configured file is unusable;
+    /// the message names its `alerting.` field).
+    #[error(transparent)]
     Alerting(#[from] crate::alert::AlertError),
     /// The query API cannot start (its address or a token/TLS file).
     #[error(transparent)]
@@ -114,10 +117,10 @@ const LISTENER_ADMIN: &str = "admin";
 async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(address)
         .await
-        .map_err(|source| ServerError::Bind {
+        .map_err(|error| ServerError::Bind {
             what,
             address,
-            source,
+            error,
         })
 }
 
@@ -160,10 +163,10 @@ impl Server {
         let admin = bind("admin HTTP", settings.admin.endpoint).await?;
         let api = Api::bind(&settings.api).await?;
         let local = |listener: &TcpListener, what, address| {
-            listener.local_addr().map_err(|source| ServerError::Bind {
+            listener.local_addr().map_err(|error| ServerError::Bind {
                 what,
                 address,
-                source,
+                error,
             })
         };
         let addresses = Addresses {

@@ -3,7 +3,8 @@
 //! A series is identified by a [`SeriesKey`]: its kind (operation, dependency
 //! edge, metric, log severity), its service and a name (operation, callee,
 //! metric key or severity). Each series owns a [`window::Ring`] of windows of
-//! request and error counts and an HDR latency histogram.
+//! request and error counts and a latency histogram
+//! ([`histogram::LatencyHistogram`]).
 //!
 //! # Concurrency
 //!

@@ -6,6 +6,15 @@
 //! these names (the store mirrors its gauges when `/metrics` is scraped,
 //! `Store::report_gauges`; the change detector its counters on each tick,
 //! `ChangeDetector::report_metrics`); nothing here reaches into them.
+//!
+//! Counters that the docs tell people to alert on exist at zero from the
+//! start (`increase()` and `rate()` see nothing of a series' first
+//! increment): those named here are registered with the recorder; those
+//! labelled by a component's own names (listeners, tasks, alert targets,
+//! history writes) by the component when it starts. `process` adds the
+//! `process_*` figures and `triage_build_info` to each scrape.
+
+pub mod process;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -133,6 +142,7 @@ pub fn recorder() -> PrometheusHandle {
                 );
             }
             describe();
+            register_zero_counters();
             handle
         })
         .clone()
@@ -226,6 +236,36 @@ fn describe() {
     );
 }
 
+/// The OTLP transports and signals, as the receivers label them.
+const TRANSPORTS: [&str; 2] = ["grpc", "http"];
+const SIGNALS: [&str; 3] = ["traces", "metrics", "logs"];
+
+/// Creates the counters named here at zero, so that a scrape right after
+/// start shows them and an alert on their increase fires on the first one.
+fn register_zero_counters() {
+    for transport in TRANSPORTS {
+        for signal in SIGNALS {
+            counter!(RECEIVER_ACCEPTED, "transport" => transport, "signal" => signal).increment(0);
+            counter!(RECEIVER_REFUSED, "transport" => transport, "signal" => signal, "reason" => "invalid")
+                .increment(0);
+        }
+    }
+    counter!(ALERTS_EVENTS_MISSED).increment(0);
+    counter!(DETECT_TRAFFIC_SPIKES).increment(0);
+}
+
+/// `/metrics`: what the recorder holds, then the process's own figures and
+/// the build info.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    process::Sample::read().write(&mut text);
+    process::write_build_info(&mut text);
+    text
+}
+
 /// Counts one request's outcome for a transport.
 pub fn record_outcome(transport: &'static str, signal: &'static str, accepted: u64, rejected: u64) {
     counter!(RECEIVER_ACCEPTED, "transport" => transport, "signal" => signal).increment(accepted);
@@ -252,11 +292,18 @@ pub fn record_change_refused(reason: &'static str) {
 
 /// Sets up `tracing` logs to stderr, as text or JSON, filtered by `level`
 /// (an `EnvFilter` directive such as `info` or `triage=debug,info`).
+///
+/// Text is coloured only when stderr is a terminal and `NO_COLOR` is unset
+/// or empty (<https://no-color.org>): a file, a pipe or a container's log
+/// driver gets plain text, without escape codes.
 pub fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_new(level).map_err(|error| error.to_string())?;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

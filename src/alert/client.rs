@@ -12,15 +12,17 @@ use super::config::{Auth, Secret, TargetConfig};
 /// Why a target could not be set up (at start-up).
 #[derive(Debug, Error)]
 pub enum ClientError {
+    // Causes are part of the messages below and deliberately not
+    // `source()`s: printed as a chain (`{:#}`) they would appear twice.
     /// A file named in the config could not be read.
-    #[error("cannot read {what} {}: {source}", .path.display())]
+    #[error("cannot read {what} {}: {error}", .path.display())]
     ReadFile {
         /// What the file is for (`alerting.alertmanagers[0].tls.ca_file`).
         what: String,
         /// The file as configured.
         path: PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A certificate or key file does not hold what it should.
     #[error("{what} {}: {message}", .path.display())]
@@ -34,12 +36,12 @@ pub enum ClientError {
     },
     /// The HTTP client could not be built (e.g. the TLS backend refused the
     /// options).
-    #[error("cannot set up the HTTP client for {field}: {source}")]
+    #[error("cannot set up the HTTP client for {field}: {}", describe(.error))]
     Build {
         /// The target's config path.
         field: String,
         /// reqwest's reason.
-        source: reqwest::Error,
+        error: reqwest::Error,
     },
 }
 
@@ -126,9 +128,9 @@ impl Client {
             }
             _ => {}
         }
-        let http = builder.build().map_err(|source| ClientError::Build {
+        let http = builder.build().map_err(|error| ClientError::Build {
             field: field.to_owned(),
-            source,
+            error,
         })?;
         Ok(Client {
             http,
@@ -224,10 +226,10 @@ fn describe(error: &reqwest::Error) -> String {
 
 /// Reads a configured file, naming it by its config path on failure.
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(|source| ClientError::ReadFile {
+    std::fs::read(path).map_err(|error| ClientError::ReadFile {
         what: what.to_owned(),
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 

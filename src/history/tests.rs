@@ -1107,7 +1107,7 @@ fn only_errors_that_mean_a_damaged_file_are_damage() {
     };
     let open = |code| HistoryError::Open {
         path: PathBuf::from("triage.db"),
-        source: sqlite(code),
+        error: sqlite(code),
     };
     let reason = |error: &HistoryError| damage(error).map(|(reason, _)| reason);
     assert_eq!(

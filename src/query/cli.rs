@@ -20,14 +20,15 @@ const DEFAULT_INCIDENT_LIMIT: usize = 50;
 /// `triage query`: options shared by every query command.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// Address of the query API (api.endpoint of `triage run`); https:// for
-    /// a TLS listener.
+    /// Address of the query API, HOST:PORT as in api.endpoint of `triage
+    /// run`; TLS when --ca-cert is given. A URL works too: http://HOST:PORT,
+    /// or https://HOST:PORT for a TLS listener.
     #[arg(
         long,
         global = true,
-        value_name = "URL",
+        value_name = "HOST:PORT",
         env = "TRIAGE_API_ADDR",
-        default_value = "http://127.0.0.1:4320"
+        default_value = "127.0.0.1:4320"
     )]
     pub addr: String,
     /// Bearer token, when the API requires one (api.auth).
@@ -134,10 +135,26 @@ pub enum QueryError {
     Since(String),
     /// stdout could not be written (e.g. a closed pipe).
     #[error("cannot write the output: {0}")]
-    Output(#[from] std::io::Error),
+    Output(std::io::Error),
     /// The JSON encoder failed.
     #[error("cannot encode JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+// The two causes above are part of their messages and deliberately not
+// `source()`s (so no `#[from]`): printed as a chain (`{:#}`) they would
+// appear twice.
+
+impl From<std::io::Error> for QueryError {
+    fn from(error: std::io::Error) -> Self {
+        QueryError::Output(error)
+    }
+}
+
+impl From<serde_json::Error> for QueryError {
+    fn from(error: serde_json::Error) -> Self {
+        QueryError::Json(error)
+    }
 }
 
 /// Runs one query command, printing to stdout.

@@ -24,7 +24,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `http://host:port`, or `https://host:port` for a TLS listener.
+    /// `HOST:PORT`, like every address in the config (plain HTTP/2, or TLS
+    /// when `ca_cert` is given), or a URL: `http://HOST:PORT`, or
+    /// `https://HOST:PORT` for a TLS listener.
     pub address: String,
     /// Bearer token sent with every call.
     pub token: Option<String>,
@@ -36,7 +38,10 @@ pub struct ClientConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The address is not a URL tonic accepts.
-    #[error("invalid address {address:?}: {message} (write it as http://HOST:PORT)")]
+    #[error(
+        "invalid address {address:?}: {message} (write it as HOST:PORT, e.g. 127.0.0.1:4320, \
+         or as a URL, http://HOST:PORT or https://HOST:PORT)"
+    )]
     Address {
         /// As given.
         address: String,
@@ -69,9 +74,17 @@ pub enum ClientError {
     /// The server refused the call.
     #[error("{}", describe(.0))]
     Call(Status),
-    /// The server's answer does not fit this build's types.
+    /// The server's answer does not fit this build's types. The cause is
+    /// part of the message and deliberately not a `source()` (hence the
+    /// `From` impl below): printed as a chain it would appear twice.
     #[error("unexpected answer from the server: {0}")]
-    Convert(#[from] ConvertError),
+    Convert(ConvertError),
+}
+
+impl From<ConvertError> for ClientError {
+    fn from(error: ConvertError) -> Self {
+        ClientError::Convert(error)
+    }
 }
 
 /// Adds `authorization: Bearer <token>` to every request.
@@ -119,7 +132,7 @@ fn unary<T>(message: T) -> Request<T> {
 impl Client {
     /// Connects (eagerly, so that a wrong address fails here with advice).
     pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
-        let address = config.address.trim().to_owned();
+        let address = endpoint_url(config.address.trim(), config.ca_cert.is_some());
         let bad_address = |message: String| ClientError::Address {
             address: address.clone(),
             message,
@@ -303,6 +316,19 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// The URL tonic connects to for `address`: a URL as it is, and `HOST:PORT`
+/// (the form every address in the config takes) with `http://` in front, or
+/// `https://` when a CA certificate is given, since that asks for TLS.
+fn endpoint_url(address: &str, tls: bool) -> String {
+    if address.contains("://") {
+        address.to_owned()
+    } else if tls {
+        format!("https://{address}")
+    } else {
+        format!("http://{address}")
     }
 }
 

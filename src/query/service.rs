@@ -70,15 +70,17 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why the query API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    // Causes are part of the messages below and deliberately not
+    // `source()`s: printed as a chain (`{:#}`) they would appear twice.
     /// A file named in the `api` section could not be read.
-    #[error("cannot read {field} {}: {source}", .path.display())]
+    #[error("cannot read {field} {}: {error}", .path.display())]
     ReadFile {
         /// The config field naming the file, e.g. `api.tls.cert_file`.
         field: &'static str,
         /// The file.
         path: std::path::PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The token file holds nothing but whitespace.
     #[error("api.auth.bearer_token_file {} is empty", .0.display())]
@@ -87,12 +89,12 @@ pub enum ApiError {
     #[error("api.tls: {0}")]
     Tls(String),
     /// The listener could not be bound.
-    #[error("cannot listen on {address} for the query API: {source}")]
+    #[error("cannot listen on {address} for the query API: {error}")]
     Bind {
         /// The configured address.
         address: SocketAddr,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The embedded descriptors could not be loaded (a build problem).
     #[error("server reflection: {0}")]
@@ -197,13 +199,13 @@ impl Api {
         let listener =
             TcpListener::bind(config.endpoint)
                 .await
-                .map_err(|source| ApiError::Bind {
+                .map_err(|error| ApiError::Bind {
                     address: config.endpoint,
-                    source,
+                    error,
                 })?;
-        let address = listener.local_addr().map_err(|source| ApiError::Bind {
+        let address = listener.local_addr().map_err(|error| ApiError::Bind {
             address: config.endpoint,
-            source,
+            error,
         })?;
         Ok(Api {
             listener,
@@ -268,10 +270,10 @@ impl Api {
 }
 
 fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, ApiError> {
-    std::fs::read(path).map_err(|source| ApiError::ReadFile {
+    std::fs::read(path).map_err(|error| ApiError::ReadFile {
         field,
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -559,7 +561,7 @@ impl TriageQuery for QueryService {
                 view::Range::resolve(&store, request.since_unix_nanos, request.until_unix_nanos);
             view::service_stats(&store, &request.service, range).ok_or_else(|| {
                 Status::not_found(format!(
-                    "service {:?} is not known (ListServices lists the known ones)",
+                    "service {:?} is not known (`triage query services` lists the known ones)",
                     request.service
                 ))
             })

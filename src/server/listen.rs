@@ -340,6 +340,17 @@ fn configure(stream: &TcpStream) {
 impl ListenerMetrics {
     fn new(listener: &'static str) -> ListenerMetrics {
         let timeouts = |kind: &'static str| counter!(telemetry::LISTENER_TIMEOUTS, "listener" => listener, "kind" => kind);
+        // Failed accepts are counted where they happen; these make every
+        // kind exist at zero, so an alert on `fd_limit` fires on the first.
+        for kind in [
+            AcceptError::FdLimit,
+            AcceptError::NoMemory,
+            AcceptError::Aborted,
+            AcceptError::Other,
+        ] {
+            counter!(telemetry::LISTENER_ACCEPT_ERRORS, "listener" => listener, "kind" => kind.label())
+                .increment(0);
+        }
         ListenerMetrics {
             open: gauge!(telemetry::LISTENER_CONNECTIONS, "listener" => listener),
             refused: counter!(

@@ -78,6 +78,9 @@ where
     F: FnMut() -> Option<Fut>,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    // At zero from the start, so that an alert on its increase fires on
+    // the first panic.
+    metrics::counter!(telemetry::TASK_RESTARTS, "task" => task).increment(0);
     let mut backoff = FIRST_BACKOFF;
     loop {
         let Some(run) = start() else {

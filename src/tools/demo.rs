@@ -135,15 +135,24 @@ pub enum DemoError {
     /// send.
     #[error(transparent)]
     Sim(#[from] SimError),
-    /// The collector could not start or failed while serving.
-    #[error("the collector failed: {0}")]
+    /// The collector could not start or failed while serving. Its message
+    /// says so (and printed as a chain, a prefix here would repeat it).
+    #[error(transparent)]
     Server(#[from] ServerError),
     /// The collector stopped before the demo ended.
     #[error("the collector stopped unexpectedly")]
     ServerStopped,
-    /// Writing the output failed (e.g. a closed pipe).
+    /// Writing the output failed (e.g. a closed pipe). The cause is part of
+    /// the message and deliberately not a `source()` (hence the `From` impl
+    /// below): printed as a chain (`{:#}`) it would appear twice.
     #[error("cannot write the demo's output: {0}")]
-    Output(#[from] std::io::Error),
+    Output(std::io::Error),
+}
+
+impl From<std::io::Error> for DemoError {
+    fn from(error: std::io::Error) -> Self {
+        DemoError::Output(error)
+    }
 }
 
 /// What a demo run saw.
@@ -480,7 +489,7 @@ fn write_banner(
     writeln!(out, "  OTLP/HTTP  {}", addresses.http)?;
     writeln!(
         out,
-        "  query API  {}   (in another terminal: triage query --addr http://{} incidents)",
+        "  query API  {}   (in another terminal: triage query --addr {} incidents)",
         addresses.api, addresses.api
     )?;
     writeln!(

@@ -202,12 +202,10 @@ pub enum SimError {
     UnknownScenario { name: String, known: String },
     #[error("{0}")]
     Args(String),
-    #[error("cannot write {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The cause is part of the message and deliberately not a `source()`:
+    // printed as a chain (`{:#}`) it would appear twice.
+    #[error("cannot write {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("cannot connect to the OTLP/gRPC endpoint {endpoint}: {reason}; is a collector listening there (e.g. `triage run`)? The endpoint looks like http://127.0.0.1:4317")]
     Connect { endpoint: String, reason: String },
     #[error("exporting {signal} to {endpoint} failed: {status}")]

@@ -283,3 +283,176 @@ async fn readyz_reports_a_history_moved_aside() {
         .any(|entry| entry.file_name().to_string_lossy().contains(".corrupt-"));
     assert!(moved, "the damaged file is kept beside the new one");
 }
+
+// === /metrics of a fresh process ===
+
+/// The names the docs tell people to alert on: every `rate(triage_...[`
+/// and `increase(triage_...[` in docs/ and deploy/, with its label
+/// selector, plus the counters the docs say to watch "rising".
+fn documented_alert_counters() -> Vec<(String, Vec<(String, String)>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut texts = Vec::new();
+    for dir in ["docs", "deploy"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("listing") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                texts.push(std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for text in &texts {
+        for function in ["rate(", "increase("] {
+            for (at, _) in text.match_indices(function) {
+                let rest = &text[at + function.len()..];
+                let Some(name) = rest.strip_prefix("triage_").map(|_| {
+                    rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .next()
+                        .unwrap_or_default()
+                }) else {
+                    continue;
+                };
+                let selector = rest[name.len()..]
+                    .strip_prefix('{')
+                    .and_then(|labels| labels.split('}').next())
+                    .map(|labels| {
+                        labels
+                            .split(',')
+                            .filter_map(|pair| pair.split_once('='))
+                            .map(|(key, value)| {
+                                (
+                                    key.trim().to_owned(),
+                                    value.trim().trim_matches('"').to_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                found.push((name.to_owned(), selector));
+            }
+        }
+    }
+    for watched in [
+        "triage_store_overflow_samples_total",
+        "triage_alerts_dropped_total",
+        "triage_history_write_errors_total",
+        "triage_history_recovered_total",
+        "triage_alerts_missed_events_total",
+    ] {
+        found.push((watched.to_owned(), Vec::new()));
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The sample lines of `name` in a Prometheus text body.
+fn samples<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
+    body.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_of_a_fresh_process_have_process_build_and_alerted_counters() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("triage.yaml");
+    // A webhook target, so that the per-target alert counters exist; it is
+    // never called, since no incident opens.
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  otlp:\n    grpc: {{ endpoint: \"127.0.0.1:0\" }}\n    \
+             http: {{ endpoint: \"127.0.0.1:0\" }}\n\
+             admin: {{ endpoint: \"127.0.0.1:0\" }}\napi: {{ endpoint: \"127.0.0.1:0\" }}\n\
+             storage: {{ data_dir: \"{}\" }}\n\
+             alerting:\n  webhooks:\n    - url: \"http://127.0.0.1:9/hook\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("write config");
+    let collector = crate::common::collector::Collector::start(&config);
+    let admin = collector.ready["admin"]
+        .as_str()
+        .expect("ready line names the admin address")
+        .to_owned();
+    let body = get(format!("http://{admin}/metrics"))
+        .await
+        .text()
+        .await
+        .expect("body");
+
+    // The process, as every Prometheus client library names it.
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let lines = samples(&body, name);
+        assert_eq!(lines.len(), 1, "{name} in /metrics:\n{body}");
+        let value: f64 = lines[0]
+            .rsplit(' ')
+            .next()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} has a value: {}", lines[0]));
+        assert!(value >= 0.0, "{}", lines[0]);
+        assert!(
+            body.contains(&format!("# TYPE {name} ")),
+            "{name} has a TYPE"
+        );
+    }
+    let started: f64 = samples(&body, "process_start_time_seconds")[0]
+        .rsplit(' ')
+        .next()
+        .and_then(|value| value.parse().ok())
+        .expect("start time");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        (now - 120.0..=now + 1.0).contains(&started),
+        "started {started}, now {now}"
+    );
+    let build = samples(&body, "triage_build_info");
+    assert_eq!(build.len(), 1, "{body}");
+    assert!(
+        build[0].contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            && build[0].ends_with(" 1"),
+        "{}",
+        build[0]
+    );
+
+    // Every counter the docs say to alert on, at zero before anything
+    // happened.
+    let counters = documented_alert_counters();
+    assert!(
+        counters.len() >= 8,
+        "alert expressions in the docs: {counters:?}"
+    );
+    for (name, selector) in counters {
+        let matching: Vec<&str> = samples(&body, &name)
+            .into_iter()
+            .filter(|line| {
+                selector
+                    .iter()
+                    .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+            })
+            .collect();
+        assert!(
+            !matching.is_empty(),
+            "{name}{selector:?} is not in /metrics of a fresh collector:\n{body}"
+        );
+        assert!(
+            matching.iter().all(|line| line.ends_with(" 0")),
+            "{name} starts at zero: {matching:?}"
+        );
+    }
+    collector.kill();
+}

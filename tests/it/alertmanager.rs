@@ -13,7 +13,7 @@
 //!   inhibits a symptom while its root cause's alert fires.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{test_settings, TestServer};
+use crate::common::{require_command, test_settings, TestServer};
 use triage::alert::{AlertConfig, Alerter, Backoff, TargetConfig};
 use triage::history::tasks::open_incident_events;
 use triage::history::{History, StorageConfig};
@@ -69,13 +69,7 @@ impl Alertmanager {
     }
 
     fn spawn(&mut self) {
-        let binary = find_binary(ALERTMANAGER).unwrap_or_else(|| {
-            panic!(
-                "{ALERTMANAGER} is not installed; install it with \
-                 `apt-get install -y --no-install-recommends prometheus-alertmanager` \
-                 (.ci/run does this)"
-            )
-        });
+        let binary = require_command(ALERTMANAGER, "prometheus-alertmanager");
         let log = std::fs::File::create(self.dir.path().join("alertmanager.log")).expect("log");
         let child = Command::new(binary)
             .arg(format!(
@@ -178,13 +172,6 @@ fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(5))
         .build()
         .expect("HTTP client")
-}
-
-fn find_binary(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 /// A port the OS says is free now. Alertmanager takes its address as a flag,
@@ -877,7 +864,8 @@ async fn a_restarted_collector_keeps_its_open_incidents_firing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_alertmanager_config_routes_and_inhibits_symptoms() {
     let (receiver, receiver_address) = Receiver::start().await;
-    let config = documented_config(&format!("http://{receiver_address}"));
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let config = documented_config(&format!("http://{receiver_address}"), secrets.path());
     let alertmanager = Alertmanager::start(&config);
     alertmanager.ready().await;
     let (events, stop, task) = alerter(&[&alertmanager], Duration::from_secs(3600));
@@ -923,15 +911,44 @@ async fn the_documented_alertmanager_config_routes_and_inhibits_symptoms() {
         "{symptom_alert:#}"
     );
 
-    // The critical origin is routed to the pager, grouped by incident.
+    // The critical origin pages through PagerDuty's Events API v2, with the
+    // routing key read from its file, grouped by incident...
     let paged = wait_until(
         "page for the origin",
         || async { receiver.on("/oncall-pager").into_iter().next() },
         &alertmanager,
     )
     .await;
-    assert_eq!(paged["groupLabels"], json!({ "incident_id": origin_id }));
-    assert_eq!(paged["alerts"][0]["labels"]["service"], "payment");
+    assert_eq!(paged["routing_key"], PAGERDUTY_KEY, "{paged:#}");
+    assert_eq!(paged["event_action"], "trigger", "{paged:#}");
+    assert_eq!(paged["payload"]["severity"], "critical", "{paged:#}");
+    let summary = paged["payload"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.starts_with("payment: "), "{paged:#}");
+    let details = &paged["payload"]["custom_details"];
+    assert_eq!(details["incident_id"], origin_id.as_str(), "{paged:#}");
+    assert_eq!(details["root_cause_service"], "payment", "{paged:#}");
+    // ...and reaches the team's channel too; the inhibited symptom does not.
+    let posted = wait_until(
+        "chat message for the origin",
+        || async { receiver.on("/team-chat").into_iter().next() },
+        &alertmanager,
+    )
+    .await;
+    let title = posted["attachments"][0]["title"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        title.starts_with("[FIRING] critical ") && title.ends_with(" on payment"),
+        "{posted:#}"
+    );
+    assert!(
+        receiver
+            .on("/team-chat")
+            .iter()
+            .all(|message| !message.to_string().contains("checkout")),
+        "a suppressed symptom was posted: {:#?}",
+        receiver.on("/team-chat")
+    );
 
     // Once the origin resolves, the symptom is no longer inhibited.
     let mut resolved = event(
@@ -964,9 +981,55 @@ async fn the_documented_alertmanager_config_routes_and_inhibits_symptoms() {
         .expect("alerter does not panic");
 }
 
-/// `deploy/alertmanager.yml` with each receiver's URL pointed at
-/// `{base}/{receiver name}` and the group timings shortened for a test.
-fn documented_config(base: &str) -> String {
+/// `amtool`, which ships with Alertmanager, accepts the documented config
+/// and resolves its routes as docs/ALERTING.md says.
+#[test]
+fn the_documented_alertmanager_config_passes_amtool() {
+    let amtool = require_command("amtool", "prometheus-alertmanager");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/alertmanager.yml");
+    let output = Command::new(&amtool)
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("amtool runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "amtool check-config failed:\n{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("1 inhibit rules"), "{text}");
+    assert!(text.contains("2 receivers"), "{text}");
+    // A critical alert pages and reaches the channel; a warning only the
+    // channel.
+    for (severity, receivers) in [
+        ("critical", "oncall-pager,team-chat"),
+        ("warning", "team-chat"),
+    ] {
+        let output = Command::new(&amtool)
+            .args(["config", "routes", "test"])
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--verify.receivers={receivers}"))
+            .arg(format!("severity={severity}"))
+            .output()
+            .expect("amtool runs");
+        assert!(
+            output.status.success(),
+            "severity={severity} is not routed to {receivers}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The PagerDuty routing key the test writes into its file.
+const PAGERDUTY_KEY: &str = "test-routing-key";
+
+/// `deploy/alertmanager.yml` with each receiver pointed at
+/// `{base}/{receiver name}` and the group timings shortened for a test. The
+/// secrets it reads from files (the PagerDuty routing key, the chat
+/// webhook's URL) are written into `secrets` and the paths changed to them.
+fn documented_config(base: &str, secrets: &Path) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/alertmanager.yml");
     let text = std::fs::read_to_string(&path).expect("deploy/alertmanager.yml");
     let mut config: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
@@ -979,13 +1042,55 @@ fn documented_config(base: &str) -> String {
         .expect("receivers");
     for receiver in receivers {
         let name = receiver["name"].as_str().expect("receiver name").to_owned();
-        let hooks = receiver
-            .get_mut("webhook_configs")
-            .and_then(|hooks| hooks.as_sequence_mut())
-            .expect("every documented receiver is a webhook");
-        for hook in hooks {
-            hook["url"] = format!("{base}/{name}").into();
+        let url = format!("{base}/{name}");
+        let mut configured = 0;
+        let configs = |kind: &str, receiver: &mut serde_yaml::Value| {
+            receiver
+                .get_mut(kind)
+                .and_then(|configs| configs.as_sequence_mut())
+                .map(std::mem::take)
+                .unwrap_or_default()
+        };
+        let mut pagerduty = configs("pagerduty_configs", receiver);
+        for config in &mut pagerduty {
+            let key = secrets.join(format!("{name}-routing-key"));
+            std::fs::write(&key, format!("{PAGERDUTY_KEY}\n")).expect("write key");
+            assert!(
+                config.get("routing_key_file").is_some(),
+                "{name}: key in a file"
+            );
+            config["routing_key_file"] = key.display().to_string().into();
+            // Events API v2 is posted to `url`, PagerDuty's by default.
+            config["url"] = url.clone().into();
         }
+        let mut slack = configs("slack_configs", receiver);
+        for config in &mut slack {
+            let file = secrets.join(format!("{name}-webhook-url"));
+            std::fs::write(&file, format!("{url}\n")).expect("write URL");
+            assert!(
+                config.get("api_url_file").is_some(),
+                "{name}: URL in a file"
+            );
+            config["api_url_file"] = file.display().to_string().into();
+        }
+        let mut webhooks = configs("webhook_configs", receiver);
+        for config in &mut webhooks {
+            config["url"] = url.clone().into();
+        }
+        for (kind, list) in [
+            ("pagerduty_configs", pagerduty),
+            ("slack_configs", slack),
+            ("webhook_configs", webhooks),
+        ] {
+            if !list.is_empty() {
+                configured += list.len();
+                receiver[kind] = serde_yaml::Value::Sequence(list);
+            }
+        }
+        assert!(
+            configured > 0,
+            "{name}: a receiver this test can point at itself"
+        );
     }
     serde_yaml::to_string(&config).expect("YAML")
 }

@@ -58,6 +58,61 @@ fn help_explains_every_run_flag() {
 }
 
 #[test]
+fn help_lists_the_four_ports_at_their_defaults() {
+    let (code, stdout, _) = output(triage().arg("--help"));
+    assert_eq!(code, 0);
+    let defaults = triage::config::Settings::default();
+    for (what, address, flag) in [
+        ("OTLP/gRPC", defaults.grpc.endpoint, "--grpc-endpoint"),
+        ("OTLP/HTTP", defaults.http.endpoint, "--http-endpoint"),
+        ("admin", defaults.admin.endpoint, "--admin-endpoint"),
+        ("query API", defaults.api.endpoint, "--api-endpoint"),
+    ] {
+        let port = address.port().to_string();
+        let line = stdout
+            .lines()
+            .find(|line| line.trim_start().starts_with(&port))
+            .unwrap_or_else(|| panic!("--help lists port {port} ({what}):\n{stdout}"));
+        assert!(
+            line.contains(what) && line.contains(flag),
+            "{line:?} names {what} and {flag}"
+        );
+    }
+}
+
+/// The README's "Command line" block shows every subcommand `triage --help`
+/// lists, so none is found only by accident.
+#[test]
+fn readme_command_line_lists_every_subcommand() {
+    let (code, stdout, _) = output(triage().arg("--help"));
+    assert_eq!(code, 0);
+    let commands: Vec<&str> = stdout
+        .lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        // Subcommands start at the indent; wrapped descriptions further in.
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .collect();
+    assert!(commands.len() >= 9, "subcommands in --help:\n{stdout}");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README");
+    let block = readme
+        .split("## Command line")
+        .nth(1)
+        .and_then(|rest| rest.split("```").nth(1))
+        .expect("README has a Command line block");
+    for name in commands {
+        assert!(
+            block.contains(&format!("triage {name}")),
+            "README's Command line block lists `triage {name}`:\n{block}"
+        );
+    }
+}
+
+#[test]
 fn every_config_in_deploy_validates() {
     let mut checked = 0;
     for entry in
@@ -203,4 +258,70 @@ fn sigterm_drains_and_exits_zero() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A port in use is reported once, with the listener and the address, and
+/// not as "Address already in use: Address already in use".
+#[test]
+fn a_port_in_use_is_reported_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let address = taken.local_addr().expect("address").to_string();
+    let (code, _, stderr) = output(triage().args([
+        "run",
+        "--grpc-endpoint",
+        &address,
+        "--http-endpoint",
+        "127.0.0.1:0",
+        "--admin-endpoint",
+        "127.0.0.1:0",
+        "--api-endpoint",
+        "127.0.0.1:0",
+        "--log-format",
+        "text",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with("triage: "))
+        .unwrap_or_else(|| panic!("an error line:\n{stderr}"));
+    assert!(
+        line.contains(&format!("cannot listen on {address} for OTLP/gRPC")),
+        "{line}"
+    );
+    assert_eq!(
+        line.matches("Address already in use").count(),
+        1,
+        "each cause once: {line}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "no colour codes: {stderr:?}");
+}
+
+/// Text logs written to a pipe (not a terminal) carry no colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let mut child = triage()
+        .args([
+            "run",
+            "--grpc-endpoint",
+            "127.0.0.1:0",
+            "--http-endpoint",
+            "127.0.0.1:0",
+            "--admin-endpoint",
+            "127.0.0.1:0",
+            "--api-endpoint",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ])
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let ready = wait_for_line(&mut child, "triage is ready");
+    terminate(&child);
+    let status = child.wait().expect("wait");
+    let ready = ready.expect("ready line");
+    assert!(ready.contains(" INFO "), "a text log line: {ready:?}");
+    assert!(!ready.contains('\u{1b}'), "no colour codes: {ready:?}");
+    assert_eq!(status.code(), Some(0));
 }

@@ -123,3 +123,48 @@ impl TestServer {
         }
     }
 }
+
+// === tools the tests drive ===
+//
+// The test harness has no way to skip a test at run time, and a test that
+// returns early reads as passed. So a test whose outside tool is missing
+// fails, and its message says how to install it: `scripts/test-deps.sh`,
+// which is part of the README's test command and of `.ci/run`.
+
+/// How to install every outside tool the tests drive.
+pub const INSTALL_HINT: &str =
+    "run `scripts/test-deps.sh` (the README's test command: `scripts/test-deps.sh && cargo test --all-targets`)";
+
+/// The path of `command` on `PATH`; fails the test naming the Debian
+/// `package` that provides it when it is missing.
+pub fn require_command(command: &str, package: &str) -> std::path::PathBuf {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(command))
+            .find(|candidate| candidate.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "`{command}` is not installed, so this test cannot run: {INSTALL_HINT}; \
+             it installs the Debian package {package}"
+        )
+    })
+}
+
+/// The Python interpreter with the OpenTelemetry SDK and grpcio:
+/// `TRIAGE_TEST_PYTHON`, else the project's `.venv`. Fails the test when
+/// there is none.
+pub fn require_python() -> std::path::PathBuf {
+    let python = std::env::var_os("TRIAGE_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+        });
+    assert!(
+        python.exists(),
+        "no Python interpreter at {}, so this test cannot run: {INSTALL_HINT}; \
+         it creates .venv with .ci/requirements.txt (or set TRIAGE_TEST_PYTHON)",
+        python.display()
+    );
+    python
+}

@@ -195,6 +195,41 @@ fn every_yaml_file_parses_and_every_manifest_names_itself() {
     assert!(manifests >= 10, "found {manifests} Kubernetes documents");
 }
 
+/// Every address in `deploy/` is one that something binds: `localhost` may
+/// resolve to ::1 first, where triage (bound to 127.0.0.1) does not listen.
+#[test]
+fn no_deploy_file_sends_to_localhost() {
+    fn strings<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::String(text) => found.push(text),
+            Value::Sequence(items) => items.iter().for_each(|item| strings(item, found)),
+            Value::Mapping(map) => map.iter().for_each(|(key, value)| {
+                strings(key, found);
+                strings(value, found);
+            }),
+            Value::Tagged(tagged) => strings(&tagged.value, found),
+            _ => {}
+        }
+    }
+    let mut checked = 0;
+    for path in yaml_files() {
+        for document in documents(&path) {
+            let mut found = Vec::new();
+            strings(&document, &mut found);
+            checked += found.len();
+            // Embedded configs (a ConfigMap's triage.yaml) are strings too.
+            for text in found {
+                assert!(
+                    !text.contains("localhost"),
+                    "{}: {text:?} names localhost; write 127.0.0.1",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(checked > 100, "read the values of deploy/: {checked}");
+}
+
 #[test]
 fn every_triage_config_validates_including_the_embedded_ones() {
     let mut checked = 0;
@@ -397,7 +432,8 @@ fn workloads_agree_with_their_triage_configs() {
             );
         } else {
             // A sidecar: the application exports to the triage container
-            // over localhost, on the port triage listens on.
+            // on the very address triage binds (127.0.0.1, not `localhost`,
+            // which may resolve to ::1 first).
             let app_endpoint = containers
                 .iter()
                 .filter(|other| str_at(other, &["name"]) != Some("triage"))
@@ -405,11 +441,13 @@ fn workloads_agree_with_their_triage_configs() {
                 .find(|variable| str_at(variable, &["name"]) == Some("OTEL_EXPORTER_OTLP_ENDPOINT"))
                 .and_then(|variable| str_at(variable, &["value"]))
                 .unwrap_or_else(|| panic!("{where_}: the app sets OTEL_EXPORTER_OTLP_ENDPOINT"));
-            assert_eq!(
-                app_endpoint,
-                format!("http://localhost:{}", ports.grpc),
-                "{where_}"
+            let bound = endpoint(
+                &config,
+                &["receivers", "otlp", "grpc", "endpoint"],
+                "127.0.0.1:4317",
             );
+            assert_eq!(app_endpoint, format!("http://{bound}"), "{where_}");
+            assert!(bound.starts_with("127.0.0.1:"), "{where_}: {bound}");
         }
         workloads += 1;
     }

@@ -403,10 +403,7 @@ fn line_with(
 
 #[tokio::test]
 async fn running_out_of_file_descriptors_is_logged_counted_and_survived() {
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        eprintln!("prlimit (util-linux) is not installed; skipping");
-        return;
-    }
+    crate::common::require_command("prlimit", "util-linux");
     let dir = tempfile::tempdir().expect("temporary directory");
     let config = dir.path().join("triage.yaml");
     let mut file = std::fs::File::create(&config).expect("config file");

@@ -7,14 +7,14 @@
 //! series: request and error counts, latency quantiles within HDR precision,
 //! and edges named after the service that answered, not the address called.
 //!
-//! The interpreter is the project's venv (`.ci/run` creates it), or
-//! `TRIAGE_TEST_PYTHON`. Without it the test is skipped on a developer's
-//! machine and fails under CI.
+//! The interpreter is the project's venv (`scripts/test-deps.sh` creates
+//! it), or `TRIAGE_TEST_PYTHON`. Without it the test fails and says how to
+//! create it.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
-use crate::common::TestServer;
+use crate::common::{require_python, TestServer};
 use triage::model::{SeriesKey, SeriesKind};
 use triage::store::{SeriesStats, Store};
 
@@ -79,9 +79,7 @@ struct Db {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_spans_become_red_series_and_paired_edges() {
-    let Some(python) = python_interpreter() else {
-        return;
-    };
+    let python = require_python();
     let server = TestServer::start().await;
 
     let grpc = send_spans(&python, "grpc", server.addresses.grpc, "grpc").await;
@@ -91,31 +89,6 @@ async fn python_sdk_spans_become_red_series_and_paired_edges() {
     check_recorded(&server, &http).await;
 
     server.stop().await;
-}
-
-/// The venv's interpreter, or `None` (test skipped) outside CI when there is
-/// none.
-fn python_interpreter() -> Option<PathBuf> {
-    let python = std::env::var_os("TRIAGE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no Python interpreter at {}: .ci/run should have created the venv \
-         (python3 -m venv .venv && .venv/bin/pip install -r .ci/requirements.txt) \
-         and exported TRIAGE_TEST_PYTHON",
-        python.display()
-    );
-    eprintln!(
-        "skipped python_sdk: no Python interpreter at {} (create it with \
-         `python3 -m venv .venv && .venv/bin/pip install -r .ci/requirements.txt`, \
-         or set TRIAGE_TEST_PYTHON)",
-        python.display()
-    );
-    None
 }
 
 /// Runs `send_spans.py` against `endpoint` and returns what it sent; panics

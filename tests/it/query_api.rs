@@ -12,7 +12,7 @@
 //! watch that resumes from an event id with no gap and no duplicate.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
@@ -29,7 +29,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::common::{test_settings, TestServer};
+use crate::common::{require_python, test_settings, TestServer};
 use triage::model::Severity;
 use triage::model::{rfc3339, Incident, IncidentEvent, IncidentState};
 use triage::model::{SeriesKey, SeriesKind};
@@ -458,10 +458,19 @@ async fn tls_and_token_from_a_file() {
     let mut api = Client::connect(&ClientConfig {
         address: https.clone(),
         token: Some(TOKEN.to_owned()),
-        ca_cert: Some(cert_file),
+        ca_cert: Some(cert_file.clone()),
     })
     .await
     .expect("TLS handshake with the configured certificate");
+    assert!(api.services().await.expect("services").is_empty());
+    // HOST:PORT, as in api.endpoint, with a CA certificate means TLS too.
+    let mut api = Client::connect(&ClientConfig {
+        address: server.addresses.api.to_string(),
+        token: Some(TOKEN.to_owned()),
+        ca_cert: Some(cert_file),
+    })
+    .await
+    .expect("TLS to HOST:PORT when a CA certificate is given");
     assert!(api.services().await.expect("services").is_empty());
 
     // A plaintext client cannot talk to the TLS listener.
@@ -506,8 +515,10 @@ async fn triage_query(server: Option<&TestServer>, args: &[&str]) -> (bool, Stri
     for name in ["TRIAGE_API_ADDR", "TRIAGE_API_TOKEN", "TRIAGE_API_CA_CERT"] {
         command.env_remove(name);
     }
+    // HOST:PORT, as api.endpoint is written; the test of a closed port
+    // below gives a URL, which works too.
     if let Some(server) = server {
-        command.args(["--addr", &server.api_url()]);
+        command.args(["--addr", &server.addresses.api.to_string()]);
     }
     let output = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || command.output()))
         .await
@@ -606,6 +617,11 @@ async fn cli_prints_json_and_tables() {
         triage_query(Some(&server), &["incident", "nope@1", "--token", TOKEN]).await;
     assert!(!ok);
     assert!(stderr.contains("NotFound"), "{stderr}");
+    // Hints name the CLI command to run, not the gRPC method behind it.
+    let (ok, _, stderr) = triage_query(Some(&server), &["stats", "nosuch", "--token", TOKEN]).await;
+    assert!(!ok);
+    assert!(stderr.contains("`triage query services`"), "{stderr}");
+    assert!(!stderr.contains("ListServices"), "{stderr}");
 
     // Nothing listening: advice on what to check.
     let closed = server.api_url();
@@ -617,23 +633,6 @@ async fn cli_prints_json_and_tables() {
 }
 
 // === a client that is not ours: Python grpcio with server reflection ===
-
-/// The venv's interpreter, or `None` (test skipped) outside CI without one.
-fn python_interpreter() -> Option<PathBuf> {
-    let python = std::env::var_os("TRIAGE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no Python interpreter at {}: .ci/run should have created the venv",
-        python.display()
-    );
-    eprintln!("skipped: no Python interpreter at {}", python.display());
-    None
-}
 
 /// A child process killed when dropped, so a failing test leaves nothing
 /// running.
@@ -648,9 +647,7 @@ impl Drop for Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_discovers_the_api_by_reflection() {
-    let Some(python) = python_interpreter() else {
-        return;
-    };
+    let python = require_python();
     let server = start(Some(TOKEN)).await;
     send_shop_traffic(&server).await;
     let seqs = record_incidents(&server);

@@ -110,9 +110,15 @@ shutdown_timeout: 5s
         .text()
         .await
         .expect("metrics body");
+    // The counter exists at zero per task from the start; no task panicked.
+    let restarts: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("triage_task_restarts_total{"))
+        .collect();
+    assert!(!restarts.is_empty(), "{metrics}");
     assert!(
-        !metrics.contains("triage_task_restarts_total{"),
-        "no task panicked:\n{}",
+        restarts.iter().all(|line| line.ends_with(" 0")),
+        "no task panicked: {restarts:?}\n{}",
         collector.log_text()
     );
     assert!(

@@ -371,9 +371,9 @@ fn write_truth(simulator: &Simulator, path: &std::path::Path) -> Result<(), SimE
         ground_truth: simulator.ground_truth().to_vec(),
         changes: simulator.changes().to_vec(),
     };
-    let io_error = |source| SimError::Io {
+    let io_error = |error| SimError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let mut file = File::create(path).map_err(io_error)?;
     serde_json::to_writer_pretty(&mut file, &truth)
@@ -402,14 +402,14 @@ fn write_file(simulator: Simulator, path: Option<PathBuf>) -> Result<super::SimS
     let Some(path) = path else {
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
-        return write_json_lines(simulator, &mut lock).map_err(|source| SimError::Io {
+        return write_json_lines(simulator, &mut lock).map_err(|error| SimError::Io {
             path: "stdout".to_owned(),
-            source,
+            error,
         });
     };
-    let io_error = |source| SimError::Io {
+    let io_error = |error| SimError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let file = File::create(&path).map_err(io_error)?;
     let gzip = path.extension().is_some_and(|extension| extension == "gz");
