@@ -45,7 +45,10 @@ const OPERATIONS: usize = 100;
 fn scale() -> (usize, usize) {
     let custom = std::env::var("WINDOW_CLOSE_SCALE").ok().and_then(|value| {
         let (services, operations) = value.split_once(',')?;
-        Some((services.trim().parse().ok()?, operations.trim().parse().ok()?))
+        Some((
+            services.trim().parse().ok()?,
+            operations.trim().parse().ok()?,
+        ))
     });
     if let Some(scale) = custom {
         return scale;

@@ -227,10 +227,17 @@ pub async fn send(plan: &Plan) -> Result<Report, LoadgenError> {
         .map(|request| Template::new(request).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let templates = Arc::new(templates);
-    let spans_per_request =
-        templates.iter().map(|t| t.spans).sum::<u64>() as f64 / templates.len() as f64;
-    let bytes_per_span = templates.iter().map(|t| t.len()).sum::<usize>() as f64
-        / templates.iter().map(|t| t.spans).sum::<u64>().max(1) as f64;
+    let spans_per_request = templates.iter().map(|template| template.spans).sum::<u64>() as f64
+        / templates.len() as f64;
+    let bytes_per_span = templates
+        .iter()
+        .map(|template| template.encoded_len())
+        .sum::<usize>() as f64
+        / templates
+            .iter()
+            .map(|template| template.spans)
+            .sum::<u64>()
+            .max(1) as f64;
 
     let mut channels = Vec::with_capacity(plan.connections.get());
     for _ in 0..plan.connections.get() {
