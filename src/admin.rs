@@ -2,8 +2,10 @@
 //! is alive), `/readyz` (listeners are bound and the collector is not
 //! draining). Load balancers and Kubernetes probes use the last two.
 //!
-//! Also the change-event webhook, `POST /api/v1/changes` (optionally behind
-//! a bearer token), and its listing, `GET /api/v1/changes`. Bad requests
+//! Also the change-event webhook, `POST /api/v1/changes` (behind a bearer
+//! token when `changes.api_token` or `admin.auth` is set), and its
+//! listing, `GET /api/v1/changes`. With `admin.auth`, every route but the
+//! probes needs a token (`server::auth::admin`). Bad requests
 //! are answered with a JSON error naming the field, and counted.
 //!
 //! `GET /api/v1/incidents/{id}`: one incident with its events, as JSON —
@@ -25,8 +27,9 @@ use parking_lot::Mutex;
 
 use crate::admin::changes as changes_api;
 use crate::history::History;
-use crate::ingest::changes::ApiToken;
 use crate::model::Change;
+use crate::receiver::admission::MemoryLimiter;
+use crate::security::BearerAuth;
 use crate::store::changes::ChangeLog;
 use crate::store::Store;
 use crate::telemetry;
@@ -46,6 +49,12 @@ pub struct Health {
     /// writes) `/readyz` reports without turning not ready: detection
     /// works without it.
     history: std::sync::OnceLock<Arc<History>>,
+    /// The receivers' memory gate: while it refuses export requests
+    /// `/readyz` says so, still 200. Being over the memory limit is
+    /// backpressure the exporters handle by retrying; taking the collector
+    /// out of a load balancer would only move the load to its peers, and
+    /// a sidecar has none.
+    memory: std::sync::OnceLock<Arc<MemoryLimiter>>,
 }
 
 impl Health {
@@ -66,13 +75,19 @@ impl Health {
         let _ = self.history.set(history);
     }
 
+    /// Lets `/readyz` report that the memory limiter refuses requests.
+    pub fn watch_memory(&self, memory: Arc<MemoryLimiter>) {
+        let _ = self.memory.set(memory);
+    }
+
     /// What is wrong that does not make the collector unready.
     pub fn warnings(&self) -> Vec<String> {
-        self.history
+        let history = self
+            .history
             .get()
-            .and_then(|history| history.health().problem())
-            .into_iter()
-            .collect()
+            .and_then(|history| history.health().problem());
+        let memory = self.memory.get().and_then(|memory| memory.warning());
+        history.into_iter().chain(memory).collect()
     }
 
     /// Marks `task` down after a panic (`message`).
@@ -154,8 +169,9 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 pub struct ChangesApi {
     /// Where posted changes are recorded and listed from.
     pub log: Arc<ChangeLog>,
-    /// Required on `POST` as `Authorization: Bearer <token>` when set.
-    pub token: Option<ApiToken>,
+    /// The tokens `POST` accepts as `Authorization: Bearer <token>`
+    /// (`changes.api_token` and the admin tokens); `None`: any caller.
+    pub auth: Option<BearerAuth>,
     /// Its clock dates a change posted without a time.
     pub store: Arc<Store>,
 }
@@ -253,31 +269,20 @@ fn change_json(change: &Change) -> serde_json::Value {
     value
 }
 
-/// Whether the request carries `Authorization: Bearer <token>`.
-fn authorized(headers: &axum::http::HeaderMap, token: &ApiToken) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().split_once(' '))
-        // The scheme is case-insensitive (RFC 9110).
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .is_some_and(|(_, given)| token.matches(given.trim()))
-}
-
 async fn post_change(
     State(api): State<ChangesApi>,
     headers: axum::http::HeaderMap,
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> axum::response::Response {
-    if let Some(token) = &api.token {
-        if !authorized(&headers, token) {
+    if let Some(auth) = &api.auth {
+        if auth.check_headers(&headers).is_err() {
             telemetry::record_change_refused("unauthorized");
             let mut response = json_error(
                 StatusCode::UNAUTHORIZED,
                 &problem(
                     "authorization",
                     "this collector requires an `Authorization: Bearer <token>` header \
-                     with the token of changes.api_token",
+                     with the token of changes.api_token or an admin.auth token",
                 ),
             );
             response.headers_mut().insert(

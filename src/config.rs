@@ -51,6 +51,8 @@ use crate::history::{self, StorageConfig};
 use crate::ingest::changes::{self, ChangesConfig};
 use crate::ingest::spans::{self, SpanConfig};
 use crate::query::{self, ApiConfig};
+use crate::security::config::{check_auth, check_tls, AUTH_KEYS};
+use crate::security::{self, AuthConfig, TlsConfig};
 use crate::store::{self, StoreConfig};
 use crate::validate::{at_least, at_most, count, display_problems, duration, endpoint, localhost};
 use crate::validate::{default_note, positive, size_mib, socket_addr, text, Checker, Section, MIB};
@@ -108,7 +110,27 @@ const RECEIVERS_KEYS: &[&str] = &["otlp"];
 /// Most items one export request may be allowed to carry.
 const MAX_ITEMS_PER_REQUEST: usize = 10_000_000;
 /// Keys of `receivers.otlp`.
-const OTLP_KEYS: &[&str] = &["grpc", "http", "max_items_per_request", "max_decoded_mib"];
+const OTLP_KEYS: &[&str] = &[
+    "grpc",
+    "http",
+    "max_items_per_request",
+    "max_decoded_mib",
+    "memory_limit_mib",
+    "memory_spike_limit_mib",
+    "memory_check_interval",
+    "max_queued_requests",
+    "max_queued_mib",
+    "max_queue_wait",
+];
+/// Largest `memory_limit_mib`: 1 TiB.
+const MAX_MEMORY_LIMIT_MIB: u64 = 1 << 20;
+/// Most requests that may be allowed to wait for a decoder.
+const MAX_QUEUED_REQUESTS: usize = 1_000_000;
+/// Shortest and longest `memory_check_interval`.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest `max_queue_wait`.
+const MAX_QUEUE_WAIT: Duration = Duration::from_secs(60);
 /// Keys of `receivers.otlp.grpc`.
 const GRPC_KEYS: &[&str] = &[
     "endpoint",
@@ -121,6 +143,8 @@ const GRPC_KEYS: &[&str] = &[
     "idle_timeout",
     "keepalive_interval",
     "keepalive_timeout",
+    "tls",
+    "auth",
 ];
 /// Keys of `receivers.otlp.http`.
 const HTTP_KEYS: &[&str] = &[
@@ -131,6 +155,8 @@ const HTTP_KEYS: &[&str] = &[
     "read_header_timeout",
     "read_timeout",
     "idle_timeout",
+    "tls",
+    "auth",
 ];
 /// Keys of `admin`.
 const ADMIN_KEYS: &[&str] = &[
@@ -139,6 +165,8 @@ const ADMIN_KEYS: &[&str] = &[
     "read_header_timeout",
     "read_timeout",
     "idle_timeout",
+    "tls",
+    "auth",
 ];
 /// Keys of `log`.
 const LOG_KEYS: &[&str] = &["level", "format"];
@@ -166,6 +194,10 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Per-request decoding limits, shared by both OTLP receivers.
     pub decode: crate::receiver::decode::Limits,
+    /// When the OTLP receivers refuse requests for now: the memory limit
+    /// and the bounds of the decode queue (docs/RELIABILITY.md, "Memory
+    /// limit and admission").
+    pub admission: crate::receiver::admission::AdmissionSettings,
     /// The admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
     pub admin: AdminSettings,
     /// The gRPC query API (with health and reflection).
@@ -214,6 +246,10 @@ pub struct GrpcSettings {
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed.
     pub keepalive_timeout: Duration,
+    /// Server TLS (and mTLS with a client CA); `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens every export call must carry; empty: none needed.
+    pub auth: AuthConfig,
 }
 
 /// Settings of the OTLP/HTTP receiver.
@@ -232,6 +268,10 @@ pub struct HttpSettings {
     /// How long a request body may take to arrive once its headers have;
     /// a slower upload is answered 408 and its buffers are freed.
     pub read_timeout: Duration,
+    /// Server TLS (and mTLS with a client CA); `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens every export request must carry; empty: none needed.
+    pub auth: AuthConfig,
 }
 
 /// Settings of the admin HTTP server.
@@ -245,6 +285,11 @@ pub struct AdminSettings {
     pub connections: ConnectionLimits,
     /// As [`HttpSettings::read_timeout`].
     pub read_timeout: Duration,
+    /// Server TLS (and mTLS with a client CA); `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens every request but the probes (`/healthz`, `/readyz`)
+    /// must carry; empty: none needed.
+    pub auth: AuthConfig,
 }
 
 /// What every listener bounds: the connections it keeps open, and how long
@@ -324,6 +369,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             decode: crate::receiver::decode::Limits::default(),
+            admission: crate::receiver::admission::AdmissionSettings::default(),
             grpc: GrpcSettings {
                 endpoint: localhost(GRPC_PORT),
                 max_recv_msg_size: 4 * MIB,
@@ -340,6 +386,8 @@ impl Default for Settings {
                 request_timeout: Duration::from_secs(30),
                 keepalive_interval: Duration::from_secs(60),
                 keepalive_timeout: Duration::from_secs(20),
+                tls: None,
+                auth: AuthConfig::default(),
             },
             http: HttpSettings {
                 endpoint: localhost(HTTP_PORT),
@@ -351,6 +399,8 @@ impl Default for Settings {
                     idle_timeout: Duration::from_secs(2 * 60),
                 },
                 read_timeout: Duration::from_secs(30),
+                tls: None,
+                auth: AuthConfig::default(),
             },
             admin: AdminSettings {
                 endpoint: localhost(ADMIN_PORT),
@@ -360,6 +410,8 @@ impl Default for Settings {
                     idle_timeout: Duration::from_secs(2 * 60),
                 },
                 read_timeout: Duration::from_secs(30),
+                tls: None,
+                auth: AuthConfig::default(),
             },
             api: ApiConfig::default(),
             store: StoreConfig::default(),
@@ -447,6 +499,7 @@ impl Settings {
             &mut settings.decode.max_decoded_bytes,
             size_mib,
         );
+        check_admission(&mut check, &otlp, &mut settings.admission);
         let grpc = check.section(&otlp, "grpc", GRPC_KEYS);
         check.field(&grpc, "endpoint", &mut settings.grpc.endpoint, |value| {
             endpoint(value, GRPC_PORT)
@@ -519,6 +572,8 @@ impl Settings {
             &mut settings.grpc.keepalive_timeout,
             |value| at_most(positive(duration(value)?)?, MAX_KEEPALIVE_TIMEOUT),
         );
+        check_tls(&mut check, &grpc, &mut settings.grpc.tls);
+        check_auth(&mut check, &grpc, AUTH_KEYS, &mut settings.grpc.auth);
         let http = check.section(&otlp, "http", HTTP_KEYS);
         check.field(&http, "endpoint", &mut settings.http.endpoint, |value| {
             endpoint(value, HTTP_PORT)
@@ -552,6 +607,8 @@ impl Settings {
             &mut settings.http.connections,
             &mut settings.http.read_timeout,
         );
+        check_tls(&mut check, &http, &mut settings.http.tls);
+        check_auth(&mut check, &http, AUTH_KEYS, &mut settings.http.auth);
 
         let admin = check.section(&top, "admin", ADMIN_KEYS);
         check.field(&admin, "endpoint", &mut settings.admin.endpoint, |value| {
@@ -563,6 +620,8 @@ impl Settings {
             &mut settings.admin.connections,
             &mut settings.admin.read_timeout,
         );
+        check_tls(&mut check, &admin, &mut settings.admin.tls);
+        check_auth(&mut check, &admin, AUTH_KEYS, &mut settings.admin.auth);
 
         query::config::check(&mut check, &top, &mut settings.api);
         store::config::check(&mut check, &top, &mut settings.store);
@@ -633,9 +692,18 @@ impl Settings {
 pub fn example_yaml() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
     TEXT.get_or_init(|| {
+        let grpc = format!("{EXAMPLE_HEAD}{}", security::config::example(6, ""));
+        let http = format!("{EXAMPLE_HTTP}{}", security::config::example(6, ""));
+        let admin = format!(
+            "{EXAMPLE_ADMIN}{}",
+            security::config::example(2, ADMIN_AUTH_NOTE)
+        );
+        let receivers = format!("{grpc}{http}");
+        let api = query::config::example();
         [
-            EXAMPLE_HEAD,
-            query::config::EXAMPLE,
+            receivers.as_str(),
+            admin.as_str(),
+            api.as_str(),
             store::config::EXAMPLE,
             spans::config::EXAMPLE,
             detect::config::EXAMPLE,
@@ -648,8 +716,9 @@ pub fn example_yaml() -> &'static str {
     })
 }
 
-/// The top of the example config: how to read it, then the `receivers:` and
-/// `admin:` sections, whose types live here.
+/// The top of the example config: how to read it, then `receivers.otlp`
+/// up to the end of its `grpc` part; the receivers and `admin:` are here
+/// because their types are, each followed by its `tls:` and `auth:`.
 const EXAMPLE_HEAD: &str = r#"# triage configuration.
 #
 # Every key is optional; the values below are the defaults. Precedence is
@@ -670,6 +739,24 @@ receivers:
     # bytes before decoding; over it, refused like the above. One request
     # per core decodes at a time.
     max_decoded_mib: 64
+    # Memory limit, like the OTel Collector's memory_limiter: the resident
+    # memory is sampled every memory_check_interval, and while it is above
+    # the soft limit (memory_limit_mib - memory_spike_limit_mib) export
+    # requests are refused before they are read, with gRPC UNAVAILABLE +
+    # RetryInfo / HTTP 503 + Retry-After, which exporters retry. 0: no
+    # limit. Set it below the container's memory limit (the manifests in
+    # deploy/ use 200 for a 256Mi container).
+    memory_limit_mib: 0
+    # Growth expected between two samples, in MiB; 0: a fifth of
+    # memory_limit_mib (the Collector's default).
+    memory_spike_limit_mib: 0
+    memory_check_interval: 1s
+    # Requests waiting for a decoder (one decodes per core) are bounded by
+    # count, by the MiB their bodies hold, and by how long each waits; past
+    # any bound a request is refused like above instead of queueing.
+    max_queued_requests: 128
+    max_queued_mib: 32
+    max_queue_wait: 2s
     grpc:
       # Where the OTLP/gRPC receiver listens. Use "0.0.0.0:4317" to accept
       # traffic from other hosts. Flag --grpc-endpoint, env TRIAGE_GRPC_ENDPOINT.
@@ -696,7 +783,10 @@ receivers:
       # answered within keepalive_timeout.
       keepalive_interval: 1m
       keepalive_timeout: 20s
-    http:
+"#;
+
+/// The `receivers.otlp.http` part of the example config.
+const EXAMPLE_HTTP: &str = r#"    http:
       # Where the OTLP/HTTP receiver listens.
       # Flag --http-endpoint, env TRIAGE_HTTP_ENDPOINT.
       endpoint: "127.0.0.1:4318"
@@ -718,8 +808,10 @@ receivers:
       read_timeout: 30s
       # A connection with no request in flight for this long is closed.
       idle_timeout: 2m
+"#;
 
-admin:
+/// The `admin:` part of the example config.
+const EXAMPLE_ADMIN: &str = r#"admin:
   # Where /metrics, /healthz and /readyz are served.
   # Flag --admin-endpoint, env TRIAGE_ADMIN_ENDPOINT.
   endpoint: "127.0.0.1:8888"
@@ -732,6 +824,12 @@ admin:
   idle_timeout: 2m
 "#;
 
+/// What `admin.auth` covers, shown above its keys in the example.
+const ADMIN_AUTH_NOTE: &str =
+    "# Every admin route but GET /healthz and /readyz (probes send no token)
+# needs a token, /metrics included. POST /api/v1/changes also accepts
+# changes.api_token.";
+
 /// The end of the example config: `log:` and `shutdown_timeout`.
 const EXAMPLE_TAIL: &str = r#"log:
   # A tracing filter: trace, debug, info, warn or error, or directives such
@@ -743,6 +841,84 @@ const EXAMPLE_TAIL: &str = r#"log:
 # How long shutdown waits for in-flight work to drain (at most 5m).
 shutdown_timeout: 10s
 "#;
+
+/// Reads the memory limit and the decode queue's bounds of
+/// `receivers.otlp`. The spike allowance defaults to a fifth of the limit,
+/// as the OTel Collector's `memory_limiter` does.
+fn check_admission(
+    check: &mut Checker,
+    otlp: &Section<'_>,
+    admission: &mut crate::receiver::admission::AdmissionSettings,
+) {
+    use crate::receiver::admission::{MemoryLimit, DEFAULT_CHECK_INTERVAL};
+    let mut limit_mib = 0;
+    check.field(otlp, "memory_limit_mib", &mut limit_mib, memory_mib);
+    // 0: a fifth of the limit.
+    let mut spike_mib = 0;
+    check.field(otlp, "memory_spike_limit_mib", &mut spike_mib, memory_mib);
+    let mut check_interval = DEFAULT_CHECK_INTERVAL;
+    check.field(
+        otlp,
+        "memory_check_interval",
+        &mut check_interval,
+        |value| {
+            at_most(
+                at_least(duration(value)?, MIN_CHECK_INTERVAL)?,
+                MAX_CHECK_INTERVAL,
+            )
+        },
+    );
+    let limit = limit_mib * MIB as u64;
+    admission.memory = if limit_mib == 0 {
+        if spike_mib > 0 {
+            check.report(
+                otlp.key_path("memory_spike_limit_mib"),
+                "needs memory_limit_mib (0 or left out: no memory limit)",
+            );
+        }
+        None
+    } else if spike_mib >= limit_mib {
+        check.report(
+            otlp.key_path("memory_spike_limit_mib"),
+            format!(
+                "{spike_mib} must be less than {} ({limit_mib}); the soft limit is their difference",
+                otlp.key_path("memory_limit_mib")
+            ),
+        );
+        None
+    } else {
+        Some(MemoryLimit {
+            limit,
+            spike: match spike_mib {
+                0 => limit / 5,
+                spike => spike * MIB as u64,
+            },
+            check_interval,
+        })
+    };
+    let queue = &mut admission.queue;
+    check.field(
+        otlp,
+        "max_queued_requests",
+        &mut queue.max_requests,
+        |value| count(value, 1, MAX_QUEUED_REQUESTS).map(NonZeroUsize::get),
+    );
+    check.field(otlp, "max_queued_mib", &mut queue.max_bytes, size_mib);
+    check.field(otlp, "max_queue_wait", &mut queue.max_wait, |value| {
+        at_most(positive(duration(value)?)?, MAX_QUEUE_WAIT)
+    });
+}
+
+/// A whole number of MiB for the memory limit, 0 (off) to 1 TiB.
+fn memory_mib(value: &Value) -> Result<u64, String> {
+    match value.as_u64() {
+        Some(mib) if mib <= MAX_MEMORY_LIMIT_MIB => Ok(mib),
+        _ => Err(format!(
+            "expected a whole number of MiB from 0 to {MAX_MEMORY_LIMIT_MIB}, got {}",
+            serde_yaml::to_string(value).unwrap_or_default().trim_end()
+        )),
+    }
+}
 
 /// Reads the connection limits of an HTTP listener (`receivers.otlp.http`
 /// or `admin`), in the order the example lists them.

@@ -9,6 +9,8 @@
 //!   (spans, series keys, anomalies, incidents, analysis results, changes);
 //!   self-metric names, the Prometheus recorder and logging; the machinery
 //!   that reads a YAML config section and collects every problem.
+//! - [`security`]: TLS (certificates reloaded on change, mTLS) and
+//!   bearer-token authentication, the same for every listener.
 //! - [`store`]: RED series (per service, operation, dependency edge, metric
 //!   and log severity) in event-time windows of compact log-linear
 //!   latency histograms and counters, bounded; the change log; the in-process read API.
@@ -51,6 +53,7 @@ pub mod pipeline;
 pub mod query;
 pub mod receiver;
 pub mod replay;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -22,7 +22,7 @@ pub mod config;
 pub mod service;
 pub mod view;
 
-pub use config::{ApiConfig, TlsFiles, TokenSource};
+pub use config::ApiConfig;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -431,6 +431,8 @@ impl From<&Topology> for pb::GetTopologyResponse {
                     callee_side: edge.callee_side.as_ref().map(Into::into),
                 })
                 .collect(),
+            // Set by the service when more pages follow.
+            next_page_token: String::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::collector::{
     trace::v1::ExportTraceServiceRequest,
 };
 
+pub mod admission;
 pub mod decode;
 pub mod grpc;
 pub mod http;

@@ -11,11 +11,17 @@
 //! shutdown timeout) -> client spans still waiting for a pair are resolved ->
 //! the admin listener closes last.
 //!
-//! Every listener but the query API's is a [`listen::Listener`]: its own
+//! Every listener, the query API's included (`api`), is a [`listen::Listener`]: its own
 //! connection cap, accept errors that never end it, and connections that
 //! close when silent; [`serve`] adds the per-request limits (HTTP header and
 //! body timeouts, gRPC streams, concurrency and call timeout). See
 //! docs/RELIABILITY.md, "Listeners".
+//!
+//! Each listener's TLS files and tokens are loaded at bind, so an unusable
+//! one fails start-up naming its config field; with TLS the handshake runs
+//! per connection under the listener's handshake timeout
+//! (`crate::security::tls`), and [`auth`] checks tokens before a request
+//! reaches a handler. docs/SECURITY.md has the whole picture.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,14 +40,19 @@ use crate::ingest::spans::SpanAnalyzer;
 use crate::model::IncidentEvent;
 use crate::pipeline::{Pipeline, WallClock};
 use crate::query::service::{Api, ApiError, Sources as ApiSources};
+use crate::receiver::admission::{self, MemoryLimiter};
 use crate::receiver::decode::{DecodePool, Decoding};
 use crate::receiver::grpc::{self, GrpcConfig, OtlpStatusLayer};
 use crate::receiver::http::{self as otlp_http, HttpConfig};
 use crate::receiver::Sink;
+use crate::security::tls::{Acceptor, Alpn, TlsIncoming};
+use crate::security::{AuthConfig, BearerAuth, LoadError, TlsConfig};
 use crate::store::changes::ChangeLog;
 use crate::store::Store;
 use crate::telemetry;
 
+mod api;
+pub mod auth;
 pub mod listen;
 pub mod serve;
 mod supervise;
@@ -72,6 +83,10 @@ pub enum ServerError {
     /// The history database cannot be opened (names the path).
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// A TLS or token file (or token variable) of a listener is unusable;
+    /// names the config field.
+    #[error(transparent)]
+    Security(#[from] LoadError),
 }
 
 /// The addresses actually bound.
@@ -96,6 +111,8 @@ pub struct Server {
     admin: TcpListener,
     /// The query API, bound with its token and TLS files read.
     api: Api,
+    /// TLS and tokens of the other listeners, loaded at bind.
+    guards: Guards,
     addresses: Addresses,
     /// Incident events (opened, updated, resolved) for whoever subscribes:
     /// alerting, the query API, storage. Slow subscribers lag and are told
@@ -104,6 +121,30 @@ pub struct Server {
     /// Incidents, their events, changes and detection snapshots, on disk
     /// unless storage is disabled.
     history: Arc<History>,
+    /// The receivers' memory gate; its sampling task starts in `run`.
+    memory: Arc<MemoryLimiter>,
+}
+
+/// What guards one listener: its TLS configuration (reloaded as its files
+/// change) and the tokens it requires.
+#[derive(Clone, Default)]
+struct Guard {
+    tls: Option<Arc<Acceptor>>,
+    auth: Option<BearerAuth>,
+}
+
+/// The guards of the OTLP and admin listeners, and the tokens a change
+/// write accepts.
+struct Guards {
+    grpc: Guard,
+    http: Guard,
+    admin: Guard,
+    /// `POST /api/v1/changes` accepts `changes.api_token` and the admin
+    /// tokens.
+    admin_changes: Option<BearerAuth>,
+    /// `RecordChange` accepts the same tokens, when the query API has none
+    /// of its own.
+    api_changes: Option<BearerAuth>,
 }
 
 /// Incident events buffered per subscriber before it lags.
@@ -144,6 +185,7 @@ impl Server {
         // handle made earlier records nowhere.
         let _ = telemetry::recorder();
         crate::history::describe_metrics();
+        admission::describe_metrics();
         listen::raise_open_files_limit(&[
             (
                 LISTENER_GRPC,
@@ -157,11 +199,13 @@ impl Server {
                 LISTENER_ADMIN,
                 settings.admin.connections.max_connections.get(),
             ),
+            (api::LISTENER_API, settings.api.limits.max_connections.get()),
         ]);
         let grpc = bind("OTLP/gRPC", settings.grpc.endpoint).await?;
         let http = bind("OTLP/HTTP", settings.http.endpoint).await?;
         let admin = bind("admin HTTP", settings.admin.endpoint).await?;
         let api = Api::bind(&settings.api).await?;
+        let guards = Guards::load(&settings)?;
         let local = |listener: &TcpListener, what, address| {
             listener.local_addr().map_err(|error| ServerError::Bind {
                 what,
@@ -190,6 +234,8 @@ impl Server {
         }
         let health = Arc::new(Health::default());
         health.watch_history(Arc::clone(&history));
+        let memory = MemoryLimiter::new(settings.admission.memory);
+        health.watch_memory(Arc::clone(&memory));
         Ok(Server {
             settings,
             pipeline,
@@ -199,9 +245,16 @@ impl Server {
             http,
             admin,
             api,
+            guards,
             addresses,
             events: broadcast::channel(EVENT_BUFFER).0,
+            memory,
         })
+    }
+
+    /// The receivers' memory limiter (tests force its state).
+    pub fn memory_limiter(&self) -> Arc<MemoryLimiter> {
+        Arc::clone(&self.memory)
     }
 
     /// Subscribes to incident events.
@@ -246,9 +299,11 @@ impl Server {
             http,
             admin,
             api,
+            guards,
             addresses,
             events,
             history,
+            memory,
         } = self;
         let store = Arc::clone(pipeline.store());
         let changes = Arc::clone(pipeline.changes());
@@ -257,11 +312,18 @@ impl Server {
         let sink: Arc<dyn Sink> = pipeline.ingest().clone();
 
         // One decode pool for both receivers, so decoding is bounded
-        // across them (one request per core).
+        // across them (one request per core), and so are its queue and the
+        // memory gate.
         let decoding = Decoding {
             limits: settings.decode,
-            pool: DecodePool::default(),
+            pool: DecodePool::with_admission(
+                std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN),
+                settings.admission.queue,
+                Arc::clone(&memory),
+            ),
         };
+        // Samples the resident memory until shutdown (nothing without a limit).
+        tokio::spawn(Arc::clone(&memory).run(shutdown.clone()));
         let (traces, metrics, logs) = grpc::services_with(
             Arc::clone(&sink),
             &GrpcConfig {
@@ -285,24 +347,36 @@ impl Server {
                     LISTENER_GRPC,
                     grpc_settings.max_buffered,
                 )))
+                // Before decoding: a call without a token reads nothing.
+                .layer(auth::GrpcAuthLayer::new(guards.grpc.auth.clone()))
                 .layer(OtlpStatusLayer)
                 .add_service(traces)
                 .add_service(metrics)
                 .add_service(logs)
                 .serve_with_incoming_shutdown(
-                    listen::Listener::new(LISTENER_GRPC, grpc, grpc_settings.connections)
-                        .incoming(),
+                    TlsIncoming::new(
+                        listen::Listener::new(LISTENER_GRPC, grpc, grpc_settings.connections)
+                            .incoming(),
+                        guards.grpc.tls.clone(),
+                        grpc_settings.connections.read_header_timeout,
+                    ),
                     shutdown.clone().cancelled_owned(),
                 ),
         );
 
-        let http_router = otlp_http::router_with(
+        let mut http_router = otlp_http::router_with(
             Arc::clone(&sink),
             HttpConfig {
                 max_request_body_size: settings.http.max_request_body_size,
             },
             decoding,
         );
+        if let Some(tokens) = guards.http.auth.clone() {
+            http_router = http_router.layer(axum::middleware::from_fn_with_state(
+                tokens,
+                auth::otlp_http,
+            ));
+        }
         let http_task = tokio::spawn(serve::serve_http(
             listen::Listener::new(LISTENER_HTTP, http, settings.http.connections),
             http_router,
@@ -315,21 +389,26 @@ impl Server {
                 LISTENER_HTTP,
                 settings.http.max_buffered,
             )),
+            guards.http.tls.clone(),
             shutdown.clone(),
         ));
 
         let admin_stop = CancellationToken::new();
-        let admin_router = admin::router(
+        let mut admin_router = admin::router(
             telemetry::recorder(),
             Arc::clone(&store),
             Arc::clone(&health),
         )
         .merge(admin::changes_router(admin::ChangesApi {
             log: Arc::clone(&changes),
-            token: settings.changes.api_token.clone(),
+            auth: guards.admin_changes.clone(),
             store: Arc::clone(&store),
         }))
         .merge(admin::incidents_router(Arc::clone(&history)));
+        if let Some(tokens) = guards.admin.auth.clone() {
+            admin_router =
+                admin_router.layer(axum::middleware::from_fn_with_state(tokens, auth::admin));
+        }
         let admin_task = tokio::spawn(serve::serve_http(
             listen::Listener::new(LISTENER_ADMIN, admin, settings.admin.connections),
             admin_router,
@@ -340,6 +419,7 @@ impl Server {
             },
             // A 16 KiB body limit and 64 connections bound the admin port.
             None,
+            guards.admin.tls.clone(),
             admin_stop.clone(),
         ));
 
@@ -453,12 +533,16 @@ impl Server {
             shutdown.clone(),
         ));
 
-        let api = api.spawn(ApiSources {
-            store: Arc::clone(&store),
-            changes: Arc::clone(&changes),
-            history: Arc::clone(&history),
-            change_token: settings.changes.api_token.clone(),
-        })?;
+        let api_limits = settings.api.limits;
+        let api = api.spawn(
+            ApiSources {
+                store: Arc::clone(&store),
+                changes: Arc::clone(&changes),
+                history: Arc::clone(&history),
+                change_auth: guards.api_changes.clone(),
+            },
+            |serving| crate::server::api::serve(serving, api_limits),
+        )?;
         api.serving().await;
         health.set_ready();
         tracing::info!(
@@ -540,6 +624,74 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+// === impl Guards ===
+
+impl Guards {
+    /// Reads every listener's TLS files and tokens.
+    fn load(settings: &Settings) -> Result<Guards, LoadError> {
+        let guard = |listener: &'static str,
+                     section: &str,
+                     tls: &Option<TlsConfig>,
+                     auth: &AuthConfig,
+                     alpn: Alpn|
+         -> Result<Guard, LoadError> {
+            Ok(Guard {
+                tls: match tls {
+                    None => None,
+                    Some(tls) => Some(Acceptor::load(
+                        listener,
+                        &format!("{section}.tls"),
+                        tls,
+                        alpn,
+                    )?),
+                },
+                auth: BearerAuth::load(listener, &format!("{section}.auth"), auth)?,
+            })
+        };
+        let grpc = guard(
+            LISTENER_GRPC,
+            "receivers.otlp.grpc",
+            &settings.grpc.tls,
+            &settings.grpc.auth,
+            Alpn::Http2,
+        )?;
+        let http = guard(
+            LISTENER_HTTP,
+            "receivers.otlp.http",
+            &settings.http.tls,
+            &settings.http.auth,
+            Alpn::Http,
+        )?;
+        let admin = guard(
+            LISTENER_ADMIN,
+            "admin",
+            &settings.admin.tls,
+            &settings.admin.auth,
+            Alpn::Http,
+        )?;
+        let change_token = |listener| {
+            BearerAuth::fixed(
+                listener,
+                "changes.api_token",
+                settings.changes.api_token.iter().cloned().collect(),
+            )
+        };
+        let admin_changes = BearerAuth::any_of(
+            LISTENER_ADMIN,
+            [admin.auth.clone(), change_token(LISTENER_ADMIN)],
+        );
+        let api_changes =
+            BearerAuth::any_of("query_api", [admin.auth.clone(), change_token("query_api")]);
+        Ok(Guards {
+            grpc,
+            http,
+            admin,
+            admin_changes,
+            api_changes,
+        })
     }
 }
 

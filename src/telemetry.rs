@@ -117,6 +117,19 @@ pub const LISTENER_BUFFERED: &str = "triage_listener_buffered_bytes";
 pub const LISTENER_BUFFER_LIMIT: &str = "triage_listener_buffer_limit_bytes";
 /// Request-body frames that waited for room in the budget, by `listener`.
 pub const LISTENER_BUFFER_WAITS: &str = "triage_listener_buffer_waits_total";
+/// TLS handshakes that did not complete, by `listener` and `reason`
+/// (`timeout`: not done within the handshake timeout; `error`: refused,
+/// such as a client without a certificate under mTLS).
+pub const TLS_HANDSHAKE_FAILURES: &str = "triage_tls_handshake_failures_total";
+/// Reloads of a listener's changed TLS files, by `listener` and `result`
+/// (`ok`; `error`: the files did not load and the old certificate stays).
+pub const TLS_RELOADS: &str = "triage_tls_reloads_total";
+/// Requests refused for their bearer token, by `listener` and `reason`
+/// (`missing`, `invalid`).
+pub const AUTH_REFUSED: &str = "triage_auth_refused_total";
+/// Reloads of changed bearer token files, by `listener` and `result`
+/// (`ok`; `error`: unusable, the previous token stays).
+pub const AUTH_TOKEN_RELOADS: &str = "triage_auth_token_reloads_total";
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -233,6 +246,22 @@ fn describe() {
     describe_counter!(
         LISTENER_BUFFER_WAITS,
         "Request-body frames that waited for room in the listener's budget."
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "TLS handshakes that did not complete, by listener and reason (timeout, error)."
+    );
+    describe_counter!(
+        TLS_RELOADS,
+        "Reloads of changed TLS files, by listener and result (error: old certificate kept)."
+    );
+    describe_counter!(
+        AUTH_REFUSED,
+        "Requests refused for their bearer token, by listener and reason (missing, invalid)."
+    );
+    describe_counter!(
+        AUTH_TOKEN_RELOADS,
+        "Reloads of changed bearer token files, by listener and result (error: old token kept)."
     );
 }
 

@@ -7,7 +7,8 @@ use crate::history::config::STORAGE_KEYS;
 use crate::ingest::changes::ApiToken;
 use crate::ingest::spans::SpanConfig;
 use crate::query::config::API_KEYS;
-use crate::query::{TlsFiles, TokenSource};
+use crate::security::config::{AUTH_KEYS, TLS_KEYS};
+use crate::security::{AuthConfig, TlsConfig as ListenerTls};
 use crate::store::config::STORE_KEYS;
 use crate::validate::parse_duration;
 use std::collections::BTreeSet;
@@ -210,6 +211,7 @@ shutdown_timeout: 5m
     );
     let expected = Settings {
         decode: crate::receiver::decode::Limits::default(),
+        admission: Default::default(),
         grpc: GrpcSettings {
             endpoint: "0.0.0.0:14317".parse().expect("addr"),
             max_recv_msg_size: 512 * 1024,
@@ -223,6 +225,8 @@ shutdown_timeout: 5m
             request_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(5),
+            tls: None,
+            auth: AuthConfig::default(),
         },
         http: HttpSettings {
             endpoint: "[::]:14318".parse().expect("addr"),
@@ -234,6 +238,8 @@ shutdown_timeout: 5m
                 idle_timeout: Duration::from_secs(90),
             },
             read_timeout: Duration::from_secs(20),
+            tls: None,
+            auth: AuthConfig::default(),
         },
         admin: AdminSettings {
             endpoint: "127.0.0.1:0".parse().expect("addr"),
@@ -243,14 +249,17 @@ shutdown_timeout: 5m
                 idle_timeout: Duration::from_secs(60),
             },
             read_timeout: Duration::from_secs(4),
+            tls: None,
+            auth: AuthConfig::default(),
         },
         api: ApiConfig {
             endpoint: "0.0.0.0:14320".parse().expect("addr"),
-            bearer_token: Some(TokenSource::File("/run/secrets/api-token".into())),
-            tls: Some(TlsFiles {
-                cert_file: "tls.crt".into(),
-                key_file: "tls.key".into(),
-            }),
+            auth: AuthConfig {
+                bearer_token_files: vec!["/run/secrets/api-token".into()],
+                ..AuthConfig::default()
+            },
+            tls: Some(ListenerTls::new("tls.crt", "tls.key")),
+            limits: Default::default(),
         },
         store: StoreConfig {
             window: Duration::from_secs(90),
@@ -865,9 +874,83 @@ fn the_example_lists_every_key() {
             .try_fold(&document, |value, key| value.get(key))
             .expect("section in example");
         for key in *keys {
+            // Every listener's `tls:` and `auth:` are there but empty
+            // (off by default); their keys are commented out, checked below.
+            if ["tls", "auth"].contains(key) {
+                assert!(
+                    section.get(key).is_some_and(Value::is_null),
+                    "{path:?} {key}"
+                );
+                continue;
+            }
             assert!(section.get(key).is_some(), "{path:?} lacks {key}");
         }
     }
+    // Each of the four listeners shows every TLS and auth key, commented.
+    let count = |text: &str, prefix: &str| {
+        text.lines()
+            .filter(|line| line.trim_start().starts_with(prefix))
+            .count()
+    };
+    for key in TLS_KEYS.iter().chain(AUTH_KEYS) {
+        let in_fragment = count(crate::security::config::EXAMPLE, &format!("{key}:"));
+        assert!(in_fragment > 0, "{key}");
+        assert!(
+            count(example_yaml(), &format!("# {key}:")) >= 4 * in_fragment,
+            "`# {key}:` in the example"
+        );
+    }
+}
+
+#[test]
+fn every_listener_reads_tls_and_auth_and_names_their_fields() {
+    let loaded = settings(
+        r#"
+receivers:
+  otlp:
+    grpc:
+      tls: { cert_file: g.crt, key_file: g.key, client_ca_file: ca.crt, min_version: "1.3" }
+      auth: { bearer_token_env: [OTLP_TOKEN] }
+    http:
+      tls: { cert_file: h.crt, key_file: h.key, reload_interval: 0s }
+      auth: { bearer_token_files: [/run/secrets/otlp] }
+admin:
+  tls: { cert_file: a.crt, key_file: a.key }
+  auth: { bearer_tokens: [one, two] }
+"#,
+    );
+    let grpc_tls = loaded.grpc.tls.expect("grpc tls");
+    assert_eq!(grpc_tls.client_ca_file, Some("ca.crt".into()));
+    assert_eq!(grpc_tls.min_version, crate::security::TlsVersion::V1_3);
+    assert_eq!(loaded.grpc.auth.bearer_token_env, ["OTLP_TOKEN"]);
+    assert_eq!(
+        loaded.http.tls.expect("http tls").reload_interval,
+        Duration::ZERO
+    );
+    assert!(loaded.http.auth.is_enabled());
+    assert_eq!(loaded.admin.tls, Some(ListenerTls::new("a.crt", "a.key")));
+    assert_eq!(loaded.admin.auth, AuthConfig::tokens(["one", "two"]));
+
+    let found = problems(
+        r#"
+receivers:
+  otlp:
+    grpc: { tls: { key_file: k }, auth: { bearer_tokens: "" } }
+    http: { tls: { cert_file: c, key_file: k, min_version: tls1.2 } }
+admin: { auth: { bearer_token: x } }
+"#,
+    );
+    let paths: Vec<&str> = found.iter().map(|problem| problem.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "receivers.otlp.grpc.tls.cert_file",
+            "receivers.otlp.grpc.auth.bearer_tokens[0]",
+            "receivers.otlp.http.tls.min_version",
+            "admin.auth.bearer_token",
+        ],
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -1209,6 +1292,7 @@ api:
             "api.auth.bearer_token",
             "api.auth.bearer_token_file",
             "api.tls.cert_file",
+            "api.tls.key_file",
             "api.extra",
         ]
         .into_iter()
@@ -1216,19 +1300,22 @@ api:
         "{found:?}"
     );
 
-    let both = only_problem(r#"api: { auth: { bearer_token: a, bearer_token_file: /t } }"#);
-    assert_eq!(both.path, "api.auth.bearer_token_file");
-    assert!(both.message.contains("not both"), "{both}");
     let half = only_problem(r#"api: { tls: { cert_file: /c } }"#);
     assert_eq!(half.path, "api.tls.key_file");
-    assert!(half.message.contains("required with cert_file"), "{half}");
+    assert!(half.message.contains("required when tls is set"), "{half}");
 
-    let inline = settings(r#"api: { auth: { bearer_token: s3cret } }"#);
-    assert_eq!(
-        inline.api.bearer_token,
-        Some(TokenSource::Inline("s3cret".into()))
+    // The single-token keys it had first still work, beside the lists.
+    let both = settings(
+        r#"api: { auth: { bearer_token: a, bearer_token_file: /t, bearer_tokens: [b] } }"#,
     );
-    assert_eq!(inline.api.tls, None);
+    assert_eq!(
+        both.api.auth,
+        AuthConfig {
+            bearer_token_files: vec!["/t".into()],
+            ..AuthConfig::tokens(["b", "a"])
+        }
+    );
+    assert_eq!(both.api.tls, None);
 }
 
 #[test]
@@ -1491,5 +1578,71 @@ fn decoding_limits_are_read_and_checked() {
             "receivers.otlp.max_decoded_mib".to_owned(),
             "receivers.otlp.max_items_per_request".to_owned(),
         ])
+    );
+}
+
+#[test]
+fn memory_limit_and_decode_queue() {
+    use crate::receiver::admission::{MemoryLimit, QueueLimits};
+    let parsed = settings(
+        r#"
+receivers:
+  otlp:
+    memory_limit_mib: 200
+    memory_check_interval: 500ms
+    max_queued_requests: 10
+    max_queued_mib: 4
+    max_queue_wait: 1s
+"#,
+    );
+    assert_eq!(
+        parsed.admission.memory,
+        Some(MemoryLimit {
+            limit: 200 * MIB as u64,
+            // A fifth by default, as the Collector's memory_limiter.
+            spike: 40 * MIB as u64,
+            check_interval: Duration::from_millis(500),
+        })
+    );
+    assert_eq!(
+        parsed.admission.queue,
+        QueueLimits {
+            max_requests: 10,
+            max_bytes: 4 * MIB,
+            max_wait: Duration::from_secs(1),
+        }
+    );
+    let spike = settings("receivers: {otlp: {memory_limit_mib: 100, memory_spike_limit_mib: 10}}");
+    assert_eq!(
+        spike.admission.memory.unwrap().soft_limit(),
+        90 * MIB as u64
+    );
+    assert_eq!(settings("{}").admission.memory, None);
+    assert_eq!(
+        problems(
+            "receivers: {otlp: {memory_limit_mib: 100, memory_spike_limit_mib: 100, \
+             memory_check_interval: 1ms, max_queued_requests: 0, max_queue_wait: 0s}}"
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>(),
+        vec![
+            "receivers.otlp.memory_check_interval: must be at least 10ms, got 1ms".to_owned(),
+            "receivers.otlp.memory_spike_limit_mib: 100 must be less than \
+             receivers.otlp.memory_limit_mib (100); the soft limit is their difference"
+                .to_owned(),
+            "receivers.otlp.max_queued_requests: must be from 1 to 1000000, got 0".to_owned(),
+            "receivers.otlp.max_queue_wait: must be more than 0s".to_owned(),
+        ]
+    );
+    assert_eq!(
+        problems("receivers: {otlp: {memory_spike_limit_mib: 5, memory_limit_mib: -1}}")
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        vec![
+            "receivers.otlp.memory_limit_mib: expected a whole number of MiB from 0 to 1048576, got -1".to_owned(),
+            "receivers.otlp.memory_spike_limit_mib: needs memory_limit_mib (0 or left out: no memory limit)".to_owned(),
+        ]
     );
 }

@@ -43,6 +43,25 @@ pub struct QueryArgs {
     /// PEM file of the CA that signed the API's certificate (https).
     #[arg(long, global = true, value_name = "FILE", env = "TRIAGE_API_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, when the API requires one
+    /// (api.tls.client_ca_file); with --client-key.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TRIAGE_API_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TRIAGE_API_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
     /// Print JSON (one document; one line per event for `watch`).
     #[arg(long, global = true)]
     pub json: bool,
@@ -163,6 +182,7 @@ pub async fn run(args: QueryArgs) -> Result<(), QueryError> {
         address: args.addr.clone(),
         token: args.token.clone(),
         ca_cert: args.ca_cert.clone(),
+        client_cert: args.client_cert.clone().zip(args.client_key.clone()),
     };
     let mut client = Client::connect(&config).await?;
     let stdout = std::io::stdout();

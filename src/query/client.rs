@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
 use super::pb::triage_query_client::TriageQueryClient;
@@ -32,6 +32,9 @@ pub struct ClientConfig {
     pub token: Option<String>,
     /// PEM file of the CA that signed the server's certificate (https).
     pub ca_cert: Option<PathBuf>,
+    /// PEM certificate and key to present when the API requires client
+    /// certificates (`api.tls.client_ca_file`); both or neither.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// Why a query failed, worded for the person at the terminal.
@@ -54,6 +57,14 @@ pub enum ClientError {
     /// The CA certificate could not be read or used.
     #[error("cannot use --ca-cert {}: {message}", .path.display())]
     CaCert {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The client certificate or key could not be read.
+    #[error("cannot use --client-cert / --client-key {}: {message}", .path.display())]
+    ClientCert {
         /// The file.
         path: PathBuf,
         /// What went wrong.
@@ -149,6 +160,15 @@ impl Client {
                 })?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
+            if let Some((cert, key)) = &config.client_cert {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path).map_err(|error| ClientError::ClientCert {
+                        path: path.clone(),
+                        message: error.to_string(),
+                    })
+                };
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
             endpoint = endpoint
                 .tls_config(tls)
                 .map_err(|error| bad_address(error.to_string()))?;
@@ -206,17 +226,48 @@ impl Client {
         Ok(response.into_inner().into())
     }
 
-    /// The dependency graph since `since_unix_nanos` (0: all held).
+    /// The dependency graph since `since_unix_nanos` (0: all held), every
+    /// page of it.
     pub async fn topology(&mut self, since_unix_nanos: u64) -> Result<Topology, ClientError> {
-        let response = self
-            .inner
-            .get_topology(unary(pb::GetTopologyRequest {
-                since_unix_nanos,
-                until_unix_nanos: 0,
-            }))
-            .await
-            .map_err(ClientError::Call)?;
-        Ok(response.into_inner().into())
+        self.topology_in_pages(since_unix_nanos, 0).await
+    }
+
+    /// As [`Client::topology`], asking for pages of `page_size` nodes and
+    /// edges (0: the server's default) and following them to the last.
+    pub async fn topology_in_pages(
+        &mut self,
+        since_unix_nanos: u64,
+        page_size: u32,
+    ) -> Result<Topology, ClientError> {
+        let mut page_token = String::new();
+        let mut topology: Option<Topology> = None;
+        loop {
+            let response = self
+                .inner
+                .get_topology(unary(pb::GetTopologyRequest {
+                    since_unix_nanos,
+                    until_unix_nanos: 0,
+                    page_size,
+                    page_token,
+                }))
+                .await
+                .map_err(ClientError::Call)?
+                .into_inner();
+            page_token = response.next_page_token.clone();
+            let page = Topology::from(response);
+            let whole = match topology.take() {
+                None => page,
+                Some(mut whole) => {
+                    whole.nodes.extend(page.nodes);
+                    whole.edges.extend(page.edges);
+                    whole
+                }
+            };
+            if page_token.is_empty() {
+                return Ok(whole);
+            }
+            topology = Some(whole);
+        }
     }
 
     /// One page of incidents and the token of the next.

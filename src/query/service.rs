@@ -3,7 +3,8 @@
 //! and server reflection (v1 and v1alpha), with optional bearer-token
 //! authentication and TLS.
 //!
-//! Life cycle: [`Api::bind`] reads the token and TLS files and binds the
+//! Life cycle: [`Api::bind`] reads the token and TLS files (through
+//! `crate::security`, which reloads them when they change) and binds the
 //! listener (so a bad file or a busy port fails start-up, naming it);
 //! [`Api::spawn`] serves; [`ApiHandle::draining`] turns health to
 //! NOT_SERVING while the rest of the collector drains; [`ApiHandle::stop`]
@@ -12,6 +13,13 @@
 //!
 //! Authentication covers the query service and reflection. Health stays
 //! open, because probes and load balancers do not carry secrets.
+//! `RecordChange` writes the change log, so on an API without tokens of its
+//! own it still requires one: `changes.api_token` or an admin token, the
+//! tokens `POST /api/v1/changes` accepts.
+//!
+//! TLS handshakes run on their own tasks, each within the listener's
+//! `read_header_timeout`, so a slow client neither holds up the others nor
+//! keeps its connection for long.
 //!
 //! Invariant for `WatchIncidents`: a watcher subscribes to the history's
 //! live events *before* it reads the stored ones, and skips every live event
@@ -21,7 +29,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,24 +36,25 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Identity, ServerTlsConfig};
+use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
 
-use super::config::{ApiConfig, TokenSource};
+use super::config::ApiConfig;
 use super::pb::triage_query_server::{TriageQuery, TriageQueryServer};
 use super::{pb, view, EventName, EventRecord};
 use crate::history::{EventKind, History, HistoryError, IncidentFilter, StoredEvent};
-use crate::ingest::changes::ApiToken;
 use crate::model::rfc3339;
 use crate::model::{Change, ChangeFilter, ChangeKind, ChangeSource};
+use crate::security::tls::{Acceptor, Alpn};
+use crate::security::{BearerAuth, LoadError};
 use crate::store::changes::ChangeLog;
 use crate::store::Store;
 
@@ -54,6 +62,12 @@ use crate::store::Store;
 const DEFAULT_PAGE_SIZE: usize = 50;
 /// Largest page served; bounds the response size.
 const MAX_PAGE_SIZE: usize = 1000;
+/// Topology nodes and edges per page when the request does not say. A
+/// node or edge is about 100 bytes of protobuf, so a page is about 100 KB,
+/// far from gRPC's 4 MiB default message limit.
+const DEFAULT_TOPOLOGY_PAGE: usize = 1000;
+/// Largest topology page served.
+const MAX_TOPOLOGY_PAGE: usize = 5000;
 /// Stored events read per history call while a watch replays or catches up.
 const REPLAY_PAGE: usize = 500;
 /// Events queued for one watcher before the sender waits for the client.
@@ -66,28 +80,16 @@ pub const MAX_WATCHERS: usize = 256;
 const MAX_CHANGE_FIELD_BYTES: usize = 4096;
 /// How long closing the listener may take once streams have been ended.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The listener's name in logs and metric labels.
+const LISTENER: &str = "query_api";
 
 /// Why the query API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    // Causes are part of the messages below and deliberately not
-    // `source()`s: printed as a chain (`{:#}`) they would appear twice.
-    /// A file named in the `api` section could not be read.
-    #[error("cannot read {field} {}: {error}", .path.display())]
-    ReadFile {
-        /// The config field naming the file, e.g. `api.tls.cert_file`.
-        field: &'static str,
-        /// The file.
-        path: std::path::PathBuf,
-        /// What the operating system said.
-        error: std::io::Error,
-    },
-    /// The token file holds nothing but whitespace.
-    #[error("api.auth.bearer_token_file {} is empty", .0.display())]
-    EmptyToken(std::path::PathBuf),
-    /// The certificate or key is not usable PEM.
-    #[error("api.tls: {0}")]
-    Tls(String),
+    /// A token or TLS file (or token variable) of the `api` section is
+    /// unusable; names the field.
+    #[error(transparent)]
+    Security(#[from] LoadError),
     /// The listener could not be bound.
     #[error("cannot listen on {address} for the query API: {error}")]
     Bind {
@@ -105,9 +107,9 @@ pub enum ApiError {
 pub struct Api {
     listener: TcpListener,
     address: SocketAddr,
-    /// The token every query and reflection call must carry.
-    token: Option<Arc<str>>,
-    tls: Option<ServerTlsConfig>,
+    /// The tokens every query and reflection call must carry.
+    auth: Option<BearerAuth>,
+    tls: Option<Arc<Acceptor>>,
 }
 
 /// A serving query API, for the server's shutdown sequence.
@@ -127,10 +129,11 @@ pub struct Sources {
     pub changes: Arc<ChangeLog>,
     /// Incidents and their events.
     pub history: Arc<History>,
-    /// The token `POST /api/v1/changes` requires (`changes.api_token`).
-    /// `RecordChange` writes the same log, so it requires it too, unless
-    /// the API has a token of its own (which every call then carries).
-    pub change_token: Option<ApiToken>,
+    /// The tokens `POST /api/v1/changes` accepts (`changes.api_token` and
+    /// the admin tokens). `RecordChange` writes the same log, so it
+    /// requires one of them too, unless the API has tokens of its own
+    /// (one of which every call then carries).
+    pub change_auth: Option<BearerAuth>,
 }
 
 /// The `triage.v1.TriageQuery` implementation.
@@ -148,7 +151,7 @@ pub struct QueryService {
 /// Checks the bearer token of every request to a protected service.
 #[derive(Clone)]
 struct Auth {
-    token: Option<Arc<str>>,
+    auth: Option<BearerAuth>,
 }
 
 /// `grpc.health.v1.Health` whose watch streams end when the API stops.
@@ -170,31 +173,10 @@ impl Api {
     /// Reads the token and TLS files named by `config` and binds its
     /// endpoint.
     pub async fn bind(config: &ApiConfig) -> Result<Api, ApiError> {
-        let token = match &config.bearer_token {
-            None => None,
-            Some(TokenSource::Inline(token)) => Some(Arc::from(token.as_str())),
-            Some(TokenSource::File(path)) => {
-                let text = read("api.auth.bearer_token_file", path)?;
-                let token = String::from_utf8_lossy(&text).trim().to_owned();
-                if token.is_empty() {
-                    return Err(ApiError::EmptyToken(path.clone()));
-                }
-                Some(Arc::from(token.as_str()))
-            }
-        };
+        let auth = BearerAuth::load(LISTENER, "api.auth", &config.auth)?;
         let tls = match &config.tls {
             None => None,
-            Some(files) => {
-                let cert = read("api.tls.cert_file", &files.cert_file)?;
-                let key = read("api.tls.key_file", &files.key_file)?;
-                let tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-                // Building the acceptor parses the PEM: a bad certificate
-                // fails start-up rather than every handshake.
-                tonic::transport::Server::builder()
-                    .tls_config(tls.clone())
-                    .map_err(|error| ApiError::Tls(tls_message(&error)))?;
-                Some(tls)
-            }
+            Some(tls) => Some(Acceptor::load(LISTENER, "api.tls", tls, Alpn::Http2)?),
         };
         let listener =
             TcpListener::bind(config.endpoint)
@@ -210,7 +192,7 @@ impl Api {
         Ok(Api {
             listener,
             address,
-            token,
+            auth,
             tls,
         })
     }
@@ -220,12 +202,16 @@ impl Api {
         self.address
     }
 
-    /// Starts serving on a task of its own.
-    pub fn spawn(self, sources: Sources) -> Result<ApiHandle, ApiError> {
+    /// Starts serving: `serve` spawns the task that serves [`Serving`].
+    pub fn spawn(
+        self,
+        sources: Sources,
+        serve: impl FnOnce(Serving) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    ) -> Result<ApiHandle, ApiError> {
         let stop = CancellationToken::new();
         let (reporter, health) = health(&stop);
-        let authenticated = self.token.is_some();
-        let auth = Auth { token: self.token };
+        let authenticated = self.auth.is_some();
+        let auth = Auth { auth: self.auth };
         let reflection =
             |error: tonic_reflection::server::Error| ApiError::Reflection(error.to_string());
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -245,22 +231,17 @@ impl Api {
             stop: stop.clone(),
         });
 
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = self.tls {
-            // Checked in `bind`, so this cannot fail on the same input.
-            builder = builder
-                .tls_config(tls)
-                .map_err(|error| ApiError::Tls(tls_message(&error)))?;
-        }
-        let router = builder
-            .add_service(health)
+        let routes = Routes::new(health)
             .add_service(InterceptedService::new(query, auth.clone()))
             .add_service(InterceptedService::new(reflection_v1, auth.clone()))
             .add_service(InterceptedService::new(reflection_v1alpha, auth));
-        let incoming = TcpListenerStream::new(self.listener);
-        let task = tokio::spawn(
-            router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
-        );
+        let task = serve(Serving {
+            builder: tonic::transport::Server::builder(),
+            routes,
+            listener: self.listener,
+            tls: self.tls,
+            stop: stop.clone(),
+        });
         Ok(ApiHandle {
             reporter,
             stop,
@@ -269,24 +250,67 @@ impl Api {
     }
 }
 
-fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, ApiError> {
-    std::fs::read(path).map_err(|error| ApiError::ReadFile {
-        field,
-        path: path.to_owned(),
-        error,
-    })
+/// What the server needs to serve the API on its listener with the
+/// listener's limits (`server`, which owns the connection handling): the
+/// tonic builder, the services, the bound socket, its TLS (handshaken on
+/// the listener's accepted connections), and the token that stops serving.
+pub struct Serving {
+    pub builder: tonic::transport::Server,
+    pub routes: Routes,
+    pub listener: TcpListener,
+    pub tls: Option<Arc<Acceptor>>,
+    pub stop: CancellationToken,
 }
 
-/// tonic's transport error with its causes, which say what was wrong.
-fn tls_message(error: &tonic::transport::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
+/// What a topology page token carries: the range of the first page, so
+/// that every page covers the same one, and the last item sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TopologyCursor {
+    range: view::Range,
+    after: view::TopologyKey,
+}
+
+impl TopologyCursor {
+    /// `t1.<since>.<until>.<hex service>.<hex callee, or "-" for a node>`.
+    fn encode(&self) -> String {
+        let callee = self
+            .after
+            .callee
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), hex::encode);
+        format!(
+            "t1.{}.{}.{}.{callee}",
+            self.range.since_unix_nanos,
+            self.range.until_unix_nanos,
+            hex::encode(&self.after.service)
+        )
     }
-    message
+
+    /// `None` for anything [`TopologyCursor::encode`] did not write.
+    fn decode(token: &str) -> Option<TopologyCursor> {
+        let mut parts = token.split('.');
+        if parts.next()? != "t1" {
+            return None;
+        }
+        let since_unix_nanos = parts.next()?.parse().ok()?;
+        let until_unix_nanos = parts.next()?.parse().ok()?;
+        let text = |part: &str| String::from_utf8(hex::decode(part).ok()?).ok();
+        let service = text(parts.next()?)?;
+        let callee = match parts.next()? {
+            "-" => None,
+            callee => Some(text(callee)?),
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(TopologyCursor {
+            range: view::Range {
+                since_unix_nanos,
+                until_unix_nanos,
+            },
+            after: view::TopologyKey { service, callee },
+        })
+    }
 }
 
 /// The health service, with the overall status ("") and the query
@@ -343,45 +367,26 @@ impl ApiHandle {
 
 // === impl Auth ===
 
-/// The bearer token of a call, if it carries one.
-fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+/// The `authorization` header of a call, if it is text.
+fn authorization(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
     metadata
         .get("authorization")
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-        })
-        .map(str::trim)
 }
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(token) = &self.token else {
+        let Some(auth) = &self.auth else {
             return Ok(request);
         };
-        match bearer(request.metadata()) {
-            Some(given) if same(given.as_bytes(), token.as_bytes()) => Ok(request),
-            Some(_) => Err(Status::unauthenticated("invalid bearer token")),
-            None => Err(Status::unauthenticated(
-                "missing bearer token: send the header `authorization: Bearer <token>` \
-                 (triage query --token, or TRIAGE_API_TOKEN)",
-            )),
+        match auth.check(authorization(request.metadata())) {
+            Ok(()) => Ok(request),
+            Err(denied) => Err(Status::unauthenticated(format!(
+                "{} (triage query --token, or TRIAGE_API_TOKEN)",
+                denied.message()
+            ))),
         }
     }
-}
-
-/// Compares two secrets in time that does not depend on where they differ.
-fn same(given: &[u8], expected: &[u8]) -> bool {
-    if given.len() != expected.len() {
-        return false;
-    }
-    given
-        .iter()
-        .zip(expected)
-        .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-        == 0
 }
 
 // === impl StoppableHealth ===
@@ -575,15 +580,45 @@ impl TriageQuery for QueryService {
         request: Request<pb::GetTopologyRequest>,
     ) -> Result<Response<pb::GetTopologyResponse>, Status> {
         let request = request.into_inner();
-        check_range(request.since_unix_nanos, request.until_unix_nanos)?;
+        let page_size = match request.page_size as usize {
+            0 => DEFAULT_TOPOLOGY_PAGE,
+            size if size > MAX_TOPOLOGY_PAGE => {
+                return Err(invalid(
+                    "page_size",
+                    format!("at most {MAX_TOPOLOGY_PAGE}, got {size}"),
+                ))
+            }
+            size => size,
+        };
+        let cursor = if request.page_token.is_empty() {
+            check_range(request.since_unix_nanos, request.until_unix_nanos)?;
+            None
+        } else {
+            Some(TopologyCursor::decode(&request.page_token).ok_or_else(|| {
+                invalid(
+                    "page_token",
+                    "not a token this server handed out; start again without one",
+                )
+            })?)
+        };
         let store = Arc::clone(&self.sources.store);
-        let topology = blocking("reading the topology", move || {
-            let range =
-                view::Range::resolve(&store, request.since_unix_nanos, request.until_unix_nanos);
-            Ok(view::topology(&store, range))
+        let (page, next) = blocking("reading the topology", move || {
+            let range = match &cursor {
+                Some(cursor) => cursor.range,
+                None => {
+                    view::Range::resolve(&store, request.since_unix_nanos, request.until_unix_nanos)
+                }
+            };
+            let topology = view::topology(&store, range);
+            let after = cursor.as_ref().map(|cursor| &cursor.after);
+            let (page, next) = view::topology_page(topology, page_size, after);
+            let next = next.map(|after| TopologyCursor { range, after }.encode());
+            Ok((page, next))
         })
         .await?;
-        Ok(Response::new((&topology).into()))
+        let mut response = pb::GetTopologyResponse::from(&page);
+        response.next_page_token = next.unwrap_or_default();
+        Ok(Response::new(response))
     }
 
     async fn list_incidents(
@@ -694,13 +729,11 @@ impl TriageQuery for QueryService {
         &self,
         request: Request<pb::RecordChangeRequest>,
     ) -> Result<Response<pb::RecordChangeResponse>, Status> {
-        if let Some(token) = self.sources.change_token.as_ref() {
-            if !self.authenticated
-                && !bearer(request.metadata()).is_some_and(|given| token.matches(given))
-            {
+        if let Some(auth) = self.sources.change_auth.as_ref() {
+            if !self.authenticated && auth.check(authorization(request.metadata())).is_err() {
                 return Err(Status::unauthenticated(
-                    "RecordChange requires `authorization: Bearer <token>` with the token of \
-                     changes.api_token (or api.auth's token when the API has one)",
+                    "RecordChange requires `authorization: Bearer <token>` with changes.api_token \
+                     or an admin.auth token (or an api.auth token when the API has them)",
                 ));
             }
         }

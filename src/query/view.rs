@@ -249,6 +249,73 @@ pub fn topology(store: &Store, range: Range) -> Topology {
     }
 }
 
+/// Where an item of the topology sits in its paging order: each service's
+/// node (`callee: None`) comes just before the edges it calls, and both are
+/// in name order. A page ends after an item; the next starts after its key,
+/// so services that appear between two pages do not shift the others.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TopologyKey {
+    /// The node's service, or the edge's caller.
+    pub service: String,
+    /// The edge's callee; `None` for the node.
+    pub callee: Option<String>,
+}
+
+/// The items of `topology` after `after` (all when `None`), at most
+/// `page_size` nodes and edges together (at least one), and the key of the
+/// last one when more follow.
+pub fn topology_page(
+    topology: Topology,
+    page_size: usize,
+    after: Option<&TopologyKey>,
+) -> (Topology, Option<TopologyKey>) {
+    let page_size = page_size.max(1);
+    let node_key = |node: &TopologyNode| TopologyKey {
+        service: node.service.clone(),
+        callee: None,
+    };
+    let edge_key = |edge: &TopologyEdge| TopologyKey {
+        service: edge.caller.clone(),
+        callee: Some(edge.callee.clone()),
+    };
+    let is_next = |key: &TopologyKey| after.is_none_or(|after| key > after);
+    let mut nodes = topology
+        .nodes
+        .into_iter()
+        .filter(|node| is_next(&node_key(node)))
+        .peekable();
+    let mut edges = topology
+        .edges
+        .into_iter()
+        .filter(|edge| is_next(&edge_key(edge)))
+        .peekable();
+    let mut page = Topology {
+        since_unix_nanos: topology.since_unix_nanos,
+        until_unix_nanos: topology.until_unix_nanos,
+        nodes: Vec::new(),
+        edges: Vec::new(),
+    };
+    let mut last = None;
+    for _ in 0..page_size {
+        let node_first = match (nodes.peek(), edges.peek()) {
+            (None, None) => break,
+            (Some(node), Some(edge)) => node_key(node) < edge_key(edge),
+            (node, _) => node.is_some(),
+        };
+        if node_first {
+            if let Some(node) = nodes.next() {
+                last = Some(node_key(&node));
+                page.nodes.push(node);
+            }
+        } else if let Some(edge) = edges.next() {
+            last = Some(edge_key(&edge));
+            page.edges.push(edge);
+        }
+    }
+    let more = nodes.peek().is_some() || edges.peek().is_some();
+    (page, last.filter(|_| more))
+}
+
 /// Merges `keys` over `range`: counts add up, histograms merge (so the
 /// quantiles are those of all the requests together, not an average of
 /// quantiles).

@@ -39,7 +39,7 @@ pub(crate) mod test_support;
 
 pub use export::{export_json, export_protobuf, Export, Refused};
 pub use limits::{Limits, Measured, OverLimit, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ITEMS};
-pub use pool::{DecodePool, Decoding, PoolError};
+pub use pool::{DecodePool, Decoding, PoolError, Ticket};
 
 /// An export request that can be decoded from OTLP/JSON.
 pub trait JsonExport: Default + DeserializeOwned {

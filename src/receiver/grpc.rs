@@ -15,6 +15,12 @@
 //! rewrites them to RESOURCE_EXHAUSTED (not retryable without RetryInfo) and
 //! INVALID_ARGUMENT, as the OTLP specification asks, and counts them.
 //!
+//! Admission (`receiver::admission`): while memory is over the soft limit,
+//! or the decode queue is full, a call is answered UNAVAILABLE with a
+//! `google.rpc.RetryInfo` detail before tonic reads its message; a call
+//! whose message then finds the queue full or waits too long for a decoder
+//! gets the same answer. Exporters retry it.
+//!
 //! A request over the decoding limits is refused with INVALID_ARGUMENT, not
 //! RESOURCE_EXHAUSTED: sent again as it is it would fail again, OTLP
 //! recommends INVALID_ARGUMENT for what must not be retried, and some
@@ -35,7 +41,10 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 
-use super::decode::{export_protobuf, DecodePool, Decoding, Export, Limits, Refused};
+use super::admission::Busy;
+use super::decode::{
+    export_protobuf, DecodePool, Decoding, Export, Limits, PoolError, Refused, Ticket,
+};
 use super::{Outcome, Signal, Sink};
 use crate::telemetry;
 
@@ -195,6 +204,8 @@ struct ExportRaw<R> {
     sink: Arc<dyn Sink>,
     limits: Limits,
     pool: DecodePool,
+    /// The call's place in the decode queue, taken when it was admitted.
+    ticket: Option<Ticket>,
     request: PhantomData<fn() -> R>,
 }
 
@@ -206,13 +217,19 @@ impl<R: GrpcExport> UnaryService<Bytes> for ExportRaw<R> {
         let sink = Arc::clone(&self.sink);
         let limits = self.limits;
         let pool = self.pool.clone();
+        let ticket = self.ticket.take();
         Box::pin(async move {
             let body = request.into_inner();
             let signal = R::SIGNAL.as_str();
-            let outcome = match pool
-                .run(move || export_protobuf::<R>(&body, sink.as_ref(), limits))
-                .await
-            {
+            let bytes = body.len();
+            let work = move || export_protobuf::<R>(&body, sink.as_ref(), limits);
+            // The ticket taken at admission; a handler called again (tonic
+            // does not) is admitted anew.
+            let ran = match ticket {
+                Some(ticket) => pool.run(ticket, bytes, work).await,
+                None => pool.admit_and_run(bytes, work).await,
+            };
+            let outcome = match ran {
                 Ok(Ok(outcome)) => outcome,
                 Ok(Err(refused)) => {
                     let (reason, message) = match refused {
@@ -226,6 +243,7 @@ impl<R: GrpcExport> UnaryService<Bytes> for ExportRaw<R> {
                     tracing::debug!(signal, reason, error = %message, "refused OTLP/gRPC request");
                     return Err(Status::invalid_argument(message));
                 }
+                Err(PoolError::Busy(busy)) => return Err(refuse_busy(signal, &busy)),
                 Err(error) => {
                     telemetry::record_refused_request(TRANSPORT, signal, "internal");
                     tracing::warn!(signal, %error, "OTLP/gRPC request failed");
@@ -236,6 +254,14 @@ impl<R: GrpcExport> UnaryService<Bytes> for ExportRaw<R> {
             Ok(Response::new(R::response(partial(&outcome))))
         })
     }
+}
+
+/// Counts a request refused for now (admission control) and answers it
+/// UNAVAILABLE with RetryInfo.
+fn refuse_busy(signal: &'static str, busy: &Busy) -> Status {
+    telemetry::record_refused_request(TRANSPORT, signal, busy.reason());
+    tracing::debug!(signal, reason = busy.reason(), error = %busy, "refused OTLP/gRPC request for now");
+    busy.grpc_status()
 }
 
 /// `(rejected, error_message)` of a partial success, if items were rejected.
@@ -272,10 +298,20 @@ where
         if method != Some("Export") {
             return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
         }
+        // Before tonic reads the message: a refused request costs its
+        // headers only.
+        let ticket = match self.pool.admit() {
+            Ok(ticket) => ticket,
+            Err(busy) => {
+                let status = refuse_busy(R::SIGNAL.as_str(), &busy);
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        };
         let handler = ExportRaw::<R> {
             sink: Arc::clone(&self.sink),
             limits: self.limits,
             pool: self.pool.clone(),
+            ticket: Some(ticket),
             request: PhantomData,
         };
         let limit = self.max_recv_msg_size;

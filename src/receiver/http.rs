@@ -44,6 +44,7 @@ use opentelemetry_proto::tonic::collector::{
 use prost::Message;
 use serde_json::Value;
 
+use super::admission::{Busy, CODE_UNAVAILABLE};
 use super::decode::{
     export_json, export_protobuf, DecodePool, Decoding, Export, Limits, OverLimit, PoolError,
     Refused,
@@ -58,7 +59,8 @@ pub const HTTP_REQUESTS_TOTAL: &str = "triage_http_requests_total";
 /// Counter of refused requests, labelled `transport` (`http` here), `signal`
 /// and `reason` (`decode`, `too_large`, `too_many_items`,
 /// `decoded_too_large`, `unsupported_media_type`, `unsupported_encoding`,
-/// `internal`).
+/// `internal`; retryable: `memory_limit`, `queue_full`, `queue_bytes`,
+/// `queue_timeout`).
 pub const RECEIVER_REFUSED_REQUESTS_TOTAL: &str = "triage_receiver_refused_requests_total";
 
 /// The usual OTLP/HTTP body limit: 20 MiB after decompression.
@@ -93,7 +95,7 @@ pub struct RpcStatus {
     /// What was wrong, for the developer reading the client's logs.
     #[prost(string, tag = "2")]
     pub message: String,
-    /// Always empty here; declared so that the message matches the real one.
+    /// A `google.rpc.RetryInfo` on retryable refusals, else empty.
     #[prost(message, repeated, tag = "3")]
     pub details: Vec<AnyMsg>,
 }
@@ -175,6 +177,9 @@ enum Refusal {
     OverLimit(OverLimit),
     #[error("{0}")]
     Internal(PoolError),
+    /// Refused for now (memory limit, decode queue): 503, retryable.
+    #[error("{0}")]
+    Busy(Busy),
 }
 
 // === impl Receiver ===
@@ -189,11 +194,13 @@ impl Receiver {
     ) -> Result<Outcome, Refusal> {
         let limit = self.config.max_request_body_size;
         let gzip = content_gzip(request.headers())?;
+        // Before the body is read: a refused request costs its headers only.
+        let ticket = self.pool.admit().map_err(Refusal::Busy)?;
         let body = read_body(request.into_body(), limit).await?;
         let sink = Arc::clone(&self.sink);
         let limits = self.limits;
         self.pool
-            .run(move || {
+            .run(ticket, body.len(), move || {
                 let body = if gzip && !body.is_empty() {
                     Bytes::from(inflate(&body[..], limit)?)
                 } else {
@@ -202,7 +209,10 @@ impl Receiver {
                 decode::<R>(format, &body, sink.as_ref(), limits)
             })
             .await
-            .map_err(Refusal::Internal)?
+            .map_err(|error| match error {
+                PoolError::Busy(busy) => Refusal::Busy(busy),
+                PoolError::Failed(_) => Refusal::Internal(error),
+            })?
     }
 }
 
@@ -420,6 +430,7 @@ impl Refusal {
             | Refusal::Json { .. }
             | Refusal::OverLimit(_) => StatusCode::BAD_REQUEST,
             Refusal::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Refusal::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -435,6 +446,7 @@ impl Refusal {
             | Refusal::Json { .. } => "decode",
             Refusal::OverLimit(over) => over.reason(),
             Refusal::Internal(_) => "internal",
+            Refusal::Busy(busy) => busy.reason(),
         }
     }
 
@@ -449,6 +461,7 @@ impl Refusal {
         match self {
             Refusal::TooLarge { .. } => CODE_RESOURCE_EXHAUSTED,
             Refusal::Internal(_) => CODE_INTERNAL,
+            Refusal::Busy(_) => CODE_UNAVAILABLE,
             _ => CODE_INVALID_ARGUMENT,
         }
     }
@@ -456,6 +469,9 @@ impl Refusal {
     /// The error answer. 415 is always protobuf: the client's content type
     /// (or encoding) is not one it can expect us to answer in.
     fn into_response(self, format: Format) -> Response {
+        if let Refusal::Busy(busy) = &self {
+            return busy_response(busy, format);
+        }
         let status = self.status();
         let format = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
             Format::Protobuf
@@ -478,6 +494,22 @@ impl Refusal {
         };
         with_body(status, format, body)
     }
+}
+
+/// The answer to a request refused for now: 503 with `Retry-After` and a
+/// `google.rpc.Status` (UNAVAILABLE, with a `RetryInfo` detail) in the
+/// request's encoding. OTLP/HTTP exporters retry 503 and honour the header.
+fn busy_response(busy: &Busy, format: Format) -> Response {
+    let body = match format {
+        Format::Protobuf => busy.rpc_status().encode_to_vec(),
+        Format::Json => busy.json_status().to_string().into_bytes(),
+    };
+    let mut response = with_body(StatusCode::SERVICE_UNAVAILABLE, format, body);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(busy.retry_after_secs()),
+    );
+    response
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 //! header read timeout needs one. Each request is marked in flight on its
 //! connection (for the idle timeout) and raced against its body's deadline:
 //! a body still arriving `read_timeout` after the headers is answered 408 and
-//! the handler, with whatever it had buffered, is dropped.
+//! the handler, with whatever it had buffered, is dropped. On a TLS listener
+//! the connection's task first completes the handshake, within the
+//! listener's `read_header_timeout` (`crate::security::tls`).
 //!
 //! gRPC: tonic serves its own connections; [`TrackLayer`] marks each call in
 //! flight on the connection it came on, through the [`ConnectInfo`] tonic
@@ -52,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use super::listen::{Activity, Busy, Conn, ConnectInfo, Listener};
+use crate::security::tls::{Acceptor, MaybeTls};
 use crate::telemetry;
 
 /// Streams per HTTP/2 connection on the HTTP listeners (h2c is rare there;
@@ -144,23 +147,27 @@ struct Watched<B> {
 
 /// A `google.rpc.Status` (the OTLP/HTTP error body) with no details.
 #[derive(Clone, PartialEq, prost::Message)]
-struct Status {
+pub(super) struct Status {
     #[prost(int32, tag = "1")]
-    code: i32,
+    pub(super) code: i32,
     #[prost(string, tag = "2")]
-    message: String,
+    pub(super) message: String,
 }
 
 /// `google.rpc.Code.DEADLINE_EXCEEDED`.
 const CODE_DEADLINE_EXCEEDED: i32 = 4;
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then waits
-/// for the open connections to finish.
+/// for the open connections to finish. With `tls`, each connection is
+/// handshaken on its own task within `read_header_timeout` (the time a
+/// plaintext connection has to start speaking), so a slow handshake holds
+/// neither the accept loop nor, for longer than that, a connection slot.
 pub async fn serve_http(
     mut listener: Listener,
     router: Router,
     limits: HttpLimits,
     budget: Option<BodyBudget>,
+    tls: Option<Arc<Acceptor>>,
     shutdown: CancellationToken,
 ) {
     let name = listener.name();
@@ -182,13 +189,28 @@ pub async fn serve_http(
                     budget: budget.clone(),
                     body_timeouts: body_timeouts.clone(),
                 };
-                connections.spawn(serve_connection(
+                let (builder, tls, shutdown, header_timeouts) = (
                     Arc::clone(&builder),
-                    conn,
-                    service,
+                    tls.clone(),
                     shutdown.clone(),
                     header_timeouts.clone(),
-                ));
+                );
+                connections.spawn(async move {
+                    let remote = conn.remote();
+                    let conn = match tls {
+                        None => MaybeTls::Plain(conn),
+                        Some(tls) => {
+                            // Counted and logged by the acceptor.
+                            let Ok(stream) = tls.handshake(conn, limits.read_header_timeout).await
+                            else {
+                                return;
+                            };
+                            MaybeTls::Tls(Box::new(stream))
+                        }
+                    };
+                    serve_connection(builder, conn, remote, service, shutdown, header_timeouts)
+                        .await;
+                });
             }
             // Reaps finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -220,12 +242,12 @@ fn builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
 /// told to finish what is in flight and close.
 async fn serve_connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
-    conn: Conn,
+    conn: MaybeTls<Conn>,
+    remote: std::net::SocketAddr,
     service: Guarded,
     shutdown: CancellationToken,
     header_timeouts: Counter,
 ) {
-    let remote = conn.remote();
     let connection =
         builder.serve_connection(TokioIo::new(conn), TowerToHyperService::new(service));
     tokio::pin!(connection);
@@ -304,7 +326,7 @@ impl Service<Request<Incoming>> for Guarded {
 }
 
 /// Whether a `Content-Type` is JSON (`application/json`, parameters allowed).
-fn is_json(content_type: Option<&HeaderValue>) -> bool {
+pub(super) fn is_json(content_type: Option<&HeaderValue>) -> bool {
     content_type
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())

@@ -782,8 +782,138 @@ async fn healthcheck_passes_on_a_live_server_and_fails_otherwise() {
         .await
         .expect("healthcheck ran");
     assert!(!ok && stderr.contains("cannot connect"), "{stderr}");
-    let (ok, stderr) = tokio::task::spawn_blocking(|| healthcheck("https://127.0.0.1:1/healthz"))
+    let (ok, stderr) = tokio::task::spawn_blocking(|| healthcheck("ftp://127.0.0.1:1/healthz"))
         .await
         .expect("healthcheck ran");
     assert!(!ok && stderr.contains("http://"), "{stderr}");
+
+    // The image's check, against an admin port serving TLS with a token:
+    // the probe needs neither a trusted certificate nor the token.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certified = rcgen::generate_simple_self_signed(vec!["triage.observability.svc".to_owned()])
+        .expect("certificate");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write");
+    let mut settings = crate::common::test_settings();
+    settings.admin.tls = Some(triage::security::TlsConfig::new(cert, key));
+    settings.admin.auth = triage::security::AuthConfig::tokens(["admin-token"]);
+    let server = crate::common::TestServer::start_with(settings).await;
+    let admin = server.addresses.admin;
+    let (ok, stderr) =
+        tokio::task::spawn_blocking(move || healthcheck(&format!("https://{admin}/healthz")))
+            .await
+            .expect("healthcheck ran");
+    assert!(ok, "TLS admin port: {stderr}");
+    let (ok, stderr) =
+        tokio::task::spawn_blocking(move || healthcheck(&format!("https://{admin}/metrics")))
+            .await
+            .expect("healthcheck ran");
+    assert!(!ok && stderr.contains("401"), "{stderr}");
+    server.stop().await;
+}
+
+/// Every file a deployed triage config names in a `tls:` or `auth:`
+/// section lies under a Secret volume its workload mounts, and the probes
+/// use the admin port's scheme.
+#[test]
+fn workloads_mount_the_secrets_their_tls_and_auth_name() {
+    let maps = config_maps();
+    let mut secured = 0;
+    for (path, document) in manifests() {
+        let kind = str_at(&document, &["kind"]).unwrap_or_default();
+        if kind != "Deployment" && kind != "StatefulSet" {
+            continue;
+        }
+        let where_ = format!("{} {kind}", path.display());
+        let pod = at(&document, &["spec", "template", "spec"]).expect("a pod template");
+        let container = list(pod, &["containers"])
+            .into_iter()
+            .find(|container| str_at(container, &["name"]) == Some("triage"))
+            .expect("a triage container");
+        let config_map = list(pod, &["volumes"])
+            .into_iter()
+            .find_map(|volume| str_at(volume, &["configMap", "name"]))
+            .expect("a config ConfigMap");
+        let config = parse(&maps[config_map].1);
+        let mut files = Vec::new();
+        for listener in [
+            &["receivers", "otlp", "grpc"][..],
+            &["receivers", "otlp", "http"],
+            &["admin"],
+            &["api"],
+        ] {
+            let Some(section) = at(&config, listener) else {
+                continue;
+            };
+            for key in ["cert_file", "key_file", "client_ca_file"] {
+                files.extend(str_at(section, &["tls", key]).map(str::to_owned));
+            }
+            files.extend(
+                list(section, &["auth", "bearer_token_files"])
+                    .into_iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned),
+            );
+        }
+        let admin_tls = at(&config, &["admin", "tls"]).is_some();
+        for probe in ["livenessProbe", "readinessProbe"] {
+            let scheme = str_at(container, &[probe, "httpGet", "scheme"]).unwrap_or("HTTP");
+            assert_eq!(scheme == "HTTPS", admin_tls, "{where_}: {probe} scheme");
+        }
+        if files.is_empty() {
+            continue;
+        }
+        secured += 1;
+        let secret_mounts: Vec<&str> = list(container, &["volumeMounts"])
+            .into_iter()
+            .filter(|mount| {
+                let name = str_at(mount, &["name"]);
+                list(pod, &["volumes"]).into_iter().any(|volume| {
+                    str_at(volume, &["name"]) == name
+                        && at(volume, &["secret", "secretName"]).is_some()
+                })
+            })
+            .filter_map(|mount| str_at(mount, &["mountPath"]))
+            .collect();
+        for file in &files {
+            assert!(
+                secret_mounts
+                    .iter()
+                    .any(|mount| Path::new(file).parent() == Some(Path::new(mount))),
+                "{where_}: {file} is not in a mounted Secret ({secret_mounts:?})"
+            );
+        }
+    }
+    assert!(
+        secured >= 2,
+        "the gateway and the shards serve TLS with tokens: {secured}"
+    );
+
+    // The collectors in front of the gateway and the shards speak TLS
+    // and send the token.
+    let tee = collector("otelcol-tee.yaml");
+    let lb = collector("otelcol-loadbalancing.yaml");
+    for exporter in [
+        at(&tee, &["exporters", "otlp/triage"]).expect("tee exporter"),
+        at(
+            &lb,
+            &["exporters", "loadbalancing/triage", "protocol", "otlp"],
+        )
+        .expect("lb exporter"),
+    ] {
+        assert!(
+            str_at(exporter, &["tls", "ca_file"]).is_some(),
+            "{exporter:?}"
+        );
+        assert_ne!(
+            at(exporter, &["tls", "insecure"]).and_then(Value::as_bool),
+            Some(true)
+        );
+        assert!(
+            str_at(exporter, &["headers", "authorization"])
+                .is_some_and(|value| value.starts_with("Bearer ")),
+            "{exporter:?}"
+        );
+    }
 }

@@ -15,8 +15,10 @@
 mod common;
 
 mod admin;
+mod admission;
 mod alertmanager;
 mod analysis_spans;
+mod api_listener;
 mod changes;
 mod cli;
 mod demo;
@@ -30,4 +32,5 @@ mod query_api;
 mod restart;
 mod rust_sdk;
 mod supervision;
+mod tls;
 mod walls;

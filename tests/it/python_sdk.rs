@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ const DATA_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the script reports it sent (see `send_spans.py`).
 #[derive(Debug, Deserialize)]
-struct Summary {
+pub(crate) struct Summary {
     protocol: String,
     frontend: String,
     backend: String,
@@ -91,16 +91,54 @@ async fn python_sdk_spans_become_red_series_and_paired_edges() {
     server.stop().await;
 }
 
+/// What `send_spans.py` needs to export over TLS with a client
+/// certificate and a bearer token.
+pub(crate) struct Tls {
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub token: String,
+}
+
 /// Runs `send_spans.py` against `endpoint` and returns what it sent; panics
 /// with the script's output if it fails or hangs.
 async fn send_spans(python: &Path, protocol: &str, endpoint: SocketAddr, suffix: &str) -> Summary {
+    send_spans_with(python, protocol, endpoint, suffix, None).await
+}
+
+/// As [`send_spans`], over TLS when `tls` is given.
+pub(crate) async fn send_spans_with(
+    python: &Path,
+    protocol: &str,
+    endpoint: SocketAddr,
+    suffix: &str,
+    tls: Option<&Tls>,
+) -> Summary {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/send_spans.py");
     let mut command = Command::new(python);
     command
         .arg(&script)
         .args(["--protocol", protocol, "--suffix", suffix])
         .arg("--endpoint")
-        .arg(endpoint.to_string())
+        .arg(endpoint.to_string());
+    if let Some(tls) = tls {
+        command
+            .arg("--ca-file")
+            .arg(&tls.ca)
+            .arg("--client-cert")
+            .arg(&tls.client_cert)
+            .arg("--client-key")
+            .arg(&tls.client_key)
+            // Through the environment, not the command line, as a real
+            // deployment would pass a secret.
+            .env("TRIAGE_TEST_TOKEN", &tls.token)
+            // requests lets these override the CA a session is given
+            // (the exporter's certificate_file): a machine-wide bundle
+            // would hide the test's CA.
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE");
+    }
+    command
         // Loopback is never proxied, and the developer's own OTEL_* settings
         // must not redirect or disable the exporters.
         .env("NO_PROXY", "127.0.0.1,localhost")
@@ -192,7 +230,7 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
 
 /// Waits until the collector has recorded everything `summary` says was
 /// sent, then checks counts, quantiles and edges.
-async fn check_recorded(server: &TestServer, summary: &Summary) {
+pub(crate) async fn check_recorded(server: &TestServer, summary: &Summary) {
     let protocol = &summary.protocol;
     let frontend = summary.frontend.as_str();
     let backend = summary.backend.as_str();

@@ -36,7 +36,8 @@ use triage::model::{SeriesKey, SeriesKind};
 use triage::query::client::{Client, ClientConfig, ClientError};
 use triage::query::pb;
 use triage::query::pb::watch_incidents_request::Start;
-use triage::query::{EventName, TlsFiles, TokenSource};
+use triage::query::EventName;
+use triage::security::{AuthConfig, TlsConfig};
 
 /// Bound on every wait for data, a stream message or a child process.
 const WAIT: Duration = Duration::from_secs(20);
@@ -48,7 +49,7 @@ const FAILED: u64 = 3;
 
 async fn start(token: Option<&str>) -> TestServer {
     let mut settings = test_settings();
-    settings.api.bearer_token = token.map(|token| TokenSource::Inline(token.to_owned()));
+    settings.api.auth = AuthConfig::tokens(token);
     TestServer::start_with(settings).await
 }
 
@@ -195,6 +196,7 @@ async fn client(server: &TestServer, token: Option<&str>) -> Client {
         address: server.api_url(),
         token: token.map(str::to_owned),
         ca_cert: None,
+        client_cert: None,
     })
     .await
     .expect("connects")
@@ -448,17 +450,18 @@ async fn tls_and_token_from_a_file() {
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
 
     let mut settings = test_settings();
-    settings.api.bearer_token = Some(TokenSource::File(token_file));
-    settings.api.tls = Some(TlsFiles {
-        cert_file: cert_file.clone(),
-        key_file,
-    });
+    settings.api.auth = AuthConfig {
+        bearer_token_files: vec![token_file],
+        ..AuthConfig::default()
+    };
+    settings.api.tls = Some(TlsConfig::new(cert_file.clone(), key_file));
     let server = TestServer::start_with(settings).await;
     let https = format!("https://{}", server.addresses.api);
     let mut api = Client::connect(&ClientConfig {
         address: https.clone(),
         token: Some(TOKEN.to_owned()),
         ca_cert: Some(cert_file.clone()),
+        client_cert: None,
     })
     .await
     .expect("TLS handshake with the configured certificate");
@@ -468,6 +471,7 @@ async fn tls_and_token_from_a_file() {
         address: server.addresses.api.to_string(),
         token: Some(TOKEN.to_owned()),
         ca_cert: Some(cert_file),
+        client_cert: None,
     })
     .await
     .expect("TLS to HOST:PORT when a CA certificate is given");
@@ -479,6 +483,7 @@ async fn tls_and_token_from_a_file() {
             address: server.api_url(),
             token: Some(TOKEN.to_owned()),
             ca_cert: None,
+            client_cert: None,
         })
         .await
         {
@@ -493,10 +498,10 @@ async fn tls_and_token_from_a_file() {
 
     // A missing key file fails start-up, naming the field and the file.
     let mut settings = test_settings();
-    settings.api.tls = Some(TlsFiles {
-        cert_file: dir.path().join("api.crt"),
-        key_file: dir.path().join("missing.key"),
-    });
+    settings.api.tls = Some(TlsConfig::new(
+        dir.path().join("api.crt"),
+        dir.path().join("missing.key"),
+    ));
     let error = match triage::server::Server::bind(settings).await {
         Ok(_) => panic!("bound without a key"),
         Err(error) => error.to_string(),
@@ -788,5 +793,31 @@ async fn the_admin_port_serves_an_incident_by_id() {
         .await
         .expect("admin answers");
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+/// More services than a page: the client follows `next_page_token` to the
+/// last page and gets every node and edge once (GetTopology paging).
+#[tokio::test]
+async fn the_client_follows_topology_pages() {
+    let server = TestServer::start().await;
+    let now = server.store.now_unix_nanos();
+    let sample = triage::store::Sample {
+        end_unix_nanos: now,
+        duration_nanos: 2_000_000,
+        error: false,
+        trace_id: 1,
+    };
+    for n in 0..12 {
+        let service = server.store.service(&format!("svc-{n:02}"));
+        server.store.record_operation(&service, "GET /", sample);
+        server.store.record_edge(&service, "db", sample);
+    }
+    let mut api = client(&server, None).await;
+    let paged = api.topology_in_pages(0, 5).await.expect("topology pages");
+    assert_eq!(paged.nodes.len(), 13, "12 services and db");
+    assert_eq!(paged.edges.len(), 12);
+    let whole = api.topology(0).await.expect("topology");
+    assert_eq!(paged, whole);
     server.stop().await;
 }

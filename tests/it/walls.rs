@@ -50,6 +50,7 @@ const MODULES: &[(&str, u32)] = &[
     ("telemetry", 0),
     ("validate", 0),
     ("store", 1),
+    ("security", 1),
     ("receiver", 2),
     ("ingest", 3),
     ("detect", 3),

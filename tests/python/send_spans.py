@@ -22,6 +22,7 @@ any batch as failed or did not export every span that was ended.
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -79,28 +80,60 @@ class CheckedExporter(SpanExporter):
         return self._inner.force_flush(timeout_millis)
 
 
-def make_exporter(protocol, endpoint):
+def make_exporter(protocol, endpoint, tls):
+    """The SDK's exporter; over TLS with a client certificate and a bearer
+    token (from TRIAGE_TEST_TOKEN) when `tls` names the files."""
+    headers = None
+    if tls is not None:
+        headers = {"authorization": f"Bearer {os.environ['TRIAGE_TEST_TOKEN']}"}
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter,
         )
 
+        if tls is None:
+            return OTLPSpanExporter(
+                endpoint=endpoint, insecure=True, timeout=EXPORT_TIMEOUT_S
+            )
+        import grpc
+
+        def read(path):
+            with open(path, "rb") as file:
+                return file.read()
+
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read(tls.ca_file),
+            private_key=read(tls.client_key),
+            certificate_chain=read(tls.client_cert),
+        )
         return OTLPSpanExporter(
-            endpoint=endpoint, insecure=True, timeout=EXPORT_TIMEOUT_S
+            endpoint=f"https://{endpoint}",
+            credentials=credentials,
+            headers=headers,
+            timeout=EXPORT_TIMEOUT_S,
         )
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter,
         )
 
+        if tls is None:
+            return OTLPSpanExporter(
+                endpoint=f"http://{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S
+            )
         return OTLPSpanExporter(
-            endpoint=f"http://{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S
+            endpoint=f"https://{endpoint}/v1/traces",
+            certificate_file=tls.ca_file,
+            client_certificate_file=tls.client_cert,
+            client_key_file=tls.client_key,
+            headers=headers,
+            timeout=EXPORT_TIMEOUT_S,
         )
     raise ValueError(f"unknown protocol {protocol!r}")
 
 
-def make_provider(service, protocol, endpoint):
-    exporter = CheckedExporter(make_exporter(protocol, endpoint))
+def make_provider(service, protocol, endpoint, tls):
+    exporter = CheckedExporter(make_exporter(protocol, endpoint, tls))
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider, exporter
@@ -117,15 +150,19 @@ def main():
     parser.add_argument(
         "--suffix", required=True, help="appended to the service names"
     )
+    parser.add_argument("--ca-file", help="TLS: the CA the collector's certificate chains to")
+    parser.add_argument("--client-cert", help="TLS: the client certificate (mTLS)")
+    parser.add_argument("--client-key", help="TLS: the client certificate's key")
     args = parser.parse_args()
+    tls = args if args.ca_file else None
 
     frontend = f"py-frontend-{args.suffix}"
     backend = f"py-backend-{args.suffix}"
     frontend_provider, frontend_exporter = make_provider(
-        frontend, args.protocol, args.endpoint
+        frontend, args.protocol, args.endpoint, tls
     )
     backend_provider, backend_exporter = make_provider(
-        backend, args.protocol, args.endpoint
+        backend, args.protocol, args.endpoint, tls
     )
     frontend_tracer = frontend_provider.get_tracer("triage-test")
     backend_tracer = backend_provider.get_tracer("triage-test")

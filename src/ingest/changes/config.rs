@@ -55,36 +55,9 @@ impl Default for ChangesConfig {
     }
 }
 
-/// A bearer token, kept out of `Debug` output so settings can be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiToken(String);
-
-impl ApiToken {
-    /// Wraps a token; `None` when it is empty (after trimming a file's
-    /// trailing newline), which would accept an empty `Bearer` header.
-    pub fn new(token: &str) -> Option<ApiToken> {
-        let token = token.trim();
-        (!token.is_empty()).then(|| ApiToken(token.to_owned()))
-    }
-
-    /// Whether `given` is this token. The comparison takes the same time
-    /// wherever the first difference is, so the token cannot be guessed
-    /// byte by byte from response times.
-    pub fn matches(&self, given: &str) -> bool {
-        let (expected, given) = (self.0.as_bytes(), given.as_bytes());
-        let mut difference = u8::from(expected.len() != given.len());
-        for (i, byte) in expected.iter().enumerate() {
-            difference |= byte ^ given.get(i).copied().unwrap_or(0);
-        }
-        difference == 0
-    }
-}
-
-impl std::fmt::Debug for ApiToken {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("ApiToken(<redacted>)")
-    }
-}
+/// A bearer token, kept out of `Debug` output so settings can be logged:
+/// the same type as every listener's tokens.
+pub use crate::security::Secret as ApiToken;
 
 // === the `changes:` section of the config file ===
 

@@ -153,3 +153,48 @@ fn topology_measures_edges_from_both_ends() {
         "postgres is not traced"
     );
 }
+
+/// Pages of every size cover the topology exactly once, in order, each
+/// node before the edges its service calls.
+#[test]
+fn topology_pages_cover_every_node_and_edge_once() {
+    let store = shop();
+    let whole = topology(&store, Range::resolve(&store, 0, 0));
+    let n_items = whole.nodes.len() + whole.edges.len();
+    assert_eq!(n_items, 5);
+    for page_size in 1..=6 {
+        let mut after = None;
+        let mut nodes = Vec::new();
+        let mut edges = Vec::new();
+        let mut n_pages = 0;
+        loop {
+            let (page, next) = topology_page(whole.clone(), page_size, after.as_ref());
+            assert!(page.nodes.len() + page.edges.len() <= page_size);
+            n_pages += 1;
+            nodes.extend(page.nodes);
+            edges.extend(page.edges);
+            match next {
+                Some(key) => after = Some(key),
+                None => break,
+            }
+        }
+        assert_eq!(
+            n_pages,
+            n_items.div_ceil(page_size),
+            "page size {page_size}"
+        );
+        assert_eq!(nodes, whole.nodes);
+        assert_eq!(edges, whole.edges);
+    }
+    // checkout, then its two edges, then payment.
+    let (first, next) = topology_page(whole.clone(), 3, None);
+    assert_eq!(first.nodes.len(), 1);
+    assert_eq!(first.edges.len(), 2);
+    assert_eq!(
+        next,
+        Some(TopologyKey {
+            service: "checkout".into(),
+            callee: Some("postgres".into()),
+        })
+    );
+}

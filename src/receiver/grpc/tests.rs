@@ -318,3 +318,40 @@ impl<T: Message + Default> Decoder for ProstDecoder<T> {
             .map_err(|error| Status::internal(format!("undecodable response: {error}")))
     }
 }
+
+/// Over the memory limit a call is answered UNAVAILABLE with RetryInfo,
+/// before its message is read; nothing reaches the sink. Accepted again
+/// once memory falls.
+#[tokio::test]
+async fn over_the_memory_limit_is_unavailable_with_retry_info() {
+    use crate::receiver::admission::{MemoryLimiter, QueueLimits, RetryInfo, RETRY_INFO_TYPE};
+    use crate::receiver::http::RpcStatus;
+    let sink = Arc::new(CountingSink::default());
+    let memory = MemoryLimiter::off();
+    let decoding = Decoding {
+        limits: Limits::default(),
+        pool: DecodePool::with_admission(
+            std::num::NonZeroUsize::MIN,
+            QueueLimits::default(),
+            Arc::clone(&memory),
+        ),
+    };
+    let address = serve(sink.clone(), GrpcConfig::default(), decoding).await;
+    memory.force(Some(true));
+    let status = export::<ExportLogsServiceResponse>(address, LOGS, Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("memory limit"), "{status:?}");
+    let details = RpcStatus::decode(status.details()).unwrap();
+    assert_eq!(details.code, 14);
+    assert_eq!(details.details[0].type_url, RETRY_INFO_TYPE);
+    let retry = RetryInfo::decode(&details.details[0].value[..]).unwrap();
+    assert_eq!(retry.retry_delay.unwrap().seconds, 1);
+    assert!(sink.seen().is_empty());
+    memory.force(Some(false));
+    export::<ExportLogsServiceResponse>(address, LOGS, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(sink.seen(), vec![(Signal::Logs, 0)]);
+}

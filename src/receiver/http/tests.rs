@@ -1273,3 +1273,120 @@ fn requests_and_refusals_are_counted() {
         assert!(rendered.contains(line), "missing {line} in:\n{rendered}");
     }
 }
+
+// --- admission: memory limit and decode queue (issue #14) ---
+
+/// The retryable answer: 503, `Retry-After`, and a `google.rpc.Status`
+/// UNAVAILABLE with a RetryInfo detail.
+fn assert_retryable(reply: &Reply, reason_words: &str) {
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.headers.get(header::RETRY_AFTER).unwrap(), "1");
+    let status = reply.rpc_status();
+    assert_eq!(status.code, crate::receiver::admission::CODE_UNAVAILABLE);
+    assert!(status.message.contains(reason_words), "{}", status.message);
+    assert_eq!(
+        status.details[0].type_url,
+        crate::receiver::admission::RETRY_INFO_TYPE
+    );
+}
+
+async fn reply_of(response: Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn memory_over_the_limit_is_503_with_retry_after_and_nothing_is_recorded() {
+    use crate::receiver::admission::{MemoryLimiter, QueueLimits};
+    let sink = RecordingSink::rejecting(0);
+    let memory = MemoryLimiter::off();
+    let decoding = Decoding {
+        limits: Limits::default(),
+        pool: DecodePool::with_admission(
+            std::num::NonZeroUsize::MIN,
+            QueueLimits::default(),
+            Arc::clone(&memory),
+        ),
+    };
+    let app = router_with(sink.clone(), HttpConfig::default(), decoding);
+    memory.force(Some(true));
+    let refused = app
+        .clone()
+        .oneshot(post_protobuf(
+            "/v1/traces",
+            traces_request().encode_to_vec(),
+        ))
+        .await
+        .unwrap();
+    assert_retryable(&reply_of(refused).await, "over its memory limit");
+    let json = app
+        .clone()
+        .oneshot(post_json("/v1/logs", "{}"))
+        .await
+        .unwrap();
+    let json = reply_of(json).await;
+    assert_eq!(json.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json.json()["code"], 14);
+    assert_eq!(
+        json.json()["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+    assert_eq!(sink.n_requests(), 0);
+    // Memory fell: accepted again.
+    memory.force(Some(false));
+    let accepted = app
+        .oneshot(post_protobuf(
+            "/v1/traces",
+            traces_request().encode_to_vec(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::OK);
+    assert_eq!(sink.n_requests(), 1);
+}
+
+/// With the only decoder busy and the queue full, a request is answered
+/// 503 at once instead of waiting; the queued one is served afterwards.
+#[tokio::test]
+async fn a_full_decode_queue_is_answered_503_at_once() {
+    use crate::receiver::admission::{MemoryLimiter, QueueLimits};
+    let (entered, inside) = tokio::sync::oneshot::channel();
+    let (release, waiting) = std::sync::mpsc::channel();
+    let sink = Arc::new(BlockingSink {
+        inner: RecordingSink::rejecting(0),
+        entered: Mutex::new(Some(entered)),
+        release: Mutex::new(waiting),
+        released: std::sync::atomic::AtomicBool::new(false),
+    });
+    let queue = QueueLimits {
+        max_requests: 1,
+        ..QueueLimits::default()
+    };
+    let pool = DecodePool::with_admission(std::num::NonZeroUsize::MIN, queue, MemoryLimiter::off());
+    let decoding = Decoding {
+        limits: Limits::default(),
+        pool: pool.clone(),
+    };
+    let app = router_with(sink.clone(), HttpConfig::default(), decoding);
+    let logs = || post_protobuf("/v1/logs", logs_request().encode_to_vec());
+    let first = tokio::spawn(app.clone().oneshot(logs()));
+    inside.await.unwrap();
+    let second = tokio::spawn(app.clone().oneshot(logs()));
+    // Once the second waits in the queue, a third is refused before its
+    // body is read.
+    while pool.admit().is_ok() {
+        tokio::task::yield_now().await;
+    }
+    let third = reply_of(app.clone().oneshot(logs()).await.unwrap()).await;
+    assert_retryable(&third, "already waiting to be decoded");
+    release.send(()).unwrap();
+    release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(second.await.unwrap().unwrap().status(), StatusCode::OK);
+}
