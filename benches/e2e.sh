@@ -115,9 +115,12 @@ loadgen() { # output-file loadgen-arguments...
   "$BIN" loadgen --endpoint "http://$ADDRESS" --connections "$CONNECTIONS" $LOADGEN_ARGS "$@" >"$out"
 }
 
-series() { # the store's series count, from triage's /metrics
-  [ -n "$ADMIN" ] || { echo "-"; return; }
-  curl -s "http://$ADMIN/metrics" | awk '/^triage_store_series[ {]/ { sum += $NF } END { print sum + 0 }'
+gauges() { # series and histogram MiB, from triage's /metrics
+  [ -n "$ADMIN" ] || { echo "- -"; return; }
+  curl -s "http://$ADMIN/metrics" | awk '
+    /^triage_store_series[ {]/ { series += $NF }
+    /^triage_store_histogram_bytes[ {]/ { histograms += $NF }
+    END { printf "%d %.1f", series, histograms / 1048576 }'
 }
 
 echo "e2e: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (modified)')"
@@ -192,14 +195,16 @@ run_memory() {
   loadgen "$WORK/load.txt" --rate "$MEMORY_RATE" --duration "${MEMORY_SECONDS}s" &
   local load_pid=$!
   : >"$WORK/rss.txt"
-  printf '%8s %9s %8s  %s\n' "seconds" "RSS MiB" series "load average"
+  printf '%8s %9s %8s %15s  %s\n' "seconds" "RSS MiB" series "histograms MiB" "load average"
   while kill -0 "$load_pid" 2>/dev/null; do
     sleep "$SAMPLE"
     local now rss
     now=$(($(date +%s) - started))
     rss=$(status_mib "$SERVER_PID" VmRSS)
     echo "$now $rss" >>"$WORK/rss.txt"
-    printf '%8s %9s %8s  %s\n' "$now" "$rss" "$(series)" "$(loadavg)"
+    local series histograms
+    read -r series histograms <<<"$(gauges)"
+    printf '%8s %9s %8s %15s  %s\n' "$now" "$rss" "$series" "$histograms" "$(loadavg)"
   done
   wait "$load_pid"
   local after
