@@ -72,6 +72,11 @@ enum Command {
     /// localhost, a simulated shop sending it live OTLP, a fault after a
     /// healthy period, incidents printed as they open and resolve.
     Demo(triage::tools::demo::DemoArgs),
+    /// Send OTLP/gRPC trace load (pre-encoded, fresh timestamps) at a fixed
+    /// rate or as fast as possible, and report accepted spans/s, errors and
+    /// export latency; or, with --reference-server, serve a decode-and-drop
+    /// trace service to compare against (benches/e2e.sh).
+    Loadgen(triage::tools::loadgen::LoadgenArgs),
     /// Exit 0 when the admin endpoint answers 200 within 2 s, 1 otherwise:
     /// a container HEALTHCHECK that needs no curl in the image.
     Healthcheck {
@@ -198,6 +203,18 @@ fn main() -> ExitCode {
         Command::Eval(args) => report(eval(args).map_err(|error| format!("{error:#}"))),
         Command::Query(args) => report(query(args).map_err(|error| format!("{error:#}"))),
         Command::Demo(args) => report(demo(args).map_err(|error| format!("{error:#}"))),
+        Command::Loadgen(args) => {
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())
+                .and_then(|runtime| {
+                    runtime
+                        .block_on(triage::tools::loadgen::run(args))
+                        .map_err(|error| error.to_string())
+                });
+            report(result)
+        }
         Command::Healthcheck { url } => match healthcheck(&url) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

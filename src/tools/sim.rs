@@ -45,7 +45,7 @@ pub mod fault;
 mod metrics;
 mod model;
 mod output;
-mod rng;
+pub(crate) mod rng;
 mod topology;
 mod truth;
 
