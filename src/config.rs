@@ -74,22 +74,10 @@ const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// than a few minutes to stop anyway.
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-/// Most connections one listener may be allowed. Each takes a file
-/// descriptor, and open-files limits past a million are rare.
-const MAX_MAX_CONNECTIONS: usize = 1 << 20;
-/// Most concurrent gRPC streams per connection that may be configured.
-const MAX_CONCURRENT_STREAMS: usize = 10_000;
-/// Longest `read_header_timeout`: headers are a few hundred bytes.
-const MAX_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// Longest `read_timeout` and `request_timeout`.
-const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
-/// Longest `idle_timeout` and `keepalive_interval`.
-const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
-/// Shortest `keepalive_interval`: pinging every client more often than
-/// once a second is load, not liveness checking.
-const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-/// Longest `keepalive_timeout`.
-const MAX_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+use crate::validate::listener_bounds::{
+    MAX_CONCURRENT_STREAMS, MAX_IDLE_TIMEOUT, MAX_KEEPALIVE_TIMEOUT, MAX_MAX_CONNECTIONS,
+    MAX_READ_HEADER_TIMEOUT, MAX_REQUEST_TIMEOUT, MIN_KEEPALIVE_INTERVAL,
+};
 
 /// Keys of the document's top level.
 const TOP_KEYS: &[&str] = &[

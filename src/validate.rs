@@ -29,6 +29,29 @@ pub const MIB: usize = 1024 * 1024;
 /// so a bigger limit is more likely a typo than a need.
 const MAX_SIZE_MIB: f64 = 1024.0;
 
+/// Bounds of every listener's connection settings (`receivers.otlp.*`,
+/// `admin`, `api`), one place for all of them.
+pub(crate) mod listener_bounds {
+    use std::time::Duration;
+
+    /// Most connections one listener may be allowed. Each takes a file
+    /// descriptor, and open-files limits past a million are rare.
+    pub(crate) const MAX_MAX_CONNECTIONS: usize = 1 << 20;
+    /// Most concurrent gRPC streams per connection that may be configured.
+    pub(crate) const MAX_CONCURRENT_STREAMS: usize = 10_000;
+    /// Longest `read_header_timeout`: headers are a few hundred bytes.
+    pub(crate) const MAX_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    /// Longest `read_timeout` and `request_timeout`.
+    pub(crate) const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+    /// Longest `idle_timeout` and `keepalive_interval`.
+    pub(crate) const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+    /// Shortest `keepalive_interval`: pinging every client more often than
+    /// once a second is load, not liveness checking.
+    pub(crate) const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+    /// Longest `keepalive_timeout`.
+    pub(crate) const MAX_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+}
+
 /// One wrong value: where it is and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

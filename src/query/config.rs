@@ -14,6 +14,10 @@ use std::time::Duration;
 
 use crate::security::config::{check_auth, check_tls, example as security_example, token};
 use crate::security::{AuthConfig, TlsConfig};
+use crate::validate::listener_bounds::{
+    MAX_CONCURRENT_STREAMS, MAX_IDLE_TIMEOUT, MAX_KEEPALIVE_TIMEOUT, MAX_MAX_CONNECTIONS,
+    MAX_READ_HEADER_TIMEOUT, MAX_REQUEST_TIMEOUT, MIN_KEEPALIVE_INTERVAL,
+};
 use crate::validate::{at_least, at_most, count, duration, positive};
 use crate::validate::{endpoint, file_path, Checker, Section};
 
@@ -101,21 +105,6 @@ pub(crate) const API_KEYS: &[&str] = &[
     "auth",
     "tls",
 ];
-// The bounds of `receivers.otlp.grpc`'s same keys (`crate::config`).
-/// Most connections the listener may be allowed.
-const MAX_MAX_CONNECTIONS: usize = 1 << 20;
-/// Most concurrent streams per connection that may be configured.
-const MAX_CONCURRENT_STREAMS: usize = 10_000;
-/// Longest `read_header_timeout`.
-const MAX_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// Longest `request_timeout`.
-const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
-/// Longest `idle_timeout` and `keepalive_interval`.
-const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
-/// Shortest `keepalive_interval`.
-const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-/// Longest `keepalive_timeout`.
-const MAX_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Keys of `api.auth`: every listener's, and the single-token keys it had
 /// before listeners took several (still read, added to the lists).
 pub(crate) const API_AUTH_KEYS: &[&str] = &[
