@@ -187,34 +187,12 @@ fn main() -> ExitCode {
             print!("{}", triage::config::example_yaml());
             ExitCode::SUCCESS
         }
-        Command::Simulate(args) => {
-            let result = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|error| error.to_string())
-                .and_then(|runtime| {
-                    runtime
-                        .block_on(triage::tools::sim::run_simulate(args))
-                        .map_err(|error| error.to_string())
-                });
-            report(result)
-        }
+        Command::Simulate(args) => report(block_on(triage::tools::sim::run_simulate(args))),
         Command::Replay(args) => report(replay(args).map_err(|error| format!("{error:#}"))),
         Command::Eval(args) => report(eval(args).map_err(|error| format!("{error:#}"))),
         Command::Query(args) => report(query(args).map_err(|error| format!("{error:#}"))),
         Command::Demo(args) => report(demo(args).map_err(|error| format!("{error:#}"))),
-        Command::Loadgen(args) => {
-            let result = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|error| error.to_string())
-                .and_then(|runtime| {
-                    runtime
-                        .block_on(triage::tools::loadgen::run(args))
-                        .map_err(|error| error.to_string())
-                });
-            report(result)
-        }
+        Command::Loadgen(args) => report(block_on(triage::tools::loadgen::run(args))),
         Command::Healthcheck { url } => match healthcheck(&url) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -381,6 +359,17 @@ fn probe_tls_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// Runs `future` to completion on a multi-threaded runtime of its own.
+fn block_on<T, E: std::fmt::Display>(
+    future: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())?;
+    runtime.block_on(future).map_err(|error| error.to_string())
 }
 
 fn report(result: Result<(), String>) -> ExitCode {
