@@ -99,9 +99,6 @@ fn message(
     budget: &mut Budget,
     depth: u32,
 ) -> Result<(), Stop> {
-    if depth > RECURSION_LIMIT {
-        return Err(Stop::Malformed);
-    }
     message_into(bytes, message_type, budget, depth, &mut [0; 16])
 }
 
