@@ -890,7 +890,16 @@ async fn the_documented_alertmanager_config_routes_and_inhibits_symptoms() {
     );
     let origin_id = origin.incident().id.clone();
     let symptom_id = symptom.incident().id.clone();
+    // The origin first: Alertmanager notifies an alert older than
+    // group_wait at once, so a symptom that arrived before its origin
+    // would be sent before the inhibition could apply.
     events.send(origin).expect("alerter listens");
+    wait_until(
+        "the origin's alert",
+        || async { alert_of(&alertmanager.alerts().await, &origin_id).map(|_| ()) },
+        &alertmanager,
+    )
+    .await;
     events.send(symptom).expect("alerter listens");
 
     let (origin_alert, symptom_alert) = wait_until(
