@@ -58,6 +58,10 @@ pub(crate) struct OriginEvidence {
     /// untraced database or a pool wait), with its name.
     pub dependency: Option<(String, String)>,
     pub saturation: Option<String>,
+    /// Calls to the service slowed while its own handling of them did not:
+    /// the time is lost on the way to it (its network, its connection or
+    /// accept queue). The callers that see it and the words for it.
+    pub unreached: Option<(Vec<String>, String)>,
     /// A version or flag variant of the service fails where its siblings
     /// do not (see [`super::cohort`]): its `key=value` and the summary.
     pub cohort: Option<(String, String)>,
@@ -79,11 +83,13 @@ impl OriginEvidence {
         let down = if self.down { 1.0 } else { 0.0 };
         let dependency = if self.dependency.is_some() { 0.8 } else { 0.0 };
         let saturation = if self.saturation.is_some() { 0.7 } else { 0.0 };
+        let unreached = if self.unreached.is_some() { 0.85 } else { 0.0 };
         let cohort = if self.cohort.is_some() { 0.9 } else { 0.0 };
         own.max(errors)
             .max(down)
             .max(dependency)
             .max(saturation)
+            .max(unreached)
             .max(cohort)
     }
 }
@@ -126,6 +132,9 @@ pub(crate) fn reason(evidence: &OriginEvidence) -> String {
     }
     if let Some(summary) = &evidence.saturation {
         parts.push(format!("saturation: {summary}"));
+    }
+    if let Some((_, summary)) = &evidence.unreached {
+        parts.push(summary.clone());
     }
     if let Some((_, summary)) = &evidence.cohort {
         parts.push(summary.clone());

@@ -131,6 +131,60 @@ fn own_evidence(
     (ratio, increase)
 }
 
+/// Fewest calls in the incident's windows for a slowed call to be compared
+/// with the callee's own handling: few, because a call that went from
+/// milliseconds to seconds says so in a handful, and the medians compared
+/// do not move for one odd call.
+const MIN_GAP_CALLS: u64 = 3;
+/// Fewest calls in the baseline of such a comparison.
+const MIN_GAP_BASELINE: u64 = 10;
+
+/// How much slower (ms, medians) the calls from `caller` to `callee` got
+/// while the callee's own handling of requests did not: the time is lost on
+/// the way (the network between them, the callee's accept or connection
+/// queue, a wait in the caller's client). `None` when the calls did not
+/// slow by at least their own baseline and 50 ms, or the callee's server
+/// side explains a third of it or more.
+fn lost_on_the_way(
+    store: &Store,
+    caller: &str,
+    callee: &str,
+    now: &Range<i64>,
+    before: &Range<i64>,
+) -> Option<f64> {
+    let median = |key: &SeriesKey, range: &Range<i64>, least: u64| {
+        if range.is_empty() {
+            return None;
+        }
+        let stats = store.stats_windows(key, range.start, range.end - 1)?;
+        (stats.requests >= least).then_some(stats.p50?)
+    };
+    let edge = SeriesKey::new(SeriesKind::Edge, caller, callee);
+    let (edge_now, edge_before) = (
+        median(&edge, now, MIN_GAP_CALLS)?,
+        median(&edge, before, MIN_GAP_BASELINE)?,
+    );
+    let added = edge_now - edge_before;
+    if added < edge_before.max(50.0) {
+        return None;
+    }
+    // The callee's own handling: the largest rise of the median over its
+    // operations that served in both ranges.
+    let mut served = false;
+    let mut handling: f64 = 0.0;
+    for key in store.series(callee, SeriesKind::Operation) {
+        let (Some(current), Some(baseline)) = (
+            median(&key, now, MIN_GAP_CALLS),
+            median(&key, before, MIN_GAP_CALLS),
+        ) else {
+            continue;
+        };
+        served = true;
+        handling = handling.max(current - baseline);
+    }
+    (served && handling < added / 3.0).then_some(added)
+}
+
 /// Requests per window of a set of series over `range` (0 when none).
 fn rate(store: &Store, keys: &[SeriesKey], range: &Range<i64>) -> f64 {
     if range.is_empty() {
@@ -378,7 +432,8 @@ impl Analyzer {
     /// The open group a newly anomalous service joins: one with an onset
     /// within the cascade window and a member on the same service, or
     /// connected to it by a call that is itself anomalous (the caller's
-    /// edge to the callee). A shared caller is not enough: two faults
+    /// edge to the callee), or calling the same traced service with the
+    /// calls to it anomalous in both. A shared caller is not enough: two faults
     /// behind one front end are two incidents unless the front end's calls
     /// show both.
     fn join(&self, incident: &Incident, graph: &Graph) -> Option<String> {
@@ -394,6 +449,7 @@ impl Analyzer {
                         member.service == incident.service
                             || propagates(graph, member, incident)
                             || propagates(graph, incident, member)
+                            || same_degraded_callee(graph, member, incident)
                     })
             })
             .min_by_key(|(_, group)| group.incident.onset_unix_nanos)
@@ -536,6 +592,26 @@ fn callees_first(events: Vec<IncidentEvent>) -> Vec<IncidentEvent> {
 
 /// Whether `caller`'s incident shows its calls to `callee`'s service
 /// degraded: the anomaly can travel between them.
+/// Whether both incidents show their calls to one traced service degraded:
+/// two callers of a failing callee are one fault, whether or not the callee
+/// opened an incident of its own (a callee whose time is lost on the way to
+/// it, or too quiet to be judged, may not).
+fn same_degraded_callee(graph: &Graph, a: &Incident, b: &Incident) -> bool {
+    let degraded = |incident: &Incident| -> BTreeSet<String> {
+        incident
+            .anomalies
+            .iter()
+            .filter(|anomaly| {
+                anomaly.series_kind == "edge"
+                    && anomaly.series != incident.service
+                    && graph.is_service(&anomaly.series)
+            })
+            .map(|anomaly| anomaly.series.clone())
+            .collect()
+    };
+    !degraded(a).is_disjoint(&degraded(b))
+}
+
 fn propagates(graph: &Graph, caller: &Incident, callee: &Incident) -> bool {
     graph
         .callees(&caller.service)
@@ -709,6 +785,81 @@ fn rank(
             !incidents.is_empty(),
             degraded_calls,
         ));
+    }
+    // Calls that slowed on the way to a traced callee while its own
+    // handling did not: the callee is where the time goes (its network, its
+    // queue) when two or more callers see it, or when the one caller that
+    // does sees nothing wrong with its other calls. Otherwise it stays the
+    // caller's dependency problem (a wait in its own client).
+    let mut unreached: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
+    for (_, _, _, degraded) in &ranked {
+        for (callee, _) in degraded {
+            if !graph.is_service(callee) || unreached.contains_key(callee) {
+                continue;
+            }
+            // Every caller of it counts, member of this incident or not.
+            let callers: Vec<(String, f64)> = graph
+                .callers(callee)
+                .filter(|caller| *caller != callee)
+                .filter_map(|caller| {
+                    lost_on_the_way(store, caller, callee, &now, &before)
+                        .map(|added| (caller.clone(), added))
+                })
+                .collect();
+            if !callers.is_empty() {
+                unreached.insert(callee.clone(), callers);
+            }
+        }
+    }
+    // The caller's calls to its other callees, where it made enough of
+    // them: none of them slowed.
+    let calls_elsewhere_fine = |caller: &str, callee: &str| {
+        let mut compared = 0;
+        for other in graph.callees(caller) {
+            if other == callee || other == caller {
+                continue;
+            }
+            let edge = SeriesKey::new(SeriesKind::Edge, caller, other);
+            let median = |range: &Range<i64>, least: u64| {
+                let stats = store.stats_windows(&edge, range.start, range.end.checked_sub(1)?)?;
+                (stats.requests >= least).then_some(stats.p50?)
+            };
+            let (Some(current), Some(baseline)) = (
+                median(&now, MIN_GAP_CALLS),
+                median(&before, MIN_GAP_BASELINE),
+            ) else {
+                continue;
+            };
+            if current - baseline >= baseline.max(50.0) {
+                return false;
+            }
+            compared += 1;
+        }
+        compared > 0
+    };
+    let mut found = Vec::new();
+    for (callee, callers) in &unreached {
+        let credible = callers.len() >= 2
+            || callers
+                .iter()
+                .all(|(caller, _)| calls_elsewhere_fine(caller, callee));
+        if !credible {
+            continue;
+        }
+        let names: Vec<String> = callers.iter().map(|(caller, _)| caller.clone()).collect();
+        let added = callers.iter().map(|(_, added)| *added).fold(0.0, f64::max);
+        let summary = format!(
+            "calls to it from {} slowed by {} while its own handling of them did not: \
+             the time is lost on the way to it (its network, its connection or accept queue)",
+            names.join(", "),
+            crate::detect::series::format_ms(added),
+        );
+        found.push((callee.clone(), (names, summary)));
+    }
+    for (service, evidence, _, _) in ranked.iter_mut() {
+        if let Some((_, found)) = found.iter().find(|(callee, _)| callee == service) {
+            evidence.unreached = Some(found.clone());
+        }
     }
     // Anomalous: opened an incident, or shows strong evidence of its own.
     let anomalous: BTreeSet<String> = ranked
@@ -1018,5 +1169,134 @@ mod tests {
         assert_eq!(ranked, ["payment", "checkout"], "{incident:#?}");
         assert!(incident.root_causes[1].reason.contains("payment"));
         assert!(!incident.hypotheses.is_empty());
+    }
+
+    /// A store whose calls `caller -> callee` take 40 ms for five minutes,
+    /// then `slowed_ms` for the calls listed in `slowed` from second 300;
+    /// every callee serves its requests in 30 ms throughout.
+    fn calls_store(edges: &[(&str, &str)], slowed: &[(&str, &str)], slowed_ms: u64) -> Store {
+        let store = Store::with_clock(
+            StoreConfig::default(),
+            std::sync::Arc::new(crate::store::ManualClock::new(START + 320 * SECOND)),
+        );
+        for second in (0..320).step_by(4) {
+            for (index, (caller, callee)) in edges.iter().enumerate() {
+                let end = START + second * SECOND + index as u64;
+                let slow = second >= 300 && slowed.contains(&(*caller, *callee));
+                let trace_id = u128::from(second * 100 + index as u64 + 1);
+                let call = Sample {
+                    end_unix_nanos: end,
+                    duration_nanos: if slow { slowed_ms } else { 40 } * 1_000_000,
+                    error: false,
+                    trace_id,
+                };
+                store.record_edge(&store.service(caller), callee, call);
+                let served = Sample {
+                    duration_nanos: 30_000_000,
+                    ..call
+                };
+                store.record_operation(&store.service(callee), "GET /", served);
+            }
+        }
+        store
+    }
+
+    /// An incident of `service` at second 300 whose calls to `callees` are
+    /// anomalous.
+    fn slow_calls(service: &str, callees: &[&str]) -> Incident {
+        let mut incident = incident(service, 300);
+        incident.anomalies = callees
+            .iter()
+            .map(|callee| SeriesAnomaly {
+                series_kind: "edge".to_string(),
+                series: callee.to_string(),
+                anomaly: crate::model::Anomaly {
+                    kind: AnomalyKind::Latency,
+                    severity: Severity::Warning,
+                    severe: true,
+                    measure: "p95".to_string(),
+                    current: 2_000.0,
+                    baseline: 40.0,
+                    unit: "ms".to_string(),
+                    summary: "p95 2000 ms vs 40 ms baseline".to_string(),
+                    time_to_limit_secs: None,
+                },
+            })
+            .collect();
+        incident
+    }
+
+    fn first_cause(store: &Store, incidents: Vec<Incident>) -> (String, String) {
+        let changes = ChangeLog::default();
+        let mut analyzer = Analyzer::new(RcaConfig::default());
+        let events = analyzer.process(
+            incidents.into_iter().map(IncidentEvent::Opened).collect(),
+            context(store, &changes),
+        );
+        let opened = opened(&events);
+        assert_eq!(opened.len(), 1, "one fault, one incident: {opened:#?}");
+        let cause = &opened[0].root_causes[0];
+        (cause.service.clone(), cause.reason.clone())
+    }
+
+    #[test]
+    fn calls_slowed_on_the_way_to_a_callee_from_two_callers_point_at_the_callee() {
+        let edges = [("frontend", "checkout"), ("mobile", "checkout")];
+        let store = calls_store(&edges, &edges, 2_000);
+        let (origin, reason) = first_cause(
+            &store,
+            vec![
+                slow_calls("frontend", &["checkout"]),
+                slow_calls("mobile", &["checkout"]),
+            ],
+        );
+        assert_eq!(origin, "checkout", "{reason}");
+        assert!(reason.contains("lost on the way"), "{reason}");
+    }
+
+    #[test]
+    fn one_caller_whose_other_calls_are_fine_points_at_the_callee() {
+        let edges = [("frontend", "checkout"), ("frontend", "search")];
+        let store = calls_store(&edges, &edges[..1], 2_000);
+        let (origin, reason) = first_cause(&store, vec![slow_calls("frontend", &["checkout"])]);
+        assert_eq!(origin, "checkout", "{reason}");
+    }
+
+    #[test]
+    fn one_caller_whose_calls_all_slowed_is_its_own_problem() {
+        // Every call frontend makes slowed while no callee's handling did:
+        // the wait is in frontend's client (its pool, its network).
+        let edges = [("frontend", "checkout"), ("frontend", "search")];
+        let store = calls_store(&edges, &edges, 2_000);
+        let (origin, reason) = first_cause(
+            &store,
+            vec![slow_calls("frontend", &["checkout", "search"])],
+        );
+        assert_eq!(origin, "frontend", "{reason}");
+    }
+
+    #[test]
+    fn a_callee_whose_own_handling_slowed_too_is_not_unreached() {
+        // The gap rule is for time lost between the two; when the callee's
+        // handling explains the calls, its own evidence decides.
+        let edges = [("frontend", "checkout"), ("mobile", "checkout")];
+        let store = calls_store(&edges, &[], 40);
+        for second in (300..320).step_by(4) {
+            let sample = Sample {
+                end_unix_nanos: START + second * SECOND + 7,
+                duration_nanos: 2_000_000_000,
+                error: false,
+                trace_id: u128::from(second),
+            };
+            store.record_operation(&store.service("checkout"), "GET /", sample);
+            store.record_edge(&store.service("frontend"), "checkout", sample);
+            store.record_edge(&store.service("mobile"), "checkout", sample);
+        }
+        let now = 30..32;
+        let before = 0..29;
+        assert_eq!(
+            lost_on_the_way(&store, "frontend", "checkout", &now, &before),
+            None
+        );
     }
 }

@@ -208,8 +208,11 @@ impl Sparse {
             return anomalies;
         };
         let tries = self.recent.len() as f64;
+        // A run already found goes on while its evidence stays significant;
+        // a new one needs the newest window to add to it.
+        let continuing = self.anomalous_run > 0;
         let newest_failed = self.recent.back().is_some_and(|newest| newest.errors > 0);
-        if window.errors_sparse && newest_failed {
+        if window.errors_sparse && (newest_failed || continuing) {
             let (mut requests, mut errors, mut failing_windows) = (0, 0, 0);
             let mut best: Option<(f64, Anomaly)> = None;
             for (n_windows, recent) in self.recent.iter().rev().enumerate() {
@@ -238,7 +241,7 @@ impl Sparse {
             anomalies.extend(best.map(|(_, anomaly)| anomaly));
         }
         if window.latency_sparse {
-            anomalies.extend(self.latency_anomaly(config, window.window_secs, tries));
+            anomalies.extend(self.latency_anomaly(config, window.window_secs, tries, continuing));
         }
         // A window another test already found anomalous is explained: it
         // is left out of the sustained span, which is for shifts no single
@@ -432,6 +435,7 @@ impl Sparse {
         config: &DetectConfig,
         window_secs: f64,
         tries: f64,
+        continuing: bool,
     ) -> Option<Anomaly> {
         let pooled: f64 = self.baseline.iter().map(|&count| f64::from(count)).sum();
         if pooled < MIN_BASELINE_REQUESTS {
@@ -448,7 +452,7 @@ impl Sparse {
                 threshold,
             ) >= 1.0
         };
-        if !self.recent.back().is_some_and(slow_in) {
+        if !continuing && !self.recent.back().is_some_and(slow_in) {
             return None;
         }
         let mut slow_windows = 0;
@@ -482,7 +486,8 @@ impl Sparse {
         Some(Anomaly {
             kind: AnomalyKind::Latency,
             severity: Severity::Warning,
-            severe: false,
+            // Confirmed already: the evidence spans two windows or more.
+            severe: true,
             measure: "p95".to_owned(),
             current: current / 1e3,
             baseline: p95 / 1e3,
@@ -535,7 +540,8 @@ fn errors_anomaly(
     let anomaly = Anomaly {
         kind,
         severity: Severity::Warning,
-        severe: false,
+        // Confirmed already: the evidence spans two windows or more.
+        severe: true,
         measure: measure.to_owned(),
         current: rate * 100.0,
         baseline: baseline_rate * 100.0,

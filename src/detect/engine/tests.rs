@@ -306,3 +306,37 @@ fn every_service_silent_at_once_is_one_no_data_condition_on_the_collector() {
         .any(|event| matches!(event, IncidentEvent::Resolved(incident) if incident.service == COLLECTOR_SERVICE));
     assert!(resolved, "resolves once spans arrive again: {events:#?}");
 }
+
+#[test]
+fn a_service_at_one_request_in_fifteen_seconds_is_judged_and_its_incident_holds() {
+    // Windows with no request at all sit between the slow ones, so two
+    // consecutive anomalous windows never happen: the accumulated evidence
+    // (which spans two windows or more by itself) must open the incident,
+    // and a run in progress must go on through the empty windows.
+    let fault = 1_800..2_100;
+    let events = run(2_400, |second| {
+        let rate = u64::from(second % 15 == 0);
+        let millis = if fault.contains(&second) { 400 } else { 40 };
+        (rate, millis, 0)
+    });
+    let opened: Vec<u64> = events
+        .iter()
+        .filter(|(_, event)| matches!(event, IncidentEvent::Opened(_)))
+        .map(|(second, _)| *second)
+        .collect();
+    assert_eq!(opened.len(), 1, "one incident for one fault: {events:#?}");
+    assert!(
+        (fault.start..fault.start + 120).contains(&opened[0]),
+        "found within two minutes of the fault: opened at {}",
+        opened[0]
+    );
+    let resolved = events
+        .iter()
+        .find(|(_, event)| matches!(event, IncidentEvent::Resolved(_)))
+        .map(|(second, _)| *second)
+        .expect("it resolves once the fault is over");
+    assert!(
+        resolved >= fault.end,
+        "held through the fault: resolved at {resolved}"
+    );
+}
