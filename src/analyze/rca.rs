@@ -916,6 +916,15 @@ fn rank(
                     ..evidence.clone()
                 };
                 strength = own_only.strength() * 0.4;
+                // Time lost before a request reaches the service is outside
+                // its handling, so no callee of it explains that.
+                if evidence.unreached.is_some() {
+                    let unreached = OriginEvidence {
+                        unreached: evidence.unreached.clone(),
+                        ..OriginEvidence::default()
+                    };
+                    strength = strength.max(unreached.strength());
+                }
             }
             let score = (0.15 + 0.8 * strength - 0.02 * depth(&service)).clamp(0.01, 1.0);
             (service, evidence, score)

@@ -233,14 +233,22 @@ impl Engine {
             let onset = (!anomalies.is_empty()).then(|| {
                 // The window before, in case the anomaly began late in it.
                 let previous = store.subs(key, window - 1);
-                onset::refine(
+                let refined = onset::refine(
                     &self.config,
                     &anomalies,
                     stats.subs.as_ref(),
                     previous.as_ref(),
                     start,
                     end - start,
-                )
+                );
+                // Accumulated evidence begins where its first window does.
+                let windows = tracked.detector.evidence_windows() as u64;
+                let accumulated = end.saturating_sub(windows.saturating_mul(end - start));
+                if windows > 1 {
+                    refined.min(accumulated)
+                } else {
+                    refined
+                }
             });
             if key.kind == SeriesKind::Metric {
                 metrics

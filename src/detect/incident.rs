@@ -195,9 +195,12 @@ impl IncidentTracker {
             }
             let run_window = (track.run_start.max(0) as u64).saturating_mul(window_nanos);
             // A refined onset lies inside the run's first window or the
-            // window before it (`detect::onset`); anything else (a snapshot
-            // from before the refinement) means the window start.
-            let onset = if (run_window.saturating_sub(window_nanos)
+            // window before it (`detect::onset`), or where the accumulated
+            // evidence of a sparse series begins (at most its two minutes
+            // before); anything else (a snapshot from before the
+            // refinement) means the window start.
+            let reach = sparse_reach(window_nanos);
+            let onset = if (run_window.saturating_sub(reach)
                 ..run_window.saturating_add(window_nanos))
                 .contains(&track.run_onset)
             {
@@ -648,6 +651,13 @@ fn refresh(open: &mut OpenIncident) {
         None => format!("{}: anomalous", incident.service),
     };
     incident.anomalies = anomalies;
+}
+
+/// How far before its run's first window an onset may lie: the span of
+/// the sparse judge's accumulated evidence, and at least one window.
+fn sparse_reach(window_nanos: u64) -> u64 {
+    let span = (super::sparse::SPAN_SECS * 1e9) as u64;
+    span.max(window_nanos).saturating_add(window_nanos)
 }
 
 #[cfg(test)]

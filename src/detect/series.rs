@@ -439,6 +439,12 @@ impl SeriesDetector {
     /// Judges the window starting at `window_start_unix_nanos` against the
     /// baseline, then folds it in. Returns the anomalies found (none while
     /// warming up).
+    /// How many windows, the newest last, the evidence of the last window's
+    /// accumulated (sparse) anomaly spans; 0 when it had none.
+    pub fn evidence_windows(&self) -> usize {
+        self.sparse.evidence_windows()
+    }
+
     pub fn observe(
         &mut self,
         config: &DetectConfig,

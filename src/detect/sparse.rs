@@ -139,6 +139,12 @@ pub struct Sparse {
     /// The last ten minutes of windows, oldest first, for sustained shifts.
     #[serde(default)]
     long: VecDeque<Block>,
+    /// How many windows, the newest last, the evidence of the last
+    /// judgement's anomaly spans (0 when it found none): the onset of an
+    /// accumulated anomaly is where its evidence begins, not the window
+    /// that tipped it.
+    #[serde(skip)]
+    evidence_windows: usize,
 }
 
 /// What the window gives the sparse judge: its counts and sub-windows, and
@@ -170,6 +176,7 @@ impl Sparse {
     /// Adds the window and judges the accumulated evidence for what the
     /// per-window tests could not judge.
     pub fn judge(&mut self, config: &DetectConfig, window: &Window<'_>) -> Vec<Anomaly> {
+        self.evidence_windows = 0;
         let mut latency = [0u16; SUB_BUCKETS];
         if let Some(subs) = window.subs {
             for sub in subs {
@@ -214,7 +221,7 @@ impl Sparse {
         let newest_failed = self.recent.back().is_some_and(|newest| newest.errors > 0);
         if window.errors_sparse && (newest_failed || continuing) {
             let (mut requests, mut errors, mut failing_windows) = (0, 0, 0);
-            let mut best: Option<(f64, Anomaly)> = None;
+            let mut best: Option<(f64, Anomaly, usize)> = None;
             for (n_windows, recent) in self.recent.iter().rev().enumerate() {
                 requests += u64::from(recent.requests);
                 errors += u64::from(recent.errors);
@@ -233,12 +240,15 @@ impl Sparse {
                     tries,
                 );
                 if let Some((p_value, anomaly)) = found {
-                    if best.as_ref().is_none_or(|(best, _)| p_value < *best) {
-                        best = Some((p_value, anomaly));
+                    if best.as_ref().is_none_or(|(best, _, _)| p_value < *best) {
+                        best = Some((p_value, anomaly, n_windows + 1));
                     }
                 }
             }
-            anomalies.extend(best.map(|(_, anomaly)| anomaly));
+            if let Some((_, anomaly, windows)) = best {
+                self.evidence_windows = self.evidence_windows.max(windows);
+                anomalies.push(anomaly);
+            }
         }
         if window.latency_sparse {
             anomalies.extend(self.latency_anomaly(config, window.window_secs, tries, continuing));
@@ -269,6 +279,12 @@ impl Sparse {
             }
         }
         anomalies
+    }
+
+    /// How many windows, the newest last, the evidence of the last
+    /// judgement's accumulated anomaly spans; 0 when it found none.
+    pub fn evidence_windows(&self) -> usize {
+        self.evidence_windows
     }
 
     /// The slow threshold of sustained shifts: 1.2 times the pooled
@@ -431,7 +447,7 @@ impl Sparse {
     /// A latency rise in the accumulated windows: too many requests slower
     /// than what a p95 rise would have to clear.
     fn latency_anomaly(
-        &self,
+        &mut self,
         config: &DetectConfig,
         window_secs: f64,
         tries: f64,
@@ -482,6 +498,9 @@ impl Sparse {
             }
         }
         let (_, accumulated, slow, total, secs) = best?;
+        self.evidence_windows = self
+            .evidence_windows
+            .max((secs / window_secs).round() as usize);
         let current = quantile(&accumulated, 0.95)?;
         Some(Anomaly {
             kind: AnomalyKind::Latency,
