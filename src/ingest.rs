@@ -24,6 +24,7 @@
 //! instance turnover, flag flips and Kubernetes events inferred from the
 //! telemetry, recorded into the store's change log).
 
+pub mod announced;
 pub mod changes;
 pub mod spans;
 
@@ -772,6 +773,27 @@ impl Sink for Ingest {
                             k8s_event(resource_logs.resource.as_ref(), record, time)
                         {
                             changes.observe_k8s_event(&event);
+                        }
+                        let resource_attributes = resource_logs
+                            .resource
+                            .as_ref()
+                            .map_or(&[][..], |resource| &resource.attributes[..]);
+                        match announced::announced_change(
+                            resource_attributes,
+                            &record.attributes,
+                            record.body.as_ref(),
+                            time,
+                        ) {
+                            None => {}
+                            Some(Ok(change)) => {
+                                // The same change told by every pod, or
+                                // an export retried, is recorded once.
+                                let _ = changes.log().record_once(change);
+                            }
+                            Some(Err(error)) => {
+                                telemetry::record_change_refused("invalid_announcement");
+                                tracing::debug!(%error, "a log record announces a change but its attributes are not valid");
+                            }
                         }
                     }
                     let class = severity_class(record.severity_number, &record.severity_text);

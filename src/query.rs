@@ -263,6 +263,7 @@ impl From<&CorrelatedChange> for pb::CorrelatedChange {
             service: change.service.clone(),
             kind: change.kind.clone(),
             subject: change.subject.clone(),
+            external_id: change.external_id.clone(),
             description: change.description.clone(),
             time_unix_nanos: change.time_unix_nanos,
             time: change.time.clone(),
@@ -346,6 +347,7 @@ impl From<&Change> for pb::Change {
             time_unix_nanos: change.time_unix_nanos,
             time: change.time(),
             link: change.link.clone(),
+            external_id: change.external_id.clone(),
             source: label(&change.source),
         }
     }
@@ -498,6 +500,7 @@ impl TryFrom<pb::Incident> for Incident {
                     service: change.service,
                     kind: change.kind,
                     subject: change.subject,
+                    external_id: change.external_id,
                     description: change.description,
                     time_unix_nanos: change.time_unix_nanos,
                     time: change.time,
@@ -617,6 +620,7 @@ impl TryFrom<pb::Change> for Change {
             description: change.description,
             time_unix_nanos: change.time_unix_nanos,
             link: change.link,
+            external_id: change.external_id,
             source: parse_label::<ChangeSource>("change.source", &change.source)?,
         })
     }

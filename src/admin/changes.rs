@@ -25,6 +25,7 @@ pub const FIELDS: &[&str] = &[
     "description",
     "time",
     "link",
+    "id",
 ];
 
 /// Longest `service`, `version`, `key` or `value`, in bytes.
@@ -123,6 +124,16 @@ pub fn parse_change(body: &[u8], now_unix_nanos: u64) -> Result<Change, RequestE
             format!("must be a JSON object, got {}", kind_of(&value)),
         ));
     };
+    parse_fields(&body, now_unix_nanos)
+}
+
+/// Reads a change from its fields (the JSON body's, or a log record's
+/// attributes mapped to them: see `ingest::announced`), with the same rules
+/// and the same problems. `now_unix_nanos` is its time when it gives none.
+pub fn parse_fields(
+    body: &Map<String, Value>,
+    now_unix_nanos: u64,
+) -> Result<Change, RequestError> {
     let mut problems = Problems::default();
     for key in body.keys() {
         if !FIELDS.contains(&key.as_str()) {
@@ -133,7 +144,7 @@ pub fn parse_change(body: &[u8], now_unix_nanos: u64) -> Result<Change, RequestE
         }
     }
     let absent = |field: &str| body.get(field).is_none_or(Value::is_null);
-    let service = problems.text(&body, "service", MAX_NAME_LEN);
+    let service = problems.text(body, "service", MAX_NAME_LEN);
     match service.as_deref() {
         None if absent("service") => {
             problems.report("service", "is required: the service that changed")
@@ -144,7 +155,7 @@ pub fn parse_change(body: &[u8], now_unix_nanos: u64) -> Result<Change, RequestE
         _ => {}
     }
     let kinds = ChangeKind::ALL.map(ChangeKind::as_str).join(", ");
-    let kind = match problems.text(&body, "kind", MAX_NAME_LEN) {
+    let kind = match problems.text(body, "kind", MAX_NAME_LEN) {
         None => {
             if absent("kind") {
                 problems.report("kind", format!("is required: one of {kinds}"));
@@ -162,15 +173,18 @@ pub fn parse_change(body: &[u8], now_unix_nanos: u64) -> Result<Change, RequestE
             kind
         }
     };
-    let version = problems.text(&body, "version", MAX_NAME_LEN);
-    let key = problems.text(&body, "key", MAX_NAME_LEN);
-    let value = problems.text(&body, "value", MAX_NAME_LEN);
+    let version = problems.text(body, "version", MAX_NAME_LEN);
+    let key = problems.text(body, "key", MAX_NAME_LEN);
+    let value = problems.text(body, "value", MAX_NAME_LEN);
     // A blank description reads as none: the default says more (a CI
     // template whose variables came out empty would otherwise store "").
     let description = problems
-        .text(&body, "description", MAX_TEXT_LEN)
+        .text(body, "description", MAX_TEXT_LEN)
         .filter(|text| !text.trim().is_empty());
-    let link = problems.text(&body, "link", MAX_TEXT_LEN);
+    let link = problems.text(body, "link", MAX_TEXT_LEN);
+    let external_id = problems
+        .text(body, "id", MAX_NAME_LEN)
+        .filter(|id| !id.trim().is_empty());
     if kind == Some(ChangeKind::FeatureFlag) && key.is_none() && absent("key") {
         problems.report(
             "key",
@@ -182,7 +196,7 @@ pub fn parse_change(body: &[u8], now_unix_nanos: u64) -> Result<Change, RequestE
             problems.report("link", "must be an http:// or https:// URL");
         }
     }
-    let time = match problems.text(&body, "time", MAX_NAME_LEN) {
+    let time = match problems.text(body, "time", MAX_NAME_LEN) {
         None => Some(now_unix_nanos),
         Some(text) => match parse_rfc3339(&text) {
             Ok(time) if time > now_unix_nanos.saturating_add(MAX_FUTURE_NANOS) => {
@@ -221,6 +235,7 @@ pub fn parse_change(body: &[u8], now_unix_nanos: u64) -> Result<Change, RequestE
                 description,
                 time_unix_nanos: time,
                 link,
+                external_id,
                 source: ChangeSource::Api,
             })
         }

@@ -235,12 +235,18 @@ fn changes(incident: &Incident) -> String {
             .as_deref()
             .map(|subject| format!(" {subject}"))
             .unwrap_or_default();
+        let reference = change
+            .external_id
+            .as_deref()
+            .map(|id| format!(" [{id}]"))
+            .unwrap_or_default();
         let _ = writeln!(
             text,
-            "- {} {}{}: {} at {}, {} (score {:.2}: {})",
+            "- {} {}{}{}: {} at {}, {} (score {:.2}: {})",
             change.kind,
             change.service,
             subject,
+            reference,
             change.description,
             change.time,
             relative_to_onset(change.before_onset_secs),

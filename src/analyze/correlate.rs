@@ -165,6 +165,7 @@ pub fn correlate(changes: &[Change], input: &CorrelationInput) -> Vec<Correlated
                 service: change.service.clone(),
                 kind: change.kind.as_str().to_owned(),
                 subject: change.version.clone().or_else(|| change.key.clone()),
+                external_id: change.external_id.clone(),
                 description: change.description.clone(),
                 time_unix_nanos: change.time_unix_nanos,
                 time: rfc3339(change.time_unix_nanos),

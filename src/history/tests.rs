@@ -70,6 +70,7 @@ fn change(id: u64, service: &str, at_secs: u64) -> Change {
         description: format!("{service}: new version v2"),
         time_unix_nanos: START + at_secs * SECOND,
         link: Some("https://ci.example/run/1".to_string()),
+        external_id: None,
         source: ChangeSource::Api,
     }
 }

@@ -262,6 +262,7 @@ fn telemetry_change(service: &str, kind: ChangeKind, time: u64, description: Str
         description,
         time_unix_nanos: time,
         link: None,
+        external_id: None,
         source: ChangeSource::Telemetry,
     }
 }

@@ -111,6 +111,10 @@ pub struct CorrelatedChange {
     /// Version, flag key or config key the change is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The change's own id where it came from (a deploy id, a pipeline
+    /// run), as posted or announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
     pub description: String,
     pub time_unix_nanos: u64,
     pub time: String,

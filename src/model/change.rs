@@ -99,6 +99,10 @@ pub struct Change {
     /// Where to read more (a pipeline run, a pull request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// The change's own id where it came from (a deploy id, a pipeline
+    /// run, a change ticket), kept as given so that incidents name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
     /// Who told us.
     pub source: ChangeSource,
 }

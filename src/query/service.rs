@@ -534,6 +534,7 @@ pub fn change_from_request(
             request.time_unix_nanos
         },
         link: change_field("link", request.link)?,
+        external_id: change_field("id", request.id)?,
         source: ChangeSource::Api,
     })
 }

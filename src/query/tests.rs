@@ -47,6 +47,7 @@ pub(crate) fn full_incident() -> Incident {
         }],
         changes: vec![CorrelatedChange {
             id: 3,
+            external_id: None,
             service: "payment".into(),
             kind: "deploy".into(),
             subject: Some("v1.4.2".into()),
@@ -134,6 +135,7 @@ fn events_and_changes_round_trip() {
         description: "flag on".into(),
         time_unix_nanos: 5_000_000_000,
         link: Some("https://ci.example/run/1".into()),
+        external_id: None,
         source: ChangeSource::Api,
     };
     let wire = pb::Change::from(&change);

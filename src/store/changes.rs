@@ -41,6 +41,9 @@ pub struct ChangeLog {
     by_source: [AtomicU64; 2],
 }
 
+/// How many of the newest changes [`ChangeLog::record_once`] compares with.
+pub const RECENT_DUPLICATES: usize = 256;
+
 /// Recorded changes buffered per subscriber before it lags.
 const RECORDED_BUFFER: usize = 1024;
 
@@ -71,8 +74,14 @@ impl ChangeLog {
 
     /// Records a change, assigns and returns its id. The oldest change is
     /// dropped when the log is full.
-    pub fn record(&self, mut change: Change) -> u64 {
-        let mut inner = self.inner.lock();
+    pub fn record(&self, change: Change) -> u64 {
+        let inner = self.inner.lock();
+        self.insert(inner, change)
+    }
+
+    /// Inserts under the lock taken by the caller, then lets it go before
+    /// telling subscribers.
+    fn insert(&self, mut inner: parking_lot::MutexGuard<'_, Inner>, mut change: Change) -> u64 {
         let id = inner.next_id;
         inner.next_id += 1;
         change.id = id;
@@ -85,6 +94,35 @@ impl ChangeLog {
         self.by_source[change.source as usize].fetch_add(1, Ordering::Relaxed);
         let _ = self.recorded.send(change);
         id
+    }
+
+    /// Records a change unless the same one is among the newest
+    /// [`RECENT_DUPLICATES`]: one with the same service and external id,
+    /// or, without ids, the same service, kind, subject and time (a change
+    /// announced by every pod of a service, or a retried export). Returns
+    /// the new id, or `None` for a duplicate.
+    pub fn record_once(&self, change: Change) -> Option<u64> {
+        let inner = self.inner.lock();
+        {
+            let same = |known: &Change| {
+                known.service == change.service
+                    && match (&known.external_id, &change.external_id) {
+                        (Some(a), Some(b)) => a == b,
+                        (None, None) => {
+                            known.kind == change.kind
+                                && known.version == change.version
+                                && known.key == change.key
+                                && known.value == change.value
+                                && known.time_unix_nanos == change.time_unix_nanos
+                        }
+                        _ => false,
+                    }
+            };
+            if inner.changes.iter().rev().take(RECENT_DUPLICATES).any(same) {
+                return None;
+            }
+        }
+        Some(self.insert(inner, change))
     }
 
     /// Restores a change with its id (from storage); later ids continue

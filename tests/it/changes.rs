@@ -538,3 +538,116 @@ async fn posting_needs_the_token_when_one_is_configured() {
     assert_eq!(list(&server, "").await.len(), 1);
     server.stop().await;
 }
+
+/// A change announced in a log record by whatever made it (a deploy tool, a
+/// config service), with the attribute convention of docs/CHANGES.md.
+fn announcement(
+    emitter: &str,
+    time: u64,
+    attributes: Vec<ProtoKeyValue>,
+    body: &str,
+) -> ResourceLogs {
+    ResourceLogs {
+        resource: Some(ProtoResource {
+            attributes: vec![text("service.name", emitter)],
+            ..Default::default()
+        }),
+        scope_logs: vec![ScopeLogs {
+            log_records: vec![LogRecord {
+                time_unix_nano: time,
+                severity_number: 9,
+                body: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(body.to_owned())),
+                }),
+                attributes,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn changes_announced_in_logs_are_recorded_once_with_their_own_ids() {
+    let server = TestServer::start().await;
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as u64
+        - 60_000_000_000;
+    let deploy = |pod: &str| {
+        announcement(
+            "payment",
+            time,
+            vec![
+                text("deployment.id", "deploy-81"),
+                text("service.version", "2.4.1"),
+                text("k8s.pod.name", pod),
+            ],
+            "payment 2.4.1 rolled out",
+        )
+    };
+    send_logs(
+        &server,
+        vec![
+            // Every pod of the rollout says so: one change.
+            deploy("payment-a"),
+            deploy("payment-b"),
+            deploy("payment-c"),
+            announcement(
+                "config-service",
+                time + 5_000_000_000,
+                vec![
+                    text("change.kind", "config"),
+                    text("change.service", "checkout"),
+                    text("config.key", "payment.timeout_ms"),
+                    text("config.value", "300"),
+                    text("change.id", "CHG-4711"),
+                ],
+                "payment.timeout_ms changed from 3000 to 300",
+            ),
+            // Tries to announce one and gets the kind wrong: not recorded.
+            announcement(
+                "config-service",
+                time,
+                vec![text("change.kind", "reboot")],
+                "rebooted",
+            ),
+        ],
+    )
+    .await;
+    let found = wait_for_changes(&server, "", 2).await;
+    let got: Vec<(&str, &str, &str, &str)> = found
+        .iter()
+        .map(|change| {
+            (
+                change["service"].as_str().unwrap_or_default(),
+                change["kind"].as_str().unwrap_or_default(),
+                change["external_id"].as_str().unwrap_or_default(),
+                change["source"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("payment", "deploy", "deploy-81", "telemetry"),
+            ("checkout", "config", "CHG-4711", "telemetry"),
+        ],
+        "{found:#?}"
+    );
+    assert_eq!(found[0]["version"], "2.4.1");
+    assert_eq!(found[1]["value"], "300");
+    let metrics = reqwest::get(format!("{}/metrics", server.admin_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("triage_changes_refused_total{reason=\"invalid_announcement\"} 1"),
+        "{metrics}"
+    );
+    server.stop().await;
+}

@@ -158,6 +158,7 @@ fn with_analysis_the_annotations_carry_hypotheses_changes_and_blast_radius() {
     ];
     incident.changes = vec![CorrelatedChange {
         id: 7,
+        external_id: None,
         service: "payment".into(),
         kind: "deploy".into(),
         subject: Some("v1.4.2".into()),

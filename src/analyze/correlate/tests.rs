@@ -14,6 +14,7 @@ fn change(id: u64, service: &str, kind: ChangeKind, secs_before: i64) -> Change 
         description: format!("change {id}"),
         time_unix_nanos: (ONSET as i64 - secs_before * SECOND as i64) as u64,
         link: None,
+        external_id: None,
         source: ChangeSource::Api,
     }
 }
@@ -196,10 +197,12 @@ fn a_change_posted_and_seen_in_telemetry_is_listed_once() {
         ..deploy(1, "payment", "v2", 200)
     };
     let seen = Change {
+        external_id: None,
         source: ChangeSource::Telemetry,
         ..deploy(2, "payment", "v2", 180)
     };
     let other = Change {
+        external_id: None,
         source: ChangeSource::Telemetry,
         ..deploy(3, "payment", "v3", 100)
     };

@@ -12,6 +12,7 @@ fn change(service: &str, kind: ChangeKind, at: u64) -> Change {
         description: String::new(),
         time_unix_nanos: at,
         link: None,
+        external_id: None,
         source: ChangeSource::Api,
     }
 }
@@ -54,4 +55,31 @@ fn full_log_drops_oldest() {
         ..change("b", ChangeKind::Scale, 9)
     });
     assert_eq!(log.record(change("c", ChangeKind::Infra, 10)), 41);
+}
+
+#[test]
+fn the_same_change_told_twice_is_recorded_once() {
+    let log = ChangeLog::default();
+    let with_id = |id: &str| Change {
+        external_id: Some(id.to_owned()),
+        ..change("payment", ChangeKind::Deploy, 10)
+    };
+    assert!(log.record_once(with_id("deploy-81")).is_some());
+    assert!(log.record_once(with_id("deploy-81")).is_none(), "same id");
+    assert!(
+        log.record_once(with_id("deploy-82")).is_some(),
+        "another id"
+    );
+    // Without ids, the same fields at the same time are the same change;
+    // a second one a second later is not.
+    assert!(log
+        .record_once(change("cart", ChangeKind::Config, 20))
+        .is_some());
+    assert!(log
+        .record_once(change("cart", ChangeKind::Config, 20))
+        .is_none());
+    assert!(log
+        .record_once(change("cart", ChangeKind::Config, 21))
+        .is_some());
+    assert_eq!(log.len(), 4);
 }

@@ -580,6 +580,7 @@ impl Engine {
                         "https://config.example.com/{}/{name}/revisions/{}",
                         model.namespace, change.revision
                     )),
+                    external_id: None,
                     source: ChangeSource::Api,
                 }
             }));
@@ -809,6 +810,7 @@ impl Engine {
                         self.model.namespace,
                         1000 + pipeline
                     )),
+                    external_id: None,
                     source: ChangeSource::Api,
                 }
             };
@@ -834,6 +836,7 @@ impl Engine {
                         "https://flags.example.com/{}/{key}",
                         self.model.namespace
                     )),
+                    external_id: None,
                     source: ChangeSource::Api,
                 }
             };
