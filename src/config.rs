@@ -425,7 +425,10 @@ impl Settings {
             detect: self.detect.clone(),
             spans: self.analyze.clone(),
             changes: self.changes.clone(),
-            rca: crate::analyze::context::RcaConfig::default(),
+            rca: crate::analyze::context::RcaConfig {
+                trace_url: self.alerting.trace_url.clone(),
+                ..crate::analyze::context::RcaConfig::default()
+            },
         }
     }
 

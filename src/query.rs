@@ -198,6 +198,7 @@ impl From<&Incident> for pb::Incident {
             resolved: incident.resolved.clone().unwrap_or_default(),
             anomalies: incident.anomalies.iter().map(Into::into).collect(),
             exemplar_trace_ids: incident.exemplar_trace_ids.clone(),
+            exemplar_trace_urls: incident.exemplar_trace_urls.clone(),
             summary: incident.summary.clone(),
             services: incident.services.clone(),
             root_causes: incident.root_causes.iter().map(Into::into).collect(),
@@ -469,6 +470,7 @@ impl TryFrom<pb::Incident> for Incident {
                 .map(SeriesAnomaly::try_from)
                 .collect::<Result<_, _>>()?,
             exemplar_trace_ids: incident.exemplar_trace_ids,
+            exemplar_trace_urls: incident.exemplar_trace_urls,
             summary: incident.summary,
             services: incident.services,
             root_causes: incident

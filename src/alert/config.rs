@@ -68,6 +68,10 @@ pub struct AlertConfig {
     /// Template of the `runbook_url` annotation, e.g.
     /// `https://runbooks.example/{alertname}?service={service}`.
     pub runbook_url: Option<String>,
+    /// Template of a link to one trace, with `{trace_id}` (32 hex digits),
+    /// e.g. `http://jaeger:16686/trace/{trace_id}`: every exemplar trace of
+    /// an incident is given as such a link too.
+    pub trace_url: Option<String>,
     /// Base of the `generatorURL` links; the admin address when unset.
     pub external_url: Option<Url>,
 }
@@ -139,6 +143,7 @@ impl Default for AlertConfig {
             queue_capacity: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
             labels: BTreeMap::new(),
             runbook_url: None,
+            trace_url: None,
             external_url: None,
         }
     }
@@ -257,6 +262,43 @@ pub fn runbook_template(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// A trace URL template: exactly the placeholder `{trace_id}`, at least
+/// once, and an http(s) URL once it is filled in.
+pub fn trace_template(text: &str) -> Result<String, String> {
+    let mut rest = text;
+    let mut found = false;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err(format!("\"{text}\" has a `{{` without a closing `}}`"));
+        };
+        let name = &after[..close];
+        if name != "trace_id" {
+            return Err(format!(
+                "unknown placeholder {{{name}}} in \"{text}\"; the only one is {{trace_id}}"
+            ));
+        }
+        found = true;
+        rest = &after[close + 1..];
+    }
+    if !found {
+        return Err(format!(
+            "\"{text}\" has no {{trace_id}}: every trace would get the same link"
+        ));
+    }
+    let filled = fill_template(text, |_| "0af7651916cd43dd8448eb211c80319c".to_owned());
+    http_url(&filled).map_err(|message| format!("with {{trace_id}} filled in, {message}"))?;
+    Ok(text.to_owned())
+}
+
+/// The link to each trace of `trace_ids` by a checked `template`.
+pub fn trace_links(template: &str, trace_ids: &[String]) -> Vec<String> {
+    trace_ids
+        .iter()
+        .map(|trace_id| fill_template(template, |_| trace_id.clone()))
+        .collect()
+}
+
 /// Replaces each `{name}` in a checked template with `value(name)`.
 pub(crate) fn fill_template(template: &str, value: impl Fn(&str) -> String) -> String {
     let mut out = String::with_capacity(template.len() + 32);
@@ -291,6 +333,7 @@ pub(crate) const ALERTING_KEYS: &[&str] = &[
     "queue_capacity",
     "labels",
     "runbook_url",
+    "trace_url",
     "external_url",
 ];
 /// Keys of each entry of `alerting.alertmanagers` and `alerting.webhooks`.
@@ -350,6 +393,12 @@ alerting:
   # {alertname}, {severity}, {service}, {operation}, {incident_id},
   # {root_cause_service}; e.g. "https://runbooks.example/{alertname}?service={service}".
   runbook_url: ""
+  # Template of a link to one trace ("" for none), with {trace_id}; every
+  # exemplar trace of an incident is then also a link in alerts, webhooks,
+  # the query API and the CLI. Jaeger: "http://jaeger:16686/trace/{trace_id}";
+  # Tempo in Grafana: "https://grafana.example/explore?left=..." with the
+  # trace id query where {trace_id} goes.
+  trace_url: ""
   # Base URL of the generatorURL link to each incident
   # (<base>/api/v1/incidents/<id>); "" links to the admin address.
   external_url: ""
@@ -396,6 +445,16 @@ pub(crate) fn check(checker: &mut Checker, top: &Section<'_>, alerting: &mut Ale
             runbook_template(template).map(Some)
         },
     );
+    checker.field(&section, "trace_url", &mut alerting.trace_url, |value| {
+        let template = text(
+            value,
+            "a URL template such as \"http://jaeger:16686/trace/{trace_id}\"",
+        )?;
+        if template.is_empty() {
+            return Ok(None);
+        }
+        trace_template(template).map(Some)
+    });
     checker.field(
         &section,
         "external_url",
@@ -643,6 +702,22 @@ mod tests {
             fill_template("a/{service}/{alertname}", |name| name.to_uppercase()),
             "a/SERVICE/ALERTNAME"
         );
+    }
+
+    #[test]
+    fn trace_templates() {
+        let jaeger = "http://jaeger:16686/trace/{trace_id}";
+        assert_eq!(trace_template(jaeger).as_deref(), Ok(jaeger));
+        assert_eq!(
+            trace_links(jaeger, &["0af7651916cd43dd8448eb211c80319c".to_owned()]),
+            ["http://jaeger:16686/trace/0af7651916cd43dd8448eb211c80319c"]
+        );
+        let none = trace_template("http://jaeger:16686/search").unwrap_err();
+        assert!(none.contains("no {trace_id}"), "{none}");
+        let other = trace_template("http://jaeger/trace/{traceId}").unwrap_err();
+        assert!(other.contains("{traceId}"), "{other}");
+        assert!(trace_template("jaeger:16686/trace/{trace_id}").is_err());
+        assert!(trace_template("http://jaeger/trace/{trace_id").is_err());
     }
 
     #[test]

@@ -122,6 +122,7 @@ impl Mapping {
         put("changes", changes(incident));
         put("blast_radius", blast_radius(incident));
         put("exemplar_trace_ids", incident.exemplar_trace_ids.join(", "));
+        put("exemplar_traces", incident.exemplar_trace_urls.join(" "));
         put("suggested_action", suggested_action(incident));
         if let Some(template) = &self.runbook {
             let url = fill_template(template, |name| {

@@ -28,6 +28,9 @@ pub struct RcaConfig {
     pub cascade_window: Duration,
     /// How far before an incident's onset changes are considered.
     pub lookback: Duration,
+    /// `alerting.trace_url`: a checked template with `{trace_id}` that
+    /// turns each exemplar trace id into a link.
+    pub trace_url: Option<String>,
 }
 
 impl Default for RcaConfig {
@@ -35,6 +38,7 @@ impl Default for RcaConfig {
         RcaConfig {
             cascade_window: Duration::from_secs(120),
             lookback: Duration::from_secs(30 * 60),
+            trace_url: None,
         }
     }
 }

@@ -530,6 +530,14 @@ impl Analyzer {
         }
         incident.services = services;
         super::explain::explain(&mut incident, context, graph, &ranked, &self.config, before);
+        incident.exemplar_trace_urls = self
+            .config
+            .trace_url
+            .as_deref()
+            .map(|template| {
+                crate::alert::config::trace_links(template, &incident.exemplar_trace_ids)
+            })
+            .unwrap_or_default();
         (incident, ranked)
     }
 }
@@ -1306,6 +1314,23 @@ mod tests {
         assert_eq!(
             lost_on_the_way(&store, "frontend", "checkout", &now, &before),
             None
+        );
+    }
+
+    #[test]
+    fn exemplar_traces_become_links_with_a_trace_url() {
+        let store = store();
+        let changes = ChangeLog::default();
+        let mut analyzer = Analyzer::new(RcaConfig {
+            trace_url: Some("http://jaeger:16686/trace/{trace_id}".to_owned()),
+            ..RcaConfig::default()
+        });
+        let mut slow = incident("payment", 0);
+        slow.exemplar_trace_ids = vec!["0af7651916cd43dd8448eb211c80319c".to_owned()];
+        let events = analyzer.process(vec![IncidentEvent::Opened(slow)], context(&store, &changes));
+        assert_eq!(
+            opened(&events)[0].exemplar_trace_urls,
+            ["http://jaeger:16686/trace/0af7651916cd43dd8448eb211c80319c"]
         );
     }
 }

@@ -53,6 +53,9 @@ pub struct Incident {
     pub anomalies: Vec<SeriesAnomaly>,
     /// Trace ids (hex) of slow or failing spans of the anomalous series.
     pub exemplar_trace_ids: Vec<String>,
+    /// The same traces as links, when `alerting.trace_url` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exemplar_trace_urls: Vec<String>,
     /// One line for people.
     pub summary: String,
     /// Every service the incident covers (more than one for a cascade),
@@ -111,6 +114,7 @@ impl Incident {
             resolved: None,
             anomalies: Vec::new(),
             exemplar_trace_ids: Vec::new(),
+            exemplar_trace_urls: Vec::new(),
             summary: String::new(),
             services: vec![service.to_string()],
             root_causes: Vec::new(),

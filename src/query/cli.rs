@@ -608,7 +608,12 @@ fn incident_report(incident: &Incident, events: &[EventRecord]) -> String {
             ));
         }
     }
-    if !incident.exemplar_trace_ids.is_empty() {
+    if !incident.exemplar_trace_urls.is_empty() {
+        text.push_str("\nexemplar traces:\n");
+        for url in &incident.exemplar_trace_urls {
+            text.push_str(&format!("  {url}\n"));
+        }
+    } else if !incident.exemplar_trace_ids.is_empty() {
         text.push_str(&format!(
             "\nexemplar traces: {}\n",
             incident.exemplar_trace_ids.join(" ")

@@ -32,6 +32,9 @@ pub(crate) fn full_incident() -> Incident {
             },
         }],
         exemplar_trace_ids: vec!["0af7651916cd43dd8448eb211c80319c".into()],
+        exemplar_trace_urls: vec![
+            "http://jaeger:16686/trace/0af7651916cd43dd8448eb211c80319c".into()
+        ],
         summary: "payment Charge: p95 840 ms".into(),
         services: vec!["payment".into(), "checkout".into()],
         root_causes: vec![RootCause {

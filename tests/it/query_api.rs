@@ -152,6 +152,9 @@ fn incident(service: &str, onset_secs: u64, state: IncidentState) -> Incident {
         resolved: resolved.map(rfc3339),
         anomalies: Vec::new(),
         exemplar_trace_ids: vec!["4bf92f3577b34da6a3ce929d0e0e4736".to_owned()],
+        exemplar_trace_urls: vec![
+            "http://jaeger:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736".to_owned()
+        ],
         summary: format!("{service}: p95 up"),
         services: vec![service.to_owned()],
         root_causes: Vec::new(),
@@ -304,6 +307,11 @@ async fn own_client_reads_stats_topology_incidents_and_changes() {
 
     let (payment, events) = api.incident("payment@1000").await.expect("incident");
     assert_eq!(payment.state, IncidentState::Resolved);
+    assert_eq!(
+        payment.exemplar_trace_urls,
+        ["http://jaeger:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736"],
+        "trace links survive the gRPC API"
+    );
     assert_eq!(
         events
             .iter()

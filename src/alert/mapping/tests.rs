@@ -125,6 +125,25 @@ fn without_analysis_the_description_lists_the_anomalies() {
     // Nothing to say: no empty annotations.
     assert!(!annotations.contains_key("changes"));
     assert!(!annotations.contains_key("blast_radius"));
+    assert!(
+        !annotations.contains_key("exemplar_traces"),
+        "no trace_url configured"
+    );
+}
+
+#[test]
+fn exemplar_traces_are_links_when_the_analysis_made_them() {
+    let mut incident = incident();
+    incident.exemplar_trace_urls = crate::alert::config::trace_links(
+        "http://jaeger:16686/trace/{trace_id}",
+        &incident.exemplar_trace_ids,
+    );
+    let annotations = mapping().annotations(&incident, &mapping().labels(&incident));
+    assert_eq!(
+        annotations["exemplar_traces"],
+        "http://jaeger:16686/trace/0000000000000000000000000000abcd \
+         http://jaeger:16686/trace/00000000000000000000000000001234"
+    );
 }
 
 #[test]

@@ -108,7 +108,7 @@ fn incident_report_shows_the_analysis() {
         "#3 payment deploy (40 s before onset)",
         "blast radius: 300 of 1000 requests (30.00%)",
         "cloud.region=eu-west-1",
-        "exemplar traces: 0af7651916cd43dd8448eb211c80319c",
+        "exemplar traces:\n  http://jaeger:16686/trace/0af7651916cd43dd8448eb211c80319c",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
