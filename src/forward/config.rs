@@ -603,21 +603,26 @@ fn retry(checker: &mut Checker, entry: &Section<'_>) -> RetryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+
+    /// Reads `yaml` (a document with a `forward:` section).
+    fn read(yaml: &str) -> Result<ForwardConfig, Vec<String>> {
+        let document: Value = serde_yaml::from_str(yaml).unwrap();
+        let mut checker = Checker::default();
+        let top = checker.open(String::new(), Some(&document), &["forward"]);
+        let mut forward = ForwardConfig::default();
+        check(&mut checker, &top, &mut forward);
+        checker
+            .finish(forward)
+            .map_err(|problems| problems.iter().map(ToString::to_string).collect())
+    }
 
     fn problems(yaml: &str) -> Vec<String> {
-        match Settings::from_yaml(yaml, &Default::default()) {
-            Ok(_) => Vec::new(),
-            Err(crate::config::ConfigError::Invalid(problems)) => {
-                problems.iter().map(ToString::to_string).collect()
-            }
-            Err(other) => vec![other.to_string()],
-        }
+        read(yaml).err().unwrap_or_default()
     }
 
     #[test]
     fn an_exporter_reads_with_the_collectors_keys() {
-        let settings = Settings::from_yaml(
+        let forward = read(
             r#"
 forward:
   exporters:
@@ -633,10 +638,9 @@ forward:
       protocol: http
       endpoint: "https://otlp.example/base"
 "#,
-            &Default::default(),
         )
         .unwrap();
-        let exporters = &settings.forward.exporters;
+        let exporters = &forward.exporters;
         assert_eq!(exporters.len(), 2);
         let tempo = &exporters[0];
         assert_eq!(tempo.name, "otlp/tempo");

@@ -750,3 +750,48 @@ fn records_on_disk(dir: &std::path::Path) -> usize {
     }
     records
 }
+
+/// A queue that is full never makes the receivers wait: every request is
+/// answered at once, and what does not fit is dropped and counted.
+#[tokio::test]
+async fn a_full_queue_drops_and_counts_without_slowing_ingestion() {
+    let mut config = exporter("tiny", Protocol::Grpc, free_port());
+    config.queue.queue_size = 10.try_into().expect("non-zero");
+    config.queue.num_consumers = 1.try_into().expect("non-zero");
+    let front = front_with(config).await;
+    let mut client = TraceServiceClient::connect(front.grpc_url())
+        .await
+        .expect("connect to the front instance");
+    for request in 0..5u64 {
+        let started = Instant::now();
+        client
+            .export(spans("tiny-svc", "op", request * 100 + 1..request * 100 + 9))
+            .await
+            .expect("accepted though the upstream is down");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "request {request} waited {:?}",
+            started.elapsed()
+        );
+    }
+    // One request of 8 spans in flight (retrying) and one queued at most;
+    // the queue holds 10 items, so the other three or four were dropped.
+    let exposition = metrics_text(front.addresses.admin).await;
+    let dropped = sample(
+        &exposition,
+        "triage_exporter_enqueue_failed_items_total",
+        &["exporter=\"tiny\"", "signal=\"traces\""],
+    );
+    assert!(
+        matches!(dropped, Some(value) if value == 24.0 || value == 32.0),
+        "dropped {dropped:?}\n{exposition}"
+    );
+    // Detection saw every span regardless.
+    assert_eq!(
+        front
+            .stats(SeriesKind::Operation, "tiny-svc", "op")
+            .map(|stats| stats.requests),
+        Some(40)
+    );
+    front.stop().await;
+}
