@@ -101,11 +101,10 @@ impl Client {
         let https = config.endpoint.scheme() == "https";
         match config.protocol {
             Protocol::Grpc => {
-                let address = format!(
-                    "{}://{}",
-                    config.endpoint.scheme(),
-                    config.endpoint.authority()
-                );
+                // tonic refuses an https URI unless its own TLS is set up;
+                // with TLS, `TlsConnect` dials it whatever the scheme, so
+                // the channel is given the plain one.
+                let address = format!("http://{}", config.endpoint.authority());
                 let endpoint = Endpoint::from_shared(address)
                     .map_err(|error| LoadError {
                         field: format!("{section}.endpoint"),

@@ -765,7 +765,11 @@ async fn a_full_queue_drops_and_counts_without_slowing_ingestion() {
     for request in 0..5u64 {
         let started = Instant::now();
         client
-            .export(spans("tiny-svc", "op", request * 100 + 1..request * 100 + 9))
+            .export(spans(
+                "tiny-svc",
+                "op",
+                request * 100 + 1..request * 100 + 9,
+            ))
             .await
             .expect("accepted though the upstream is down");
         assert!(
