@@ -574,33 +574,34 @@ async fn retryable_failures_arrive_and_permanent_ones_are_dropped() {
         300.0,
     )
     .await;
-    let seen = upstream.seen.lock();
-    // Exactly once: the failed attempts recorded nothing.
-    let duplicates: Vec<_> = seen.accepted.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
-    assert!(
-        !seen.accepted.keys().any(|id| *id >= 5000),
-        "refused spans were not recorded"
-    );
-    // Every third request failed once and was tried again; the refused
-    // ones were tried once.
-    for request in 0..30u64 {
-        let attempts = seen.attempts[&(request * 100)];
-        let want = if request % 3 == 0 { 2 } else { 1 };
-        assert_eq!(attempts, want, "attempts of request {request}");
-    }
-    for key in [5000, 5100, 5200] {
+    {
+        let seen = upstream.seen.lock();
+        // Exactly once: the failed attempts recorded nothing.
+        let duplicates: Vec<_> = seen.accepted.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
+        assert!(
+            !seen.accepted.keys().any(|id| *id >= 5000),
+            "refused spans were not recorded"
+        );
+        // Every third request failed once and was tried again; the refused
+        // ones were tried once.
+        for request in 0..30u64 {
+            let attempts = seen.attempts[&(request * 100)];
+            let want = if request % 3 == 0 { 2 } else { 1 };
+            assert_eq!(attempts, want, "attempts of request {request}");
+        }
+        for key in [5000, 5100, 5200] {
+            assert_eq!(
+                seen.attempts[&key], 1,
+                "a permanent error is not retried ({key})"
+            );
+        }
         assert_eq!(
-            seen.attempts[&key], 1,
-            "a permanent error is not retried ({key})"
+            seen.with_header,
+            30 + 10 + 3,
+            "headers go with every request"
         );
     }
-    assert_eq!(
-        seen.with_header,
-        30 + 10 + 3,
-        "headers go with every request"
-    );
-    drop(seen);
     assert_eq!(
         sample(
             &exposition,
@@ -798,4 +799,135 @@ async fn a_full_queue_drops_and_counts_without_slowing_ingestion() {
         Some(40)
     );
     front.stop().await;
+}
+
+/// An OTLP/HTTP upstream that answers the first attempt of every even
+/// request 503 with `Retry-After: 1`, the first of every request divisible
+/// by 5 with 429 (no header), and requests of spans named `poison` 400.
+/// It records when each attempt came.
+#[derive(Clone, Default)]
+struct HttpUpstream {
+    /// First span id of a request -> when each attempt arrived.
+    attempts: Arc<Mutex<HashMap<u64, Vec<Instant>>>>,
+    accepted: Arc<Mutex<HashMap<u64, u32>>>,
+}
+
+async fn http_upstream_export(
+    axum::extract::State(upstream): axum::extract::State<HttpUpstream>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use std::io::Read;
+    let body = if headers
+        .get("content-encoding")
+        .is_some_and(|value| value == "gzip")
+    {
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut plain)
+            .expect("gzip body");
+        plain
+    } else {
+        body.to_vec()
+    };
+    let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("protobuf body");
+    let ids = span_ids(&request);
+    let key = ids.first().copied().unwrap_or(0);
+    let poison = request.resource_spans[0].scope_spans[0].spans[0].name == "poison";
+    let attempt = {
+        let mut attempts = upstream.attempts.lock();
+        let seen = attempts.entry(key).or_default();
+        seen.push(Instant::now());
+        seen.len()
+    };
+    if poison {
+        return (axum::http::StatusCode::BAD_REQUEST, "poison").into_response();
+    }
+    if attempt == 1 && (key / 100) % 2 == 0 {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            "busy",
+        )
+            .into_response();
+    }
+    if attempt == 1 && (key / 100) % 5 == 0 {
+        return (axum::http::StatusCode::TOO_MANY_REQUESTS, "slow down").into_response();
+    }
+    let mut accepted = upstream.accepted.lock();
+    for id in ids {
+        *accepted.entry(id).or_default() += 1;
+    }
+    (
+        [("content-type", "application/x-protobuf")],
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+        .into_response()
+}
+
+/// OTLP/HTTP: 503 and 429 are retried (503's `Retry-After` honoured over
+/// the shorter backoff), 400 is not, and every retried span arrives once.
+#[tokio::test]
+async fn http_status_codes_are_retried_by_the_otlp_rules() {
+    let upstream = HttpUpstream::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let router = axum::Router::new()
+        .route("/v1/traces", axum::routing::post(http_upstream_export))
+        .with_state(upstream.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let front = front_with(exporter("http-flaky", Protocol::Http, address)).await;
+    let mut expected = HashSet::new();
+    for request in 1..=10u64 {
+        let ids = request * 100..request * 100 + 4;
+        expected.extend(ids.clone());
+        send_grpc(front.addresses.grpc, spans("http-flaky-svc", "op", ids)).await;
+    }
+    send_grpc(
+        front.addresses.grpc,
+        spans("http-flaky-svc", "poison", 5000..5003),
+    )
+    .await;
+    eventually("every retried span arrives", || {
+        let accepted = upstream.accepted.lock();
+        expected.iter().all(|id| accepted.contains_key(id))
+    })
+    .await;
+    wait_for_sample(
+        front.addresses.admin,
+        "triage_exporter_send_failed_items_total",
+        &["exporter=\"http-flaky\"", "reason=\"permanent\""],
+        3.0,
+    )
+    .await;
+    {
+        let attempts = upstream.attempts.lock();
+        for request in 1..=10u64 {
+            let times = &attempts[&(request * 100)];
+            let want = if request % 2 == 0 || request % 5 == 0 {
+                2
+            } else {
+                1
+            };
+            assert_eq!(times.len(), want, "attempts of request {request}");
+            if request % 2 == 0 {
+                // Retry-After: 1, though the backoff would have been 50-150 ms.
+                let waited = times[1] - times[0];
+                assert!(
+                    waited >= Duration::from_millis(950),
+                    "request {request} retried after {waited:?}"
+                );
+            }
+        }
+        assert_eq!(attempts[&5000].len(), 1, "400 is not retried");
+        assert!(
+            upstream.accepted.lock().values().all(|n| *n == 1),
+            "no duplicates"
+        );
+    }
+    front.stop().await;
+    server.abort();
 }
