@@ -323,6 +323,19 @@ pub(crate) fn check(checker: &mut Checker, top: &Section<'_>, forward: &mut Forw
         }
         let entry = checker.open(entry_path, Some(value), EXPORTER_KEYS);
         if let Some(exporter) = exporter(checker, &name, &entry) {
+            let shared = exporters.iter().find(|other: &&ExporterConfig| {
+                other.queue.storage.is_some() && other.queue.storage == exporter.queue.storage
+            });
+            if let Some(other) = shared {
+                checker.report(
+                    format!("{path}.{name}.sending_queue.storage"),
+                    format!(
+                        "the same directory as exporter {}'s; each persistent queue needs its own",
+                        other.name
+                    ),
+                );
+                continue;
+            }
             exporters.push(exporter);
         }
     }
@@ -683,6 +696,8 @@ forward:
       colour: blue
     "has space": {endpoint: "http://x:1"}
     nothing: {}
+    first: {endpoint: "http://x:1", sending_queue: {storage: /q}}
+    second: {endpoint: "http://x:2", sending_queue: {storage: /q}}
 "#,
         );
         let expect = [
@@ -699,6 +714,7 @@ forward:
             "forward.exporters.up.retry_on_failure.max_interval: 1s is shorter",
             "forward.exporters.has space: \"has space\" is not an exporter name",
             "forward.exporters.nothing.endpoint: missing",
+            "forward.exporters.second.sending_queue.storage: the same directory as exporter first's",
         ];
         for wanted in expect {
             assert!(

@@ -71,6 +71,9 @@ impl Queue {
         size_gauge: Gauge,
         bytes_gauge: Gauge,
     ) -> Queue {
+        // At 0 from the start, like the counters.
+        size_gauge.set(0.0);
+        bytes_gauge.set(0.0);
         Queue {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
