@@ -240,14 +240,6 @@ impl Forwarder {
         })
     }
 
-    /// Items and bytes waiting in the named exporter's queue.
-    pub fn queued(&self, name: &str) -> Option<(u64, u64)> {
-        self.exporters
-            .iter()
-            .find(|exporter| exporter.name == name)
-            .map(|exporter| exporter.queue.len())
-    }
-
     /// Shutdown, after the receivers have drained: no more requests are
     /// queued; what is queued is sent for up to `timeout`; then the senders
     /// stop. What is left is counted as dropped (`shutdown`), except in a
@@ -413,10 +405,12 @@ impl Exporter {
     /// retries, or the shutdown flush ends.
     async fn deliver(&self, item: Item, abandon: &CancellationToken) {
         let signal = index(item.signal);
-        let prepared = {
+        let (signal_of, format, body) = (item.signal, item.format, item.body.clone());
+        let prepared = if self.client.prepare_is_cheap(format) {
+            Ok(self.client.prepare(signal_of, format, body))
+        } else {
             let client = self.client.clone();
-            let (signal, format, body) = (item.signal, item.format, item.body.clone());
-            tokio::task::spawn_blocking(move || client.prepare(signal, format, body)).await
+            tokio::task::spawn_blocking(move || client.prepare(signal_of, format, body)).await
         };
         let prepared: Prepared = match prepared {
             Ok(Ok(prepared)) => prepared,

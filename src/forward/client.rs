@@ -196,6 +196,16 @@ impl Client {
         }
     }
 
+    /// Whether [`Client::prepare`] does no work for a body in `format`
+    /// (protobuf over gRPC, or uncompressed HTTP), so that it need not move
+    /// to a blocking thread.
+    pub fn prepare_is_cheap(&self, format: BodyFormat) -> bool {
+        match self {
+            Client::Grpc { .. } => format == BodyFormat::Protobuf,
+            Client::Http { gzip, .. } => !gzip,
+        }
+    }
+
     /// The body `item` is sent as: OTLP/JSON re-encoded once as protobuf
     /// for gRPC (which has no JSON), and gzip for HTTP when configured.
     /// CPU work: run it on a blocking thread. An error is permanent (the
