@@ -6,6 +6,10 @@
 //! views of `model`); the sink (`ingest::Ingest` in production) turns the
 //! decoded requests into store records. Keeping the sink behind a trait lets each transport be tested on
 //! its own and keeps the transports free of recording logic.
+//!
+//! A request the sink has recorded is then given, as received
+//! (decompressed), to an optional [`Handoff`] (the forwarder,
+//! `crate::forward`), which must take it without waiting.
 
 use std::sync::Arc;
 

@@ -5,8 +5,9 @@
 //! 415), content encoding (`gzip` or `identity`, else 415), body read with a
 //! cap, decompression with the same cap on its output (413), the decoding
 //! [`Limits`] (items, and the memory decoding would take, measured before
-//! decoding: 400), decoding (400), then the [`Sink`]. Everything after the
-//! body is read runs on the [`DecodePool`], off the async workers. A decoded
+//! decoding: 400), decoding (400), then the [`Sink`] (and, when forwarding,
+//! the [`Handoff`](super::Handoff)). Everything after the body is read runs
+//! on the [`DecodePool`], off the async workers. A decoded
 //! request is answered 200 with the matching `Export*ServiceResponse`,
 //! carrying a partial success when the sink rejected items.
 //!
