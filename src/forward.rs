@@ -649,7 +649,12 @@ impl RateLimit {
     /// one, unless one was logged within [`LOG_EVERY`].
     fn warn(&self, log: impl FnOnce(u64)) {
         static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+        self.warn_at(START.get_or_init(Instant::now).elapsed(), log);
+    }
+
+    /// [`RateLimit::warn`] at `elapsed` since a fixed start.
+    fn warn_at(&self, elapsed: Duration, log: impl FnOnce(u64)) {
+        let now = elapsed.as_millis() as u64 + 1;
         let last = self.last.load(Ordering::Relaxed);
         let due = last == 0 || now.saturating_sub(last) >= LOG_EVERY.as_millis() as u64;
         if due
@@ -662,5 +667,42 @@ impl RateLimit {
         } else {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_rate_limited_and_count_what_they_held_back() {
+        let limit = RateLimit::default();
+        let mut logged = Vec::new();
+        for second in 0..5 {
+            limit.warn_at(Duration::from_secs(second), |suppressed| {
+                logged.push(suppressed)
+            });
+        }
+        assert_eq!(logged, [0], "one warning per interval");
+        // The interval has passed: the next warning tells of the four.
+        limit.warn_at(Duration::from_secs(10), |suppressed| {
+            logged.push(suppressed)
+        });
+        limit.warn_at(Duration::from_secs(11), |suppressed| {
+            logged.push(suppressed)
+        });
+        assert_eq!(logged, [0, 4]);
+        assert_eq!(limit.suppressed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_the_interval() {
+        let interval = Duration::from_millis(1000);
+        let draws: Vec<_> = (0..200).map(|_| jittered(interval)).collect();
+        assert!(draws
+            .iter()
+            .all(|wait| (500..=1500).contains(&wait.as_millis())));
+        // Not all the same: senders that failed together spread out.
+        assert!(draws.iter().any(|wait| *wait != draws[0]));
     }
 }

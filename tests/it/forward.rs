@@ -931,3 +931,51 @@ async fn http_status_codes_are_retried_by_the_otlp_rules() {
     front.stop().await;
     server.abort();
 }
+
+/// With the upstream down: a request retried past `max_elapsed_time` is
+/// dropped as `retries_exhausted`; one still being retried when the
+/// shutdown flush ends is counted as `shutdown` (it was only in memory).
+#[tokio::test]
+async fn requests_given_up_are_counted_by_reason() {
+    let down = free_port();
+    let mut gives_up = exporter("gives-up", Protocol::Grpc, down);
+    gives_up.retry.max_elapsed_time = Duration::from_millis(500);
+    let forever = exporter("forever", Protocol::Grpc, down);
+    let mut settings = test_settings();
+    settings.forward.exporters = vec![gives_up, forever];
+    settings.shutdown_timeout = Duration::from_secs(1);
+    let front = TestServer::start_with(settings).await;
+    send_grpc(front.addresses.grpc, spans("given-up-svc", "op", 1..4)).await;
+    wait_for_sample(
+        front.addresses.admin,
+        "triage_exporter_send_failed_items_total",
+        &["exporter=\"gives-up\"", "reason=\"retries_exhausted\""],
+        3.0,
+    )
+    .await;
+    front.stop().await;
+    // The admin port is closed; the process's recorder still has the
+    // figures the shutdown left.
+    let exposition = triage::telemetry::render(&triage::telemetry::recorder());
+    assert_eq!(
+        sample(
+            &exposition,
+            "triage_exporter_send_failed_items_total",
+            &[
+                "exporter=\"forever\"",
+                "signal=\"traces\"",
+                "reason=\"shutdown\""
+            ]
+        ),
+        Some(3.0),
+        "{exposition}"
+    );
+    assert_eq!(
+        sample(
+            &exposition,
+            "triage_exporter_sent_items_total",
+            &["exporter=\"forever\"", "signal=\"traces\""]
+        ),
+        Some(0.0)
+    );
+}
