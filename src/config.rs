@@ -26,7 +26,8 @@
 //! - `detect:` in [`crate::detect::config`],
 //! - `changes:` in [`crate::ingest::changes::config`],
 //! - `storage:` in [`crate::history::config`],
-//! - `alerting:` in [`crate::alert::config`].
+//! - `alerting:` in [`crate::alert::config`],
+//! - `forward:` in [`crate::forward::config`].
 //!
 //! This module keeps the top level, the receivers, `admin:`, `log:` and
 //! `shutdown_timeout`, whose types live here, and the overrides. The
@@ -90,6 +91,7 @@ const TOP_KEYS: &[&str] = &[
     "changes",
     "storage",
     "analyze",
+    "forward",
     "log",
     "shutdown_timeout",
 ];
@@ -202,6 +204,8 @@ pub struct Settings {
     pub storage: StorageConfig,
     /// Span analysis: own time, local errors, retries, attribute drill-down.
     pub analyze: SpanConfig,
+    /// Forwarding of everything accepted to upstream OTLP endpoints.
+    pub forward: crate::forward::ForwardConfig,
     /// Logging.
     pub log: LogSettings,
     /// How long shutdown waits for in-flight work to drain before giving up.
@@ -408,6 +412,7 @@ impl Default for Settings {
             changes: ChangesConfig::default(),
             storage: StorageConfig::default(),
             analyze: SpanConfig::default(),
+            forward: crate::forward::ForwardConfig::default(),
             log: LogSettings {
                 level: "info".to_owned(),
                 format: LogFormat::Text,
@@ -621,6 +626,7 @@ impl Settings {
         changes::config::check(&mut check, &top, &mut settings.changes);
         history::config::check(&mut check, &top, &mut settings.storage);
         spans::config::check(&mut check, &top, &mut settings.analyze);
+        crate::forward::config::check(&mut check, &top, &mut settings.forward);
 
         let log = check.section(&top, "log", LOG_KEYS);
         check.field(&log, "level", &mut settings.log.level, |value| {
@@ -701,6 +707,7 @@ pub fn example_yaml() -> &'static str {
             changes::config::EXAMPLE,
             history::config::EXAMPLE,
             alert::config::EXAMPLE,
+            crate::forward::config::EXAMPLE,
             EXAMPLE_TAIL,
         ]
         .join("\n")

@@ -17,6 +17,10 @@
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP transports and the decoders
 //!   (protobuf wire reader, JSON readers). Protobuf types stop here and in
 //!   `ingest`, which reads the decoded metric and log requests.
+//! - [`forward`]: optional forwarding of every accepted request, as
+//!   received, to upstream OTLP endpoints (bounded queues, retries, an
+//!   optional persistent queue); the receivers hand bodies over without
+//!   waiting.
 //! - [`ingest`]: decoded telemetry -> samples in the store; span analysis
 //!   (own time, local errors, drill-down sketches); changes inferred from
 //!   the telemetry.
@@ -46,6 +50,7 @@ pub mod alert;
 pub mod analyze;
 pub mod config;
 pub mod detect;
+pub mod forward;
 pub mod history;
 pub mod ingest;
 pub mod model;

@@ -6,7 +6,14 @@
 //! views of `model`); the sink (`ingest::Ingest` in production) turns the
 //! decoded requests into store records. Keeping the sink behind a trait lets each transport be tested on
 //! its own and keeps the transports free of recording logic.
+//!
+//! A request the sink has recorded is then given, as received
+//! (decompressed), to an optional [`Handoff`] (the forwarder,
+//! `crate::forward`), which must take it without waiting.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
     trace::v1::ExportTraceServiceRequest,
@@ -33,6 +40,59 @@ impl Signal {
             Signal::Traces => "traces",
             Signal::Metrics => "metrics",
             Signal::Logs => "logs",
+        }
+    }
+}
+
+/// How an accepted request's body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// An `Export*ServiceRequest` in protobuf (gRPC, or HTTP
+    /// `application/x-protobuf`).
+    Protobuf,
+    /// OTLP/JSON (HTTP `application/json`).
+    Json,
+}
+
+/// An export request the receiver answered with success (full or partial),
+/// as received (decompressed), for whoever wants it after the sink has
+/// recorded it: the forwarder (`crate::forward`).
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub signal: Signal,
+    pub format: BodyFormat,
+    /// The decompressed body; shared, not copied.
+    pub body: Bytes,
+    /// Items in the request (accepted and rejected).
+    pub items: u64,
+}
+
+/// Where accepted requests are handed after the sink. Called on the
+/// decode pool's thread before the answer is sent, so an implementation
+/// must return at once: no waiting, no I/O (the forwarder try-pushes into
+/// bounded queues and drops what does not fit).
+pub trait Handoff: Send + Sync + 'static {
+    fn accepted(&self, request: Accepted);
+}
+
+/// Hands an answered request to `handoff`, if there is one and the
+/// request carried items (an empty request has nothing to forward).
+pub(crate) fn hand_off(
+    handoff: Option<&Arc<dyn Handoff>>,
+    signal: Signal,
+    format: BodyFormat,
+    body: Bytes,
+    outcome: &Outcome,
+) {
+    let items = outcome.accepted.saturating_add(outcome.rejected);
+    if let Some(handoff) = handoff {
+        if items > 0 {
+            handoff.accepted(Accepted {
+                signal,
+                format,
+                body,
+                items,
+            });
         }
     }
 }

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
 use crate::config::Settings;
+use crate::forward::{ForwardError, Forwarder};
 use crate::history::tasks::{self as history_tasks, Snapshotter};
 use crate::history::{History, HistoryError};
 use crate::ingest::spans::SpanAnalyzer;
@@ -87,6 +88,10 @@ pub enum ServerError {
     /// names the config field.
     #[error(transparent)]
     Security(#[from] LoadError),
+    /// Forwarding cannot start (a TLS file, header or queue directory of
+    /// an exporter; names the config field).
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
 }
 
 /// The addresses actually bound.
@@ -123,6 +128,10 @@ pub struct Server {
     history: Arc<History>,
     /// The receivers' memory gate; its sampling task starts in `run`.
     memory: Arc<MemoryLimiter>,
+    /// Forwarding to upstream OTLP endpoints, when configured; its senders
+    /// run from bind (resending what a persistent queue kept) and it is
+    /// flushed after the receivers drain.
+    forwarder: Option<Forwarder>,
 }
 
 /// What guards one listener: its TLS configuration (reloaded as its files
@@ -236,6 +245,7 @@ impl Server {
         health.watch_history(Arc::clone(&history));
         let memory = MemoryLimiter::new(settings.admission.memory);
         health.watch_memory(Arc::clone(&memory));
+        let forwarder = Forwarder::start(&settings.forward)?;
         Ok(Server {
             settings,
             pipeline,
@@ -249,6 +259,7 @@ impl Server {
             addresses,
             events: broadcast::channel(EVENT_BUFFER).0,
             memory,
+            forwarder,
         })
     }
 
@@ -304,6 +315,7 @@ impl Server {
             events,
             history,
             memory,
+            forwarder,
         } = self;
         let store = Arc::clone(pipeline.store());
         let changes = Arc::clone(pipeline.changes());
@@ -324,12 +336,19 @@ impl Server {
         };
         // Samples the resident memory until shutdown (nothing without a limit).
         tokio::spawn(Arc::clone(&memory).run(shutdown.clone()));
+        // Where answered requests go after the sink, when forwarding.
+        let handoff = forwarder.as_ref().map(Forwarder::handoff);
         let (traces, metrics, logs) = grpc::services_with(
             Arc::clone(&sink),
             &GrpcConfig {
                 max_recv_msg_size: settings.grpc.max_recv_msg_size,
             },
             decoding.clone(),
+        );
+        let (traces, metrics, logs) = (
+            traces.with_handoff(handoff.clone()),
+            metrics.with_handoff(handoff.clone()),
+            logs.with_handoff(handoff.clone()),
         );
         let grpc_settings = &settings.grpc;
         let streams = grpc_settings.max_concurrent_streams.get();
@@ -364,12 +383,13 @@ impl Server {
                 ),
         );
 
-        let mut http_router = otlp_http::router_with(
+        let mut http_router = otlp_http::router_with_handoff(
             Arc::clone(&sink),
             HttpConfig {
                 max_request_body_size: settings.http.max_request_body_size,
             },
             decoding,
+            handoff,
         );
         if let Some(tokens) = guards.http.auth.clone() {
             http_router = http_router.layer(axum::middleware::from_fn_with_state(
@@ -570,6 +590,12 @@ impl Server {
             // recorded after the pairing buffer is flushed below.
             grpc_abort.abort();
             http_abort.abort();
+        }
+        // Nothing more is accepted, so nothing more is queued: what is
+        // queued gets the shutdown timeout to reach the upstreams (a
+        // persistent queue keeps the rest for the next start).
+        if let Some(forwarder) = forwarder {
+            forwarder.finish(settings.shutdown_timeout).await;
         }
         let pipeline = detection.await;
         alerting_stop.cancel();

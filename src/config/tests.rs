@@ -212,6 +212,7 @@ shutdown_timeout: 5m
     let expected = Settings {
         decode: crate::receiver::decode::Limits::default(),
         admission: Default::default(),
+        forward: Default::default(),
         grpc: GrpcSettings {
             endpoint: "0.0.0.0:14317".parse().expect("addr"),
             max_recv_msg_size: 512 * 1024,
@@ -866,6 +867,7 @@ fn the_example_lists_every_key() {
         ),
         (&["storage"], STORAGE_KEYS),
         (&["alerting"], ALERTING_KEYS),
+        (&["forward"], crate::forward::config::FORWARD_KEYS),
         (&["log"], LOG_KEYS),
     ];
     for (path, keys) in sections {

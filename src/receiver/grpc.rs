@@ -45,7 +45,7 @@ use super::admission::Busy;
 use super::decode::{
     export_protobuf, DecodePool, Decoding, Export, Limits, PoolError, Refused, Ticket,
 };
-use super::{Outcome, Signal, Sink};
+use super::{hand_off, BodyFormat, Handoff, Outcome, Signal, Sink};
 use crate::telemetry;
 
 const TRANSPORT: &str = "grpc";
@@ -126,6 +126,8 @@ pub struct RawExportService<R> {
     /// Where requests are decoded and recorded: blocking threads, a
     /// bounded number of requests at a time.
     pool: DecodePool,
+    /// Where answered requests go after the sink (forwarding), if anywhere.
+    handoff: Option<Arc<dyn Handoff>>,
     request: PhantomData<fn() -> R>,
 }
 
@@ -136,8 +138,16 @@ impl<R: GrpcExport> RawExportService<R> {
             max_recv_msg_size: config.max_recv_msg_size,
             limits: decoding.limits,
             pool: decoding.pool,
+            handoff: None,
             request: PhantomData,
         }
+    }
+
+    /// Hands every request answered OK (partial successes included) to
+    /// `handoff` after the sink has recorded it.
+    pub fn with_handoff(mut self, handoff: Option<Arc<dyn Handoff>>) -> Self {
+        self.handoff = handoff;
+        self
     }
 }
 
@@ -148,6 +158,7 @@ impl<R> Clone for RawExportService<R> {
             max_recv_msg_size: self.max_recv_msg_size,
             limits: self.limits,
             pool: self.pool.clone(),
+            handoff: self.handoff.clone(),
             request: PhantomData,
         }
     }
@@ -204,6 +215,7 @@ struct ExportRaw<R> {
     sink: Arc<dyn Sink>,
     limits: Limits,
     pool: DecodePool,
+    handoff: Option<Arc<dyn Handoff>>,
     /// The call's place in the decode queue, taken when it was admitted.
     ticket: Option<Ticket>,
     request: PhantomData<fn() -> R>,
@@ -218,11 +230,24 @@ impl<R: GrpcExport> UnaryService<Bytes> for ExportRaw<R> {
         let limits = self.limits;
         let pool = self.pool.clone();
         let ticket = self.ticket.take();
+        let handoff = self.handoff.clone();
         Box::pin(async move {
             let body = request.into_inner();
             let signal = R::SIGNAL.as_str();
             let bytes = body.len();
-            let work = move || export_protobuf::<R>(&body, sink.as_ref(), limits);
+            let work = move || {
+                let result = export_protobuf::<R>(&body, sink.as_ref(), limits);
+                if let Ok(outcome) = &result {
+                    hand_off(
+                        handoff.as_ref(),
+                        R::SIGNAL,
+                        BodyFormat::Protobuf,
+                        body,
+                        outcome,
+                    );
+                }
+                result
+            };
             // The ticket taken at admission; a handler called again (tonic
             // does not) is admitted anew.
             let ran = match ticket {
@@ -311,6 +336,7 @@ where
             sink: Arc::clone(&self.sink),
             limits: self.limits,
             pool: self.pool.clone(),
+            handoff: self.handoff.clone(),
             ticket: Some(ticket),
             request: PhantomData,
         };

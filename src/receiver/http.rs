@@ -5,8 +5,9 @@
 //! 415), content encoding (`gzip` or `identity`, else 415), body read with a
 //! cap, decompression with the same cap on its output (413), the decoding
 //! [`Limits`] (items, and the memory decoding would take, measured before
-//! decoding: 400), decoding (400), then the [`Sink`]. Everything after the
-//! body is read runs on the [`DecodePool`], off the async workers. A decoded
+//! decoding: 400), decoding (400), then the [`Sink`] (and, when forwarding,
+//! the [`Handoff`](super::Handoff)). Everything after the body is read runs
+//! on the [`DecodePool`], off the async workers. A decoded
 //! request is answered 200 with the matching `Export*ServiceResponse`,
 //! carrying a partial success when the sink rejected items.
 //!
@@ -49,7 +50,7 @@ use super::decode::{
     export_json, export_protobuf, DecodePool, Decoding, Export, Limits, OverLimit, PoolError,
     Refused,
 };
-use super::{Outcome, Sink};
+use super::{hand_off, BodyFormat, Handoff, Outcome, Sink};
 
 /// Counter of OTLP/HTTP requests answered by the export handlers, labelled
 /// `signal` and `status` (the HTTP status code). Unknown paths and wrong
@@ -121,11 +122,23 @@ pub fn router(sink: Arc<dyn Sink>, config: HttpConfig) -> Router {
 /// [`router`] with the given limits and decode pool (the gRPC receiver
 /// should share the pool, so that decoding is bounded across both).
 pub fn router_with(sink: Arc<dyn Sink>, config: HttpConfig, decoding: Decoding) -> Router {
+    router_with_handoff(sink, config, decoding, None)
+}
+
+/// [`router_with`], handing every request answered 200 (partial successes
+/// included) to `handoff` after the sink has recorded it.
+pub fn router_with_handoff(
+    sink: Arc<dyn Sink>,
+    config: HttpConfig,
+    decoding: Decoding,
+    handoff: Option<Arc<dyn Handoff>>,
+) -> Router {
     let receiver = Arc::new(Receiver {
         sink,
         config,
         limits: decoding.limits,
         pool: decoding.pool,
+        handoff,
     });
     Router::new()
         .route("/v1/traces", post(handle::<ExportTraceServiceRequest>))
@@ -144,6 +157,8 @@ struct Receiver {
     /// Where bodies are decompressed, decoded and recorded: blocking
     /// threads, a bounded number of requests at a time.
     pool: DecodePool,
+    /// Where answered requests go after the sink (forwarding), if anywhere.
+    handoff: Option<Arc<dyn Handoff>>,
 }
 
 /// The two OTLP/HTTP encodings; a response uses the request's.
@@ -199,6 +214,7 @@ impl Receiver {
         let body = read_body(request.into_body(), limit).await?;
         let sink = Arc::clone(&self.sink);
         let limits = self.limits;
+        let handoff = self.handoff.clone();
         self.pool
             .run(ticket, body.len(), move || {
                 let body = if gzip && !body.is_empty() {
@@ -206,7 +222,13 @@ impl Receiver {
                 } else {
                     body
                 };
-                decode::<R>(format, &body, sink.as_ref(), limits)
+                let outcome = decode::<R>(format, &body, sink.as_ref(), limits)?;
+                let body_format = match format {
+                    Format::Protobuf => BodyFormat::Protobuf,
+                    Format::Json => BodyFormat::Json,
+                };
+                hand_off(handoff.as_ref(), R::SIGNAL, body_format, body, &outcome);
+                Ok(outcome)
             })
             .await
             .map_err(|error| match error {

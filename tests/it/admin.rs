@@ -360,8 +360,9 @@ fn samples<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
 async fn metrics_of_a_fresh_process_have_process_build_and_alerted_counters() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let config = dir.path().join("triage.yaml");
-    // A webhook target, so that the per-target alert counters exist; it is
-    // never called, since no incident opens.
+    // A webhook target, so that the per-target alert counters exist, and
+    // a forwarding exporter, so that its counters do; neither is called,
+    // since no incident opens and nothing is received.
     std::fs::write(
         &config,
         format!(
@@ -369,7 +370,8 @@ async fn metrics_of_a_fresh_process_have_process_build_and_alerted_counters() {
              http: {{ endpoint: \"127.0.0.1:0\" }}\n\
              admin: {{ endpoint: \"127.0.0.1:0\" }}\napi: {{ endpoint: \"127.0.0.1:0\" }}\n\
              storage: {{ data_dir: \"{}\" }}\n\
-             alerting:\n  webhooks:\n    - url: \"http://127.0.0.1:9/hook\"\n",
+             alerting:\n  webhooks:\n    - url: \"http://127.0.0.1:9/hook\"\n\
+             forward:\n  exporters:\n    upstream: {{ endpoint: \"http://127.0.0.1:9\" }}\n",
             dir.path().join("data").display()
         ),
     )

@@ -24,6 +24,7 @@ mod cli;
 mod demo;
 mod deploy;
 mod eval;
+mod forward;
 mod limits;
 mod listeners;
 mod otlp_grpc;

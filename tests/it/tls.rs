@@ -807,3 +807,83 @@ async fn python_sdk_exports_over_tls_http_and_grpc_with_a_token() {
     crate::python_sdk::check_recorded(&server, &grpc).await;
     server.stop().await;
 }
+
+/// Forwarding to an upstream that requires mTLS and a bearer token, over
+/// gRPC and over HTTP: the exporter's `tls` files and `headers` get the
+/// spans through, and so does `insecure_skip_verify` without the CA;
+/// without the client certificate nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_reaches_an_mtls_upstream_with_a_token() {
+    use triage::forward::config::{ClientTls, ExporterConfig, Header, Protocol};
+    let pki = Pki::new();
+    let upstream = TestServer::start_with(secured(&pki, true)).await;
+    let exporter = |name: &str, protocol, address: std::net::SocketAddr, identity: bool| {
+        let mut exporter = ExporterConfig::new(
+            name,
+            protocol,
+            format!("https://{address}").parse().expect("URL"),
+        );
+        exporter.tls = ClientTls {
+            ca_file: Some(pki.ca.clone()),
+            cert_file: identity.then(|| pki.client_cert.clone()),
+            key_file: identity.then(|| pki.client_key.clone()),
+            insecure_skip_verify: false,
+        };
+        exporter.headers = vec![Header {
+            name: "authorization".into(),
+            value: format!("Bearer {TOKEN}"),
+        }];
+        exporter.retry.initial_interval = Duration::from_millis(100);
+        exporter
+    };
+    let mut settings = test_settings();
+    settings.forward.exporters = vec![
+        exporter("mtls-grpc", Protocol::Grpc, upstream.addresses.grpc, true),
+        exporter("mtls-http", Protocol::Http, upstream.addresses.http, true),
+        exporter("no-cert", Protocol::Grpc, upstream.addresses.grpc, false),
+        {
+            let mut unverified =
+                exporter("skip-verify", Protocol::Http, upstream.addresses.http, true);
+            unverified.tls.ca_file = None;
+            unverified.tls.insecure_skip_verify = true;
+            unverified
+        },
+    ];
+    let front = TestServer::start_with(settings).await;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/traces", front.http_url()))
+        .header("content-type", "application/x-protobuf")
+        .body(http_export("forwarded-over-mtls"))
+        .send()
+        .await
+        .expect("POST to the front");
+    assert_eq!(answer.status(), 200);
+    // One span from the front, through each of the three exporters with a
+    // certificate.
+    upstream
+        .wait_for(WAIT, |_| {
+            (recorded(&upstream, "forwarded-over-mtls") == 3).then_some(())
+        })
+        .await;
+    let metrics = reqwest::get(format!("{}/metrics", front.admin_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    let sent = |exporter: &str| {
+        metrics
+            .lines()
+            .find(|line| {
+                line.starts_with("triage_exporter_sent_items_total{")
+                    && line.contains(&format!("exporter=\"{exporter}\""))
+                    && line.contains("signal=\"traces\"")
+            })
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    assert_eq!(sent("no-cert"), Some(0.0), "{metrics}");
+    assert_eq!(recorded(&upstream, "forwarded-over-mtls"), 3);
+    front.stop().await;
+    upstream.stop().await;
+}

@@ -54,6 +54,7 @@ const MODULES: &[(&str, u32)] = &[
     ("receiver", 2),
     ("ingest", 3),
     ("detect", 3),
+    ("forward", 3),
     ("analyze", 4),
     ("pipeline", 5),
     ("history", 6),
