@@ -101,6 +101,22 @@ impl Engine {
         &self.evidence
     }
 
+    /// Series with detection state.
+    pub fn n_series(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Bytes of detection state: every tracked series' detector and its
+    /// entry (the key's names are shared with the store and not counted).
+    /// Summed at each tick for `triage_detect_state_bytes`, a walk over
+    /// the series that reads capacities and allocates nothing.
+    pub fn state_bytes(&self) -> usize {
+        self.series
+            .values()
+            .map(|tracked| tracked.detector.state_bytes() + std::mem::size_of::<(SeriesKey, i64)>())
+            .sum()
+    }
+
     /// The detector (and so the baseline) of a tracked series.
     pub fn detector(&self, key: &SeriesKey) -> Option<&SeriesDetector> {
         self.series.get(key).map(|tracked| &tracked.detector)

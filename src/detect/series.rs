@@ -416,6 +416,18 @@ impl SeriesDetector {
         &self.info
     }
 
+    /// Bytes the detector holds, itself and on the heap (by the capacity
+    /// its buffers reserved, not their length): the figure behind
+    /// `triage_detect_state_bytes`.
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.info.name.capacity()
+            + self.history.capacity() * std::mem::size_of::<WindowSummary>()
+            + self.profile.capacity() * std::mem::size_of::<SlotSummary>()
+            + self.sorted.as_ref().map_or(0, Sorted::heap_bytes)
+            + self.sparse.heap_bytes()
+    }
+
     /// Whether the series has enough history to be judged.
     pub fn readiness(&self, config: &DetectConfig) -> Readiness {
         let have = usize::try_from(self.seen).unwrap_or(usize::MAX);
