@@ -46,8 +46,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::broadcast;
 
-use crate::detect::engine::{EngineSnapshot, SeriesSnapshot};
+use crate::detect::engine::{Engine, EngineSnapshot, SeriesSnapshot};
 use crate::detect::incident::KeyRecord;
+use crate::detect::SeriesDetector;
 use crate::model::Change;
 use crate::model::{rfc3339, Incident, IncidentEvent, IncidentState};
 
@@ -822,25 +823,26 @@ impl History {
         at_unix_nanos: u64,
         snapshot: &EngineSnapshot,
     ) -> Result<(), HistoryError> {
+        let packed = PackedSnapshot::of(snapshot);
+        let result = packed.and_then(|packed| self.insert_snapshot(at_unix_nanos, &packed));
+        self.written("snapshot", result)
+    }
+
+    /// Saves a snapshot encoded already ([`PackedSnapshot::of_engine`]);
+    /// otherwise as [`History::save_snapshot`].
+    pub fn save_packed(
+        &self,
+        at_unix_nanos: u64,
+        snapshot: &PackedSnapshot,
+    ) -> Result<(), HistoryError> {
         self.written("snapshot", self.insert_snapshot(at_unix_nanos, snapshot))
     }
 
     fn insert_snapshot(
         &self,
         at_unix_nanos: u64,
-        snapshot: &EngineSnapshot,
+        snapshot: &PackedSnapshot,
     ) -> Result<(), HistoryError> {
-        let incidents = serde_json::to_string(&snapshot.incidents)?;
-        let mut series = Vec::with_capacity(snapshot.series.len());
-        for saved in &snapshot.series {
-            let json = serde_json::to_vec(&saved.detector)?;
-            series.push((
-                &saved.series,
-                to_sql(saved.last_data_unix_nanos),
-                compress(&json)?,
-                json.len() as i64,
-            ));
-        }
         let mut connection = self.connection.lock();
         let transaction = connection.transaction()?;
         transaction.execute(
@@ -851,8 +853,8 @@ impl History {
                 to_sql(at_unix_nanos),
                 to_sql(snapshot.window_nanos),
                 snapshot.next_window_unix_nanos.map(to_sql),
-                series.len() as i64,
-                incidents,
+                snapshot.series.len() as i64,
+                snapshot.incidents,
             ],
         )?;
         let id = transaction.last_insert_rowid();
@@ -862,15 +864,15 @@ impl History {
                      last_data_unix_nanos, detector, detector_bytes)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for (key, last_data, detector, bytes) in &series {
+            for series in &snapshot.series {
                 insert.execute(params![
                     id,
-                    key.kind,
-                    key.service,
-                    key.name,
-                    last_data,
-                    detector,
-                    bytes
+                    series.key.kind,
+                    series.key.service,
+                    series.key.name,
+                    to_sql(series.last_data_unix_nanos),
+                    &series.detector[..],
+                    series.json_bytes as i64
                 ])?;
             }
         }
@@ -1233,6 +1235,110 @@ fn delete_snapshots(
 /// `sqlar_compress`, so `sqlar_uncompress(detector, detector_bytes)` reads it
 /// in the `sqlite3` shell). Baselines are long runs of similar numbers under
 /// repeated keys: about a tenth of the size, at the fastest level.
+/// A snapshot of the detection state encoded for the database: every
+/// series' detector as compressed JSON, the incident tracker as JSON.
+///
+/// [`PackedSnapshot::of_engine`] encodes the series one at a time straight
+/// from the engine, through one reused JSON buffer, so taking a snapshot
+/// holds the compressed state (a few KB per series) rather than a second
+/// copy of every detector and its JSON: copying first made each minute's
+/// snapshot a transient of about twice the detection state, which the
+/// allocator kept as resident memory.
+#[derive(Debug)]
+pub struct PackedSnapshot {
+    window_nanos: u64,
+    next_window_unix_nanos: Option<u64>,
+    incidents: String,
+    series: Vec<PackedSeries>,
+}
+
+/// One series of a [`PackedSnapshot`].
+#[derive(Debug)]
+struct PackedSeries {
+    key: KeyRecord,
+    last_data_unix_nanos: u64,
+    /// zlib of the detector's JSON.
+    detector: Box<[u8]>,
+    /// Length of that JSON.
+    json_bytes: usize,
+}
+
+impl PackedSnapshot {
+    /// Encodes the engine's state, series by series. `window` is the
+    /// store's window length.
+    pub fn of_engine(engine: &Engine, window: Duration) -> Result<Self, HistoryError> {
+        let head = engine.snapshot_head(window);
+        let mut packed = PackedSnapshot::head(&head)?;
+        let mut json = Vec::new();
+        for saved in engine.snapshot_series(window) {
+            packed.push(
+                saved.series,
+                saved.last_data_unix_nanos,
+                saved.detector,
+                &mut json,
+            )?;
+        }
+        Ok(packed)
+    }
+
+    /// Encodes a snapshot copied already.
+    pub fn of(snapshot: &EngineSnapshot) -> Result<Self, HistoryError> {
+        let mut packed = PackedSnapshot::head(snapshot)?;
+        let mut json = Vec::new();
+        for saved in &snapshot.series {
+            packed.push(
+                saved.series.clone(),
+                saved.last_data_unix_nanos,
+                &saved.detector,
+                &mut json,
+            )?;
+        }
+        Ok(packed)
+    }
+
+    /// Series in the snapshot.
+    pub fn n_series(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Bytes of encoded state it holds.
+    pub fn bytes(&self) -> usize {
+        self.incidents.len()
+            + self
+                .series
+                .iter()
+                .map(|series| series.detector.len())
+                .sum::<usize>()
+    }
+
+    fn head(snapshot: &EngineSnapshot) -> Result<Self, HistoryError> {
+        Ok(PackedSnapshot {
+            window_nanos: snapshot.window_nanos,
+            next_window_unix_nanos: snapshot.next_window_unix_nanos,
+            incidents: serde_json::to_string(&snapshot.incidents)?,
+            series: Vec::new(),
+        })
+    }
+
+    fn push(
+        &mut self,
+        key: KeyRecord,
+        last_data_unix_nanos: u64,
+        detector: &SeriesDetector,
+        json: &mut Vec<u8>,
+    ) -> Result<(), HistoryError> {
+        json.clear();
+        serde_json::to_writer(&mut *json, detector)?;
+        self.series.push(PackedSeries {
+            key,
+            last_data_unix_nanos,
+            detector: compress(json)?.into_boxed_slice(),
+            json_bytes: json.len(),
+        });
+        Ok(())
+    }
+}
+
 fn compress(json: &[u8]) -> std::io::Result<Vec<u8>> {
     use std::io::Write as _;
     let mut encoder = flate2::write::ZlibEncoder::new(

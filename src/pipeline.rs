@@ -34,6 +34,10 @@ use crate::store::changes::ChangeLog;
 use crate::store::{Clock, Store, StoreConfig};
 use crate::telemetry;
 
+/// Store time between two walks of the state for the size gauges
+/// (`triage_detect_state_bytes`, `triage_span_analysis_bytes`).
+const SIZE_REPORT_EVERY_NANOS: u64 = 5_000_000_000;
+
 /// The settings of every stage the pipeline builds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
@@ -81,6 +85,10 @@ pub struct Pipeline {
     next_sweep: u64,
     /// Store time between sweeps: a tenth of the series TTL.
     sweep_every: u64,
+    /// Store time after which [`Pipeline::report_metrics`] next walks the
+    /// state to size it (the walk takes every buffer and sketch lock, so
+    /// not at every tick).
+    next_size_report: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -118,6 +126,7 @@ impl Pipeline {
             }),
             next_sweep: store.now_unix_nanos() + sweep_every.as_nanos() as u64,
             sweep_every: sweep_every.as_nanos() as u64,
+            next_size_report: std::sync::atomic::AtomicU64::new(0),
             store,
         }
     }
@@ -213,9 +222,22 @@ impl Pipeline {
     /// Mirrors the pipeline's own counters into self-metrics (live mode;
     /// replay installs no recorder).
     pub fn report_metrics(&self) {
+        use std::sync::atomic::Ordering;
         self.change_detector.report_metrics();
         metrics::counter!(telemetry::DETECT_TRAFFIC_SPIKES)
             .absolute(self.engine.incidents().traffic_spikes());
+        let now = self.store.now_unix_nanos();
+        if now >= self.next_size_report.load(Ordering::Relaxed) {
+            self.next_size_report.store(
+                now.saturating_add(SIZE_REPORT_EVERY_NANOS),
+                Ordering::Relaxed,
+            );
+            metrics::gauge!(telemetry::DETECT_SERIES).set(self.engine.n_series() as f64);
+            metrics::gauge!(telemetry::DETECT_STATE_BYTES).set(self.engine.state_bytes() as f64);
+            metrics::gauge!(telemetry::SPAN_ANALYSIS_BYTES).set(self.spans.state_bytes() as f64);
+            metrics::gauge!(telemetry::SPAN_ANALYSIS_BUFFERED)
+                .set(self.spans.buffer().len() as f64);
+        }
     }
 
     /// Resolves every client span still waiting for its pair and judges

@@ -769,17 +769,20 @@ async fn drive(
             _ = shutdown.cancelled() => {
                 // The state at shutdown, so a graceful restart loses nothing.
                 if let Some(snapshots) = snapshots {
-                    let snapshot = pipeline.engine().snapshot(snapshots.window());
-                    snapshots.finish(snapshot).await;
+                    if let Some(snapshot) = snapshots.pack(pipeline.engine()) {
+                        snapshots.finish(snapshot).await;
+                    }
                 }
                 return Some(pipeline);
             }
             _ = tick.tick() => {}
         }
-        let snapshot_window = snapshots
+        // Encoded on the detection thread, series by series (see
+        // `PackedSnapshot`), and written by the snapshotter.
+        let packer = snapshots
             .as_ref()
             .filter(|snapshots| snapshots.due())
-            .map(Snapshotter::window);
+            .map(Snapshotter::packer);
         let health = Arc::clone(&health);
         let result = tokio::task::spawn_blocking(move || {
             let now = pipeline.store().now_unix_nanos();
@@ -791,7 +794,7 @@ async fn drive(
                 |pipeline| {
                     let found = pipeline.tick(now);
                     // Copied here, off the runtime; written by the snapshotter.
-                    let snapshot = snapshot_window.map(|window| pipeline.engine().snapshot(window));
+                    let snapshot = packer.and_then(|packer| packer.pack(pipeline.engine()));
                     pipeline.report_metrics();
                     (found, snapshot)
                 },

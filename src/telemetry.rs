@@ -58,6 +58,15 @@ pub const STORE_FUTURE: &str = "triage_store_future_samples_total";
 pub const STORE_EXPIRED: &str = "triage_store_expired_series_total";
 /// Bytes held by window histograms.
 pub const STORE_HISTOGRAM_BYTES: &str = "triage_store_histogram_bytes";
+/// Bytes of detection state (per-series baselines and history).
+pub const DETECT_STATE_BYTES: &str = "triage_detect_state_bytes";
+/// Series with detection state.
+pub const DETECT_SERIES: &str = "triage_detect_series";
+/// Bytes held by the span analysis (trace buffer, drill-down sketches, call
+/// counts).
+pub const SPAN_ANALYSIS_BYTES: &str = "triage_span_analysis_bytes";
+/// Spans waiting in the span analysis's trace buffer for their parent.
+pub const SPAN_ANALYSIS_BUFFERED: &str = "triage_span_analysis_buffered_spans";
 /// Spans waiting in the pairing buffer.
 pub const PAIRING_SIZE: &str = "triage_pairing_buffer_spans";
 /// Pairing results: `paired`, `expired_client`, `expired_child`, `full`.
@@ -192,6 +201,21 @@ fn describe() {
         "Bytes held by window histograms."
     );
     describe_gauge!(PAIRING_SIZE, "Spans waiting in the pairing buffer.");
+    describe_gauge!(
+        DETECT_STATE_BYTES,
+        Unit::Bytes,
+        "Bytes of detection state: per-series history, baselines, time-of-day profiles."
+    );
+    describe_gauge!(DETECT_SERIES, "Series with detection state.");
+    describe_gauge!(
+        SPAN_ANALYSIS_BYTES,
+        Unit::Bytes,
+        "Bytes held by the span analysis: trace buffer, drill-down sketches, call counts."
+    );
+    describe_gauge!(
+        SPAN_ANALYSIS_BUFFERED,
+        "Spans waiting in the span analysis's trace buffer for their parent."
+    );
     describe_counter!(PAIRING_RESULTS, "Client/server span pairing results.");
     describe_gauge!(ALERTS_QUEUED, "Alerts waiting per alert target.");
     describe_gauge!(ALERTS_QUEUE_CAPACITY, "Queue capacity per alert target.");

@@ -101,6 +101,22 @@ impl Engine {
         &self.evidence
     }
 
+    /// Series with detection state.
+    pub fn n_series(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Bytes of detection state: every tracked series' detector and its
+    /// entry (the key's names are shared with the store and not counted).
+    /// Summed at each tick for `triage_detect_state_bytes`, a walk over
+    /// the series that reads capacities and allocates nothing.
+    pub fn state_bytes(&self) -> usize {
+        self.series
+            .values()
+            .map(|tracked| tracked.detector.state_bytes() + std::mem::size_of::<(SeriesKey, i64)>())
+            .sum()
+    }
+
     /// The detector (and so the baseline) of a tracked series.
     pub fn detector(&self, key: &SeriesKey) -> Option<&SeriesDetector> {
         self.series.get(key).map(|tracked| &tracked.detector)
@@ -414,6 +430,23 @@ pub struct EngineSnapshot {
     pub incidents: TrackerSnapshot,
 }
 
+/// One series as a snapshot saves it, borrowed from the engine
+/// ([`Engine::snapshot_series`]).
+#[derive(Debug)]
+pub struct SeriesView<'a> {
+    /// Which series.
+    pub series: KeyRecord,
+    /// Start of the last window with data, Unix nanoseconds.
+    pub last_data_unix_nanos: u64,
+    /// Its detector.
+    pub detector: &'a SeriesDetector,
+}
+
+/// Start of window `index` (negative indices clamp to 0), Unix nanoseconds.
+fn window_start(index: i64, window_nanos: u64) -> u64 {
+    (index.max(0) as u64).saturating_mul(window_nanos)
+}
+
 /// One series' baseline, as saved.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeriesSnapshot {
@@ -443,23 +476,47 @@ pub struct Restored {
 
 impl Engine {
     /// Copies the state to save. `window` is the store's window length.
+    ///
+    /// A whole second copy of the detection state: the server does not
+    /// take it while running (see [`Engine::snapshot_head`]); tests and
+    /// tools do.
     pub fn snapshot(&self, window: Duration) -> EngineSnapshot {
+        let mut snapshot = self.snapshot_head(window);
+        snapshot.series = self
+            .snapshot_series(window)
+            .map(|saved| SeriesSnapshot {
+                series: saved.series,
+                last_data_unix_nanos: saved.last_data_unix_nanos,
+                detector: saved.detector.clone(),
+            })
+            .collect();
+        snapshot
+    }
+
+    /// The snapshot without its series (`series` empty): the window
+    /// position and the incident tracker. With [`Engine::snapshot_series`]
+    /// a writer can encode the series one at a time instead of copying
+    /// every detector first.
+    pub fn snapshot_head(&self, window: Duration) -> EngineSnapshot {
         let window_nanos = (window.as_nanos() as u64).max(1);
-        let start = |index: i64| (index.max(0) as u64).saturating_mul(window_nanos);
         EngineSnapshot {
             window_nanos,
-            next_window_unix_nanos: self.next_window.map(start),
-            series: self
-                .series
-                .iter()
-                .map(|(key, tracked)| SeriesSnapshot {
-                    series: KeyRecord::of(key),
-                    last_data_unix_nanos: start(tracked.last_data),
-                    detector: tracked.detector.clone(),
-                })
-                .collect(),
+            next_window_unix_nanos: self
+                .next_window
+                .map(|index| window_start(index, window_nanos)),
+            series: Vec::new(),
             incidents: self.incidents.snapshot(window_nanos),
         }
+    }
+
+    /// Every tracked series as a snapshot saves it, borrowed.
+    pub fn snapshot_series(&self, window: Duration) -> impl Iterator<Item = SeriesView<'_>> {
+        let window_nanos = (window.as_nanos() as u64).max(1);
+        self.series.iter().map(move |(key, tracked)| SeriesView {
+            series: KeyRecord::of(key),
+            last_data_unix_nanos: window_start(tracked.last_data, window_nanos),
+            detector: &tracked.detector,
+        })
     }
 
     /// Replaces the state with a saved one. `window` is the store's window

@@ -80,10 +80,13 @@
 //!
 //! A window summary is 32 bytes and a profile slot-day 24 bytes, so at the
 //! defaults (360 windows; 144 slots x 3 days) a series holds 11,520 +
-//! 10,368 bytes, about 22 KB, plus its name. The profile is allocated when
-//! the first 10-minute slot closes. Series nobody watches (metrics outside
-//! the watched patterns, log severity classes other than `all`) keep no
-//! history at all.
+//! 10,368 bytes, about 22 KB, plus its name, and the sorted values of its
+//! baseline (4 bytes a measure a usable window). The history is reserved
+//! whole at the first window and the profile when the first 10-minute slot
+//! closes, so a series' state stops growing early instead of creeping up
+//! for an hour (`triage_detect_state_bytes` sums it). Series nobody watches
+//! (metrics outside the watched patterns, log severity classes other than
+//! `all`) keep no history at all.
 //!
 //! # Invariants
 //!
@@ -416,6 +419,18 @@ impl SeriesDetector {
         &self.info
     }
 
+    /// Bytes the detector holds, itself and on the heap (by the capacity
+    /// its buffers reserved, not their length): the figure behind
+    /// `triage_detect_state_bytes`.
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.info.name.capacity()
+            + self.history.capacity() * std::mem::size_of::<WindowSummary>()
+            + self.profile.capacity() * std::mem::size_of::<SlotSummary>()
+            + self.sorted.as_ref().map_or(0, Sorted::heap_bytes)
+            + self.sparse.heap_bytes()
+    }
+
     /// Whether the series has enough history to be judged.
     pub fn readiness(&self, config: &DetectConfig) -> Readiness {
         let have = usize::try_from(self.seen).unwrap_or(usize::MAX);
@@ -589,11 +604,16 @@ impl SeriesDetector {
         }
         let limit = config.history_windows.max(1);
         if self.history.len() == self.history.capacity() {
-            // Grown by hand: doubling would leave 360 windows in room for
-            // 512, and this is the largest part of a series' state.
+            // Room for the whole history at once (the limit, and one more
+            // before the oldest leaves): every tracked series is fed a
+            // window each time one closes, so it reaches the limit anyway
+            // after `history_windows`, and reserving it at the start means
+            // the state stops growing early, with no copies on the way
+            // (growing by steps left the old blocks to the allocator,
+            // whose resident memory kept rising for the first hour).
             let len = self.history.len();
             self.history
-                .reserve_exact((len / 4 + 8).min((limit + 1).saturating_sub(len)).max(1));
+                .reserve_exact((limit + 1).saturating_sub(len).max(1));
         }
         self.history.push_back(summary);
         if let Some(sorted) = self.sorted.as_mut().filter(|_| summary.usable()) {

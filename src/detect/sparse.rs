@@ -173,6 +173,13 @@ pub struct Window<'a> {
 }
 
 impl Sparse {
+    /// Bytes the state holds on the heap (reserved capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.baseline.capacity() * std::mem::size_of::<f32>()
+            + self.recent.capacity() * std::mem::size_of::<Recent>()
+            + self.long.capacity() * std::mem::size_of::<Block>()
+    }
+
     /// Adds the window and judges the accumulated evidence for what the
     /// per-window tests could not judge.
     pub fn judge(&mut self, config: &DetectConfig, window: &Window<'_>) -> Vec<Anomaly> {

@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{wall_clock_nanos, EventKind, History, HistoryError};
+use super::{wall_clock_nanos, EventKind, History, HistoryError, PackedSnapshot};
 use crate::detect::engine::{Engine, EngineSnapshot};
 use crate::model::Change;
 use crate::model::{rfc3339, Incident, IncidentEvent, IncidentState};
@@ -260,8 +260,9 @@ pub async fn prune(history: Arc<History>, shutdown: CancellationToken) {
 
 /// Takes snapshots of the detection state on an interval and writes them on
 /// a blocking thread, one at a time, so that detection never waits for the
-/// disk. The detection loop asks [`Snapshotter::due`] each tick, copies the
-/// engine's state when it is, and hands the copy to [`Snapshotter::save`].
+/// disk. The detection loop asks [`Snapshotter::due`] each tick, encodes
+/// the engine's state when it is ([`Snapshotter::pack`]), and hands the
+/// encoded copy to [`Snapshotter::save`].
 pub struct Snapshotter {
     /// Where snapshots go.
     history: Arc<History>,
@@ -299,8 +300,22 @@ impl Snapshotter {
             && self.writing.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
+    /// Encodes the engine's state for [`Snapshotter::save`]; a failure is
+    /// counted and logged as a failed snapshot write.
+    pub fn pack(&self, engine: &Engine) -> Option<PackedSnapshot> {
+        self.packer().pack(engine)
+    }
+
+    /// What encodes snapshots, to take to the thread that owns the engine.
+    pub fn packer(&self) -> Packer {
+        Packer {
+            history: Arc::clone(&self.history),
+            window: self.window,
+        }
+    }
+
     /// Writes `snapshot` in the background.
-    pub fn save(&mut self, snapshot: EngineSnapshot) {
+    pub fn save(&mut self, snapshot: PackedSnapshot) {
         self.last = Instant::now();
         let history = Arc::clone(&self.history);
         self.writing = Some(tokio::task::spawn_blocking(move || {
@@ -310,7 +325,7 @@ impl Snapshotter {
 
     /// Waits for the write in flight, then writes `snapshot` (the state at
     /// shutdown) and waits for it too.
-    pub async fn finish(mut self, snapshot: EngineSnapshot) {
+    pub async fn finish(mut self, snapshot: PackedSnapshot) {
         if let Some(writing) = self.writing.take() {
             let _ = writing.await;
         }
@@ -319,12 +334,31 @@ impl Snapshotter {
     }
 }
 
-fn write_snapshot(history: &History, snapshot: &EngineSnapshot) {
+/// Encodes snapshots of the detection state ([`Snapshotter::packer`]).
+#[derive(Clone)]
+pub struct Packer {
+    /// Where failures are counted.
+    history: Arc<History>,
+    /// The store's window length.
+    window: Duration,
+}
+
+impl Packer {
+    /// See [`Snapshotter::pack`].
+    pub fn pack(&self, engine: &Engine) -> Option<PackedSnapshot> {
+        PackedSnapshot::of_engine(engine, self.window)
+            .inspect_err(|error| self.history.write_failed("snapshot", 1, error))
+            .ok()
+    }
+}
+
+fn write_snapshot(history: &History, snapshot: &PackedSnapshot) {
     let started = Instant::now();
     // A failure is counted and logged by the history.
-    if history.save_snapshot(wall_clock_nanos(), snapshot).is_ok() {
+    if history.save_packed(wall_clock_nanos(), snapshot).is_ok() {
         tracing::debug!(
-            series = snapshot.series.len(),
+            series = snapshot.n_series(),
+            bytes = snapshot.bytes(),
             took_ms = started.elapsed().as_millis() as u64,
             "saved detection snapshot"
         );

@@ -1233,3 +1233,41 @@ fn a_file_damaged_while_open_is_reported_as_damaged() {
     let history = History::open(&config).expect("reopen");
     assert!(history.health().recovered.is_some());
 }
+
+/// The server's snapshots are encoded series by series from the engine
+/// (`PackedSnapshot::of_engine`) instead of from a copy of every detector:
+/// the same bytes as encoding a copy, read back as the same state, and
+/// holding a fraction of the detection state it saves.
+#[test]
+fn snapshots_are_encoded_from_the_engine_without_a_copy() {
+    let (_, engine) = trained_engine();
+    let window = StoreConfig::default().window;
+    let packed = PackedSnapshot::of_engine(&engine, window).expect("pack");
+    let copied = PackedSnapshot::of(&engine.snapshot(window)).expect("pack a copy");
+    assert_eq!(packed.n_series(), 1);
+    assert_eq!(format!("{packed:?}"), format!("{copied:?}"));
+    assert!(
+        packed.bytes() * 4 < engine.state_bytes(),
+        "encoded {} bytes of {} bytes of state",
+        packed.bytes(),
+        engine.state_bytes()
+    );
+
+    let history = History::in_memory();
+    history.save_packed(START, &packed).expect("save");
+    let saved = history
+        .latest_snapshot()
+        .expect("read")
+        .expect("a snapshot");
+    let original = engine.snapshot(window);
+    assert_eq!(
+        saved.next_window_unix_nanos,
+        original.next_window_unix_nanos
+    );
+    assert_eq!(saved.series.len(), 1);
+    assert_eq!(saved.series[0].series, original.series[0].series);
+    assert_eq!(
+        serde_json::to_string(&saved.series[0].detector).expect("json"),
+        serde_json::to_string(&original.series[0].detector).expect("json")
+    );
+}

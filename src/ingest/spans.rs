@@ -282,6 +282,16 @@ struct DrillWindow {
 }
 
 impl DrillWindow {
+    fn heap_bytes(&self) -> usize {
+        self.keys.capacity() * std::mem::size_of::<Option<KeySketches>>()
+            + self
+                .keys
+                .iter()
+                .flatten()
+                .map(|sketches| sketches.all.heap_bytes() + sketches.bad.heap_bytes())
+                .sum::<usize>()
+    }
+
     fn reset(&mut self, index: i64) {
         self.index = Some(index);
         self.spans = 0;
@@ -464,6 +474,46 @@ impl SpanAnalyzer {
     /// Parents waiting for a callee's server span.
     pub fn pending_len(&self) -> usize {
         self.pending.lock().len()
+    }
+
+    /// Bytes the span analysis holds: the trace buffer, the parents
+    /// waiting, and per service the drill-down sketches, slow thresholds and
+    /// call counts of its window rings. Takes each lock for a moment and
+    /// allocates nothing: the figure behind `triage_span_analysis_bytes`.
+    pub fn state_bytes(&self) -> usize {
+        let pending = self.pending.lock().capacity() * std::mem::size_of::<PendingParent>();
+        let services: usize = self
+            .services
+            .iter()
+            .map(|entry| {
+                let state = entry.value();
+                let drill = {
+                    let drill = state.drill.lock();
+                    drill.windows.capacity() * std::mem::size_of::<DrillWindow>()
+                        + drill
+                            .windows
+                            .iter()
+                            .map(DrillWindow::heap_bytes)
+                            .sum::<usize>()
+                        // hashbrown: one control byte per bucket.
+                        + drill.thresholds.capacity()
+                            * (std::mem::size_of::<(u64, (i64, u64))>() + 1)
+                };
+                let calls = {
+                    let calls = state.calls.lock();
+                    calls.capacity() * std::mem::size_of::<CallWindow>()
+                        + calls
+                            .iter()
+                            .map(|window| {
+                                window.callees.capacity()
+                                    * std::mem::size_of::<(Arc<str>, CallStats)>()
+                            })
+                            .sum::<usize>()
+                };
+                entry.key().len() + std::mem::size_of::<ServiceState>() + drill + calls
+            })
+            .sum();
+        self.buffer.heap_bytes() + pending + services
     }
 
     /// The window of an event time, as the store files it (times more than

@@ -55,6 +55,15 @@ impl Sorted {
         sorted
     }
 
+    /// Bytes the sorted values hold on the heap.
+    pub(super) fn heap_bytes(&self) -> usize {
+        [&self.requests, &self.error_rates, &self.level]
+            .into_iter()
+            .chain(self.ln_quantiles.iter())
+            .map(|values| values.capacity() * std::mem::size_of::<f32>())
+            .sum()
+    }
+
     /// Whether it was built for this `error_min_requests`.
     pub(super) fn fits(&self, error_min_requests: u64) -> bool {
         self.error_min_requests == error_min_requests

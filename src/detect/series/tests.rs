@@ -1407,3 +1407,41 @@ fn two_slow_requests_of_a_few_dozen_are_not_a_latency_anomaly() {
         "{found:#?}"
     );
 }
+
+/// The state a busy series keeps stops growing once its history is full,
+/// and `state_bytes` (the `triage_detect_state_bytes` gauge) sees it grow
+/// until then: the history, its sorted copy and the time-of-day profile
+/// are bounded by configuration, not by how long the series lives.
+#[test]
+fn state_is_bounded_by_history_windows() {
+    let config = DetectConfig {
+        history_windows: 120,
+        ..DetectConfig::default()
+    };
+    let mut rng = Rng(11);
+    let mut detector = SeriesDetector::new(operation());
+    let empty = detector.state_bytes();
+    feed(&mut detector, &config, 0, 30, |_| busy(&mut rng));
+    let early = detector.state_bytes();
+    assert!(early > empty, "{early} <= {empty}");
+    assert_eq!(detector.history.capacity(), 121, "reserved whole at once");
+    // Past the history's limit and past a whole day of profile slots.
+    feed(&mut detector, &config, 30, DAY + 120, |_| busy(&mut rng));
+    let full = detector.state_bytes();
+    assert!(full > early, "{full} <= {early}");
+    assert_eq!(detector.history.len(), 120);
+    feed(&mut detector, &config, DAY + 120, 2 * DAY, |_| {
+        busy(&mut rng)
+    });
+    assert_eq!(detector.state_bytes(), full, "grew past its bounds");
+    // The bound itself: the history (reserved whole at the first window),
+    // its sorted values (grown a quarter at a time), the profile, the
+    // sparse judge's rings.
+    let history = (120 + 1) * std::mem::size_of::<WindowSummary>();
+    let sorted = 6 * (120 + 120 / 4 + 8) * std::mem::size_of::<f32>();
+    let profile = (SLOTS_PER_DAY as usize * PROFILE_DAYS) * std::mem::size_of::<SlotSummary>();
+    assert!(
+        full <= std::mem::size_of::<SeriesDetector>() + history + sorted + profile + 4_096,
+        "{full} bytes"
+    );
+}

@@ -141,6 +141,21 @@ impl TraceBuffer {
         self.len.load(Ordering::Relaxed)
     }
 
+    /// Bytes the buffer holds: each shard's table at its capacity, and
+    /// the children past the first of a family (each family keeps its
+    /// first child inline). Takes each shard's lock for a moment.
+    pub fn heap_bytes(&self) -> usize {
+        let mut bytes = 0;
+        let mut families = 0;
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            families += shard.len();
+            // hashbrown: one control byte per bucket beside each entry.
+            bytes += shard.capacity() * (std::mem::size_of::<(FamilyKey, Family)>() + 1);
+        }
+        bytes + self.len().saturating_sub(families) * std::mem::size_of::<Child>()
+    }
+
     /// Whether no child is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

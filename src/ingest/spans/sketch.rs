@@ -77,6 +77,16 @@ impl SpaceSaving {
         &self.counters
     }
 
+    /// Bytes the counters hold on the heap, their values included.
+    pub fn heap_bytes(&self) -> usize {
+        self.counters.capacity() * std::mem::size_of::<Counter>()
+            + self
+                .counters
+                .iter()
+                .map(|counter| counter.value.capacity())
+                .sum::<usize>()
+    }
+
     /// Whether every counter is in use.
     pub fn is_full(&self) -> bool {
         self.counters.len() >= self.capacity

@@ -99,23 +99,44 @@ fn message(
     budget: &mut Budget,
     depth: u32,
 ) -> Result<(), Stop> {
-    message_into(bytes, message_type, budget, depth, &mut [0; 16])
+    message_into(bytes, message_type, budget, depth, &mut [0; 16], Inline::No)
+}
+
+/// Whether a message's walk is an occurrence of a singular message field,
+/// and whether its repeated fields' lengths are followed across all the
+/// occurrences prost merges (see [`message_into`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inline {
+    /// A request, or an element of a repeated field: a message of its own.
+    No,
+    /// An occurrence of a singular field whose lengths `lens` follows.
+    Followed,
+    /// An occurrence of a singular field inside another one: the lengths
+    /// start from zero at each occurrence of the outer one, so growth is
+    /// charged twice.
+    Unfollowed,
 }
 
 /// Walks one occurrence of a message whose repeated fields already hold
 /// `lens` elements: prost merges every occurrence of a singular message
 /// field into one message, so their repeated fields grow one `Vec`.
 ///
-/// Exact for a singular field given several times in one parent; for one
-/// nested in such a field (a `value` given twice, each with an
-/// `array_value`), the inner vectors are counted per occurrence, which can
-/// undercount their growth (docs/RELIABILITY.md, "Fuzzing").
+/// Exact for a singular field given several times in one parent (`lens`
+/// carries the lengths across its occurrences). One level further down (a
+/// `value` given twice, each with an `array_value`), the inner message's
+/// occurrences are spread over its parent's, and following them all
+/// would need memory per level; there (`inline` is the parent's walk being
+/// an occurrence of a singular field) each vector's growth is charged
+/// twice. That is an upper bound: a vector holding all `n` elements of the
+/// occurrences has a capacity below `2 n` (at least 4), and the
+/// occurrences' own capacities add up to at least `n` (each at least 4).
 fn message_into(
     bytes: &[u8],
     message_type: Message,
     budget: &mut Budget,
     depth: u32,
     lens: &mut [usize; 16],
+    inline: Inline,
 ) -> Result<(), Stop> {
     if depth > RECURSION_LIMIT {
         return Err(Stop::Malformed);
@@ -127,12 +148,22 @@ fn message_into(
     let mut inline_lens = [[0usize; 16]; 16];
     let mut spare_lens = [0usize; 16];
     let mut spare = 0;
+    // Vectors whose other occurrences are not followed are charged twice.
+    let factor = if inline == Inline::Unfollowed { 2 } else { 1 };
+    let grown = |len: usize, pushed: usize, size: usize| growth(len, pushed, size) * factor;
+    // A singular field inside this one is followed only within this
+    // occurrence when this is itself an occurrence of a singular field.
+    let child_inline = if inline == Inline::No {
+        Inline::Followed
+    } else {
+        Inline::Unfollowed
+    };
     while let Some((number, wire_type)) = key(&mut reader)? {
         let len = lens.get_mut(number as usize).unwrap_or(&mut spare);
         match (message_type.field(number), wire_type) {
             (Field::Repeated(child), LEN) => {
                 let body = reader.len_delimited()?;
-                budget.charge(growth(*len, 1, child.size()))?;
+                budget.charge(grown(*len, 1, child.size()))?;
                 *len += 1;
                 if child.is_item() {
                     budget.item()?;
@@ -145,14 +176,14 @@ fn message_into(
                     .get_mut(number as usize)
                     .unwrap_or(&mut spare_lens);
                 nested(
-                    |budget| message_into(body, child, budget, depth + 1, lens),
+                    |budget| message_into(body, child, budget, depth + 1, lens, child_inline),
                     budget,
                 )?;
             }
             (Field::Bytes, LEN) => budget.charge(heap(reader.len_delimited()?.len()))?,
             (Field::RepeatedBytes, LEN) => {
                 let body = reader.len_delimited()?;
-                budget.charge(growth(*len, 1, size_of::<String>()))?;
+                budget.charge(grown(*len, 1, size_of::<String>()))?;
                 *len += 1;
                 budget.charge(heap(body.len()))?;
             }
@@ -164,13 +195,13 @@ fn message_into(
                 } else {
                     body.len() / 8
                 };
-                budget.charge(growth(*len, numbers, 8))?;
+                budget.charge(grown(*len, numbers, 8))?;
                 *len += numbers;
             }
             (Field::RepeatedNumber { varint: true }, VARINT)
             | (Field::RepeatedNumber { varint: false }, FIXED64) => {
                 skip(&mut reader, number, wire_type, depth)?;
-                budget.charge(growth(*len, 1, 8))?;
+                budget.charge(grown(*len, 1, 8))?;
                 *len += 1;
             }
             // Scalars, unknown fields, and known fields of the wrong wire

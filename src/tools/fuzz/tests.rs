@@ -67,3 +67,66 @@ fn the_estimate_covers_a_message_given_several_times() {
     let bytes = std::fs::read(dir.join("merged_resource_attributes.binpb")).unwrap();
     protobuf(&bytes);
 }
+
+/// One level further down than the body above: an attribute whose `value`
+/// is given twice, each with an `array_value`. prost merges the two arrays
+/// into one vector (33 values: capacity 64), while a walk counting each
+/// occurrence's vector from empty charged 32 + 16. The walk now charges
+/// such vectors twice; the whole check runs, the heap estimate included.
+#[test]
+fn the_estimate_covers_a_message_merged_inside_a_merged_message() {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
+
+    fn field(number: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(
+            number as u32,
+            prost::encoding::WireType::LengthDelimited,
+            &mut out,
+        );
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+    let array = |n: i64| AnyValue {
+        value: Some(any_value::Value::ArrayValue(ArrayValue {
+            values: (0..n)
+                .map(|i| AnyValue {
+                    value: Some(any_value::Value::IntValue(i)),
+                })
+                .collect(),
+        })),
+    };
+    let mut pair = KeyValue {
+        key: "k".to_string(),
+        value: Some(array(17)),
+        ..KeyValue::default()
+    }
+    .encode_to_vec();
+    pair.extend(field(2, &array(16).encode_to_vec()));
+    let resource = field(1, &pair);
+    let body = field(1, &field(1, &resource));
+
+    let decoded = ExportMetricsServiceRequest::decode(&body[..]).expect("prost reads it");
+    let attribute = &decoded.resource_metrics[0]
+        .resource
+        .as_ref()
+        .expect("resource")
+        .attributes[0];
+    let Some(any_value::Value::ArrayValue(merged)) = attribute
+        .value
+        .as_ref()
+        .and_then(|value| value.value.as_ref())
+    else {
+        panic!("not an array: {attribute:?}");
+    };
+    assert_eq!(merged.values.len(), 33, "prost merges the two arrays");
+    let measured = measure_prost(&body, Schema::ExportMetrics, Limits::default()).expect("within");
+    assert!(
+        measured.decoded_bytes >= metrics_heap(&decoded),
+        "{} bytes estimated, prost holds {}",
+        measured.decoded_bytes,
+        metrics_heap(&decoded)
+    );
+    protobuf(&body);
+}
