@@ -29,6 +29,7 @@ mod listeners;
 mod otlp_grpc;
 mod python_sdk;
 mod query_api;
+mod red_metrics;
 mod restart;
 mod rust_sdk;
 mod supervision;
