@@ -26,7 +26,8 @@
 //! - `detect:` in [`crate::detect::config`],
 //! - `changes:` in [`crate::ingest::changes::config`],
 //! - `storage:` in [`crate::history::config`],
-//! - `alerting:` in [`crate::alert::config`].
+//! - `alerting:` in [`crate::alert::config`],
+//! - `mode:` and `agent:` in [`crate::agent::config`].
 //!
 //! This module keeps the top level, the receivers, `admin:`, `log:` and
 //! `shutdown_timeout`, whose types live here, and the overrides. The
@@ -45,6 +46,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde_yaml::Value;
 
+use crate::agent::{self, AgentConfig};
 use crate::alert::{self, AlertConfig};
 use crate::detect::{self, DetectConfig};
 use crate::history::{self, StorageConfig};
@@ -90,6 +92,8 @@ const TOP_KEYS: &[&str] = &[
     "changes",
     "storage",
     "analyze",
+    "mode",
+    "agent",
     "log",
     "shutdown_timeout",
 ];
@@ -202,6 +206,9 @@ pub struct Settings {
     pub storage: StorageConfig,
     /// Span analysis: own time, local errors, retries, attribute drill-down.
     pub analyze: SpanConfig,
+    /// `mode: agent` and the `agent:` section: send window summaries to a
+    /// gateway (docs/SCALING.md).
+    pub agent: AgentConfig,
     /// Logging.
     pub log: LogSettings,
     /// How long shutdown waits for in-flight work to drain before giving up.
@@ -408,6 +415,7 @@ impl Default for Settings {
             changes: ChangesConfig::default(),
             storage: StorageConfig::default(),
             analyze: SpanConfig::default(),
+            agent: AgentConfig::default(),
             log: LogSettings {
                 level: "info".to_owned(),
                 format: LogFormat::Text,
@@ -618,6 +626,14 @@ impl Settings {
         changes::config::check(&mut check, &top, &mut settings.changes);
         history::config::check(&mut check, &top, &mut settings.storage);
         spans::config::check(&mut check, &top, &mut settings.analyze);
+        agent::config::check(&mut check, &top, &mut settings.agent);
+        if settings.agent.enabled && settings.alerting.enabled() {
+            check.report(
+                "alerting",
+                "mode is agent: the gateway detects and alerts, so agents list no \
+                 alerting targets (their own view is one node's traffic)",
+            );
+        }
 
         let log = check.section(&top, "log", LOG_KEYS);
         check.field(&log, "level", &mut settings.log.level, |value| {
@@ -698,6 +714,7 @@ pub fn example_yaml() -> &'static str {
             changes::config::EXAMPLE,
             history::config::EXAMPLE,
             alert::config::EXAMPLE,
+            agent::config::EXAMPLE,
             EXAMPLE_TAIL,
         ]
         .join("\n")

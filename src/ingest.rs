@@ -30,6 +30,7 @@
 pub mod changes;
 pub mod red;
 pub mod spans;
+pub mod summary;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -397,6 +398,11 @@ impl Ingest {
             for _ in 0..n_points(data) {
                 context.tally.reject(|| "metric without a name".to_string());
             }
+            return;
+        }
+        // An agent's drill-down and call counts go to the span analysis.
+        if summary::is_summary(name) {
+            self.record_summary_metric(service_name, metric, context);
             return;
         }
         // Span metrics, service-graph and service-mesh metrics become the

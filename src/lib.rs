@@ -42,6 +42,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod agent;
 pub mod alert;
 pub mod analyze;
 pub mod config;
