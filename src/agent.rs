@@ -47,8 +47,8 @@ pub struct Agent {
     /// This agent's name in its summaries (`triage.agent`).
     name: String,
     queue: Queue,
-    /// The newest window summarised; `None` until the first tick, which
-    /// only notes where detection stands.
+    /// The newest window summarised; `None` until detection first closes
+    /// a window.
     last: Mutex<Option<i64>>,
 }
 
@@ -86,10 +86,8 @@ impl Agent {
         let first = {
             let mut last = self.last.lock();
             let first = match *last {
-                None => {
-                    *last = Some(closed);
-                    return 0;
-                }
+                // Detection's first close: that window only, as detection.
+                None => closed,
                 Some(previous) if previous >= closed => return 0,
                 Some(previous) => previous + 1,
             };

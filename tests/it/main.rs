@@ -16,6 +16,7 @@ mod common;
 
 mod admin;
 mod admission;
+mod agent_gateway;
 mod alertmanager;
 mod analysis_spans;
 mod api_listener;
