@@ -25,6 +25,7 @@ mod cli;
 mod demo;
 mod deploy;
 mod eval;
+mod gateway_equivalence;
 mod limits;
 mod listeners;
 mod otlp_grpc;
