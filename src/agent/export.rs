@@ -129,6 +129,8 @@ impl Queue {
 }
 
 /// Where requests go.
+// One per exporter, made once: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Transport {
     Grpc {
         metrics: MetricsServiceClient<Channel>,

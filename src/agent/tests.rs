@@ -56,7 +56,7 @@ fn trace(n: u64) -> ExportTraceServiceRequest {
     let id = |k: u64| (n * 4 + k + 1).to_be_bytes().to_vec();
     let end = START + 100_000_000 + n * 10_000_000;
     let cart_ms = 5 + (n * 7) % 75;
-    let failed = n % 5 == 0;
+    let failed = n.is_multiple_of(5);
     let status = || {
         failed.then(|| Status {
             code: StatusCode::Error as i32,
@@ -116,7 +116,11 @@ fn trace(n: u64) -> ExportTraceServiceRequest {
                 ..Default::default()
             },
             ResourceSpans {
-                resource: resource("cart", if n % 3 == 0 { "2.0" } else { "1.9" }, "cart-0"),
+                resource: resource(
+                    "cart",
+                    if n.is_multiple_of(3) { "2.0" } else { "1.9" },
+                    "cart-0",
+                ),
                 scope_spans: vec![ScopeSpans {
                     spans: vec![cart],
                     ..Default::default()
