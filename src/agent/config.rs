@@ -44,6 +44,9 @@ pub struct GatewayConfig {
     pub protocol: Protocol,
     /// Sent with every request (e.g. `authorization: Bearer ...`).
     pub headers: BTreeMap<String, String>,
+    /// A file holding the gateway's bearer token (a mounted Secret), sent
+    /// as `authorization: Bearer <token>`; read at start-up.
+    pub bearer_token_file: Option<PathBuf>,
     /// Whether requests are gzip-compressed.
     pub gzip: bool,
     /// Per request.
@@ -77,6 +80,7 @@ impl Default for AgentConfig {
                 endpoint: String::new(),
                 protocol: Protocol::Grpc,
                 headers: BTreeMap::new(),
+                bearer_token_file: None,
                 gzip: true,
                 timeout: Duration::from_secs(10),
                 tls: ClientTls::default(),
@@ -103,6 +107,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "endpoint",
     "protocol",
     "headers",
+    "bearer_token_file",
     "compression",
     "timeout",
     "tls",
@@ -133,8 +138,11 @@ agent:
     endpoint: ""
     # grpc or http (protobuf).
     protocol: grpc
-    # Sent with every request, e.g. {authorization: "Bearer s3cret"}.
+    # Sent with every request, e.g. {x-scope-orgid: team-a}.
     headers: {}
+    # The gateway's bearer token, from a file (a mounted Secret); sent as
+    # "authorization: Bearer <token>".
+    bearer_token_file: ""
     # gzip or none.
     compression: gzip
     timeout: 10s
@@ -241,6 +249,12 @@ pub(crate) fn check(checker: &mut Checker, top: &Section<'_>, agent: &mut AgentC
         }
         Ok(headers)
     });
+    checker.field(
+        &gateway,
+        "bearer_token_file",
+        &mut config.bearer_token_file,
+        optional_file,
+    );
     let tls = checker.section(&gateway, "tls", TLS_KEYS);
     checker.field(&tls, "ca_file", &mut config.tls.ca_file, optional_file);
     checker.field(&tls, "cert_file", &mut config.tls.cert_file, optional_file);

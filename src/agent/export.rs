@@ -77,7 +77,7 @@ fn metric_points(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> us
 /// Why the exporter cannot start (a TLS file).
 #[derive(Debug, Error)]
 pub enum ExportError {
-    #[error("agent.gateway.tls.{field}: cannot read {path}: {error}")]
+    #[error("agent.gateway: {field}: cannot read {path}: {error}")]
     ReadFile {
         field: &'static str,
         path: String,
@@ -163,10 +163,24 @@ impl Transport {
         let ca = tls
             .ca_file
             .as_deref()
-            .map(|path| read("ca_file", path))
+            .map(|path| read("tls.ca_file", path))
             .transpose()?;
+        let mut all_headers = gateway.headers.clone();
+        if let Some(path) = &gateway.bearer_token_file {
+            let token = read("bearer_token_file", path)?;
+            let token = String::from_utf8_lossy(&token).trim().to_owned();
+            if token.is_empty() {
+                return Err(ExportError::Setup(format!(
+                    "bearer_token_file {} is empty",
+                    path.display()
+                )));
+            }
+            all_headers.insert("authorization".to_owned(), format!("Bearer {token}"));
+        }
         let identity = match (&tls.cert_file, &tls.key_file) {
-            (Some(cert), Some(key)) => Some((read("cert_file", cert)?, read("key_file", key)?)),
+            (Some(cert), Some(key)) => {
+                Some((read("tls.cert_file", cert)?, read("tls.key_file", key)?))
+            }
             _ => None,
         };
         match gateway.protocol {
@@ -195,8 +209,7 @@ impl Transport {
                     metrics = metrics.send_compressed(CompressionEncoding::Gzip);
                     logs = logs.send_compressed(CompressionEncoding::Gzip);
                 }
-                let headers = gateway
-                    .headers
+                let headers = all_headers
                     .iter()
                     .filter_map(|(name, value)| Some((name.parse().ok()?, value.parse().ok()?)))
                     .collect();
@@ -224,7 +237,7 @@ impl Transport {
                     .build()
                     .map_err(|error| ExportError::Setup(error.to_string()))?;
                 let mut headers = reqwest::header::HeaderMap::new();
-                for (name, value) in &gateway.headers {
+                for (name, value) in &all_headers {
                     if let (Ok(name), Ok(value)) = (
                         reqwest::header::HeaderName::from_bytes(name.as_bytes()),
                         reqwest::header::HeaderValue::from_str(value),

@@ -332,7 +332,7 @@ fn workloads_agree_with_their_triage_configs() {
     let mut workloads = 0;
     for (path, document) in manifests() {
         let kind = str_at(&document, &["kind"]).unwrap_or_default();
-        if kind != "Deployment" && kind != "StatefulSet" {
+        if !matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet") {
             continue;
         }
         let name = str_at(&document, &["metadata", "name"]).unwrap_or_default();
@@ -822,7 +822,7 @@ fn workloads_mount_the_secrets_their_tls_and_auth_name() {
     let mut secured = 0;
     for (path, document) in manifests() {
         let kind = str_at(&document, &["kind"]).unwrap_or_default();
-        if kind != "Deployment" && kind != "StatefulSet" {
+        if !matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet") {
             continue;
         }
         let where_ = format!("{} {kind}", path.display());
