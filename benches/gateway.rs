@@ -5,7 +5,7 @@
 //! cargo bench --bench gateway -- --services 5000 --operations 20 --agents 3
 //! ```
 //!
-//! Builds `--agents` agent stores, each holding one 10 s window of every
+//! Keeps `--agents` agent stores, each recording one 10 s window of every
 //! service's operations (`--operations` per service, each with its own
 //! series, an edge to the next service and a latency spread), summarises
 //! the window on each agent exactly as agent mode does
@@ -138,19 +138,23 @@ fn main() {
     );
     println!("window  requests  points  bytes(MiB)  record(s)  close(s)  total/window");
     let mut worst = Duration::ZERO;
+    // The agents' stores live as long as the run, as agents do: each
+    // window is recorded into them and summarised.
+    let agents: Vec<(Arc<ManualClock>, Store)> = (0..options.agents)
+        .map(|_| {
+            let clock = Arc::new(ManualClock::new(start));
+            let store = Store::with_clock(settings.store.clone(), clock.clone());
+            (clock, store)
+        })
+        .collect();
     for w in 0..options.windows as i64 {
         let index = first + w;
-        // The agents: a fresh store each window, so only this window's
-        // data is summarised.
         let mut encoded: Vec<Vec<u8>> = Vec::new();
         let mut points = 0;
-        for agent in 0..options.agents {
-            let clock = Arc::new(ManualClock::new(
-                start + w as u64 * window_nanos + window_nanos,
-            ));
-            let store = Store::with_clock(settings.store.clone(), clock);
-            fill_agent(&store, index, &options, agent);
-            let summary = summarize(&store, None, index, &format!("agent-{agent}"));
+        for (agent, (clock, store)) in agents.iter().enumerate() {
+            clock.set(start + w as u64 * window_nanos + window_nanos);
+            fill_agent(store, index, &options, agent);
+            let summary = summarize(store, None, index, &format!("agent-{agent}"));
             points += summary.points;
             encoded.extend(summary.requests.iter().map(Message::encode_to_vec));
         }
