@@ -91,7 +91,7 @@ fn fill_agent(store: &Store, index: i64, options: &Options, agent: usize) {
             let point = RedPoint {
                 time,
                 requests: 24,
-                errors: u64::from((s + o + agent) % 7 == 0),
+                errors: u64::from((s + o + agent).is_multiple_of(7)),
                 latencies: &latencies,
                 exemplars: &[(20_000, false, (s * 1000 + o + 1) as u128)],
             };
