@@ -28,6 +28,7 @@
 //! - `storage:` in [`crate::history::config`],
 //! - `alerting:` in [`crate::alert::config`],
 //! - `forward:` in [`crate::forward::config`].
+//! - `mode:` and `agent:` in [`crate::agent::config`].
 //!
 //! This module keeps the top level, the receivers, `admin:`, `log:` and
 //! `shutdown_timeout`, whose types live here, and the overrides. The
@@ -46,6 +47,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde_yaml::Value;
 
+use crate::agent::{self, AgentConfig};
 use crate::alert::{self, AlertConfig};
 use crate::detect::{self, DetectConfig};
 use crate::history::{self, StorageConfig};
@@ -92,6 +94,8 @@ const TOP_KEYS: &[&str] = &[
     "storage",
     "analyze",
     "forward",
+    "mode",
+    "agent",
     "log",
     "shutdown_timeout",
 ];
@@ -206,6 +210,9 @@ pub struct Settings {
     pub analyze: SpanConfig,
     /// Forwarding of everything accepted to upstream OTLP endpoints.
     pub forward: crate::forward::ForwardConfig,
+    /// `mode: agent` and the `agent:` section: send window summaries to a
+    /// gateway (docs/SCALING.md).
+    pub agent: AgentConfig,
     /// Logging.
     pub log: LogSettings,
     /// How long shutdown waits for in-flight work to drain before giving up.
@@ -413,6 +420,7 @@ impl Default for Settings {
             storage: StorageConfig::default(),
             analyze: SpanConfig::default(),
             forward: crate::forward::ForwardConfig::default(),
+            agent: AgentConfig::default(),
             log: LogSettings {
                 level: "info".to_owned(),
                 format: LogFormat::Text,
@@ -627,6 +635,14 @@ impl Settings {
         history::config::check(&mut check, &top, &mut settings.storage);
         spans::config::check(&mut check, &top, &mut settings.analyze);
         crate::forward::config::check(&mut check, &top, &mut settings.forward);
+        agent::config::check(&mut check, &top, &mut settings.agent);
+        if settings.agent.enabled && settings.alerting.enabled() {
+            check.report(
+                "alerting",
+                "mode is agent: the gateway detects and alerts, so agents list no \
+                 alerting targets (their own view is one node's traffic)",
+            );
+        }
 
         let log = check.section(&top, "log", LOG_KEYS);
         check.field(&log, "level", &mut settings.log.level, |value| {
@@ -708,6 +724,7 @@ pub fn example_yaml() -> &'static str {
             history::config::EXAMPLE,
             alert::config::EXAMPLE,
             crate::forward::config::EXAMPLE,
+            agent::config::EXAMPLE,
             EXAMPLE_TAIL,
         ]
         .join("\n")

@@ -14,7 +14,10 @@
 //!   (`db.namespace`, `db.system.name`/`db.system`) or
 //!   `messaging.destination.name`; else `unknown`.
 //! - Gauges and sums: value series (cumulative sums become deltas);
-//!   histograms and exponential histograms: distribution series.
+//!   histograms and exponential histograms: distribution series. RED
+//!   metrics computed elsewhere (the OTel Collector's `spanmetrics` and
+//!   `servicegraph` connectors, Istio, Linkerd, triage agents) become the
+//!   operation and edge series spans would have made ([`red`]).
 //! - Log records: counts per severity class, and an `all` series whose errors
 //!   are the records at ERROR (severity number 17) and above.
 //!
@@ -26,7 +29,9 @@
 
 pub mod announced;
 pub mod changes;
+pub mod red;
 pub mod spans;
+pub mod summary;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -343,6 +348,8 @@ struct MetricContext<'a> {
     key: String,
     buckets: Vec<(f64, u64)>,
     counts: Vec<u64>,
+    /// Scratch space of RED metrics (`red`).
+    red: red::RedScratch,
 }
 
 impl MetricContext<'_> {
@@ -393,6 +400,18 @@ impl Ingest {
                 context.tally.reject(|| "metric without a name".to_string());
             }
             return;
+        }
+        // An agent's drill-down and call counts go to the span analysis.
+        if summary::is_summary(name) {
+            self.record_summary_metric(service_name, metric, context);
+            return;
+        }
+        // Span metrics, service-graph and service-mesh metrics become the
+        // operation and edge series spans would have made.
+        if let Some(recognised) = red::recognise(name) {
+            if self.record_red_metric(service_name, metric, recognised, context) {
+                return;
+            }
         }
         let temporality_error =
             || format!("metric {name:?}: aggregation temporality is unspecified");
@@ -737,6 +756,7 @@ impl Sink for Ingest {
             key: String::new(),
             buckets: Vec::new(),
             counts: Vec::new(),
+            red: red::RedScratch::default(),
         };
         for resource_metrics in &request.resource_metrics {
             let service_name = service_name(resource_metrics.resource.as_ref());

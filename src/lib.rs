@@ -46,6 +46,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod agent;
 pub mod alert;
 pub mod analyze;
 pub mod config;

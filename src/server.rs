@@ -92,6 +92,9 @@ pub enum ServerError {
     /// an exporter; names the config field).
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    /// Agent mode: the gateway exporter cannot be set up (a TLS file).
+    #[error(transparent)]
+    Agent(#[from] crate::agent::export::ExportError),
 }
 
 /// The addresses actually bound.
@@ -321,7 +324,31 @@ impl Server {
         let changes = Arc::clone(pipeline.changes());
         // Set up before serving, so an unusable alerting file fails start-up.
         let alerter = start_alerter(&settings.alerting, addresses.admin, &history)?;
-        let sink: Arc<dyn Sink> = pipeline.ingest().clone();
+        // Agent mode: summaries of closed windows (and received metrics
+        // and logs) go to the gateway through a bounded queue, sent by a
+        // task of its own that stops after detection has.
+        let agent_stop = CancellationToken::new();
+        let agent = match settings.agent.enabled {
+            false => None,
+            true => {
+                let (queue, sender) =
+                    crate::agent::export::start(&settings.agent, agent_stop.clone())?;
+                let agent = Arc::new(crate::agent::Agent::new(
+                    crate::agent::Agent::default_name(),
+                    queue.clone(),
+                ));
+                tracing::info!(gateway = %settings.agent.gateway.endpoint, "agent mode: sending window summaries to the gateway");
+                Some((agent, queue, sender))
+            }
+        };
+        let sink: Arc<dyn Sink> = match &agent {
+            Some((_, queue, _)) => Arc::new(crate::agent::AgentSink::new(
+                pipeline.ingest().clone(),
+                queue.clone(),
+                &settings.agent,
+            )),
+            None => pipeline.ingest().clone(),
+        };
 
         // One decode pool for both receivers, so decoding is bounded
         // across them (one request per core), and so are its queue and the
@@ -545,10 +572,15 @@ impl Server {
                 settings.store.window,
             )
         });
+        let (summaries, agent_sender) = match agent {
+            Some((agent, _, sender)) => (Some(agent), Some(sender)),
+            None => (None, None),
+        };
         let detection = tokio::spawn(drive(
             pipeline,
             events,
             snapshots,
+            summaries,
             Arc::clone(&health),
             shutdown.clone(),
         ));
@@ -598,6 +630,11 @@ impl Server {
             forwarder.finish(settings.shutdown_timeout).await;
         }
         let pipeline = detection.await;
+        agent_stop.cancel();
+        if let Some(sender) = agent_sender {
+            // What is queued gets one more try each, within a bound.
+            let _ = tokio::time::timeout(Duration::from_secs(5), sender).await;
+        }
         alerting_stop.cancel();
         if let Some(alerting) = alerting {
             // The alerter bounds its own flush; this only guards against a
@@ -759,6 +796,7 @@ async fn drive(
     mut pipeline: Pipeline,
     events: broadcast::Sender<IncidentEvent>,
     mut snapshots: Option<Snapshotter>,
+    agent: Option<Arc<crate::agent::Agent>>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Option<Pipeline> {
@@ -784,6 +822,7 @@ async fn drive(
             .filter(|snapshots| snapshots.due())
             .map(Snapshotter::packer);
         let health = Arc::clone(&health);
+        let agent = agent.clone();
         let result = tokio::task::spawn_blocking(move || {
             let now = pipeline.store().now_unix_nanos();
             let ticked = supervise::catch_panic(
@@ -793,6 +832,9 @@ async fn drive(
                 &mut pipeline,
                 |pipeline| {
                     let found = pipeline.tick(now);
+                    if let Some(agent) = &agent {
+                        agent.after_tick(pipeline);
+                    }
                     // Copied here, off the runtime; written by the snapshotter.
                     let snapshot = packer.and_then(|packer| packer.pack(pipeline.engine()));
                     pipeline.report_metrics();

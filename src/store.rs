@@ -66,6 +66,24 @@ pub struct Sample {
     pub trace_id: u128,
 }
 
+/// Requests already counted elsewhere (span metrics, service-graph and
+/// service-mesh metrics, agent summaries), for one operation, edge or own
+/// series: what [`Store::record_red`] adds to a window at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedPoint<'a> {
+    /// Event time, Unix nanoseconds: the window (and sub-window) it lands in.
+    pub time: u64,
+    pub requests: u64,
+    /// Failed requests. They may arrive without their requests (a
+    /// `failed` counter is a separate metric), so they are not capped by
+    /// `requests` here.
+    pub errors: u64,
+    /// Latencies as (microseconds, how many).
+    pub latencies: &'a [(u64, u64)],
+    /// Exemplars as (latency in microseconds, failed, trace id).
+    pub exemplars: &'a [(u64, bool, u128)],
+}
+
 /// Where "now" comes from. Live mode uses the wall clock; tests and replay
 /// drive time themselves.
 pub trait Clock: Send + Sync + 'static {
@@ -365,6 +383,22 @@ impl Store {
         let latency = sample.duration_nanos / 1_000;
         self.with_series(service, kind, name, now, |ring| {
             ring.record_span(index, sub, latency, sample.error, sample.trace_id)
+        });
+    }
+
+    /// Records pre-aggregated requests on a series of `kind` (operation,
+    /// edge or own), as the spans they summarise would have been.
+    pub fn record_red(
+        &self,
+        service: &ServiceEntry,
+        kind: SeriesKind,
+        name: &str,
+        point: &RedPoint<'_>,
+    ) {
+        let now = self.clock.now_unix_nanos();
+        let (index, sub) = self.event_slot(point.time, now);
+        self.with_series(service, kind, name, now, |ring| {
+            ring.record_red(index, sub, point)
         });
     }
 

@@ -139,6 +139,18 @@ pub const AUTH_REFUSED: &str = "triage_auth_refused_total";
 /// Reloads of changed bearer token files, by `listener` and `result`
 /// (`ok`; `error`: unusable, the previous token stays).
 pub const AUTH_TOKEN_RELOADS: &str = "triage_auth_token_reloads_total";
+/// Agent mode (`crate::agent`): items (data points, log records) sent to
+/// the gateway, by `signal`.
+pub const AGENT_SENT: &str = "triage_agent_sent_items_total";
+/// Items given up after a permanent error or the retry time ran out.
+pub const AGENT_SEND_FAILED: &str = "triage_agent_send_failed_items_total";
+/// Items dropped because the send queue was full.
+pub const AGENT_ENQUEUE_FAILED: &str = "triage_agent_enqueue_failed_items_total";
+/// Requests waiting in the send queue, and its capacity.
+pub const AGENT_QUEUE_SIZE: &str = "triage_agent_queue_size";
+pub const AGENT_QUEUE_CAPACITY: &str = "triage_agent_queue_capacity";
+/// Windows summarised for the gateway.
+pub const AGENT_WINDOWS: &str = "triage_agent_windows_summarized_total";
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -286,6 +298,27 @@ fn describe() {
     describe_counter!(
         AUTH_TOKEN_RELOADS,
         "Reloads of changed bearer token files, by listener and result (error: old token kept)."
+    );
+    describe_counter!(
+        AGENT_SENT,
+        "Agent mode: items sent to the gateway, by signal."
+    );
+    describe_counter!(
+        AGENT_SEND_FAILED,
+        "Agent mode: items given up after a permanent error or retries, by signal."
+    );
+    describe_counter!(
+        AGENT_ENQUEUE_FAILED,
+        "Agent mode: items dropped because the send queue was full, by signal."
+    );
+    describe_gauge!(AGENT_QUEUE_SIZE, "Agent mode: requests waiting to be sent.");
+    describe_gauge!(
+        AGENT_QUEUE_CAPACITY,
+        "Agent mode: the send queue's capacity."
+    );
+    describe_counter!(
+        AGENT_WINDOWS,
+        "Agent mode: windows summarised for the gateway."
     );
 }
 

@@ -345,6 +345,7 @@ shutdown_timeout: 5m
             flag_shift: 0.3,
         },
         alerting: AlertConfig::default(),
+        agent: crate::agent::AgentConfig::default(),
         log: LogSettings {
             level: "triage=debug,info".to_owned(),
             format: LogFormat::Json,

@@ -595,12 +595,18 @@ impl ChangeDetector {
     /// Notes one evaluation of flag `key` on a span of `service` that
     /// ended at `time`, serving `variant`.
     pub fn observe_flag(&self, service: &str, key: &str, variant: &str, time: u64) {
-        if key.is_empty() || variant.is_empty() || time == 0 {
+        self.observe_flags(service, key, variant, time, 1);
+    }
+
+    /// Notes `count` evaluations of flag `key` serving `variant` at `time`
+    /// at once (an agent's summary of a window, `crate::ingest::summary`).
+    pub fn observe_flags(&self, service: &str, key: &str, variant: &str, time: u64, count: u64) {
+        if key.is_empty() || variant.is_empty() || time == 0 || count == 0 {
             return;
         }
         self.with_service(service, time, |state| {
             state.latest = state.latest.max(time);
-            self.note_flag(service, state, key, variant, time);
+            self.note_flag(service, state, key, variant, time, count);
         });
     }
 
@@ -611,6 +617,7 @@ impl ChangeDetector {
         key: &str,
         variant: &str,
         time: u64,
+        count: u64,
     ) {
         let window = self.config.flag_window;
         let period = time / window;
@@ -684,12 +691,12 @@ impl ChangeDetector {
         };
         match slot {
             Some(true) => {
-                flag.variants[index].current += 1;
-                flag.current_total += 1;
+                flag.variants[index].current += count;
+                flag.current_total += count;
             }
             Some(false) => {
-                flag.variants[index].previous += 1;
-                flag.previous_total += 1;
+                flag.variants[index].previous += count;
+                flag.previous_total += count;
             }
             None => {}
         }

@@ -47,6 +47,7 @@
 pub mod buffer;
 pub mod config;
 pub mod sketch;
+pub mod summary;
 
 pub use config::SpanConfig;
 

@@ -426,6 +426,36 @@ impl Ring {
         true
     }
 
+    /// Records pre-aggregated requests (see [`super::RedPoint`]) in
+    /// sub-window `sub`. Returns false if late.
+    pub fn record_red(&mut self, index: i64, sub: usize, point: &super::RedPoint<'_>) -> bool {
+        let requests = point.requests.min(MAX_RECORD_COUNT);
+        let errors = point.errors.min(MAX_RECORD_COUNT);
+        self.totals.requests = self.totals.requests.saturating_add(requests);
+        self.totals.errors = self.totals.errors.saturating_add(errors);
+        let Some(window) = self.slot(index) else {
+            self.totals.late = self.totals.late.saturating_add(requests);
+            return false;
+        };
+        window.requests = window.requests.saturating_add(requests);
+        window.errors = window.errors.saturating_add(errors);
+        for &(latency, n) in point.latencies {
+            window.histogram.record_n(latency, n.min(MAX_RECORD_COUNT));
+        }
+        if let Some(detail) = self.detail_mut(index) {
+            let slot = &mut detail.subs[sub.min(SUB_WINDOWS - 1)];
+            slot.add(requests, errors, None);
+            for &(latency, n) in point.latencies {
+                let bucket = &mut slot.latency[sub_bucket(latency)];
+                *bucket = bucket.saturating_add(u16::try_from(n).unwrap_or(u16::MAX));
+            }
+            for &(latency, error, trace_id) in point.exemplars {
+                detail.exemplars.offer(latency, error, trace_id);
+            }
+        }
+        true
+    }
+
     /// The window with number `index`, if the ring holds it.
     pub fn window(&self, index: i64) -> Option<&Window> {
         let n = self.slots.len() as i64;

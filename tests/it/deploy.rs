@@ -26,7 +26,9 @@ fn yaml_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).expect("read deploy/") {
             let path = entry.expect("entry").path();
-            if path.is_dir() {
+            // A Helm chart's templates are not YAML until rendered; the
+            // rendered manifests are (deploy/helm/rendered).
+            if path.is_dir() && !path.ends_with("templates") {
                 walk(&path, found);
             } else if path
                 .extension()
@@ -332,7 +334,7 @@ fn workloads_agree_with_their_triage_configs() {
     let mut workloads = 0;
     for (path, document) in manifests() {
         let kind = str_at(&document, &["kind"]).unwrap_or_default();
-        if kind != "Deployment" && kind != "StatefulSet" {
+        if !matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet") {
             continue;
         }
         let name = str_at(&document, &["metadata", "name"]).unwrap_or_default();
@@ -822,7 +824,7 @@ fn workloads_mount_the_secrets_their_tls_and_auth_name() {
     let mut secured = 0;
     for (path, document) in manifests() {
         let kind = str_at(&document, &["kind"]).unwrap_or_default();
-        if kind != "Deployment" && kind != "StatefulSet" {
+        if !matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet") {
             continue;
         }
         let where_ = format!("{} {kind}", path.display());
@@ -916,4 +918,112 @@ fn workloads_mount_the_secrets_their_tls_and_auth_name() {
             "{exporter:?}"
         );
     }
+}
+
+/// The lateness a triage config waits before closing a window.
+fn lateness(config: &Value) -> std::time::Duration {
+    str_at(config, &["detect", "lateness"])
+        .map(|text| triage::validate::parse_duration(text).expect("a duration"))
+        .unwrap_or(std::time::Duration::from_secs(10))
+}
+
+/// Every agent config (`mode: agent`) names a gateway Service defined in
+/// `deploy/`, on its OTLP/gRPC port, and that gateway waits at least 2 s
+/// longer than the agent before closing a window, so summaries arrive in
+/// time.
+#[test]
+fn agents_send_to_a_gateway_that_waits_for_their_summaries() {
+    let maps = config_maps();
+    let mut services = BTreeMap::new();
+    for (_, document) in manifests() {
+        if str_at(&document, &["kind"]) == Some("Service") {
+            let name = str_at(&document, &["metadata", "name"]).unwrap_or_default();
+            let namespace = str_at(&document, &["metadata", "namespace"]).unwrap_or("default");
+            services.insert(format!("{name}.{namespace}.svc"), document.clone());
+        }
+    }
+    let mut agents = 0;
+    for (name, (path, text)) in &maps {
+        let config = parse(text);
+        if str_at(&config, &["mode"]) != Some("agent") {
+            continue;
+        }
+        agents += 1;
+        let endpoint = str_at(&config, &["agent", "gateway", "endpoint"])
+            .unwrap_or_else(|| panic!("{}: {name} names its gateway", path.display()));
+        let url = reqwest::Url::parse(endpoint).expect("a URL");
+        let host = url.host_str().expect("a host");
+        assert_eq!(
+            url.port(),
+            Some(DEFAULT_PORTS.grpc),
+            "{}: {name}",
+            path.display()
+        );
+        assert!(
+            services.contains_key(host),
+            "{}: {name} sends to {host}, which no Service in deploy/ is",
+            path.display()
+        );
+        // The gateway config beside it: the ConfigMap of the same file whose
+        // mode is not agent.
+        let gateway = maps
+            .values()
+            .filter(|(other, _)| other == path)
+            .map(|(_, text)| parse(text))
+            .find(|config| str_at(config, &["mode"]) != Some("agent"))
+            .unwrap_or_else(|| parse(&read(&deploy().join("triage-gateway.yaml"))));
+        assert!(
+            lateness(&gateway) >= lateness(&config) + std::time::Duration::from_secs(2),
+            "{}: the gateway closes windows {:?} after they end, the agents {:?}",
+            path.display(),
+            lateness(&gateway),
+            lateness(&config)
+        );
+    }
+    assert!(
+        agents >= 2,
+        "the DaemonSet and the chart's agents: {agents}"
+    );
+}
+
+/// The Helm chart lints, and renders to the manifests committed in
+/// deploy/helm/rendered (which the other tests check). helm is not a
+/// Debian package, so this runs only when asked:
+/// `cargo test --test it -- --ignored helm_chart`.
+#[test]
+#[ignore = "needs helm (https://helm.sh/docs/intro/install/); run with --ignored"]
+fn helm_chart_lints_and_renders_the_committed_manifests() {
+    let helm = crate::common::require_command("helm", "helm (not in Debian: https://helm.sh)");
+    let chart = deploy().join("helm/triage");
+    let lint = Command::new(&helm)
+        .arg("lint")
+        .arg(&chart)
+        .output()
+        .expect("run helm lint");
+    assert!(
+        lint.status.success(),
+        "helm lint: {}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
+    let rendered = Command::new(&helm)
+        .args(["template", "triage"])
+        .arg(&chart)
+        .args(["--namespace", "observability"])
+        .output()
+        .expect("run helm template");
+    assert!(
+        rendered.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let text = String::from_utf8(rendered.stdout).expect("UTF-8");
+    let from_helm: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|document| Value::deserialize(document).expect("helm renders YAML"))
+        .filter(|document| !document.is_null())
+        .collect();
+    let committed = documents(&deploy().join("helm/rendered/k8s/triage.yaml"));
+    assert_eq!(
+        from_helm, committed,
+        "regenerate deploy/helm/rendered/k8s/triage.yaml with helm template"
+    );
 }

@@ -59,6 +59,7 @@ const MODULES: &[(&str, u32)] = &[
     ("pipeline", 5),
     ("history", 6),
     ("replay", 6),
+    ("agent", 6),
     ("alert", 7),
     ("query", 7),
     ("admin", 7),
