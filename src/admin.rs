@@ -11,7 +11,7 @@
 //! `GET /api/v1/incidents/{id}`: one incident with its events, as JSON —
 //! where alerts' `generatorURL` points.
 
-pub mod changes;
+pub use crate::model::change_request as changes;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -12,6 +12,7 @@
 mod analysis;
 mod anomaly;
 mod change;
+pub mod change_request;
 mod incident;
 mod log;
 mod series;
@@ -24,7 +25,7 @@ pub use analysis::{
 };
 pub use anomaly::{Anomaly, AnomalyKind, Readiness, Severity};
 pub use change::{Change, ChangeFilter, ChangeKind, ChangeSource};
-pub use incident::{Incident, IncidentEvent, IncidentState, SeriesAnomaly};
+pub use incident::{trace_links, Incident, IncidentEvent, IncidentState, SeriesAnomaly};
 pub use log::log_attribute_read;
 pub use series::{SeriesKey, SeriesKind, COLLECTOR_SERVICE};
 pub use span::{

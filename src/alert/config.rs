@@ -291,14 +291,6 @@ pub fn trace_template(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// The link to each trace of `trace_ids` by a checked `template`.
-pub fn trace_links(template: &str, trace_ids: &[String]) -> Vec<String> {
-    trace_ids
-        .iter()
-        .map(|trace_id| fill_template(template, |_| trace_id.clone()))
-        .collect()
-}
-
 /// Replaces each `{name}` in a checked template with `value(name)`.
 pub(crate) fn fill_template(template: &str, value: impl Fn(&str) -> String) -> String {
     let mut out = String::with_capacity(template.len() + 32);
@@ -709,7 +701,7 @@ mod tests {
         let jaeger = "http://jaeger:16686/trace/{trace_id}";
         assert_eq!(trace_template(jaeger).as_deref(), Ok(jaeger));
         assert_eq!(
-            trace_links(jaeger, &["0af7651916cd43dd8448eb211c80319c".to_owned()]),
+            crate::model::trace_links(jaeger, &["0af7651916cd43dd8448eb211c80319c".to_owned()]),
             ["http://jaeger:16686/trace/0af7651916cd43dd8448eb211c80319c"]
         );
         let none = trace_template("http://jaeger:16686/search").unwrap_err();

@@ -534,9 +534,7 @@ impl Analyzer {
             .config
             .trace_url
             .as_deref()
-            .map(|template| {
-                crate::alert::config::trace_links(template, &incident.exemplar_trace_ids)
-            })
+            .map(|template| crate::model::trace_links(template, &incident.exemplar_trace_ids))
             .unwrap_or_default();
         (incident, ranked)
     }

@@ -257,10 +257,21 @@ impl Engine {
                     start,
                     end - start,
                 );
-                // Accumulated evidence begins where its first window does.
-                let windows = tracked.detector.evidence_windows() as u64;
-                let accumulated = end.saturating_sub(windows.saturating_mul(end - start));
-                if windows > 1 {
+                // Accumulated evidence begins in its first window, placed
+                // inside it the same way; the refinement above already
+                // reads the window before this one.
+                let windows = tracked.detector.evidence_windows() as i64;
+                if windows > 2 {
+                    let first = window - (windows - 1);
+                    let first_start = end.saturating_sub(windows as u64 * (end - start));
+                    let accumulated = onset::refine(
+                        &self.config,
+                        &anomalies,
+                        store.subs(key, first).as_ref(),
+                        store.subs(key, first - 1).as_ref(),
+                        first_start,
+                        end - start,
+                    );
                     refined.min(accumulated)
                 } else {
                     refined

@@ -7,7 +7,7 @@
 //! "Announced in the telemetry"): a record is a change when it carries
 //! `change.kind`, or the `deployment.id` of the semantic conventions (then
 //! it is a deploy). Its fields are read from attributes and handed to the
-//! same validation as a posted body ([`crate::admin::changes::parse_fields`]),
+//! same validation as a posted body ([`crate::model::change_request::parse_fields`]),
 //! so the rules and the limits are the same:
 //!
 //! | field | attributes, first present wins |
@@ -30,7 +30,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value as AnyValue, AnyValue as Any};
 use serde_json::{Map, Value};
 
-use crate::admin::changes::{parse_fields, RequestError};
+use crate::model::change_request::{parse_fields, RequestError};
 use crate::model::{Change, ChangeSource, UNKNOWN_SERVICE};
 
 /// Longest body text taken as a description; longer bodies are cut (at a

@@ -125,3 +125,12 @@ impl Incident {
         }
     }
 }
+
+/// Links to `trace_ids` by a trace URL template (`alerting.trace_url`,
+/// checked to hold `{trace_id}` and no other placeholder).
+pub fn trace_links(template: &str, trace_ids: &[String]) -> Vec<String> {
+    trace_ids
+        .iter()
+        .map(|trace_id| template.replace("{trace_id}", trace_id))
+        .collect()
+}

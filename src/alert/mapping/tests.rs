@@ -134,7 +134,7 @@ fn without_analysis_the_description_lists_the_anomalies() {
 #[test]
 fn exemplar_traces_are_links_when_the_analysis_made_them() {
     let mut incident = incident();
-    incident.exemplar_trace_urls = crate::alert::config::trace_links(
+    incident.exemplar_trace_urls = crate::model::trace_links(
         "http://jaeger:16686/trace/{trace_id}",
         &incident.exemplar_trace_ids,
     );

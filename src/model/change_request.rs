@@ -5,7 +5,9 @@
 //!
 //! Every problem is reported with the field it is about, all at once, so a
 //! pipeline author fixes a request in one go. Unknown fields are refused
-//! rather than ignored: a misspelt `verison` would otherwise vanish.
+//! rather than ignored: a misspelt `verison` would otherwise vanish. The
+//! same fields, read from a log record's attributes, are how a change is
+//! announced in the telemetry (`ingest::announced`).
 
 use serde_json::{Map, Value};
 
