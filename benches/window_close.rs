@@ -195,6 +195,22 @@ fn window_close(c: &mut Criterion) {
         tick_total.as_secs_f64() * 1e3 / history as f64,
     );
 
+    // The detection snapshot the server saves once a minute is encoded on
+    // the detection thread, series by series (`PackedSnapshot::of_engine`).
+    let started = Instant::now();
+    let packed = triage::history::PackedSnapshot::of_engine(
+        pipeline.engine(),
+        scale.store.config().window,
+    )
+    .expect("snapshot");
+    println!(
+        "detection snapshot of {} series encoded in {:.0} ms (once a minute, on the \
+         detection thread)",
+        scale.store.n_series(),
+        started.elapsed().as_secs_f64() * 1e3,
+    );
+    black_box(packed);
+
     let mut group = c.benchmark_group("window_close");
     group.sample_size(20);
     group.bench_function("10000_series", |b| {
