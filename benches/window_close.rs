@@ -198,11 +198,9 @@ fn window_close(c: &mut Criterion) {
     // The detection snapshot the server saves once a minute is encoded on
     // the detection thread, series by series (`PackedSnapshot::of_engine`).
     let started = Instant::now();
-    let packed = triage::history::PackedSnapshot::of_engine(
-        pipeline.engine(),
-        scale.store.config().window,
-    )
-    .expect("snapshot");
+    let packed =
+        triage::history::PackedSnapshot::of_engine(pipeline.engine(), scale.store.config().window)
+            .expect("snapshot");
     println!(
         "detection snapshot of {} series encoded in {:.0} ms (once a minute, on the \
          detection thread)",
