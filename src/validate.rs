@@ -743,3 +743,40 @@ pub fn display_problems(problems: &[Problem]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The files and flag of a TLS client's `tls` section.
+#[derive(Debug, Default)]
+pub struct ClientTlsFields {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+/// Reads a TLS client's `tls` section (`ca_file`, `cert_file`, `key_file`,
+/// `insecure_skip_verify`); `cert_file` and `key_file` go together.
+pub fn client_tls(checker: &mut Checker, section: &Section<'_>) -> ClientTlsFields {
+    let mut tls = ClientTlsFields::default();
+    for (key, target) in [
+        ("ca_file", &mut tls.ca_file),
+        ("cert_file", &mut tls.cert_file),
+        ("key_file", &mut tls.key_file),
+    ] {
+        checker.field(section, key, target, |value| named_file(value).map(Some));
+    }
+    checker.field(
+        section,
+        "insecure_skip_verify",
+        &mut tls.insecure_skip_verify,
+        flag,
+    );
+    for (given, missing) in [("cert_file", "key_file"), ("key_file", "cert_file")] {
+        if section.get(given).is_some() && section.get(missing).is_none() {
+            checker.report(
+                section.key_path(missing),
+                format!("missing; required with {given}"),
+            );
+        }
+    }
+    tls
+}

@@ -19,7 +19,7 @@ use reqwest::Url;
 use serde_yaml::Value;
 
 use crate::validate::{
-    at_least, count, describe, duration, flag, key_name, named_file, positive, text, Checker,
+    at_least, client_tls, count, describe, duration, key_name, named_file, positive, text, Checker,
     Section,
 };
 
@@ -551,30 +551,13 @@ fn alert_target(checker: &mut Checker, entry: &Section<'_>) -> Option<TargetConf
     }
 
     let tls_section = checker.section(entry, "tls", ALERT_TLS_KEYS);
-    let mut tls = TlsConfig::default();
-    for (key, target) in [
-        ("ca_file", &mut tls.ca_file),
-        ("cert_file", &mut tls.cert_file),
-        ("key_file", &mut tls.key_file),
-    ] {
-        checker.field(&tls_section, key, target, |value| {
-            named_file(value).map(Some)
-        });
-    }
-    checker.field(
-        &tls_section,
-        "insecure_skip_verify",
-        &mut tls.insecure_skip_verify,
-        flag,
-    );
-    for (given, missing) in [("cert_file", "key_file"), ("key_file", "cert_file")] {
-        if tls_section.get(given).is_some() && tls_section.get(missing).is_none() {
-            checker.report(
-                tls_section.key_path(missing),
-                format!("missing; required with {given}"),
-            );
-        }
-    }
+    let fields = client_tls(checker, &tls_section);
+    let tls = TlsConfig {
+        ca_file: fields.ca_file,
+        cert_file: fields.cert_file,
+        key_file: fields.key_file,
+        insecure_skip_verify: fields.insecure_skip_verify,
+    };
     url.map(|url| TargetConfig {
         url,
         timeout,

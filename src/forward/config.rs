@@ -22,7 +22,7 @@ use reqwest::Url;
 use serde_yaml::Value;
 
 use crate::validate::{
-    count, describe, duration, flag, key_name, named_file, positive, size_mib, text, Checker,
+    client_tls, count, describe, duration, flag, key_name, positive, size_mib, text, Checker,
     Section,
 };
 
@@ -395,30 +395,13 @@ fn exporter(checker: &mut Checker, name: &str, entry: &Section<'_>) -> Option<Ex
         }
     });
     let headers = headers(checker, entry);
-    let mut tls = ClientTls::default();
-    for (key, target) in [
-        ("ca_file", &mut tls.ca_file),
-        ("cert_file", &mut tls.cert_file),
-        ("key_file", &mut tls.key_file),
-    ] {
-        checker.field(&tls_section, key, target, |value| {
-            named_file(value).map(Some)
-        });
-    }
-    checker.field(
-        &tls_section,
-        "insecure_skip_verify",
-        &mut tls.insecure_skip_verify,
-        flag,
-    );
-    for (given, missing) in [("cert_file", "key_file"), ("key_file", "cert_file")] {
-        if tls_section.get(given).is_some() && tls_section.get(missing).is_none() {
-            checker.report(
-                tls_section.key_path(missing),
-                format!("missing; required with {given}"),
-            );
-        }
-    }
+    let fields = client_tls(checker, &tls_section);
+    let tls = ClientTls {
+        ca_file: fields.ca_file,
+        cert_file: fields.cert_file,
+        key_file: fields.key_file,
+        insecure_skip_verify: fields.insecure_skip_verify,
+    };
     let mut timeout = ExporterConfig::DEFAULT_TIMEOUT;
     checker.field(entry, "timeout", &mut timeout, |value| {
         positive(duration(value)?)
