@@ -544,6 +544,23 @@ pub(crate) mod scanning {
     }
 
     #[test]
+    fn an_attribute_without_a_value_reads_as_in_protobuf() {
+        // Found by the fuzzer: `"value"` misspelt, so the attribute has a
+        // key and the empty value; the serde reader kept it as an extra
+        // and the scanner dropped it.
+        let keys = ExtraKeys::new(&["cloud.region", "app.tenant"]);
+        let line = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[
+            {"key":"cloud.region","vaLue":{"stringValue":"eu-west-1"}},
+            {"key":"app.tenant","value":{"stringValue":"acme"}}]}]}]}]}"#;
+        let scanned = ScannedTraces::read(line, &keys).expect("scans");
+        let batch = scanned.batch();
+        let slow = JsonTraces::read(line.as_bytes()).expect("serde reads");
+        assert_eq!(batch, slow.batch_with(&keys));
+        let values: Vec<ValueRef<'_>> = batch.extras.iter().map(|extra| extra.value).collect();
+        assert_eq!(values, vec![ValueRef::Other, ValueRef::Str("acme")]);
+    }
+
+    #[test]
     fn what_the_scanners_cannot_read_is_left_to_the_slower_readers() {
         let keys = ExtraKeys::none();
         // An escape in a kept string: the serde reader unescapes it.

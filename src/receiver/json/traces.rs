@@ -259,6 +259,7 @@ pub(super) fn key_value<'a>(
     }
     let mut key = None;
     let mut early = None;
+    let mut valued = false;
     scanner.object_in_order(KEY_VALUE, |scanner, member| match member {
         "key" => {
             let text = scanner.str()?.unwrap_or("");
@@ -268,15 +269,26 @@ pub(super) fn key_value<'a>(
                 None => Ok(()),
             }
         }
-        "value" => match key {
-            Some(text) => value(text, scanner),
-            None => {
-                early = Some(*scanner);
-                scanner.skip()
+        "value" => {
+            valued = true;
+            match key {
+                Some(text) => value(text, scanner),
+                None => {
+                    early = Some(*scanner);
+                    scanner.skip()
+                }
             }
-        },
+        }
         _ => scanner.skip(),
-    })
+    })?;
+    // A missing key is the empty key, a missing value the empty
+    // `AnyValue`, as in protobuf.
+    match (key, early) {
+        (None, Some(mut at)) => value("", &mut at),
+        (Some(text), _) if !valued => value(text, &mut Scanner::new("{}")),
+        (None, None) if !valued => value("", &mut Scanner::new("{}")),
+        _ => Ok(()),
+    }
 }
 
 /// Skips an `AnyValue` (checking it), its member matched where expected.
