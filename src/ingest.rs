@@ -42,9 +42,12 @@ use opentelemetry_proto::tonic::collector::{
     trace::v1::ExportTraceServiceRequest,
 };
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
+// The unit tests (`tests.rs`, through `use super::*`) build metric
+// requests from these; recording reads `MetricBatch` views instead.
+#[cfg(test)]
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point::Buckets, metric::Data, number_data_point, HistogramDataPoint,
-    Metric, NumberDataPoint,
+    NumberDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
@@ -58,6 +61,9 @@ use crate::receiver::decode::{
     decoded_batch, resource_attributes, service_name, span_view, string_value,
 };
 use crate::receiver::json::ScannedTraces;
+use crate::receiver::metric_batch::{
+    Attribute, AttributeValue, DataKind, MetricBatch, MetricView, Number, PointData, PointView,
+};
 use crate::receiver::{DecodeError, Outcome, Signal, Sink};
 use crate::store::metric::HistogramPoint;
 use crate::store::pairing::{ClientOutcome, PairKey};
@@ -229,18 +235,12 @@ impl Ingest {
 
 /// Identifies a metric stream (metric name + every attribute) for
 /// cumulative-to-delta. Attribute order does not matter.
-fn stream_id(service: &str, metric: &str, attributes: &[KeyValue]) -> u64 {
+fn stream_id(service: &str, metric: &str, attributes: &[Attribute<'_>]) -> u64 {
     let mut combined: u64 = 0;
     for attribute in attributes {
         let mut hasher = stream_hasher();
         attribute.key.hash(&mut hasher);
-        if let Some(value) = attribute
-            .value
-            .as_ref()
-            .and_then(|value| value.value.as_ref())
-        {
-            format_value(value, &mut HashWriter(&mut hasher));
-        }
+        format_value(&attribute.value, &mut HashWriter(&mut hasher));
         combined = combined.wrapping_add(hasher.finish());
     }
     let mut hasher = stream_hasher();
@@ -268,32 +268,38 @@ impl<H: Hasher> std::fmt::Write for HashWriter<'_, H> {
     }
 }
 
-fn format_value(value: &Value, out: &mut impl std::fmt::Write) {
+/// Writes an attribute value as metric series keys show it; an empty one
+/// writes nothing.
+fn format_value(value: &AttributeValue<'_>, out: &mut impl std::fmt::Write) {
     let _ = match value {
-        Value::StringValue(text) => out.write_str(text),
-        Value::StringValueStrindex(index) => write!(out, "<string {index}>"),
-        Value::BoolValue(flag) => write!(out, "{flag}"),
-        Value::IntValue(number) => write!(out, "{number}"),
-        Value::DoubleValue(number) => write!(out, "{number}"),
-        Value::BytesValue(bytes) => write!(out, "<{} bytes>", bytes.len()),
-        Value::ArrayValue(_) | Value::KvlistValue(_) => out.write_str("<complex>"),
+        AttributeValue::Empty => Ok(()),
+        AttributeValue::Str(text) => out.write_str(text),
+        AttributeValue::Strindex(index) => write!(out, "<string {index}>"),
+        AttributeValue::Bool(flag) => write!(out, "{flag}"),
+        AttributeValue::Int(number) => write!(out, "{number}"),
+        AttributeValue::Double(number) => write!(out, "{number}"),
+        AttributeValue::Bytes(len) => write!(out, "<{len} bytes>"),
+        AttributeValue::Complex => out.write_str("<complex>"),
     };
+}
+
+/// The first attribute with `key`.
+fn find<'b, 'a>(attributes: &'b [Attribute<'a>], key: &str) -> Option<&'b Attribute<'a>> {
+    attributes.iter().find(|attribute| attribute.key == key)
 }
 
 /// Longest attribute value kept in a metric series key.
 const MAX_KEY_VALUE_LEN: usize = 128;
 
 /// Writes `name{key=value,...}` with the kept attribute keys, in config order.
-fn metric_key(buffer: &mut String, name: &str, attributes: &[KeyValue], kept: &[String]) {
+fn metric_key(buffer: &mut String, name: &str, attributes: &[Attribute<'_>], kept: &[String]) {
     buffer.clear();
     buffer.push_str(name);
     let mut first = true;
     for key in kept {
-        let Some(value) = attributes
-            .iter()
-            .find(|attribute| &attribute.key == key)
-            .and_then(|attribute| attribute.value.as_ref())
-            .and_then(|value| value.value.as_ref())
+        let Some(value) = find(attributes, key)
+            .map(|attribute| attribute.value)
+            .filter(|value| *value != AttributeValue::Empty)
         else {
             continue;
         };
@@ -302,7 +308,7 @@ fn metric_key(buffer: &mut String, name: &str, attributes: &[KeyValue], kept: &[
         buffer.push_str(key);
         buffer.push('=');
         let start = buffer.len();
-        format_value(value, buffer);
+        format_value(&value, buffer);
         if buffer.len() - start > MAX_KEY_VALUE_LEN {
             let mut cut = start + MAX_KEY_VALUE_LEN;
             while !buffer.is_char_boundary(cut) {
@@ -316,22 +322,27 @@ fn metric_key(buffer: &mut String, name: &str, attributes: &[KeyValue], kept: &[
     }
 }
 
-fn number(point: &NumberDataPoint) -> Option<f64> {
-    match point.value? {
-        number_data_point::Value::AsDouble(value) => Some(value),
-        number_data_point::Value::AsInt(value) => Some(value as f64),
+/// The value of a gauge or sum point, if it has one.
+fn number(point: &PointView) -> Option<f64> {
+    match point.data {
+        PointData::Number(value) => value.map(Number::as_f64),
+        _ => None,
     }
 }
 
 /// Representative values of explicit-bounds buckets: the middle of each
 /// bounded bucket; the open ends use the point's min/max when present.
-fn explicit_bucket_value(point: &HistogramDataPoint, i: usize) -> f64 {
-    let bounds = &point.explicit_bounds;
+fn explicit_bucket_value(
+    bounds: &[f64],
+    (min, max): (Option<f64>, Option<f64>),
+    (count, sum): (u64, Option<f64>),
+    i: usize,
+) -> f64 {
     match (i.checked_sub(1).and_then(|j| bounds.get(j)), bounds.get(i)) {
         (Some(low), Some(high)) => (low + high) / 2.0,
-        (None, Some(high)) => point.min.map_or(*high / 2.0, |min| (min + high) / 2.0),
-        (Some(low), None) => point.max.map_or(*low, |max| (low + max) / 2.0),
-        (None, None) => point.sum.map_or(0.0, |sum| sum / point.count.max(1) as f64),
+        (None, Some(high)) => min.map_or(*high / 2.0, |min| (min + high) / 2.0),
+        (Some(low), None) => max.map_or(*low, |max| (low + max) / 2.0),
+        (None, None) => sum.map_or(0.0, |sum| sum / count.max(1) as f64),
     }
 }
 
@@ -355,7 +366,7 @@ struct MetricContext<'a> {
 impl MetricContext<'_> {
     /// The cumulative stream of a point: its metric and attributes within the
     /// current resource.
-    fn stream(&self, service_name: &str, name: &str, attributes: &[KeyValue]) -> u64 {
+    fn stream(&self, service_name: &str, name: &str, attributes: &[Attribute<'_>]) -> u64 {
         stream_id(service_name, name, attributes) ^ self.resource
     }
 }
@@ -370,25 +381,62 @@ fn is_cumulative(temporality: i32) -> Option<bool> {
     }
 }
 
-fn n_points(data: &Data) -> usize {
-    match data {
-        Data::Gauge(gauge) => gauge.data_points.len(),
-        Data::Sum(sum) => sum.data_points.len(),
-        Data::Histogram(histogram) => histogram.data_points.len(),
-        Data::ExponentialHistogram(histogram) => histogram.data_points.len(),
-        Data::Summary(summary) => summary.data_points.len(),
-    }
+/// `service.name` of a resource, `unknown_service` when missing or empty.
+/// Of several, the last string one counts, as for spans.
+fn resource_service_name<'a>(attributes: &[Attribute<'a>]) -> &'a str {
+    attributes
+        .iter()
+        .filter(|attribute| attribute.key == "service.name")
+        .filter_map(|attribute| match attribute.value {
+            AttributeValue::Str(name) => Some(name),
+            _ => None,
+        })
+        .next_back()
+        .filter(|name| !name.is_empty())
+        .unwrap_or(UNKNOWN_SERVICE)
 }
 
 impl Ingest {
+    /// Records a metrics request read by either reader (see
+    /// `receiver::metric_batch`).
+    pub fn record_metrics(&self, batch: &MetricBatch<'_>) -> Outcome {
+        let started = Instant::now();
+        let mut context = MetricContext {
+            now: self.store.now_unix_nanos(),
+            resource: 0,
+            kept: &self.store.config().metric_attributes,
+            tally: Tally::default(),
+            key: String::new(),
+            buckets: Vec::new(),
+            counts: Vec::new(),
+            red: red::RedScratch::default(),
+        };
+        for resource in &batch.resources {
+            let attributes = batch.resource_attributes(resource);
+            let service_name = resource_service_name(attributes);
+            let service = self.store.service(service_name);
+            context.resource = if resource.has_resource {
+                stream_id("", "", attributes).rotate_left(17)
+            } else {
+                0
+            };
+            for metric in batch.metrics_of(resource) {
+                self.record_metric(&service, service_name, batch, metric, &mut context);
+            }
+        }
+        telemetry::record_ingest_batch(Signal::Metrics.as_str(), started.elapsed());
+        context.tally.into_outcome()
+    }
+
     fn record_metric(
         &self,
         service: &ServiceEntry,
         service_name: &str,
-        metric: &Metric,
+        batch: &MetricBatch<'_>,
+        metric: &MetricView<'_>,
         context: &mut MetricContext<'_>,
     ) {
-        let name = metric.name.as_str();
+        let name = metric.name;
         let Some(data) = metric.data.as_ref() else {
             context
                 .tally
@@ -396,120 +444,131 @@ impl Ingest {
             return;
         };
         if name.is_empty() {
-            for _ in 0..n_points(data) {
+            for _ in batch.points(data) {
                 context.tally.reject(|| "metric without a name".to_string());
             }
             return;
         }
         // An agent's drill-down and call counts go to the span analysis.
         if summary::is_summary(name) {
-            self.record_summary_metric(service_name, metric, context);
+            self.record_summary_metric(service_name, batch, metric, context);
             return;
         }
         // Span metrics, service-graph and service-mesh metrics become the
         // operation and edge series spans would have made.
         if let Some(recognised) = red::recognise(name) {
-            if self.record_red_metric(service_name, metric, recognised, context) {
+            if self.record_red_metric(service_name, batch, metric, recognised, context) {
                 return;
             }
         }
         let temporality_error =
             || format!("metric {name:?}: aggregation temporality is unspecified");
-        match data {
-            Data::Gauge(gauge) => {
-                for point in &gauge.data_points {
-                    self.record_number_point(service, name, point, None, context);
-                }
-            }
-            Data::Sum(sum) => {
-                for point in &sum.data_points {
-                    let Some(cumulative) = is_cumulative(sum.aggregation_temporality) else {
+        for point in batch.points(data) {
+            let attributes = batch.attributes(point);
+            match &point.data {
+                PointData::Number(_) if data.kind == DataKind::Sum => {
+                    let Some(cumulative) = is_cumulative(data.aggregation_temporality) else {
                         context.tally.reject(temporality_error);
                         continue;
                     };
                     // A cumulative up-down counter (pool connections in use,
                     // memory in bytes) *is* a level: keep its value, as for a
                     // gauge. Only monotonic totals become deltas.
-                    let cumulative = (cumulative && sum.is_monotonic).then(|| Cumulative {
-                        stream: context.stream(service_name, name, &point.attributes),
+                    let cumulative = (cumulative && data.is_monotonic).then(|| Cumulative {
+                        stream: context.stream(service_name, name, attributes),
                         monotonic: true,
                     });
-                    self.record_number_point(service, name, point, cumulative, context);
+                    self.record_number_point(service, name, batch, point, cumulative, context);
                 }
-            }
-            Data::Histogram(histogram) => {
-                for point in &histogram.data_points {
+                PointData::Number(_) => {
+                    self.record_number_point(service, name, batch, point, None, context);
+                }
+                PointData::Histogram {
+                    count,
+                    sum,
+                    bucket_counts,
+                    explicit_bounds,
+                    min,
+                    max,
+                    ..
+                } => {
                     if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
                         context.tally.accepted += 1;
                         continue;
                     }
-                    if !point.bucket_counts.is_empty()
-                        && point.bucket_counts.len() != point.explicit_bounds.len() + 1
-                    {
+                    let bucket_counts = batch.counts(bucket_counts);
+                    let bounds = batch.bounds(explicit_bounds);
+                    if !bucket_counts.is_empty() && bucket_counts.len() != bounds.len() + 1 {
                         context.tally.reject(|| {
                             format!("metric {name:?}: bucket_counts must have one more entry than explicit_bounds")
                         });
                         continue;
                     }
-                    let Some(cumulative) = is_cumulative(histogram.aggregation_temporality) else {
+                    let Some(cumulative) = is_cumulative(data.aggregation_temporality) else {
                         context.tally.reject(temporality_error);
                         continue;
                     };
-                    let stream =
-                        cumulative.then(|| context.stream(service_name, name, &point.attributes));
+                    let stream = cumulative.then(|| context.stream(service_name, name, attributes));
                     context.counts.clear();
-                    context.counts.extend_from_slice(&point.bucket_counts);
+                    context.counts.extend_from_slice(bucket_counts);
                     let time = (point.start_time_unix_nano, point.time_unix_nano);
-                    let totals = (point.count, point.sum.unwrap_or(0.0));
+                    let totals = (*count, sum.unwrap_or(0.0));
                     self.record_distribution_point(
                         service,
                         name,
-                        &point.attributes,
+                        attributes,
                         stream,
                         time,
                         totals,
                         context,
-                        |i| explicit_bucket_value(point, i),
+                        |i| explicit_bucket_value(bounds, (*min, *max), (*count, *sum), i),
                     );
                 }
-            }
-            Data::ExponentialHistogram(histogram) => {
-                for point in &histogram.data_points {
+                PointData::Exponential {
+                    count,
+                    sum,
+                    scale,
+                    zero_count,
+                    positive,
+                    negative_count,
+                    ..
+                } => {
                     if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
                         context.tally.accepted += 1;
                         continue;
                     }
-                    let Some(cumulative) = is_cumulative(histogram.aggregation_temporality) else {
+                    let Some(cumulative) = is_cumulative(data.aggregation_temporality) else {
                         context.tally.reject(temporality_error);
                         continue;
                     };
-                    let positive = point.positive.as_ref();
-                    let offset = positive.map_or(0, |buckets| buckets.offset);
+                    let offset = positive.as_ref().map_or(0, |buckets| buckets.offset);
                     // A new scale or offset is a new bucket layout: deltas
                     // across it would be wrong, so it is a new stream.
                     let stream = cumulative.then(|| {
-                        context.stream(service_name, name, &point.attributes)
-                            ^ (point.scale as u64).rotate_left(32)
+                        context.stream(service_name, name, attributes)
+                            ^ (*scale as u64).rotate_left(32)
                             ^ offset as u64
                     });
                     // Buckets: the zero bucket (negative values are clamped to
                     // zero), then each positive bucket.
-                    let negative: u64 = point
-                        .negative
-                        .as_ref()
-                        .map_or(0, |b: &Buckets| b.bucket_counts.iter().sum());
                     context.counts.clear();
-                    context.counts.push(point.zero_count + negative);
+                    context
+                        .counts
+                        .push(zero_count.saturating_add(*negative_count));
                     if let Some(positive) = positive {
-                        context.counts.extend_from_slice(&positive.bucket_counts);
+                        context
+                            .counts
+                            .extend_from_slice(batch.counts(&positive.counts));
                     }
-                    let base = 2f64.powf(2f64.powi(-point.scale));
+                    // Wrapping, as a hostile scale or offset is not an
+                    // error: the values are nonsense and so is the point.
+                    let base = 2f64.powf(2f64.powi(scale.wrapping_neg()));
                     let time = (point.start_time_unix_nano, point.time_unix_nano);
-                    let totals = (point.count, point.sum.unwrap_or(0.0));
+                    let totals = (*count, sum.unwrap_or(0.0));
                     self.record_distribution_point(
                         service,
                         name,
-                        &point.attributes,
+                        attributes,
                         stream,
                         time,
                         totals,
@@ -519,20 +578,19 @@ impl Ingest {
                                 0.0
                             } else {
                                 // The middle of bucket (base^k, base^(k+1)].
-                                let lower = base.powi(offset + i as i32 - 1);
+                                let lower =
+                                    base.powi(offset.wrapping_add(i as i32).wrapping_sub(1));
                                 (lower + lower * base) / 2.0
                             }
                         },
                     );
                 }
-            }
-            Data::Summary(summary) => {
-                for point in &summary.data_points {
+                PointData::Summary { sum } => {
                     // Quantiles of a summary cannot be merged; keep its sum as
                     // a value series.
-                    metric_key(&mut context.key, name, &point.attributes, context.kept);
+                    metric_key(&mut context.key, name, attributes, context.kept);
                     self.store
-                        .record_value(service, &context.key, point.time_unix_nano, point.sum);
+                        .record_value(service, &context.key, point.time_unix_nano, *sum);
                     context.tally.accepted += 1;
                 }
             }
@@ -547,7 +605,7 @@ impl Ingest {
         &self,
         service: &ServiceEntry,
         name: &str,
-        attributes: &[KeyValue],
+        attributes: &[Attribute<'_>],
         stream: Option<u64>,
         (start, time): (u64, u64),
         (count, sum): (u64, f64),
@@ -610,7 +668,8 @@ impl Ingest {
         &self,
         service: &ServiceEntry,
         name: &str,
-        point: &NumberDataPoint,
+        batch: &MetricBatch<'_>,
+        point: &PointView,
         cumulative: Option<Cumulative>,
         context: &mut MetricContext<'_>,
     ) {
@@ -647,7 +706,12 @@ impl Ingest {
             }
             None => value,
         };
-        metric_key(&mut context.key, name, &point.attributes, context.kept);
+        metric_key(
+            &mut context.key,
+            name,
+            batch.attributes(point),
+            context.kept,
+        );
         self.store.record_value(service, &context.key, time, value);
         context.tally.accepted += 1;
     }
@@ -747,31 +811,7 @@ impl Sink for Ingest {
     }
 
     fn metrics(&self, request: &ExportMetricsServiceRequest) -> Outcome {
-        let started = Instant::now();
-        let mut context = MetricContext {
-            now: self.store.now_unix_nanos(),
-            resource: 0,
-            kept: &self.store.config().metric_attributes,
-            tally: Tally::default(),
-            key: String::new(),
-            buckets: Vec::new(),
-            counts: Vec::new(),
-            red: red::RedScratch::default(),
-        };
-        for resource_metrics in &request.resource_metrics {
-            let service_name = service_name(resource_metrics.resource.as_ref());
-            let service = self.store.service(service_name);
-            context.resource = resource_metrics.resource.as_ref().map_or(0, |resource| {
-                stream_id("", "", &resource.attributes).rotate_left(17)
-            });
-            for scope_metrics in &resource_metrics.scope_metrics {
-                for metric in &scope_metrics.metrics {
-                    self.record_metric(&service, service_name, metric, &mut context);
-                }
-            }
-        }
-        telemetry::record_ingest_batch(Signal::Metrics.as_str(), started.elapsed());
-        context.tally.into_outcome()
+        self.record_metrics(&MetricBatch::from_request(request))
     }
 
     fn logs(&self, request: &ExportLogsServiceRequest) -> Outcome {

@@ -1,10 +1,11 @@
 //! OTLP receivers: gRPC (`grpc`) and HTTP (`http`), both feeding one [`Sink`].
 //!
 //! The receivers decode and validate requests (`wire`: the zero-copy
-//! protobuf trace reader; `json`: the fast OTLP/JSON readers; `decode`: the
-//! general JSON decoder and the conversion of prost requests into the
-//! views of `model`); the sink (`ingest::Ingest` in production) turns the
-//! decoded requests into store records. Keeping the sink behind a trait lets each transport be tested on
+//! protobuf trace reader; `metric_batch`: the views of a metrics
+//! request recording reads; `json`: the fast OTLP/JSON readers;
+//! `decode`: the general JSON decoder and the conversion of prost requests
+//! into the views of `model`); the sink (`ingest::Ingest` in production)
+//! turns the decoded requests into store records. Keeping the sink behind a trait lets each transport be tested on
 //! its own and keeps the transports free of recording logic.
 //!
 //! A request the sink has recorded is then given, as received
@@ -24,6 +25,7 @@ pub mod decode;
 pub mod grpc;
 pub mod http;
 pub mod json;
+pub mod metric_batch;
 pub mod wire;
 
 /// The signal a request carries; used in self-metric labels and messages.
@@ -138,5 +140,6 @@ pub trait Sink: Send + Sync + 'static {
         None
     }
     fn metrics(&self, request: &ExportMetricsServiceRequest) -> Outcome;
+
     fn logs(&self, request: &ExportLogsServiceRequest) -> Outcome;
 }

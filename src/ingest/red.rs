@@ -41,16 +41,15 @@
 //! (Istio's destination-reported points, Linkerd's inbound ones) are
 //! skipped, so an edge is counted once.
 
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, Exemplar, ExponentialHistogramDataPoint, HistogramDataPoint, Metric,
-    NumberDataPoint,
-};
-
 use super::{
-    is_cumulative, number, Ingest, MetricContext, FLAG_NO_RECORDED_VALUE, TEMPORALITY_CUMULATIVE,
+    find, is_cumulative, number, Ingest, MetricContext, FLAG_NO_RECORDED_VALUE,
+    TEMPORALITY_CUMULATIVE,
 };
 use crate::model::SeriesKind;
+use crate::receiver::metric_batch::{
+    Attribute, AttributeValue, DataKind, ExemplarView, MetricBatch, MetricView, PointData,
+    PointView,
+};
 use crate::store::metric::HistogramPoint;
 use crate::store::{RedPoint, ServiceEntry};
 
@@ -141,35 +140,23 @@ enum Skip {
     Duplicate,
 }
 
-fn text<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attributes
-        .iter()
-        .find(|attribute| attribute.key == key)
-        .and_then(|attribute| attribute.value.as_ref()?.value.as_ref())
-        .and_then(|value| match value {
-            Value::StringValue(text) => Some(text.as_str()),
-            _ => None,
-        })
-        .filter(|text| !text.is_empty())
+fn text<'a>(attributes: &[Attribute<'a>], key: &str) -> Option<&'a str> {
+    match find(attributes, key)?.value {
+        AttributeValue::Str(text) => Some(text).filter(|text| !text.is_empty()),
+        _ => None,
+    }
 }
 
-fn first<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<&'a str> {
+fn first<'a>(attributes: &[Attribute<'a>], keys: &[&str]) -> Option<&'a str> {
     keys.iter().find_map(|key| text(attributes, key))
 }
 
 /// An integer attribute, as a number or as its decimal text.
-fn integer(attributes: &[KeyValue], key: &str) -> Option<i64> {
-    let value = attributes
-        .iter()
-        .find(|attribute| attribute.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()?;
-    match value {
-        Value::IntValue(number) => Some(*number),
-        Value::StringValue(text) => text.trim().parse().ok(),
-        Value::DoubleValue(number) => Some(*number as i64),
+fn integer(attributes: &[Attribute<'_>], key: &str) -> Option<i64> {
+    match find(attributes, key)?.value {
+        AttributeValue::Int(number) => Some(number),
+        AttributeValue::Str(text) => text.trim().parse().ok(),
+        AttributeValue::Double(number) => Some(number as i64),
         _ => None,
     }
 }
@@ -193,7 +180,7 @@ const PEER_KEYS: [&str; 5] = [
 fn target<'a>(
     family: Family,
     resource_service: &'a str,
-    attributes: &'a [KeyValue],
+    attributes: &[Attribute<'a>],
 ) -> Result<Target<'a>, Skip> {
     match family {
         Family::SpanMetrics => {
@@ -360,18 +347,13 @@ fn to_micros(value: f64, micros_per_unit: f64) -> u64 {
 }
 
 /// A span-metrics-style exemplar: its trace id, when it has one.
-fn exemplar_trace(exemplar: &Exemplar) -> Option<u128> {
-    let bytes: [u8; 16] = exemplar.trace_id.as_slice().try_into().ok()?;
+fn exemplar_trace(exemplar: &ExemplarView<'_>) -> Option<u128> {
+    let bytes: [u8; 16] = exemplar.trace_id.try_into().ok()?;
     Some(u128::from_be_bytes(bytes)).filter(|id| *id != 0)
 }
 
-fn exemplar_value(exemplar: &Exemplar) -> f64 {
-    use opentelemetry_proto::tonic::metrics::v1::exemplar::Value as ExemplarValue;
-    match exemplar.value {
-        Some(ExemplarValue::AsDouble(value)) => value,
-        Some(ExemplarValue::AsInt(value)) => value as f64,
-        None => 0.0,
-    }
+fn exemplar_value(exemplar: &ExemplarView<'_>) -> f64 {
+    exemplar.value.map_or(0.0, |value| value.as_f64())
 }
 
 /// Per-request scratch space for RED points.
@@ -389,79 +371,74 @@ impl Ingest {
     pub(super) fn record_red_metric(
         &self,
         resource_service: &str,
-        metric: &Metric,
+        batch: &MetricBatch<'_>,
+        metric: &MetricView<'_>,
         (family, role): (Family, Role),
         context: &mut MetricContext<'_>,
     ) -> bool {
-        let name = metric.name.as_str();
+        let name = metric.name;
+        let Some(data) = metric.data.as_ref() else {
+            return false;
+        };
         // Recognised only when the first point names a series: a metric
         // called `duration` of something else stays a metric.
-        let attributes_of_first = match metric.data.as_ref() {
-            Some(Data::Sum(sum)) if role != Role::Latency => {
-                sum.data_points.first().map(|point| &point.attributes)
-            }
-            Some(Data::Histogram(histogram)) if role == Role::Latency => {
-                histogram.data_points.first().map(|point| &point.attributes)
-            }
-            Some(Data::ExponentialHistogram(histogram)) if role == Role::Latency => {
-                histogram.data_points.first().map(|point| &point.attributes)
-            }
-            _ => None,
+        let kind_fits = match data.kind {
+            DataKind::Sum => role != Role::Latency,
+            DataKind::Histogram | DataKind::ExponentialHistogram => role == Role::Latency,
+            DataKind::Gauge | DataKind::Summary => false,
         };
-        let Some(first_attributes) = attributes_of_first else {
+        let points = batch.points(data);
+        let Some(first_point) = points.first().filter(|_| kind_fits) else {
             return false;
         };
-        if target(family, resource_service, first_attributes) == Err(Skip::NotRed) {
+        if target(family, resource_service, batch.attributes(first_point)) == Err(Skip::NotRed) {
             return false;
         }
-        let micros = micros_per_unit(family, name, &metric.unit);
+        let micros = micros_per_unit(family, name, metric.unit);
         let mut scratch = std::mem::take(&mut context.red);
-        match metric.data.as_ref() {
-            Some(Data::Sum(sum)) => {
-                let cumulative = is_cumulative(sum.aggregation_temporality);
-                for point in &sum.data_points {
+        for point in points {
+            match &point.data {
+                PointData::Number(_) => {
+                    let cumulative = is_cumulative(data.aggregation_temporality);
                     self.red_count_point(
                         family,
                         role,
                         resource_service,
                         name,
+                        batch,
                         point,
                         cumulative,
                         context,
                     );
                 }
-            }
-            Some(Data::Histogram(histogram)) => {
-                let cumulative = histogram.aggregation_temporality == TEMPORALITY_CUMULATIVE;
-                for point in &histogram.data_points {
+                PointData::Histogram { .. } => {
+                    let cumulative = data.aggregation_temporality == TEMPORALITY_CUMULATIVE;
                     self.red_histogram_point(
                         family,
                         resource_service,
                         name,
-                        point,
+                        (batch, point),
                         cumulative,
                         micros,
                         context,
                         &mut scratch,
                     );
                 }
-            }
-            Some(Data::ExponentialHistogram(histogram)) => {
-                let cumulative = histogram.aggregation_temporality == TEMPORALITY_CUMULATIVE;
-                for point in &histogram.data_points {
+                PointData::Exponential { .. } => {
+                    let cumulative = data.aggregation_temporality == TEMPORALITY_CUMULATIVE;
                     self.red_exponential_point(
                         family,
                         resource_service,
                         name,
-                        point,
+                        (batch, point),
                         cumulative,
                         micros,
                         context,
                         &mut scratch,
                     );
                 }
+                PointData::Summary { .. } => {}
             }
-            _ => {}
         }
         context.red = scratch;
         true
@@ -478,7 +455,8 @@ impl Ingest {
         role: Role,
         resource_service: &str,
         name: &str,
-        point: &NumberDataPoint,
+        batch: &MetricBatch<'_>,
+        point: &PointView,
         cumulative: Option<bool>,
         context: &mut MetricContext<'_>,
     ) {
@@ -486,7 +464,8 @@ impl Ingest {
             context.tally.accepted += 1;
             return;
         }
-        let target = match target(family, resource_service, &point.attributes) {
+        let attributes = batch.attributes(point);
+        let target = match target(family, resource_service, attributes) {
             Ok(target) => target,
             Err(Skip::Duplicate) => {
                 context.tally.accepted += 1;
@@ -512,7 +491,7 @@ impl Ingest {
             return;
         };
         let value = if cumulative {
-            let stream = context.stream(resource_service, name, &point.attributes);
+            let stream = context.stream(resource_service, name, attributes);
             match self.store.cumulative.sum_delta(
                 stream,
                 point.start_time_unix_nano,
@@ -563,17 +542,31 @@ impl Ingest {
         family: Family,
         resource_service: &str,
         name: &str,
-        point: &HistogramDataPoint,
+        (batch, point): (&MetricBatch<'_>, &PointView),
         cumulative: bool,
         micros: f64,
         context: &mut MetricContext<'_>,
         scratch: &mut RedScratch,
     ) {
+        let PointData::Histogram {
+            count,
+            bucket_counts,
+            explicit_bounds,
+            min,
+            max,
+            exemplars,
+            ..
+        } = &point.data
+        else {
+            return;
+        };
         if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
             context.tally.accepted += 1;
             return;
         }
-        if point.bucket_counts.len() != point.explicit_bounds.len() + 1 {
+        let bucket_counts = batch.counts(bucket_counts);
+        let bounds = batch.bounds(explicit_bounds);
+        if bucket_counts.len() != bounds.len() + 1 {
             context.tally.reject(|| {
                 format!(
                     "metric {name:?}: bucket_counts must have one more entry than explicit_bounds"
@@ -581,23 +574,19 @@ impl Ingest {
             });
             return;
         }
-        let Some(target) = self.red_target(
-            family,
-            resource_service,
-            name,
-            point.attributes.as_slice(),
-            context,
-        ) else {
+        let attributes = batch.attributes(point);
+        let Some(target) = self.red_target(family, resource_service, name, attributes, context)
+        else {
             return;
         };
         context.counts.clear();
-        context.counts.extend_from_slice(&point.bucket_counts);
-        let stream = cumulative.then(|| context.stream(resource_service, name, &point.attributes));
+        context.counts.extend_from_slice(bucket_counts);
+        let stream = cumulative.then(|| context.stream(resource_service, name, attributes));
         if !self.red_delta(
             stream,
             point.start_time_unix_nano,
             point.time_unix_nano,
-            point.count,
+            *count,
             context,
         ) {
             return;
@@ -607,11 +596,11 @@ impl Ingest {
             if *n == 0 {
                 continue;
             }
-            let value = explicit_value(&point.explicit_bounds, i, point.min, point.max);
+            let value = explicit_value(bounds, i, *min, *max);
             push_bucket(&mut scratch.latencies, to_micros(value, micros), *n);
         }
         collect_exemplars(
-            &point.exemplars,
+            batch.exemplars(exemplars),
             target.failed,
             micros,
             &mut scratch.exemplars,
@@ -631,50 +620,55 @@ impl Ingest {
         family: Family,
         resource_service: &str,
         name: &str,
-        point: &ExponentialHistogramDataPoint,
+        (batch, point): (&MetricBatch<'_>, &PointView),
         cumulative: bool,
         micros: f64,
         context: &mut MetricContext<'_>,
         scratch: &mut RedScratch,
     ) {
+        let PointData::Exponential {
+            count,
+            scale,
+            zero_count,
+            positive,
+            negative_count,
+            exemplars,
+            ..
+        } = &point.data
+        else {
+            return;
+        };
         if point.flags & FLAG_NO_RECORDED_VALUE != 0 {
             context.tally.accepted += 1;
             return;
         }
-        let Some(target) = self.red_target(
-            family,
-            resource_service,
-            name,
-            point.attributes.as_slice(),
-            context,
-        ) else {
+        let attributes = batch.attributes(point);
+        let Some(target) = self.red_target(family, resource_service, name, attributes, context)
+        else {
             return;
         };
-        let positive = point.positive.as_ref();
-        let offset = positive.map_or(0, |buckets| buckets.offset);
+        let offset = positive.as_ref().map_or(0, |buckets| buckets.offset);
         // Durations are not negative: negative buckets count as zero.
-        let negative: u64 = point
-            .negative
-            .as_ref()
-            .map_or(0, |buckets| buckets.bucket_counts.iter().sum());
         context.counts.clear();
         context
             .counts
-            .push(point.zero_count.saturating_add(negative));
+            .push(zero_count.saturating_add(*negative_count));
         if let Some(positive) = positive {
-            context.counts.extend_from_slice(&positive.bucket_counts);
+            context
+                .counts
+                .extend_from_slice(batch.counts(&positive.counts));
         }
         // A new scale or offset is a new bucket layout, so a new stream.
         let stream = cumulative.then(|| {
-            context.stream(resource_service, name, &point.attributes)
-                ^ (point.scale as u64).rotate_left(32)
+            context.stream(resource_service, name, attributes)
+                ^ (*scale as u64).rotate_left(32)
                 ^ offset as u64
         });
         if !self.red_delta(
             stream,
             point.start_time_unix_nano,
             point.time_unix_nano,
-            point.count,
+            *count,
             context,
         ) {
             return;
@@ -687,12 +681,12 @@ impl Ingest {
             let value = if i == 0 {
                 0.0
             } else {
-                exponential_value(point.scale, i64::from(offset) + i as i64 - 1)
+                exponential_value(*scale, i64::from(offset) + i as i64 - 1)
             };
             push_bucket(&mut scratch.latencies, to_micros(value, micros), *n);
         }
         collect_exemplars(
-            &point.exemplars,
+            batch.exemplars(exemplars),
             target.failed,
             micros,
             &mut scratch.exemplars,
@@ -712,7 +706,7 @@ impl Ingest {
         family: Family,
         resource_service: &'a str,
         name: &str,
-        attributes: &'a [KeyValue],
+        attributes: &[Attribute<'a>],
         context: &mut MetricContext<'_>,
     ) -> Option<Target<'a>> {
         match target(family, resource_service, attributes) {
@@ -804,7 +798,7 @@ fn push_bucket(latencies: &mut Vec<(u64, u64)>, micros: u64, n: u64) {
 }
 
 fn collect_exemplars(
-    exemplars: &[Exemplar],
+    exemplars: &[ExemplarView<'_>],
     failed: bool,
     micros: f64,
     out: &mut Vec<(u64, bool, u128)>,

@@ -18,11 +18,11 @@
 
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Metric, NumberDataPoint};
-
-use super::{number, Ingest, MetricContext};
+use super::{find, number, Ingest, MetricContext};
 use crate::ingest::spans::CallStats;
+use crate::receiver::metric_batch::{
+    Attribute, AttributeValue, DataKind, MetricBatch, MetricView, PointView,
+};
 
 /// Entry spans and their attribute values, per window.
 pub const ENTRY_SPANS: &str = "triage.summary.entry_spans";
@@ -41,20 +41,15 @@ pub fn is_summary(name: &str) -> bool {
     name == ENTRY_SPANS || name == EDGE_CALLS
 }
 
-fn text<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attributes
-        .iter()
-        .find(|attribute| attribute.key == key)
-        .and_then(
-            |attribute| match attribute.value.as_ref()?.value.as_ref()? {
-                Value::StringValue(text) => Some(text.as_str()),
-                _ => None,
-            },
-        )
+fn text<'a>(attributes: &[Attribute<'a>], key: &str) -> Option<&'a str> {
+    match find(attributes, key)?.value {
+        AttributeValue::Str(text) => Some(text),
+        _ => None,
+    }
 }
 
 /// The event time of a point covering `(start, time]`.
-fn event_time(point: &NumberDataPoint) -> u64 {
+fn event_time(point: &PointView) -> u64 {
     if point.time_unix_nano > point.start_time_unix_nano {
         point.time_unix_nano - 1
     } else {
@@ -62,7 +57,7 @@ fn event_time(point: &NumberDataPoint) -> u64 {
     }
 }
 
-fn count(point: &NumberDataPoint) -> Option<u64> {
+fn count(point: &PointView) -> Option<u64> {
     number(point)
         .filter(|value| value.is_finite() && *value >= 0.0)
         .map(|value| value.round().min(u64::MAX as f64) as u64)
@@ -75,24 +70,29 @@ impl Ingest {
     pub(super) fn record_summary_metric(
         &self,
         service: &str,
-        metric: &Metric,
+        batch: &MetricBatch<'_>,
+        metric: &MetricView<'_>,
         context: &mut MetricContext<'_>,
     ) {
-        let name = metric.name.as_str();
-        let Some(Data::Sum(sum)) = metric.data.as_ref() else {
+        let name = metric.name;
+        let Some(data) = metric
+            .data
+            .as_ref()
+            .filter(|data| data.kind == DataKind::Sum)
+        else {
             context
                 .tally
                 .reject(|| format!("metric {name:?}: a summary must be a delta sum"));
             return;
         };
+        let points = batch.points(data);
         let service: Arc<str> = Arc::clone(&self.store.service(service).name);
         // The pod is the instance when there is one, as for spans.
         let has_pods = name == ENTRY_SPANS
-            && sum
-                .data_points
+            && points
                 .iter()
-                .any(|point| text(&point.attributes, KEY) == Some("k8s.pod.name"));
-        for point in &sum.data_points {
+                .any(|point| text(batch.attributes(point), KEY) == Some("k8s.pod.name"));
+        for point in points {
             let Some(value) = count(point) else {
                 context.tally.reject(|| {
                     format!("metric {name:?}: a count that is not a finite, non-negative number")
@@ -102,10 +102,12 @@ impl Ingest {
             let time = event_time(point);
             let window = self.store.window_index(time);
             let window_start = self.store.window_start(window);
+            let attributes = batch.attributes(point);
             if name == ENTRY_SPANS {
-                self.record_entry_spans(&service, point, value, (window, window_start), has_pods);
+                let window = (window, window_start);
+                self.record_entry_spans(&service, attributes, value, window, has_pods);
             } else {
-                self.record_edge_calls(&service, point, value, window);
+                self.record_edge_calls(&service, attributes, value, window);
             }
             context.tally.accepted += 1;
         }
@@ -114,16 +116,16 @@ impl Ingest {
     fn record_entry_spans(
         &self,
         service: &Arc<str>,
-        point: &NumberDataPoint,
+        attributes: &[Attribute<'_>],
         value: u64,
         (window, window_start): (i64, u64),
         has_pods: bool,
     ) {
-        let bad = text(&point.attributes, OUTCOME) == Some("bad");
+        let bad = text(attributes, OUTCOME) == Some("bad");
         let (spans, bad_spans) = if bad { (0, value) } else { (value, 0) };
         let now = self.store.now_unix_nanos();
-        let key = text(&point.attributes, KEY);
-        let attribute = text(&point.attributes, VALUE);
+        let key = text(attributes, KEY);
+        let attribute = text(attributes, VALUE);
         if let Some(analysis) = &self.spans {
             match (key, attribute) {
                 (Some(key), Some(attribute)) => {
@@ -162,15 +164,14 @@ impl Ingest {
     fn record_edge_calls(
         &self,
         service: &Arc<str>,
-        point: &NumberDataPoint,
+        attributes: &[Attribute<'_>],
         value: u64,
         window: i64,
     ) {
-        let (Some(analysis), Some(callee)) = (&self.spans, text(&point.attributes, "peer.service"))
-        else {
+        let (Some(analysis), Some(callee)) = (&self.spans, text(attributes, "peer.service")) else {
             return;
         };
-        let stats = match text(&point.attributes, COUNT) {
+        let stats = match text(attributes, COUNT) {
             Some("calls") => CallStats {
                 calls: value,
                 ..CallStats::default()
