@@ -814,6 +814,11 @@ impl Sink for Ingest {
         self.record_metrics(&MetricBatch::from_request(request))
     }
 
+    fn metrics_protobuf(&self, bytes: &[u8]) -> Result<Outcome, DecodeError> {
+        let batch = MetricBatch::read(bytes).map_err(|error| DecodeError(error.to_string()))?;
+        Ok(self.record_metrics(&batch))
+    }
+
     fn logs(&self, request: &ExportLogsServiceRequest) -> Outcome {
         let started = Instant::now();
         let now = self.store.now_unix_nanos();

@@ -1,8 +1,8 @@
 //! OTLP receivers: gRPC (`grpc`) and HTTP (`http`), both feeding one [`Sink`].
 //!
 //! The receivers decode and validate requests (`wire`: the zero-copy
-//! protobuf trace reader; `metric_batch`: the views of a metrics
-//! request recording reads; `json`: the fast OTLP/JSON readers;
+//! protobuf trace and metrics readers; `metric_batch`: the views of a
+//! metrics request they read into; `json`: the fast OTLP/JSON readers;
 //! `decode`: the general JSON decoder and the conversion of prost requests
 //! into the views of `model`); the sink (`ingest::Ingest` in production)
 //! turns the decoded requests into store records. Keeping the sink behind a trait lets each transport be tested on
@@ -141,5 +141,13 @@ pub trait Sink: Send + Sync + 'static {
     }
     fn metrics(&self, request: &ExportMetricsServiceRequest) -> Outcome;
 
+    /// A protobuf-encoded `ExportMetricsServiceRequest`. The default decodes
+    /// it with prost (the error is prost's); the production sink reads it
+    /// without copying (`metric_batch::MetricBatch::read`).
+    fn metrics_protobuf(&self, bytes: &[u8]) -> Result<Outcome, DecodeError> {
+        let request = <ExportMetricsServiceRequest as prost::Message>::decode(bytes)
+            .map_err(|error| DecodeError(error.to_string()))?;
+        Ok(self.metrics(&request))
+    }
     fn logs(&self, request: &ExportLogsServiceRequest) -> Outcome;
 }

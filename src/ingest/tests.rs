@@ -551,3 +551,65 @@ fn bucket_counts_past_u32_cannot_break_the_window() {
         .iter()
         .any(|series| series.key.name.as_ref() == "bomb"));
 }
+
+// === the two metric readers record alike ===
+
+mod metric_readers {
+    use proptest::prelude::*;
+    use prost::Message as _;
+
+    use super::*;
+    use crate::ingest::changes::ChangesConfig;
+    use crate::ingest::spans::SpanConfig;
+    use crate::model::ChangeFilter;
+    use crate::receiver::metric_batch::generate::{request_bytes, NOW as POINTS_NOW};
+    use crate::store::changes::ChangeLog;
+
+    /// An ingest with span analysis and change detection, as pipelines
+    /// build it, and its change log.
+    fn full_ingest() -> (Ingest, Arc<ChangeLog>) {
+        let clock = Arc::new(ManualClock::new(POINTS_NOW));
+        let store = Arc::new(Store::with_clock(StoreConfig::default(), clock));
+        let spans = Arc::new(SpanAnalyzer::new(SpanConfig::default(), store.config()));
+        let log = Arc::new(ChangeLog::new(1000));
+        let changes = Arc::new(ChangeDetector::new(
+            Arc::clone(&log),
+            &ChangesConfig::default(),
+        ));
+        let ingest = Ingest::new(store).with_spans(spans).with_changes(changes);
+        (ingest, log)
+    }
+
+    /// What recording left: every window's series, with statistics and
+    /// exemplars, and the changes inferred. In debug form, where NaN
+    /// values compare equal.
+    fn recorded(ingest: &Ingest, log: &ChangeLog) -> String {
+        let store = ingest.store();
+        let last = store.window_index(POINTS_NOW);
+        let windows: Vec<_> = (last - 8..=last)
+            .map(|index| store.snapshot(index))
+            .collect();
+        format!("{windows:?}\n{:?}", log.list(&ChangeFilter::default()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// A request recorded from its protobuf bytes (the receivers'
+        /// zero-copy path) and from its prost decoding (the JSON path)
+        /// gives the same outcome and the same series.
+        #[test]
+        fn protobuf_and_decoded_requests_record_alike(bytes in request_bytes()) {
+            let request = ExportMetricsServiceRequest::decode(&bytes[..]).unwrap();
+            let (decoded, decoded_log) = full_ingest();
+            let (read, read_log) = full_ingest();
+            // Twice, so cumulative streams have a baseline to take deltas of.
+            for _ in 0..2 {
+                let by_prost = decoded.metrics(&request);
+                let by_reader = read.metrics_protobuf(&bytes).unwrap();
+                prop_assert_eq!(by_prost, by_reader);
+            }
+            prop_assert_eq!(recorded(&decoded, &decoded_log), recorded(&read, &read_log));
+        }
+    }
+}

@@ -449,3 +449,6 @@ impl<'a> MetricBatch<'a> {
         first..self.exemplars.len()
     }
 }
+
+#[cfg(test)]
+pub(crate) mod generate;

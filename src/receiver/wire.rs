@@ -1,4 +1,5 @@
-//! A zero-copy reader for `ExportTraceServiceRequest` protobuf bytes.
+//! A zero-copy reader for `ExportTraceServiceRequest` protobuf bytes (and,
+//! in `metrics`, one for `ExportMetricsServiceRequest`).
 //!
 //! Decoding a request into owned prost types allocates a `String` or `Vec`
 //! for every id, name, attribute key and value: most of the cost of ingest.
@@ -474,8 +475,9 @@ fn status_code(bytes: &[u8], mut code: i32) -> Result<i32, WireError> {
 }
 
 mod measure;
+mod metrics;
 
-pub use measure::{measure_prost, measure_views};
+pub use measure::{measure_metric_views, measure_prost, measure_views};
 
 #[cfg(test)]
 mod tests;

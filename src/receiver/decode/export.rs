@@ -131,6 +131,17 @@ impl Export for ExportMetricsServiceRequest {
         sink.metrics(self)
     }
 
+    fn export_protobuf(body: &[u8], sink: &dyn Sink) -> Result<Outcome, String> {
+        sink.metrics_protobuf(body)
+            .map_err(|error| error.to_string())
+    }
+
+    /// The production sink reads protobuf metrics without copying them
+    /// (`Sink::metrics_protobuf`), into views: measured as such.
+    fn measure_protobuf(body: &[u8], limits: Limits) -> Result<Measured, OverLimit> {
+        wire::measure_metric_views(body, limits)
+    }
+
     fn response(partial: Option<(i64, String)>) -> Self::Response {
         ExportMetricsServiceResponse {
             partial_success: partial.map(|(rejected_data_points, error_message)| {

@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 
 use crate::model::TraceBatch;
 use crate::receiver::decode::schema::Message;
+use crate::receiver::metric_batch::MetricBatch;
 
 /// About the size of the OTLP/HTTP body of issue #14: 20 MiB.
 pub(crate) const BOMB_BYTES: usize = 20 * 1024 * 1024;
@@ -235,6 +236,18 @@ pub(crate) fn logs_heap(request: &ExportLogsServiceRequest) -> usize {
 /// What the zero-copy reader's batch holds: its three vectors.
 pub(crate) fn batch_heap(batch: &TraceBatch<'_>) -> usize {
     list(&batch.resources, |_| 0) + list(&batch.spans, |_| 0) + list(&batch.extras, |_| 0)
+}
+
+/// What the zero-copy metrics reader's batch holds: its eight vectors.
+pub(crate) fn metric_batch_heap(batch: &MetricBatch<'_>) -> usize {
+    list(&batch.resources, |_| 0)
+        + list(&batch.resource_attributes, |_| 0)
+        + list(&batch.metrics, |_| 0)
+        + list(&batch.points, |_| 0)
+        + list(&batch.attributes, |_| 0)
+        + list(&batch.counts, |_| 0)
+        + list(&batch.bounds, |_| 0)
+        + list(&batch.exemplars, |_| 0)
 }
 
 #[cfg(test)]

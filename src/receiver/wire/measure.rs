@@ -3,14 +3,20 @@
 //! crosses the [`Limits`] (see `decode::limits`). The walk allocates nothing
 //! and reads each byte at most once.
 //!
-//! Two decoders read protobuf requests, and they allocate differently:
+//! Three decoders read protobuf requests, and they allocate differently:
 //!
-//! - prost ([`measure_prost`], metrics and logs) allocates every repeated
-//!   message, string and repeated number; the walk follows
-//!   `decode::schema` through every level prost decodes.
+//! - prost ([`measure_prost`]: logs, and metrics for sinks that decode
+//!   with prost) allocates every repeated message, string and repeated
+//!   number; the walk follows `decode::schema` through every level prost
+//!   decodes.
 //! - the zero-copy trace reader ([`measure_views`], `TraceBatch::read_with`)
 //!   borrows everything and allocates three vectors: one view per resource,
 //!   one per span and, at most, one extra value per span attribute.
+//! - the zero-copy metrics reader ([`measure_metric_views`],
+//!   `MetricBatch::read`) borrows everything and allocates eight vectors:
+//!   one view per resource, resource attribute, metric, data point and
+//!   point attribute, one number per histogram bucket count and bound, one
+//!   view per histogram exemplar.
 //!
 //! Invariant: the walk never stops earlier than the decoder it measures
 //! for. Where the decoder would fail (framing it cannot read), the walk
@@ -22,10 +28,13 @@
 
 use std::mem::size_of;
 
-use super::{Reader, WireError};
+use super::{Reader, WireError, WireType};
 use crate::model::{ExtraValue, ResourceView, SpanView};
 use crate::receiver::decode::limits::{growth, heap, Budget, Limits, Measured, OverLimit};
 use crate::receiver::decode::schema::{Field, Message};
+use crate::receiver::metric_batch::{
+    Attribute, DataKind, ExemplarView, MetricView, PointView, ResourceMetricsView,
+};
 
 /// prost's recursion limit: it refuses messages nested deeper.
 const RECURSION_LIMIT: u32 = 100;
@@ -266,7 +275,7 @@ struct Batch {
 fn trace_request(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Result<(), Stop> {
     let mut reader = Reader::new(bytes, "measure");
     while let Some((number, wire_type)) = reader.field()? {
-        if number == 1 && wire_type == super::WireType::Len {
+        if number == 1 && wire_type == WireType::Len {
             let body = reader.len_delimited()?;
             budget.charge(growth(batch.resources, 1, size_of::<ResourceView<'_>>()))?;
             batch.resources += 1;
@@ -281,7 +290,7 @@ fn trace_request(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Result
 fn resource_spans(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Result<(), Stop> {
     let mut reader = Reader::new(bytes, "measure");
     while let Some((number, wire_type)) = reader.field()? {
-        if number == 2 && wire_type == super::WireType::Len {
+        if number == 2 && wire_type == WireType::Len {
             let body = reader.len_delimited()?;
             nested(|budget| scope_spans(body, batch, budget), budget)?;
         } else {
@@ -294,7 +303,7 @@ fn resource_spans(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Resul
 fn scope_spans(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Result<(), Stop> {
     let mut reader = Reader::new(bytes, "measure");
     while let Some((number, wire_type)) = reader.field()? {
-        if number == 2 && wire_type == super::WireType::Len {
+        if number == 2 && wire_type == WireType::Len {
             let body = reader.len_delimited()?;
             budget.item()?;
             budget.charge(growth(batch.spans, 1, size_of::<SpanView<'_>>()))?;
@@ -311,11 +320,230 @@ fn scope_spans(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Result<(
 fn span(bytes: &[u8], batch: &mut Batch, budget: &mut Budget) -> Result<(), Stop> {
     let mut reader = Reader::new(bytes, "measure");
     while let Some((number, wire_type)) = reader.field()? {
-        if number == 9 && wire_type == super::WireType::Len {
+        if number == 9 && wire_type == WireType::Len {
             budget.charge(growth(batch.extras, 1, size_of::<ExtraValue<'_>>()))?;
             batch.extras += 1;
         }
         reader.skip(wire_type)?;
+    }
+    Ok(())
+}
+
+// === zero-copy metric views ===
+
+/// The lengths of the vectors a `MetricBatch` holds.
+#[derive(Default)]
+struct MetricLens {
+    resources: usize,
+    resource_attributes: usize,
+    metrics: usize,
+    points: usize,
+    attributes: usize,
+    counts: usize,
+    bounds: usize,
+    exemplars: usize,
+}
+
+/// Checks a protobuf `ExportMetricsServiceRequest` against `limits` before
+/// the zero-copy reader (`MetricBatch::read`) reads it. The walk counts
+/// every element the reader pushes, and never the ones a metric's replaced
+/// data drops again, so it is an upper bound.
+pub fn measure_metric_views(bytes: &[u8], limits: Limits) -> Result<Measured, OverLimit> {
+    let items = Message::ExportMetrics.items_name();
+    let mut budget = Budget::new(limits, items, "protobuf", bytes.len());
+    let mut lens = MetricLens::default();
+    finish(metrics_request(bytes, &mut lens, &mut budget), &budget)
+}
+
+/// Charges `pushed` more elements of `size` bytes onto a vector of `len`.
+fn push(len: &mut usize, pushed: usize, size: usize, budget: &mut Budget) -> Result<(), Stop> {
+    budget.charge(growth(*len, pushed, size))?;
+    *len = len.saturating_add(pushed);
+    Ok(())
+}
+
+fn metrics_request(bytes: &[u8], lens: &mut MetricLens, budget: &mut Budget) -> Result<(), Stop> {
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        if number == 1 && wire_type == WireType::Len {
+            let body = reader.len_delimited()?;
+            push(
+                &mut lens.resources,
+                1,
+                size_of::<ResourceMetricsView>(),
+                budget,
+            )?;
+            nested(|budget| resource_metrics(body, lens, budget), budget)?;
+        } else {
+            reader.skip(wire_type)?;
+        }
+    }
+    Ok(())
+}
+
+fn resource_metrics(bytes: &[u8], lens: &mut MetricLens, budget: &mut Budget) -> Result<(), Stop> {
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        match (number, wire_type) {
+            (1, WireType::Len) => {
+                let body = reader.len_delimited()?;
+                nested(|budget| resource(body, lens, budget), budget)?;
+            }
+            (2, WireType::Len) => {
+                let body = reader.len_delimited()?;
+                nested(|budget| scope_metrics(body, lens, budget), budget)?;
+            }
+            _ => reader.skip(wire_type)?,
+        }
+    }
+    Ok(())
+}
+
+fn resource(bytes: &[u8], lens: &mut MetricLens, budget: &mut Budget) -> Result<(), Stop> {
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        if number == 1 && wire_type == WireType::Len {
+            let size = size_of::<Attribute<'_>>();
+            push(&mut lens.resource_attributes, 1, size, budget)?;
+        }
+        reader.skip(wire_type)?;
+    }
+    Ok(())
+}
+
+fn scope_metrics(bytes: &[u8], lens: &mut MetricLens, budget: &mut Budget) -> Result<(), Stop> {
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        if number == 2 && wire_type == WireType::Len {
+            let body = reader.len_delimited()?;
+            push(&mut lens.metrics, 1, size_of::<MetricView<'_>>(), budget)?;
+            nested(|budget| metric(body, lens, budget), budget)?;
+        } else {
+            reader.skip(wire_type)?;
+        }
+    }
+    Ok(())
+}
+
+fn metric(bytes: &[u8], lens: &mut MetricLens, budget: &mut Budget) -> Result<(), Stop> {
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        let kind = match number {
+            5 => DataKind::Gauge,
+            7 => DataKind::Sum,
+            9 => DataKind::Histogram,
+            10 => DataKind::ExponentialHistogram,
+            11 => DataKind::Summary,
+            _ => {
+                reader.skip(wire_type)?;
+                continue;
+            }
+        };
+        if wire_type != WireType::Len {
+            reader.skip(wire_type)?;
+            continue;
+        }
+        let body = reader.len_delimited()?;
+        nested(|budget| data(body, kind, lens, budget), budget)?;
+    }
+    Ok(())
+}
+
+fn data(
+    bytes: &[u8],
+    kind: DataKind,
+    lens: &mut MetricLens,
+    budget: &mut Budget,
+) -> Result<(), Stop> {
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        if number == 1 && wire_type == WireType::Len {
+            let body = reader.len_delimited()?;
+            budget.item()?;
+            push(&mut lens.points, 1, size_of::<PointView>(), budget)?;
+            nested(|budget| point(body, kind, lens, budget), budget)?;
+        } else {
+            reader.skip(wire_type)?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts what the reader keeps of one point: attributes, and of
+/// histograms their counts, bounds and exemplars.
+fn point(
+    bytes: &[u8],
+    kind: DataKind,
+    lens: &mut MetricLens,
+    budget: &mut Budget,
+) -> Result<(), Stop> {
+    let attributes = match kind {
+        DataKind::Gauge | DataKind::Sum | DataKind::Summary => 7,
+        DataKind::Histogram => 9,
+        DataKind::ExponentialHistogram => 1,
+    };
+    let (counts, bounds, exemplars, positive) = match kind {
+        DataKind::Histogram => (6, 7, 8, 0),
+        DataKind::ExponentialHistogram => (0, 0, 11, 8),
+        _ => (0, 0, 0, 0),
+    };
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        let len = if number == attributes {
+            (&mut lens.attributes, size_of::<Attribute<'_>>())
+        } else if number == counts {
+            (&mut lens.counts, size_of::<u64>())
+        } else if number == bounds {
+            (&mut lens.bounds, size_of::<f64>())
+        } else if number == exemplars {
+            (&mut lens.exemplars, size_of::<ExemplarView<'_>>())
+        } else if number == positive && wire_type == WireType::Len {
+            let body = reader.len_delimited()?;
+            nested(|budget| buckets(body, lens, budget), budget)?;
+            continue;
+        } else {
+            reader.skip(wire_type)?;
+            continue;
+        };
+        let (len, size) = len;
+        match wire_type {
+            // Counts and bounds come packed, 8 bytes each; attributes
+            // and exemplars are one message each.
+            WireType::Len if number == counts || number == bounds => {
+                let packed = reader.len_delimited()?.len() / 8;
+                push(len, packed, size, budget)?;
+            }
+            WireType::Len => {
+                reader.len_delimited()?;
+                push(len, 1, size, budget)?;
+            }
+            WireType::Fixed64 if number == counts || number == bounds => {
+                reader.fixed64()?;
+                push(len, 1, size, budget)?;
+            }
+            _ => reader.skip(wire_type)?,
+        }
+    }
+    Ok(())
+}
+
+/// Counts an exponential histogram's positive bucket counts: one per
+/// varint, packed or not.
+fn buckets(bytes: &[u8], lens: &mut MetricLens, budget: &mut Budget) -> Result<(), Stop> {
+    let mut reader = Reader::new(bytes, "measure");
+    while let Some((number, wire_type)) = reader.field()? {
+        match (number, wire_type) {
+            (2, WireType::Len) => {
+                let packed = reader.len_delimited()?;
+                let n = packed.iter().filter(|byte| **byte < 0x80).count();
+                push(&mut lens.counts, n, size_of::<u64>(), budget)?;
+            }
+            (2, WireType::Varint) => {
+                reader.varint()?;
+                push(&mut lens.counts, 1, size_of::<u64>(), budget)?;
+            }
+            _ => reader.skip(wire_type)?,
+        }
     }
     Ok(())
 }
