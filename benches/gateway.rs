@@ -10,8 +10,9 @@
 //! series, an edge to the next service and a latency spread), summarises
 //! the window on each agent exactly as agent mode does
 //! (`agent::summary::summarize`), encodes the requests to protobuf, and
-//! then times the gateway: decoding and recording every request
-//! (`Ingest::metrics`, as the OTLP receivers call it) and closing the
+//! then times the gateway: reading and recording every request
+//! (`Sink::metrics_protobuf`, as the OTLP receivers call it; with
+//! `--prost`, decoding with prost and `Sink::metrics`) and closing the
 //! window (detection and analysis, `Pipeline::tick`). It repeats this for
 //! `--windows` windows (the first ones warm the baselines up) and prints,
 //! per window, the time to record, the time to close, and their sum
@@ -40,6 +41,11 @@ struct Options {
     operations: usize,
     agents: usize,
     windows: usize,
+    /// Decode the requests with prost and record the decoded request
+    /// (`Sink::metrics`, the OTLP/JSON path and the path before the
+    /// zero-copy reader), instead of reading the protobuf bytes
+    /// (`Sink::metrics_protobuf`, the receivers' path).
+    prost: bool,
 }
 
 fn options() -> Options {
@@ -59,6 +65,7 @@ fn options() -> Options {
             operations: 3,
             agents: 2,
             windows: 3,
+            prost: false,
         };
     }
     Options {
@@ -66,6 +73,7 @@ fn options() -> Options {
         operations: value("--operations", 20),
         agents: value("--agents", 3),
         windows: value("--windows", 8),
+        prost: args.iter().any(|arg| arg == "--prost"),
     }
 }
 
@@ -163,8 +171,13 @@ fn main() {
         gateway_clock.set(now);
         let started = Instant::now();
         for message in &encoded {
-            let request = ExportMetricsServiceRequest::decode(message.as_slice()).expect("decode");
-            let outcome = gateway.ingest().metrics(&request);
+            let outcome = if options.prost {
+                let request =
+                    ExportMetricsServiceRequest::decode(message.as_slice()).expect("decode");
+                gateway.ingest().metrics(&request)
+            } else {
+                gateway.ingest().metrics_protobuf(message).expect("read")
+            };
             assert_eq!(outcome.rejected, 0, "{outcome:?}");
         }
         let record = started.elapsed();
