@@ -36,7 +36,7 @@ fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 flags=(--sanitizer none)
-read -r -a targets <<<"${TARGETS:-protobuf otlp_json config changes}"
+read -r -a targets <<<"${TARGETS:-protobuf metrics_protobuf otlp_json config changes}"
 
 started=$SECONDS
 "${cargo[@]}" fuzz build "${flags[@]}"

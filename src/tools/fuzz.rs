@@ -8,6 +8,12 @@
 //!   that measure a request before decoding count at least the items and
 //!   the memory the decoders then produce; and a request that passes the
 //!   limits never hands the sink more items than they allow.
+//! - [`metrics_protobuf`]: the zero-copy metrics reader
+//!   (`receiver::wire::metrics`) accepts whatever prost decodes and reads
+//!   the same batch from it; its walk counts at least the points and the
+//!   memory the reader then holds; a request that passes the limits never
+//!   hands the sink more points than they allow; and recording the batch
+//!   never panics and gives the outcome recording prost's request gives.
 //! - [`otlp_json`]: the scanning and serde trace readers
 //!   (`receiver::json`) read the same spans; the fast metric and log
 //!   readers read as many items as the general decoder where both read a
@@ -37,18 +43,22 @@ use prost::Message as _;
 
 use crate::admin::changes::{parse_change, parse_filter, parse_rfc3339, FIELDS};
 use crate::config::{ConfigError, Overrides, Settings};
+use crate::ingest::Ingest;
 use crate::model::{rfc3339, ExtraKeys, TraceBatch, UNKNOWN_SERVICE};
 use crate::pipeline::Pipeline;
 use crate::receiver::decode::schema::Message as Schema;
-use crate::receiver::decode::test_support::{batch_heap, logs_heap, metrics_heap, traces_heap};
+use crate::receiver::decode::test_support::{
+    batch_heap, logs_heap, metric_batch_heap, metrics_heap, traces_heap,
+};
 use crate::receiver::decode::{
     decode_json, decode_json_any, export_json, export_protobuf, Export, JsonRequest, Limits,
     Refused,
 };
 use crate::receiver::json::{self, read_logs, read_metrics, JsonTraces, ScannedTraces};
-use crate::receiver::wire::{measure_prost, measure_views};
+use crate::receiver::metric_batch::MetricBatch;
+use crate::receiver::wire::{measure_metric_views, measure_prost, measure_views};
 use crate::receiver::{DecodeError, Outcome, Sink};
-use crate::store::{ManualClock, Store};
+use crate::store::{ManualClock, Store, StoreConfig};
 
 /// Extra attribute keys the trace readers collect during the checks: one
 /// exact, one suffix, as `analyze.attributes` allows.
@@ -191,6 +201,54 @@ fn log_records(request: &ExportLogsServiceRequest) -> usize {
         .sum()
 }
 
+// === protobuf metrics ===
+
+/// The zero-copy metrics reader against prost, its walk against what it
+/// holds, the limits through the export path, and recording its batch.
+pub fn metrics_protobuf(bytes: &[u8]) {
+    let ours = MetricBatch::read(bytes);
+    let decoded = ExportMetricsServiceRequest::decode(bytes).ok();
+    if let Some(request) = &decoded {
+        let ours = ours
+            .as_ref()
+            .expect("the zero-copy metrics reader accepts what prost decodes");
+        // Compared in debug form, where a NaN equals a NaN.
+        assert_eq!(
+            format!("{ours:?}"),
+            format!("{:?}", MetricBatch::from_request(request)),
+            "the batch differs from prost's"
+        );
+    }
+    let measured = measure_metric_views(bytes, Limits::default());
+    if let Ok(batch) = &ours {
+        let measured = measured.expect("a request the reader reads is within the limits");
+        assert!(measured.items >= batch.points.len(), "points undercounted");
+        assert!(
+            measured.decoded_bytes >= metric_batch_heap(batch),
+            "the batch's memory underestimated"
+        );
+    }
+    for limits in [TIGHT, Limits::default()] {
+        within::<ExportMetricsServiceRequest>(limits, |sink| {
+            export_protobuf::<ExportMetricsServiceRequest>(bytes, sink, limits)
+        });
+    }
+    if let Ok(batch) = &ours {
+        let read = metric_ingest().record_metrics(batch);
+        if let Some(request) = &decoded {
+            let by_prost = metric_ingest().metrics(request);
+            assert_eq!(read, by_prost, "recorded differently from prost's request");
+        }
+    }
+}
+
+/// An ingest into a store of its own, a store's default limits, at
+/// [`NOW_UNIX_NANOS`].
+fn metric_ingest() -> Ingest {
+    let clock = Arc::new(ManualClock::new(NOW_UNIX_NANOS));
+    Ingest::new(Arc::new(Store::with_clock(StoreConfig::default(), clock)))
+}
+
 // === the export path ===
 
 /// A sink that counts the items it is handed, reading traces as the
@@ -228,6 +286,11 @@ impl Sink for Counting {
 
     fn metrics(&self, request: &ExportMetricsServiceRequest) -> Outcome {
         self.add(data_points(request))
+    }
+
+    fn metrics_protobuf(&self, bytes: &[u8]) -> Result<Outcome, DecodeError> {
+        let batch = MetricBatch::read(bytes).map_err(|error| DecodeError(error.to_string()))?;
+        Ok(self.add(batch.points.len()))
     }
 
     fn logs(&self, request: &ExportLogsServiceRequest) -> Outcome {

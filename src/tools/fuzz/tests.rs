@@ -23,6 +23,7 @@ fn seeds(target: &str, check: fn(&[u8])) -> usize {
 #[test]
 fn every_seed_passes_its_target_check() {
     assert!(seeds("protobuf", protobuf) >= 5);
+    assert!(seeds("metrics_protobuf", metrics_protobuf) >= 5);
     assert!(seeds("otlp_json", otlp_json) >= 5);
     assert!(seeds("config", config) >= 3);
     assert!(seeds("changes", changes) >= 4);
@@ -44,6 +45,24 @@ fn the_seeds_are_accepted_by_the_parsers_they_feed() {
             !ScannedTraces::read(&text, &extra).unwrap().is_empty(),
             "{name}"
         );
+    }
+    // Metrics: an agent's summary, span metrics whose data, buckets and
+    // attribute values come in pieces prost merges, unpacked counts.
+    for name in [
+        "metrics",
+        "agent_summary",
+        "data_replaced",
+        "merged_buckets",
+        "unpacked_counts",
+    ] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/metrics_protobuf");
+        let bytes = std::fs::read(dir.join(format!("{name}.binpb"))).unwrap();
+        assert!(
+            ExportMetricsServiceRequest::decode(&bytes[..]).is_ok(),
+            "{name}"
+        );
+        let batch = MetricBatch::read(&bytes).unwrap();
+        assert!(!batch.points.is_empty(), "{name}");
     }
     let example = crate::config::example_yaml();
     assert!(Settings::from_yaml(example, &Overrides::default()).is_ok());
