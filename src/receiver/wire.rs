@@ -201,10 +201,10 @@ impl<'a> RawValue<'a> {
     }
 }
 
-/// Reads an `AnyValue`.
-fn any_value(bytes: &[u8]) -> Result<RawValue<'_>, WireError> {
+/// Reads an `AnyValue` over `value`, the one read so far (a `KeyValue`'s
+/// value given twice is merged: an occurrence without one keeps it).
+fn any_value<'a>(bytes: &'a [u8], mut value: RawValue<'a>) -> Result<RawValue<'a>, WireError> {
     let mut reader = Reader::new(bytes, "AnyValue");
-    let mut value = RawValue::Other(ValueRef::Other);
     while let Some((number, wire_type)) = reader.field()? {
         value = match (number, wire_type) {
             (1, WireType::Len) => RawValue::Str(reader.len_delimited()?),
@@ -244,7 +244,7 @@ fn key_value(bytes: &[u8]) -> Result<(&[u8], RawValue<'_>), WireError> {
             }
             2 => {
                 reader.expect(wire_type, WireType::Len)?;
-                value = any_value(reader.len_delimited()?)?;
+                value = any_value(reader.len_delimited()?, value)?;
             }
             _ => reader.skip(wire_type)?,
         }

@@ -310,6 +310,37 @@ fn a_status_given_twice_is_merged_as_prost_merges_it() {
     assert_eq!(batch.spans, prost_spans(&decoded));
 }
 
+/// An attribute whose value comes twice, the second time empty: prost
+/// merges the two and keeps the first value, and so does the reader (it
+/// used to read the second over it, and lost an HTTP route).
+#[test]
+fn an_attribute_value_given_twice_is_merged_as_prost_merges_it() {
+    fn field(number: u32, body: &[u8], out: &mut Vec<u8>) {
+        prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, out);
+        prost::encoding::encode_varint(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+    let route = AnyValue {
+        value: Some(Value::StringValue("/a".into())),
+    };
+    let mut pair = Vec::new();
+    field(1, b"http.route", &mut pair);
+    field(2, &route.encode_to_vec(), &mut pair);
+    field(2, &[], &mut pair);
+    let mut span = rich_span(1);
+    span.attributes.clear();
+    let mut span = span.encode_to_vec();
+    field(9, &pair, &mut span);
+    let (mut scope, mut resource, mut request) = (Vec::new(), Vec::new(), Vec::new());
+    field(2, &span, &mut scope);
+    field(2, &scope, &mut resource);
+    field(1, &resource, &mut request);
+    let batch = TraceBatch::read(&request).unwrap();
+    assert_eq!(batch.spans[0].attributes.http_route, Some("/a"));
+    let decoded = ExportTraceServiceRequest::decode(&request[..]).unwrap();
+    assert_eq!(batch.spans, prost_spans(&decoded));
+}
+
 #[test]
 fn a_flag_event_before_the_flag_attribute_does_not_lend_its_variant() {
     let mut evaluated = rich_span(1);
