@@ -306,7 +306,8 @@ pub(crate) const QUEUE_KEYS: &[&str] = &[
     "batch",
 ];
 /// Keys of `sending_queue.batch`.
-pub(crate) const BATCH_KEYS: &[&str] = &["enabled", "flush_timeout", "sizer", "min_size", "max_size"];
+pub(crate) const BATCH_KEYS: &[&str] =
+    &["enabled", "flush_timeout", "sizer", "min_size", "max_size"];
 /// Keys of `retry_on_failure`.
 pub(crate) const RETRY_KEYS: &[&str] = &[
     "enabled",
@@ -674,9 +675,12 @@ fn batch(checker: &mut Checker, queue: &Section<'_>) -> Option<BatchConfig> {
     let mut batch = BatchConfig::default();
     let mut enabled = true;
     checker.field(&section, "enabled", &mut enabled, flag);
-    checker.field(&section, "flush_timeout", &mut batch.flush_timeout, |value| {
-        at_most(positive(duration(value)?)?, MAX_FLUSH_TIMEOUT)
-    });
+    checker.field(
+        &section,
+        "flush_timeout",
+        &mut batch.flush_timeout,
+        |value| at_most(positive(duration(value)?)?, MAX_FLUSH_TIMEOUT),
+    );
     let sizer_ok = checker.field(&section, "sizer", &mut batch.sizer, |value| {
         match text(value, "`items` or `bytes`")? {
             "items" => Ok(Sizer::Items),
@@ -845,7 +849,10 @@ forward:
         assert_eq!(defaults, &BatchConfig::default());
         assert_eq!(defaults.flush_timeout, Duration::from_millis(200));
         assert_eq!((defaults.sizer, defaults.min_size), (Sizer::Items, 8192));
-        assert_eq!((defaults.max_items(), defaults.max_bytes()), (u64::MAX, 4 << 20));
+        assert_eq!(
+            (defaults.max_items(), defaults.max_bytes()),
+            (u64::MAX, 4 << 20)
+        );
         assert_eq!(exporters[2].queue.batch, None);
         // A bare host:port over gRPC is TLS, as in the Collector.
         assert_eq!(

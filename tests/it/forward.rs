@@ -524,6 +524,9 @@ async fn retryable_failures_arrive_and_permanent_ones_are_dropped() {
     )
     .await;
     let mut config = exporter("flaky", Protocol::Grpc, upstream.address);
+    // The upstream tells requests apart by their first span: each received
+    // request must reach it as a request of its own.
+    config.queue.batch = None;
     config.headers = vec![triage::forward::config::Header {
         name: "x-tenant".into(),
         value: "team-a".into(),
@@ -879,7 +882,10 @@ async fn http_status_codes_are_retried_by_the_otlp_rules() {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    let front = front_with(exporter("http-flaky", Protocol::Http, address)).await;
+    let mut config = exporter("http-flaky", Protocol::Http, address);
+    // As above: one upstream request per received request.
+    config.queue.batch = None;
+    let front = front_with(config).await;
     let mut expected = HashSet::new();
     for request in 1..=10u64 {
         let ids = request * 100..request * 100 + 4;
