@@ -100,7 +100,7 @@ pub struct ClientTls {
 /// it is what keeps forwarding from slowing ingestion down.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueConfig {
-    /// Requests sent at once.
+    /// Requests (batches) sent at once.
     pub num_consumers: NonZeroUsize,
     /// Most items (spans, data points, log records) waiting.
     pub queue_size: NonZeroUsize,
@@ -356,7 +356,7 @@ forward:
   #       insecure_skip_verify: false
   #     timeout: 5s                     # per request
   #     sending_queue:
-  #       num_consumers: 10             # requests in flight
+  #       num_consumers: 10             # requests (batches) in flight
   #       queue_size: 200000            # items (spans, points, records) waiting
   #       queue_size_mib: 256           # request bytes waiting
   #       # A directory for the persistent queue: requests are written there
