@@ -1114,7 +1114,8 @@ async fn a_lone_request_is_sent_at_the_flush_timeout() {
 
 /// A batch that fails with a retryable error is retried whole and arrives
 /// once; a batch the upstream refuses for good is dropped whole, every
-/// item of every request in it counted.
+/// item of every request in it counted. The queue is persistent: both
+/// batches' requests leave the disk once they are done.
 #[tokio::test]
 async fn batches_are_retried_and_dropped_whole() {
     let upstream = RunningUpstream::start(
@@ -1122,7 +1123,10 @@ async fn batches_are_retried_and_dropped_whole() {
         Behaviour::FailOnce,
     )
     .await;
-    let front = front_with(merging("whole", upstream.address, 50)).await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = merging("whole", upstream.address, 50);
+    config.queue.storage = Some(dir.path().join("queue"));
+    let front = front_with(config).await;
     // Ten requests of 5 spans make one batch; the next ten, one of them
     // poisoned, the next.
     for request in 0..20u64 {
@@ -1168,5 +1172,9 @@ async fn batches_are_retried_and_dropped_whole() {
         ),
         Some(1.0)
     );
+    eventually("both batches leave the disk", || {
+        records_on_disk(&dir.path().join("queue")) == 0
+    })
+    .await;
     front.stop().await;
 }
