@@ -96,14 +96,8 @@ pub const ENQUEUE_FAILED: &str = "triage_exporter_enqueue_failed_items_total";
 /// Attempts that failed with a retryable error and were retried, by
 /// `exporter` and `signal` (export requests, that is batches, not items).
 pub const RETRIES: &str = "triage_exporter_retries_total";
-/// Items per export request sent (one batch), by `exporter` and `signal`
-/// (the Collector's `otelcol_exporter_queue_batch_send_size`); recorded
-/// once per batch, before its first attempt. Its `_count` is the number of
-/// export requests made of the requests received.
-pub const BATCH_SEND_SIZE: &str = "triage_exporter_batch_send_size";
-/// Bytes per export request sent (decompressed), by `exporter` and
-/// `signal` (`otelcol_exporter_queue_batch_send_size_bytes`).
-pub const BATCH_SEND_SIZE_BYTES: &str = "triage_exporter_batch_send_size_bytes";
+/// The batch sizes (kept in `telemetry`, which sets their buckets).
+pub use crate::telemetry::{BATCH_SEND_SIZE, BATCH_SEND_SIZE_BYTES};
 /// Writes of the persistent queue that failed, by `exporter`; the requests
 /// are sent from memory instead.
 pub const PERSIST_FAILED: &str = "triage_exporter_persist_failures_total";
