@@ -5,7 +5,9 @@
 //!
 //! - [`config`]: the `forward:` section (the Collector's `otlp` and
 //!   `otlphttp` exporter keys).
-//! - [`queue`]: each exporter's bounded queue (items and bytes).
+//! - [`queue`]: each exporter's bounded queue (items and bytes), popped
+//!   as batches.
+//! - [`batch`]: which queued requests are merged, and the merged body.
 //! - [`disk`]: the optional persistent queue (segment files).
 //! - [`client`]: the gRPC and HTTP transports and the OTLP retry rules.
 //! - [`tls`]: client TLS from the exporter's files.
@@ -19,25 +21,29 @@
 //!   queue drops the request, counts its items in
 //!   `triage_exporter_enqueue_failed_items_total` and logs (at most once
 //!   every 10 s per exporter).
-//! - **Forwarded as received.** Protobuf bodies go out as they came in,
-//!   over gRPC as the message bytes or over HTTP as the body; OTLP/JSON
-//!   bodies go out as JSON over HTTP, and are decoded and re-encoded once as
-//!   protobuf for a gRPC exporter (gRPC has no JSON). Compression is redone
-//!   per the exporter's `compression`.
+//! - **Forwarded as received, merged.** Protobuf bodies of one signal
+//!   queued for one exporter are merged into one export request by
+//!   concatenation (never decoded), up to `sending_queue.batch`'s sizes and
+//!   never past 4 MiB by default; they wait at most `flush_timeout` for
+//!   others. OTLP/JSON bodies go alone, as JSON over HTTP, and are decoded
+//!   and re-encoded once as protobuf for a gRPC exporter (gRPC has no
+//!   JSON). Compression is redone per the exporter's `compression`.
 //! - **What was accepted, and only that.** A request is forwarded when the
 //!   receiver answered it OK / 200, partial successes included (the items
 //!   the receiver rejected go too: the body is not re-encoded; the upstream
 //!   judges them itself). Refused requests (429/503, 400, 413) are not.
 //! - **Dropped only when full or refused for good.** Retryable failures
-//!   are retried with exponential backoff and jitter (honouring
-//!   `RetryInfo` / `Retry-After`) until `max_elapsed_time`; permanent
-//!   failures are not retried. Both are counted in
-//!   `triage_exporter_send_failed_items_total` by `reason` and logged.
+//!   are retried, the whole batch, with exponential backoff and jitter
+//!   (honouring `RetryInfo` / `Retry-After`) until `max_elapsed_time`;
+//!   permanent failures are not retried. Both count every item of the
+//!   batch in `triage_exporter_send_failed_items_total` by `reason`, and
+//!   are logged.
 //! - **Persistent queue.** With `sending_queue.storage`, a request is
 //!   written and fsynced before it can be sent and deleted only once the
-//!   upstream accepted it (or refused it for good); a restart sends what is
-//!   left.
+//!   batch holding it was accepted by the upstream (or refused for good); a
+//!   restart sends what is left.
 
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod disk;
@@ -48,12 +54,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram, Unit,
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{ExporterConfig, ForwardConfig, Protocol};
 
+use batch::{Batch, Limits};
 use client::{Client, Failure, Prepared};
 use disk::Disk;
 use queue::{Item, Queue};
@@ -84,8 +94,10 @@ pub const SEND_FAILED: &str = "triage_exporter_send_failed_items_total";
 /// `signal` (the Collector's `otelcol_exporter_enqueue_failed_*`).
 pub const ENQUEUE_FAILED: &str = "triage_exporter_enqueue_failed_items_total";
 /// Attempts that failed with a retryable error and were retried, by
-/// `exporter` and `signal` (requests, not items).
+/// `exporter` and `signal` (export requests, that is batches, not items).
 pub const RETRIES: &str = "triage_exporter_retries_total";
+/// The batch sizes (kept in `telemetry`, which sets their buckets).
+pub use crate::telemetry::{BATCH_SEND_SIZE, BATCH_SEND_SIZE_BYTES};
 /// Writes of the persistent queue that failed, by `exporter`; the requests
 /// are sent from memory instead.
 pub const PERSIST_FAILED: &str = "triage_exporter_persist_failures_total";
@@ -138,6 +150,8 @@ struct Metrics {
     sent: [Counter; 3],
     enqueue_failed: [Counter; 3],
     retries: [Counter; 3],
+    batch_items: [Histogram; 3],
+    batch_bytes: [Histogram; 3],
     /// By signal, then by reason ([`REASONS`]).
     send_failed: [[Counter; 4]; 3],
     persist_failed: Counter,
@@ -189,6 +203,15 @@ pub fn describe_metrics() {
         PERSIST_FAILED,
         "Failed writes of the persistent forwarding queue (sent from memory instead)."
     );
+    describe_histogram!(
+        BATCH_SEND_SIZE,
+        "Items per forwarded export request (one batch), by exporter and signal."
+    );
+    describe_histogram!(
+        BATCH_SEND_SIZE_BYTES,
+        Unit::Bytes,
+        "Bytes (decompressed) per forwarded export request, by exporter and signal."
+    );
 }
 
 impl Forwarder {
@@ -222,6 +245,7 @@ impl Forwarder {
                 protocol = exporter.config.protocol.as_str(),
                 endpoint = %exporter.config.endpoint,
                 persistent = exporter.disk.is_some(),
+                batch = ?exporter.config.queue.batch,
                 "forwarding to an upstream"
             );
             exporters.push(exporter);
@@ -266,7 +290,7 @@ impl Forwarder {
             let mut lost = 0;
             for item in left {
                 if item.segment.is_none() {
-                    exporter.give_up(&item, "shutdown");
+                    exporter.count_failed(item.signal, item.items, "shutdown");
                     lost += item.items;
                 }
             }
@@ -288,12 +312,14 @@ struct Intake {
 
 impl Handoff for Intake {
     fn accepted(&self, request: Accepted) {
+        let queued = tokio::time::Instant::now();
         for exporter in &self.exporters {
             let item = Item {
                 signal: request.signal,
                 format: request.format,
                 body: request.body.clone(),
                 items: request.items,
+                queued,
                 segment: None,
             };
             if let Err(item) = exporter.queue.try_push(item) {
@@ -342,6 +368,7 @@ impl Exporter {
             capacity_items,
             capacity_bytes,
             disk.is_some(),
+            Limits::new(config.queue.batch.as_ref()),
             gauge!(QUEUE_SIZE, "exporter" => label.clone()),
             gauge!(QUEUE_BYTES, "exporter" => label.clone()),
         );
@@ -354,10 +381,17 @@ impl Exporter {
                 counter
             })
         };
+        let sizes = |name: &'static str| {
+            SIGNALS.map(
+                |signal| histogram!(name, "exporter" => label.clone(), "signal" => signal.as_str()),
+            )
+        };
         let metrics = Metrics {
             sent: by_signal(SENT),
             enqueue_failed: by_signal(ENQUEUE_FAILED),
             retries: by_signal(RETRIES),
+            batch_items: sizes(BATCH_SEND_SIZE),
+            batch_bytes: sizes(BATCH_SEND_SIZE_BYTES),
             send_failed: SIGNALS.map(|signal| {
                 REASONS.map(|reason| {
                     let counter = counter!(
@@ -391,35 +425,44 @@ impl Exporter {
         ))
     }
 
-    /// Counts `item` as given up for `reason` and removes it from disk.
-    fn give_up(&self, item: &Item, reason: &'static str) {
+    /// Counts `items` of `signal` as given up for `reason`.
+    fn count_failed(&self, signal: Signal, items: u64, reason: &'static str) {
         let reason_index = REASONS
             .iter()
             .position(|known| *known == reason)
             .unwrap_or(0);
-        self.metrics.send_failed[index(item.signal)][reason_index].increment(item.items);
-        done(item);
+        self.metrics.send_failed[index(signal)][reason_index].increment(items);
     }
 
-    /// Sends one request until it is accepted, refused for good, out of
+    /// Counts `items` of `batch` as given up for `reason` and removes the
+    /// whole batch from disk.
+    fn give_up(&self, batch: &Batch, items: u64, reason: &'static str) {
+        self.count_failed(batch.signal, items, reason);
+        done(&batch.requests);
+    }
+
+    /// Sends one batch until it is accepted, refused for good, out of
     /// retries, or the shutdown flush ends.
-    async fn deliver(&self, item: Item, abandon: &CancellationToken) {
-        let signal = index(item.signal);
-        let (signal_of, format, body) = (item.signal, item.format, item.body.clone());
-        let prepared = if self.client.prepare_is_cheap(format) {
-            Ok(self.client.prepare(signal_of, format, body))
+    async fn deliver(&self, batch: Batch, abandon: &CancellationToken) {
+        let signal = index(batch.signal);
+        let (items, bytes) = (batch.items(), batch.bytes());
+        self.metrics.batch_items[signal].record(items as f64);
+        self.metrics.batch_bytes[signal].record(bytes as f64);
+        let (signal_of, format, bodies) = (batch.signal, batch.format, batch.bodies());
+        let prepared = if self.client.prepare_is_cheap(format, bodies.len(), bytes) {
+            Ok(self.client.prepare(signal_of, format, &bodies))
         } else {
             let client = self.client.clone();
-            tokio::task::spawn_blocking(move || client.prepare(signal_of, format, body)).await
+            tokio::task::spawn_blocking(move || client.prepare(signal_of, format, &bodies)).await
         };
         let prepared: Prepared = match prepared {
             Ok(Ok(prepared)) => prepared,
             Ok(Err(message)) => {
-                self.permanent(&item, &message);
+                self.permanent(&batch, &message);
                 return;
             }
             Err(error) => {
-                self.permanent(&item, &format!("cannot prepare the request: {error}"));
+                self.permanent(&batch, &format!("cannot prepare the request: {error}"));
                 return;
             }
         };
@@ -429,30 +472,26 @@ impl Exporter {
         loop {
             let sent = tokio::select! {
                 sent = self.client.send(&prepared) => sent,
-                () = abandon.cancelled() => return self.abandoned(item),
+                () = abandon.cancelled() => return self.abandoned(batch),
             };
             match sent {
                 Ok(delivered) => {
-                    let accepted = item.items.saturating_sub(delivered.rejected);
-                    self.metrics.sent[signal].increment(accepted);
-                    if delivered.rejected > 0 {
-                        let rejected = Item {
-                            items: delivered.rejected.min(item.items),
-                            ..item
-                        };
+                    let rejected = delivered.rejected.min(items);
+                    self.metrics.sent[signal].increment(items - rejected);
+                    if rejected > 0 {
                         self.failed_warned.warn(|suppressed| {
                             tracing::warn!(
                                 exporter = %self.name,
-                                signal = rejected.signal.as_str(),
-                                rejected = rejected.items,
+                                signal = batch.signal.as_str(),
+                                rejected,
                                 error = %delivered.message,
                                 similar_since_last = suppressed,
                                 "upstream rejected part of a forwarded request"
                             );
                         });
-                        self.give_up(&rejected, "rejected");
+                        self.give_up(&batch, rejected, "rejected");
                     } else {
-                        done(&item);
+                        done(&batch.requests);
                     }
                     return;
                 }
@@ -464,52 +503,59 @@ impl Exporter {
                         self.failed_warned.warn(|suppressed| {
                             tracing::warn!(
                                 exporter = %self.name,
-                                signal = item.signal.as_str(),
-                                items = item.items,
+                                signal = batch.signal.as_str(),
+                                items,
+                                requests = batch.requests.len(),
                                 error = %failure.message,
                                 similar_since_last = suppressed,
                                 "forwarding gave up on a request after retrying for max_elapsed_time; dropped"
                             );
                         });
-                        self.give_up(&item, "retries_exhausted");
+                        self.give_up(&batch, items, "retries_exhausted");
                         return;
                     }
                     self.metrics.retries[signal].increment(1);
                     tracing::debug!(exporter = %self.name, error = %failure.message, ?wait, "forwarding failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        () = abandon.cancelled() => return self.abandoned(item),
+                        () = abandon.cancelled() => return self.abandoned(batch),
                     }
                     interval = interval.mul_f64(1.5).min(retry.max_interval);
                 }
                 Err(failure) => {
-                    self.permanent(&item, &describe_failure(&failure, retry.enabled));
+                    self.permanent(&batch, &describe_failure(&failure, retry.enabled));
                     return;
                 }
             }
         }
     }
 
-    fn permanent(&self, item: &Item, message: &str) {
+    fn permanent(&self, batch: &Batch, message: &str) {
+        let items = batch.items();
         self.failed_warned.warn(|suppressed| {
             tracing::warn!(
                 exporter = %self.name,
-                signal = item.signal.as_str(),
-                items = item.items,
+                signal = batch.signal.as_str(),
+                items,
+                requests = batch.requests.len(),
                 error = message,
                 similar_since_last = suppressed,
                 "upstream refused a forwarded request for good; dropped, not retried"
             );
         });
-        self.give_up(item, "permanent");
+        self.give_up(batch, items, "permanent");
     }
 
-    /// The shutdown flush ended while `item` was being sent: a persisted
-    /// request stays on disk; one in memory is lost, and counted.
-    fn abandoned(&self, item: Item) {
-        if item.segment.is_none() {
-            self.metrics.send_failed[index(item.signal)][3].increment(item.items);
-        }
+    /// The shutdown flush ended while `batch` was being sent: its persisted
+    /// requests stay on disk; those in memory are lost, and counted.
+    fn abandoned(&self, batch: Batch) {
+        let lost = batch
+            .requests
+            .iter()
+            .filter(|request| request.segment.is_none())
+            .map(|request| request.items)
+            .sum();
+        self.count_failed(batch.signal, lost, "shutdown");
     }
 }
 
@@ -521,11 +567,16 @@ fn describe_failure(failure: &Failure, retry_enabled: bool) -> String {
     }
 }
 
-/// Marks a request done in its segment (deleting the file with the last).
-fn done(item: &Item) {
-    if let Some(segment) = item.segment.clone() {
+/// Marks each request done in its segment (deleting a file with its
+/// last).
+fn done(requests: &[Item]) {
+    let segments: Vec<_> = requests
+        .iter()
+        .filter_map(|request| request.segment.clone())
+        .collect();
+    if !segments.is_empty() {
         // Unlinking is brief, but it is file I/O: off the async workers.
-        tokio::task::spawn_blocking(move || segment.done());
+        tokio::task::spawn_blocking(move || segments.iter().for_each(|segment| segment.done()));
     }
 }
 
@@ -548,15 +599,15 @@ fn index(signal: Signal) -> usize {
     }
 }
 
-/// One sender: takes requests from the queue until it is closed and empty.
+/// One sender: takes batches from the queue until it is closed and empty.
 async fn send_loop(exporter: Arc<Exporter>, abandon: CancellationToken) {
     loop {
-        let item = tokio::select! {
-            item = exporter.queue.pop() => item,
+        let batch = tokio::select! {
+            batch = exporter.queue.pop() => batch,
             () = abandon.cancelled() => None,
         };
-        let Some(item) = item else { return };
-        exporter.deliver(item, &abandon).await;
+        let Some(batch) = batch else { return };
+        exporter.deliver(batch, &abandon).await;
     }
 }
 

@@ -123,6 +123,10 @@ struct EvalArgs {
     /// Seeds: each scenario runs once per seed (default 1).
     #[arg(long, value_name = "N", default_value_t = 1)]
     seeds: u64,
+    /// The first seed (default 1): `--first-seed 10 --seeds 3` runs seeds
+    /// 10 to 12, data never tuned on.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    first_seed: u64,
     /// Simulated days of the long healthy scenario `healthy-days`, which
     /// runs only when named (default 3).
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -495,7 +499,8 @@ fn selected_runs(
         {
             continue;
         }
-        for seed in 1..=args.seeds.max(1) {
+        let first = args.first_seed.max(1);
+        for seed in first..first + args.seeds.max(1) {
             let mut scenario = scenario.clone();
             scenario.seed = seed;
             if let Some(rate) = args.rate {

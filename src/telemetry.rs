@@ -152,6 +152,15 @@ pub const AGENT_QUEUE_CAPACITY: &str = "triage_agent_queue_capacity";
 /// Windows summarised for the gateway.
 pub const AGENT_WINDOWS: &str = "triage_agent_windows_summarized_total";
 
+/// Items per forwarded export request (one batch), by `exporter` and
+/// `signal` (the Collector's `otelcol_exporter_queue_batch_send_size`);
+/// recorded once per batch, before its first attempt. Its `_count` is the
+/// number of export requests made of the requests received.
+pub const BATCH_SEND_SIZE: &str = "triage_exporter_batch_send_size";
+/// Bytes per forwarded export request (decompressed), by `exporter` and
+/// `signal` (`otelcol_exporter_queue_batch_send_size_bytes`).
+pub const BATCH_SEND_SIZE_BYTES: &str = "triage_exporter_batch_send_size_bytes";
+
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process-wide Prometheus recorder, installed on first use, with every
@@ -167,6 +176,34 @@ pub fn recorder() -> PrometheusHandle {
                         0.25, 1.0,
                     ],
                 )
+                .and_then(|builder| {
+                    // Items and bytes per forwarded batch, as the Collector's
+                    // `otelcol_exporter_queue_batch_send_size(_bytes)`.
+                    builder.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(BATCH_SEND_SIZE.to_string()),
+                        &[
+                            10.0, 100.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 8_192.0, 10_000.0,
+                            20_000.0, 50_000.0,
+                        ],
+                    )
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(
+                            BATCH_SEND_SIZE_BYTES.to_string(),
+                        ),
+                        &[
+                            1_024.0,
+                            16_384.0,
+                            65_536.0,
+                            262_144.0,
+                            1_048_576.0,
+                            2_097_152.0,
+                            4_194_304.0,
+                            8_388_608.0,
+                        ],
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();

@@ -340,19 +340,21 @@ pub fn summarize(store: &Store, spans: Option<&SpanAnalyzer>, index: i64, agent:
                     value,
                 ));
             }
-            for (key, value, all, bad) in &window.values {
+            for (key, value, all, bad, slower) in &window.values {
                 let base = vec![attribute(KEY, key), attribute(VALUE, value)];
                 metrics.entry_spans.push(count_point(
                     with(base.clone(), OUTCOME, "all"),
                     interval,
                     *all,
                 ));
-                if *bad > 0 {
-                    metrics.entry_spans.push(count_point(
-                        with(base, OUTCOME, "bad"),
-                        interval,
-                        *bad,
-                    ));
+                for (outcome, count) in [("bad", *bad), ("slower", *slower)] {
+                    if count > 0 {
+                        metrics.entry_spans.push(count_point(
+                            with(base.clone(), OUTCOME, outcome),
+                            interval,
+                            count,
+                        ));
+                    }
                 }
             }
             for (callee, stats) in &window.calls {

@@ -1,12 +1,14 @@
-//! Cohort comparison: a version or a feature-flag variant that fails where
-//! its siblings do not.
+//! Cohort comparison: a version, a feature-flag variant, or a place (a pod,
+//! a node, a zone) that fails where its siblings do not.
 //!
-//! A canary on one pod of six, or a flag served to half the requests, can
-//! leave a service's totals inside their normal range while every request
-//! it touches suffers. The per-series detectors judge totals; this watch
-//! compares the cohorts of a service's entry spans *with each other, in the
-//! same windows*: each value of `service.version` against the other
-//! versions, and each variant of a flag against the flag's other variants.
+//! A canary on one pod of six, a flag served to half the requests, or a
+//! noisy neighbour slowing the pods on one node, can leave a service's
+//! totals inside their normal range while every request it touches
+//! suffers. The per-series detectors judge totals; this watch compares the
+//! cohorts of a service's entry spans *with each other, in the same
+//! windows*: each value of `service.version` against the other versions,
+//! each variant of a flag against the flag's other variants, and each
+//! instance, pod, host, node and zone against the service's others.
 //! Comparing in the same windows needs no baseline (the other cohort is the
 //! control group, as in canary analysis), so a deploy that changes nothing
 //! never differs from its predecessor, and a low-traffic service can be
@@ -23,6 +25,16 @@
 //! on half the evidence (half the bad spans and the rise, a z-score one
 //! lower). Once the other values have left the store's ring, an open
 //! cohort is compared with them as last measured.
+//!
+//! A second test finds a cohort that is merely *slower*: its share of spans
+//! slower than their operation's recent median (about half of every
+//! cohort's while nothing changes) against its siblings' share in the same
+//! windows. A noisy neighbour adding a fifth to the requests on one node
+//! moves that share from a half to two thirds long before any of them
+//! passes the slow threshold. It needs a rise of `min_slower_increase` and
+//! a z-score of `min_slower_z`; a place (pod, node, zone) must also have
+//! risen that much against its own earlier windows in the ring, so a pod
+//! that is always a little slower, or a new pod warming up, does not page.
 //!
 //! Like the rest of the analysis it reads the store and the span analysis
 //! and never a clock: replays give the same events.
@@ -57,6 +69,13 @@ pub struct CohortConfig {
     /// Smallest two-proportion z-score. Default 4 (one-sided p ≈ 3e-5 per
     /// comparison).
     pub min_z: f64,
+    /// Smallest rise of the share of spans slower than their operation's
+    /// median, against the siblings (and, for a place, its own earlier
+    /// windows). Default 15 percentage points.
+    pub min_slower_increase: f64,
+    /// Smallest two-proportion z-score of that rise. Default 5: every
+    /// value of seven keys is tested in every window.
+    pub min_slower_z: f64,
     /// Consecutive anomalous evaluations before an incident opens.
     /// Default 2.
     pub open_after: u32,
@@ -72,6 +91,8 @@ impl Default for CohortConfig {
             min_bad: 8,
             min_increase: 0.05,
             min_z: 4.0,
+            min_slower_increase: 0.15,
+            min_slower_z: 5.0,
             open_after: 2,
             resolve_after: 3,
         }
@@ -82,7 +103,12 @@ impl Default for CohortConfig {
 #[derive(Debug, Clone, PartialEq)]
 struct Finding {
     cohort: Cohort,
-    /// Spans and bad spans of the other values of the key.
+    /// `ErrorRate`: the cohort's bad spans are counted (failed or slow);
+    /// `Latency`: its spans slower than their operation's median.
+    kind: AnomalyKind,
+    /// The cohort's spans counted (bad or slower).
+    hits: u64,
+    /// Spans and counted spans of the other values of the key.
     rest_spans: u64,
     rest_bad: u64,
     z: f64,
@@ -90,11 +116,25 @@ struct Finding {
 
 impl Finding {
     fn share(&self) -> f64 {
-        self.cohort.bad as f64 / self.cohort.spans.max(1) as f64
+        self.hits as f64 / self.cohort.spans.max(1) as f64
     }
 
     fn rest_share(&self) -> f64 {
         self.rest_bad as f64 / self.rest_spans.max(1) as f64
+    }
+}
+
+/// One-sided two-proportion z-score of `hits` of `spans` against
+/// `rest_hits` of `rest_spans`.
+fn two_proportion_z(hits: u64, spans: u64, rest_hits: u64, rest_spans: u64) -> f64 {
+    let share = hits as f64 / spans as f64;
+    let rest_share = rest_hits as f64 / rest_spans as f64;
+    let pooled = (hits + rest_hits) as f64 / (spans + rest_spans) as f64;
+    let spread = (pooled * (1.0 - pooled) * (1.0 / spans as f64 + 1.0 / rest_spans as f64)).sqrt();
+    if spread > 0.0 {
+        (share - rest_share) / spread
+    } else {
+        f64::INFINITY
     }
 }
 
@@ -165,6 +205,7 @@ impl CohortWatch {
         let recent = (window - self.config.windows + 1)..(window + 1);
         let ring = store.config().windows.get() as i64;
         let control = (window - ring + 1)..(window + 1);
+        let earlier = control.start..recent.start;
         let mut found: BTreeMap<(String, String, String), Finding> = BTreeMap::new();
         for service in store.services() {
             let recent = spans.cohorts(&service, recent.clone());
@@ -190,8 +231,18 @@ impl CohortWatch {
                     finding.cohort.value.clone(),
                 )
             };
+            let is_open = |finding: &Finding| {
+                self.tracks
+                    .get(&key_of(finding))
+                    .is_some_and(|track| track.open.is_some())
+            };
+            let mut mine: BTreeMap<(String, String, String), Finding> = BTreeMap::new();
             for finding in anomalous(&recent, &control, remembered, &self.config) {
-                found.insert(key_of(&finding), finding);
+                mine.insert(key_of(&finding), finding);
+            }
+            let earlier = spans.cohorts(&service, earlier.clone());
+            for finding in slower(&recent, &earlier, &self.config) {
+                mine.entry(key_of(&finding)).or_insert(finding);
             }
             // An open incident stays open on half the evidence, as alerts
             // with hysteresis do: a bad version's slowness raises its own
@@ -200,24 +251,28 @@ impl CohortWatch {
                 min_bad: self.config.min_bad / 2,
                 min_increase: self.config.min_increase / 2.0,
                 min_z: self.config.min_z - 1.0,
+                min_slower_increase: self.config.min_slower_increase / 2.0,
+                min_slower_z: self.config.min_slower_z - 1.0,
                 ..self.config.clone()
             };
-            for finding in anomalous(&recent, &control, remembered, &staying) {
-                let key = key_of(&finding);
-                let open = self
-                    .tracks
-                    .get(&key)
-                    .is_some_and(|track| track.open.is_some());
-                if open {
-                    found.entry(key).or_insert(finding);
+            let holding = anomalous(&recent, &control, remembered, &staying)
+                .into_iter()
+                .chain(slower(&recent, &earlier, &staying));
+            for finding in holding {
+                if is_open(&finding) {
+                    mine.entry(key_of(&finding)).or_insert(finding);
                 }
             }
+            let mine = one_place(mine.into_values().collect(), is_open, &self.config);
+            found.extend(mine.into_iter().map(|finding| (key_of(&finding), finding)));
         }
         let mut events = Vec::new();
         for (key, finding) in &found {
             let track = self.tracks.entry(key.clone()).or_default();
             track.quiet = 0;
-            track.control = Some((finding.rest_spans, finding.rest_bad));
+            if finding.kind == AnomalyKind::ErrorRate {
+                track.control = Some((finding.rest_spans, finding.rest_bad));
+            }
             if track.streak == 0 {
                 track.first_window = window;
             }
@@ -301,26 +356,136 @@ fn anomalous(
         if share - rest_share < config.min_increase || share < 2.0 * rest_share {
             continue;
         }
-        let pooled = (cohort_bad + rest_bad) as f64 / (cohort.spans + rest_spans) as f64;
-        let spread =
-            (pooled * (1.0 - pooled) * (1.0 / cohort.spans as f64 + 1.0 / rest_spans as f64))
-                .sqrt();
-        let z = if spread > 0.0 {
-            (share - rest_share) / spread
-        } else {
-            f64::INFINITY
-        };
+        let z = two_proportion_z(cohort_bad, cohort.spans, rest_bad, rest_spans);
         if z < config.min_z {
             continue;
         }
         findings.push(Finding {
             cohort: cohort.clone(),
+            kind: AnomalyKind::ErrorRate,
+            hits: cohort_bad,
             rest_spans,
             rest_bad,
             z,
         });
     }
     findings
+}
+
+/// The cohorts of one service slower than their siblings in the same
+/// `recent` windows: more of their spans slower than the operation's
+/// median. A place (not a version or flag) must also be slower than it was
+/// in `earlier` windows of the ring, with enough spans there to say.
+fn slower(recent: &[Cohort], earlier: &[Cohort], config: &CohortConfig) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for cohort in recent {
+        let (rest_spans, rest_slower) = recent
+            .iter()
+            .filter(|other| other.key == cohort.key && other.value != cohort.value)
+            .fold((0, 0), |(spans, slower), other| {
+                (spans + other.spans, slower + other.slower.min(other.spans))
+            });
+        let hits = cohort.slower.min(cohort.spans);
+        if cohort.spans < config.min_spans || rest_spans < config.min_spans {
+            continue;
+        }
+        let share = hits as f64 / cohort.spans as f64;
+        let rest_share = rest_slower as f64 / rest_spans as f64;
+        if share - rest_share < config.min_slower_increase {
+            continue;
+        }
+        if !is_change(&cohort.key) {
+            let before = earlier
+                .iter()
+                .find(|other| other.key == cohort.key && other.value == cohort.value)
+                .filter(|before| before.spans >= config.min_spans);
+            let Some(before) = before else {
+                continue;
+            };
+            let before_share = before.slower.min(before.spans) as f64 / before.spans as f64;
+            if share - before_share < config.min_slower_increase {
+                continue;
+            }
+        }
+        let z = two_proportion_z(hits, cohort.spans, rest_slower, rest_spans);
+        if z < config.min_slower_z {
+            continue;
+        }
+        findings.push(Finding {
+            cohort: cohort.clone(),
+            kind: AnomalyKind::Latency,
+            hits,
+            rest_spans,
+            rest_bad: rest_slower,
+            z,
+        });
+    }
+    findings
+}
+
+/// Of one service's findings, those worth an incident: a version or flag
+/// that fails explains where it runs, so places are dropped beside it; of
+/// the places, the one already open, else the narrowest unless a broader
+/// one's other spans fare as badly (a node whose pods are all slower, not
+/// the first of its pods; the pod alone when its node's other pods are
+/// fine). Keys that name the same spans keep the first of pod, instance,
+/// node, host and zone.
+fn one_place(
+    findings: Vec<Finding>,
+    is_open: impl Fn(&Finding) -> bool,
+    config: &CohortConfig,
+) -> Vec<Finding> {
+    let (changes, mut places): (Vec<Finding>, Vec<Finding>) = findings
+        .into_iter()
+        .partition(|finding| is_change(&finding.cohort.key));
+    if !changes.is_empty() || places.len() <= 1 {
+        return if changes.is_empty() { places } else { changes };
+    }
+    if places.iter().any(&is_open) {
+        places.retain(&is_open);
+        return places;
+    }
+    let rank = |key: &str| {
+        [
+            "k8s.pod.name",
+            "service.instance.id",
+            "k8s.node.name",
+            "host.name",
+        ]
+        .iter()
+        .position(|place| *place == key)
+        .unwrap_or(4)
+    };
+    places.sort_by(|a, b| {
+        rank(&a.cohort.key)
+            .cmp(&rank(&b.cohort.key))
+            .then_with(|| a.cohort.value.cmp(&b.cohort.value))
+    });
+    let mut chosen = 0;
+    for (index, broad) in places.iter().enumerate().skip(1) {
+        let narrow = &places[chosen];
+        if broad.cohort.spans <= narrow.cohort.spans || broad.hits < narrow.hits {
+            continue;
+        }
+        let extra_spans = broad.cohort.spans - narrow.cohort.spans;
+        let extra_hits = broad.hits - narrow.hits;
+        let increase = match broad.kind {
+            AnomalyKind::Latency => config.min_slower_increase,
+            _ => config.min_increase,
+        };
+        let extra_share = extra_hits as f64 / extra_spans as f64;
+        if extra_hits >= 3 && extra_share >= broad.rest_share() + increase / 2.0 {
+            chosen = index;
+        }
+    }
+    vec![places.swap_remove(chosen)]
+}
+
+/// Whether a cohort key is something that changes (a version, a flag's
+/// variant), rather than where the spans ran (a pod, a node, a zone): only
+/// such a cohort can name a change as the cause.
+pub fn is_change(key: &str) -> bool {
+    key == "service.version" || key.starts_with("feature_flag.")
 }
 
 /// Critical when most of the cohort's requests go wrong.
@@ -336,25 +501,36 @@ fn severity(finding: &Finding) -> Severity {
 fn incident(service: &str, finding: &Finding, onset: u64, store: &Store, window: i64) -> Incident {
     let cohort = &finding.cohort;
     let subject = format!("{}={}", cohort.key, cohort.value);
-    let what = if cohort.key == "service.version" {
-        format!("version {} of {service}", cohort.value)
-    } else {
-        format!(
+    let what = match cohort.key.as_str() {
+        "service.version" => format!("version {} of {service}", cohort.value),
+        key if is_change(key) => format!(
             "{service} with {} = {}",
-            cohort.key.trim_start_matches("feature_flag."),
+            key.trim_start_matches("feature_flag."),
             cohort.value
-        )
+        ),
+        key => format!("{service} on {key} {}", cohort.value),
     };
-    let others = if cohort.key == "service.version" {
-        "its other versions"
-    } else {
-        "the flag's other variants"
+    let others = match cohort.key.as_str() {
+        "service.version" => "its other versions",
+        "service.instance.id" => "its other instances",
+        "k8s.pod.name" => "its other pods",
+        "host.name" => "its other hosts",
+        "k8s.node.name" => "its other nodes",
+        "cloud.availability_zone" => "its other zones",
+        _ => "the flag's other variants",
+    };
+    let (counted, measure) = match finding.kind {
+        AnomalyKind::Latency => (
+            "are slower than their operation's usual median",
+            "share slower than the median",
+        ),
+        _ => ("fail or are slow", "failing or slow share"),
     };
     let summary = format!(
-        "{what}: {:.0}% of requests fail or are slow vs {:.1}% on {others} ({} of {}, z {:.1})",
+        "{what}: {:.0}% of requests {counted} vs {:.1}% on {others} ({} of {}, z {:.1})",
         finding.share() * 100.0,
         finding.rest_share() * 100.0,
-        cohort.bad,
+        finding.hits,
         cohort.spans,
         finding.z.min(99.0),
     );
@@ -362,16 +538,16 @@ fn incident(service: &str, finding: &Finding, onset: u64, store: &Store, window:
     let opened = store.window_start(window + 1);
     let id = format!("{service}/{subject}@{}", onset / 1_000_000_000);
     Incident {
-        kinds: vec![AnomalyKind::ErrorRate],
+        kinds: vec![finding.kind],
         severity,
         anomalies: vec![SeriesAnomaly {
             series_kind: SERIES_KIND.to_string(),
             series: subject,
             anomaly: Anomaly {
-                kind: AnomalyKind::ErrorRate,
+                kind: finding.kind,
                 severity,
                 severe: false,
-                measure: "failing or slow share".to_string(),
+                measure: measure.to_string(),
                 current: finding.share() * 100.0,
                 baseline: finding.rest_share() * 100.0,
                 unit: "%".to_string(),
@@ -394,7 +570,118 @@ mod tests {
             value: value.into(),
             spans,
             bad,
+            slower: spans / 2,
         }
+    }
+
+    fn slowed(key: &str, value: &str, spans: u64, slower: u64) -> Cohort {
+        Cohort {
+            slower,
+            ..cohort(key, value, spans, 0)
+        }
+    }
+
+    fn finding(key: &str, value: &str, spans: u64, hits: u64) -> Finding {
+        Finding {
+            cohort: slowed(key, value, spans, hits),
+            kind: AnomalyKind::Latency,
+            hits,
+            rest_spans: 800,
+            rest_bad: 400,
+            z: 6.0,
+        }
+    }
+
+    #[test]
+    fn one_place_is_named_the_node_whose_pods_all_slowed_or_the_pod_alone() {
+        let config = CohortConfig::default();
+        let never = |_: &Finding| false;
+        let names = |found: Vec<Finding>| -> Vec<String> {
+            found
+                .iter()
+                .map(|finding| format!("{}={}", finding.cohort.key, finding.cohort.value))
+                .collect()
+        };
+        // Both pods of the node slowed: the node (its zone and host name
+        // the same spans).
+        let node = vec![
+            finding("cloud.availability_zone", "z1", 400, 270),
+            finding("host.name", "n1", 400, 270),
+            finding("k8s.node.name", "n1", 400, 270),
+            finding("k8s.pod.name", "p1", 200, 136),
+            finding("k8s.pod.name", "p2", 200, 134),
+        ];
+        assert_eq!(names(one_place(node, never, &config)), ["k8s.node.name=n1"]);
+        // One pod slowed, the other on its node did not.
+        let pod = vec![
+            finding("k8s.node.name", "n1", 400, 236),
+            finding("k8s.pod.name", "p1", 200, 136),
+        ];
+        assert_eq!(names(one_place(pod, never, &config)), ["k8s.pod.name=p1"]);
+        // A version failing explains the pods it runs on.
+        let version = vec![
+            finding("k8s.pod.name", "p1", 200, 136),
+            finding("service.version", "2.0", 200, 136),
+        ];
+        assert_eq!(
+            names(one_place(version, never, &config)),
+            ["service.version=2.0"]
+        );
+        // What is open stays what is named.
+        let open = |finding: &Finding| finding.cohort.key == "k8s.pod.name";
+        let both = vec![
+            finding("k8s.node.name", "n1", 400, 270),
+            finding("k8s.pod.name", "p1", 200, 136),
+        ];
+        assert_eq!(names(one_place(both, open, &config)), ["k8s.pod.name=p1"]);
+    }
+
+    #[test]
+    fn a_node_whose_requests_turned_slower_than_its_siblings_is_found() {
+        let config = CohortConfig::default();
+        let node = "k8s.node.name";
+        // One node's spans: two thirds above the median, the others half.
+        let recent = [
+            slowed(node, "a", 400, 267),
+            slowed(node, "b", 400, 197),
+            slowed(node, "c", 400, 203),
+        ];
+        let before = [
+            slowed(node, "a", 960, 470),
+            slowed(node, "b", 960, 480),
+            slowed(node, "c", 960, 490),
+        ];
+        let found = slower(&recent, &before, &config);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].cohort.value, "a");
+        assert_eq!(found[0].kind, AnomalyKind::Latency);
+        assert!(found[0].z >= 5.0, "{}", found[0].z);
+        // The same node, slower like that all along: not news.
+        let always = [
+            slowed(node, "a", 960, 640),
+            slowed(node, "b", 960, 480),
+            slowed(node, "c", 960, 490),
+        ];
+        assert!(slower(&recent, &always, &config).is_empty());
+        // A new pod has no earlier windows to judge by.
+        let pods = [
+            slowed("k8s.pod.name", "new", 400, 267),
+            slowed("k8s.pod.name", "old", 800, 400),
+        ];
+        assert!(slower(&pods, &[], &config).is_empty());
+        // A new version does not need them: its siblings are the control.
+        let versions = [
+            slowed("service.version", "2.0", 400, 267),
+            slowed("service.version", "1.9", 800, 400),
+        ];
+        assert_eq!(slower(&versions, &[], &config).len(), 1);
+        // Every node slower alike (the whole service slowed): no cohort.
+        let all = [
+            slowed(node, "a", 400, 283),
+            slowed(node, "b", 400, 275),
+            slowed(node, "c", 400, 280),
+        ];
+        assert!(slower(&all, &before, &config).is_empty());
     }
 
     #[test]

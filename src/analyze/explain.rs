@@ -9,6 +9,7 @@
 
 use std::ops::Range;
 
+use crate::analyze::cohort;
 use crate::analyze::context::{
     ranges, Context, Graph, OriginEvidence, RcaConfig, MIN_BASELINE_WINDOWS,
 };
@@ -128,8 +129,13 @@ pub(crate) fn explain(
     // origin is the scope, whatever its share of today's spans (a bad
     // version rolled out everywhere carries every span).
     if let (Some(spans), Some((_, evidence, _))) = (context.spans, ranked.first()) {
+        // Where it ran (a pod, its node) is left to the drill-down, which
+        // weighs a pod against its node and zone.
         if let Some((subject, _)) = &evidence.cohort {
-            if let Some((key, value)) = subject.split_once('=') {
+            if let Some((key, value)) = subject
+                .split_once('=')
+                .filter(|(key, _)| cohort::is_change(key))
+            {
                 let at = origin_lifts
                     .iter()
                     .position(|lift| lift.key == key && lift.value == value);

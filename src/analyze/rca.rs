@@ -768,8 +768,20 @@ fn rank(
         let anomalies = incidents.iter().flat_map(|member| &member.anomalies);
         let mut degraded_calls = Vec::new();
         for anomaly in anomalies {
-            if anomaly.series_kind == cohort::SERIES_KIND && evidence.cohort.is_none() {
-                evidence.cohort = Some((anomaly.series.clone(), anomaly.anomaly.summary.clone()));
+            // A version or flag failing names what changed; where it ran
+            // (a pod, a node) is kept only when nothing changed.
+            if anomaly.series_kind == cohort::SERIES_KIND {
+                let change = |subject: &str| {
+                    cohort::is_change(subject.split_once('=').map_or(subject, |(key, _)| key))
+                };
+                let better = match &evidence.cohort {
+                    None => true,
+                    Some((kept, _)) => !change(kept) && change(&anomaly.series),
+                };
+                if better {
+                    evidence.cohort =
+                        Some((anomaly.series.clone(), anomaly.anomaly.summary.clone()));
+                }
             }
             if anomaly.series_kind == "edge"
                 && is_kind(anomaly, &[AnomalyKind::Latency, AnomalyKind::ErrorRate])

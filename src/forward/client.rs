@@ -1,7 +1,7 @@
-//! The wire side of one exporter: sends one queued request to the upstream
-//! over OTLP/gRPC (tonic, the body as the message bytes) or OTLP/HTTP
-//! (reqwest, the body as the POST body), and sorts failures into retryable
-//! and permanent by the OTLP rules:
+//! The wire side of one exporter: sends one batch of queued requests to
+//! the upstream as one export request over OTLP/gRPC (tonic, the body as
+//! the message bytes) or OTLP/HTTP (reqwest, the body as the POST body),
+//! and sorts failures into retryable and permanent by the OTLP rules:
 //!
 //! - gRPC: UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE
 //!   and DATA_LOSS are retried, RESOURCE_EXHAUSTED only with a
@@ -31,6 +31,7 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use super::batch::merge;
 use super::config::{ExporterConfig, Protocol};
 use super::tls::{client_config, TlsConnect};
 use crate::receiver::admission::{RetryInfo, RETRY_INFO_TYPE};
@@ -44,6 +45,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// Most bytes of an HTTP answer read (partial successes and error bodies
 /// are small).
 const MAX_RESPONSE: usize = 64 * 1024;
+/// Most bytes merged on an async worker: copying more would hold it for
+/// longer than a task should run between awaits.
+const CHEAP_MERGE: u64 = 256 * 1024;
 
 /// What the upstream did with a request it answered with success.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -196,31 +200,38 @@ impl Client {
         }
     }
 
-    /// Whether [`Client::prepare`] does no work for a body in `format`
-    /// (protobuf over gRPC, or uncompressed HTTP), so that it need not move
-    /// to a blocking thread.
-    pub fn prepare_is_cheap(&self, format: BodyFormat) -> bool {
+    /// Whether [`Client::prepare`] does little work for `bodies` bodies of
+    /// `bytes` in all in `format` (protobuf over gRPC, or uncompressed
+    /// HTTP, merging at most [`CHEAP_MERGE`] bytes), so that it need not
+    /// move to a blocking thread.
+    pub fn prepare_is_cheap(&self, format: BodyFormat, bodies: usize, bytes: u64) -> bool {
+        let merge_is_cheap = bodies <= 1 || bytes <= CHEAP_MERGE;
         match self {
-            Client::Grpc { .. } => format == BodyFormat::Protobuf,
-            Client::Http { gzip, .. } => !gzip,
+            Client::Grpc { .. } => format == BodyFormat::Protobuf && merge_is_cheap,
+            Client::Http { gzip, .. } => !gzip && merge_is_cheap,
         }
     }
 
-    /// The body `item` is sent as: OTLP/JSON re-encoded once as protobuf
-    /// for gRPC (which has no JSON), and gzip for HTTP when configured.
-    /// CPU work: run it on a blocking thread. An error is permanent (the
-    /// JSON the receiver accepted does not decode as a whole request).
+    /// The body a batch of `bodies` is sent as: protobuf bodies merged
+    /// ([`merge`]); OTLP/JSON re-encoded once as protobuf for gRPC (which
+    /// has no JSON); gzip for HTTP when configured. CPU work: run it on a
+    /// blocking thread unless [`Client::prepare_is_cheap`]. An error is
+    /// permanent (the JSON the receiver accepted does not decode as a whole
+    /// request, or several JSON bodies, which the batcher never forms).
     pub fn prepare(
         &self,
         signal: Signal,
         format: BodyFormat,
-        body: Bytes,
+        bodies: &[Bytes],
     ) -> Result<Prepared, String> {
+        if format == BodyFormat::Json && bodies.len() > 1 {
+            return Err("OTLP/JSON requests are not merged".to_owned());
+        }
         match self {
             Client::Grpc { .. } => {
                 let body = match format {
-                    BodyFormat::Protobuf => body,
-                    BodyFormat::Json => Bytes::from(json_as_protobuf(signal, &body)?),
+                    BodyFormat::Protobuf => merge(bodies),
+                    BodyFormat::Json => Bytes::from(json_as_protobuf(signal, &merge(bodies))?),
                 };
                 Ok(Prepared {
                     signal,
@@ -230,16 +241,21 @@ impl Client {
             }
             Client::Http { gzip, .. } => {
                 let body = if *gzip {
+                    // Each body is compressed in turn: the merged request is
+                    // never copied whole before compression.
+                    let bytes: usize = bodies.iter().map(Bytes::len).sum();
                     let mut encoder = flate2::write::GzEncoder::new(
-                        Vec::with_capacity(body.len() / 4 + 64),
+                        Vec::with_capacity(bytes / 4 + 64),
                         flate2::Compression::fast(),
                     );
-                    std::io::Write::write_all(&mut encoder, &body)
+                    bodies
+                        .iter()
+                        .try_for_each(|body| std::io::Write::write_all(&mut encoder, body))
                         .and_then(|()| encoder.finish())
                         .map(Bytes::from)
                         .map_err(|error| format!("cannot compress: {error}"))?
                 } else {
-                    body
+                    merge(bodies)
                 };
                 Ok(Prepared {
                     signal,

@@ -3,12 +3,15 @@
 //! and its part of the example config.
 //!
 //! The keys follow the OTel Collector's `otlp` and `otlphttp` exporters
-//! (`endpoint`, `compression`, `headers`, `tls`, `timeout`, `sending_queue`,
-//! `retry_on_failure`), with `protocol` choosing between the two.
+//! (`endpoint`, `compression`, `headers`, `tls`, `timeout`, `sending_queue`
+//! with its `batch`, `retry_on_failure`), with `protocol` choosing between
+//! the two.
 //!
 //! Invariant: an [`ExporterConfig`] holds only checked values: a URL with a
 //! host and an `http`/`https` scheme, header names and values HTTP and gRPC
-//! accept, non-zero queue bounds, retry intervals in order. Files (the TLS
+//! accept, non-zero queue bounds, retry intervals in order, batch sizes in
+//! order and a batch never allowed past [`MAX_BATCH_BYTES`] unless
+//! `max_size` in bytes says so. Files (the TLS
 //! certificates, the queue directory) are only named here; they are read
 //! or created when forwarding starts, so that a missing file fails start-up
 //! naming its field.
@@ -22,8 +25,8 @@ use reqwest::Url;
 use serde_yaml::Value;
 
 use crate::validate::{
-    client_tls, count, describe, duration, flag, key_name, positive, size_mib, text, Checker,
-    Section,
+    at_most, client_tls, count, describe, duration, flag, key_name, positive, size_mib, text,
+    Checker, Section,
 };
 
 /// Where accepted telemetry is forwarded. Empty (the default): nowhere, and
@@ -97,7 +100,7 @@ pub struct ClientTls {
 /// it is what keeps forwarding from slowing ingestion down.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueConfig {
-    /// Requests sent at once.
+    /// Requests (batches) sent at once.
     pub num_consumers: NonZeroUsize,
     /// Most items (spans, data points, log records) waiting.
     pub queue_size: NonZeroUsize,
@@ -107,7 +110,44 @@ pub struct QueueConfig {
     /// written there first and removed once the upstream has accepted it,
     /// so a restart resumes sending. `None`: in memory only.
     pub storage: Option<PathBuf>,
+    /// How queued requests are merged into larger ones; `None`: each is
+    /// sent as it was received.
+    pub batch: Option<BatchConfig>,
 }
+
+/// Merging queued requests of one signal into one export request (the
+/// Collector's `sending_queue.batch`). On by default, where the Collector
+/// is heading (exporter-level batching on by default from its v0.171).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchConfig {
+    /// Longest a request waits in the queue for others to be merged with;
+    /// then what is there is sent, however small.
+    pub flush_timeout: Duration,
+    /// What `min_size` and `max_size` count.
+    pub sizer: Sizer,
+    /// A batch is sent as soon as it holds this much. Zero: merge only
+    /// what is already waiting, never wait for more.
+    pub min_size: u64,
+    /// Most a batch holds; zero: no limit but [`MAX_BATCH_BYTES`]. A
+    /// single request over it is sent alone, not split or dropped.
+    pub max_size: u64,
+}
+
+/// What batch sizes count, as the Collector's `sizer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizer {
+    /// Spans, data points, log records.
+    Items,
+    /// Request bytes (protobuf, decompressed).
+    Bytes,
+}
+
+/// The largest merged request unless `sizer: bytes` with a `max_size`
+/// says otherwise: 4 MiB, the default message limit of gRPC servers (the
+/// Collector's OTLP receiver included), so that batching never makes a
+/// request the upstream refuses. Requests are merged only while the sum
+/// stays at or under it.
+pub const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Retries (the Collector's `retry_on_failure`): exponential backoff with
 /// jitter, on retryable OTLP errors only.
@@ -156,6 +196,50 @@ impl Default for QueueConfig {
             queue_size_bytes: NonZeroUsize::new(256 * crate::validate::MIB)
                 .unwrap_or(NonZeroUsize::MIN),
             storage: None,
+            batch: Some(BatchConfig::default()),
+        }
+    }
+}
+
+impl Default for BatchConfig {
+    /// The Collector's defaults (`flush_timeout: 200ms`, `min_size: 8192`
+    /// items, `max_size: 0`).
+    fn default() -> Self {
+        BatchConfig {
+            flush_timeout: Duration::from_millis(200),
+            sizer: Sizer::Items,
+            min_size: 8192,
+            max_size: 0,
+        }
+    }
+}
+
+// === impl BatchConfig ===
+
+impl BatchConfig {
+    /// Most items in a batch (no limit unless `max_size` counts items).
+    pub fn max_items(&self) -> u64 {
+        match self.sizer {
+            Sizer::Items if self.max_size > 0 => self.max_size,
+            _ => u64::MAX,
+        }
+    }
+
+    /// Most bytes in a batch: `max_size` when it counts bytes, else
+    /// [`MAX_BATCH_BYTES`].
+    pub fn max_bytes(&self) -> u64 {
+        match self.sizer {
+            Sizer::Bytes if self.max_size > 0 => self.max_size,
+            _ => MAX_BATCH_BYTES,
+        }
+    }
+}
+
+impl Sizer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sizer::Items => "items",
+            Sizer::Bytes => "bytes",
         }
     }
 }
@@ -219,7 +303,11 @@ pub(crate) const QUEUE_KEYS: &[&str] = &[
     "queue_size",
     "queue_size_mib",
     "storage",
+    "batch",
 ];
+/// Keys of `sending_queue.batch`.
+pub(crate) const BATCH_KEYS: &[&str] =
+    &["enabled", "flush_timeout", "sizer", "min_size", "max_size"];
 /// Keys of `retry_on_failure`.
 pub(crate) const RETRY_KEYS: &[&str] = &[
     "enabled",
@@ -233,6 +321,12 @@ const MAX_EXPORTERS: usize = 16;
 const MAX_CONSUMERS: usize = 1_000;
 /// Most items one queue may hold.
 const MAX_QUEUE_SIZE: usize = 100_000_000;
+/// Largest batch size in bytes that may be configured: the persistent
+/// queue's records and the receivers' bodies are far below it.
+const MAX_BATCH_SIZE_BYTES: u64 = 1 << 30;
+/// Longest `flush_timeout`: past it the setting is more likely a typo than
+/// a wish to hold telemetry back that long.
+const MAX_FLUSH_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Most headers per exporter.
 const MAX_HEADERS: usize = 64;
 /// Longest exporter name (it is a metric label).
@@ -262,13 +356,23 @@ forward:
   #       insecure_skip_verify: false
   #     timeout: 5s                     # per request
   #     sending_queue:
-  #       num_consumers: 10             # requests in flight
+  #       num_consumers: 10             # requests (batches) in flight
   #       queue_size: 200000            # items (spans, points, records) waiting
   #       queue_size_mib: 256           # request bytes waiting
   #       # A directory for the persistent queue: requests are written there
   #       # (fsynced) before they are sent and removed once the upstream has
   #       # accepted them, so a restart or a crash resumes sending.
   #       storage: /var/lib/triage/forward
+  #       # Requests of one signal are merged into one export request, as
+  #       # the Collector's sending_queue.batch does (OTLP/JSON ones go
+  #       # alone). A merged request never passes 4 MiB (gRPC's default
+  #       # limit) unless sizer is bytes and max_size is larger.
+  #       batch:
+  #         enabled: true               # false: each request as received
+  #         flush_timeout: 200ms        # longest a request waits for others
+  #         sizer: items                # what the sizes count: items or bytes
+  #         min_size: 8192              # a batch is sent once this full
+  #         max_size: 0                 # most per batch; 0: no limit but 4 MiB
   #     retry_on_failure:               # retryable OTLP errors only
   #       enabled: true
   #       initial_interval: 5s
@@ -561,7 +665,80 @@ fn queue(checker: &mut Checker, entry: &Section<'_>) -> QueueConfig {
         }
         Ok(Some(PathBuf::from(name)))
     });
+    queue.batch = batch(checker, &section);
     queue
+}
+
+/// Reads `sending_queue.batch`; `None` when it is turned off.
+fn batch(checker: &mut Checker, queue: &Section<'_>) -> Option<BatchConfig> {
+    let section = checker.section(queue, "batch", BATCH_KEYS);
+    let mut batch = BatchConfig::default();
+    let mut enabled = true;
+    checker.field(&section, "enabled", &mut enabled, flag);
+    checker.field(
+        &section,
+        "flush_timeout",
+        &mut batch.flush_timeout,
+        |value| at_most(positive(duration(value)?)?, MAX_FLUSH_TIMEOUT),
+    );
+    let sizer_ok = checker.field(&section, "sizer", &mut batch.sizer, |value| {
+        match text(value, "`items` or `bytes`")? {
+            "items" => Ok(Sizer::Items),
+            "bytes" => Ok(Sizer::Bytes),
+            "requests" => Err(
+                "batches are sized in `items` or `bytes` (the Collector refuses \
+                 `requests` here too)"
+                    .to_owned(),
+            ),
+            other => Err(format!("expected `items` or `bytes`, got \"{other}\"")),
+        }
+    });
+    let most = match batch.sizer {
+        Sizer::Items => MAX_QUEUE_SIZE as u64,
+        Sizer::Bytes => MAX_BATCH_SIZE_BYTES,
+    };
+    let min_ok = checker.field(&section, "min_size", &mut batch.min_size, |value| {
+        batch_size(value, most)
+    });
+    let max_ok = checker.field(&section, "max_size", &mut batch.max_size, |value| {
+        batch_size(value, most)
+    });
+    if sizer_ok && min_ok && max_ok {
+        if batch.max_size > 0 && batch.max_size < batch.min_size {
+            checker.report(
+                section.key_path("max_size"),
+                format!(
+                    "{} is less than min_size ({}); 0 means no limit",
+                    batch.max_size, batch.min_size
+                ),
+            );
+        } else if batch.sizer == Sizer::Bytes
+            && batch.max_size == 0
+            && batch.min_size > MAX_BATCH_BYTES
+        {
+            checker.report(
+                section.key_path("min_size"),
+                format!(
+                    "{} bytes is more than a batch holds without a max_size \
+                     ({MAX_BATCH_BYTES}, gRPC's default message limit); set max_size \
+                     if the upstream takes larger requests",
+                    batch.min_size
+                ),
+            );
+        }
+    }
+    enabled.then_some(batch)
+}
+
+/// A batch size: a whole number from 0 to `most`.
+fn batch_size(value: &Value, most: u64) -> Result<u64, String> {
+    let Value::Number(number) = value else {
+        return Err(format!("expected a whole number, got {}", describe(value)));
+    };
+    match number.as_u64() {
+        Some(size) if size <= most => Ok(size),
+        _ => Err(format!("must be from 0 to {most}, got {number}")),
+    }
 }
 
 fn retry(checker: &mut Checker, entry: &Section<'_>) -> RetryConfig {
@@ -628,16 +805,24 @@ forward:
       compression: none
       headers: {X-Scope-OrgID: team-a}
       timeout: 2s
-      sending_queue: {num_consumers: 2, queue_size: 1000, queue_size_mib: 8, storage: /tmp/q}
+      sending_queue:
+        num_consumers: 2
+        queue_size: 1000
+        queue_size_mib: 8
+        storage: /tmp/q
+        batch: {flush_timeout: 1s, sizer: bytes, min_size: 0, max_size: 1048576}
       retry_on_failure: {initial_interval: 100ms, max_interval: 1s, max_elapsed_time: 0s}
     vendor:
       protocol: http
       endpoint: "https://otlp.example/base"
+    unbatched:
+      endpoint: "http://collector:4317"
+      sending_queue: {batch: {enabled: false}}
 "#,
         )
         .unwrap();
         let exporters = &forward.exporters;
-        assert_eq!(exporters.len(), 2);
+        assert_eq!(exporters.len(), 3);
         let tempo = &exporters[0];
         assert_eq!(tempo.name, "otlp/tempo");
         assert_eq!(tempo.endpoint.as_str(), "http://tempo:4317/");
@@ -648,10 +833,27 @@ forward:
         assert_eq!(tempo.queue.queue_size_bytes.get(), 8 << 20);
         assert_eq!(tempo.queue.storage, Some(PathBuf::from("/tmp/q")));
         assert_eq!(tempo.retry.max_elapsed_time, Duration::ZERO);
+        let batch = tempo.queue.batch.as_ref().unwrap();
+        assert_eq!(
+            (batch.flush_timeout, batch.sizer, batch.min_size),
+            (Duration::from_secs(1), Sizer::Bytes, 0)
+        );
+        assert_eq!((batch.max_bytes(), batch.max_items()), (1 << 20, u64::MAX));
         let vendor = &exporters[1];
         assert_eq!(vendor.protocol, Protocol::Http);
         assert_eq!(vendor.endpoint.as_str(), "https://otlp.example/base");
         assert!(vendor.gzip);
+        // Batching is on by default, with the Collector's sizes, and never
+        // past 4 MiB.
+        let defaults = vendor.queue.batch.as_ref().unwrap();
+        assert_eq!(defaults, &BatchConfig::default());
+        assert_eq!(defaults.flush_timeout, Duration::from_millis(200));
+        assert_eq!((defaults.sizer, defaults.min_size), (Sizer::Items, 8192));
+        assert_eq!(
+            (defaults.max_items(), defaults.max_bytes()),
+            (u64::MAX, 4 << 20)
+        );
+        assert_eq!(exporters[2].queue.batch, None);
         // A bare host:port over gRPC is TLS, as in the Collector.
         assert_eq!(
             endpoint_url("tempo:4317", Protocol::Grpc, false)
@@ -681,6 +883,16 @@ forward:
     nothing: {}
     first: {endpoint: "http://x:1", sending_queue: {storage: /q}}
     second: {endpoint: "http://x:2", sending_queue: {storage: /q}}
+    batches:
+      endpoint: "http://x:3"
+      sending_queue:
+        batch: {flush_timeout: 0s, sizer: requests, min_size: -1, max_size: 1.5, size: 3}
+    inverted:
+      endpoint: "http://x:4"
+      sending_queue: {batch: {min_size: 100, max_size: 10, flush_timeout: 1h}}
+    too_big:
+      endpoint: "http://x:5"
+      sending_queue: {batch: {sizer: bytes, min_size: 8388608, enabled: maybe}}
 "#,
         );
         let expect = [
@@ -698,6 +910,15 @@ forward:
             "forward.exporters.has space: \"has space\" is not an exporter name",
             "forward.exporters.nothing.endpoint: missing",
             "forward.exporters.second.sending_queue.storage: the same directory as exporter first's",
+            "forward.exporters.batches.sending_queue.batch.size: unknown field",
+            "forward.exporters.batches.sending_queue.batch.flush_timeout:",
+            "forward.exporters.batches.sending_queue.batch.sizer: batches are sized in `items` or `bytes`",
+            "forward.exporters.batches.sending_queue.batch.min_size: must be from 0",
+            "forward.exporters.batches.sending_queue.batch.max_size: must be from 0",
+            "forward.exporters.inverted.sending_queue.batch.flush_timeout: must be at most 10m",
+            "forward.exporters.inverted.sending_queue.batch.max_size: 10 is less than min_size (100)",
+            "forward.exporters.too_big.sending_queue.batch.enabled: expected `true` or `false`",
+            "forward.exporters.too_big.sending_queue.batch.min_size: 8388608 bytes is more than a batch holds",
         ];
         for wanted in expect {
             assert!(
@@ -724,11 +945,13 @@ forward:
             .iter()
             .chain(TLS_KEYS)
             .chain(QUEUE_KEYS)
+            .chain(BATCH_KEYS)
             .chain(RETRY_KEYS)
         {
             // `enabled` of the queue is accepted (as true) but not shown:
-            // the queue cannot be turned off.
+            // the queue cannot be turned off. The batch's is shown.
             if *key == "enabled" {
+                assert!(EXAMPLE.contains("#         enabled: true"));
                 continue;
             }
             assert!(

@@ -11,7 +11,9 @@
 //! the write).
 //!
 //! A segment is deleted when every request in it is done: accepted by the
-//! upstream, or dropped for good (a permanent error, retries exhausted).
+//! upstream, or dropped for good (a permanent error, retries exhausted). A
+//! request sent in a batch is done when the whole batch is, so a segment
+//! outlives every batch that holds one of its requests.
 //! After a restart the segments left are read back in sequence order and
 //! sent again, whole: requests of a partly sent segment may reach the
 //! upstream twice, which OTLP allows (duplicates after retries).
@@ -208,6 +210,7 @@ fn parse(bytes: &[u8]) -> (Vec<Item>, Option<&'static str>) {
             // A slice of one shared buffer: no copy per record.
             body: shared.slice(start..start + len),
             items: n_items,
+            queued: tokio::time::Instant::now(),
             segment: None,
         });
         offset = start + len;
@@ -264,6 +267,7 @@ mod tests {
             format: BodyFormat::Protobuf,
             body: Bytes::from_static(body),
             items,
+            queued: tokio::time::Instant::now(),
             segment: None,
         }
     }

@@ -1,10 +1,18 @@
 //! One exporter's sending queue: bounded by items and by bytes, pushed to
-//! without waiting by the receivers, popped by the senders.
+//! without waiting by the receivers, popped by the senders as batches.
 //!
 //! With a persistent queue, a pushed request is first *staged*: the disk
 //! writer (`forward::disk`) takes the staged requests, writes them to a
 //! segment file and fsyncs it, and only then are they *ready* for the
 //! senders. Without one, a push is ready at once. The bounds count both.
+//!
+//! Ready requests wait in one lane per signal, since a batch holds one
+//! signal. A sender takes a batch ([`super::batch::take`]) from a lane
+//! once it is due: it holds `min_size`, or cannot grow (full, or an
+//! OTLP/JSON request is waiting), or its oldest request has waited
+//! `flush_timeout`, or the queue is at least half full (so that waiting for
+//! a batch never makes the queue drop requests), or the queue is closing.
+//! Of several due lanes, the one with the oldest request goes first.
 //!
 //! Invariant: the lock is held only to move requests between the deques and
 //! update the counts, never across I/O or an `.await`.
@@ -16,7 +24,9 @@ use bytes::Bytes;
 use metrics::Gauge;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
+use super::batch::{self, Batch, Limits};
 use super::disk::Segment;
 use crate::receiver::{BodyFormat, Signal};
 
@@ -29,6 +39,9 @@ pub struct Item {
     pub body: Bytes,
     /// Items (spans, data points, log records) in it.
     pub items: u64,
+    /// When it was queued (read back from disk: when it was read), for
+    /// `flush_timeout`.
+    pub queued: Instant,
     /// The segment file holding it, when the queue is persistent and it has
     /// been written; it is removed from there once the upstream accepted it
     /// (or refused it for good).
@@ -46,6 +59,8 @@ pub struct Queue {
     persistent: bool,
     capacity_items: u64,
     capacity_bytes: u64,
+    /// When a lane is due and how much one batch takes.
+    limits: Limits,
     /// `triage_exporter_queue_size` of this exporter (items).
     size_gauge: Gauge,
     /// `triage_exporter_queue_bytes` of this exporter.
@@ -55,12 +70,24 @@ pub struct Queue {
 #[derive(Default)]
 struct State {
     staged: VecDeque<Item>,
-    ready: VecDeque<Item>,
-    /// Items and bytes in both deques.
+    /// Ready requests by signal (traces, metrics, logs), oldest first.
+    lanes: [Lane; 3],
+    /// Items and bytes staged and ready.
     items: u64,
     bytes: u64,
     /// No more pushes; senders end once it is empty.
     closed: bool,
+}
+
+/// The ready requests of one signal, with their totals, so that whether a
+/// batch is due is known without walking them.
+#[derive(Default)]
+struct Lane {
+    requests: VecDeque<Item>,
+    items: u64,
+    bytes: u64,
+    /// OTLP/JSON requests in it (never merged).
+    json: usize,
 }
 
 impl Queue {
@@ -68,6 +95,7 @@ impl Queue {
         capacity_items: u64,
         capacity_bytes: u64,
         persistent: bool,
+        limits: Limits,
         size_gauge: Gauge,
         bytes_gauge: Gauge,
     ) -> Queue {
@@ -81,6 +109,7 @@ impl Queue {
             persistent,
             capacity_items,
             capacity_bytes,
+            limits,
             size_gauge,
             bytes_gauge,
         }
@@ -104,7 +133,7 @@ impl Queue {
             if self.persistent {
                 state.staged.push_back(item);
             } else {
-                state.ready.push_back(item);
+                state.push_ready(item);
             }
         }
         if self.persistent {
@@ -127,7 +156,7 @@ impl Queue {
             for item in items {
                 state.items += item.items;
                 state.bytes += item.body.len() as u64;
-                state.ready.push_back(item);
+                state.push_ready(item);
             }
             self.report(&state);
         }
@@ -163,34 +192,80 @@ impl Queue {
         if items.is_empty() {
             return;
         }
-        self.state.lock().ready.extend(items);
+        {
+            let mut state = self.state.lock();
+            for item in items {
+                state.push_ready(item);
+            }
+        }
         // A woken sender wakes the next while more are ready (`pop`).
         self.ready.notify_one();
     }
 
-    /// The next ready request; `None` once the queue is closed and empty.
-    pub async fn pop(&self) -> Option<Item> {
+    /// The next batch, once one is due (module documentation); `None` once
+    /// the queue is closed and empty.
+    pub async fn pop(&self) -> Option<Batch> {
         loop {
             // Registered before the check, so a push between the check and
             // the wait is not missed.
             let notified = self.ready.notified();
-            {
+            let flush_at = {
                 let mut state = self.state.lock();
-                if let Some(item) = state.ready.pop_front() {
-                    state.items -= item.items;
-                    state.bytes -= item.body.len() as u64;
-                    self.report(&state);
-                    // Another sender may have more to take.
-                    if !state.ready.is_empty() {
-                        self.ready.notify_one();
+                match self.due(&state, Instant::now()) {
+                    Due::Now(lane) => {
+                        let taken = state.take(lane, &self.limits);
+                        self.report(&state);
+                        // Another sender may have more to take, now or later.
+                        if state.lanes.iter().any(|lane| !lane.requests.is_empty()) {
+                            self.ready.notify_one();
+                        }
+                        if taken.is_some() {
+                            return taken;
+                        }
+                        continue;
                     }
-                    return Some(item);
+                    Due::At(flush_at) => Some(flush_at),
+                    Due::Nothing if state.closed && state.staged.is_empty() => return None,
+                    Due::Nothing => None,
                 }
-                if state.closed && state.staged.is_empty() {
-                    return None;
+            };
+            match flush_at {
+                Some(flush_at) => {
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep_until(flush_at) => {}
+                    }
                 }
+                None => notified.await,
             }
-            notified.await;
+        }
+    }
+
+    /// Which lane has a batch due at `now`, or when the first will be.
+    fn due(&self, state: &State, now: Instant) -> Due {
+        // Past half full, waiting for bigger batches could make the queue
+        // drop requests: send what there is.
+        let pressed = state.items.saturating_mul(2) >= self.capacity_items
+            || state.bytes.saturating_mul(2) >= self.capacity_bytes;
+        let mut due: Option<(usize, Instant)> = None;
+        let mut first_flush: Option<Instant> = None;
+        for (index, lane) in state.lanes.iter().enumerate() {
+            let Some(oldest) = lane.requests.front().map(|item| item.queued) else {
+                continue;
+            };
+            let flush_at = oldest + self.limits.flush_timeout;
+            if state.closed || pressed || flush_at <= now || lane.is_full(&self.limits) {
+                if due.is_none_or(|(_, other)| oldest < other) {
+                    due = Some((index, oldest));
+                }
+            } else {
+                first_flush = Some(first_flush.map_or(flush_at, |other| other.min(flush_at)));
+            }
+        }
+        match (due, first_flush) {
+            (Some((lane, _)), _) => Due::Now(lane),
+            (None, Some(flush_at)) => Due::At(flush_at),
+            (None, None) => Due::Nothing,
         }
     }
 
@@ -210,7 +285,10 @@ impl Queue {
     pub fn drain(&self) -> Vec<Item> {
         let mut state = self.state.lock();
         let mut items: Vec<Item> = state.staged.drain(..).collect();
-        items.extend(state.ready.drain(..));
+        for lane in &mut state.lanes {
+            items.extend(lane.requests.drain(..));
+            *lane = Lane::default();
+        }
         state.items = 0;
         state.bytes = 0;
         self.report(&state);
@@ -229,62 +307,64 @@ impl Queue {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Whether a batch is due.
+enum Due {
+    /// From this lane.
+    Now(usize),
+    /// Not before this time, unless something is pushed.
+    At(Instant),
+    /// Nothing is ready.
+    Nothing,
+}
 
-    fn item(items: u64, bytes: usize) -> Item {
-        Item {
-            signal: Signal::Traces,
-            format: BodyFormat::Protobuf,
-            body: Bytes::from(vec![0; bytes]),
-            items,
-            segment: None,
+// === impl State ===
+
+impl State {
+    /// Appends a ready request to its signal's lane.
+    fn push_ready(&mut self, item: Item) {
+        let lane = &mut self.lanes[lane_of(item.signal)];
+        lane.items += item.items;
+        lane.bytes += item.body.len() as u64;
+        lane.json += usize::from(item.format == BodyFormat::Json);
+        lane.requests.push_back(item);
+    }
+
+    /// Takes the next batch of `lane` out of the queue and its counts.
+    fn take(&mut self, lane: usize, limits: &Limits) -> Option<Batch> {
+        let lane = &mut self.lanes[lane];
+        let batch = batch::take(&mut lane.requests, limits)?;
+        for item in &batch.requests {
+            let bytes = item.body.len() as u64;
+            lane.items -= item.items;
+            lane.bytes -= bytes;
+            lane.json -= usize::from(item.format == BodyFormat::Json);
+            self.items -= item.items;
+            self.bytes -= bytes;
         }
-    }
-
-    fn queue(items: u64, bytes: u64, persistent: bool) -> Queue {
-        Queue::new(items, bytes, persistent, Gauge::noop(), Gauge::noop())
-    }
-
-    #[tokio::test]
-    async fn bounds_by_items_and_bytes_and_frees_on_pop() {
-        let queue = queue(10, 100, false);
-        assert!(queue.try_push(item(6, 10)).is_ok());
-        // 6 + 5 items > 10.
-        assert!(queue.try_push(item(5, 10)).is_err());
-        // 10 + 91 bytes > 100.
-        assert!(queue.try_push(item(1, 91)).is_err());
-        assert!(queue.try_push(item(4, 90)).is_ok());
-        assert_eq!(queue.len(), (10, 100));
-        assert_eq!(queue.pop().await.map(|item| item.items), Some(6));
-        assert_eq!(queue.len(), (4, 90));
-        assert!(queue.try_push(item(5, 10)).is_ok());
-        queue.close();
-        assert!(queue.try_push(item(1, 1)).is_err(), "closed");
-        assert!(queue.pop().await.is_some());
-        assert!(queue.pop().await.is_some());
-        assert!(queue.pop().await.is_none(), "closed and empty");
-    }
-
-    #[tokio::test]
-    async fn persistent_pushes_wait_for_the_writer() {
-        let queue = Arc::new(queue(10, 100, true));
-        assert!(queue.try_push(item(1, 1)).is_ok());
-        let popper = tokio::spawn({
-            let queue = Arc::clone(&queue);
-            async move { queue.pop().await.map(|item| item.items) }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        assert!(!popper.is_finished(), "staged requests are not ready");
-        queue.staged_or_closed().await;
-        let staged = queue.take_staged();
-        assert_eq!(staged.len(), 1);
-        queue.make_ready(staged);
-        let popped = tokio::time::timeout(std::time::Duration::from_secs(5), popper)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(popped, Some(1));
+        Some(batch)
     }
 }
+
+// === impl Lane ===
+
+impl Lane {
+    /// Whether its next batch cannot grow any more: it reaches the minimum
+    /// or the maximum, or an OTLP/JSON request stops it.
+    fn is_full(&self, limits: &Limits) -> bool {
+        self.json > 0
+            || limits.reached(self.items, self.bytes)
+            || self.items > limits.max_items
+            || self.bytes > limits.max_bytes
+    }
+}
+
+fn lane_of(signal: Signal) -> usize {
+    match signal {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -112,6 +112,12 @@ pub const DRILL_DOWN_KEYS: [&str; 11] = [
     "feature_flag",
 ];
 
+/// The [`DRILL_DOWN_KEYS`] whose values are compared with each other by
+/// [`SpanAnalyzer::cohorts`]: `service.version`, `service.instance.id`,
+/// `k8s.pod.name`, `host.name`, `k8s.node.name`,
+/// `cloud.availability_zone` and the flags.
+const COHORT_KEYS: [usize; 7] = [0, 1, 2, 3, 4, 6, FLAG_KEY];
+
 /// Index of the first span-level key in [`DRILL_DOWN_KEYS`].
 const FIRST_SPAN_KEY: usize = 8;
 const ROUTE_KEY: usize = 8;
@@ -254,22 +260,31 @@ fn span_id(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(bytes.try_into().unwrap_or_default())
 }
 
-/// One value of a version or flag key and how its spans fared.
+/// One value of a cohort key (a version, a flag, a pod, a node...) and how
+/// its spans fared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cohort {
-    /// `service.version` or `feature_flag.<flag>`.
+    /// `service.version`, `feature_flag.<flag>`, or where the spans ran
+    /// (`k8s.pod.name`, `k8s.node.name`, ...).
     pub key: String,
     pub value: String,
     pub spans: u64,
     /// Spans that failed or were slow.
     pub bad: u64,
+    /// Spans slower than their operation's recent median (about half of
+    /// them while nothing changes): a small slowdown of one cohort shows
+    /// here long before its spans pass the slow threshold.
+    pub slower: u64,
 }
 
-/// The two sketches of one attribute key in one window.
+/// The sketches of one attribute key in one window: all spans, bad spans,
+/// and for the cohort keys ([`COHORT_KEYS`]) the spans slower than their
+/// operation's recent median.
 #[derive(Debug, Clone)]
 struct KeySketches {
     all: SpaceSaving,
     bad: SpaceSaving,
+    slower: Option<SpaceSaving>,
 }
 
 #[derive(Debug, Default)]
@@ -289,7 +304,11 @@ impl DrillWindow {
                 .keys
                 .iter()
                 .flatten()
-                .map(|sketches| sketches.all.heap_bytes() + sketches.bad.heap_bytes())
+                .map(|sketches| {
+                    sketches.all.heap_bytes()
+                        + sketches.bad.heap_bytes()
+                        + sketches.slower.as_ref().map_or(0, SpaceSaving::heap_bytes)
+                })
                 .sum::<usize>()
     }
 
@@ -300,21 +319,31 @@ impl DrillWindow {
         for sketches in self.keys.iter_mut().flatten() {
             sketches.all.clear();
             sketches.bad.clear();
+            if let Some(slower) = &mut sketches.slower {
+                slower.clear();
+            }
         }
     }
 
-    fn add(&mut self, key: usize, value: &str, spans: u64, bad: u64, sketch_size: usize) {
+    /// Counts `spans` spans with `value` for `key`, `bad` of them bad and
+    /// `slower` of them slower than their operation's median (kept for the
+    /// cohort keys only).
+    fn add(&mut self, key: usize, value: &str, spans: u64, bad: u64, slower: u64, size: usize) {
         if self.keys.len() <= key {
             self.keys.resize_with(key + 1, || None);
         }
         let sketches = self.keys[key].get_or_insert_with(|| KeySketches {
-            all: SpaceSaving::new(sketch_size),
-            bad: SpaceSaving::new(sketch_size),
+            all: SpaceSaving::new(size),
+            bad: SpaceSaving::new(size),
+            slower: COHORT_KEYS.contains(&key).then(|| SpaceSaving::new(size)),
         });
         let value = clip(value);
         let hash = value_hash(value);
         sketches.all.add(value, hash, spans);
         sketches.bad.add(value, hash, bad);
+        if let Some(sketch) = &mut sketches.slower {
+            sketch.add(value, hash, slower);
+        }
     }
 }
 
@@ -323,7 +352,7 @@ struct DrillState {
     windows: Vec<DrillWindow>,
     /// Operation (hashed) -> (window it was computed for, slow threshold in
     /// nanoseconds, `u64::MAX` when unknown).
-    thresholds: HashMap<u64, (i64, u64)>,
+    thresholds: HashMap<u64, (i64, Thresholds)>,
 }
 
 #[derive(Debug, Default)]
@@ -817,8 +846,9 @@ impl SpanAnalyzer {
             windows,
             thresholds,
         } = &mut *drill;
-        // Spans per window of this resource, for its resource-level values.
-        let mut tallies: Vec<(i64, u64, u64)> = Vec::new();
+        // Spans, bad and slower spans per window of this resource, for its
+        // resource-level values.
+        let mut tallies: Vec<(i64, u64, u64, u64)> = Vec::new();
         let mut flag = String::new();
         let mut number = String::new();
         for (offset, span) in spans.iter().enumerate() {
@@ -829,7 +859,8 @@ impl SpanAnalyzer {
             let operation = operation_name(span);
             let threshold = slow_threshold(store, thresholds, &service.name, operation, window);
             let duration = span.end_time_unix_nano - span.start_time_unix_nano;
-            let bad = failed(span) || duration > threshold;
+            let bad = failed(span) || duration > threshold.slow;
+            let slower = u64::from(duration > threshold.median);
             let Some(slot) = ring_slot(
                 windows,
                 self.n_windows,
@@ -842,20 +873,21 @@ impl SpanAnalyzer {
             };
             slot.spans += 1;
             slot.bad += u64::from(bad);
-            match tallies.iter_mut().find(|(index, _, _)| *index == window) {
-                Some((_, n, n_bad)) => {
+            match tallies.iter_mut().find(|(index, ..)| *index == window) {
+                Some((_, n, n_bad, n_slower)) => {
                     *n += 1;
                     *n_bad += u64::from(bad);
+                    *n_slower += slower;
                 }
-                None => tallies.push((window, 1, u64::from(bad))),
+                None => tallies.push((window, 1, u64::from(bad), slower)),
             }
             let bad = u64::from(bad);
             let attributes = &span.attributes;
             if let Some(route) = attributes.http_route {
-                slot.add(ROUTE_KEY, route, 1, bad, sketch_size);
+                slot.add(ROUTE_KEY, route, 1, bad, slower, sketch_size);
             }
             if let Some(method) = attributes.rpc_method {
-                slot.add(RPC_KEY, method, 1, bad, sketch_size);
+                slot.add(RPC_KEY, method, 1, bad, slower, sketch_size);
             }
             if let (Some(key), Some(variant)) =
                 (attributes.feature_flag_key, attributes.feature_flag_variant)
@@ -864,7 +896,7 @@ impl SpanAnalyzer {
                 flag.push_str(key);
                 flag.push(FLAG_SEPARATOR);
                 flag.push_str(variant);
-                slot.add(FLAG_KEY, &flag, 1, bad, sketch_size);
+                slot.add(FLAG_KEY, &flag, 1, bad, slower, sketch_size);
             }
             let index = (resource.spans.start + offset) as u32;
             let first = batch.extras.partition_point(|extra| extra.span < index);
@@ -884,14 +916,14 @@ impl SpanAnalyzer {
                         continue;
                     };
                     let both = format!("{name}{FLAG_SEPARATOR}{value}");
-                    slot.add(key, &both, 1, bad, sketch_size);
+                    slot.add(key, &both, 1, bad, slower, sketch_size);
                 } else {
-                    slot.add(key, value, 1, bad, sketch_size);
+                    slot.add(key, value, 1, bad, slower, sketch_size);
                 }
             }
         }
         let values = resource_values(resource);
-        for (window, n, bad) in tallies {
+        for (window, n, bad, slower) in tallies {
             let Some(slot) = ring_slot(
                 windows,
                 self.n_windows,
@@ -903,7 +935,7 @@ impl SpanAnalyzer {
             };
             for (key, value) in values.iter().enumerate() {
                 if let Some(value) = value {
-                    slot.add(key, value, n, bad, sketch_size);
+                    slot.add(key, value, n, bad, slower, sketch_size);
                 }
             }
         }
@@ -1083,18 +1115,21 @@ impl SpanAnalyzer {
     }
 
     /// The cohorts of `service`'s entry spans over `windows`: every value
-    /// of `service.version` and every variant of each feature flag, with
-    /// its spans and bad spans (lower bounds; exact while a key has fewer
-    /// values than a sketch holds, as versions and variants do).
+    /// of [`COHORT_KEYS`] (the version, where it runs: instance, pod, host,
+    /// node and zone) and every variant of each feature flag, with its
+    /// spans and bad spans (lower bounds; exact while a key has fewer
+    /// values than a sketch holds, as versions, variants and a service's
+    /// pods do).
     pub fn cohorts(&self, service: &str, windows: Range<i64>) -> Vec<Cohort> {
         let Some(state) = self.services.get(service).map(|state| Arc::clone(&state)) else {
             return Vec::new();
         };
         let drill = state.drill.lock();
         let mut cohorts = Vec::new();
-        for key in [0, FLAG_KEY] {
+        for key in COHORT_KEYS {
             let mut all = Merged::default();
             let mut bad = Merged::default();
+            let mut slower = Merged::default();
             for slot in drill
                 .windows
                 .iter()
@@ -1103,6 +1138,9 @@ impl SpanAnalyzer {
                 if let Some(Some(sketches)) = slot.keys.get(key) {
                     all.add(&sketches.all);
                     bad.add(&sketches.bad);
+                    if let Some(sketch) = &sketches.slower {
+                        slower.add(sketch);
+                    }
                 }
             }
             for value in all.values.keys() {
@@ -1112,6 +1150,7 @@ impl SpanAnalyzer {
                     value: shown,
                     spans: all.lower(value),
                     bad: bad.lower(value),
+                    slower: slower.lower(value),
                 });
             }
         }
@@ -1183,17 +1222,25 @@ fn extra_text<'s>(value: ValueRef<'s>, buffer: &'s mut String) -> Option<&'s str
     Some(buffer.as_str())
 }
 
-/// The slow threshold of an operation for spans in `window`: twice its p95
-/// over the previous [`SLOW_HISTORY`] windows, computed once per operation
-/// and window. `u64::MAX` (nothing is slow) until those windows hold
-/// [`SLOW_MIN_REQUESTS`] requests.
+/// An operation's durations, in nanoseconds, above which its spans count
+/// as slow (bad) and as slower than usual.
+#[derive(Debug, Clone, Copy)]
+struct Thresholds {
+    slow: u64,
+    median: u64,
+}
+
+/// The thresholds of an operation for spans in `window`: twice its p95 and
+/// its median over the previous [`SLOW_HISTORY`] windows, computed once per
+/// operation and window. `u64::MAX` (nothing is slow) until those windows
+/// hold [`SLOW_MIN_REQUESTS`] requests.
 fn slow_threshold(
     store: &Store,
-    cache: &mut HashMap<u64, (i64, u64)>,
+    cache: &mut HashMap<u64, (i64, Thresholds)>,
     service: &Arc<str>,
     operation: &str,
     window: i64,
-) -> u64 {
+) -> Thresholds {
     let hash = value_hash(operation);
     if let Some((computed_for, threshold)) = cache.get(&hash) {
         if *computed_for == window {
@@ -1205,11 +1252,17 @@ fn slow_threshold(
         service: Arc::clone(service),
         name: Arc::from(operation),
     };
-    let threshold = store
-        .quantile_windows(&key, window - SLOW_HISTORY, window - 1, 0.95)
-        .filter(|&(requests, _)| requests >= SLOW_MIN_REQUESTS)
-        .and_then(|(_, p95)| p95)
-        .map_or(u64::MAX, |p95_ms| (p95_ms * SLOW_FACTOR * 1e6) as u64);
+    let at = |quantile: f64, factor: f64| {
+        store
+            .quantile_windows(&key, window - SLOW_HISTORY, window - 1, quantile)
+            .filter(|&(requests, _)| requests >= SLOW_MIN_REQUESTS)
+            .and_then(|(_, ms)| ms)
+            .map_or(u64::MAX, |ms| (ms * factor * 1e6) as u64)
+    };
+    let threshold = Thresholds {
+        slow: at(0.95, SLOW_FACTOR),
+        median: at(0.5, 1.0),
+    };
     if cache.len() >= MAX_THRESHOLDS {
         cache.clear();
     }

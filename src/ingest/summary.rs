@@ -121,15 +121,22 @@ impl Ingest {
         (window, window_start): (i64, u64),
         has_pods: bool,
     ) {
-        let bad = text(attributes, OUTCOME) == Some("bad");
-        let (spans, bad_spans) = if bad { (0, value) } else { (value, 0) };
+        // `all`, `bad`, or `slower` (than the operation's median).
+        let outcome = text(attributes, OUTCOME);
+        let counts = match outcome {
+            Some("bad") => (0, value, 0),
+            Some("slower") => (0, 0, value),
+            _ => (value, 0, 0),
+        };
+        let (spans, bad_spans, _) = counts;
+        let all = !matches!(outcome, Some("bad" | "slower"));
         let now = self.store.now_unix_nanos();
         let key = text(attributes, KEY);
         let attribute = text(attributes, VALUE);
         if let Some(analysis) = &self.spans {
             match (key, attribute) {
                 (Some(key), Some(attribute)) => {
-                    analysis.add_value(service, window, key, attribute, spans, bad_spans, now);
+                    analysis.add_value(service, window, key, attribute, counts, now);
                 }
                 _ => {
                     analysis.add_entry_spans(service, window, spans, bad_spans, now);
@@ -138,8 +145,8 @@ impl Ingest {
         }
         // Changes are read from the `all` counts, once per value and window,
         // at the window's start (the spans came within it).
-        let (Some(changes), Some(key), Some(attribute), false) =
-            (&self.changes, key, attribute, bad)
+        let (Some(changes), Some(key), Some(attribute), true) =
+            (&self.changes, key, attribute, all)
         else {
             return;
         };

@@ -1,7 +1,9 @@
 //! Forwarding against real upstreams: a second triage instance, and an
 //! OTLP/gRPC server in this file that fails on purpose. Every span sent to
 //! the front instance is identified by its span id, so "nothing lost" is
-//! checked id by id, and duplicates are told apart from losses.
+//! checked id by id, and duplicates are told apart from losses. Batching
+//! is on (the default) unless a test needs each received request to reach
+//! the upstream as a request of its own.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::common::collector::Collector;
 use crate::common::{test_settings, TestServer};
-use triage::forward::config::{ExporterConfig, Protocol, RetryConfig};
+use triage::forward::config::{BatchConfig, ExporterConfig, Protocol, RetryConfig};
 use triage::model::SeriesKind;
 
 /// Longest wait for anything to arrive.
@@ -193,6 +195,10 @@ enum Behaviour {
     /// named `poison` with INVALID_ARGUMENT and those named `exhausted`
     /// with RESOURCE_EXHAUSTED without RetryInfo (both permanent).
     Flaky,
+    /// Fails the first attempt of every request with UNAVAILABLE, and
+    /// refuses every request holding a span named `poison` with
+    /// INVALID_ARGUMENT.
+    FailOnce,
 }
 
 #[derive(Default)]
@@ -203,6 +209,8 @@ struct Seen {
     attempts: HashMap<u64, u32>,
     /// Requests that carried the gzip'd body's metadata header.
     with_header: u32,
+    /// Span ids of each accepted request, in arrival order.
+    requests: Vec<Vec<u64>>,
 }
 
 #[derive(Clone)]
@@ -227,6 +235,12 @@ impl TraceService for Upstream {
             .and_then(|scope| scope.spans.first())
             .map(|span| span.name.clone())
             .unwrap_or_default();
+        let poisoned = request
+            .resource_spans
+            .iter()
+            .flat_map(|resource| &resource.scope_spans)
+            .flat_map(|scope| &scope.spans)
+            .any(|span| span.name == "poison");
         let key = ids.first().copied().unwrap_or(0);
         let mut seen = self.seen.lock();
         if header {
@@ -251,9 +265,18 @@ impl TraceService for Upstream {
                 return Err(Status::unavailable("try again"));
             }
         }
-        for id in ids {
-            *seen.accepted.entry(id).or_default() += 1;
+        if self.behaviour == Behaviour::FailOnce {
+            if poisoned {
+                return Err(Status::invalid_argument("poison spans"));
+            }
+            if attempt == 1 {
+                return Err(Status::unavailable("try again"));
+            }
         }
+        for id in &ids {
+            *seen.accepted.entry(*id).or_default() += 1;
+        }
+        seen.requests.push(ids);
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -524,6 +547,9 @@ async fn retryable_failures_arrive_and_permanent_ones_are_dropped() {
     )
     .await;
     let mut config = exporter("flaky", Protocol::Grpc, upstream.address);
+    // The upstream tells requests apart by their first span: each received
+    // request must reach it as a request of its own.
+    config.queue.batch = None;
     config.headers = vec![triage::forward::config::Header {
         name: "x-tenant".into(),
         value: "team-a".into(),
@@ -879,7 +905,10 @@ async fn http_status_codes_are_retried_by_the_otlp_rules() {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    let front = front_with(exporter("http-flaky", Protocol::Http, address)).await;
+    let mut config = exporter("http-flaky", Protocol::Http, address);
+    // As above: one upstream request per received request.
+    config.queue.batch = None;
+    let front = front_with(config).await;
     let mut expected = HashSet::new();
     for request in 1..=10u64 {
         let ids = request * 100..request * 100 + 4;
@@ -978,4 +1007,174 @@ async fn requests_given_up_are_counted_by_reason() {
         ),
         Some(0.0)
     );
+}
+
+// === batching ===
+
+/// An exporter whose batches are sent when they hold `min_size` spans, and
+/// not for a minute otherwise: what is merged is then known exactly.
+fn merging(name: &str, address: SocketAddr, min_size: u64) -> ExporterConfig {
+    let mut config = exporter(name, Protocol::Grpc, address);
+    config.queue.batch = Some(BatchConfig {
+        flush_timeout: Duration::from_secs(60),
+        min_size,
+        ..BatchConfig::default()
+    });
+    config
+}
+
+/// 200 requests of 5 spans, from 4 clients at once, reach the upstream as
+/// 10 requests of 100 spans (min_size 100): every span exactly once.
+#[tokio::test]
+async fn many_small_requests_arrive_merged() {
+    let upstream = RunningUpstream::start(
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        Behaviour::Accept,
+    )
+    .await;
+    let front = front_with(merging("merging", upstream.address, 100)).await;
+    let mut clients = Vec::new();
+    for client in 0..4u64 {
+        let address = front.addresses.grpc;
+        clients.push(tokio::spawn(async move {
+            let mut connection = TraceServiceClient::connect(format!("http://{address}"))
+                .await
+                .expect("connect to the front instance");
+            for request in 0..50u64 {
+                // Ids from 1: span id 0 is invalid.
+                let first = 1 + (client * 50 + request) * 5;
+                connection
+                    .export(spans("merged-svc", "op", first..first + 5))
+                    .await
+                    .expect("front accepts spans");
+            }
+        }));
+    }
+    for client in clients {
+        client.await.expect("client task");
+    }
+    let expected: HashSet<u64> = (1..=1000).collect();
+    eventually("every span arrives", || {
+        let accepted = upstream.accepted();
+        expected.iter().all(|id| accepted.contains_key(id))
+    })
+    .await;
+    {
+        let seen = upstream.seen.lock();
+        let sizes: Vec<usize> = seen.requests.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [100; 10], "requests upstream");
+        assert!(
+            seen.accepted.values().all(|times| *times == 1),
+            "a span arrived twice"
+        );
+        assert_eq!(seen.accepted.len(), 1000);
+    }
+    let label = "exporter=\"merging\"";
+    let exposition = wait_for_sample(
+        front.addresses.admin,
+        "triage_exporter_sent_items_total",
+        &[label, "signal=\"traces\""],
+        1000.0,
+    )
+    .await;
+    // The batch sizes the front reports: 10 batches, 1,000 spans.
+    let batches = |name: &str| sample(&exposition, name, &[label, "signal=\"traces\""]);
+    assert_eq!(batches("triage_exporter_batch_send_size_count"), Some(10.0));
+    assert_eq!(batches("triage_exporter_batch_send_size_sum"), Some(1000.0));
+    front.stop().await;
+}
+
+/// With the default batch settings, a lone request far below `min_size`
+/// is sent when its `flush_timeout` (200 ms) has passed, though nothing
+/// else comes and the front keeps running.
+#[tokio::test]
+async fn a_lone_request_is_sent_at_the_flush_timeout() {
+    let upstream = RunningUpstream::start(
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        Behaviour::Accept,
+    )
+    .await;
+    let config = exporter("lone", Protocol::Grpc, upstream.address);
+    assert_eq!(config.queue.batch, Some(BatchConfig::default()));
+    let front = front_with(config).await;
+    let sent = Instant::now();
+    send_grpc(front.addresses.grpc, spans("lone-svc", "op", 1..4)).await;
+    eventually("the lone request arrives", || {
+        upstream.accepted().len() == 3
+    })
+    .await;
+    // For the record, not asserted: about the flush timeout.
+    eprintln!(
+        "a lone request reached the upstream after {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(upstream.seen.lock().requests.len(), 1);
+    front.stop().await;
+}
+
+/// A batch that fails with a retryable error is retried whole and arrives
+/// once; a batch the upstream refuses for good is dropped whole, every
+/// item of every request in it counted. The queue is persistent: both
+/// batches' requests leave the disk once they are done.
+#[tokio::test]
+async fn batches_are_retried_and_dropped_whole() {
+    let upstream = RunningUpstream::start(
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        Behaviour::FailOnce,
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = merging("whole", upstream.address, 50);
+    config.queue.storage = Some(dir.path().join("queue"));
+    let front = front_with(config).await;
+    // Ten requests of 5 spans make one batch; the next ten, one of them
+    // poisoned, the next.
+    for request in 0..20u64 {
+        let name = if request == 13 { "poison" } else { "op" };
+        let first = 1 + request * 5;
+        send_grpc(
+            front.addresses.grpc,
+            spans("whole-svc", name, first..first + 5),
+        )
+        .await;
+    }
+    let label = "exporter=\"whole\"";
+    wait_for_sample(
+        front.addresses.admin,
+        "triage_exporter_send_failed_items_total",
+        &[label, "signal=\"traces\"", "reason=\"permanent\""],
+        50.0,
+    )
+    .await;
+    let exposition = wait_for_sample(
+        front.addresses.admin,
+        "triage_exporter_sent_items_total",
+        &[label, "signal=\"traces\""],
+        50.0,
+    )
+    .await;
+    {
+        let seen = upstream.seen.lock();
+        // The first batch: refused once, then accepted, each span once.
+        assert_eq!(seen.attempts[&1], 2);
+        let sizes: Vec<usize> = seen.requests.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [50]);
+        assert!((1..=50).all(|id| seen.accepted.get(&id) == Some(&1)));
+        // The second: refused for good, tried once, nothing of it kept.
+        assert_eq!(seen.attempts[&51], 1);
+        assert!(!seen.accepted.keys().any(|id| *id > 50));
+    }
+    assert_eq!(
+        sample(
+            &exposition,
+            "triage_exporter_retries_total",
+            &[label, "signal=\"traces\""]
+        ),
+        Some(1.0)
+    );
+    eventually("both batches leave the disk", || {
+        records_on_disk(&dir.path().join("queue")) == 0
+    })
+    .await;
+    front.stop().await;
 }

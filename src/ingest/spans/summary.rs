@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use super::sketch::SpaceSaving;
 use super::{
     ring_slot, CallStats, CallWindow, DrillWindow, SpanAnalyzer, DRILL_DOWN_KEYS, FLAG_KEY,
     FLAG_SEPARATOR, MAX_CALLEES,
@@ -23,8 +24,10 @@ pub struct WindowSummary {
     pub spans: u64,
     pub bad: u64,
     /// Attribute values of the entry spans: (key as reported, value, spans,
-    /// bad spans). Flags are `feature_flag.<key>` with the variant as value.
-    pub values: Vec<(String, String, u64, u64)>,
+    /// bad spans, spans slower than their operation's median; the last is
+    /// counted for the cohort keys only). Flags are `feature_flag.<key>`
+    /// with the variant as value.
+    pub values: Vec<(String, String, u64, u64, u64)>,
     /// Calls per callee.
     pub calls: Vec<(Arc<str>, CallStats)>,
 }
@@ -54,15 +57,23 @@ impl SpanAnalyzer {
                     let Some(sketches) = sketches else {
                         continue;
                     };
-                    for counter in sketches.all.counters() {
-                        let bad = sketches
-                            .bad
+                    let count_in = |sketch: &SpaceSaving, value: &str| {
+                        sketch
                             .counters()
                             .iter()
-                            .find(|bad| bad.value == counter.value)
-                            .map_or(0, |bad| bad.count);
+                            .find(|counter| counter.value == value)
+                            .map_or(0, |counter| counter.count)
+                    };
+                    for counter in sketches.all.counters() {
+                        let bad = count_in(&sketches.bad, &counter.value);
+                        let slower = sketches
+                            .slower
+                            .as_ref()
+                            .map_or(0, |sketch| count_in(sketch, &counter.value));
                         let (name, value) = self.key_name(key, &counter.value);
-                        summary.values.push((name, value, counter.count, bad));
+                        summary
+                            .values
+                            .push((name, value, counter.count, bad, slower));
                     }
                 }
             }
@@ -141,8 +152,7 @@ impl SpanAnalyzer {
         window: i64,
         key: &str,
         value: &str,
-        spans: u64,
-        bad: u64,
+        (spans, bad, slower): (u64, u64, u64),
         now: u64,
     ) -> bool {
         let Some((index, stored)) = self.key_index(key, value) else {
@@ -160,7 +170,7 @@ impl SpanAnalyzer {
         ) else {
             return false;
         };
-        slot.add(index, &stored, spans, bad, sketch_size);
+        slot.add(index, &stored, spans, bad, slower, sketch_size);
         true
     }
 
